@@ -1,0 +1,23 @@
+"""Error types that name where bad input was found."""
+
+from __future__ import annotations
+
+
+class MaskSearchError(Exception):
+    """Base class for user-facing errors (printed without a traceback by the CLI)."""
+
+
+class InputError(MaskSearchError, ValueError):
+    """Malformed input, located by file, line and field."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.path, self.line, self.field, self.reason = path, line, field, message
+        where = ":".join(str(p) for p in (path, line) if p is not None)
+        loc = f"{where}: " if where else ""
+        fld = f"field '{field}': " if field else ""
+        super().__init__(f"{loc}{fld}{message}")
+
+
+class ConfigError(MaskSearchError, ValueError):
+    """Invalid configuration or missing optional dependency."""
