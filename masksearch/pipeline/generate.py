@@ -1,0 +1,186 @@
+"""Batch trajectory generation: a fixed pool of async workers pulling examples from a bounded queue.
+
+Resume: ids already in the store are skipped (failed ones are redone with `retry_failed`); an
+example that was in flight when the process died has the same deterministic thread id on the
+next run, so the graph resumes it from the checkpointer. Each record is committed to the store
+as soon as it is finished, then its checkpoint thread is deleted (failed threads are kept so a
+retry can resume from the last good step). The store's primary key makes duplicates impossible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from masksearch.pipeline.store import TrajectoryStore
+from masksearch.pipeline.summary import Summary
+from masksearch.records import SCHEMA_VERSION, TrajectoryRecord
+from masksearch.types import MaskedExample
+
+log = logging.getLogger(__name__)
+
+RunOne = Callable[[MaskedExample], Awaitable[TrajectoryRecord]]
+
+
+def failed_record(example: MaskedExample, context: Any, error: BaseException | str,
+                  thread_id: str = "") -> TrajectoryRecord:
+    """A minimal `failed` record for an example whose run raised outside the graph's own handling."""
+    err = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    models = context.models() if hasattr(context, "models") else {}
+    return {
+        "schema_version": SCHEMA_VERSION, "id": example.id, "thread_id": thread_id,
+        "task": example.task, "question": example.question, "answers": list(example.answers),
+        "messages": [], "steps": [], "final_answer": "", "status": "failed", "error": err,
+        "scores": {}, "accepted": False, "models": models, "usage": {}, "timings": {},
+        "meta": {"k": example.k, "source_id": example.source_id, "title": example.title,
+                 "strategy": example.strategy},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def generate(
+    examples: Iterable[MaskedExample],
+    context: Any,
+    store: TrajectoryStore | str | Path,
+    checkpointer_url: str | None = "memory",
+    concurrency: int = 8,
+    *,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    total: int | None = None,
+    progress: bool = True,
+    stop: asyncio.Event | None = None,
+    run_one: RunOne | None = None,
+    keep_checkpoints: bool = False,
+    summary: Summary | None = None,
+) -> Summary:
+    """Run the graph over `examples` with `concurrency` workers; write each record to `store`.
+
+    - `limit`: take only the first `limit` input examples (so rerunning the same command
+      resumes the same set instead of starting new ones).
+    - `retry_failed`: redo ids whose stored record is `failed` (others in the store are skipped).
+    - `stop`: when set, no new example is started; in-flight ones finish and are written.
+    - `run_one`: override the per-example runner (tests, benchmarks); by default the graph from
+      `masksearch.graph.build_graph` with the checkpointer opened from `checkpointer_url`.
+    Returns a `Summary`; a `summary` passed in is filled in place (so a caller sees partial
+    counts even if this coroutine is cancelled).
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    own_store = not isinstance(store, TrajectoryStore)
+    st = TrajectoryStore(store) if own_store else store
+    summary = summary if summary is not None else Summary()
+    try:
+        if run_one is not None:
+            await _run_pool(examples, st, run_one, None, concurrency, limit, retry_failed, total,
+                            progress, stop, summary, keep_checkpoints)
+            return summary
+        from masksearch.graph import build_graph
+        from masksearch.graph.checkpoint import open_checkpointer
+        from masksearch.graph.runner import run_example
+
+        async with open_checkpointer(checkpointer_url or "memory") as saver:
+            graph = build_graph(checkpointer=saver)
+
+            async def _graph_run(ex: MaskedExample) -> TrajectoryRecord:
+                return await run_example(graph, ex, context)
+
+            await _run_pool(examples, st, _graph_run, saver, concurrency, limit, retry_failed, total,
+                            progress, stop, summary, keep_checkpoints, context)
+        return summary
+    finally:
+        if own_store:
+            st.close()
+
+
+async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_failed, total,
+                    progress, stop, summary, keep_checkpoints, context=None) -> None:
+    skip = store.ids(include_failed=not retry_failed)
+    queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
+    stop = stop or asyncio.Event()
+    bar = _progress_bar(total, limit, progress)
+    t0 = time.perf_counter()
+
+    async def produce() -> None:
+        seen: set[str] = set()
+        try:
+            for ex in (examples if limit is None else islice(examples, limit)):
+                if stop.is_set():
+                    break
+                if ex.id in seen:
+                    summary.skipped_duplicate += 1
+                    continue
+                seen.add(ex.id)
+                if ex.id in skip:
+                    summary.skipped_existing += 1
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                await queue.put(ex)
+        finally:
+            for _ in range(concurrency):
+                await queue.put(None)
+
+    async def work() -> None:
+        while (ex := await queue.get()) is not None:
+            try:
+                record = await run_one(ex)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug outside the graph's own handling: record, don't crash
+                log.warning("example %s raised %s: %s", ex.id, type(e).__name__, e)
+                record = failed_record(ex, context, e)
+            if record.get("id") != ex.id:
+                record = {**record, "id": ex.id}
+            if store.put(record):
+                summary.add(record)
+            else:
+                summary.not_written += 1
+            if saver is not None and not keep_checkpoints and record["status"] != "failed":
+                await _forget_thread(saver, record.get("thread_id"))
+            summary.elapsed_s = time.perf_counter() - t0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(accept=f"{summary.accept_rate:.0%}", failed=summary.failed, refresh=False)
+
+    producer = asyncio.create_task(produce())
+    workers = [asyncio.create_task(work()) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(producer, *workers)
+    except asyncio.CancelledError:
+        summary.interrupted = True
+        for t in (producer, *workers):
+            t.cancel()
+        await asyncio.gather(producer, *workers, return_exceptions=True)
+        raise
+    finally:
+        summary.elapsed_s = time.perf_counter() - t0
+        summary.interrupted = summary.interrupted or stop.is_set()
+        if bar is not None:
+            bar.close()
+
+
+async def _forget_thread(saver: Any, thread_id: str | None) -> None:
+    """Drop a finished example's checkpoints (its record is safely in the store)."""
+    if not thread_id or not hasattr(saver, "adelete_thread"):
+        return
+    try:
+        await saver.adelete_thread(thread_id)
+    except Exception as e:  # housekeeping only; the record is already stored
+        log.debug("could not delete checkpoint thread %s: %s", thread_id, e)
+
+
+def _progress_bar(total: int | None, limit: int | None, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    if limit is not None:
+        total = min(total, limit) if total is not None else limit
+    return tqdm(total=total, unit="ex", desc="generate", dynamic_ncols=True)

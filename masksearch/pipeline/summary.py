@@ -1,0 +1,117 @@
+"""Run summary for batch generation: counts, accept rate, failure reasons, per-k, usage, throughput."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from masksearch.records import TrajectoryRecord
+
+
+def failure_reason(error: str | None) -> str:
+    """A short, groupable reason: the error's first line, at most 120 characters."""
+    first = (error or "unknown error").strip().splitlines()[0] if (error or "").strip() else "unknown error"
+    return first[:120]
+
+
+def count_turns(record: TrajectoryRecord) -> int:
+    """Agent turns in a record: `meta.turns` when the graph sets it, else assistant messages."""
+    turns = (record.get("meta") or {}).get("turns")
+    if isinstance(turns, int):
+        return turns
+    return sum(1 for m in record.get("messages", []) if m.get("role") == "assistant")
+
+
+@dataclass
+class Summary:
+    """What one `generate` call did (only records written by this call are counted)."""
+
+    done: int = 0
+    accepted: int = 0
+    failed: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    by_k: dict[int, list[int]] = field(default_factory=dict)  # k -> [done, accepted]
+    fail_reasons: Counter = field(default_factory=Counter)
+    turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    search_calls: int = 0
+    skipped_existing: int = 0  # already in the store (resume)
+    skipped_duplicate: int = 0  # same id twice in the input
+    skipped_bad: int = 0  # bad input lines skipped with --skip-bad
+    not_written: int = 0  # a finished record for the id was already stored (kept)
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    def add(self, record: TrajectoryRecord) -> None:
+        self.done += 1
+        acc = bool(record.get("accepted"))
+        self.accepted += acc
+        status = record.get("status", "failed")
+        self.by_status[status] += 1
+        if status == "failed":
+            self.failed += 1
+            self.fail_reasons[failure_reason(record.get("error"))] += 1
+        k = int((record.get("meta") or {}).get("k", 0) or 0)
+        slot = self.by_k.setdefault(k, [0, 0])
+        slot[0] += 1
+        slot[1] += acc
+        self.turns += count_turns(record)
+        usage = record.get("usage") or {}
+        self.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
+        self.completion_tokens += int(usage.get("completion_tokens", 0) or 0)
+        self.search_calls += int(usage.get("search_calls", 0) or 0)
+
+    @property
+    def accept_rate(self) -> float:
+        return self.accepted / self.done if self.done else 0.0
+
+    @property
+    def mean_turns(self) -> float:
+        return self.turns / self.done if self.done else 0.0
+
+    @property
+    def throughput(self) -> float:
+        """Examples per second of wall time."""
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done, "accepted": self.accepted, "accept_rate": round(self.accept_rate, 4),
+            "failed": self.failed, "by_status": dict(self.by_status),
+            "by_k": {str(k): {"done": d, "accepted": a} for k, (d, a) in sorted(self.by_k.items())},
+            "fail_reasons": dict(self.fail_reasons.most_common(10)),
+            "mean_turns": round(self.mean_turns, 3),
+            "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            "search_calls": self.search_calls,
+            "skipped": {"existing": self.skipped_existing, "duplicate": self.skipped_duplicate,
+                        "bad_input": self.skipped_bad, "already_stored": self.not_written},
+            "elapsed_s": round(self.elapsed_s, 3), "throughput_per_s": round(self.throughput, 4),
+            "interrupted": self.interrupted,
+        }
+
+    def format(self) -> str:
+        """Human-readable multi-line summary."""
+        lines = [
+            f"done {self.done}  accepted {self.accepted} ({self.accept_rate:.1%})  failed {self.failed}"
+            + ("  [interrupted]" if self.interrupted else ""),
+            f"status: {', '.join(f'{s} {n}' for s, n in sorted(self.by_status.items())) or '-'}",
+            "by k: " + (", ".join(f"k={k} {a}/{d}" for k, (d, a) in sorted(self.by_k.items())) or "-"),
+            f"mean turns {self.mean_turns:.2f}  tokens {self.prompt_tokens} prompt + "
+            f"{self.completion_tokens} completion  searches {self.search_calls}",
+            f"time {self.elapsed_s:.1f}s  throughput {self.throughput:.3f} examples/s",
+        ]
+        skipped = [(n, what) for n, what in (
+            (self.skipped_existing, "already in store"), (self.skipped_duplicate, "duplicate ids in input"),
+            (self.skipped_bad, "bad input lines"), (self.not_written, "finished record already stored"))
+            if n]
+        if skipped:
+            lines.append("skipped: " + ", ".join(f"{n} {what}" for n, what in skipped))
+        if self.fail_reasons:
+            lines.append("top failure reasons:")
+            lines += [f"  {n} x {reason}" for reason, n in self.fail_reasons.most_common(5)]
+        if self.done and self.accept_rate < 0.2:
+            lines.append("note: few trajectories passed the judge; with a small model (e.g. local:default) "
+                         "most answers are wrong and get rejected, as expected.")
+        return "\n".join(lines)
