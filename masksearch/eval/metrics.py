@@ -86,3 +86,55 @@ def all_metrics(pred: str, gold: str | Sequence[str]) -> dict[str, float]:
         "precision": precision(pred, gold),
         "cover_em": cover_exact_match(pred, gold),
     }
+
+
+def substring_match(pred: str, gold: str | Sequence[str]) -> float:
+    """FlashRAG `acc` / Search-R1 `subem`: a normalised gold is a plain substring of the normalised
+    prediction (no word boundary, so "1" matches "1995"); `cover_exact_match` is the stricter,
+    token-boundary variant."""
+    p = normalize_answer(pred)
+    return float(any(normalize_answer(g) in p for g in _golds(gold) if normalize_answer(g)))
+
+
+# FanoutQA loose accuracy (fanoutqa/eval/string.py) without spaCy: the official `normalize`
+# lower-cases, fixes mojibake (ftfy), drops thousands separators, lemmatises with spaCy
+# `en_core_web_sm`, removes [,.?!:;] and collapses whitespace. Here every step but the
+# lemmatisation is reproduced (ftfy is replaced by Unicode NFKC), so "countries" does not
+# match "country" and clitics like "'s" stay attached; scores can be slightly lower than official.
+_FANOUT_NUM_COMMAS = re.compile(r"(\d+,)+\d+(\.\d+)?")
+_FANOUT_PUNCT = re.compile(r"[,.?!:;]")
+
+
+def fanout_normalize(text: object) -> str:
+    import unicodedata
+
+    s = unicodedata.normalize("NFKC", str(text).lower())
+    s = _FANOUT_NUM_COMMAS.sub(lambda m: m[0].replace(",", ""), s)
+    s = _FANOUT_PUNCT.sub("", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _fanout_missing(reference: object, norm_pred: str) -> tuple[int, list[str]]:
+    """(number of reference strings at this level, the normalised strings not found)."""
+    if isinstance(reference, list):
+        missing = [m for r in reference for m in _fanout_missing(r, norm_pred)[1]]
+        return len(reference), missing
+    if isinstance(reference, dict):
+        parts = [*reference.keys(), *reference.values()]
+        missing = [m for r in parts for m in _fanout_missing(r, norm_pred)[1]]
+        return 2 * len(reference), missing
+    if isinstance(reference, bool):
+        reference = "yes" if reference else "no"
+    ans = fanout_normalize(reference)
+    found = re.search(rf"\b{re.escape(ans)}\b", norm_pred) is not None
+    return 1, [] if found else [ans]
+
+
+def fanout_loose_accuracy(pred: str, reference: object) -> float:
+    """FanoutQA loose accuracy: fraction of the reference's strings (list items, dict keys AND
+    values, or the one primitive) found in the prediction at word boundaries after normalisation.
+    Nested containers count their missing strings against the outer total, as the official code does."""
+    total, missing = _fanout_missing(reference, fanout_normalize(pred))
+    if total == 0:
+        return 1.0
+    return (total - len(missing)) / total
