@@ -1,1 +1,70 @@
-"""masksearch.models."""
+"""Chat models from `provider:model` specs (keys only from env vars, checked when a model is loaded).
+
+| spec | model |
+|---|---|
+| `openai:<model>` | OpenAI (key `OPENAI_API_KEY`) |
+| `dashscope:<model>` | DashScope OpenAI-compatible endpoint (key `DASHSCOPE_API_KEY`) |
+| `openai-compatible:<model>@<base_url>` | vLLM / Ollama / any OpenAI-compatible server (key `OPENAI_API_KEY` or "EMPTY") |
+| `local:default` / `local:<path>` | embedded offline model (transformers, CPU ok): SmolLM2-135M-Instruct, or an HF dir / .gguf |
+| `fake:<script.json>` | `ScriptedChatModel` replaying a script (tests, demos) |
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from masksearch.errors import ConfigError
+
+DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+PROVIDERS = ("openai", "dashscope", "openai-compatible", "local", "fake")
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """`provider:model` → (provider, model); ConfigError naming the accepted providers."""
+    provider, sep, name = (spec or "").partition(":")
+    if not sep or not name.strip() or provider not in PROVIDERS:
+        raise ConfigError(f"bad model spec {spec!r}: expected one of "
+                          f"{', '.join(p + ':<model>' for p in PROVIDERS)}")
+    return provider, name.strip()
+
+
+def load_chat_model(spec: str, *, temperature: float | None = None, max_tokens: int | None = None,
+                    timeout: float | None = None, seed: int | None = None, **kwargs: Any) -> Any:
+    """Build a LangChain chat model for `spec`. Needs the provider's key env var (not at import)."""
+    provider, name = parse_spec(spec)
+    common = {k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens),
+                                 ("seed", seed)) if v is not None}
+    if provider == "fake":
+        from masksearch.models.fake import ScriptedChatModel
+
+        return ScriptedChatModel.from_file(name)
+    if provider == "local":
+        from masksearch.models.local import LocalChatModel
+
+        return LocalChatModel(model_path=name, **common, **kwargs)
+
+    from langchain.chat_models import init_chat_model
+
+    if timeout is not None:
+        common["timeout"] = timeout
+    if provider == "openai":
+        _require_env("OPENAI_API_KEY", spec)
+        return init_chat_model(name, model_provider="openai", **common, **kwargs)
+    if provider == "dashscope":
+        key = _require_env("DASHSCOPE_API_KEY", spec)
+        return init_chat_model(name, model_provider="openai", base_url=DASHSCOPE_BASE_URL,
+                               api_key=key, **common, **kwargs)
+    model, at, base_url = name.rpartition("@")
+    if not at or not model or not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"bad model spec {spec!r}: expected openai-compatible:<model>@http(s)://host:port/v1")
+    key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    return init_chat_model(model, model_provider="openai", base_url=base_url, api_key=key,
+                           **common, **kwargs)
+
+
+def _require_env(var: str, spec: str) -> str:
+    value = os.environ.get(var, "").strip()
+    if not value:
+        raise ConfigError(f"model {spec!r} needs the environment variable {var} (not set)")
+    return value

@@ -1,0 +1,50 @@
+"""Checkpointer factory: `sqlite:///path.db` (default), `postgres://…` (extra `postgres`), `memory`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from masksearch.errors import ConfigError
+
+DEFAULT_CHECKPOINT_URL = "sqlite:///masksearch_checkpoints.db"
+
+
+def sqlite_path(url: str) -> str:
+    """`sqlite:///rel/path.db` → `rel/path.db`; `sqlite:////abs/path.db` → `/abs/path.db`."""
+    path = url[len("sqlite:///"):]
+    if not path:
+        raise ConfigError(f"checkpoint url {url!r} has no file path (sqlite:///path/to/file.db)")
+    return path
+
+
+@asynccontextmanager
+async def open_checkpointer(url: str | None = None) -> AsyncIterator[Any]:
+    """Open (and set up) an async LangGraph checkpointer for `url`; closes it on exit."""
+    url = url or DEFAULT_CHECKPOINT_URL
+    if url == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        yield InMemorySaver()
+        return
+    if url.startswith("sqlite:///"):
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        path = sqlite_path(url)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(path) as saver:
+            await saver.setup()
+            yield saver
+        return
+    if url.startswith(("postgres://", "postgresql://")):
+        try:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        except ImportError:
+            raise ConfigError("postgres checkpoints need the extra: pip install 'masksearch[postgres]'") from None
+        async with AsyncPostgresSaver.from_conn_string(url) as saver:
+            await saver.setup()
+            yield saver
+        return
+    raise ConfigError(f"unsupported checkpoint url {url!r}: use sqlite:///path.db, postgres://..., or memory")

@@ -1,0 +1,77 @@
+"""Graph state → `TrajectoryRecord` (student `messages` view + teacher `steps` view)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from masksearch import prompts
+from masksearch.graph.context import Context
+from masksearch.nodes.judge import score_answer, task_of
+from masksearch.nodes.single_agent import student_messages
+from masksearch.records import SCHEMA_VERSION, TrajectoryRecord, validate_record
+from masksearch.types import MaskedExample
+
+LLM_AGENTS = {"planner", "rewriter", "observer", "answer", "judge", "agent"}
+
+
+def render_messages(state: dict[str, Any]) -> list[dict[str, str]]:
+    """Student view: system, user, (assistant search turn, tool information)*, final assistant answer."""
+    msgs = student_messages(state.get("question", ""), list(state.get("rounds", [])))
+    answer = state.get("final_answer", "")
+    if answer:
+        msgs.append({"role": "assistant",
+                     "content": prompts.assistant_answer_turn(state.get("final_think", ""), answer)})
+    return msgs
+
+
+def state_to_record(state: dict[str, Any], *, example: MaskedExample, context: Context,
+                    thread_id: str, error: str | None = None) -> TrajectoryRecord:
+    """Build a validated record. `error` marks a failed run (whatever state exists is kept)."""
+    steps = [dict(s) for s in state.get("steps", [])]
+    status = "failed" if error else state.get("status", "max_turns")
+    if status == "running":
+        status = "failed"
+        error = error or "run ended without a final answer"
+    answer = state.get("final_answer", "") if status != "failed" else ""
+    scores = dict(state.get("scores") or {})
+    if not scores:
+        scores = score_answer(answer, example.answers, example.task) if answer else \
+            {"recall": 0.0, "em": 0.0, "f1": 0.0}
+    llm_steps = [s for s in steps if s.get("agent") in LLM_AGENTS]
+    search_steps = [s for s in steps if s.get("agent") == "search"]
+    llm_s = sum(float(s.get("latency_s", 0.0)) for s in llm_steps)
+    search_s = sum(float(s.get("latency_s", 0.0)) for s in search_steps)
+    record: TrajectoryRecord = {
+        "schema_version": SCHEMA_VERSION,
+        "id": example.id,
+        "thread_id": thread_id,
+        "task": example.task or task_of(state),
+        "question": example.question,
+        "answers": list(example.answers),
+        "messages": render_messages({**state, "question": example.question, "final_answer": answer}),
+        "steps": steps,
+        "final_answer": answer,
+        "status": status,
+        "error": error,
+        "scores": {k: float(v) for k, v in scores.items()},
+        "accepted": bool(state.get("accepted", False)) and status == "answered",
+        "models": context.models(),
+        "usage": {
+            "prompt_tokens": sum(int(s.get("prompt_tokens", 0)) for s in llm_steps),
+            "completion_tokens": sum(int(s.get("completion_tokens", 0)) for s in llm_steps),
+            "search_calls": len(search_steps),
+            "llm_calls": len(llm_steps),
+        },
+        "timings": {"total_s": round(llm_s + search_s, 4), "llm_s": round(llm_s, 4),
+                    "search_s": round(search_s, 4)},
+        "meta": {
+            "k": example.k, "source_id": example.source_id, "title": example.title,
+            "strategy": example.strategy, "agent_mode": context.agent_mode,
+            "turns": int(state.get("turn", 0)), "forced_answer": bool(state.get("forced", False)),
+            "retriever": context.retriever, "top_k": context.top_k, "max_turns": context.max_turns,
+            "recall_threshold": context.recall_threshold,
+        },
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return validate_record(record)

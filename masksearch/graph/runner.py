@@ -1,0 +1,60 @@
+"""Run one example through the graph → one `TrajectoryRecord` (resuming from its checkpoint)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from masksearch.graph import thread_id_for
+from masksearch.graph.context import Context
+from masksearch.graph.records import state_to_record
+from masksearch.records import TrajectoryRecord
+from masksearch.types import MaskedExample
+
+log = logging.getLogger(__name__)
+MAX_ERROR_CHARS = 500
+
+
+def graph_input(example: MaskedExample) -> dict[str, Any]:
+    return {"question": example.question, "answers": list(example.answers), "task": example.task,
+            "example_id": example.id}
+
+
+def run_config(thread_id: str, context: Context) -> dict[str, Any]:
+    # planner + per turn (rewriter, search, observer | agent, search) + invalid turns + answer + judge
+    return {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * context.max_turns + 10}
+
+
+async def run_example(graph: Any, example: MaskedExample, context: Context) -> TrajectoryRecord:
+    """Run (or resume, or just rebuild) `example`; never raises for run failures.
+
+    - finished checkpoint for this thread: rebuild the record from the saved state, no model call;
+    - interrupted checkpoint (a node failed or the process died): resume from it;
+    - otherwise: start fresh. A node failing after its retries gives status "failed" + `error`.
+    """
+    thread_id = thread_id_for(example.id, context)
+    config = run_config(thread_id, context)
+    payload: dict[str, Any] | None = graph_input(example)
+    state: dict[str, Any] = {}
+    if graph.checkpointer is not None:
+        snapshot = await graph.aget_state(config)
+        if snapshot.values:
+            state = dict(snapshot.values)
+            if not snapshot.next:
+                return state_to_record(state, example=example, context=context, thread_id=thread_id)
+            payload = None  # resume the interrupted run
+            log.info("resuming %s at %s", example.id, ", ".join(snapshot.next))
+    try:
+        async for values in graph.astream(payload, config, context=context, stream_mode="values"):
+            state = values
+    except Exception as e:  # noqa: BLE001 - the pipeline records the failure
+        reason = f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
+        log.warning("example %s failed: %s", example.id, reason)
+        if graph.checkpointer is not None:
+            try:
+                state = dict((await graph.aget_state(config)).values) or state
+            except Exception:  # noqa: BLE001
+                pass
+        return state_to_record(state, example=example, context=context, thread_id=thread_id,
+                               error=reason)
+    return state_to_record(state, example=example, context=context, thread_id=thread_id)

@@ -1,0 +1,95 @@
+"""Shared node helpers: one timed, time-limited model call; transient-error classification."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.types import RetryPolicy
+
+from masksearch.graph import resources
+from masksearch.graph.context import Context
+
+TRANSIENT_STATUS = {408, 409, 425, 429}
+_TRANSIENT_CLASS_NAMES = {"APIConnectionError", "APITimeoutError", "TimeoutException",
+                          "TransportError", "NetworkError", "RemoteProtocolError"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Retry timeouts, connection errors, HTTP 408/409/425/429 and 5xx; never parse/config errors."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError):
+        return True
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    if status is None and response is not None:
+        status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return status in TRANSIENT_STATUS or 500 <= status < 600
+    return any(cls.__name__ in _TRANSIENT_CLASS_NAMES for cls in type(exc).__mro__)
+
+
+def default_retry_policy(max_attempts: int = 3, initial_interval: float = 1.0) -> RetryPolicy:
+    return RetryPolicy(max_attempts=max_attempts, initial_interval=initial_interval,
+                       backoff_factor=2.0, max_interval=60.0, jitter=True, retry_on=is_transient)
+
+
+def to_lc_messages(messages: Sequence[dict[str, str]]) -> list[BaseMessage]:
+    """Record-style dicts → LangChain messages (tool turns go back to the model as user turns)."""
+    out: list[BaseMessage] = []
+    for m in messages:
+        role, content = m["role"], m["content"]
+        if role == "system":
+            out.append(SystemMessage(content))
+        elif role == "assistant":
+            out.append(AIMessage(content))
+        else:
+            out.append(HumanMessage(content))
+    return out
+
+
+def message_text(msg: Any) -> str:
+    content = getattr(msg, "content", msg)
+    if isinstance(content, str):
+        return content
+    return getattr(msg, "text", "") or ""
+
+
+async def call_model(ctx: Context, role: str, messages: Sequence[dict[str, str]], *,
+                     stop: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """Call the role's model with a per-call timeout; return (text, step metadata)."""
+    spec = ctx.model_for(role)
+    model = resources.get_model(spec, temperature=ctx.temperature, max_tokens=ctx.max_tokens,
+                                timeout=ctx.llm_timeout_s, seed=ctx.seed)
+    start = time.perf_counter()
+    kwargs = {"stop": stop} if stop else {}
+    msg = await asyncio.wait_for(model.ainvoke(to_lc_messages(messages), **kwargs),
+                                 timeout=ctx.llm_timeout_s)
+    meta: dict[str, Any] = {"model": spec, "latency_s": round(time.perf_counter() - start, 4)}
+    usage = getattr(msg, "usage_metadata", None) or {}
+    if usage:
+        meta["prompt_tokens"] = int(usage.get("input_tokens", 0))
+        meta["completion_tokens"] = int(usage.get("output_tokens", 0))
+    return message_text(msg), meta
+
+
+def user(content: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+def context_of(runtime: Any) -> Context:
+    """The run's Context (a plain dict from an API client is validated into one)."""
+    ctx = getattr(runtime, "context", None)
+    if ctx is None:
+        return Context()
+    if isinstance(ctx, dict):
+        return Context.from_dict(ctx)
+    return ctx
+
+
+def step(agent: str, turn: int, output: str, meta: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A `records.Step` dict."""
+    return {"agent": agent, "turn": turn, "output": output, **meta,
+            **{k: v for k, v in extra.items() if v not in (None, "")}}

@@ -1,0 +1,149 @@
+"""Every prompt as a named template (`string.Template`, `$field` placeholders).
+
+The graph, the SFT/RL exporters and eval all render through here, so the student sees at
+training time exactly what it sees at inference time. Templates work for both tasks:
+RAMP mask filling (the question holds `[mask]` tokens; the answer lists the spans in order,
+separated by " ; ") and multi-hop QA (a short answer span).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from string import Template
+from typing import Any
+
+MASK_TOKEN = "[mask]"
+SPAN_SEPARATOR = " ; "
+
+ANSWER_RULES = (
+    "If the question contains [mask] tokens, find the text hidden behind every [mask] and answer "
+    "with the masked spans only, in order of appearance, separated by \" ; \" "
+    "(for example <answer> Paris ; 1889 </answer>). Otherwise answer with a short span "
+    "(a name, date, number or phrase), not a sentence."
+)
+
+AGENT_SYSTEM = Template(
+    "You are a search agent. Solve the user's question step by step. Reason inside <think> and "
+    "</think> first, every time you get new information. If you lack knowledge, call the search "
+    "engine with <search> query </search> (one query per line, several lines allowed); the results "
+    "come back between <information> and </information>. Search as often as you need. When you "
+    "can answer, give the answer inside <answer> and </answer> without further explanation. "
+    + ANSWER_RULES
+)
+
+PLANNER = Template(
+    "You are the planner of a search team. Break the question into the first thing to look up.\n"
+    + ANSWER_RULES + "\n\n"
+    "Question:\n$question\n\n"
+    "Write your reasoning inside <think></think>: what is asked, which facts are missing, and the "
+    "plan of searches. Then either give the first sub-query as one natural-language sentence inside "
+    "<search></search>, or, only if you are certain without searching, the final answer inside "
+    "<answer></answer>.\n"
+    "Format:\n<think>...</think>\n<search>...</search>"
+)
+
+REWRITER = Template(
+    "You rewrite a search sub-query into up to $num_rewrites keyword-style web search queries that "
+    "together retrieve the needed facts (synonyms, the key entity alone, a more specific form).\n\n"
+    "Overall question:\n$question\n\nSub-query:\n$subquery\n\n"
+    "Reply with one JSON object and nothing else, e.g.\n"
+    '{"queries": ["first query", "second query", "third query"]}'
+)
+
+OBSERVER = Template(
+    "You are the observer of a search team. Read the new search results, keep what is relevant, "
+    "and decide the next step.\n" + ANSWER_RULES + "\n\n"
+    "Question:\n$question\n\n"
+    "Progress so far:\n$history\n\n"
+    "Latest sub-query: $subquery\nSearch queries: $queries\n"
+    "Search results:\n$observation\n\n"
+    "Inside <think></think>: summarize what the results establish (ignore irrelevant hits), say "
+    "whether the sub-query is resolved, and give the progress summary and next plan. Then do ONE of:\n"
+    "- answer, if the facts now suffice: <answer>...</answer>\n"
+    "- search the next sub-query (or, if this one failed, a reformulated one after reflecting on "
+    "why): <search>one natural-language sub-query</search>\n"
+    "$budget"
+)
+
+OBSERVER_BUDGET = Template("Search rounds left after this one: $left.")
+OBSERVER_LAST = "This was the last search round: you must answer now with <answer>...</answer>."
+
+FORCE_ANSWER = Template(
+    "The search budget is used up. Answer the question from the information gathered; if a fact "
+    "is still missing, give your best guess from your own knowledge.\n" + ANSWER_RULES + "\n\n"
+    "Question:\n$question\n\nProgress so far:\n$history\n\n"
+    "Format:\n<think>...</think>\n<answer>...</answer>"
+)
+
+AGENT_FORCE_ANSWER = (
+    "You have used all your searches. Give your final answer now, inside <answer> and </answer>."
+)
+
+INVALID_ACTION = (
+    "My previous action is invalid. If I want to search, I should put the query between <search> "
+    "and </search>. If I want to give the final answer, I should put the answer between <answer> "
+    "and </answer>. Let me try again."
+)
+
+JUDGE = Template(
+    "You grade a model's answer against the reference answer.\n\n"
+    "Question:\n$question\n\nReference answer:\n$gold\n\nModel answer:\n$prediction\n\n"
+    "The model answer is correct if it states the same facts as the reference (for [mask] "
+    "questions: every masked span, in order; paraphrases and aliases count). Reply with exactly "
+    "one verdict: <verdict>correct</verdict> or <verdict>incorrect</verdict>."
+)
+
+
+def is_mask_question(question: str) -> bool:
+    return MASK_TOKEN in question.lower()
+
+
+def agent_system_prompt() -> str:
+    return AGENT_SYSTEM.substitute()
+
+
+def render_student_prompt(question: str) -> list[dict[str, str]]:
+    """The single-agent (student) prompt: system + user question. Exporters and eval use this."""
+    return [
+        {"role": "system", "content": agent_system_prompt()},
+        {"role": "user", "content": question.strip()},
+    ]
+
+
+def format_docs(passages: Sequence[Any]) -> str:
+    """Search-R1 observation body: `Doc i(Title: T) text`, one passage per line."""
+    lines = []
+    for i, p in enumerate(passages, 1):
+        title, text = _field(p, "title"), _field(p, "text")
+        lines.append(f"Doc {i}(Title: {title}) {' '.join(text.split())}")
+    return "\n".join(lines)
+
+
+def information_block(docs_text: str) -> str:
+    return f"<information>{docs_text}</information>"
+
+
+def assistant_search_turn(think: str, queries: Iterable[str]) -> str:
+    return f"<think>{think.strip()}</think>\n<search>{chr(10).join(queries)}</search>"
+
+
+def assistant_answer_turn(think: str, answer: str) -> str:
+    return f"<think>{think.strip()}</think>\n<answer>{answer.strip()}</answer>"
+
+
+def render_history(rounds: Sequence[Mapping[str, Any]]) -> str:
+    """Observer/force-answer view of ALL earlier rounds: sub-query, queries and observer summary."""
+    if not rounds:
+        return "(nothing yet)"
+    parts = []
+    for i, r in enumerate(rounds, 1):
+        summary = r.get("summary") or "(no summary)"
+        parts.append(
+            f"Round {i}: sub-query: {r.get('subquery') or '; '.join(r.get('queries', []))}\n"
+            f"  queries: {'; '.join(r.get('queries', []))}\n  summary: {summary}"
+        )
+    return "\n".join(parts)
+
+
+def _field(p: Any, name: str) -> str:
+    return str(p.get(name, "") if isinstance(p, Mapping) else getattr(p, name, ""))
