@@ -1,0 +1,167 @@
+"""Streaming readers for the supported corpus formats, with format auto-detection."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from masksearch.errors import InputError
+from masksearch.jsonl import SkipCounter, iter_jsonl, open_text
+
+FORMATS = ("wikiextractor", "flashrag", "textdir")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One source document: raw lines (paragraphs) plus where it came from."""
+
+    id: str
+    title: str
+    lines: list[str]
+    presplit: bool = False  # FlashRAG rows are already passages: keep their ids when short
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Directory → `textdir`; JSONL with `contents` → `flashrag`; with `title`+`text` → `wikiextractor`."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("corpus not found", path=str(p))
+    if p.is_dir():
+        return "textdir"
+    with open_text(p) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError("cannot detect format: first line is not JSON (use a directory of "
+                                 "text files, or pass --format)", path=str(p), line=lineno) from None
+            if isinstance(obj, dict) and "contents" in obj:
+                return "flashrag"
+            if isinstance(obj, dict) and "text" in obj and "title" in obj:
+                return "wikiextractor"
+            raise InputError("cannot detect format: expected `contents` (FlashRAG/Search-R1) or "
+                             "`title` and `text` (WikiExtractor)", path=str(p), line=lineno)
+    raise InputError("corpus file is empty", path=str(p))
+
+
+def _str_field(obj: dict[str, Any], key: str, path: str, lineno: int) -> str:
+    value = obj[key]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and key == "id":
+        return str(value)
+    if not isinstance(value, str):
+        raise InputError(f"expected a string, got {type(value).__name__}", path=path, line=lineno,
+                         field=key)
+    return value
+
+
+def _guarded(make, skip_bad: bool, counter: SkipCounter | None):
+    """Run `make()`; on InputError raise or (with skip_bad) count and return None."""
+    try:
+        return make()
+    except InputError as err:
+        if not skip_bad:
+            raise
+        if counter is not None:
+            counter.add(err)
+        return None
+
+
+def read_wikiextractor(path: str | os.PathLike[str], *, skip_bad: bool = False,
+                       counter: SkipCounter | None = None) -> Iterator[Document]:
+    """WikiExtractor `--json` output: one `{"id","url","title","text"}` object per line."""
+    path = str(path)
+    for lineno, obj in iter_jsonl(path, required=("id", "title", "text"), skip_bad=skip_bad,
+                                  counter=counter):
+        def make(obj=obj, lineno=lineno):
+            doc_id = _str_field(obj, "id", path, lineno).strip()
+            if not doc_id:
+                raise InputError("empty id", path=path, line=lineno, field="id")
+            title = _str_field(obj, "title", path, lineno).strip()
+            text = _str_field(obj, "text", path, lineno)
+            return Document(doc_id, title, text.split("\n"))
+        doc = _guarded(make, skip_bad, counter)
+        if doc is not None:
+            yield doc
+
+
+def read_flashrag(path: str | os.PathLike[str], *, skip_bad: bool = False,
+                  counter: SkipCounter | None = None) -> Iterator[Document]:
+    """FlashRAG / Search-R1 jsonl: `{"id", "contents"}`, contents = title + newline + text.
+
+    The title may be wrapped in double quotes (Search-R1 wiki-18); quotes are removed.
+    """
+    path = str(path)
+    for lineno, obj in iter_jsonl(path, required=("id", "contents"), skip_bad=skip_bad,
+                                  counter=counter):
+        def make(obj=obj, lineno=lineno):
+            doc_id = _str_field(obj, "id", path, lineno).strip()
+            if not doc_id:
+                raise InputError("empty id", path=path, line=lineno, field="id")
+            contents = _str_field(obj, "contents", path, lineno)
+            title, sep, text = contents.partition("\n")
+            if not sep:
+                raise InputError("expected 'title\\ntext' (no newline found)", path=path,
+                                 line=lineno, field="contents")
+            title = title.strip()
+            if len(title) >= 2 and title[0] == title[-1] == '"':
+                title = title[1:-1]
+            return Document(doc_id, title, [text], presplit=True)
+        doc = _guarded(make, skip_bad, counter)
+        if doc is not None:
+            yield doc
+
+
+def _title_from_filename(name: str) -> str:
+    for suffix in (".gz", ".txt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def read_textdir(path: str | os.PathLike[str], *, skip_bad: bool = False,
+                 counter: SkipCounter | None = None) -> Iterator[Document]:
+    """A directory tree with one article per file; the file name (minus .txt/.gz) is the title.
+
+    Files are visited in sorted order, hidden files skipped; doc id = relative path without suffix.
+    Each line is one paragraph. Undecodable files raise `InputError` with file and line.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError("not a directory", path=str(root))
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            fpath = Path(dirpath) / name
+            rel = fpath.relative_to(root).as_posix()
+            doc = _guarded(lambda f=fpath, r=rel: _read_text_file(f, r), skip_bad, counter)
+            if doc is not None:
+                yield doc
+
+
+def _read_text_file(fpath: Path, rel: str) -> Document:
+    lines: list[str] = []
+    with open_text(fpath) as fh:
+        lineno = 0
+        while True:
+            lineno += 1
+            try:
+                line = fh.readline()
+            except UnicodeDecodeError as e:
+                raise InputError(f"not valid UTF-8 ({e.reason} at byte {e.start})",
+                                 path=str(fpath), line=lineno) from None
+            if not line:
+                break
+            lines.append(line)
+    title = _title_from_filename(fpath.name)
+    return Document(_title_from_filename(rel), title, lines)
+
+
+READERS = {"wikiextractor": read_wikiextractor, "flashrag": read_flashrag, "textdir": read_textdir}

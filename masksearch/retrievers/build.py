@@ -1,0 +1,95 @@
+"""Build BM25 and/or dense indexes from a corpus in one streaming pass plus store re-reads.
+
+Layout: `--kind bm25|dense` → `OUT/{manifest.json, passages.jsonl, ...}`;
+`--kind both` → `OUT/passages.jsonl` shared by `OUT/bm25/` and `OUT/dense/` (plus a top-level
+manifest of kind `both`), so `hybrid:OUT` works and the text is stored once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from masksearch.corpus import iter_passages
+from masksearch.jsonl import SkipCounter
+from masksearch.retrievers.manifest import update_manifest, write_manifest
+from masksearch.retrievers.store import PASSAGES, PassageStore, PassageWriter
+from masksearch.types import Passage
+
+KINDS = ("bm25", "dense", "both")
+
+
+def _progress(enabled: bool, desc: str, total: int | None = None) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="psg", disable=not enabled, dynamic_ncols=True)
+
+
+def _tracked(passages: Iterator[Passage], bar: Any) -> Iterator[Passage]:
+    for p in passages:
+        bar.update(1)
+        yield p
+
+
+def write_passages(corpus: str | os.PathLike[str], out_dir: Path, *, fmt: str = "auto",
+                   words: int = 100, skip_bad: bool = False, counter: SkipCounter | None = None,
+                   show_progress: bool = True) -> int:
+    """Stream the corpus into `out_dir/passages.jsonl` (+ offsets); returns the passage count."""
+    with _progress(show_progress, "passages") as bar, PassageWriter(out_dir) as writer:
+        for p in iter_passages(corpus, fmt, words, skip_bad=skip_bad, counter=counter):
+            writer.add(p)
+            bar.update(1)
+        return len(writer)
+
+
+def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, kind: str = "bm25",
+                fmt: str = "auto", words: int = 100, embedding_model: str = "default",
+                faiss_type: str = "flat", batch_size: int = 64, skip_bad: bool = False,
+                counter: SkipCounter | None = None, show_progress: bool = True,
+                encoder: Any = None) -> dict[str, Any]:
+    """Build the requested index kind(s) under `out`; returns a summary dict."""
+    from masksearch.errors import ConfigError
+
+    if kind not in KINDS:
+        raise ConfigError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    out_dir = Path(out)
+    counter = counter if counter is not None else SkipCounter()
+    corpus_str = str(Path(corpus).resolve())
+    if kind in ("dense", "both") and encoder is None:
+        from masksearch.retrievers.embeddings import load_encoder
+
+        encoder = load_encoder(embedding_model, batch_size=batch_size)  # fail early, before ingesting
+    count = write_passages(corpus, out_dir, fmt=fmt, words=words, skip_bad=skip_bad,
+                           counter=counter, show_progress=show_progress)
+    store = PassageStore(out_dir / PASSAGES)
+    summary: dict[str, Any] = {"passages": count, "skipped": counter.skipped, "out": str(out_dir)}
+    try:
+        if kind in ("bm25", "both"):
+            from masksearch.retrievers.bm25 import build_bm25
+
+            target = out_dir / "bm25" if kind == "both" else out_dir
+            rel = "../" + PASSAGES if kind == "both" else PASSAGES
+            with _progress(show_progress, "bm25 tokenize", count) as bar:
+                build_bm25(_tracked(iter(store), bar), target, corpus=corpus_str,
+                           passages_file=rel, show_progress=show_progress)
+            update_manifest(target, format=fmt, words_per_passage=words)
+            summary["bm25"] = str(target)
+        if kind in ("dense", "both"):
+            from masksearch.retrievers.dense import build_dense
+
+            target = out_dir / "dense" if kind == "both" else out_dir
+            rel = "../" + PASSAGES if kind == "both" else PASSAGES
+            with _progress(show_progress, "dense encode", count) as bar:
+                build_dense(iter(store), target, encoder, corpus=corpus_str, passages_file=rel,
+                            faiss_type=faiss_type, batch_size=batch_size, progress=bar)
+            update_manifest(target, format=fmt, words_per_passage=words)
+            summary["dense"] = str(target)
+    finally:
+        store.close()
+    if kind == "both":
+        write_manifest(out_dir, kind="both", corpus=corpus_str, count=count, passages=PASSAGES,
+                       parts={"bm25": "bm25", "dense": "dense"}, format=fmt,
+                       words_per_passage=words)
+    return summary
