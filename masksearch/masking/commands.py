@@ -1,9 +1,79 @@
-"""CLI commands for masksearch.masking (placeholder until implemented)."""
+"""CLI: `masksearch mask` — RAMP masking of a corpus into JSONL."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Attach this area's commands to the root app."""
+    app.command("mask", help=MASK_HELP)(mask_command)
+
+
+MASK_HELP = (
+    "Mask salient spans of corpus passages (RAMP) and write one example per passage.\n\n"
+    "Each example masks k spans (names, dates, numbers, terms) by exact character offsets with "
+    "the literal token \\[mask]; the answers are the masked spans in order. Appends to --out and "
+    "skips passages whose id is already there, so an interrupted run resumes without duplicates."
+    "\n\n"
+    "Strategies: rule (regex heuristics, offline, default); spacy (needs spaCy and a pipeline, "
+    "--model names it, default en_core_web_sm); llm (chat model spec in --model, e.g. "
+    "openai:gpt-4o-mini); ppl (rule candidates ranked by a causal LM's loss; --model is a local "
+    "path or Hugging Face id). See docs/masking.md."
+)
+
+
+def mask_command(
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus file (FlashRAG jsonl or any format masksearch.corpus reads).")],
+    out: Annotated[Path, typer.Option("--out", help="Output JSONL (appended to; existing source ids are skipped).")],
+    strategy: Annotated[str, typer.Option("--strategy", help="rule | spacy | llm | ppl.")] = "rule",
+    k_dist: Annotated[str, typer.Option("--k-dist",
+                               help="Target distribution of k (masks per example) as K:WEIGHT,...")] = "1:0.25,2:0.25,3:0.25,4:0.25",
+    on_few: Annotated[str, typer.Option("--on-few",
+                               help="When a passage has fewer usable spans than the drawn k: "
+                                    "resample (draw k again among feasible values), smaller "
+                                    "(use as many as possible) or skip.")] = "resample",
+    seed: Annotated[int, typer.Option("--seed", help="Seed; each passage's RNG is derived from (seed, id).")] = 0,
+    limit: Annotated[int | None, typer.Option("--limit", help="Read at most N passages of the corpus.")] = None,
+    max_examples: Annotated[int | None, typer.Option("--max-examples", help="Stop after writing N new examples.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="llm: chat model spec; ppl: causal LM path/id; spacy: pipeline name.")] = None,
+    min_words: Annotated[int, typer.Option("--min-words", help="Skip passages shorter than this many words.")] = 20,
+    max_span_chars: Annotated[int, typer.Option("--max-span-chars", help="Ignore candidate spans longer than this.")] = 60,
+    title_in_question: Annotated[str, typer.Option("--title-in-question",
+                                          help="auto (only when the text never names its title) | always | never.")] = "auto",
+    ppl_mode: Annotated[str, typer.Option("--ppl-mode", help="ppl scoring: fill (span given the masked passage) | inline (left context, one pass).")] = "fill",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="ppl: sequences per forward pass.")] = 16,
+    device: Annotated[str, typer.Option("--device", help="ppl: cpu | cuda | auto.")] = "auto",
+    concurrency: Annotated[int, typer.Option("--concurrency", help="llm: concurrent model calls.")] = 8,
+    summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Also write the run summary as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    from masksearch.errors import ConfigError
+    from masksearch.masking.runner import STRATEGIES, mask_corpus
+    from masksearch.masking.select import KDist, MaskConfig
+
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown --strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if on_few not in ("resample", "smaller", "skip"):
+        raise ConfigError(f"unknown --on-few {on_few!r} (resample | smaller | skip)")
+    if title_in_question not in ("auto", "always", "never"):
+        raise ConfigError(f"unknown --title-in-question {title_in_question!r} (auto | always | never)")
+    config = MaskConfig(k_dist=KDist.parse(k_dist), seed=seed, min_words=min_words,
+                        max_span_chars=max_span_chars, on_few=on_few,  # type: ignore[arg-type]
+                        title_in_question=title_in_question)  # type: ignore[arg-type]
+    extra: dict = {}
+    if strategy == "ppl":
+        extra = {"ppl_mode": ppl_mode, "batch_size": batch_size, "device": device}
+    elif strategy == "llm":
+        extra = {"max_concurrency": concurrency}
+    summary = mask_corpus(corpus, out, strategy=strategy, config=config, model=model,
+                          limit=limit, max_examples=max_examples, progress=progress, **extra)
+    typer.echo(summary.format(), err=True)
+    typer.echo(f"wrote {summary.written} examples to {out}", err=True)
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")

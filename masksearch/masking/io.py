@@ -1,0 +1,141 @@
+"""Reading masked (RAMP) and QA example files with located validation errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from masksearch.errors import InputError
+from masksearch.jsonl import SkipCounter, iter_jsonl
+from masksearch.masking.select import MASK_TOKEN
+from masksearch.types import MaskedExample, Span
+
+
+def load_masked(path: str | os.PathLike[str], skip_bad: bool = False,
+                counter: SkipCounter | None = None) -> Iterator[MaskedExample]:
+    """Yield validated examples from a RAMP JSONL (`MaskedExample.to_dict()` lines), a QA JSONL
+    in the same schema (`task: "qa"`, no spans), or FlashRAG QA JSONL (`id`, `question`,
+    `golden_answers`; HotpotQA-style `answer` strings are accepted too).
+
+    Bad records raise `InputError` naming file, line and field; with `skip_bad` they are counted
+    in `counter` instead.
+    """
+    path = str(path)
+    for lineno, obj in iter_jsonl(path, skip_bad=skip_bad, counter=counter):
+        try:
+            yield parse_example(obj, path=path, line=lineno)
+        except InputError as err:
+            if not skip_bad:
+                raise
+            if counter is not None:
+                counter.add(err)
+
+
+def parse_example(obj: dict[str, Any], *, path: str | None = None,
+                  line: int | None = None) -> MaskedExample:
+    """One record → `MaskedExample`, checking types, offsets and mask counts."""
+
+    def fail(msg: str, fld: str | None = None) -> InputError:
+        return InputError(msg, path=path, line=line, field=fld)
+
+    question = obj.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise fail("must be a non-empty string", "question")
+    if "answers" not in obj and ("golden_answers" in obj or "answer" in obj):
+        return _qa_example(obj, question, fail)
+    for key in ("id", "answers"):
+        if key not in obj:
+            raise fail("missing required field", key)
+    if not isinstance(obj["id"], str | int) or isinstance(obj["id"], bool) or str(obj["id"]) == "":
+        raise fail("must be a non-empty string or integer", "id")
+    answers = obj["answers"]
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        raise fail("must be a non-empty list of strings", "answers")
+    task = obj.get("task", "ramp")
+    if task not in ("ramp", "qa"):
+        raise fail(f"unknown task {task!r} (ramp | qa)", "task")
+    for key in ("source_id", "title", "text", "masked_text", "strategy"):
+        value = obj.get(key)
+        if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
+            raise fail("must be a string", key)
+    spans_raw = obj.get("spans", [])
+    if not isinstance(spans_raw, list):
+        raise fail("must be a list", "spans")
+    if task == "qa":
+        if spans_raw:
+            raise fail("QA examples have no spans", "spans")
+        return MaskedExample.from_dict({**obj, "spans": []})
+    spans = [_span(s, i, fail) for i, s in enumerate(spans_raw)]
+    _check_ramp(obj, spans, answers, fail)
+    return MaskedExample.from_dict({**obj, "spans": spans})
+
+
+def _span(raw: Any, i: int, fail: Any) -> Span:
+    fld = f"spans[{i}]"
+    if not isinstance(raw, dict):
+        raise fail("must be an object", fld)
+    for key, typ in (("start", int), ("end", int), ("text", str)):
+        if not isinstance(raw.get(key), typ) or isinstance(raw.get(key), bool):
+            raise fail(f"must be {typ.__name__}", f"{fld}.{key}")
+    label = raw.get("label", "ENTITY")
+    if not isinstance(label, str):
+        raise fail("must be a string", f"{fld}.label")
+    return Span(raw["start"], raw["end"], raw["text"], label)
+
+
+def _check_ramp(obj: dict[str, Any], spans: list[Span], answers: list[str], fail: Any) -> None:
+    if not spans:
+        raise fail("a RAMP example needs at least one span", "spans")
+    if [s.text for s in spans] != answers:
+        raise fail("answers must be the span texts in order", "answers")
+    text = obj.get("text", "")
+    prev_end = -1
+    for i, s in enumerate(spans):
+        if s.start < prev_end or s.end <= s.start:
+            raise fail("spans must be ordered, non-empty and non-overlapping", f"spans[{i}]")
+        if text and text[s.start:s.end] != s.text:
+            raise fail(f"text[{s.start}:{s.end}] is {text[s.start:s.end]!r}, not {s.text!r}",
+                       f"spans[{i}]")
+        prev_end = s.end
+    masked = obj.get("masked_text", "")
+    if masked and masked.count(MASK_TOKEN) != len(spans):
+        raise fail(f"has {masked.count(MASK_TOKEN)} {MASK_TOKEN} but {len(spans)} spans",
+                   "masked_text")
+    if "k" in obj and obj["k"] != len(spans):
+        raise fail(f"k={obj['k']!r} but {len(spans)} spans", "k")
+    if MASK_TOKEN not in obj["question"]:
+        raise fail(f"a RAMP question must contain {MASK_TOKEN}", "question")
+
+
+def _qa_example(obj: dict[str, Any], question: str, fail: Any) -> MaskedExample:
+    """FlashRAG (`golden_answers`) or HotpotQA-style (`answer`) QA record."""
+    if "golden_answers" in obj:
+        answers, fld = obj["golden_answers"], "golden_answers"
+        if isinstance(answers, str):
+            answers = [answers]
+    else:
+        answers, fld = obj["answer"], "answer"
+        answers = [answers] if isinstance(answers, str) else answers
+    if not isinstance(answers, list) or not answers or \
+            not all(isinstance(a, str | int | float) and not isinstance(a, bool) for a in answers):
+        raise fail("must be a non-empty list of strings", fld)
+    raw_id = obj.get("id", obj.get("_id"))
+    if raw_id is None or str(raw_id) == "":
+        raw_id = "qa-" + hashlib.sha1(question.encode("utf-8")).hexdigest()[:16]
+    return MaskedExample(id=str(raw_id), question=question, answers=[str(a) for a in answers],
+                         task="qa", strategy="")
+
+
+def existing_source_ids(path: str | os.PathLike[str]) -> set[str]:
+    """Source ids already present in an output file (for resume); missing file → empty set."""
+    if not Path(path).exists():
+        return set()
+    ids: set[str] = set()
+    for _, obj in iter_jsonl(path, skip_bad=True, counter=SkipCounter(), allow_empty=True):
+        sid = obj.get("source_id")
+        if sid is not None:
+            ids.add(str(sid))
+    return ids

@@ -1,0 +1,197 @@
+"""Batch RAMP masking: strategies, chunked processing, resume and a summary."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Protocol
+
+from masksearch.errors import ConfigError
+from masksearch.masking.rule import extract_rule_spans
+from masksearch.masking.select import MaskConfig, Plan, finish_plan, plan_passage
+from masksearch.types import MaskedExample, Passage, Span
+
+STRATEGIES = ("rule", "spacy", "llm", "ppl")
+
+
+class SpanProposer(Protocol):
+    name: str
+
+    def propose(self, passages: Sequence[Passage]) -> list[list[Span] | str]:
+        """Candidate spans for each passage, or a skip reason."""
+        ...
+
+
+class RuleSpanProposer:
+    name = "rule"
+
+    def propose(self, passages: Sequence[Passage]) -> list[list[Span] | str]:
+        return [extract_rule_spans(p.text) for p in passages]
+
+
+@dataclass
+class MaskSummary:
+    """What a masking run did: examples written by k and passages skipped by reason."""
+
+    target: dict[int, float] = field(default_factory=dict)
+    read: int = 0
+    written: int = 0
+    by_k: Counter[int] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    rejected_spans: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "written": self.written, "target": self.target,
+                "by_k": dict(sorted(self.by_k.items())), "skipped": dict(self.skipped),
+                "rejected_spans": dict(self.rejected_spans)}
+
+    def format(self) -> str:
+        lines = [f"passages read: {self.read}   examples written: {self.written}"]
+        for k in sorted(set(self.by_k) | set(self.target)):
+            n = self.by_k.get(k, 0)
+            share = n / self.written if self.written else 0.0
+            lines.append(f"  k={k}: {n:>7} ({share:6.1%}; target {self.target.get(k, 0.0):6.1%})")
+        if self.skipped:
+            lines.append("skipped: " + ", ".join(f"{r}={n}" for r, n in self.skipped.most_common()))
+        if self.rejected_spans:
+            lines.append("candidate spans rejected: "
+                         + ", ".join(f"{r}={n}" for r, n in self.rejected_spans.most_common()))
+        return "\n".join(lines)
+
+
+Scorer = Callable[[Sequence[tuple[str, Sequence[Span]]]], list[list[float]]]
+
+
+def mask_passages(passages: Iterable[Passage], proposer: SpanProposer, config: MaskConfig, *,
+                  scorer: Scorer | None = None, strategy: str | None = None,
+                  summary: MaskSummary | None = None, chunk_size: int = 32,
+                  on_passage: Callable[[], None] | None = None) -> Iterator[MaskedExample]:
+    """Mask each passage (in corpus order); skipped passages are counted in `summary`.
+
+    With `scorer` (ppl), the k highest-scoring candidates are kept instead of a random draw.
+    Each passage uses its own RNG seeded from (seed, passage id): output does not depend on
+    chunking, order or which other passages are present.
+    """
+    summary = summary if summary is not None else MaskSummary()
+    summary.target = config.k_dist.probabilities()
+    strategy = strategy or proposer.name
+    it = iter(passages)
+    while chunk := list(islice(it, chunk_size)):
+        proposals = proposer.propose(chunk)
+        plans: list[Plan] = []
+        rejected: dict[str, int] = {}
+        for passage, prop in zip(chunk, proposals, strict=True):
+            summary.read += 1
+            result = prop if isinstance(prop, str) else plan_passage(passage, prop, config, rejected)
+            if isinstance(result, str):
+                summary.skipped[result] += 1
+            else:
+                plans.append(result)
+        summary.rejected_spans.update(rejected)
+        scores: list[list[float] | None] = [None] * len(plans)
+        if scorer is not None and plans:
+            raw = scorer([(p.passage.text, p.candidates) for p in plans])
+            scores = [[s if not math.isnan(s) else -math.inf for s in row] for row in raw]
+        for plan, sc in zip(plans, scores, strict=True):
+            ex = finish_plan(plan, strategy, config, sc)
+            summary.written += 1
+            summary.by_k[ex.k] += 1
+            yield ex
+        if on_passage is not None:
+            for _ in chunk:
+                on_passage()
+
+
+def make_strategy(strategy: str, *, model: Any = None, tokenizer: Any = None,
+                  ppl_mode: str = "fill", batch_size: int = 16, device: str = "auto",
+                  max_concurrency: int = 8) -> tuple[SpanProposer, Scorer | None]:
+    """Build (proposer, scorer) for a strategy name; heavy libraries load only here."""
+    if strategy == "rule":
+        return RuleSpanProposer(), None
+    if strategy == "spacy":
+        from masksearch.masking.spacy_ner import SpacySpanProposer
+
+        return SpacySpanProposer(model), None
+    if strategy == "llm":
+        if model is None:
+            raise ConfigError("--strategy llm needs --model (e.g. openai:gpt-4o-mini)")
+        from masksearch.masking.llm import LLMSpanProposer
+
+        return LLMSpanProposer(model, max_concurrency=max_concurrency), None
+    if strategy == "ppl":
+        if model is None:
+            raise ConfigError("--strategy ppl needs --model (a causal LM path or Hugging Face id)")
+        from masksearch.masking.ppl import PerplexityScorer
+
+        scorer = PerplexityScorer(model, tokenizer, mode=ppl_mode,  # type: ignore[arg-type]
+                                  batch_size=batch_size, device=device)
+        return RuleSpanProposer(), scorer.score
+    raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def iter_corpus(path: str | os.PathLike[str]) -> Iterator[Passage]:
+    """Passages of a corpus file: `masksearch.corpus.iter_passages` when available, else
+    FlashRAG jsonl (`id` + `contents` = "title\\ntext", or `id`, `title`, `text`)."""
+    try:
+        from masksearch.corpus import iter_passages  # type: ignore[attr-defined]
+    except ImportError:
+        iter_passages = None
+    if iter_passages is not None:
+        yield from iter_passages(path)
+        return
+    yield from iter_flashrag_jsonl(path)
+
+
+def iter_flashrag_jsonl(path: str | os.PathLike[str]) -> Iterator[Passage]:
+    from masksearch.errors import InputError
+    from masksearch.jsonl import iter_jsonl
+
+    for lineno, obj in iter_jsonl(path, required=("id",)):
+        if isinstance(obj.get("contents"), str):
+            yield Passage.from_contents(str(obj["id"]), obj["contents"])
+        elif isinstance(obj.get("text"), str):
+            yield Passage(str(obj["id"]), str(obj.get("title", "")), obj["text"])
+        else:
+            raise InputError("expected 'contents' (or 'text') string", path=str(path),
+                             line=lineno, field="contents")
+
+
+def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                strategy: str = "rule", config: MaskConfig | None = None, model: Any = None,
+                limit: int | None = None, max_examples: int | None = None,
+                progress: bool = True, **strategy_kwargs: Any) -> MaskSummary:
+    """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds."""
+    from tqdm import tqdm
+
+    from masksearch.jsonl import JsonlAppender
+    from masksearch.masking.io import existing_source_ids
+
+    config = config or MaskConfig()
+    proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
+    done = existing_source_ids(out)
+    summary = MaskSummary()
+
+    def fresh() -> Iterator[Passage]:
+        for p in islice(iter_corpus(corpus), limit):
+            if p.id in done:
+                summary.skipped["already_done" if p.id not in seen else "duplicate_id"] += 1
+                bar.update()
+                continue
+            done.add(p.id)
+            seen.add(p.id)
+            yield p
+
+    seen: set[str] = set()
+    bar = tqdm(total=limit, desc=f"mask ({strategy})", unit="passage", disable=not progress)
+    with JsonlAppender(out) as sink:
+        for ex in mask_passages(fresh(), proposer, config, scorer=scorer, strategy=strategy,
+                                summary=summary, on_passage=bar.update):
+            sink.write(ex.to_dict())
+            if max_examples is not None and summary.written >= max_examples:
+                break
+    bar.close()
+    return summary
