@@ -1,0 +1,186 @@
+"""Rule rewards with TRL's `reward_funcs` signature: `f(prompts, completions, **columns) -> list[float]`.
+
+Columns read from the dataset: `answers` (gold spans for RAMP, aliases for QA), `task` ("ramp" |
+"qa") and `k`. When the rollout passes `trajectory` (the completion as messages, tool turns
+included) it is used instead of the decoded completion text. Metrics come from
+`masksearch.eval.metrics` (HotpotQA rules); nothing is re-implemented here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from masksearch.eval.metrics import exact_match, f1, mask_recall, normalize_answer, token_recall
+from masksearch.training.tagformat import check_format, final_answer
+
+SPAN_JOIN = " ; "
+RewardFn = Callable[..., list[float]]
+
+
+def _is_ramp(task: Any, k: Any) -> bool:
+    return task == "ramp" or (task in (None, "") and bool(k))
+
+
+def _rows(completions: Sequence[Any], kwargs: dict[str, Any]):
+    """Yield (completion, answers, is_ramp) per sample."""
+    trajectories = kwargs.get("trajectory")
+    answers = kwargs.get("answers")
+    if answers is None:
+        raise ValueError("reward functions need an `answers` column in the dataset")
+    tasks = kwargs.get("task") or [None] * len(completions)
+    ks = kwargs.get("k") or [0] * len(completions)
+    for i, comp in enumerate(completions):
+        if trajectories is not None and trajectories[i] is not None:
+            comp = trajectories[i]
+        gold = answers[i]
+        gold = [gold] if isinstance(gold, str) else [str(g) for g in gold]
+        yield comp, gold, _is_ramp(tasks[i], ks[i])
+
+
+# -- single-sample scores (pure) ------------------------------------------------------------
+
+def answer_recall(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
+    """RAMP: token recall of all masked spans jointly; QA: token recall, max over aliases."""
+    if not answer:
+        return 0.0
+    return mask_recall(answer, gold) if ramp else token_recall(answer, gold)
+
+
+def answer_em(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
+    if not answer:
+        return 0.0
+    return exact_match(answer, SPAN_JOIN.join(gold)) if ramp else exact_match(answer, gold)
+
+
+def answer_f1(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
+    if not answer:
+        return 0.0
+    return f1(answer, SPAN_JOIN.join(gold)) if ramp else f1(answer, gold)
+
+
+def length_factor(answer: str | None, gold: Sequence[str], ramp: bool, *, max_ratio: float = 2.0,
+                  slack: int = 2) -> float:
+    """1.0 up to `max_ratio`×gold length (+`slack` tokens), then budget/length: long answers that
+    enumerate candidates to game recall lose reward in proportion."""
+    if not answer:
+        return 1.0
+    n = len(normalize_answer(answer).split())
+    lengths = [len(normalize_answer(g).split()) for g in gold]
+    gold_len = sum(lengths) if ramp else max(lengths, default=0)
+    budget = max_ratio * max(gold_len, 1) + slack
+    return 1.0 if n <= budget else budget / n
+
+
+SCORERS: dict[str, Callable[[str | None, Sequence[str], bool], float]] = {
+    "recall": answer_recall, "em": answer_em, "f1": answer_f1,
+}
+
+
+# -- TRL reward functions ---------------------------------------------------------------------
+
+def recall_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    """Token-level recall of the masked spans (RAMP) or of the gold answer (QA)."""
+    return [answer_recall(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+
+
+def em_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    """Exact match (SQuAD normalisation; RAMP compares the ` ; `-joined span list)."""
+    return [answer_em(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+
+
+def f1_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    """Token F1 with the HotpotQA yes/no rule, max over aliases."""
+    return [answer_f1(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+
+
+def format_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    """1.0 for a valid think→(search→information→think)*→answer trajectory, else 0.0."""
+    out = []
+    for comp in (kwargs.get("trajectory") or completions):
+        out.append(1.0 if check_format(comp)[0] else 0.0)
+    return out
+
+
+def length_penalty_reward(prompts=None, completions=None, *, max_ratio: float = 2.0, slack: int = 2,
+                          **kwargs) -> list[float]:
+    """0 for answers within budget, down to -1 for answers far longer than the gold spans."""
+    return [length_factor(final_answer(c), g, r, max_ratio=max_ratio, slack=slack) - 1.0
+            for c, g, r in _rows(completions, kwargs)]
+
+
+def make_judge_reward(chat_model: Any, *, timeout_s: float | None = None) -> RewardFn:
+    """Model-judge reward: 1.0 when the judge says "correct" (prompt `masksearch.prompts.JUDGE`)."""
+    from masksearch.parsing import parse_verdict
+    from masksearch.prompts import JUDGE
+
+    def judge_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+        questions = kwargs.get("question") or [None] * len(completions)
+        out = []
+        for i, (comp, gold, ramp) in enumerate(_rows(completions, kwargs)):
+            answer = final_answer(comp)
+            if not answer:
+                out.append(0.0)
+                continue
+            prompt = JUDGE.substitute(question=questions[i] or "", prediction=answer,
+                                      gold=SPAN_JOIN.join(gold) if ramp else " | ".join(gold))
+            reply = chat_model.invoke(prompt)
+            out.append(1.0 if parse_verdict(getattr(reply, "content", str(reply))) else 0.0)
+        return out
+
+    return judge_reward
+
+
+def make_hybrid_reward(*, answer_metric: str = "recall", format_weight: float = 0.2,
+                       length_penalty: bool = True, max_ratio: float = 2.0, slack: int = 2,
+                       judge: RewardFn | None = None) -> RewardFn:
+    """`(1 - w) * score * length_factor + w * format`, the answer score from `answer_metric`
+    (recall | em | f1 | judge). With w = 0.2 this gives Search-R1 v0.3's table: correct+valid 1,
+    correct+invalid 0.8, wrong+valid 0.2, wrong+invalid 0."""
+    if not 0.0 <= format_weight <= 1.0:
+        raise ValueError("format_weight must be in [0, 1]")
+    if answer_metric == "judge" and judge is None:
+        raise ValueError("answer_metric='judge' needs a judge reward (make_judge_reward)")
+    if answer_metric not in SCORERS and answer_metric != "judge":
+        raise ValueError(f"unknown answer_metric {answer_metric!r}; choose {sorted(SCORERS)} or judge")
+
+    def hybrid_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+        rows = list(_rows(completions, kwargs))
+        if answer_metric == "judge":
+            scores = judge(prompts=prompts, completions=completions, **kwargs)
+        else:
+            scores = [SCORERS[answer_metric](final_answer(c), g, r) for c, g, r in rows]
+        out = []
+        for (comp, gold, ramp), score in zip(rows, scores, strict=True):
+            lf = length_factor(final_answer(comp), gold, ramp, max_ratio=max_ratio,
+                               slack=slack) if length_penalty else 1.0
+            fmt = 1.0 if check_format(comp)[0] else 0.0
+            out.append((1.0 - format_weight) * score * lf + format_weight * fmt)
+        return out
+
+    return hybrid_reward
+
+
+REWARDS: dict[str, RewardFn] = {
+    "recall": recall_reward, "em": em_reward, "f1": f1_reward, "format": format_reward,
+    "length_penalty": length_penalty_reward,
+}
+
+
+def build_reward_funcs(names: Sequence[str], *, hybrid: dict[str, Any] | None = None,
+                       judge_model: Any = None) -> list[RewardFn]:
+    """Reward functions by name (`recall`, `em`, `f1`, `format`, `length_penalty`, `judge`, `hybrid`)."""
+    judge = make_judge_reward(judge_model) if judge_model is not None else None
+    funcs: list[RewardFn] = []
+    for name in names:
+        if name == "hybrid":
+            funcs.append(make_hybrid_reward(judge=judge, **(hybrid or {})))
+        elif name == "judge":
+            if judge is None:
+                raise ValueError("the judge reward needs `judge_model` (a chat model spec)")
+            funcs.append(judge)
+        elif name in REWARDS:
+            funcs.append(REWARDS[name])
+        else:
+            raise ValueError(f"unknown reward {name!r}; choose {sorted([*REWARDS, 'hybrid', 'judge'])}")
+    return funcs
