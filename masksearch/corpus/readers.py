@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterator
@@ -147,21 +148,17 @@ def read_textdir(path: str | os.PathLike[str], *, skip_bad: bool = False,
 
 
 def _read_text_file(fpath: Path, rel: str) -> Document:
+    """Read one article; lines are decoded one by one so a bad byte is located exactly."""
+    opener = gzip.open if fpath.suffix == ".gz" else open
     lines: list[str] = []
-    with open_text(fpath) as fh:
-        lineno = 0
-        while True:
-            lineno += 1
+    with opener(fpath, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
             try:
-                line = fh.readline()
+                lines.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                raise InputError(f"not valid UTF-8 ({e.reason} at byte {e.start})",
+                raise InputError(f"not valid UTF-8 ({e.reason} at byte {e.start} of the line)",
                                  path=str(fpath), line=lineno) from None
-            if not line:
-                break
-            lines.append(line)
-    title = _title_from_filename(fpath.name)
-    return Document(_title_from_filename(rel), title, lines)
+    return Document(_title_from_filename(rel), _title_from_filename(fpath.name), lines)
 
 
 READERS = {"wikiextractor": read_wikiextractor, "flashrag": read_flashrag, "textdir": read_textdir}

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 # Lines that are list items, tables, templates, headings markup or link-only lines in dumps.
 _MARKUP_START = re.compile(r"^\s*([*#|!{}=<•·\-–]|\[\[|(Category|File|Image|Template|Kategorie)\s*:)")
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-Þ])")
+_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*(\s+)(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-Þ])")
 _WORD = re.compile(r"\S+")
 
 MIN_PARAGRAPH_WORDS = 4
@@ -48,7 +48,12 @@ def _is_cjk(text: str) -> bool:
 
 def split_sentences(paragraph: str) -> list[str]:
     """Split a paragraph on sentence ends followed by a capitalised/numeric start."""
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(paragraph)) if s]
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(paragraph):
+        out.append(paragraph[start:m.start(1)])
+        start = m.end(1)
+    out.append(paragraph[start:])
+    return [s for s in (p.strip() for p in out) if s]
 
 
 def _word_count(text: str) -> int:
