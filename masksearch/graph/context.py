@@ -11,7 +11,7 @@ from masksearch.errors import ConfigError
 
 AgentMode = Literal["multi_agent", "single_agent"]
 DEFAULT_MODEL = "local:default"
-DEFAULT_RETRIEVER = "default"  # the embedded default index (masksearch.retrievers.load_retriever)
+DEFAULT_RETRIEVER = "bm25:default"  # BM25 over the embedded default corpus (built on first use)
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Context:
       (the observer also produces the forced answer). In `single_agent` mode only
       `planner_model` is used: one model emits the tagged `<think>/<search>/<answer>` format.
     - `judge_model`: LLM judge for acceptance (None = recall threshold only).
-    - `retriever`: retriever spec (`bm25:<dir>`, `dense:<dir>`, `web`, `remote:<url>`, `default`).
+    - `retriever`: retriever spec (`bm25:<dir>`, `dense:<dir>`, `web`, `remote:<url>`; `bm25:default` = embedded corpus).
     - `top_k`: passages per query; `max_passages`: cap after merging all queries of a round
       (None = 2 * top_k). `max_turns`: search rounds. `num_rewrites`: queries per sub-query.
     - `recall_threshold`: minimum recall for a trajectory to be accepted.
