@@ -1,0 +1,138 @@
+"""Evaluated methods: the MaskSearch agent, RAG-PE and Agent-PE.
+
+- `masksearch`: our graph in single-agent mode — one (trained) model emits
+  `<think>/<search>/<answer>` turns and gets `<information>` back (the student format).
+- `agent-pe`: the prompted multi-agent graph (planner / rewriter / observer) with a base model.
+- `rag-pe`: retrieve top-k passages for the question once, then one model call to answer.
+
+A method never raises for a failed question: it returns `status="failed"` with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from masksearch.eval.items import EvalItem
+from masksearch.eval.scoring import extract_answer
+
+METHODS = ("masksearch", "rag-pe", "agent-pe")
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(slots=True)
+class MethodOutput:
+    prediction: str
+    response: str = ""
+    status: str = "answered"  # answered | max_turns | failed
+    error: str | None = None
+    turns: int = 0
+    search_calls: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    messages: list[dict[str, str]] | None = None
+
+
+class Method(Protocol):
+    name: str
+    model: str
+
+    async def answer(self, item: EvalItem) -> MethodOutput: ...
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
+
+
+class GraphMethod:
+    """Runs an item through `masksearch.graph` (`run_example`) in the context's agent mode."""
+
+    def __init__(self, name: str, context: Any, graph: Any = None) -> None:
+        from masksearch.graph.builder import build_graph
+
+        self.name, self.context = name, context
+        self.model = context.planner_model
+        self.graph = graph if graph is not None else build_graph(checkpointer=None)
+
+    async def answer(self, item: EvalItem) -> MethodOutput:
+        from masksearch.graph.runner import run_example
+
+        try:
+            record = await run_example(self.graph, item.to_example(), self.context)
+        except Exception as e:  # noqa: BLE001 - run_example should not raise; keep the run going
+            return MethodOutput("", status="failed", error=_error(e))
+        messages = list(record.get("messages", []))
+        response = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+        prediction = record.get("final_answer") or (extract_answer(response) if response else "")
+        usage = {k: int(v) for k, v in (record.get("usage") or {}).items()}
+        return MethodOutput(
+            prediction=prediction, response=response, status=record.get("status", "failed"),
+            error=record.get("error"), turns=int((record.get("meta") or {}).get("turns", 0)),
+            search_calls=usage.get("search_calls", 0), usage=usage, messages=messages)
+
+
+class RagPE:
+    """Retrieve top-k for the question, then prompt the model once (`masksearch.eval.prompts`)."""
+
+    name = "rag-pe"
+
+    def __init__(self, context: Any, *, attempts: int = 3) -> None:
+        self.context = context
+        self.model = context.planner_model
+        self.attempts = attempts
+
+    async def answer(self, item: EvalItem) -> MethodOutput:
+        from masksearch import prompts
+        from masksearch.eval.prompts import rag_pe_messages
+        from masksearch.graph import resources
+        from masksearch.nodes.common import call_model
+        from masksearch.retrievers.base import asearch
+
+        ctx = self.context
+        try:
+            retriever = resources.get_retriever(ctx.retriever)
+            passages = (await self._retry(lambda: asearch(retriever, [item.question], ctx.top_k)))[0]
+            messages = rag_pe_messages(item.question, prompts.format_docs(passages))
+            text, meta = await self._retry(lambda: call_model(ctx, "agent", messages))
+        except Exception as e:  # noqa: BLE001 - recorded as a failed question
+            return MethodOutput("", status="failed", error=_error(e), search_calls=1)
+        usage = {k: int(meta[k]) for k in ("prompt_tokens", "completion_tokens") if k in meta}
+        usage["search_calls"] = 1
+        return MethodOutput(extract_answer(text), response=text, turns=1, search_calls=1, usage=usage,
+                            messages=[*messages, {"role": "assistant", "content": text}])
+
+    async def _retry(self, call: Any) -> Any:
+        """Retry transient failures (timeouts, 429, 5xx) with backoff; others raise at once."""
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+        from masksearch.nodes.common import is_transient
+
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.attempts), reraise=True,
+                                           wait=wait_exponential(multiplier=1, max=30),
+                                           retry=retry_if_exception(is_transient)):
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_method(name: str, context: Any, *, graph: Any = None) -> Method:
+    """A method by name, sharing `context` (models, retriever, top_k, max_turns, sampling)."""
+    if name == "masksearch":
+        return GraphMethod(name, replace(context, agent_mode="single_agent"), graph)
+    if name == "agent-pe":
+        return GraphMethod(name, replace(context, agent_mode="multi_agent"), graph)
+    if name == "rag-pe":
+        return RagPE(context)
+    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+
+
+async def timed(method: Method, item: EvalItem) -> tuple[MethodOutput, float]:
+    start = time.perf_counter()
+    try:
+        out = await method.answer(item)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a method bug must not stop the whole evaluation
+        out = MethodOutput("", status="failed", error=_error(e))
+    return out, round(time.perf_counter() - start, 4)
