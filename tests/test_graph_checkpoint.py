@@ -1,0 +1,104 @@
+"""Checkpointing: deterministic thread ids, resume after a failure, rebuild without re-running."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langgraph.types import RetryPolicy
+
+from masksearch.errors import ConfigError
+from masksearch.graph import (
+    Context,
+    build_graph,
+    open_checkpointer,
+    resources,
+    run_example,
+    thread_id_for,
+)
+from masksearch.graph.testing import KeywordRetriever, scripted_team
+from masksearch.models.fake import http_error
+from masksearch.nodes.common import is_transient
+from masksearch.types import MaskedExample, Passage
+
+FAST = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False, retry_on=is_transient)
+EX = MaskedExample(id="q-7", question="Who designed the Eiffel Tower?", answers=["Gustave Eiffel"], task="qa")
+PLAN = "<think>look up the designer</think><search>Eiffel Tower designer</search>"
+REWRITE = '{"queries": ["Eiffel Tower designer", "Gustave Eiffel"]}'
+ANSWER = "<think>The company of Gustave Eiffel built it.</think><answer>Gustave Eiffel</answer>"
+
+
+@pytest.fixture(autouse=True)
+def _registry():
+    resources.clear()
+    resources.register_retriever("mem:tiny", KeywordRetriever(
+        [Passage("p1", "Gustave Eiffel", "Gustave Eiffel's company designed the Eiffel Tower.")]))
+    yield
+    resources.clear()
+
+
+def ctx(**kw) -> Context:
+    return Context(**{"planner_model": "fake:team", "rewriter_model": "fake:team",
+                      "observer_model": "fake:team", "retriever": "mem:tiny", **kw})
+
+
+def test_thread_id_deterministic_and_setting_sensitive():
+    assert thread_id_for("a", ctx()) == thread_id_for("a", ctx())
+    assert thread_id_for("a", ctx()) != thread_id_for("b", ctx())
+    assert thread_id_for("a", ctx()) != thread_id_for("a", ctx(top_k=3))
+    assert thread_id_for("a", ctx()) != thread_id_for("a", ctx(observer_model="openai:gpt-4o"))
+
+
+async def test_resume_after_failure_continues_from_checkpoint(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ckpt' / 'runs.db'}"
+    # Run 1: the observer (turn 1, after the first search) keeps failing with HTTP 500.
+    broken = scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[http_error(500)] * 2)
+    resources.register_model("fake:team", broken)
+    async with open_checkpointer(url) as saver:
+        rec1 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
+    assert rec1["status"] == "failed" and "500" in rec1["error"]
+    assert [s["agent"] for s in rec1["steps"]] == ["planner", "rewriter", "search"]  # partial state kept
+
+    # Run 2 (new process-like: fresh saver, fresh graph): a working model resumes at the observer.
+    working = scripted_team(observer=[ANSWER])
+    resources.register_model("fake:team", working)
+    async with open_checkpointer(url) as saver:
+        rec2 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
+    assert rec2["status"] == "answered" and rec2["final_answer"] == "Gustave Eiffel"
+    assert len(working.calls) == 1 and "observer of a search team" in working.calls[0][-1].content
+    assert [s["agent"] for s in rec2["steps"]] == ["planner", "rewriter", "search", "observer"]
+    assert rec2["thread_id"] == rec1["thread_id"] and rec2["accepted"] is True
+
+    # Run 3: finished thread → rebuilt from the checkpoint, no model call at all.
+    idle = scripted_team()
+    resources.register_model("fake:team", idle)
+    async with open_checkpointer(url) as saver:
+        rec3 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
+    assert idle.calls == []
+    assert {k: v for k, v in rec3.items() if k != "created_at"} == \
+        {k: v for k, v in rec2.items() if k != "created_at"}
+
+
+async def test_memory_checkpointer_and_bad_urls():
+    async with open_checkpointer("memory") as saver:
+        resources.register_model("fake:team", scripted_team(planner=[ANSWER]))
+        rec = await run_example(build_graph(saver), EX, ctx())
+        assert rec["status"] == "answered"
+    with pytest.raises(ConfigError):
+        async with open_checkpointer("redis://localhost"):
+            pass
+    with pytest.raises(ConfigError):
+        async with open_checkpointer("sqlite:///"):
+            pass
+
+
+async def test_no_secret_in_checkpoint_or_record(tmp_path, monkeypatch):
+    secret = "sk-test-SECRET-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", secret)
+    resources.register_model("fake:team", scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[ANSWER]))
+    db = tmp_path / "c.db"
+    async with open_checkpointer(f"sqlite:///{db}") as saver:
+        rec = await run_example(build_graph(saver), EX, ctx())
+    assert secret not in json.dumps(rec)
+    assert secret.encode() not in db.read_bytes()
