@@ -54,6 +54,10 @@ def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, 
 
     if kind not in KINDS:
         raise ConfigError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    from masksearch.retrievers.dense import FAISS_TYPES
+
+    if kind != "bm25" and faiss_type not in FAISS_TYPES:
+        raise ConfigError(f"unknown FAISS index type {faiss_type!r}; choose one of {', '.join(FAISS_TYPES)}")
     out_dir = Path(out)
     counter = counter if counter is not None else SkipCounter()
     corpus_str = str(Path(corpus).resolve())

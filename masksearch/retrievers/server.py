@@ -9,21 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from masksearch.retrievers.base import Retriever
 
 MAX_QUERIES = 1024
 MAX_TOPK = 100
 
 
+class QueryRequest(BaseModel):
+    """Search-R1 request body."""
+
+    queries: list[str] = Field(..., max_length=MAX_QUERIES)
+    topk: int | None = Field(None, ge=1, le=MAX_TOPK)
+    return_scores: bool = False
+
+
 def create_app(retriever: Retriever, *, default_topk: int = 3) -> Any:
     """Build the FastAPI app serving `retriever` (run it with uvicorn)."""
     from fastapi import FastAPI, HTTPException
-    from pydantic import BaseModel, Field
-
-    class QueryRequest(BaseModel):
-        queries: list[str] = Field(..., max_length=MAX_QUERIES)
-        topk: int | None = Field(None, ge=1, le=MAX_TOPK)
-        return_scores: bool = False
 
     app = FastAPI(title="masksearch retrieval server", version="1")
 
