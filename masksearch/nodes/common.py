@@ -61,8 +61,9 @@ async def call_model(ctx: Context, role: str, messages: Sequence[dict[str, str]]
                      stop: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """Call the role's model with a per-call timeout; return (text, step metadata)."""
     spec = ctx.model_for(role)
-    model = resources.get_model(spec, temperature=ctx.temperature, max_tokens=ctx.max_tokens,
-                                timeout=ctx.llm_timeout_s, seed=ctx.seed)
+    # resolved in a worker thread: a first load reads files (never block the event loop)
+    model = await asyncio.to_thread(resources.get_model, spec, temperature=ctx.temperature,
+                                    max_tokens=ctx.max_tokens, timeout=ctx.llm_timeout_s, seed=ctx.seed)
     start = time.perf_counter()
     kwargs = {"stop": stop} if stop else {}
     msg = await asyncio.wait_for(model.ainvoke(to_lc_messages(messages), **kwargs),
