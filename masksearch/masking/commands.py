@@ -30,6 +30,7 @@ MASK_HELP = (
 def mask_command(
     corpus: Annotated[Path, typer.Option("--corpus", help="Corpus file (FlashRAG jsonl or any format masksearch.corpus reads).")],
     out: Annotated[Path, typer.Option("--out", help="Output JSONL (appended to; existing source ids are skipped).")],
+    corpus_format: Annotated[str, typer.Option("--corpus-format", help="auto | flashrag | wikiextractor | textdir (see `masksearch index --help`).")] = "auto",
     strategy: Annotated[str, typer.Option("--strategy", help="rule | spacy | llm | ppl.")] = "rule",
     k_dist: Annotated[str, typer.Option("--k-dist",
                                help="Target distribution of k (masks per example) as K:WEIGHT,...")] = "1:0.25,2:0.25,3:0.25,4:0.25",
@@ -71,7 +72,8 @@ def mask_command(
     elif strategy == "llm":
         extra = {"max_concurrency": concurrency}
     summary = mask_corpus(corpus, out, strategy=strategy, config=config, model=model,
-                          limit=limit, max_examples=max_examples, progress=progress, **extra)
+                          limit=limit, max_examples=max_examples, progress=progress,
+                          corpus_format=corpus_format, **extra)
     typer.echo(summary.format(), err=True)
     typer.echo(f"wrote {summary.written} examples to {out}", err=True)
     if summary_json is not None:

@@ -107,6 +107,8 @@ def locate_spans(text: str, proposed: Sequence[tuple[str, str]]) -> tuple[list[S
 
 def _reply_text(msg: Any) -> str:
     text = getattr(msg, "text", None)
+    if isinstance(text, str):  # langchain-core >= 1: a str property
+        return str(text)
     if callable(text):
         text = text()
     if isinstance(text, str):

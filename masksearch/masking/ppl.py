@@ -98,10 +98,18 @@ class PerplexityScorer:
             mask[i, :len(r)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.no_grad():
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
-        return [nll[i, :len(r) - 1].tolist() for i, r in enumerate(batch)]
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            # only real (non-pad) next-token positions: avoids a B x T x V float32 softmax
+            keep = mask[:, 1:].bool()
+            picked = logits[:, :-1][keep].float()
+            targets = ids[:, 1:][keep]
+            nll = torch.nn.functional.cross_entropy(picked, targets, reduction="none").cpu()
+        out, pos = [], 0
+        for r in batch:
+            n = len(r) - 1
+            out.append(nll[pos:pos + n].tolist())
+            pos += n
+        return out
 
     def _score_inline(self, items: Sequence[tuple[str, Sequence[Span]]]) -> list[list[float]]:
         out: list[list[float]] = []

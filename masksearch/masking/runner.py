@@ -133,7 +133,7 @@ def make_strategy(strategy: str, *, model: Any = None, tokenizer: Any = None,
     raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
-def iter_corpus(path: str | os.PathLike[str]) -> Iterator[Passage]:
+def iter_corpus(path: str | os.PathLike[str], fmt: str = "auto") -> Iterator[Passage]:
     """Passages of a corpus file: `masksearch.corpus.iter_passages` when available, else
     FlashRAG jsonl (`id` + `contents` = "title\\ntext", or `id`, `title`, `text`)."""
     try:
@@ -141,7 +141,7 @@ def iter_corpus(path: str | os.PathLike[str]) -> Iterator[Passage]:
     except ImportError:
         iter_passages = None
     if iter_passages is not None:
-        yield from iter_passages(path)
+        yield from iter_passages(path, fmt)
         return
     yield from iter_flashrag_jsonl(path)
 
@@ -163,7 +163,7 @@ def iter_flashrag_jsonl(path: str | os.PathLike[str]) -> Iterator[Passage]:
 def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 strategy: str = "rule", config: MaskConfig | None = None, model: Any = None,
                 limit: int | None = None, max_examples: int | None = None,
-                progress: bool = True, **strategy_kwargs: Any) -> MaskSummary:
+                progress: bool = True, corpus_format: str = "auto", **strategy_kwargs: Any) -> MaskSummary:
     """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds."""
     from tqdm import tqdm
 
@@ -176,7 +176,7 @@ def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
     summary = MaskSummary()
 
     def fresh() -> Iterator[Passage]:
-        for p in islice(iter_corpus(corpus), limit):
+        for p in islice(iter_corpus(corpus, corpus_format), limit):
             if p.id in done:
                 summary.skipped["already_done" if p.id not in seen else "duplicate_id"] += 1
                 bar.update()
