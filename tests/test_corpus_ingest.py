@@ -46,6 +46,18 @@ def test_wikiextractor_splits_and_filters(tmp_path):
         assert bad not in joined
 
 
+def test_wikiextractor_output_directory(tmp_path):
+    out = tmp_path / "extracted"
+    (out / "AA").mkdir(parents=True)
+    (out / "AB").mkdir()
+    _write_jsonl(out / "AA" / "wiki_00", [{"id": "1", "url": "u", "title": "One", "text": PARA}])
+    _write_jsonl(out / "AA" / "wiki_01", [{"id": "2", "url": "u", "title": "Two", "text": PARA}])
+    with gzip.open(out / "AB" / "wiki_00.gz", "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": "3", "url": "u", "title": "Three", "text": PARA}) + "\n")
+    assert detect_format(out) == "wikiextractor"
+    assert [p.id for p in iter_passages(out)] == ["1#0", "2#0", "3#0"]
+
+
 def test_textdir_with_gz_and_disambiguated_titles(tmp_path):
     root = tmp_path / "wiki-en"
     (root / "sub").mkdir(parents=True)

@@ -26,29 +26,51 @@ class Document:
     presplit: bool = False  # FlashRAG rows are already passages: keep their ids when short
 
 
+def iter_files(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """`path` itself, or every non-hidden file under the directory `path` in sorted order."""
+    root = Path(path)
+    if not root.is_dir():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _sniff(path: Path) -> dict[str, Any] | None:
+    """The first non-blank line of `path` as a JSON object, or None if it is not one."""
+    try:
+        with open_text(path) as fh:
+            for line in fh:
+                if line.strip():
+                    obj = json.loads(line)
+                    return obj if isinstance(obj, dict) else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return None
+
+
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """Directory → `textdir`; JSONL with `contents` → `flashrag`; with `title`+`text` → `wikiextractor`."""
+    """JSON lines with `contents` → `flashrag`; with `title` + `text` → `wikiextractor`
+    (a file, or a directory of them such as WikiExtractor's `AA/wiki_00`); other directory → `textdir`."""
     p = Path(path)
     if not p.exists():
         raise InputError("corpus not found", path=str(p))
+    first = next(iter_files(p), None)
+    if first is None:
+        raise InputError("corpus directory is empty", path=str(p))
+    obj = _sniff(first)
+    if obj is not None and "contents" in obj:
+        return "flashrag"
+    if obj is not None and "text" in obj and "title" in obj:
+        return "wikiextractor"
     if p.is_dir():
         return "textdir"
-    with open_text(p) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError("cannot detect format: first line is not JSON (use a directory of "
-                                 "text files, or pass --format)", path=str(p), line=lineno) from None
-            if isinstance(obj, dict) and "contents" in obj:
-                return "flashrag"
-            if isinstance(obj, dict) and "text" in obj and "title" in obj:
-                return "wikiextractor"
-            raise InputError("cannot detect format: expected `contents` (FlashRAG/Search-R1) or "
-                             "`title` and `text` (WikiExtractor)", path=str(p), line=lineno)
-    raise InputError("corpus file is empty", path=str(p))
+    raise InputError("cannot detect format: expected JSON lines with `contents` (FlashRAG/"
+                     "Search-R1) or `title` and `text` (WikiExtractor); pass --format",
+                     path=str(p), line=1)
 
 
 def _str_field(obj: dict[str, Any], key: str, path: str, lineno: int) -> str:
@@ -75,10 +97,17 @@ def _guarded(make, skip_bad: bool, counter: SkipCounter | None):
 
 def read_wikiextractor(path: str | os.PathLike[str], *, skip_bad: bool = False,
                        counter: SkipCounter | None = None) -> Iterator[Document]:
-    """WikiExtractor `--json` output: one `{"id","url","title","text"}` object per line."""
-    path = str(path)
+    """WikiExtractor `--json` output: one `{"id","url","title","text"}` object per line.
+
+    `path` may be one file or WikiExtractor's output directory (`AA/wiki_00`, ... read in order).
+    """
+    for file in iter_files(path):
+        yield from _read_wikiextractor_file(str(file), skip_bad, counter)
+
+
+def _read_wikiextractor_file(path: str, skip_bad: bool, counter: SkipCounter | None):
     for lineno, obj in iter_jsonl(path, required=("id", "title", "text"), skip_bad=skip_bad,
-                                  counter=counter):
+                                  counter=counter, allow_empty=True):
         def make(obj=obj, lineno=lineno):
             doc_id = _str_field(obj, "id", path, lineno).strip()
             if not doc_id:
@@ -97,9 +126,13 @@ def read_flashrag(path: str | os.PathLike[str], *, skip_bad: bool = False,
 
     The title may be wrapped in double quotes (Search-R1 wiki-18); quotes are removed.
     """
-    path = str(path)
+    for file in iter_files(path):
+        yield from _read_flashrag_file(str(file), skip_bad, counter)
+
+
+def _read_flashrag_file(path: str, skip_bad: bool, counter: SkipCounter | None):
     for lineno, obj in iter_jsonl(path, required=("id", "contents"), skip_bad=skip_bad,
-                                  counter=counter):
+                                  counter=counter, allow_empty=True):
         def make(obj=obj, lineno=lineno):
             doc_id = _str_field(obj, "id", path, lineno).strip()
             if not doc_id:
@@ -135,16 +168,11 @@ def read_textdir(path: str | os.PathLike[str], *, skip_bad: bool = False,
     root = Path(path)
     if not root.is_dir():
         raise InputError("not a directory", path=str(root))
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            fpath = Path(dirpath) / name
-            rel = fpath.relative_to(root).as_posix()
-            doc = _guarded(lambda f=fpath, r=rel: _read_text_file(f, r), skip_bad, counter)
-            if doc is not None:
-                yield doc
+    for fpath in iter_files(root):
+        rel = fpath.relative_to(root).as_posix()
+        doc = _guarded(lambda f=fpath, r=rel: _read_text_file(f, r), skip_bad, counter)
+        if doc is not None:
+            yield doc
 
 
 def _read_text_file(fpath: Path, rel: str) -> Document:

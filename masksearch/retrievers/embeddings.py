@@ -99,7 +99,11 @@ class OpenAIEncoder:
         except ImportError:
             raise ConfigError("openai embeddings need `pip install langchain-openai`") from None
         self.model_name, self.batch_size = model, batch_size
-        self._emb = OpenAIEmbeddings(model=model, chunk_size=batch_size, dimensions=dim)
+        # `dimensions` is only accepted by the text-embedding-3 family
+        dims = dim if dim and "-3-" in model else None
+        # passages are short: skip the tiktoken length check (it downloads an encoding file)
+        self._emb = OpenAIEmbeddings(model=model, chunk_size=batch_size, dimensions=dims,
+                                     check_embedding_ctx_length=False, max_retries=2)
         self.dim = dim or len(self._embed(["dimension probe"])[0])
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
