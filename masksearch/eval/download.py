@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from masksearch.errors import MaskSearchError
+from masksearch.errors import InputError, MaskSearchError
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,27 @@ def download(name: str, out_dir: str | Path, *, source: str = "official", split:
         source = "flashrag"  # the official copy is a Google Sheet without a stable export; FlashRAG mirrors it
     target_dir = Path(out_dir) / name
     target_dir.mkdir(parents=True, exist_ok=True)
-    if source == "flashrag":
-        path = _flashrag(name, split, target_dir)
-    elif source == "official":
-        path = _official(official_source(name, split, sheet_id), target_dir, timeout, name)
-    else:
-        raise DownloadError(f"unknown source {source!r} (official or flashrag)")
-    spec = DatasetSpec(name, path, split if name == "freshqa" and split != "all" else None)
-    n = len(load_items(spec))
-    log.info("%s: %d questions in %s", name, n, path)
-    return path
+    with tempfile.TemporaryDirectory(dir=target_dir, prefix=".download-") as tmp:
+        work = Path(tmp)
+        if source == "flashrag":
+            path = _flashrag(name, split, work)
+        elif source == "official":
+            path = _official(official_source(name, split, sheet_id), work, timeout, name)
+        else:
+            raise DownloadError(f"unknown source {source!r} (official or flashrag)")
+        spec = DatasetSpec(name, path, split if name == "freshqa" and split != "all" else None)
+        try:
+            n = len(load_items(spec))  # validate before anything lands in target_dir
+        except InputError as e:
+            raise DownloadError(f"the downloaded {name} file is not what we expected ({e.reason}, "
+                                f"field {e.field}, line {e.line}); nothing was saved") from None
+        if n == 0:
+            raise DownloadError(f"{name} download holds no questions (split {split!r})")
+        for f in work.iterdir():
+            if f.is_file():
+                f.replace(target_dir / f.name)
+    log.info("%s: %d questions in %s", name, n, target_dir / path.name)
+    return target_dir / path.name
 
 
 def _flashrag(name: str, split: str, target_dir: Path) -> Path:
@@ -103,33 +114,33 @@ def _flashrag(name: str, split: str, target_dir: Path) -> Path:
             f"https://huggingface.co/datasets/{FLASHRAG_REPO}/blob/main/{filename} by hand and pass it "
             f"with --dataset {name}=PATH") from None
     dest = target_dir / f"flashrag_{split}.jsonl"
-    _atomic_copy(Path(cached), dest)
+    shutil.copyfile(cached, dest)
     return dest
 
 
-def _official(src: Source, target_dir: Path, timeout: float, name: str) -> Path:
+def _official(src: Source, work: Path, timeout: float, name: str) -> Path:
     import httpx
 
-    with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
-        raw = Path(tmp) / "download"
-        try:
-            with httpx.stream("GET", src.url, follow_redirects=True, timeout=timeout) as resp:
-                resp.raise_for_status()
-                with open(raw, "wb") as fh:
-                    for chunk in resp.iter_bytes(1 << 20):
-                        fh.write(chunk)
-        except httpx.HTTPError as e:
-            raise DownloadError(
-                f"could not download {src.url} ({type(e).__name__}: {e}). Check the network, or "
-                f"download it by hand and pass it with --dataset {name}=PATH") from None
-        if src.member is None:
-            _atomic_copy(raw, target_dir / src.filename)
-        else:
-            _extract(raw, src, target_dir)
-    return target_dir / src.filename
+    raw = work / ".raw"
+    try:
+        with httpx.stream("GET", src.url, follow_redirects=True, timeout=timeout) as resp:
+            resp.raise_for_status()
+            with open(raw, "wb") as fh:
+                for chunk in resp.iter_bytes(1 << 20):
+                    fh.write(chunk)
+    except httpx.HTTPError as e:
+        raise DownloadError(
+            f"could not download {src.url} ({type(e).__name__}: {e}). Check the network, or "
+            f"download it by hand and pass it with --dataset {name}=PATH") from None
+    if src.member is None:
+        raw.replace(work / src.filename)
+    else:
+        _extract(raw, src, work)
+        raw.unlink()
+    return work / src.filename
 
 
-def _extract(archive: Path, src: Source, target_dir: Path) -> None:
+def _extract(archive: Path, src: Source, work: Path) -> None:
     if not zipfile.is_zipfile(archive):
         raise DownloadError(f"{src.url} did not return a zip archive (the host may ask for a manual "
                             "download or a login); download it by hand")
@@ -139,13 +150,5 @@ def _extract(archive: Path, src: Source, target_dir: Path) -> None:
             found = next((n for n in names if n == member or n.endswith("/" + member)), None)
             if found is None:
                 raise DownloadError(f"{member} not found in the archive from {src.url}")
-            tmp = target_dir / (dest + ".partial")
-            with zf.open(found) as fin, open(tmp, "wb") as fout:
+            with zf.open(found) as fin, open(work / dest, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
-            tmp.replace(target_dir / dest)
-
-
-def _atomic_copy(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dest)

@@ -1,0 +1,252 @@
+"""End-to-end `eval run` with a scripted chat model and an in-memory retriever over the tiny corpus."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from masksearch.errors import InputError
+from masksearch.eval.cli_run import build_and_run
+from masksearch.eval.datasets import DatasetSpec, load_items
+from masksearch.eval.judge import LLMJudge
+from masksearch.eval.methods import build_method
+from masksearch.eval.report import write_report
+from masksearch.eval.runner import read_results, run_eval
+from masksearch.graph import resources
+from masksearch.models.fake import ScriptedChatModel
+from masksearch.types import Passage
+
+DATA = Path(__file__).parent / "data" / "eval"
+HOTPOT = f"hotpotqa={DATA / 'hotpot_dev_distractor.json'}"
+BAMBOO = f"bamboogle={DATA / 'bamboogle.csv'}"
+
+Q_DIJON = "In which city was the engineer"
+Q_NOBEL = "Were Marie Curie and Albert Einstein"
+Q_RIVER = "Which river flows through the city"
+Q_OHIO = "Who was the first person to walk on the Moon's"
+Q_KHART = "What is the capital of the country where Khartoum"
+
+# Final answers per method and question (gold: Dijon / yes / the Danube / Ohio / Khartoum).
+ANSWERS = {
+    "agent": {Q_DIJON: "Dijon", Q_NOBEL: "yes it is", Q_RIVER: "Danube", Q_OHIO: "Ohio", Q_KHART: "Sudan"},
+    "rag": {Q_DIJON: "Dijon, France", Q_NOBEL: "yes", Q_RIVER: "river", Q_OHIO: "Ohio", Q_KHART: "Khartoum"},
+    "observer": {Q_DIJON: "Dijon", Q_NOBEL: "no", Q_RIVER: "the Danube", Q_OHIO: "Ohio"},
+}
+
+
+class MemoryRetriever:
+    """Word-overlap ranking over the tiny FlashRAG corpus."""
+
+    name = "memory"
+
+    def __init__(self, path: Path) -> None:
+        self.passages = [Passage.from_contents(o["id"], o["contents"])
+                         for o in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
+        self.calls = 0
+
+    def search(self, queries, k):
+        self.calls += 1
+        out = []
+        for q in queries:
+            words = set(q.lower().split())
+            ranked = sorted(self.passages, key=lambda p: -len(words & set(p.contents.lower().split())))
+            out.append([p.with_score(1.0) for p in ranked[:k]])
+        return out
+
+
+def _question(text: str) -> str:
+    return next(q for q in ANSWERS["agent"] if q in text)
+
+
+def respond(messages):
+    text = "\n".join(str(m.content) for m in messages)
+    last = str(messages[-1].content)
+    q = _question(text)
+    if "Retrieved documents:" in text:  # rag-pe
+        return f"<think>read the docs</think>\n<answer>{ANSWERS['rag'][q]}</answer>"
+    if "You are the planner" in text:
+        return "<think>plan</think>\n<search>find the fact</search>"
+    if "You rewrite a search sub-query" in text:
+        return '{"queries": ["fact query"]}'
+    if "You are the observer" in text:
+        if q not in ANSWERS["observer"]:
+            raise ValueError("observer crashed")  # not transient: this question fails
+        return f"<think>enough</think>\n<answer>{ANSWERS['observer'][q]}</answer>"
+    if last.startswith("<information>"):  # single agent after one search
+        return f"<think>found it</think>\n<answer>{ANSWERS['agent'][q]}</answer>"
+    return "<think>I need to search</think>\n<search>first query\nsecond query</search>"
+
+
+@pytest.fixture
+def fakes(tiny_corpus_path):
+    model = ScriptedChatModel(respond=respond, model_name="fake:eval")
+    retriever = MemoryRetriever(tiny_corpus_path)
+    resources.register_model("fake:eval", model)
+    resources.register_retriever("memory:tiny", retriever)
+    yield model, retriever
+    resources.clear()
+
+
+def run(out: Path, datasets=(HOTPOT, BAMBOO), methods=("masksearch", "rag-pe", "agent-pe"), **kw):
+    args = dict(datasets=list(datasets), methods=list(methods), model="fake:eval", method_models=[],
+                retriever="memory:tiny", out=out, concurrency=3, limit=None, judge_model=None, top_k=3,
+                max_turns=3, max_tokens=128, temperature=0.0, timeout=10.0, retry_failed=False,
+                save_messages=True, progress=False)
+    args.update(kw)
+    return asyncio.run(build_and_run(**args))
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_scores_tables_chart_and_resume(fakes, tmp_path):
+    model, retriever = fakes
+    out = tmp_path / "ev"
+    stats, written = run(out)
+    assert (stats.ran, stats.failed, stats.done_before) == (15, 1, 0)
+    rows = {(r["method"], r["dataset"], r["id"]): r for r in lines(out / "results.jsonl")}
+    assert len(rows) == 15
+
+    ms = rows[("masksearch", "hotpotqa", "5a8b57f25542995d1e6f1371")]
+    assert ms["prediction"] == "Dijon" and ms["status"] == "answered"
+    assert ms["turns"] == 1 and ms["search_calls"] == 1 and ms["scores"]["em"] == 1.0
+    assert ms["golden_answers"] == ["Dijon"] and ms["latency_s"] >= 0
+    assert ms["messages"][-2]["content"].startswith("<information>Doc 1(Title:")
+    assert rows[("masksearch", "hotpotqa", "5a8c7595554299585d9e36b6")]["scores"]["recall"] == 0.0
+    rag = rows[("rag-pe", "hotpotqa", "5a8b57f25542995d1e6f1371")]
+    assert rag["prediction"] == "Dijon, France" and rag["scores"]["f1"] == pytest.approx(2 / 3)
+    assert rag["messages"][1]["content"].startswith("Retrieved documents:\nDoc 1(Title:")
+    failed = rows[("agent-pe", "bamboogle", "bamboogle-1")]
+    assert failed["status"] == "failed" and "observer crashed" in failed["error"]
+    assert failed["scores"]["recall"] == 0.0
+
+    # Hand-computed: masksearch hotpot recall (1+0+1)/3, bamboogle 1/2; rag-pe EM hotpot 1/3, F1 (2/3+1+0)/3
+    md = written["markdown"].read_text(encoding="utf-8")
+    assert "| Method | HotpotQA | Bamboogle | Avg |" in md
+    assert "| masksearch | 66.67 | 50.00 | 58.33 |" in md  # recall table comes first
+    assert "| rag-pe | 66.67 | 100.00 | 83.33 |" in md
+    assert "| agent-pe | 66.67 | 50.00 | 58.33 |" in md  # Dijon, "no"≠yes, Danube; Ohio, failed
+    em_section = md.split("## Exact match")[1].split("##")[0]
+    assert "| rag-pe | 33.33 | 100.00 | 66.67 |" in em_section
+    f1_section = md.split("## Token F1")[1].split("##")[0]
+    assert "| rag-pe | 55.56 | 100.00 | 77.78 |" in f1_section
+    assert "| agent-pe | 3 | 2 (1) |" in md  # questions per cell, failures in brackets
+
+    with open(out / "table_recall.csv", newline="", encoding="utf-8") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["method", "HotpotQA", "Bamboogle", "Avg"]
+    assert table[1] == ["masksearch", "66.67", "50.00", "58.33"]
+    assert [r[0] for r in table[1:]] == ["masksearch", "rag-pe", "agent-pe"]
+    with open(out / "table_em.csv", newline="", encoding="utf-8") as fh:
+        assert list(csv.reader(fh))[2] == ["rag-pe", "33.33", "100.00", "66.67"]
+    png = written["chart"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(written["chart"]).shape[2] in (3, 4)
+    manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert manifest["datasets"]["hotpotqa"]["n"] == 3 and manifest["methods"]["rag-pe"] == {"model": "fake:eval"}
+
+    # Resume: nothing re-runs, no duplicate lines, the model is not called.
+    calls = len(model.calls)
+    stats2, _ = run(out)
+    assert (stats2.ran, stats2.done_before, stats2.skipped_failed) == (0, 15, 1)
+    assert len(lines(out / "results.jsonl")) == 15 and len(model.calls) == calls
+
+    # A crash left a torn line: it is dropped, and only the new dataset runs.
+    with open(out / "results.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"method": "rag-pe", "dataset": "musique", "id": "2hop__1_2", "pred')
+    stats3, _ = run(out, datasets=(HOTPOT, BAMBOO, f"musique={DATA / 'musique_ans_v1.0_dev.jsonl'}"),
+                    methods=("rag-pe",))
+    assert stats3.ran == 2 and stats3.done_before == 5
+    keys = [(r["method"], r["dataset"], r["id"]) for r in lines(out / "results.jsonl")]
+    assert len(keys) == len(set(keys)) == 17
+
+    # `eval report` re-renders the same tables from results.jsonl alone.
+    (out / "summary.md").unlink()
+    write_report(out)
+    assert "| masksearch | 66.67 | – | 50.00 | 58.33* |" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+def test_retry_failed_reruns_and_compacts(fakes, tmp_path):
+    out = tmp_path / "ev"
+    run(out, datasets=(BAMBOO,), methods=("agent-pe",))
+    assert [r["status"] for r in lines(out / "results.jsonl")].count("failed") == 1
+    ANSWERS["observer"][Q_KHART] = "Khartoum"
+    try:
+        stats, written = run(out, datasets=(BAMBOO,), methods=("agent-pe",), retry_failed=True)
+    finally:
+        del ANSWERS["observer"][Q_KHART]
+    assert stats.ran == 1 and stats.failed == 0
+    rows = lines(out / "results.jsonl")
+    assert len(rows) == 2 and all(r["status"] == "answered" for r in rows)
+    assert "| agent-pe | 100.00 | 100.00 |" in written["markdown"].read_text(encoding="utf-8")
+
+
+class _JudgeModel:
+    def __init__(self):
+        self.n = 0
+
+    async def ainvoke(self, messages):
+        self.n += 1
+        verdict = "correct" if "response: Ohio" in messages[0].content else "incorrect"
+        return type("Msg", (), {"content": f"comment: checked\nevaluation: {verdict}"})()
+
+
+async def test_judge_scores_and_table(fakes, tmp_path):
+    spec = DatasetSpec.parse(BAMBOO)
+    items = {"bamboogle": load_items(spec)}
+    from masksearch.graph.context import Context
+
+    ctx = Context(planner_model="fake:eval", rewriter_model="fake:eval", observer_model="fake:eval",
+                  retriever="memory:tiny", top_k=2, max_turns=2)
+    judge_model = _JudgeModel()
+    stats = await run_eval([build_method("rag-pe", ctx)], items, tmp_path, concurrency=2,
+                           judge=LLMJudge(judge_model), progress=False)
+    assert stats.ran == 2 and judge_model.n == 2
+    rows = read_results(tmp_path)
+    assert rows[("rag-pe", "bamboogle", "bamboogle-0")]["scores"]["judge"] == 1.0
+    assert rows[("rag-pe", "bamboogle", "bamboogle-1")]["scores"]["judge"] == 0.0
+    assert rows[("rag-pe", "bamboogle", "bamboogle-1")]["judge"]["raw"].endswith("evaluation: incorrect")
+    md = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
+    judge_section = md.split("## LLM judge")[1].split("##")[0]
+    assert "| rag-pe | 50.00 | 50.00 |" in judge_section
+    assert "## FanoutQA loose accuracy" not in md  # no structured references in this run
+
+
+def test_bad_inputs_fail_before_any_model_call(fakes, tmp_path):
+    model, _ = fakes
+    with pytest.raises(InputError) as err:
+        run(tmp_path / "x", datasets=(HOTPOT, f"hotpotqa={DATA / 'bad' / 'hotpot_missing_answer.json'}"))
+    assert err.value.field == "--dataset"
+    with pytest.raises(InputError) as err:
+        run(tmp_path / "x", datasets=(f"musique={DATA / 'bad' / 'musique_bad_aliases.jsonl'}", HOTPOT))
+    assert err.value.line == 3 and err.value.field == "answer_aliases"
+    with pytest.raises(InputError, match="METHOD=SPEC"):
+        run(tmp_path / "x", method_models=["nope=fake:eval"])
+    assert not model.calls and not (tmp_path / "x" / "results.jsonl").exists()
+    with pytest.raises(InputError, match="no results"):
+        write_report(tmp_path)
+
+
+def test_cli_run_and_report(fakes, tmp_path):
+    from typer.testing import CliRunner
+
+    from masksearch.cli import app
+
+    out = tmp_path / "cli"
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "run", "-d", BAMBOO, "-m", "rag-pe", "-m", "masksearch",
+                              "--model", "fake:eval", "--retriever", "memory:tiny", "--out", str(out),
+                              "--concurrency", "2", "--limit", "1", "--no-progress", "--no-messages"])
+    assert res.exit_code == 0, res.output
+    assert "| rag-pe | 100.00 | 100.00 |" in res.output
+    rows = lines(out / "results.jsonl")
+    assert len(rows) == 2 and "messages" not in rows[0]
+    res = runner.invoke(app, ["eval", "report", str(out)])
+    assert res.exit_code == 0 and "| masksearch | 100.00 | 100.00 |" in res.output
