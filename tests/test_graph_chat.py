@@ -1,0 +1,53 @@
+"""`masksearch chat` with piped input streams every step (scripted model, BM25 over the tiny corpus)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from masksearch.cli import app
+from masksearch.graph import resources
+
+
+@pytest.fixture
+def index_dir(tmp_path, tiny_corpus_path):
+    from masksearch.retrievers.build import build_index
+
+    build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
+    return tmp_path / "idx"
+
+
+def test_chat_multi_agent_streams_steps(tmp_path, index_dir):
+    resources.clear()
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"cycle": True, "routes": {
+        "planner of a search team": ["<think>Who designed it?</think><search>Eiffel Tower designer</search>"],
+        "rewrite a search sub-query": ['{"queries": ["Eiffel Tower", "Gustave Eiffel engineer"]}'],
+        "observer of a search team": ["<think>The tower is named after Gustave Eiffel.</think>"
+                                      "<answer>Gustave Eiffel</answer>"]}}))
+    out = CliRunner().invoke(app, ["chat", "--model", f"fake:{script}", "--retriever", f"bm25:{index_dir}"],
+                             input="Who designed the Eiffel Tower?\nAnd again?\n")
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "[planner] think: Who designed it?" in text
+    assert "[planner] next sub-query: Eiffel Tower designer" in text
+    assert "[rewriter] queries: Eiffel Tower | Gustave Eiffel engineer" in text
+    assert "[search] turn 1:" in text and "Eiffel Tower" in text.split("[search] turn 1:")[1]
+    assert "[observer] answer: Gustave Eiffel" in text
+    assert text.count("==> Gustave Eiffel") == 2  # two questions, then EOF ends the loop
+    resources.clear()
+
+
+def test_chat_single_agent_and_bad_mode(tmp_path, index_dir):
+    resources.clear()
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps(["<think>search</think><search>Eiffel Tower", "<think>ok</think><answer>Paris"]))
+    out = CliRunner().invoke(app, ["chat", "--mode", "single_agent", "--model", f"fake:{script}",
+                                   "--retriever", f"bm25:{index_dir}"], input="Where is the Eiffel Tower?\n")
+    assert out.exit_code == 0, out.output
+    assert "[agent] search: Eiffel Tower" in out.output and "==> Paris" in out.output
+    bad = CliRunner().invoke(app, ["chat", "--mode", "swarm"], input="")
+    assert bad.exit_code != 0 and "agent_mode" in str(bad.exception)
+    resources.clear()
