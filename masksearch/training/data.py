@@ -63,8 +63,10 @@ def load_training_records(path: str | os.PathLike[str], *, accepted_only: bool =
     """All usable records; `InputError` when the file holds none (names the reason)."""
     out: list[TrajectoryRecord] = []
     seen = 0
-    for rec in iter_training_records(path, accepted_only=accepted_only):
+    for rec in iter_training_records(path, accepted_only=False):
         seen += 1
+        if accepted_only and not rec["accepted"]:
+            continue
         if require_messages:
             check_student_messages(rec["messages"], path=str(path), record_id=rec["id"])
         out.append(rec)

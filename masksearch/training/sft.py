@@ -56,7 +56,6 @@ def _sft_config(settings: SFTSettings, *, curriculum: bool) -> Any:
         warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
         lr_scheduler_type=settings.lr_scheduler_type,
         weight_decay=settings.weight_decay,
-        gradient_checkpointing=settings.gradient_checkpointing,
         logging_steps=settings.logging_steps,
         save_steps=settings.save_steps,
         save_total_limit=settings.save_total_limit,
@@ -68,6 +67,8 @@ def _sft_config(settings: SFTSettings, *, curriculum: bool) -> Any:
     )
     if curriculum:
         args.update(train_sampling_strategy="sequential", shuffle_dataset=False)
+    if settings.gradient_checkpointing:
+        args["gradient_checkpointing"] = True
     args.update(settings.trainer_args)
     return SFTConfig(**args)
 

@@ -73,12 +73,14 @@ def check_format(completion: Any) -> tuple[bool, str]:
             if tag != "information" and not between.strip():
                 return False, f"empty <{tag}>"
             state, open_tag = tag, None
+    if pos == 0:
+        return False, "no tags"
     if open_tag is not None:
         return False, f"<{open_tag}> is never closed"
     if text[pos:].strip():
         return False, "text after the last tag"
     if state != "answer":
-        return False, "no final <answer>" if state != "start" else "no tags"
+        return False, "no final <answer>"
     return True, "ok"
 
 

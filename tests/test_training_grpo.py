@@ -1,0 +1,124 @@
+"""RL: multi-turn search rollouts with masked tool tokens, and a GRPO/DAPO CPU smoke run."""
+
+from __future__ import annotations
+
+import pytest
+
+from masksearch.training.rollout import SearchRollout
+from masksearch.training.smoke import offline_tokenizer, tiny_model
+from masksearch.types import Passage
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return offline_tokenizer()
+
+
+class FakeRetriever:
+    name = "fake"
+
+    def __init__(self):
+        self.calls = []
+
+    def search(self, queries, k):
+        self.calls.append(list(queries))
+        return [[Passage(id=f"{q}-{j}", title="Eiffel Tower", text=f"SECRET{j} built 1889.")
+                 for j in range(k)] for q in queries]
+
+
+PROMPT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "When was the Eiffel Tower built?"}]
+SEARCH = "<think>look it up</think>\n<search>eiffel tower\nbuilt year</search>"
+ANSWER = "<think>found</think>\n<answer>1889</answer>"
+
+
+def scripted(tok, turns, *, eos=True, tail=""):
+    """A fake policy: returns the scripted turn (plus junk after the closing tag, like a sampler)."""
+    calls = {"n": 0}
+
+    def gen(contexts, max_new):
+        out = []
+        for _ in contexts:
+            text = turns[min(calls["n"], len(turns) - 1)] + tail
+            ids = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+            out.append(ids[:max_new])
+        calls["n"] += 1
+        return out
+
+    return gen
+
+
+def test_rollout_masks_retrieved_tokens(tok):
+    retr = FakeRetriever()
+    ro = SearchRollout(retr, tok, topk=2, max_turns=3, max_turn_tokens=64, max_completion_length=1024)
+    (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, ANSWER], eos=False, tail=" junk after tag"))
+    assert t.status == "answered" and t.searches == 1
+    assert retr.calls == [["eiffel tower", "built year"]]
+    assert len(t.env_mask) == len(t.completion_ids)
+    model_text = tok.decode([i for i, m in zip(t.completion_ids, t.env_mask, strict=True) if m])
+    env_text = tok.decode([i for i, m in zip(t.completion_ids, t.env_mask, strict=True) if not m])
+    assert "SECRET" not in model_text and "<information>" not in model_text
+    assert "junk" not in model_text  # cut after </search>
+    assert "<search>eiffel tower\nbuilt year</search>" in model_text and "<answer>1889</answer>" in model_text
+    assert "<information>Doc 1(Title: Eiffel Tower) SECRET0" in env_text
+    # the full sequence is exactly what the chat template renders for the conversation
+    history = PROMPT + t.turns
+    assert tok.decode(t.prompt_ids + t.completion_ids) == ro.renderer.render(history).rstrip("\n")
+    assert t.completion_ids[-1] == tok.eos_token_id and t.env_mask[-1] == 0
+    assert [m["role"] for m in t.turns] == ["assistant", "tool", "assistant"]
+
+
+def test_rollout_budgets(tok):
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=64, max_completion_length=4096)
+    (t,) = ro.run([PROMPT], scripted(tok, [SEARCH]))
+    assert t.status == "max_turns" and t.searches == 2
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=4, max_turn_tokens=64, max_completion_length=60)
+    (t,) = ro.run([PROMPT], scripted(tok, [SEARCH]))
+    assert t.status == "truncated" and len(t.completion_ids) == 60
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=64)
+    (t,) = ro.run([PROMPT], scripted(tok, ["I do not know."]))
+    assert t.status == "no_action" and t.env_mask == [1] * len(t.completion_ids)
+    ro = SearchRollout(FakeRetriever(), tok, max_obs_tokens=8)
+    assert len(tok(ro._clip("word " * 100), add_special_tokens=False)["input_ids"]) <= 9
+
+
+def test_grpo_dapo_smoke_run_changes_weights(tok, tmp_path):
+    from masksearch.training.config import CurriculumSettings, RLSettings
+    from masksearch.training.grpo import grpo_config, train_grpo
+
+    class HalfScripted(SearchRollout):
+        """Real policy samples for odd rows; a scripted correct search episode for even rows, so the
+        group has reward variance (a random tiny model never writes tags)."""
+
+        def _trainer_generate(self, trainer):
+            real = super()._trainer_generate(trainer)
+            turn = {"n": 0}
+
+            def gen(contexts, n):
+                out = real(contexts, n)
+                script = tok((SEARCH if turn["n"] == 0 else ANSWER), add_special_tokens=False)["input_ids"]
+                turn["n"] += 1
+                for i in range(0, len(out), 2):
+                    out[i] = script + [tok.eos_token_id]
+                return out
+
+            return gen
+
+    settings = RLSettings(model="tiny", output_dir=str(tmp_path / "rl"), max_steps=2, num_generations=2,
+                          per_device_train_batch_size=2, max_turns=2, max_turn_tokens=12,
+                          max_completion_length=256, learning_rate=1e-3, warmup_ratio=0.0, beta=0.0,
+                          dtype="float32", curriculum=CurriculumSettings(enabled=True),
+                          trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    cfg = grpo_config(settings)
+    assert cfg.loss_type == "dapo" and cfg.epsilon_high == 0.28 and cfg.mask_truncated_completions
+    retr = FakeRetriever()
+    model = tiny_model(tok)
+    w = model.model.layers[0].self_attn.q_proj.weight
+    before = w.detach().clone()
+    questions = [{"id": f"q{i}", "question": "When was the [mask] Tower built?", "answers": ["Eiffel"],
+                  "task": "ramp", "k": 1 + i % 2} for i in range(4)]
+    rollout = HalfScripted(retr, tok, max_turns=2, max_turn_tokens=12, max_completion_length=256)
+    stats = train_grpo(settings, questions=questions, model=model, tokenizer=tok, retriever=retr,
+                       rollout=rollout, save=False)
+    assert stats["global_step"] == 2
+    assert retr.calls  # the scripted episodes searched our retriever
+    assert not w.detach().equal(before)
