@@ -91,6 +91,17 @@ def test_remote_retriever_round_trip(server, local):
     assert got == local.search(queries, 3)  # ids, titles, texts and scores survive the trip
     assert got[2] == []
     assert RemoteRetriever(server + "/retrieve/").url == f"{server}/retrieve"
+    with pytest.raises(TypeError):
+        len(remote)  # remote indexes have no known size; /health then omits "passages"
+
+
+def test_health_through_cached_retriever(local):
+    from fastapi.testclient import TestClient
+
+    from masksearch.retrievers.cache import CachedRetriever
+
+    client = TestClient(create_app(CachedRetriever(local)))
+    assert client.get("/health").json()["passages"] == 24
 
 
 async def test_remote_async(server, local):

@@ -50,6 +50,9 @@ class CachedRetriever:
                     self._cache.popitem(last=False)
         return [r if r is not None else [] for r in results]
 
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]  (TypeError if the inner has no size)
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()

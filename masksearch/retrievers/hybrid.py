@@ -41,6 +41,9 @@ class HybridRetriever:
         self.retrievers = list(retrievers)
         self.rrf_k, self.weights, self.depth = rrf_k, weights, depth
 
+    def __len__(self) -> int:
+        return max(len(r) for r in self.retrievers)  # type: ignore[arg-type]
+
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         depth = max(k, self.depth)
         per_retriever = [r.search(list(queries), depth) for r in self.retrievers]
