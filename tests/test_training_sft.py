@@ -45,8 +45,9 @@ def test_labels_cover_exactly_the_assistant_turns(tok):
 
 def test_tool_role_mapping_and_truncation(tok):
     msgs = student_messages(example_record())
-    r = ChatRenderer(tok, tool_role="user")
-    assert "<|im_start|>user\n<information>" in r.render(msgs)
+    assert "<|im_start|>user\n<information>" in ChatRenderer(tok).render(msgs)  # as the graph sends it
+    assert "<|im_start|>tool\n<information>" in ChatRenderer(tok, tool_role="tool").render(msgs)
+    r = ChatRenderer(tok)
     row = r.tokenize_conversation(msgs, max_length=50)
     assert len(row["input_ids"]) == 50
 

@@ -24,10 +24,11 @@ class Segment:
 
 
 class ChatRenderer:
-    """Wraps a tokenizer with a chat template. `tool_role` maps our `tool` turns to the role the
-    template understands ("tool" by default; "user" for templates without a tool role)."""
+    """Wraps a tokenizer with a chat template. `tool_role` is the role our `tool` turns are rendered
+    with: "user" by default, because the graph sends retrieved text back to the model as a user
+    turn (so training and inference see the same tokens); "tool" for a template's native tool role."""
 
-    def __init__(self, tokenizer: Any, *, tool_role: str = "tool") -> None:
+    def __init__(self, tokenizer: Any, *, tool_role: str = "user") -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("the tokenizer has no chat template; set `chat_template` in the config")
         self.tok = tokenizer

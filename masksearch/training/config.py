@@ -36,7 +36,7 @@ class ModelSettings:
     tokenizer: str | None = None  # defaults to `model`
     gguf_file: str | None = None  # load weights/tokenizer from a GGUF file inside `model`
     chat_template: str | None = None  # override the tokenizer's template (Jinja string or file)
-    tool_role: str = "tool"  # role our tool turns get in the chat template ("user" if no tool role)
+    tool_role: str = "user"  # role tool turns get in the chat template; "user" = what the graph sends
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     attn_implementation: str | None = None  # e.g. flash_attention_2, sdpa
 

@@ -50,7 +50,7 @@ class SearchRollout:
     def __init__(self, retriever: Any, tokenizer: Any, *, topk: int = 3, max_turns: int = 4,
                  max_turn_tokens: int = 500, max_obs_tokens: int = 500,
                  max_completion_length: int = 2048, temperature: float = 1.0, top_p: float = 1.0,
-                 tool_role: str = "tool", generate_fn: GenerateFn | None = None) -> None:
+                 tool_role: str = "user", generate_fn: GenerateFn | None = None) -> None:
         self.retriever, self.tok = retriever, tokenizer
         self.renderer = ChatRenderer(tokenizer, tool_role=tool_role)
         self.topk, self.max_turns = topk, max_turns
