@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from masksearch.errors import InputError
+from masksearch.errors import ConfigError, InputError
 from masksearch.eval.cli_run import build_and_run
 from masksearch.eval.datasets import DatasetSpec, load_items
 from masksearch.eval.judge import LLMJudge
@@ -229,6 +229,8 @@ def test_bad_inputs_fail_before_any_model_call(fakes, tmp_path):
     assert err.value.line == 3 and err.value.field == "answer_aliases"
     with pytest.raises(InputError, match="METHOD=SPEC"):
         run(tmp_path / "x", method_models=["nope=fake:eval"])
+    with pytest.raises(ConfigError, match="unknown retriever spec"):
+        run(tmp_path / "x", retriever="nope:x")
     assert not model.calls and not (tmp_path / "x" / "results.jsonl").exists()
     with pytest.raises(InputError, match="no results"):
         write_report(tmp_path)

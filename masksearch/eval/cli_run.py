@@ -45,6 +45,22 @@ def write_manifest(out: Path, specs: Sequence[DatasetSpec], sizes: dict[str, int
     tmp.replace(path)
 
 
+async def warm_up(methods: Sequence[Any]) -> None:
+    """Load every model and retriever once, one at a time, before questions run concurrently:
+    a bad spec or a missing key fails here instead of in every question, and concurrent first
+    loads (not thread-safe for local transformers models) cannot race."""
+    import asyncio
+
+    from masksearch.graph import resources
+
+    for method in methods:
+        ctx = method.context
+        await asyncio.to_thread(resources.get_retriever, ctx.retriever)
+        for spec in dict.fromkeys(ctx.models().values()):
+            await asyncio.to_thread(resources.get_model, spec, temperature=ctx.temperature,
+                                    max_tokens=ctx.max_tokens, timeout=ctx.llm_timeout_s, seed=ctx.seed)
+
+
 async def build_and_run(*, datasets: Sequence[str], methods: Sequence[str], model: str,
                         method_models: Sequence[str], retriever: str, out: Path, concurrency: int,
                         limit: int | None, judge_model: str | None, top_k: int, max_turns: int,
@@ -70,6 +86,7 @@ async def build_and_run(*, datasets: Sequence[str], methods: Sequence[str], mode
                                  "observer_model": spec})
         built.append(build_method(name, ctx))
         used[name] = spec
+    await warm_up(built)
     judge = None
     if judge_model:
         from masksearch.eval.judge import load_judge

@@ -36,7 +36,8 @@ def run_cmd(
                      ] = "local:default",
     method_model: Annotated[list[str] | None, typer.Option("--method-model", help=_METHOD_MODEL_HELP)] = None,
     retriever: Annotated[str, typer.Option("--retriever", help="bm25:DIR | dense:DIR | hybrid:A,B | web | "
-                                           "remote:URL | default (embedded corpus).")] = "default",
+                                           "remote:URL; DIR 'default' = the embedded corpus.")
+                         ] = "bm25:default",
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Questions in flight.")] = 8,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N questions per dataset.")] = None,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Also grade with an LLM judge "

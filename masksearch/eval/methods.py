@@ -37,6 +37,7 @@ class MethodOutput:
 class Method(Protocol):
     name: str
     model: str
+    context: Any  # masksearch.graph.context.Context
 
     async def answer(self, item: EvalItem) -> MethodOutput: ...
 
@@ -91,7 +92,7 @@ class RagPE:
 
         ctx = self.context
         try:
-            retriever = resources.get_retriever(ctx.retriever)
+            retriever = await asyncio.to_thread(resources.get_retriever, ctx.retriever)
             passages = (await self._retry(lambda: asearch(retriever, [item.question], ctx.top_k)))[0]
             messages = rag_pe_messages(item.question, prompts.format_docs(passages))
             text, meta = await self._retry(lambda: call_model(ctx, "agent", messages))

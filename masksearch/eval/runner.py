@@ -101,9 +101,11 @@ async def run_eval(methods: Sequence[Method], datasets: Mapping[str, Sequence[Ev
                     return
                 out, latency = await timed(method, item)
                 row = result_row(method, item, out, latency, save_messages=save_messages)
-                if judge is not None and out.status != "failed":
+                if judge is not None and out.status == "failed":
+                    row["scores"]["judge"] = 0.0  # a failed question is not correct
+                elif judge is not None:
                     verdict = await judge.grade(item.question, item.golden_answers, out.prediction)
-                    row["scores"]["judge"] = verdict.score
+                    row["scores"]["judge"] = verdict.score  # None (no clear verdict) is left out
                     row["judge"] = {"model": judge.name, "raw": verdict.raw, "error": verdict.error}
                 appender.write(row)
                 stats.ran += 1
