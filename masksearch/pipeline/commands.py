@@ -1,9 +1,90 @@
-"""CLI commands for masksearch.pipeline (placeholder until implemented)."""
+"""CLI: `masksearch generate` (batch trajectories) and `masksearch run` (the whole offline pipeline)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+MODEL_HELP = "Model spec: openai:<m>, dashscope:<m>, openai-compatible:<m>@<url>, local:default, fake:<script.json>."
+
+
+def default_checkpoint_url(store: Path) -> str:
+    """`sqlite:///<store dir>/<store stem>.ckpt.sqlite` — next to the store, so resume just works."""
+    return f"sqlite:///{store.with_name(store.stem + '.ckpt.sqlite')}"
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this area's commands to the root app."""
+    """Attach `generate` and `run` to the root app."""
+
+    @app.command("generate")
+    def generate_cmd(
+        input: Annotated[Path, typer.Option("--input", "-i", help="Masked data JSONL (from `masksearch mask`).")],
+        store: Annotated[Path, typer.Option("--store", help="SQLite trajectory store (created or resumed).")] = Path("runs/traj.sqlite"),
+        export: Annotated[Path | None, typer.Option("--export", help="Also write accepted records to this JSONL (atomic).")] = None,
+        export_all: Annotated[bool, typer.Option("--export-all", help="Export rejected and failed records too.")] = False,
+        checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Checkpointer: sqlite:///path, postgres://..., or memory. Default: sqlite next to the store.")] = None,
+        concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=4096, help="Examples run at the same time.")] = 8,
+        planner_model: Annotated[str, typer.Option("--planner-model", help=MODEL_HELP)] = "local:default",
+        rewriter_model: Annotated[str | None, typer.Option("--rewriter-model", help="Default: the planner model.")] = None,
+        observer_model: Annotated[str | None, typer.Option("--observer-model", help="Default: the planner model.")] = None,
+        judge_model: Annotated[str | None, typer.Option("--judge-model", help="LLM judge; default: recall threshold only.")] = None,
+        agent_mode: Annotated[str, typer.Option("--agent-mode", help="multi_agent or single_agent.")] = "multi_agent",
+        retriever: Annotated[str, typer.Option("--retriever", help="bm25:<dir>, dense:<dir>, hybrid:<a>,<b>, web, remote:<url>, default.")] = "default",
+        top_k: Annotated[int, typer.Option("--top-k", help="Passages per query.")] = 5,
+        max_turns: Annotated[int, typer.Option("--max-turns", help="Search rounds per example.")] = 5,
+        recall_threshold: Annotated[float, typer.Option("--recall-threshold", help="Minimum recall to accept.")] = 0.5,
+        limit: Annotated[int | None, typer.Option("--limit", "-n", help="Use only the first N input examples.")] = None,
+        skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip (and count) bad input lines instead of stopping.")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")] = False,
+        summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="tqdm progress bar.")] = True,
+    ) -> None:
+        """Generate search-agent trajectories for masked examples, with resume.
+
+        Runs the LangGraph multi-agent graph over every example with bounded concurrency and
+        writes one record per example id into the SQLite store. Rerunning the same command
+        resumes: stored ids are skipped, in-flight ones continue from the checkpointer.
+        Ctrl-C once: finish the examples in flight and stop; twice: stop now (they resume later).
+        """
+        from masksearch.graph.context import Context
+        from masksearch.pipeline.runner import run_generate
+
+        context = Context(planner_model=planner_model, rewriter_model=rewriter_model or planner_model,
+                          observer_model=observer_model or planner_model, judge_model=judge_model,
+                          agent_mode=agent_mode, retriever=retriever, top_k=top_k, max_turns=max_turns,
+                          recall_threshold=recall_threshold)
+        code = run_generate(input, store, context, checkpoint or default_checkpoint_url(store),
+                            concurrency=concurrency, limit=limit, skip_bad=skip_bad,
+                            retry_failed=retry_failed, export=export, export_all=export_all,
+                            summary_json=summary_json, progress=progress)
+        raise typer.Exit(code)
+
+    @app.command("run")
+    def run_cmd(
+        workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Where every output goes.")] = Path("runs/default"),
+        n: Annotated[int, typer.Option("--n", "-n", min=1, help="Trajectories to generate.")] = 8,
+        concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Examples run at the same time.")] = 2,
+        model: Annotated[str, typer.Option("--model", help=MODEL_HELP + " Used for every role.")] = "local:default",
+        judge_model: Annotated[str | None, typer.Option("--judge-model", help="LLM judge; default: recall threshold only.")] = None,
+        corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus file/dir to ingest; default: the embedded Wikipedia summaries.")] = None,
+        max_passages: Annotated[int | None, typer.Option("--max-passages", help="Use at most this many corpus passages (None: all).")] = 2000,
+        dense: Annotated[bool, typer.Option("--dense", help="Also build a dense (FAISS) index and search hybrid.")] = False,
+        max_turns: Annotated[int, typer.Option("--max-turns", help="Search rounds per example.")] = 2,
+        top_k: Annotated[int, typer.Option("--top-k", help="Passages per query.")] = 3,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="tqdm progress bars.")] = True,
+    ) -> None:
+        """The whole offline pipeline on the embedded default: ingest → index → mask → generate.
+
+        Needs no network and no API key: the corpus is the embedded Wikipedia summaries and the
+        model the embedded SmolLM2-135M-Instruct (`local:default`). Idempotent: a rerun reuses
+        the built index and masked data and resumes generation. A 135M model answers most
+        masked spans wrongly, so most trajectories are rejected — the summary says how many.
+        """
+        from masksearch.pipeline.offline import run_offline
+
+        code = run_offline(workdir, n=n, concurrency=concurrency, model=model, judge_model=judge_model,
+                           corpus=corpus, max_passages=max_passages, dense=dense, max_turns=max_turns,
+                           top_k=top_k, progress=progress)
+        raise typer.Exit(code)

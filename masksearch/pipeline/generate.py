@@ -18,6 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from masksearch.errors import InputError
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.summary import Summary
 from masksearch.records import SCHEMA_VERSION, TrajectoryRecord
@@ -101,7 +102,6 @@ async def generate(
 
 async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_failed, total,
                     progress, stop, summary, keep_checkpoints, context=None) -> None:
-    skip = store.ids(include_failed=not retry_failed)
     queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
     stop = stop or asyncio.Event()
     bar = _progress_bar(total, limit, progress)
@@ -117,15 +117,22 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
                     summary.skipped_duplicate += 1
                     continue
                 seen.add(ex.id)
-                if ex.id in skip:
+                if store.is_done(ex.id, retry_failed=retry_failed):
                     summary.skipped_existing += 1
                     if bar is not None:
                         bar.update(1)
                     continue
                 await queue.put(ex)
-        finally:
-            for _ in range(concurrency):
-                await queue.put(None)
+        except asyncio.CancelledError:  # workers are being cancelled too: no sentinels needed
+            raise
+        except BaseException:
+            await finish()
+            raise
+        await finish()
+
+    async def finish() -> None:
+        for _ in range(concurrency):
+            await queue.put(None)
 
     async def work() -> None:
         while (ex := await queue.get()) is not None:
@@ -136,9 +143,15 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
             except Exception as e:  # a bug outside the graph's own handling: record, don't crash
                 log.warning("example %s raised %s: %s", ex.id, type(e).__name__, e)
                 record = failed_record(ex, context, e)
-            if record.get("id") != ex.id:
-                record = {**record, "id": ex.id}
-            if store.put(record):
+            if not isinstance(record, dict) or record.get("id") != ex.id:
+                record = failed_record(ex, context, f"runner returned a record for another id: "
+                                       f"{record.get('id') if isinstance(record, dict) else record!r}")
+            try:
+                written = store.put(record)
+            except InputError as e:  # the graph built an invalid record: keep the example, as failed
+                record = failed_record(ex, context, f"invalid record: {e}", record.get("thread_id", ""))
+                written = store.put(record)
+            if written:
                 summary.add(record)
             else:
                 summary.not_written += 1
@@ -151,13 +164,25 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
 
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(concurrency)]
+    tasks = [producer, *workers]
     try:
-        await asyncio.gather(producer, *workers)
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        broken = [t for t in done if t is not producer and t.exception() is not None]
+        if broken:  # a worker hit a fatal error (e.g. the store's disk is full): stop everything
+            stop.set()
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise broken[0].exception()
+        if pending:  # the producer stopped on bad input: let the workers finish what they hold
+            await asyncio.gather(*pending)
+        if producer.exception() is not None:
+            raise producer.exception()
     except asyncio.CancelledError:
         summary.interrupted = True
-        for t in (producer, *workers):
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(producer, *workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         raise
     finally:
         summary.elapsed_s = time.perf_counter() - t0

@@ -112,6 +112,11 @@ class TrajectoryStore:
     def __contains__(self, example_id: object) -> bool:
         return self._db.execute("SELECT 1 FROM trajectories WHERE id = ?", (example_id,)).fetchone() is not None
 
+    def is_done(self, example_id: str, *, retry_failed: bool = False) -> bool:
+        """True if `example_id` is stored (and, with `retry_failed`, did not fail)."""
+        row = self._db.execute("SELECT status FROM trajectories WHERE id = ?", (example_id,)).fetchone()
+        return row is not None and not (retry_failed and row[0] == "failed")
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
 

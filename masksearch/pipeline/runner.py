@@ -1,0 +1,121 @@
+"""Command-line driver around `generate`: signals (graceful Ctrl-C), export, printed summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from masksearch.errors import MaskSearchError
+from masksearch.jsonl import SkipCounter
+from masksearch.pipeline.generate import generate
+from masksearch.pipeline.inputs import count_lines, iter_examples
+from masksearch.pipeline.store import TrajectoryStore
+from masksearch.pipeline.summary import Summary
+from masksearch.types import MaskedExample
+
+EXIT_INTERRUPTED = 130
+
+
+def echo(msg: str = "") -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def generate_with_signals(examples: Iterable[MaskedExample], context: Any, store: TrajectoryStore,
+                                checkpointer_url: str, summary: Summary, **kwargs: Any) -> None:
+    """`generate` with SIGINT/SIGTERM handling.
+
+    First Ctrl-C: start nothing new, let in-flight examples finish and be written.
+    Second Ctrl-C or SIGTERM: cancel in-flight examples (their checkpoints let the next run resume).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+    presses = 0
+
+    def on_interrupt() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            stop.set()
+            echo("\ninterrupt: finishing the examples in flight (Ctrl-C again to stop now; "
+                 "they resume on the next run)")
+        else:
+            echo("\ninterrupt: stopping now")
+            task.cancel()
+
+    def on_term() -> None:
+        nonlocal presses
+        presses = 1
+        on_interrupt()
+
+    installed = []
+    for sig, handler in ((signal.SIGINT, on_interrupt), (signal.SIGTERM, on_term)):
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+            pass
+    try:
+        await generate(examples, context, store, checkpointer_url, stop=stop, summary=summary, **kwargs)
+    except asyncio.CancelledError:
+        summary.interrupted = True
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def run_generate(input: Path, store_path: Path, context: Any, checkpointer_url: str, *,
+                 concurrency: int = 8, limit: int | None = None, skip_bad: bool = False,
+                 retry_failed: bool = False, export: Path | None = None, export_all: bool = False,
+                 summary_json: Path | None = None, progress: bool = True) -> int:
+    """Generate for a masked-data file into a store; print the summary; return an exit code."""
+    counter = SkipCounter()
+    examples = iter_examples(input, skip_bad=skip_bad, counter=counter)
+    summary = Summary()
+    total = count_lines(input) if progress else None
+    error: Exception | None = None
+    with TrajectoryStore(store_path) as store:
+        echo(f"generate: {input} -> {store_path} (concurrency {concurrency}, checkpoint "
+             f"{_redact(checkpointer_url)})")
+        try:
+            asyncio.run(generate_with_signals(
+                examples, context, store, checkpointer_url, summary, concurrency=concurrency,
+                limit=limit, retry_failed=retry_failed, total=total, progress=progress))
+        except MaskSearchError as e:  # bad input or config: report after saying what was kept
+            error = e
+        summary.skipped_bad = counter.skipped
+        stats = store.stats()
+        exported = None
+        if export is not None:
+            exported = store.export_jsonl(export, accepted_only=not export_all)
+    for line in counter.examples:
+        echo(f"skipped bad input: {line}")
+    echo(summary.format())
+    echo(f"store: {store_path}  ({stats['count']} records, {stats['accepted']} accepted, "
+         f"{', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})")
+    if exported is not None:
+        echo(f"export: {export}  ({exported} {'records' if export_all else 'accepted records'})")
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps({"run": summary.to_dict(), "store": stats}, indent=2) + "\n",
+                                encoding="utf-8")
+    if error is not None:
+        raise error
+    if summary.interrupted:
+        echo("interrupted: rerun the same command to resume (finished records are kept).")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a postgres URL before printing it."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

@@ -1,0 +1,147 @@
+"""`generate`'s worker pool with an injected per-example runner: counting, resume, concurrency,
+bad input mid-stream, stop event, and runner exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from masksearch.errors import InputError
+from masksearch.pipeline.generate import failed_record, generate
+from masksearch.pipeline.store import TrajectoryStore
+from masksearch.types import MaskedExample, Span
+
+
+def examples(n: int, start: int = 0) -> list[MaskedExample]:
+    return [MaskedExample(id=f"ex{i}", question=f"q{i}", answers=["a"] * (1 + i % 3),
+                          spans=[Span(0, 1, "a")] * (1 + i % 3)) for i in range(start, start + n)]
+
+
+def fake_runner(accept=lambda ex: int(ex.id[2:]) % 2 == 0, fail=lambda ex: False, delay=0.0,
+                calls=None, active=None):
+    state = {"now": 0, "peak": 0}
+
+    async def run_one(ex: MaskedExample):
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        try:
+            if calls is not None:
+                calls.append(ex.id)
+            await asyncio.sleep(delay)
+            rec = failed_record(ex, None, "scripted failure")
+            if not fail(ex):
+                rec.update(status="answered", error=None, accepted=accept(ex), final_answer="a",
+                           messages=[{"role": "assistant", "content": "<answer>a</answer>"}],
+                           usage={"prompt_tokens": 10, "completion_tokens": 2, "search_calls": 1})
+            return rec
+        finally:
+            state["now"] -= 1
+
+    run_one.state = state
+    return run_one
+
+
+async def test_counts_and_summary(tmp_path):
+    run = fake_runner(fail=lambda ex: ex.id == "ex3")
+    s = await generate(examples(10), None, tmp_path / "t.sqlite", run_one=run, concurrency=3, progress=False)
+    assert (s.done, s.accepted, s.failed) == (10, 5, 1)  # even ids accepted; ex3 failed
+    assert s.by_status == {"answered": 9, "failed": 1}
+    assert s.fail_reasons == {"scripted failure": 1}
+    assert s.by_k == {1: [4, 2], 2: [3, 1], 3: [3, 2]}
+    assert s.prompt_tokens == 90 and s.search_calls == 9 and s.mean_turns == pytest.approx(0.9)
+    assert "accepted 5 (50.0%)" in s.format() and "1 x scripted failure" in s.format()
+    with TrajectoryStore(tmp_path / "t.sqlite") as st:
+        assert st.stats()["count"] == 10 and st.stats()["accepted"] == 5
+
+
+async def test_resume_skips_done_and_retry_failed(tmp_path):
+    path = tmp_path / "t.sqlite"
+    calls: list[str] = []
+    await generate(examples(6), None, path, run_one=fake_runner(fail=lambda ex: ex.id == "ex1"),
+                   progress=False)
+    s = await generate(examples(10), None, path, run_one=fake_runner(calls=calls), progress=False)
+    assert sorted(calls) == [f"ex{i}" for i in range(6, 10)]
+    assert s.skipped_existing == 6 and s.done == 4
+    calls.clear()
+    s = await generate(examples(10), None, path, run_one=fake_runner(calls=calls), retry_failed=True,
+                       progress=False)
+    assert calls == ["ex1"] and s.done == 1
+    with TrajectoryStore(path) as st:
+        assert len(st) == 10 and st.get("ex1")["status"] == "answered"
+
+
+async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
+    path = tmp_path / "t.sqlite"
+    calls: list[str] = []
+    data = examples(5) + examples(2)  # ex0, ex1 repeated
+    s = await generate(data, None, path, run_one=fake_runner(calls=calls), limit=3, progress=False)
+    assert calls == ["ex0", "ex1", "ex2"] and s.done == 3
+    s = await generate(data, None, path, run_one=fake_runner(calls=calls), progress=False)
+    assert s.done == 2 and s.skipped_existing == 3 and s.skipped_duplicate == 2
+
+
+async def test_concurrency_bound_is_reached_and_respected(tmp_path):
+    run = fake_runner(delay=0.05)
+    s = await generate(examples(24), None, tmp_path / "t.sqlite", run_one=run, concurrency=8,
+                       progress=False)
+    assert run.state["peak"] == 8 and s.done == 24
+    assert s.elapsed_s < 24 * 0.05 / 2  # clearly parallel
+
+
+async def test_runner_exception_is_recorded_not_raised(tmp_path):
+    base = fake_runner()
+
+    async def flaky(ex):
+        if ex.id == "ex2":
+            raise KeyError("bug in a node")
+        return await base(ex)
+
+    s = await generate(examples(4), None, tmp_path / "t.sqlite", run_one=flaky, progress=False)
+    assert s.done == 4 and s.failed == 1
+    assert "KeyError" in next(iter(s.fail_reasons))
+
+
+async def test_bad_input_mid_stream_keeps_written_records(tmp_path):
+    def stream():
+        yield from examples(3)
+        raise InputError("invalid JSON", path="in.jsonl", line=4)
+
+    path = tmp_path / "t.sqlite"
+    with pytest.raises(InputError, match="in.jsonl:4"):
+        await generate(stream(), None, path, run_one=fake_runner(delay=0.01), concurrency=2,
+                       progress=False)
+    with TrajectoryStore(path) as st:
+        assert st.ids() == {"ex0", "ex1", "ex2"}
+
+
+async def test_stop_event_finishes_in_flight_and_starts_nothing_new(tmp_path):
+    stop = asyncio.Event()
+    calls: list[str] = []
+    base = fake_runner(delay=0.02, calls=calls)
+
+    async def run(ex):
+        if ex.id == "ex3":
+            stop.set()
+        return await base(ex)
+
+    s = await generate(examples(50), None, tmp_path / "t.sqlite", run_one=run, concurrency=2,
+                       stop=stop, progress=False)
+    assert s.interrupted and s.done == len(calls) and s.done < 10
+    with TrajectoryStore(tmp_path / "t.sqlite") as st:
+        assert len(st) == s.done
+
+
+async def test_cancel_loses_nothing_written(tmp_path):
+    path = tmp_path / "t.sqlite"
+    task = asyncio.create_task(generate(examples(100), None, path, run_one=fake_runner(delay=0.01),
+                                        concurrency=4, progress=False))
+    await asyncio.sleep(0.08)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with TrajectoryStore(path) as st:
+        written = len(st)
+    assert 0 < written < 100
+    s = await generate(examples(100), None, path, run_one=fake_runner(), progress=False)
+    assert s.skipped_existing == written and s.done == 100 - written
