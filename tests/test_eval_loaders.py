@@ -92,6 +92,11 @@ def test_flashrag_parquet(tmp_path):
                              "golden_answers": [["x", "y"], ["z"]]}), p)
     items = load_items(DatasetSpec("musique", p))
     assert [(i.id, i.golden_answers) for i in items] == [("a", ["x", "y"]), ("b", ["z"])]
+    hf = tmp_path / "bamboogle.parquet"  # HF mirror layout: Question / Answer columns
+    pq.write_table(pa.table({"Question": ["Q1?", "Q2?"], "Answer": ["A1", "A2"]}), hf)
+    items = load_items(DatasetSpec("bamboogle", hf))
+    assert [(i.id, i.question, i.golden_answers) for i in items] == [
+        ("bamboogle-0", "Q1?", ["A1"]), ("bamboogle-1", "Q2?", ["A2"])]
 
 
 def test_limit_and_column_order():

@@ -73,7 +73,10 @@ def detect_format(name: str, path: str | Path) -> str:
     if not path.exists():
         raise InputError("file not found", path=str(path))
     if ".parquet" in path.suffixes:
-        return "flashrag"
+        columns = loaders.parquet_columns(path)
+        if "golden_answers" in columns or name not in OFFICIAL_LOADERS:
+            return "flashrag"
+        return name
     first = loaders.peek_first_object(path)
     if first is not None and "golden_answers" in first:
         return "flashrag"

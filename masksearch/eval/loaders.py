@@ -215,6 +215,8 @@ def load_bamboogle(path: str | Path, **_: Any) -> Iterator[EvalItem]:
     suffixes = Path(path).suffixes
     if ".csv" in suffixes:
         records = _csv_records(path, ("question", "answer"))
+    elif ".parquet" in suffixes:  # e.g. the HF mirror chiayewken/bamboogle
+        records = ((w, _lower_keys(o)) for w, o in _parquet_rows(path))
     elif ".jsonl" in suffixes:
         records = ((w, _lower_keys(o)) for w, o in _jsonl_items(path))
     else:
@@ -297,18 +299,30 @@ def load_flashrag(path: str | Path, *, dataset: str = "flashrag", **_: Any) -> I
         yield parse_flashrag(obj, where, dataset)
 
 
-def _parquet_items(path: str | Path, dataset: str) -> Iterator[EvalItem]:
+def _parquet_file(path: str | Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(str(path))
+        return pq.ParquetFile(str(path))
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
         raise InputError(f"unreadable parquet ({e})", path=str(path)) from None
+
+
+def parquet_columns(path: str | Path) -> list[str]:
+    return list(_parquet_file(path).schema_arrow.names)
+
+
+def _parquet_rows(path: str | Path) -> Iterator[tuple[Where, dict[str, Any]]]:
     row = 0
-    for batch in pf.iter_batches(batch_size=1024):
+    for batch in _parquet_file(path).iter_batches(batch_size=1024):
         for obj in batch.to_pylist():
-            yield parse_flashrag(obj, (str(path), None, row), dataset)
+            yield (str(path), None, row), obj
             row += 1
+
+
+def _parquet_items(path: str | Path, dataset: str) -> Iterator[EvalItem]:
+    for where, obj in _parquet_rows(path):
+        yield parse_flashrag(obj, where, dataset)
 
 
 def _first_char(path: str | Path) -> str:
