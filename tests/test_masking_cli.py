@@ -108,3 +108,17 @@ def test_mask_bad_corpus_line_is_located(tmp_path):
     res = invoke("--corpus", corpus, "--out", tmp_path / "o.jsonl", "--corpus-format", "flashrag")
     assert res.exit_code != 0
     assert f"{corpus}:2" in str(res.exception)
+
+
+def test_mask_reports_calibrated_weights(tiny_corpus_path, tmp_path):
+    out, summary = tmp_path / "c.jsonl", tmp_path / "s.json"
+    res = invoke("--corpus", tiny_corpus_path, "--out", out, "--min-words", 10,
+                 "--summary-json", summary)
+    assert res.exit_code == 0
+    s = json.loads(summary.read_text())
+    assert s["target"] == {"1": 0.25, "2": 0.25, "3": 0.25, "4": 0.25}
+    assert s["sampling"] != s["target"] and abs(sum(s["sampling"].values()) - 1) < 1e-6
+    assert "calibrated" in res.output
+    off = invoke("--corpus", tiny_corpus_path, "--out", tmp_path / "d.jsonl", "--min-words", 10,
+                 "--calibrate", 0, "--summary-json", summary)
+    assert off.exit_code == 0 and json.loads(summary.read_text())["sampling"] == s["target"]

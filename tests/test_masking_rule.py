@@ -99,19 +99,24 @@ def test_mask_by_offset_not_first_substring():
     assert fill_masks(masked, ["6"]) == text
 
 
+class ProposeSix:
+    """Proposes "6" (as an LLM might): it must be found as a whole word, not inside "1960"."""
+
+    name = "six"
+
+    def propose(self, passages):
+        from masksearch.masking.llm import locate_spans
+
+        return [locate_spans(p.text, [("6", "NUMBER")])[0] for p in passages]
+
+
 def test_six_inside_1960_through_the_pipeline():
     p = Passage("p6", "Club", "Founded in 1960, the club has won 6 national titles and plays in "
                 "a stadium built by the city council with seats for many thousands of supporters.")
-    spans = extract_rule_spans(p.text)
-    assert ("6", "NUMBER") in {(s.text, s.label) for s in spans}
-    six_masked = 0
-    for seed in range(40):
-        (ex,), _ = run_rule([p], MaskConfig(k_dist=KDist({1: 1.0}), seed=seed, min_words=10))
-        assert fill_masks(ex.masked_text, ex.answers) == p.text
-        if ex.answers == ["6"]:
-            six_masked += 1
-            assert "1960" in ex.masked_text and "won [mask] national" in ex.masked_text
-    assert six_masked > 0
+    (ex,) = mask_passages([p], ProposeSix(), MaskConfig(min_words=10))
+    assert ex.answers == ["6"] and ex.spans[0].start == p.text.index(" 6 ") + 1
+    assert ex.masked_text == p.text.replace(" 6 ", " [mask] ")
+    assert "1960" in ex.masked_text and fill_masks(ex.masked_text, ex.answers) == p.text
 
 
 def test_masked_text_reconstructs_and_offsets_match(tiny_passages):
@@ -247,3 +252,41 @@ def test_seed_determinism_and_order_independence(tiny_passages):
     assert all(by_id[e.source_id] == e.to_dict() for e in c)
     d, _ = run_rule(passages, MaskConfig(seed=12, min_words=10))
     assert [e.to_dict() for e in d] != [e.to_dict() for e in a]
+
+
+def test_rule_extractor_skips_ordinary_words():
+    text = ("Basic steel was made for a millennium. Modern plants in Ohio use 3 furnaces and "
+            "12 cranes; the Bessemer process changed metallurgy.")
+    got = [s.text for s in extract_rule_spans(text)]
+    assert "Basic" not in got and "Modern" not in got  # lone sentence-initial capitals
+    assert "millennium" not in got and "3" not in got  # common "-ium" word, bare single digit
+    assert {"Ohio", "12", "Bessemer", "metallurgy"} <= set(got)
+
+
+# ---- k calibration -------------------------------------------------------------------------
+
+def test_calibration_matches_target_on_skewed_corpus():
+    from masksearch.masking.kdist import achieved_distribution, calibrate
+    from masksearch.masking.runner import calibrated_config
+
+    # a corpus where 20% of passages allow one mask only and 80% allow four or more
+    one = Passage("x", "Bridge", "The old wooden bridge over the quiet river was opened in 1911 "
+                  "after a long and difficult period of careful work by the local people.")
+    many = synthetic_passages(300)
+    passages = [Passage(f"one{i}", one.title, one.text) for i in range(75)] + many
+    plain, _ = run_rule(passages, MaskConfig(min_words=10))
+    plain_k = Counter(e.k for e in plain)
+    assert plain_k[1] / len(plain) > 0.33  # uncalibrated: the corpus drags k towards 1
+
+    config, hist = calibrated_config(passages, RuleSpanProposer(), MaskConfig(min_words=10))
+    assert hist[1] == 75
+    predicted = achieved_distribution(config.k_dist.weights, hist)
+    assert all(abs(p - 0.25) < 0.01 for p in predicted.values())
+    exs, _ = run_rule(passages, config)
+    counts = Counter(e.k for e in exs)
+    assert all(abs(counts[k] / len(exs) - 0.25) < 0.06 for k in (1, 2, 3, 4)), counts
+    # unreachable targets degrade gracefully: as close as the corpus allows
+    w = calibrate(KDist(), {1: 40, 7: 60}).probabilities()
+    got = achieved_distribution(w, {1: 40, 7: 60})
+    assert abs(sum(w.values()) - 1) < 1e-9 and abs(got[1] - 0.4) < 1e-3
+    assert all(abs(got[k] - 0.2) < 1e-3 for k in (2, 3, 4))

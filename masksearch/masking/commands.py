@@ -38,6 +38,7 @@ def mask_command(
                                help="When a passage has fewer usable spans than the drawn k: "
                                     "resample (draw k again among feasible values), smaller "
                                     "(use as many as possible) or skip.")] = "resample",
+    calibrate: Annotated[int, typer.Option("--calibrate", help="Scan the first N corpus passages to calibrate k sampling so the OUTPUT k distribution matches --k-dist (0: off; not used with llm).")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed; each passage's RNG is derived from (seed, id).")] = 0,
     limit: Annotated[int | None, typer.Option("--limit", help="Read at most N passages of the corpus.")] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", help="Stop after writing N new examples.")] = None,
@@ -73,7 +74,7 @@ def mask_command(
         extra = {"max_concurrency": concurrency}
     summary = mask_corpus(corpus, out, strategy=strategy, config=config, model=model,
                           limit=limit, max_examples=max_examples, progress=progress,
-                          corpus_format=corpus_format, **extra)
+                          corpus_format=corpus_format, calibrate_on=calibrate, **extra)
     typer.echo(summary.format(), err=True)
     typer.echo(f"wrote {summary.written} examples to {out}", err=True)
     if summary_json is not None:

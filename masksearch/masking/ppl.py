@@ -131,7 +131,13 @@ class PerplexityScorer:
 
 
 def _load(spec: str) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a local path or a Hugging Face id."""
+    """Load a causal LM and its tokenizer: `local:default` / `local:<dir or .gguf>` (the embedded
+    offline model, see masksearch.models.local), or a transformers path / Hugging Face id."""
+    if spec.startswith("local:"):
+        from masksearch.models.local import load_weights
+
+        tok, model = load_weights(spec.partition(":")[2] or "default")
+        return model, tok
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:  # pragma: no cover - transformers is a core dependency

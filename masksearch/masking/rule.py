@@ -49,7 +49,8 @@ _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 NUMBER_PATTERNS = [
     rf"{_B}[$€£¥]\s?(?:{_NUM})(?:\s+(?:million|billion|trillion))?{_E}",
     rf"{_B}(?:{_NUM})(?:\s?(?:{UNITS}))(?![\w])",
-    rf"{_B}(?:{_NUM}){_E}(?![.,]\d)",
+    # bare numbers: two digits or more ("6 members" is rarely worth a search)
+    rf"{_B}(?:\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+\.\d+|\d{{2,}}){_E}(?![.,]\d)",
 ]
 
 CONNECTORS = {
@@ -91,15 +92,24 @@ HONORIFICS = {
 TERM_SUFFIXES = (
     "ology", "ologies", "ologist", "ism", "isms", "osis", "itis", "ium", "ics", "istry",
     "ography", "ometry", "genesis", "lysis", "synthesis", "activity", "otherapy", "ectomy",
+    "urgy", "onomy", "iatry",
 )
 _SUFFIX_RE = "|".join(sorted(TERM_SUFFIXES, key=len, reverse=True))
 TERM_PATTERN = rf"\b[a-z][a-z-]{{3,}}(?:{_SUFFIX_RE})\b"
+# common words that happen to end in a term suffix
+NOT_TERMS = {
+    "millennium", "medium", "premium", "stadium", "podium", "aquarium", "auditorium",
+    "equilibrium", "symposium", "gymnasium", "consortium", "moratorium", "sanatorium",
+    "condominium", "delirium", "tedium", "opium", "criticism", "mechanism", "organism",
+    "tourism", "terrorism", "optimism", "pessimism", "journalism", "topics", "politics",
+    "ethics", "dynamics", "statistics", "graphics", "electronics", "economics", "basics",
+}
 ACRONYM_PATTERN = r"(?<![\w-])[A-Z][A-Z0-9&]{1,7}s?(?![\w-])"
 
 _WORD = re.compile(r"[^\W\d_][\w'’.-]*|&")
 _CAP_TOKEN = re.compile(r"(?<![\w-])(?:(?:St|Mt|Ft|Dr|Mr|Mrs|Ms|Jr|Sr|[A-Z])\.|[^\W\d_][\w'’-]*|&)")
 _TRAILING_NUMBER = re.compile(r" \d{1,3}(?![\w,.]|\s?(?:" + UNITS + r")(?!\w))")
-_SENT_END = re.compile(r"[.!?:;\"“”(\[]\s*$")
+_SENT_OPENERS = ".!?:;\"“”([\n"
 _COMPILED = (
     [(re.compile(p), "DATE", 3) for p in DATE_PATTERNS]
     + [(re.compile(p), "NUMBER", 4 if i < 2 else 2) for i, p in enumerate(NUMBER_PATTERNS)]
@@ -112,7 +122,8 @@ def extract_rule_spans(text: str) -> list[Span]:
     """All salient-span candidates of `text`, sorted and non-overlapping (longest match wins)."""
     found: list[tuple[int, int, str, int]] = []
     for rx, label, prio in _COMPILED:
-        found.extend((m.start(), m.end(), label, prio) for m in rx.finditer(text))
+        found.extend((m.start(), m.end(), label, prio) for m in rx.finditer(text)
+                     if m.group().lower() not in NOT_TERMS)
     # a name ending in a number ("Apollo 11") outranks the bare number inside it
     found.extend((s, e, label, 2 if text[e - 1].isdigit() else 1)
                  for s, e, label in _capitalised_names(text))
@@ -187,6 +198,10 @@ def _trim_run(text: str, run: list[tuple[int, int, str]]) -> list[tuple[int, int
         end -= 1
     if (num := _TRAILING_NUMBER.match(text, end)) and end == run[-1][1]:
         end = num.end()  # "Apollo 11", "Louis 14"
+    elif len(run) == 1 and not run[0][2].isupper():
+        before = text[:start].rstrip()
+        if not before or before[-1] in _SENT_OPENERS:
+            return []  # a lone capitalised word opening a sentence is usually an ordinary word
     span = text[start:end]
     if len(span) < 2 or span.lower() in STOPWORDS:
         return []

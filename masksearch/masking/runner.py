@@ -11,8 +11,17 @@ from itertools import islice
 from typing import Any, Protocol
 
 from masksearch.errors import ConfigError
+from masksearch.masking.kdist import calibrate
 from masksearch.masking.rule import extract_rule_spans
-from masksearch.masking.select import MaskConfig, Plan, finish_plan, plan_passage
+from masksearch.masking.select import (
+    MASK_TOKEN,
+    MaskConfig,
+    Plan,
+    filter_candidates,
+    finish_plan,
+    max_compatible,
+    plan_passage,
+)
 from masksearch.types import MaskedExample, Passage, Span
 
 STRATEGIES = ("rule", "spacy", "llm", "ppl")
@@ -38,6 +47,7 @@ class MaskSummary:
     """What a masking run did: examples written by k and passages skipped by reason."""
 
     target: dict[int, float] = field(default_factory=dict)
+    sampling: dict[int, float] = field(default_factory=dict)  # calibrated weights, if any
     read: int = 0
     written: int = 0
     by_k: Counter[int] = field(default_factory=Counter)
@@ -46,6 +56,7 @@ class MaskSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"read": self.read, "written": self.written, "target": self.target,
+                "sampling": self.sampling or self.target,
                 "by_k": dict(sorted(self.by_k.items())), "skipped": dict(self.skipped),
                 "rejected_spans": dict(self.rejected_spans)}
 
@@ -55,6 +66,9 @@ class MaskSummary:
             n = self.by_k.get(k, 0)
             share = n / self.written if self.written else 0.0
             lines.append(f"  k={k}: {n:>7} ({share:6.1%}; target {self.target.get(k, 0.0):6.1%})")
+        if self.sampling and self.sampling != self.target:
+            lines.append("k sampling weights (calibrated): "
+                         + ", ".join(f"{k}:{p:.3f}" for k, p in sorted(self.sampling.items())))
         if self.skipped:
             lines.append("skipped: " + ", ".join(f"{r}={n}" for r, n in self.skipped.most_common()))
         if self.rejected_spans:
@@ -77,7 +91,7 @@ def mask_passages(passages: Iterable[Passage], proposer: SpanProposer, config: M
     chunking, order or which other passages are present.
     """
     summary = summary if summary is not None else MaskSummary()
-    summary.target = config.k_dist.probabilities()
+    summary.target = summary.target or config.k_dist.probabilities()
     strategy = strategy or proposer.name
     it = iter(passages)
     while chunk := list(islice(it, chunk_size)):
@@ -104,6 +118,33 @@ def mask_passages(passages: Iterable[Passage], proposer: SpanProposer, config: M
         if on_passage is not None:
             for _ in chunk:
                 on_passage()
+
+
+def feasible_histogram(passages: Iterable[Passage], proposer: SpanProposer, config: MaskConfig,
+                       chunk_size: int = 64) -> Counter[int]:
+    """How many passages allow at most f compatible masks, for each f (maskable passages only)."""
+    hist: Counter[int] = Counter()
+    it = iter(passages)
+    while chunk := list(islice(it, chunk_size)):
+        for p, prop in zip(chunk, proposer.propose(chunk), strict=True):
+            if isinstance(prop, str) or len(p.text.split()) < config.min_words \
+                    or MASK_TOKEN in p.text:
+                continue
+            kept, _ = filter_candidates(p.text, p.title, prop, max_span_chars=config.max_span_chars)
+            hist[len(max_compatible(kept, p.text))] += 1
+    return hist
+
+
+def calibrated_config(passages: Iterable[Passage], proposer: SpanProposer,
+                      config: MaskConfig) -> tuple[MaskConfig, Counter[int]]:
+    """`config` with k sampling weights calibrated so the OUTPUT k distribution matches the
+    target on passages like these (a sample of the corpus); see docs/masking.md."""
+    from dataclasses import replace
+
+    hist = feasible_histogram(passages, proposer, config)
+    if not any(f > 0 for f in hist):
+        return config, hist
+    return replace(config, k_dist=calibrate(config.k_dist, hist, config.on_few)), hist
 
 
 def make_strategy(strategy: str, *, model: Any = None, tokenizer: Any = None,
@@ -163,8 +204,13 @@ def iter_flashrag_jsonl(path: str | os.PathLike[str]) -> Iterator[Passage]:
 def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 strategy: str = "rule", config: MaskConfig | None = None, model: Any = None,
                 limit: int | None = None, max_examples: int | None = None,
-                progress: bool = True, corpus_format: str = "auto", **strategy_kwargs: Any) -> MaskSummary:
-    """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds."""
+                progress: bool = True, corpus_format: str = "auto", calibrate_on: int = 2000,
+                **strategy_kwargs: Any) -> MaskSummary:
+    """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds.
+
+    With `calibrate_on` > 0 (not for `llm`, whose proposals cost model calls), the first
+    `calibrate_on` corpus passages are scanned first to calibrate the k sampling weights.
+    """
     from tqdm import tqdm
 
     from masksearch.jsonl import JsonlAppender
@@ -173,7 +219,12 @@ def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
     config = config or MaskConfig()
     proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
     done = existing_source_ids(out)
-    summary = MaskSummary()
+    summary = MaskSummary(target=config.k_dist.probabilities())
+    if calibrate_on > 0 and strategy != "llm":
+        # the first N corpus passages, whatever --limit says: weights stay the same on resume
+        config, _ = calibrated_config(islice(iter_corpus(corpus, corpus_format), calibrate_on),
+                                      proposer, config)
+        summary.sampling = config.k_dist.probabilities()
 
     def fresh() -> Iterator[Passage]:
         for p in islice(iter_corpus(corpus, corpus_format), limit):

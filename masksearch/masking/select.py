@@ -8,55 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from masksearch.errors import ConfigError
+from masksearch.masking.kdist import KDist, OnFew
 from masksearch.masking.prompts import RAMP_QUESTION_TEMPLATE, RAMP_TITLED_QUESTION_TEMPLATE
 from masksearch.masking.rule import CONNECTORS, STOPWORDS
 from masksearch.types import MaskedExample, Passage, Span
 
 MASK_TOKEN = "[mask]"
-OnFew = Literal["resample", "smaller", "skip"]
 TitleMode = Literal["auto", "always", "never"]
-
-
-@dataclass(frozen=True)
-class KDist:
-    """Target distribution of the number of masks per example (k = 1..4 by default)."""
-
-    weights: dict[int, float] = field(default_factory=lambda: {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0})
-
-    @classmethod
-    def parse(cls, spec: str | None) -> KDist:
-        """`"1:0.25,2:0.25,3:0.25,4:0.25"` (weights are normalised); empty → balanced 1..4."""
-        if not spec or not spec.strip():
-            return cls()
-        weights: dict[int, float] = {}
-        for part in spec.split(","):
-            k_str, sep, w_str = part.strip().partition(":")
-            try:
-                k, w = int(k_str), float(w_str) if sep else 1.0
-            except ValueError:
-                raise ConfigError(f"bad --k-dist entry {part!r}: expected K:WEIGHT, e.g. 2:0.25") from None
-            if k < 1 or w < 0 or k in weights:
-                raise ConfigError(f"bad --k-dist entry {part!r}: k must be >= 1, weight >= 0, k unique")
-            weights[k] = w
-        if sum(weights.values()) <= 0:
-            raise ConfigError("--k-dist weights sum to zero")
-        return cls(weights)
-
-    def probabilities(self) -> dict[int, float]:
-        total = sum(self.weights.values())
-        return {k: w / total for k, w in sorted(self.weights.items())}
-
-    def sample(self, rng: random.Random, max_k: int | None = None) -> int | None:
-        """Draw k; with `max_k`, from the distribution restricted to k <= max_k (None if empty)."""
-        items = [(k, w) for k, w in sorted(self.weights.items())
-                 if w > 0 and (max_k is None or k <= max_k)]
-        if not items:
-            return None
-        return rng.choices([k for k, _ in items], weights=[w for _, w in items])[0]
-
-    def spec(self) -> str:
-        return ",".join(f"{k}:{p:.4g}" for k, p in self.probabilities().items())
 
 
 @dataclass(frozen=True)
