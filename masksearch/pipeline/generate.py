@@ -60,6 +60,7 @@ async def generate(
     run_one: RunOne | None = None,
     keep_checkpoints: bool = False,
     summary: Summary | None = None,
+    graph_options: dict[str, Any] | None = None,
 ) -> Summary:
     """Run the graph over `examples` with `concurrency` workers; write each record to `store`.
 
@@ -69,6 +70,7 @@ async def generate(
     - `stop`: when set, no new example is started; in-flight ones finish and are written.
     - `run_one`: override the per-example runner (tests, benchmarks); by default the graph from
       `masksearch.graph.build_graph` with the checkpointer opened from `checkpointer_url`.
+    - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`).
     Returns a `Summary`; a `summary` passed in is filled in place (so a caller sees partial
     counts even if this coroutine is cancelled).
     """
@@ -87,7 +89,7 @@ async def generate(
         from masksearch.graph.runner import run_example
 
         async with open_checkpointer(checkpointer_url or "memory") as saver:
-            graph = build_graph(checkpointer=saver)
+            graph = build_graph(checkpointer=saver, **(graph_options or {}))
 
             async def _graph_run(ex: MaskedExample) -> TrajectoryRecord:
                 return await run_example(graph, ex, context)

@@ -1,0 +1,100 @@
+"""Offline stand-ins for batch tests, crash tests and benchmarks.
+
+`LatencyChatModel` is an async chat model that waits a fixed time per call (no thread pool, so
+64 concurrent calls really overlap) and answers through a `respond(messages) -> str | Exception`
+function. `team_respond` plays every multi-agent role deterministically for any example:
+planner → one search, rewriter → one query, observer → an answer looked up by question text.
+So each example takes exactly `CALLS_PER_EXAMPLE` model calls and one search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from masksearch.graph.testing import JUDGE_KEY, OBSERVER_KEY, PLANNER_KEY, REWRITER_KEY
+from masksearch.models.fake import messages_text
+
+CALLS_PER_EXAMPLE = 3  # planner, rewriter, observer
+Respond = Callable[[list[BaseMessage]], Any]
+
+
+class LatencyChatModel(BaseChatModel):
+    """Replies via `respond` after `latency_s` (asyncio.sleep on the async path)."""
+
+    respond: Respond
+    latency_s: float = 0.0
+    model_name: str = "fake:latency"
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "latency-fake"
+
+    def _result(self, messages: list[BaseMessage]) -> ChatResult:
+        self.calls += 1
+        out = self.respond(list(messages))
+        if isinstance(out, BaseException):
+            raise out
+        text = str(out)
+        n_in, n_out = len(messages_text(messages).split()), len(text.split())
+        msg = AIMessage(content=text, usage_metadata={"input_tokens": n_in, "output_tokens": n_out,
+                                                      "total_tokens": n_in + n_out})
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        time.sleep(self.latency_s)
+        return self._result(messages)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                         **kwargs: Any) -> ChatResult:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self._result(messages)
+
+
+def question_of(prompt: str) -> str:
+    """The text between 'Question:' and the next blank line in a role prompt."""
+    _, _, rest = prompt.partition("Question:\n")
+    return rest.split("\n\n", 1)[0].strip()
+
+
+def team_respond(answers: Mapping[str, str] | Callable[[str], str], *,
+                 faults: Callable[[str, str], Any] | None = None) -> Respond:
+    """Respond as planner / rewriter / observer (and judge: 'correct').
+
+    `answers` maps a question (or a function of it) to the answer the observer gives.
+    `faults(role, question)` may return an exception or a raw string to inject instead.
+    """
+
+    def answer_for(question: str) -> str:
+        if callable(answers):
+            return answers(question)
+        return answers.get(question, "unknown")
+
+    def respond(messages: list[BaseMessage]) -> Any:
+        text = messages_text(messages)
+        role = next((r for r, key in (("planner", PLANNER_KEY), ("rewriter", REWRITER_KEY),
+                                      ("observer", OBSERVER_KEY), ("judge", JUDGE_KEY))
+                     if key in text), "other")
+        question = question_of(text)
+        if faults is not None:
+            injected = faults(role, question)
+            if injected is not None:
+                return injected
+        if role == "planner":
+            return f"<think>Look it up.</think>\n<search>{question[:80]}</search>"
+        if role == "rewriter":
+            return '{"queries": ["' + " ".join(question.replace('"', " ").split()[:6]) + '"]}'
+        if role == "judge":
+            return "correct"
+        return f"<think>Found it.</think>\n<answer>{answer_for(question)}</answer>"
+
+    return respond
