@@ -45,7 +45,10 @@ async def run_example(graph: Any, example: MaskedExample, context: Context) -> T
             payload = None  # resume the interrupted run
             log.info("resuming %s at %s", example.id, ", ".join(snapshot.next))
     try:
-        async for values in graph.astream(payload, config, context=context, stream_mode="values"):
+        # durability="sync": each step is on disk before the next starts (a killed process resumes)
+        durable = {"durability": "sync"} if graph.checkpointer is not None else {}
+        async for values in graph.astream(payload, config, context=context, stream_mode="values",
+                                          **durable):
             state = values
     except Exception as e:  # noqa: BLE001 - the pipeline records the failure
         reason = f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
