@@ -104,7 +104,7 @@ def test_grpo_dapo_smoke_run_changes_weights(tok, tmp_path):
             return gen
 
     settings = RLSettings(model="tiny", output_dir=str(tmp_path / "rl"), max_steps=2, num_generations=2,
-                          per_device_train_batch_size=2, max_turns=2, max_turn_tokens=12,
+                          per_device_train_batch_size=2, max_turns=2, max_turn_tokens=8,
                           max_completion_length=256, learning_rate=1e-3, warmup_ratio=0.0, beta=0.0,
                           dtype="float32", curriculum=CurriculumSettings(enabled=True),
                           trainer_args={"save_strategy": "no", "disable_tqdm": True})
@@ -116,9 +116,53 @@ def test_grpo_dapo_smoke_run_changes_weights(tok, tmp_path):
     before = w.detach().clone()
     questions = [{"id": f"q{i}", "question": "When was the [mask] Tower built?", "answers": ["Eiffel"],
                   "task": "ramp", "k": 1 + i % 2} for i in range(4)]
-    rollout = HalfScripted(retr, tok, max_turns=2, max_turn_tokens=12, max_completion_length=256)
+    rollout = HalfScripted(retr, tok, max_turns=2, max_turn_tokens=8, max_completion_length=256)
     stats = train_grpo(settings, questions=questions, model=model, tokenizer=tok, retriever=retr,
                        rollout=rollout, save=False)
     assert stats["global_step"] == 2
     assert retr.calls  # the scripted episodes searched our retriever
     assert not w.detach().equal(before)
+
+
+def test_gae_skips_environment_tokens():
+    import torch
+
+    from masksearch.training.ppo import gae
+
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    values = torch.zeros(1, 4)
+    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    adv, ret = gae(rewards, values, mask, 1.0, 1.0)
+    assert adv.tolist() == [[1.0, 0.0, 1.0, 1.0]] and ret.tolist() == adv.tolist()
+
+
+@pytest.mark.slow
+def test_ppo_adapter_smoke_run_changes_weights(tok):
+    from masksearch.training.config import RLSettings
+    from masksearch.training.grpo import build_rl_rows
+    from masksearch.training.ppo import PPOAdapter
+    from masksearch.training.rewards import build_reward_funcs
+
+    class HalfScriptedPPO(PPOAdapter):
+        def _generate(self, contexts, max_new):
+            out = super()._generate(contexts, max_new)
+            for i in range(0, len(out), 2):
+                script = SEARCH if len(contexts[i]) < 300 else ANSWER
+                out[i] = tok(script, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            return out
+
+    settings = RLSettings(model="tiny", algorithm="ppo", max_steps=2, per_device_train_batch_size=2,
+                          max_turns=2, max_turn_tokens=8, max_completion_length=200, learning_rate=1e-3,
+                          report_to="quiet", trainer_args={"ppo_epochs": 1, "mini_batch_size": 2})
+    model = tiny_model(tok)
+    w = model.model.layers[0].self_attn.q_proj.weight
+    before = w.detach().clone()
+    retr = FakeRetriever()
+    questions = [{"id": "q", "question": "When was the Eiffel Tower built?", "answers": ["1889"],
+                  "task": "qa", "k": 0}] * 2
+    adapter = HalfScriptedPPO(settings, model=model, tokenizer=tok, retriever=retr,
+                              reward_funcs=build_reward_funcs(["hybrid"]))
+    assert adapter.h.kl_coef == settings.beta and adapter.ref is not None
+    stats = adapter.train(build_rl_rows(questions, settings))
+    assert stats["global_step"] == 2 and stats["mean_reward"] > 0
+    assert retr.calls and not w.detach().equal(before)

@@ -1,0 +1,116 @@
+"""`masksearch train sft|rl`, `export`, `evolve` CLI: help, located input errors, a tiny end-to-end SFT run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from masksearch.cli import app
+from masksearch.errors import ConfigError, InputError
+from masksearch.jsonl import write_jsonl
+from masksearch.training.config import load_settings, parse_overrides
+from masksearch.training.smoke import example_record
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    res = runner.invoke(app, ["train", "--help"])
+    assert res.exit_code == 0 and "sft" in res.output and "rl" in res.output
+    for cmd in (["export", "--help"], ["evolve", "--help"], ["train", "rl", "--help"]):
+        assert runner.invoke(app, cmd).exit_code == 0
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "file not found"),
+    ("", "empty"),
+    ('{"id": "x"\n', "invalid JSON"),
+])
+def test_sft_dataset_errors_are_located(tmp_path, content, match):
+    p = tmp_path / "recs.jsonl"
+    if content is not None:
+        p.write_text(content)
+    res = runner.invoke(app, ["train", "sft", "--records", str(p), "--model", "unused"])
+    assert isinstance(res.exception, InputError), res.output
+    assert match in str(res.exception) and str(p) in str(res.exception)
+
+
+def test_sft_malformed_record_names_line_and_field(tmp_path):
+    p = tmp_path / "recs.jsonl"
+    bad = example_record(1)
+    bad["messages"][2]["role"] = "robot"
+    write_jsonl(p, [example_record(0), bad])
+    res = runner.invoke(app, ["train", "sft", "--records", str(p), "--model", "unused"])
+    err = res.exception
+    assert isinstance(err, InputError) and err.line == 2 and err.field == "messages[2].role"
+
+
+def test_rl_bad_questions_file(tmp_path):
+    p = tmp_path / "q.jsonl"
+    p.write_text(json.dumps({"id": "1", "question": "q?"}) + "\n")
+    res = runner.invoke(app, ["train", "rl", "--records", str(p), "--model", "m", "--retriever", "bm25:x"])
+    assert isinstance(res.exception, InputError) and res.exception.field == "answers"
+
+
+def test_config_loading_and_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: Qwen/Qwen2.5-3B-Instruct\nlearning_rate: 2.0e-5\nlora:\n  enabled: false\n")
+    s = load_settings("sft", cfg, parse_overrides(["lora.enabled=true", "lora.r=8", "max_length=1024"]))
+    assert s.learning_rate == 2e-5 and s.lora.enabled and s.lora.r == 8 and s.max_length == 1024
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings("sft", cfg, {"learnin_rate": 1})
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["oops"])
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(InputError, match="invalid YAML"):
+        load_settings("rl", tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="no model"):
+        load_settings("rl", None, {})
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    import masksearch.training as pkg
+
+    configs = sorted((Path(pkg.__file__).parent / "configs").glob("*.yaml"))
+    kinds = {"sft": 0, "rl": 0}
+    for c in configs:
+        kind = "sft" if c.name.startswith("sft") else "rl" if c.name.startswith("rl") else None
+        if kind:
+            s = load_settings(kind, c)
+            kinds[kind] += 1
+            assert "qwen2.5" in s.model.lower()
+            if kind == "rl":
+                assert s.loss_type == "dapo"
+    assert kinds["sft"] >= 3 and kinds["rl"] >= 3
+    for ds in (Path(pkg.__file__).parent / "configs").glob("ds_zero*.json"):
+        assert json.loads(ds.read_text())["zero_optimization"]["stage"] in (2, 3)
+
+
+def test_export_cli(tmp_path):
+    p = tmp_path / "recs.jsonl"
+    write_jsonl(p, [example_record(0), example_record(1, accepted=False)])
+    res = runner.invoke(app, ["export", "--records", str(p), "--format", "trl", "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "wrote 1 rows" in res.output
+
+
+def test_sft_cli_end_to_end_on_tiny_model(tmp_path):
+    from masksearch.training.smoke import offline_tokenizer, tiny_model
+
+    tok = offline_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    recs = tmp_path / "recs.jsonl"
+    write_jsonl(recs, [example_record(i) for i in range(2)])
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["train", "sft", "--records", str(recs), "--model", str(model_dir),
+                              "--output-dir", str(out), "--max-steps", "1",
+                              "--set", "dtype=float32", "--set", "max_length=256",
+                              "--set", "trainer_args={save_strategy: 'no', disable_tqdm: true}"])
+    assert res.exit_code == 0, res.output
+    assert "SFT on 2 trajectories" in res.output and (out / "config.json").exists()
