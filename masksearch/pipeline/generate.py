@@ -88,6 +88,7 @@ async def generate(
         from masksearch.graph.checkpoint import open_checkpointer
         from masksearch.graph.runner import run_example
 
+        await warm_up(context)
         async with open_checkpointer(checkpointer_url or "memory") as saver:
             graph = build_graph(checkpointer=saver, **(graph_options or {}))
 
@@ -100,6 +101,24 @@ async def generate(
     finally:
         if own_store:
             st.close()
+
+
+async def warm_up(context: Any) -> None:
+    """Load the retriever and every model once, one at a time, before workers start: a bad spec or
+    missing key fails here (not in every example), and first loads (local transformers models are
+    not safe to import from two threads at once) cannot race."""
+    from masksearch.graph import resources
+
+    await asyncio.to_thread(resources.get_retriever, context.retriever)
+    for spec in dict.fromkeys(context.models().values()):
+        model = await asyncio.to_thread(resources.get_model, spec, temperature=context.temperature,
+                                        max_tokens=context.max_tokens, timeout=context.llm_timeout_s,
+                                        seed=context.seed)
+        path = getattr(model, "model_path", None)
+        if spec.startswith("local:") and isinstance(path, str):
+            from masksearch.models.local import load_weights  # weights otherwise load on first call
+
+            await asyncio.to_thread(load_weights, path)
 
 
 async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_failed, total,

@@ -93,7 +93,7 @@ def run_offline(workdir: Path, *, n: int = 8, concurrency: int = 2, model: str =
     store = workdir / "trajectories.sqlite"
     export = workdir / "trajectories.jsonl"
     code = run_generate(masked, store, context, f"sqlite:///{workdir / 'checkpoints.sqlite'}",
-                        concurrency=concurrency, limit=n, export=export,
+                        concurrency=concurrency, limit=n, retry_failed=True, export=export,
                         summary_json=workdir / "summary.json", progress=progress)
     echo("outputs:")
     for label, path in (("corpus", corpus_file), ("index", retriever.split(":", 1)[1]),
