@@ -229,3 +229,18 @@ async def test_runs_concurrently_share_one_model():
     recs = await asyncio.gather(*(run_example(graph, e, ctx()) for e in exs))
     assert [r["id"] for r in recs] == ["e0", "e1", "e2", "e3"]
     assert all(r["status"] == "answered" for r in recs)
+
+
+async def test_node_timeout_is_retried():
+    calls = []
+
+    def slow_then_fast(messages):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.5)
+        return ANSWER
+
+    resources.register_model("fake:team", ScriptedChatModel(respond=slow_then_fast))
+    graph = build_graph(retry_policy=FAST, node_timeout_s=0.2)
+    rec = await run_example(graph, EX, ctx())
+    assert rec["status"] == "answered" and len(calls) == 2

@@ -114,8 +114,9 @@ class ScriptedChatModel(BaseChatModel):
     def _next(self, messages: list[BaseMessage]) -> Any:
         with self._lock:
             self.calls.append(list(messages))
-            if self.respond is not None:
-                return self.respond(list(messages))
+        if self.respond is not None:  # called outside the lock: a slow reply must not block others
+            return self.respond(list(messages))
+        with self._lock:
             if self._index >= len(self.responses):
                 if not (self.cycle and self.responses):
                     raise ScriptExhausted(f"scripted model called {self._index + 1} times, "

@@ -15,7 +15,7 @@ from masksearch.graph.context import Context
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
 _TRANSIENT_CLASS_NAMES = {"APIConnectionError", "APITimeoutError", "TimeoutException",
-                          "TransportError", "NetworkError", "RemoteProtocolError"}
+                          "TransportError", "NetworkError", "RemoteProtocolError", "NodeTimeoutError"}
 
 
 def is_transient(exc: BaseException) -> bool:
