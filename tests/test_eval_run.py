@@ -252,3 +252,20 @@ def test_cli_run_and_report(fakes, tmp_path):
     assert len(rows) == 2 and "messages" not in rows[0]
     res = runner.invoke(app, ["eval", "report", str(out)])
     assert res.exit_code == 0 and "| masksearch | 100.00 | 100.00 |" in res.output
+
+
+@pytest.mark.slow
+def test_embedded_model_and_default_index(tmp_path):
+    """Real components: the embedded local model and BM25 over the embedded corpus (CPU, minutes)."""
+    resources.clear()
+    try:
+        stats, written = run(tmp_path / "local", datasets=(BAMBOO,), methods=("rag-pe", "masksearch"),
+                             model="local:default", retriever="bm25:default", limit=1, concurrency=2,
+                             max_turns=1, max_tokens=32, timeout=600.0)
+    finally:
+        resources.clear()
+    assert stats.ran == 2 and stats.failed == 0
+    rows = lines(tmp_path / "local" / "results.jsonl")
+    rag = next(r for r in rows if r["method"] == "rag-pe")
+    assert rag["messages"][1]["content"].startswith("Retrieved documents:\nDoc 1(Title:")
+    assert written["chart"].exists()

@@ -57,8 +57,13 @@ async def warm_up(methods: Sequence[Any]) -> None:
         ctx = method.context
         await asyncio.to_thread(resources.get_retriever, ctx.retriever)
         for spec in dict.fromkeys(ctx.models().values()):
-            await asyncio.to_thread(resources.get_model, spec, temperature=ctx.temperature,
-                                    max_tokens=ctx.max_tokens, timeout=ctx.llm_timeout_s, seed=ctx.seed)
+            model = await asyncio.to_thread(resources.get_model, spec, temperature=ctx.temperature,
+                                            max_tokens=ctx.max_tokens, timeout=ctx.llm_timeout_s,
+                                            seed=ctx.seed)
+            if spec.startswith("local:") and isinstance(getattr(model, "model_path", None), str):
+                from masksearch.models.local import load_weights  # weights load lazily otherwise
+
+                await asyncio.to_thread(load_weights, model.model_path)
 
 
 async def build_and_run(*, datasets: Sequence[str], methods: Sequence[str], model: str,
