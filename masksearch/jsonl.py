@@ -51,23 +51,19 @@ def iter_jsonl(
     """
     path = str(path)
     seen = 0
-    with open_text(path) as fh:
-        lineno = 0
-        while True:
-            lineno += 1
+    with _open_binary(path) as fh:
+        # Decode line by line (not the text layer's read-ahead chunks), so a bad byte is reported
+        # on its own line and, with skip_bad, only that line is skipped.
+        for lineno, raw in enumerate(fh, 1):
             try:
-                line = fh.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 err = InputError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path, line=lineno)
                 if not skip_bad:
                     raise err from None
                 if counter is not None:
                     counter.add(err)
-                # The decoder state is broken after a bad byte; fall back to a lossy reopen.
-                yield from _iter_lossy_from(path, lineno + 1, required, skip_bad, counter)
-                return
-            if not line:
-                break
+                continue
             if not line.strip():
                 continue
             try:
@@ -84,16 +80,11 @@ def iter_jsonl(
         raise InputError("file is empty (no JSON lines)", path=path)
 
 
-def _iter_lossy_from(path, start, required, skip_bad, counter):
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if lineno < start or not line.strip():
-                continue
-            try:
-                yield lineno, _parse_line(line, path, lineno, required)
-            except InputError as err:
-                if counter is not None:
-                    counter.add(err)
+def _open_binary(path: str) -> IO[bytes]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", path=str(p))
+    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
 
 
 def _parse_line(line: str, path: str, lineno: int, required: tuple[str, ...]) -> dict[str, Any]:
