@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from masksearch.errors import InputError
-from masksearch.eval import loaders
+from masksearch.eval import loaders, readers
 from masksearch.eval.items import EvalItem
 
 # The MaskSearch table's columns, in order.
@@ -73,11 +73,11 @@ def detect_format(name: str, path: str | Path) -> str:
     if not path.exists():
         raise InputError("file not found", path=str(path))
     if ".parquet" in path.suffixes:
-        columns = loaders.parquet_columns(path)
+        columns = readers.parquet_columns(path)
         if "golden_answers" in columns or name not in OFFICIAL_LOADERS:
             return "flashrag"
         return name
-    first = loaders.peek_first_object(path)
+    first = readers.peek_first_object(path)
     if first is not None and "golden_answers" in first:
         return "flashrag"
     if name in OFFICIAL_LOADERS:
