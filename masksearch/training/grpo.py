@@ -125,6 +125,9 @@ def train_grpo(settings: RLSettings, *, questions: list[dict[str, Any]] | None =
     reward_funcs = build_reward_funcs(settings.rewards, hybrid=settings.hybrid, judge_model=judge_model)
     dataset = Dataset.from_list(build_rl_rows(questions, settings))
     model = model if model is not None else load_model(settings)
+    if settings.beta and not settings.lora.enabled and not getattr(model.config, "_name_or_path", ""):
+        raise ConfigError("beta > 0 needs a reference model, which TRL reloads from the policy's path; "
+                          "give `model:` as a path/hub id (not an in-memory model) or set beta: 0")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_config(settings),
                           train_dataset=dataset, processing_class=tokenizer,

@@ -168,7 +168,7 @@ class PPOAdapter:
                 torch.nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.value_head.parameters()),
                                                self.h.max_grad_norm)
                 self.opt.step()
-                stats["loss"] = float(loss)
+                stats["loss"] = loss.detach().item()
         return stats
 
     def train(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
