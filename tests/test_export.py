@@ -102,3 +102,14 @@ def test_bad_inputs_are_located(tmp_path):
         export(rejected, "sharegpt", tmp_path / "o.json")
     with pytest.raises(InputError, match="unknown format"):
         export(rejected, "alpaca", tmp_path / "o.json", accepted_only=False)
+
+
+def test_export_reads_the_sqlite_store(tmp_path):
+    from masksearch.pipeline.store import TrajectoryStore
+
+    db = tmp_path / "traj.sqlite"
+    with TrajectoryStore(db) as st:
+        st.put(example_record(0))
+        st.put(example_record(1, accepted=False))
+    assert export(db, "trl", tmp_path / "o.jsonl") == 1
+    assert export(db, "verl", tmp_path / "o.parquet", accepted_only=False) == 2

@@ -78,3 +78,45 @@ def test_helpers_and_errors(tmp_path):
     with pytest.raises(InputError, match="no accepted"):
         evolve([example_record(accepted=False)], examples(2), EvolveSettings(out_dir=str(tmp_path / "x")),
                train_fn=fake.train, generate_fn=fake.generate)
+
+
+def test_graph_generate_builds_the_single_agent_context(tmp_path, monkeypatch):
+    import masksearch.pipeline.generate as gen_mod
+    from masksearch.training.evolve import graph_generate_fn
+
+    seen = {}
+
+    async def fake_generate(batch, context, store, **kw):
+        seen.update(batch=batch, context=context, store=store, kw=kw)
+
+    monkeypatch.setattr(gen_mod, "generate", fake_generate)
+    settings = EvolveSettings(out_dir=str(tmp_path), context={"retriever": "bm25:idx", "judge_model": "fake:j.json"},
+                              concurrency=3)
+    import asyncio
+
+    spec = f"local:{tmp_path / 'round_1' / 'teacher'}"
+    asyncio.run(graph_generate_fn(settings)(examples(2), spec, tmp_path / "round_1" / "t.sqlite", 1))
+    ctx = seen["context"]
+    assert ctx.agent_mode == "single_agent" and ctx.planner_model == spec
+    assert ctx.retriever == "bm25:idx" and ctx.judge_model == "fake:j.json"
+    assert seen["kw"]["concurrency"] == 3 and len(seen["batch"]) == 2
+
+
+def test_one_round_with_real_sft_on_a_tiny_model(tmp_path):
+    from masksearch.training.config import SFTSettings
+    from masksearch.training.evolve import sft_train_fn
+    from masksearch.training.smoke import offline_tokenizer, tiny_model
+
+    tok = offline_tokenizer()
+    base = tmp_path / "base"
+    tiny_model(tok).save_pretrained(base)
+    tok.save_pretrained(base)
+    sft = SFTSettings(model=str(base), max_steps=1, max_length=256, dtype="float32", warmup_ratio=0.0,
+                      per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                      trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    fake = FakeTeacher()
+    stats = evolve([example_record(1)], examples(2), EvolveSettings(out_dir=str(tmp_path / "evo"), rounds=1, batch_size=2),
+                   train_fn=sft_train_fn(sft), generate_fn=fake.generate)
+    teacher = tmp_path / "evo" / "round_1" / "teacher"
+    assert (teacher / "config.json").exists() and (teacher / "tokenizer_config.json").exists()
+    assert stats[0]["train_loss"] > 0 and stats[0]["pool_size"] == 2
