@@ -83,8 +83,15 @@ def test_shipped_configs_load():
             s = load_settings(kind, c)
             kinds[kind] += 1
             assert "qwen2.5" in s.model.lower()
-            if kind == "rl":
-                assert s.loss_type == "dapo"
+            if kind == "sft":
+                from masksearch.training.sft import _sft_config
+
+                assert _sft_config(s, curriculum=False).max_length == s.max_length
+            if kind == "rl" and s.algorithm == "grpo":
+                from masksearch.training.grpo import grpo_config
+
+                cfg = grpo_config(s)  # TRL validates batch/generation sizes
+                assert cfg.loss_type == "dapo" and cfg.epsilon_high == 0.28
     assert kinds["sft"] >= 3 and kinds["rl"] >= 3
     for ds in (Path(pkg.__file__).parent / "configs").glob("ds_zero*.json"):
         assert json.loads(ds.read_text())["zero_optimization"]["stage"] in (2, 3)

@@ -23,11 +23,13 @@ def device_summary() -> str:
 
 
 def use_bf16(dtype: str) -> bool:
+    """bf16 mixed precision for the trainer: asked for (or `auto`) and a bf16-capable GPU present."""
     import torch
 
-    if dtype in ("bfloat16", "bf16"):
-        return True
-    return dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dtype in ("bfloat16", "bf16") and not gpu_bf16:
+        log.warning("dtype %s asked for, but no bf16-capable GPU: trainer runs without bf16 autocast", dtype)
+    return dtype in ("auto", "bfloat16", "bf16") and gpu_bf16
 
 
 def load_tokenizer(settings: ModelSettings) -> Any:
