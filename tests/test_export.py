@@ -113,3 +113,17 @@ def test_export_reads_the_sqlite_store(tmp_path):
         st.put(example_record(1, accepted=False))
     assert export(db, "trl", tmp_path / "o.jsonl") == 1
     assert export(db, "verl", tmp_path / "o.parquet", accepted_only=False) == 2
+
+
+def test_records_without_a_trainable_view_are_skipped(tmp_path, caplog):
+    from masksearch.training.data import load_training_records
+
+    cut = example_record(1)
+    cut["messages"] = cut["messages"][:4]  # ends on a tool turn (e.g. the run hit max_turns)
+    p = tmp_path / "r.jsonl"
+    write_jsonl(p, [example_record(0), cut])
+    assert [r["id"] for r in load_training_records(p)] == ["ex0"]
+    assert "skipped 1 record" in caplog.text
+    write_jsonl(p, [cut])
+    with pytest.raises(InputError, match="last turn must be the assistant"):
+        load_training_records(p)

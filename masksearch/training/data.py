@@ -7,6 +7,7 @@ trajectory records. Every reader raises `InputError` naming file, line and field
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from masksearch.errors import InputError
 from masksearch.jsonl import iter_jsonl
 from masksearch.records import Message, TrajectoryRecord, validate_record
+
+log = logging.getLogger(__name__)
 
 SEARCH_TOOL_NAME = "search"
 
@@ -63,15 +66,24 @@ def load_training_records(path: str | os.PathLike[str], *, accepted_only: bool =
     """All usable records; `InputError` when the file holds none (names the reason)."""
     out: list[TrajectoryRecord] = []
     seen = 0
+    unusable: list[str] = []
     for rec in iter_training_records(path, accepted_only=False):
         seen += 1
         if accepted_only and not rec["accepted"]:
             continue
         if require_messages:
-            check_student_messages(rec["messages"], path=str(path), record_id=rec["id"])
+            try:
+                check_student_messages(rec["messages"], path=str(path), record_id=rec["id"])
+            except InputError as e:  # a valid record whose run never produced a trainable view
+                unusable.append(str(e))
+                continue
         out.append(rec)
+    if unusable:
+        log.warning("skipped %d record(s) without a trainable student view, e.g. %s",
+                    len(unusable), unusable[0])
     if not out:
-        why = "no records" if not seen else "no accepted records (pass --all to use rejected ones)"
+        why = ("no records" if not seen else unusable[0] if unusable
+               else "no accepted records (pass --all to use rejected ones)")
         raise InputError(f"nothing to train on: {why}", path=str(path))
     return out
 
