@@ -60,6 +60,9 @@ def test_rollout_masks_retrieved_tokens(tok):
     assert "junk" not in model_text  # cut after </search>
     assert "<search>eiffel tower\nbuilt year</search>" in model_text and "<answer>1889</answer>" in model_text
     assert "<information>Doc 1(Title: Eiffel Tower) SECRET0" in env_text
+    # merged like the graph: round-robin over the queries, capped at 2 * topk
+    assert "Doc 2(Title: Eiffel Tower) SECRET0" in env_text and "Doc 3(Title: Eiffel Tower) SECRET1" in env_text
+    assert "Doc 4(" in env_text and "Doc 5(" not in env_text
     # the full sequence is exactly what the chat template renders for the conversation
     history = PROMPT + t.turns
     assert tok.decode(t.prompt_ids + t.completion_ids) == ro.renderer.render(history).rstrip("\n")

@@ -75,6 +75,7 @@ class RLSettings(ModelSettings):
     output_dir: str = "runs/rl"
     retriever: str = ""  # load_retriever spec, e.g. bm25:indexes/wiki
     topk: int = 3
+    max_passages: int | None = None  # cap after merging a turn's queries (None = 2 * topk, as the graph)
     max_turns: int = 4
     max_turn_tokens: int = 500  # per assistant turn (Search-R1 max_response_length)
     max_obs_tokens: int = 500  # per <information> block (Search-R1 max_obs_length)

@@ -84,7 +84,7 @@ def make_rollout(settings: RLSettings, retriever: Any, tokenizer: Any) -> Any:
                          max_turn_tokens=settings.max_turn_tokens, max_obs_tokens=settings.max_obs_tokens,
                          max_completion_length=settings.max_completion_length,
                          temperature=settings.temperature, top_p=settings.top_p,
-                         tool_role=settings.tool_role)
+                         tool_role=settings.tool_role, max_passages=settings.max_passages)
 
 
 def resolve_retriever(settings: RLSettings, retriever: Any = None) -> Any:

@@ -50,10 +50,12 @@ class SearchRollout:
     def __init__(self, retriever: Any, tokenizer: Any, *, topk: int = 3, max_turns: int = 4,
                  max_turn_tokens: int = 500, max_obs_tokens: int = 500,
                  max_completion_length: int = 2048, temperature: float = 1.0, top_p: float = 1.0,
-                 tool_role: str = "user", generate_fn: GenerateFn | None = None) -> None:
+                 tool_role: str = "user", max_passages: int | None = None,
+                 generate_fn: GenerateFn | None = None) -> None:
         self.retriever, self.tok = retriever, tokenizer
         self.renderer = ChatRenderer(tokenizer, tool_role=tool_role)
         self.topk, self.max_turns = topk, max_turns
+        self.max_passages = max_passages or 2 * topk  # the graph's default cap after merging
         self.max_turn_tokens, self.max_obs_tokens = max_turn_tokens, max_obs_tokens
         self.max_completion_length = max_completion_length
         self.temperature, self.top_p = temperature, top_p
@@ -128,19 +130,17 @@ class SearchRollout:
         return ids, bool(ids) and ids[-1] == self.eos_id
 
     def _observe(self, searching: list[tuple[Trajectory, str, list[str], bool]]) -> None:
-        """Run every pending search in one retriever batch and append the tool turns (masked)."""
+        """Run every pending search in one retriever batch and append the tool turns (masked);
+        passages are merged exactly as the graph's search node merges them."""
         if not searching:
             return
+        from masksearch.nodes.search import merge_results
+
         queries = [q for _, _, qs, _ in searching for q in qs]
         results = self.retriever.search(queries, self.topk)
         pos = 0
         for t, text, qs, ended in searching:
-            passages, seen = [], set()
-            for hits in results[pos: pos + len(qs)]:
-                for p in hits:
-                    if p.id not in seen:
-                        seen.add(p.id)
-                        passages.append(p)
+            passages = merge_results(results[pos: pos + len(qs)], self.max_passages)
             pos += len(qs)
             info = information_block(self._clip(format_docs(passages)))
             asst = {"role": "assistant", "content": text}
