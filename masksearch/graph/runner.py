@@ -38,12 +38,16 @@ async def run_example(graph: Any, example: MaskedExample, context: Context) -> T
     state: dict[str, Any] = {}
     if graph.checkpointer is not None:
         snapshot = await graph.aget_state(config)
-        if snapshot.values:
+        finished = not snapshot.next and snapshot.values.get("status") not in (None, "running")
+        if finished:
+            return state_to_record(dict(snapshot.values), example=example, context=context,
+                                   thread_id=thread_id)
+        if snapshot.values and snapshot.next:
             state = dict(snapshot.values)
-            if not snapshot.next:
-                return state_to_record(state, example=example, context=context, thread_id=thread_id)
             payload = None  # resume the interrupted run
             log.info("resuming %s at %s", example.id, ", ".join(snapshot.next))
+        # else: no checkpoint, or only the input checkpoint without its writes (the process died
+        # while saving it): start fresh
     try:
         # durability="sync": each step is on disk before the next starts (a killed process resumes)
         durable = {"durability": "sync"} if graph.checkpointer is not None else {}
