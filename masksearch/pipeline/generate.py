@@ -91,6 +91,8 @@ async def generate(
         await warm_up(context)
         async with open_checkpointer(checkpointer_url or "memory") as saver:
             graph = build_graph(checkpointer=saver, **(graph_options or {}))
+            if not keep_checkpoints:
+                await sweep_finished_threads(saver, st)
 
             async def _graph_run(ex: MaskedExample) -> TrajectoryRecord:
                 return await run_example(graph, ex, context)
@@ -210,6 +212,30 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
         summary.interrupted = summary.interrupted or stop.is_set()
         if bar is not None:
             bar.close()
+
+
+async def sweep_finished_threads(saver: Any, store: TrajectoryStore) -> int:
+    """Delete leftover checkpoint threads of examples already finished in the store (a process
+    killed between writing a record and deleting its thread leaves one). Failed examples keep
+    their threads so a retry resumes them. Returns the number of threads deleted."""
+    seen: set[str] = set()
+    finished: list[str] = []
+    try:
+        async for tup in saver.alist(None):
+            thread_id = tup.config["configurable"]["thread_id"]
+            if thread_id in seen:
+                continue
+            seen.add(thread_id)
+            values = (tup.checkpoint or {}).get("channel_values") or {}
+            example_id = values.get("example_id")
+            if isinstance(example_id, str) and store.is_done(example_id, retry_failed=True):
+                finished.append(thread_id)
+    except Exception as e:  # housekeeping only
+        log.debug("checkpoint sweep skipped: %s", e)
+        return 0
+    for thread_id in finished:
+        await _forget_thread(saver, thread_id)
+    return len(finished)
 
 
 async def _forget_thread(saver: Any, thread_id: str | None) -> None:
