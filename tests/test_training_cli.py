@@ -121,3 +121,27 @@ def test_sft_cli_end_to_end_on_tiny_model(tmp_path):
                               "--set", "trainer_args={save_strategy: 'no', disable_tqdm: true}"])
     assert res.exit_code == 0, res.output
     assert "SFT on 2 trajectories" in res.output and (out / "config.json").exists()
+
+
+def test_rl_cli_end_to_end_with_a_bm25_index(tmp_path, tiny_corpus_path):
+    """`train rl` wires config → questions → load_retriever(bm25:…) → GRPO/DAPO → saved policy."""
+    from masksearch.retrievers.build import build_index
+    from masksearch.training.smoke import offline_tokenizer, tiny_model
+
+    build_index(tiny_corpus_path, tmp_path / "bm25", kind="bm25", show_progress=False)
+    tok = offline_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    q = tmp_path / "q.jsonl"
+    write_jsonl(q, [{"id": f"q{i}", "question": f"Who designed the tower? ({i})", "golden_answers": ["Eiffel"]}
+                    for i in range(2)])
+    out = tmp_path / "rl"
+    res = runner.invoke(app, ["train", "rl", "--records", str(q), "--model", str(model_dir),
+                              "--retriever", f"bm25:{tmp_path / 'bm25'}", "--output-dir", str(out),
+                              "--max-steps", "1", "--set", "num_generations=2",
+                              "--set", "per_device_train_batch_size=2", "--set", "max_turn_tokens=4",
+                              "--set", "max_completion_length=32", "--set", "dtype=float32",
+                              "--set", "trainer_args={save_strategy: 'no', disable_tqdm: true}"])
+    assert res.exit_code == 0, res.output
+    assert "GRPO on 2 questions" in res.output and (out / "config.json").exists()
