@@ -112,6 +112,7 @@ class Summary:
             lines.append("top failure reasons:")
             lines += [f"  {n} x {reason}" for reason, n in self.fail_reasons.most_common(5)]
         if self.done and self.accept_rate < 0.2:
-            lines.append("note: few trajectories passed the judge; with a small model (e.g. local:default) "
-                         "most answers are wrong and get rejected, as expected.")
+            lines.append("note: few trajectories passed the acceptance filter (answer recall >= threshold, "
+                         "then the LLM judge if set). With a small model such as local:default most "
+                         "answers are wrong or never given (status max_turns): expected, not a bug.")
         return "\n".join(lines)
