@@ -134,6 +134,6 @@ class BM25Retriever:
                                           show_progress=False, return_as="tuple",
                                           n_threads=self.n_threads)
         for qi, row_ids, row_scores in zip(live, ids, scores, strict=True):
-            results[qi] = [self.store.get(int(i), float(s))
-                           for i, s in zip(row_ids, row_scores, strict=True) if s > 0]
+            keep = row_scores > 0
+            results[qi] = self.store.get_many(row_ids[keep], row_scores[keep])
         return results

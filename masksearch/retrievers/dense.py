@@ -134,5 +134,5 @@ class DenseRetriever:
             return [[] for _ in queries]
         scores, ids = self.search_vectors(self.encoder.encode(list(queries), is_query=True),
                                           min(k, len(self)))
-        return [[self.store.get(int(i), float(s)) for i, s in zip(row_i, row_s, strict=True) if i >= 0]
+        return [self.store.get_many(row_i[row_i >= 0], row_s[row_i >= 0])
                 for row_i, row_s in zip(ids, scores, strict=True)]

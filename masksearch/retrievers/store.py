@@ -1,13 +1,14 @@
 """On-disk passage store: `passages.jsonl` (row = index id) plus a memory-mapped offsets file.
 
-Lookups seek into the jsonl by byte offset, so a loaded index never holds the corpus text in RAM.
+Lookups slice the memory-mapped jsonl by byte offset, so a loaded index never copies the corpus
+text into process memory.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
-import threading
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -70,7 +71,9 @@ class PassageStore:
         else:
             self._offsets = np.load(offsets_path, mmap_mode="r")
         self._fh = open(self.path, "rb")
-        self._lock = threading.Lock()
+        # The text is memory-mapped: lookups are slices served from the page cache (no RAM copy,
+        # no seek/read syscalls, safe to share between threads).
+        self._data = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if len(self) else b""
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -78,10 +81,7 @@ class PassageStore:
     def get(self, row: int, score: float | None = None) -> Passage:
         if not 0 <= row < len(self):
             raise IndexError(f"passage row {row} out of range (0..{len(self) - 1})")
-        start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-        with self._lock:
-            self._fh.seek(start)
-            raw = self._fh.read(end - start)
+        raw = self._data[int(self._offsets[row]):int(self._offsets[row + 1])]
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError:
@@ -90,15 +90,19 @@ class PassageStore:
         return Passage.from_contents(obj["id"], obj["contents"], score)
 
     def get_many(self, rows: Iterable[int], scores: Iterable[float] | None = None) -> list[Passage]:
+        rows = rows.tolist() if hasattr(rows, "tolist") else rows
         if scores is None:
-            return [self.get(int(r)) for r in rows]
-        return [self.get(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
+            return [self.get(r) for r in rows]
+        scores = scores.tolist() if hasattr(scores, "tolist") else scores
+        return [self.get(r, s) for r, s in zip(rows, scores, strict=True)]
 
     def __iter__(self) -> Iterator[Passage]:
         for row in range(len(self)):
             yield self.get(row)
 
     def close(self) -> None:
+        if isinstance(self._data, mmap.mmap):
+            self._data.close()
         self._fh.close()
 
 
