@@ -31,7 +31,8 @@ class PerplexityScorer:
 
         if mode not in ("fill", "inline"):
             raise ConfigError(f"unknown ppl mode {mode!r} (fill | inline)")
-        if isinstance(model, str):
+        loaded_here = isinstance(model, str)
+        if loaded_here:
             model, tokenizer = _load(model)
         if tokenizer is None:
             raise ConfigError("PerplexityScorer needs a tokenizer with the model")
@@ -40,6 +41,8 @@ class PerplexityScorer:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
+        if loaded_here and device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            model = model.to(torch.bfloat16)  # ~2x faster; scores are compared, not reported
         self.model = model.to(device).eval()
         self.tok = tokenizer
         self.mode = mode
