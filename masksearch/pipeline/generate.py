@@ -25,6 +25,7 @@ from masksearch.records import SCHEMA_VERSION, TrajectoryRecord
 from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
+FORGET_BATCH = 32  # finished checkpoint threads deleted per transaction
 
 RunOne = Callable[[MaskedExample], Awaitable[TrajectoryRecord]]
 
@@ -85,11 +86,11 @@ async def generate(
                             progress, stop, summary, keep_checkpoints)
             return summary
         from masksearch.graph import build_graph
-        from masksearch.graph.checkpoint import open_checkpointer
         from masksearch.graph.runner import run_example
+        from masksearch.pipeline.checkpointer import open_batch_checkpointer
 
         await warm_up(context)
-        async with open_checkpointer(checkpointer_url or "memory") as saver:
+        async with open_batch_checkpointer(checkpointer_url or "memory") as saver:
             graph = build_graph(checkpointer=saver, **(graph_options or {}))
             if not keep_checkpoints:
                 await sweep_finished_threads(saver, st)
@@ -157,6 +158,8 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
         for _ in range(concurrency):
             await queue.put(None)
 
+    finished_threads: list[str | None] = []
+
     async def work() -> None:
         while (ex := await queue.get()) is not None:
             try:
@@ -179,7 +182,10 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
             else:
                 summary.not_written += 1
             if saver is not None and not keep_checkpoints and record["status"] != "failed":
-                await _forget_thread(saver, record.get("thread_id"))
+                finished_threads.append(record.get("thread_id"))
+                if len(finished_threads) >= FORGET_BATCH:
+                    batch, finished_threads[:] = list(finished_threads), []
+                    await _forget_threads(saver, batch)
             summary.elapsed_s = time.perf_counter() - t0
             if bar is not None:
                 bar.update(1)
@@ -208,6 +214,8 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     finally:
+        if finished_threads and saver is not None:
+            await _forget_threads(saver, finished_threads)
         summary.elapsed_s = time.perf_counter() - t0
         summary.interrupted = summary.interrupted or stop.is_set()
         if bar is not None:
@@ -233,19 +241,23 @@ async def sweep_finished_threads(saver: Any, store: TrajectoryStore) -> int:
     except Exception as e:  # housekeeping only
         log.debug("checkpoint sweep skipped: %s", e)
         return 0
-    for thread_id in finished:
-        await _forget_thread(saver, thread_id)
+    await _forget_threads(saver, finished)
     return len(finished)
 
 
-async def _forget_thread(saver: Any, thread_id: str | None) -> None:
-    """Drop a finished example's checkpoints (its record is safely in the store)."""
-    if not thread_id or not hasattr(saver, "adelete_thread"):
-        return
+async def _forget_threads(saver: Any, thread_ids: list[str | None]) -> None:
+    """Drop finished examples' checkpoints (their records are safely in the store), in one
+    transaction when the saver supports it. A crash before this runs leaves threads that the
+    next run's sweep removes."""
+    ids = [t for t in thread_ids if t]
     try:
-        await saver.adelete_thread(thread_id)
-    except Exception as e:  # housekeeping only; the record is already stored
-        log.debug("could not delete checkpoint thread %s: %s", thread_id, e)
+        if hasattr(saver, "delete_threads"):
+            saver.delete_threads(ids)
+            return
+        for thread_id in ids:
+            await saver.adelete_thread(thread_id)
+    except Exception as e:  # housekeeping only; the records are already stored
+        log.debug("could not delete %d checkpoint threads: %s", len(ids), e)
 
 
 def _progress_bar(total: int | None, limit: int | None, enabled: bool):

@@ -30,8 +30,18 @@ class LatencyChatModel(BaseChatModel):
 
     respond: Respond
     latency_s: float = 0.0
+    jitter: float = 0.0  # each call waits latency_s * uniform(1 - jitter, 1 + jitter) (seeded)
+    seed: int = 0
     model_name: str = "fake:latency"
     calls: int = 0
+
+    def _delay(self) -> float:
+        if not self.jitter:
+            return self.latency_s
+        import random
+
+        rng = random.Random(self.seed * 1_000_003 + self.calls)
+        return self.latency_s * rng.uniform(1 - self.jitter, 1 + self.jitter)
 
     @property
     def _llm_type(self) -> str:
@@ -50,13 +60,13 @@ class LatencyChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
-        time.sleep(self.latency_s)
+        time.sleep(self._delay())
         return self._result(messages)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                          **kwargs: Any) -> ChatResult:
         if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+            await asyncio.sleep(self._delay())
         return self._result(messages)
 
 
