@@ -43,9 +43,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate search-agent trajectories for masked examples, with resume.
 
-        Runs the LangGraph multi-agent graph over every example with bounded concurrency and
-        writes one record per example id into the SQLite store. Rerunning the same command
-        resumes: stored ids are skipped, in-flight ones continue from the checkpointer.
+        Runs the LangGraph multi-agent graph over every example with bounded concurrency and writes one record per example id into the SQLite store. Rerunning the same command resumes: stored ids are skipped, in-flight ones continue from the checkpointer.
+
         Ctrl-C once: finish the examples in flight and stop; twice: stop now (they resume later).
         """
         from masksearch.graph.context import Context
@@ -77,10 +76,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The whole offline pipeline on the embedded default: ingest → index → mask → generate.
 
-        Needs no network and no API key: the corpus is the embedded Wikipedia summaries and the
-        model the embedded SmolLM2-135M-Instruct (`local:default`). Idempotent: a rerun reuses
-        the built index and masked data and resumes generation. A 135M model answers most
-        masked spans wrongly, so most trajectories are rejected — the summary says how many.
+        Needs no network and no API key: the corpus is the embedded Wikipedia summaries and the model the embedded SmolLM2-135M-Instruct (`local:default`). Idempotent: a rerun reuses the built index and masked data and resumes generation.
+
+        A 135M model rarely follows the search/answer format, so most trajectories are rejected; the summary says how many. Use --model with a real model for usable data.
         """
         from masksearch.pipeline.offline import run_offline
 
