@@ -109,3 +109,37 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
     ckpt = sqlite3.connect(tmp_path / "traj.ckpt.sqlite")
     assert ckpt.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0  # finished threads cleaned
     ckpt.close()
+
+
+def test_ctrl_c_finishes_in_flight_then_resume(tmp_path):
+    data = tmp_path / "masked.jsonl"
+    with data.open("w") as fh:
+        for i in range(N):
+            ex = MaskedExample(id=f"ex{i}", question=f"Item {i} is about number [mask].",
+                               answers=[str(i)], spans=[Span(0, len(str(i)), str(i))])
+            fh.write(json.dumps(ex.to_dict()) + "\n")
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    store = tmp_path / "traj.sqlite"
+    cmd = [sys.executable, str(driver), "generate", "--input", str(data), "--store", str(store),
+           "--planner-model", "fake:slow", "--retriever", "mem:crash", "--max-turns", "2",
+           "--concurrency", "4", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    while count_rows(store) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "finishing the examples in flight" in out and "rerun the same command to resume" in out
+    written = count_rows(store)
+    assert 4 <= written < N
+    assert f"done {written} " in out  # everything started before Ctrl-C was finished and written
+    ckpt = sqlite3.connect(tmp_path / "traj.ckpt.sqlite")
+    assert ckpt.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0  # nothing left half-done
+    ckpt.close()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert count_rows(store) == N
