@@ -78,7 +78,12 @@ async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
     s = await generate(data, None, path, run_one=fake_runner(calls=calls), limit=3, progress=False)
     assert calls == ["ex0", "ex1", "ex2"] and s.done == 3
     s = await generate(data, None, path, run_one=fake_runner(calls=calls), progress=False)
-    assert s.done == 2 and s.skipped_existing == 3 and s.skipped_duplicate == 2
+    assert s.done == 2 and s.skipped_existing == 5  # ex0..ex2 stored before; the repeats too
+    calls.clear()
+    dup = examples(3, start=10) * 2  # the repeats arrive while the first copies are running
+    s = await generate(dup, None, path, run_one=fake_runner(calls=calls, delay=0.05), concurrency=4,
+                       progress=False)
+    assert sorted(calls) == ["ex10", "ex11", "ex12"] and s.done == 3 and s.skipped_duplicate == 3
 
 
 async def test_concurrency_bound_is_reached_and_respected(tmp_path):

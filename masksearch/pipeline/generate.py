@@ -131,21 +131,22 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
     bar = _progress_bar(total, limit, progress)
     t0 = time.perf_counter()
 
+    in_flight: set[str] = set()  # bounded by concurrency + queue size (no per-input memory)
+
     async def produce() -> None:
-        seen: set[str] = set()
         try:
             for ex in (examples if limit is None else islice(examples, limit)):
                 if stop.is_set():
                     break
-                if ex.id in seen:
+                if ex.id in in_flight:  # same id again while the first copy is running
                     summary.skipped_duplicate += 1
                     continue
-                seen.add(ex.id)
                 if store.is_done(ex.id, retry_failed=retry_failed):
                     summary.skipped_existing += 1
                     if bar is not None:
                         bar.update(1)
                     continue
+                in_flight.add(ex.id)
                 await queue.put(ex)
         except asyncio.CancelledError:  # workers are being cancelled too: no sentinels needed
             raise
@@ -177,6 +178,7 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
             except InputError as e:  # the graph built an invalid record: keep the example, as failed
                 record = failed_record(ex, context, f"invalid record: {e}", record.get("thread_id", ""))
                 written = store.put(record)
+            in_flight.discard(ex.id)
             if written:
                 summary.add(record)
             else:

@@ -98,7 +98,7 @@ class Summary:
             + ("  [interrupted]" if self.interrupted else ""),
             f"status: {', '.join(f'{s} {n}' for s, n in sorted(self.by_status.items())) or '-'}",
             "by k: " + (", ".join(f"k={k} {a}/{d}" for k, (d, a) in sorted(self.by_k.items())) or "-"),
-            f"mean turns {self.mean_turns:.2f}  tokens {self.prompt_tokens} prompt + "
+            f"mean turns (search rounds) {self.mean_turns:.2f}  tokens {self.prompt_tokens} prompt + "
             f"{self.completion_tokens} completion  searches {self.search_calls}",
             f"time {self.elapsed_s:.1f}s  throughput {self.throughput:.3f} examples/s",
         ]
