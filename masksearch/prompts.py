@@ -147,3 +147,99 @@ def render_history(rounds: Sequence[Mapping[str, Any]]) -> str:
 
 def _field(p: Any, name: str) -> str:
     return str(p.get(name, "") if isinstance(p, Mapping) else getattr(p, name, ""))
+
+
+# --- RAMP masking -------------------------------------------------------------------------------
+
+# Appended to every masked passage; answers list the spans in order, " ; "-joined.
+RAMP_INSTRUCTION = (
+    "Fill in all the [mask] and output the masked spans in order, separated by \" ; \"."
+)
+
+RAMP_QUESTION = Template("$masked_text\n\n" + RAMP_INSTRUCTION.replace("$", "$$"))
+
+# Used when the passage never names its subject (title): otherwise the task is underdetermined.
+RAMP_TITLED_QUESTION = Template("Title: $title\n$masked_text\n\n" + RAMP_INSTRUCTION.replace("$", "$$"))
+
+SPAN_EXTRACTION_SYSTEM = (
+    "You select salient spans of an encyclopedia passage for a fill-in-the-blank search task. "
+    "You answer with JSON only."
+)
+
+SPAN_EXTRACTION_USER = Template("""Passage title: $title
+Passage:
+\"\"\"$text\"\"\"
+
+List the knowledge spans of the passage that a reader could NOT infer from the rest of the passage
+and would need to look up: people, places, organizations, events, works, dates, numbers with units
+and short domain terms.
+Rules:
+- Copy each span EXACTLY as it appears in the passage (same spelling and case), whole words only.
+- Keep spans short and fine-grained (at most 6 words); do not include the title "$title".
+- Do not list a span that appears more than once in the passage. List each span once.
+- label is one of PERSON, ORG, LOC, DATE, NUMBER, TERM, ENTITY.
+- Give up to $max_spans spans, in order of appearance.
+
+Answer with exactly one JSON object and nothing else:
+{"spans": [{"text": "...", "label": "..."}]}""")
+
+
+# --- Evaluation baselines and judge --------------------------------------------------------------
+
+RAG_PE_SYSTEM = (
+    "You answer questions using the retrieved documents and your own knowledge. Think briefly "
+    "inside <think> and </think>, then give only the final answer inside <answer> and </answer>: "
+    "a short span (a name, date, number or phrase), not a sentence."
+)
+
+RAG_PE_USER = Template(
+    "Retrieved documents:\n$docs\n\nQuestion: $question\n\n"
+    "Format:\n<think>...</think>\n<answer>...</answer>"
+)
+
+# FreshEval "relaxed" rules (Vu et al., 2023), restated: the primary answer must be right;
+# extra hallucinated or outdated detail is tolerated unless it contradicts the primary answer.
+JUDGE_RELAXED = Template(
+    "You grade a response to a question under relaxed evaluation. Credit the response only if its "
+    "primary or final answer, standing alone, is accurate according to the correct answer(s), or "
+    "the correct answer can obviously be inferred from it, and it is stated confidently. Extra "
+    "information may be outdated or hallucinated as long as it does not contradict the primary "
+    "answer or change how it is perceived. For a question with a false premise, the response must "
+    "point out the false premise. Names of people and entities must be complete or commonly "
+    "recognised (\"Jeff\" is not \"Jeff Bezos\"). Approximate numbers are not accepted unless the "
+    "correct answers include them. Ill-formed or non-English responses are fine.\n\n"
+    "Examples:\n\n"
+    "question: Which language has the third largest population by number of native speakers?\n"
+    "correct answer(s): English\n"
+    "response: 1. Mandarin 2. Spanish 3. English\n"
+    "comment: The correct answer can be inferred from the list.\n"
+    "evaluation: correct\n\n"
+    "question: How many books has Colleen Hoover published?\n"
+    "correct answer(s): 25 books | 25\n"
+    "response: She has published over 20 books and novellas.\n"
+    "comment: An approximate number that is not among the correct answers.\n"
+    "evaluation: incorrect\n\n"
+    "question: Is Tesla's stock price above $$250 a share?\n"
+    "correct answer(s): Yes\n"
+    "response: Yes, it is. The stock price is currently at $$207.\n"
+    "comment: The additional information contradicts the primary answer.\n"
+    "evaluation: incorrect\n\n"
+    "Now grade this one. Write one line starting with \"comment:\" and then, on the last line, "
+    "exactly \"evaluation: correct\" or \"evaluation: incorrect\".\n\n"
+    "question: $question\n"
+    "correct answer(s): $golds\n"
+    "response: $response\n"
+)
+
+
+def rag_pe_messages(question: str, docs_text: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": RAG_PE_SYSTEM},
+        {"role": "user", "content": RAG_PE_USER.substitute(docs=docs_text or "(no documents)",
+                                                           question=question.strip())},
+    ]
+
+
+def judge_prompt(question: str, golds: Sequence[str], response: str) -> str:
+    return JUDGE_RELAXED.substitute(question=question.strip(), golds=" | ".join(golds),
+                                    response=" ".join((response or "").split()) or "(empty)")

@@ -19,9 +19,9 @@ from masksearch.masking import (
     filter_candidates,
     mask_passages,
 )
-from masksearch.masking.prompts import RAMP_INSTRUCTION
 from masksearch.masking.runner import iter_flashrag_jsonl
 from masksearch.masking.select import MASK_TOKEN, choose_spans, title_regions
+from masksearch.prompts import RAMP_INSTRUCTION
 from masksearch.types import Passage, Span
 
 NAMES = ["Anna Berg", "Tomas Lind", "Maria Olsen", "Pavel Novak", "Ines Duarte", "Kofi Mensah",

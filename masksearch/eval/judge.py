@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from masksearch.eval.prompts import judge_prompt
+from masksearch.prompts import judge_prompt
 
 _VERDICT_LINE = re.compile(r"^\s*\**\s*evaluation\s*\**\s*:\s*\**\s*(correct|incorrect)\s*\**\s*\.?\s*$",
                            re.IGNORECASE | re.MULTILINE)

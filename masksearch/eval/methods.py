@@ -74,7 +74,7 @@ class GraphMethod:
 
 
 class RagPE:
-    """Retrieve top-k for the question, then prompt the model once (`masksearch.eval.prompts`)."""
+    """Retrieve top-k for the question, then prompt the model once (`masksearch.prompts`)."""
 
     name = "rag-pe"
 
@@ -85,9 +85,9 @@ class RagPE:
 
     async def answer(self, item: EvalItem) -> MethodOutput:
         from masksearch import prompts
-        from masksearch.eval.prompts import rag_pe_messages
         from masksearch.graph import resources
         from masksearch.nodes.common import call_model
+        from masksearch.prompts import rag_pe_messages
         from masksearch.retrievers.base import asearch
 
         ctx = self.context

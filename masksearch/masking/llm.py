@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from masksearch.errors import ConfigError
-from masksearch.masking.prompts import SPAN_EXTRACTION_SYSTEM, SPAN_EXTRACTION_USER
+from masksearch.prompts import SPAN_EXTRACTION_SYSTEM, SPAN_EXTRACTION_USER
 from masksearch.types import Passage, Span
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class LLMSpanProposer:
         self.rejected_spans = 0
 
     def messages(self, passage: Passage) -> list[tuple[str, str]]:
-        user = SPAN_EXTRACTION_USER.format(title=passage.title, text=passage.text,
+        user = SPAN_EXTRACTION_USER.substitute(title=passage.title, text=passage.text,
                                            max_spans=self.max_spans)
         return [("system", SPAN_EXTRACTION_SYSTEM), ("human", user)]
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from masksearch.masking.kdist import KDist, OnFew
-from masksearch.masking.prompts import RAMP_QUESTION_TEMPLATE, RAMP_TITLED_QUESTION_TEMPLATE
 from masksearch.masking.rule import CONNECTORS, STOPWORDS
+from masksearch.prompts import RAMP_QUESTION, RAMP_TITLED_QUESTION
 from masksearch.types import MaskedExample, Passage, Span
 
 MASK_TOKEN = "[mask]"
@@ -160,8 +160,8 @@ def build_question(masked_text: str, title: str, text: str, mode: TitleMode = "a
     """The RAMP question; the title is shown when asked, or (auto) when the text never names it."""
     show = mode == "always" or (mode == "auto" and bool(title) and not title_regions(text, title))
     if show:
-        return RAMP_TITLED_QUESTION_TEMPLATE.format(title=base_title(title), masked_text=masked_text)
-    return RAMP_QUESTION_TEMPLATE.format(masked_text=masked_text)
+        return RAMP_TITLED_QUESTION.substitute(title=base_title(title), masked_text=masked_text)
+    return RAMP_QUESTION.substitute(masked_text=masked_text)
 
 
 def build_example(passage: Passage, spans: Sequence[Span], strategy: str,
