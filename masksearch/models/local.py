@@ -28,6 +28,7 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "smollm2-135m-instruct"
 _ROLE = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 _generate_lock = threading.Lock()
+_load_lock = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -63,9 +64,15 @@ def resolve_model_path(name: str) -> tuple[Path, str | None]:
                       "or a .gguf file")
 
 
-@lru_cache(maxsize=4)
 def load_weights(name: str) -> tuple[Any, Any]:
-    """(tokenizer, model) for `name`, loaded once per process."""
+    """(tokenizer, model) for `name`, loaded once per process (thread-safe: concurrent first
+    calls wait for one load instead of racing transformers' lazy imports)."""
+    with _load_lock:
+        return _load_weights(name)
+
+
+@lru_cache(maxsize=4)
+def _load_weights(name: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory, gguf = resolve_model_path(name)
