@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langgraph.types import RetryPolicy
+from langgraph.types import Command, RetryPolicy
 
 from masksearch.graph import resources
 from masksearch.graph.context import Context
+from masksearch.parsing import parse_action, strip_tags
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
 _TRANSIENT_CLASS_NAMES = {"APIConnectionError", "APITimeoutError", "TimeoutException",
@@ -94,3 +95,15 @@ def step(agent: str, turn: int, output: str, meta: dict[str, Any], **extra: Any)
     """A `records.Step` dict."""
     return {"agent": agent, "turn": turn, "output": output, **meta,
             **{k: v for k, v in extra.items() if v not in (None, "")}}
+
+
+def forced_answer_command(text: str, meta: dict[str, Any], turn: int) -> Command:
+    """The last, must-answer generation → judge; no usable answer ends the run as `max_turns`."""
+    action = parse_action(text)
+    if action.kind == "answer":
+        return Command(goto="judge", update={
+            "final_think": action.think, "final_answer": action.answer, "status": "answered",
+            "forced": True, "steps": [step("answer", turn, text, meta)]})
+    return Command(goto="judge", update={
+        "final_think": action.think or strip_tags(text), "final_answer": "", "status": "max_turns",
+        "forced": True, "steps": [step("answer", turn, text, meta, parse_error=action.error)]})

@@ -12,7 +12,7 @@ from langgraph.types import Command
 
 from masksearch import prompts
 from masksearch.graph.state import GraphState
-from masksearch.nodes.common import call_model, context_of, step, user
+from masksearch.nodes.common import call_model, context_of, forced_answer_command, step, user
 from masksearch.parsing import ParseError, parse_action, parse_rewrites, strip_tags
 
 
@@ -93,15 +93,7 @@ async def force_answer(state: GraphState, runtime: Runtime) -> Command[Literal["
     history = prompts.render_history(_with_summaries(rounds, state.get("summaries", [])))
     prompt = prompts.FORCE_ANSWER.substitute(question=state["question"], history=history)
     text, meta = await call_model(ctx, "answer", user(prompt))
-    action = parse_action(text)
-    turn = state.get("turn", 0)
-    if action.kind == "answer":
-        return Command(goto="judge", update={
-            "final_think": action.think, "final_answer": action.answer, "status": "answered",
-            "forced": True, "steps": [step("answer", turn, text, meta)]})
-    return Command(goto="judge", update={
-        "final_think": action.think or strip_tags(text), "final_answer": "", "status": "max_turns",
-        "forced": True, "steps": [step("answer", turn, text, meta, parse_error=action.error)]})
+    return forced_answer_command(text, meta, state.get("turn", 0))
 
 
 def _with_summaries(rounds: list, summaries: list[str]) -> list[dict]:

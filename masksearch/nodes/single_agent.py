@@ -9,8 +9,8 @@ from langgraph.types import Command
 
 from masksearch import prompts
 from masksearch.graph.state import GraphState, Round
-from masksearch.nodes.common import call_model, context_of, step
-from masksearch.parsing import parse_action, strip_tags, truncate_after_action
+from masksearch.nodes.common import call_model, context_of, forced_answer_command, step
+from masksearch.parsing import parse_action, truncate_after_action
 
 STOP = ["</search>", "</answer>"]
 
@@ -70,12 +70,4 @@ async def agent_force_answer(state: GraphState, runtime: Runtime) -> Command[Lit
     msgs.append({"role": "user", "content": prompts.AGENT_FORCE_ANSWER})
     raw, meta = await call_model(ctx, "agent", msgs, stop=["</answer>"])
     text = truncate_after_action(restore_stop(raw))
-    action = parse_action(text)
-    turn = state.get("turn", 0)
-    if action.kind == "answer":
-        return Command(goto="judge", update={
-            "final_think": action.think, "final_answer": action.answer, "status": "answered",
-            "forced": True, "steps": [step("answer", turn, text, meta)]})
-    return Command(goto="judge", update={
-        "final_think": action.think or strip_tags(text), "final_answer": "", "status": "max_turns",
-        "forced": True, "steps": [step("answer", turn, text, meta, parse_error=action.error)]})
+    return forced_answer_command(text, meta, state.get("turn", 0))
