@@ -24,7 +24,10 @@ from pathlib import Path
 
 from masksearch.graph import Context, resources
 from masksearch.graph.testing import KeywordRetriever
+from masksearch.pipeline.checkpointer import open_batch_checkpointer
 from masksearch.pipeline.generate import generate
+from masksearch.pipeline.parallel import generate_sharded
+from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import CALLS_PER_EXAMPLE, LatencyChatModel, team_respond
 from masksearch.types import MaskedExample, Passage, Span
 
@@ -44,25 +47,40 @@ def setup(latency: float, jitter: float = 0.0) -> Context:
                    retriever="mem:bench", top_k=3, max_turns=2)
 
 
-async def measure(context: Context, concurrency: int, n: int, checkpointer: str, workdir: Path,
-                  tag: str) -> float:
-    """Examples per second for one run into a fresh store."""
+async def _create_checkpointer(url: str) -> None:
+    async with open_batch_checkpointer(url):
+        pass
+
+
+def measure(context: Context, concurrency: int, n: int, checkpointer: str, workdir: Path,
+            tag: str, processes: int = 1) -> float:
+    """Examples per second for one run into a fresh store (pool time, as `Summary.throughput`)."""
     url = "memory" if checkpointer == "memory" else f"sqlite:///{workdir / f'{tag}.ckpt.sqlite'}"
-    s = await generate(make_examples(n, tag), context, workdir / f"{tag}.sqlite", url,
-                       concurrency=concurrency, progress=False)
+    store = workdir / f"{tag}.sqlite"
+    if processes == 1:
+        s = asyncio.run(generate(make_examples(n, tag), context, store, url, concurrency=concurrency,
+                                 progress=False))
+    else:  # memory checkpointer: one per process, which is fine (nothing is resumed here)
+        TrajectoryStore(store).close()
+        if url != "memory":
+            asyncio.run(_create_checkpointer(url))
+        per = -(-concurrency // processes)
+        s = generate_sharded(lambda: make_examples(n, tag), lambda ex, i, k: asyncio.run(
+            generate(ex, context, store, url, concurrency=per, progress=False)), processes=processes)
     assert s.done == n and s.failed == 0, s.format()
     return s.throughput
 
 
-async def main(args: argparse.Namespace) -> dict:
+def main(args: argparse.Namespace) -> dict:
     context = setup(args.latency, args.jitter)
     ideal_per_worker = 1.0 / (CALLS_PER_EXAMPLE * args.latency)
-    results: dict = {"latency_s": args.latency, "jitter": args.jitter, "calls_per_example": CALLS_PER_EXAMPLE, "runs": []}
+    results: dict = {"latency_s": args.latency, "jitter": args.jitter, "processes": args.processes,
+                     "calls_per_example": CALLS_PER_EXAMPLE, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        await measure(context, 4, 8, "sqlite", work, "warmup")  # imports, first compile
+        measure(context, 4, 8, "sqlite", work, "warmup")  # imports, first compile
         print(f"latency {args.latency * 1000:.0f} ms/call (jitter ±{args.jitter:.0%}), "
-              f"{CALLS_PER_EXAMPLE} calls/example; "
+              f"{CALLS_PER_EXAMPLE} calls/example, {args.processes} process(es); "
               f"median of {args.repeats} runs each")
         print(f"{'conc':>5} {'ckpt':>7} {'examples':>8} {'ex/s':>8} {'ideal':>8} {'of ideal':>9}")
         for c in args.concurrency:
@@ -70,7 +88,8 @@ async def main(args: argparse.Namespace) -> dict:
             ideal = c * ideal_per_worker
             row = {"concurrency": c, "examples": n, "ideal_per_s": round(ideal, 3)}
             for ckpt in args.checkpointers:
-                runs = [await measure(context, c, n, ckpt, work, f"c{c}-{ckpt}-{r}")
+                procs = min(args.processes, c)
+                runs = [measure(context, c, n, ckpt, work, f"c{c}-{ckpt}-{r}", procs)
                         for r in range(args.repeats)]
                 tput = statistics.median(runs)
                 row[ckpt] = {"per_s": round(tput, 3), "of_ideal": round(tput / ideal, 4),
@@ -95,12 +114,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--min-examples", type=int, default=12)
     p.add_argument("--repeats", type=int, default=1, help="runs per setting (median reported)")
     p.add_argument("--checkpointers", nargs="+", default=["memory", "sqlite"], choices=["memory", "sqlite"])
+    p.add_argument("--processes", type=int, default=1,
+                   help="split each run over this many processes (`masksearch generate --processes`)")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     ns = parse(sys.argv[1:])
-    out = asyncio.run(main(ns))
+    out = main(ns)
     if ns.json:
         ns.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -59,7 +59,7 @@ class InlineSqliteSaver(SqliteSaver):
 async def open_inline_sqlite(path: str | Path) -> AsyncIterator[InlineSqliteSaver]:
     """Open (creating tables if needed) an `InlineSqliteSaver` on `path`."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
     try:
         saver = InlineSqliteSaver(conn)
         saver.setup()  # tables + WAL

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option("--limit", "-n", help="Use only the first N input examples.")] = None,
         skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip (and count) bad input lines instead of stopping.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")] = False,
+        processes: Annotated[int, typer.Option("--processes", "-p", min=1, max=256, help="Split the examples over this many processes (by id hash); the concurrency is shared among them. Use more than 1 when --concurrency is high (> 16).")] = 1,
         summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="tqdm progress bar.")] = True,
     ) -> None:
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
         code = run_generate(input, store, context, checkpoint or default_checkpoint_url(store),
                             concurrency=concurrency, limit=limit, skip_bad=skip_bad,
                             retry_failed=retry_failed, export=export, export_all=export_all,
-                            summary_json=summary_json, progress=progress)
+                            summary_json=summary_json, progress=progress, processes=processes)
         raise typer.Exit(code)
 
     @app.command("run")

@@ -72,23 +72,34 @@ async def generate_with_signals(examples: Iterable[MaskedExample], context: Any,
 def run_generate(input: Path, store_path: Path, context: Any, checkpointer_url: str, *,
                  concurrency: int = 8, limit: int | None = None, skip_bad: bool = False,
                  retry_failed: bool = False, export: Path | None = None, export_all: bool = False,
-                 summary_json: Path | None = None, progress: bool = True) -> int:
-    """Generate for a masked-data file into a store; print the summary; return an exit code."""
+                 summary_json: Path | None = None, progress: bool = True, processes: int = 1) -> int:
+    """Generate for a masked-data file into a store; print the summary; return an exit code.
+
+    `processes` > 1 splits the examples by id hash over that many processes (see `parallel`),
+    each running `ceil(concurrency / processes)` examples at a time.
+    """
     counter = SkipCounter()
-    examples = iter_examples(input, skip_bad=skip_bad, counter=counter)
     summary = Summary()
-    total = count_lines(input) if progress else None
     error: Exception | None = None
+    echo(f"generate: {input} -> {store_path} (concurrency {concurrency}"
+         f"{f' over {processes} processes' if processes > 1 else ''}, checkpoint "
+         f"{_redact(checkpointer_url)})")
+    try:
+        if processes > 1:
+            summary = _run_processes(input, store_path, context, checkpointer_url, concurrency,
+                                     limit, skip_bad, retry_failed, progress, processes)
+        else:
+            with TrajectoryStore(store_path) as store:
+                examples = iter_examples(input, skip_bad=skip_bad, counter=counter)
+                total = count_lines(input) if progress else None
+                asyncio.run(generate_with_signals(
+                    examples, context, store, checkpointer_url, summary, concurrency=concurrency,
+                    limit=limit, retry_failed=retry_failed, total=total, progress=progress))
+            summary.skipped_bad = counter.skipped
+    except MaskSearchError as e:  # bad input or config: report after saying what was kept
+        error = e
+        summary.skipped_bad = summary.skipped_bad or counter.skipped
     with TrajectoryStore(store_path) as store:
-        echo(f"generate: {input} -> {store_path} (concurrency {concurrency}, checkpoint "
-             f"{_redact(checkpointer_url)})")
-        try:
-            asyncio.run(generate_with_signals(
-                examples, context, store, checkpointer_url, summary, concurrency=concurrency,
-                limit=limit, retry_failed=retry_failed, total=total, progress=progress))
-        except MaskSearchError as e:  # bad input or config: report after saying what was kept
-            error = e
-        summary.skipped_bad = counter.skipped
         stats = store.stats()
         exported = None
         if export is not None:
@@ -110,6 +121,57 @@ def run_generate(input: Path, store_path: Path, context: Any, checkpointer_url: 
         echo("interrupted: rerun the same command to resume (finished records are kept).")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _run_processes(input: Path, store_path: Path, context: Any, checkpointer_url: str,
+                   concurrency: int, limit: int | None, skip_bad: bool, retry_failed: bool,
+                   progress: bool, processes: int) -> Summary:
+    from masksearch.pipeline.parallel import generate_sharded, store_count
+
+    per_process = -(-concurrency // processes)
+    TrajectoryStore(store_path).close()  # create the tables before the children race to
+    if checkpointer_url.startswith("sqlite:///"):
+        from masksearch.pipeline.checkpointer import open_batch_checkpointer
+
+        async def _create() -> None:
+            async with open_batch_checkpointer(checkpointer_url):
+                pass
+
+        asyncio.run(_create())
+    start = store_count(store_path)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = count_lines(input)
+        bar = tqdm(total=min(total, limit) if (total and limit) else (limit or total), unit="ex",
+                   desc="generate", initial=start, dynamic_ncols=True)
+
+    def poll() -> None:
+        if bar is not None:
+            bar.n = store_count(store_path)
+            bar.refresh()
+
+    def run_shard(examples, shard: int, shards: int) -> Summary:
+        summary = Summary()
+        asyncio.run(generate_with_signals(examples, context, store_path, checkpointer_url, summary,
+                                          concurrency=per_process, retry_failed=retry_failed,
+                                          progress=False))
+        summary.skipped_bad = counters["c"].skipped if "c" in counters else 0
+        return summary
+
+    counters: dict[str, SkipCounter] = {}
+
+    def make_examples():
+        counters["c"] = SkipCounter()
+        return iter_examples(input, skip_bad=skip_bad, counter=counters["c"])
+
+    try:
+        return generate_sharded(make_examples, run_shard, processes=processes, limit=limit, on_poll=poll)
+    finally:
+        if bar is not None:
+            poll()
+            bar.close()
 
 
 def _redact(url: str) -> str:

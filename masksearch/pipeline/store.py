@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,14 +69,21 @@ class TrajectoryStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise InputError(f"not a trajectory store ({e})", path=str(self.path)) from None
+        for attempt in range(50):  # processes opening a new store at once can see "locked"
+            try:
+                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                           check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 49:
+                    raise InputError(f"cannot open trajectory store ({e})", path=str(self.path)) from None
+                self._db.close()
+                time.sleep(0.05 + 0.01 * attempt)
+            except sqlite3.DatabaseError as e:
+                raise InputError(f"not a trajectory store ({e})", path=str(self.path)) from None
 
     # -- writing ---------------------------------------------------------------
     def put(self, record: TrajectoryRecord, *, overwrite: bool = False) -> bool:
