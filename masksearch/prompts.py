@@ -8,6 +8,7 @@ separated by " ; ") and multi-hop QA (a short answer span).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from string import Template
 from typing import Any
@@ -110,12 +111,21 @@ def render_student_prompt(question: str) -> list[dict[str, str]]:
     ]
 
 
+_AGENT_TAG = re.compile(r"<(/?)(think|search|information|answer)>", re.IGNORECASE)
+
+
+def neutralize_tags(text: str) -> str:
+    """Retrieved text is data: our action tags inside it become `[tag]`, so a passage can never
+    close the `<information>` block or inject a `<search>`/`<answer>` into the trajectory."""
+    return _AGENT_TAG.sub(r"[\1\2]", text)
+
+
 def format_docs(passages: Sequence[Any]) -> str:
     """Search-R1 observation body: `Doc i(Title: T) text`, one passage per line."""
     lines = []
     for i, p in enumerate(passages, 1):
         title, text = _field(p, "title"), _field(p, "text")
-        lines.append(f"Doc {i}(Title: {title}) {' '.join(text.split())}")
+        lines.append(neutralize_tags(f"Doc {i}(Title: {title}) {' '.join(text.split())}"))
     return "\n".join(lines)
 
 
