@@ -68,6 +68,18 @@ def get_model(spec: str, *, temperature: float | None = None, max_tokens: int | 
         return _model_cache[key]
 
 
+def loaded_model(spec: str, *, temperature: float | None = None, max_tokens: int | None = None,
+                 timeout: float | None = None, seed: int | None = None) -> Any | None:
+    """The model for `spec` if it is registered or already loaded, else None (never loads, never
+    blocks: safe on the event loop, so hot paths skip a worker-thread hop)."""
+    return _registered_models.get(spec) or _model_cache.get((spec, temperature, max_tokens, timeout, seed))
+
+
+def loaded_retriever(spec: str) -> Any | None:
+    """The retriever for `spec` if registered or already loaded, else None (never loads)."""
+    return _registered_retrievers.get(spec) or _retriever_cache.get(spec)
+
+
 def get_retriever(spec: str) -> Any:
     """The retriever for `spec`: registered object, else cached `masksearch.retrievers.load_retriever`."""
     with _lock:

@@ -62,9 +62,12 @@ async def call_model(ctx: Context, role: str, messages: Sequence[dict[str, str]]
                      stop: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """Call the role's model with a per-call timeout; return (text, step metadata)."""
     spec = ctx.model_for(role)
-    # resolved in a worker thread: a first load reads files (never block the event loop)
-    model = await asyncio.to_thread(resources.get_model, spec, temperature=ctx.temperature,
-                                    max_tokens=ctx.max_tokens, timeout=ctx.llm_timeout_s, seed=ctx.seed)
+    settings = {"temperature": ctx.temperature, "max_tokens": ctx.max_tokens,
+                "timeout": ctx.llm_timeout_s, "seed": ctx.seed}
+    # a first load reads files: do it in a worker thread (never block the event loop); once
+    # loaded, take it directly (a thread hop per call throttles large batches)
+    model = resources.loaded_model(spec, **settings) or await asyncio.to_thread(
+        resources.get_model, spec, **settings)
     start = time.perf_counter()
     kwargs = {"stop": stop} if stop else {}
     msg = await asyncio.wait_for(model.ainvoke(to_lc_messages(messages), **kwargs),

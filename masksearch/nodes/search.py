@@ -41,7 +41,8 @@ async def search(state: GraphState, runtime: Runtime) -> Command[Literal["observ
     pending = state.get("pending") or {}
     queries = list(pending.get("queries") or [])
     turn = state.get("turn", 0) + 1
-    retriever = await asyncio.to_thread(resources.get_retriever, ctx.retriever)
+    retriever = resources.loaded_retriever(ctx.retriever) or await asyncio.to_thread(
+        resources.get_retriever, ctx.retriever)
     start = time.perf_counter()
     per_query = await asearch(retriever, queries, ctx.top_k) if queries else []
     latency = round(time.perf_counter() - start, 4)
