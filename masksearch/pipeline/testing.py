@@ -35,12 +35,16 @@ class LatencyChatModel(BaseChatModel):
     model_name: str = "fake:latency"
     calls: int = 0
 
+    draws: int = 0
+
     def _delay(self) -> float:
         if not self.jitter:
             return self.latency_s
         import random
 
-        rng = random.Random(self.seed * 1_000_003 + self.calls)
+        # one draw per call, counted at the start (calls in flight at once get different delays)
+        self.draws += 1
+        rng = random.Random(self.seed * 1_000_003 + self.draws)
         return self.latency_s * rng.uniform(1 - self.jitter, 1 + self.jitter)
 
     @property
