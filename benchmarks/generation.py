@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from masksearch.graph import Context, resources
+from masksearch.graph.checkpoint import open_checkpointer
 from masksearch.graph.testing import KeywordRetriever
-from masksearch.pipeline.checkpointer import open_batch_checkpointer
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.parallel import generate_sharded
 from masksearch.pipeline.store import TrajectoryStore
@@ -48,7 +48,7 @@ def setup(latency: float, jitter: float = 0.0) -> Context:
 
 
 async def _create_checkpointer(url: str) -> None:
-    async with open_batch_checkpointer(url):
+    async with open_checkpointer(url):
         pass
 
 

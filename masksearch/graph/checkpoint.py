@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from masksearch.errors import ConfigError
@@ -30,12 +29,10 @@ async def open_checkpointer(url: str | None = None) -> AsyncIterator[Any]:
         yield InMemorySaver()
         return
     if url.startswith("sqlite:///"):
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+        # not AsyncSqliteSaver: its per-statement thread hand-offs halve batch throughput
+        from masksearch.graph.sqlite_saver import open_inline_sqlite
 
-        path = sqlite_path(url)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(path) as saver:
-            await saver.setup()
+        async with open_inline_sqlite(sqlite_path(url)) as saver:
             yield saver
         return
     if url.startswith(("postgres://", "postgresql://")):

@@ -86,11 +86,11 @@ async def generate(
                             progress, stop, summary, keep_checkpoints)
             return summary
         from masksearch.graph import build_graph
+        from masksearch.graph.checkpoint import open_checkpointer
         from masksearch.graph.runner import run_example
-        from masksearch.pipeline.checkpointer import open_batch_checkpointer
 
         await warm_up(context)
-        async with open_batch_checkpointer(checkpointer_url or "memory") as saver:
+        async with open_checkpointer(checkpointer_url or "memory") as saver:
             graph = build_graph(checkpointer=saver, **(graph_options or {}))
             if not keep_checkpoints:
                 await sweep_finished_threads(saver, st)

@@ -131,10 +131,10 @@ def _run_processes(input: Path, store_path: Path, context: Any, checkpointer_url
     per_process = -(-concurrency // processes)
     TrajectoryStore(store_path).close()  # create the tables before the children race to
     if checkpointer_url.startswith("sqlite:///"):
-        from masksearch.pipeline.checkpointer import open_batch_checkpointer
+        from masksearch.graph.checkpoint import open_checkpointer
 
         async def _create() -> None:
-            async with open_batch_checkpointer(checkpointer_url):
+            async with open_checkpointer(checkpointer_url):
                 pass
 
         asyncio.run(_create())

@@ -1,4 +1,4 @@
-"""A faster SQLite checkpointer for batch generation.
+"""The SQLite checkpointer: LangGraph's `SqliteSaver` with inline async methods.
 
 LangGraph's `AsyncSqliteSaver` sends every statement (cursor, execute, fetch, commit, close)
 through aiosqlite's worker thread behind one lock: about a hundred thread hand-offs per example
@@ -67,18 +67,3 @@ async def open_inline_sqlite(path: str | Path) -> AsyncIterator[InlineSqliteSave
         yield saver
     finally:
         conn.close()
-
-
-@asynccontextmanager
-async def open_batch_checkpointer(url: str | None) -> AsyncIterator[Any]:
-    """`sqlite:///path` → `InlineSqliteSaver`; anything else → `masksearch.graph.checkpoint`."""
-    if url and url.startswith("sqlite:///"):
-        from masksearch.graph.checkpoint import sqlite_path
-
-        async with open_inline_sqlite(sqlite_path(url)) as saver:
-            yield saver
-        return
-    from masksearch.graph.checkpoint import open_checkpointer
-
-    async with open_checkpointer(url or "memory") as saver:
-        yield saver
