@@ -13,25 +13,40 @@ from masksearch.jsonl import SkipCounter, iter_jsonl
 from masksearch.masking.select import MASK_TOKEN
 from masksearch.types import MaskedExample, Span
 
+MAX_FIELD_CHARS = 200_000  # a passage/question longer than this is rejected as bad input
+
 
 def load_masked(path: str | os.PathLike[str], skip_bad: bool = False,
-                counter: SkipCounter | None = None) -> Iterator[MaskedExample]:
+                counter: SkipCounter | None = None,
+                max_chars: int = MAX_FIELD_CHARS) -> Iterator[MaskedExample]:
     """Yield validated examples from a RAMP JSONL (`MaskedExample.to_dict()` lines), a QA JSONL
     in the same schema (`task: "qa"`, no spans), or FlashRAG QA JSONL (`id`, `question`,
     `golden_answers`; HotpotQA-style `answer` strings are accepted too).
 
-    Bad records raise `InputError` naming file, line and field; with `skip_bad` they are counted
-    in `counter` instead.
+    Bad records (including a text field over `max_chars`: a runaway passage would blow every
+    prompt) raise `InputError` naming file, line and field; with `skip_bad` they are counted in
+    `counter` instead. An empty file is an error.
     """
     path = str(path)
     for lineno, obj in iter_jsonl(path, skip_bad=skip_bad, counter=counter):
         try:
+            check_lengths(obj, path=path, line=lineno, max_chars=max_chars)
             yield parse_example(obj, path=path, line=lineno)
         except InputError as err:
             if not skip_bad:
                 raise
             if counter is not None:
                 counter.add(err)
+
+
+def check_lengths(obj: dict[str, Any], *, path: str | None = None, line: int | None = None,
+                  max_chars: int = MAX_FIELD_CHARS) -> None:
+    """Reject a text field longer than `max_chars`."""
+    for name in ("question", "text", "masked_text", "title"):
+        value = obj.get(name)
+        if isinstance(value, str) and len(value) > max_chars:
+            raise InputError(f"too long ({len(value):,} characters; limit {max_chars:,})",
+                             path=path, line=line, field=name)
 
 
 def parse_example(obj: dict[str, Any], *, path: str | None = None,
