@@ -84,6 +84,9 @@ def test_keys_checked_at_load_not_import(monkeypatch):
     m = load_chat_model("dashscope:qwen-max", temperature=0.0, max_tokens=64, timeout=5, seed=1)
     assert m.model_name == "qwen-max" and str(m.openai_api_base) == DASHSCOPE_BASE_URL
     assert m.max_tokens == 64 and m.seed == 1
+    intl = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+    m = load_chat_model(f"dashscope:qwen-plus@{intl}")
+    assert m.model_name == "qwen-plus" and str(m.openai_api_base) == intl
 
 
 def test_openai_compatible_spec(monkeypatch):

@@ -3,7 +3,7 @@
 | spec | model |
 |---|---|
 | `openai:<model>` | OpenAI (key `OPENAI_API_KEY`) |
-| `dashscope:<model>` | DashScope OpenAI-compatible endpoint (key `DASHSCOPE_API_KEY`) |
+| `dashscope:<model>[@<base_url>]` | DashScope's OpenAI-compatible endpoint (key `DASHSCOPE_API_KEY`; default the China region, pass e.g. `@https://dashscope-intl.aliyuncs.com/compatible-mode/v1` for Singapore) |
 | `openai-compatible:<model>@<base_url>` | vLLM / Ollama / any OpenAI-compatible server (key `OPENAI_API_KEY` or "EMPTY") |
 | `local:default` / `local:<path>` | embedded offline model (transformers, CPU ok): SmolLM2-135M-Instruct, or an HF dir / .gguf |
 | `fake:<script.json>` | `ScriptedChatModel` replaying a script (tests, demos) |
@@ -53,7 +53,8 @@ def load_chat_model(spec: str, *, temperature: float | None = None, max_tokens: 
         return init_chat_model(name, model_provider="openai", **common, **kwargs)
     if provider == "dashscope":
         key = _require_env("DASHSCOPE_API_KEY", spec)
-        return init_chat_model(name, model_provider="openai", base_url=DASHSCOPE_BASE_URL,
+        model, _, base_url = name.partition("@")
+        return init_chat_model(model, model_provider="openai", base_url=base_url or DASHSCOPE_BASE_URL,
                                api_key=key, **common, **kwargs)
     model, at, base_url = name.rpartition("@")
     if not at or not model or not base_url.startswith(("http://", "https://")):
