@@ -28,6 +28,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # third-party loggers that set their own DEBUG level
+        for name in ("bm25s", "httpx", "faiss"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _register() -> None:
