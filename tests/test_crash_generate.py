@@ -52,7 +52,8 @@ def count_rows(store) -> int:
         return 0
 
 
-def test_kill_9_mid_batch_then_resume(tmp_path):
+def _generate_cmd(tmp_path):
+    """Write N masked examples and the driver; return (generate command, store path)."""
     data = tmp_path / "masked.jsonl"
     with data.open("w") as fh:
         for i in range(N):
@@ -64,7 +65,13 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
     store = tmp_path / "traj.sqlite"
     cmd = [sys.executable, str(driver), "generate", "--input", str(data), "--store", str(store),
            "--planner-model", "fake:slow", "--retriever", "mem:crash", "--max-turns", "2",
-           "--concurrency", "4", "--no-progress", "--export", str(tmp_path / "all.jsonl"), "--export-all"]
+           "--concurrency", "4", "--no-progress"]
+    return cmd, store
+
+
+def test_kill_9_mid_batch_then_resume(tmp_path):
+    cmd, store = _generate_cmd(tmp_path)
+    cmd += ["--export", str(tmp_path / "all.jsonl"), "--export-all"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -112,18 +119,7 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
 
 
 def test_ctrl_c_finishes_in_flight_then_resume(tmp_path):
-    data = tmp_path / "masked.jsonl"
-    with data.open("w") as fh:
-        for i in range(N):
-            ex = MaskedExample(id=f"ex{i}", question=f"Item {i} is about number [mask].",
-                               answers=[str(i)], spans=[Span(0, len(str(i)), str(i))])
-            fh.write(json.dumps(ex.to_dict()) + "\n")
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    store = tmp_path / "traj.sqlite"
-    cmd = [sys.executable, str(driver), "generate", "--input", str(data), "--store", str(store),
-           "--planner-model", "fake:slow", "--retriever", "mem:crash", "--max-turns", "2",
-           "--concurrency", "4", "--no-progress"]
+    cmd, store = _generate_cmd(tmp_path)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 60
