@@ -120,3 +120,35 @@ def test_one_round_with_real_sft_on_a_tiny_model(tmp_path):
     teacher = tmp_path / "evo" / "round_1" / "teacher"
     assert (teacher / "config.json").exists() and (teacher / "tokenizer_config.json").exists()
     assert stats[0]["train_loss"] > 0 and stats[0]["pool_size"] == 2
+
+
+def test_one_round_end_to_end_with_the_trained_teacher_in_the_graph(tmp_path):
+    """Real SFT, then the real graph generating with the teacher as `local:<dir>`, judged, stored."""
+    from masksearch.graph import resources
+    from masksearch.graph.testing import KeywordRetriever
+    from masksearch.training.config import SFTSettings
+    from masksearch.training.evolve import graph_generate_fn, sft_train_fn
+    from masksearch.training.smoke import offline_tokenizer, tiny_model
+    from masksearch.types import Passage
+
+    tok = offline_tokenizer()
+    base = tmp_path / "base"
+    tiny_model(tok).save_pretrained(base)
+    tok.save_pretrained(base)
+    sft = SFTSettings(model=str(base), max_steps=1, max_length=256, dtype="float32", warmup_ratio=0.0,
+                      per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                      trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    resources.register_retriever("mem:evo", KeywordRetriever([Passage("p0", "Number", "The number 0.")]))
+    settings = EvolveSettings(out_dir=str(tmp_path / "evo"), rounds=1, batch_size=2, concurrency=2,
+                              context={"retriever": "mem:evo", "max_turns": 1, "max_tokens": 8})
+    try:
+        stats = evolve([example_record(1)], examples(2), settings, train_fn=sft_train_fn(sft),
+                       generate_fn=graph_generate_fn(settings))
+    finally:
+        resources.clear()
+    store = tmp_path / "evo" / "round_1"
+    records = [r for p in store.rglob("*.sqlite") if "ckpt" not in p.name for r in TrajectoryStore(p).records()]
+    # a 1-step random teacher cannot answer: both runs are recorded, judged and rejected
+    assert sorted(r["id"] for r in records) == ["m0", "m1"]
+    assert all(r["models"] and not r["accepted"] for r in records)
+    assert stats[0]["pool_size"] == 1 and stats[0]["new_accepted"] == 0
