@@ -102,18 +102,24 @@ def test_graph_generate_builds_the_single_agent_context(tmp_path, monkeypatch):
     assert seen["kw"]["concurrency"] == 3 and len(seen["batch"]) == 2
 
 
-def test_one_round_with_real_sft_on_a_tiny_model(tmp_path):
+def _tiny_sft_settings(tmp_path):
+    """A tiny random model with the real offline tokenizer, saved as the base; 1-step SFT settings."""
     from masksearch.training.config import SFTSettings
-    from masksearch.training.evolve import sft_train_fn
     from masksearch.training.smoke import offline_tokenizer, tiny_model
 
     tok = offline_tokenizer()
     base = tmp_path / "base"
     tiny_model(tok).save_pretrained(base)
     tok.save_pretrained(base)
-    sft = SFTSettings(model=str(base), max_steps=1, max_length=256, dtype="float32", warmup_ratio=0.0,
-                      per_device_train_batch_size=1, gradient_accumulation_steps=1,
-                      trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    return SFTSettings(model=str(base), max_steps=1, max_length=256, dtype="float32", warmup_ratio=0.0,
+                       per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                       trainer_args={"save_strategy": "no", "disable_tqdm": True})
+
+
+def test_one_round_with_real_sft_on_a_tiny_model(tmp_path):
+    from masksearch.training.evolve import sft_train_fn
+
+    sft = _tiny_sft_settings(tmp_path)
     fake = FakeTeacher()
     stats = evolve([example_record(1)], examples(2), EvolveSettings(out_dir=str(tmp_path / "evo"), rounds=1, batch_size=2),
                    train_fn=sft_train_fn(sft), generate_fn=fake.generate)
@@ -126,18 +132,10 @@ def test_one_round_end_to_end_with_the_trained_teacher_in_the_graph(tmp_path):
     """Real SFT, then the real graph generating with the teacher as `local:<dir>`, judged, stored."""
     from masksearch.graph import resources
     from masksearch.graph.testing import KeywordRetriever
-    from masksearch.training.config import SFTSettings
     from masksearch.training.evolve import graph_generate_fn, sft_train_fn
-    from masksearch.training.smoke import offline_tokenizer, tiny_model
     from masksearch.types import Passage
 
-    tok = offline_tokenizer()
-    base = tmp_path / "base"
-    tiny_model(tok).save_pretrained(base)
-    tok.save_pretrained(base)
-    sft = SFTSettings(model=str(base), max_steps=1, max_length=256, dtype="float32", warmup_ratio=0.0,
-                      per_device_train_batch_size=1, gradient_accumulation_steps=1,
-                      trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    sft = _tiny_sft_settings(tmp_path)
     resources.register_retriever("mem:evo", KeywordRetriever([Passage("p0", "Number", "The number 0.")]))
     settings = EvolveSettings(out_dir=str(tmp_path / "evo"), rounds=1, batch_size=2, concurrency=2,
                               context={"retriever": "mem:evo", "max_turns": 1, "max_tokens": 8})
