@@ -13,6 +13,7 @@ import sys
 import time
 
 from masksearch.graph import Context, thread_id_for
+from masksearch.pipeline.parallel import store_count
 from masksearch.pipeline.store import iter_records
 from masksearch.types import MaskedExample, Span
 
@@ -39,19 +40,6 @@ app(sys.argv[1:], prog_name="masksearch")
 """
 
 
-def count_rows(store) -> int:
-    if not store.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.OperationalError:  # table not created yet
-        return 0
-
-
 def _generate_cmd(tmp_path):
     """Write N masked examples and the driver; return (generate command, store path)."""
     data = tmp_path / "masked.jsonl"
@@ -76,14 +64,14 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
-    while count_rows(store) < 8:
+    while store_count(store) < 8:
         assert proc.poll() is None, proc.stdout.read().decode()
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     proc.stdout.close()
-    written = count_rows(store)
+    written = store_count(store)
     assert 8 <= written < N, written
     db = sqlite3.connect(store)
     stored = {r[0] for r in db.execute("SELECT id FROM trajectories")}
@@ -123,14 +111,14 @@ def test_ctrl_c_finishes_in_flight_then_resume(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 60
-    while count_rows(store) < 4:
+    while store_count(store) < 4:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130, out
     assert "finishing the examples in flight" in out and "rerun the same command to resume" in out
-    written = count_rows(store)
+    written = store_count(store)
     assert 4 <= written < N
     assert f"done {written} " in out  # everything started before Ctrl-C was finished and written
     ckpt = sqlite3.connect(tmp_path / "traj.ckpt.sqlite")
@@ -138,4 +126,4 @@ def test_ctrl_c_finishes_in_flight_then_resume(tmp_path):
     ckpt.close()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert count_rows(store) == N
+    assert store_count(store) == N
