@@ -33,8 +33,13 @@ def _timed(fn, repeat: int = 3):
 
 
 def _row(name: str, n: int, raw_s: float, ours_s: float) -> dict:
-    return {"name": name, "queries": n, "raw_qps": n / raw_s, "ours_qps": n / ours_s,
-            "ratio": raw_s / ours_s}
+    return {
+        "name": name,
+        "queries": n,
+        "raw_qps": n / raw_s,
+        "ours_qps": n / ours_s,
+        "ratio": raw_s / ours_s,
+    }
 
 
 def bench_bm25(corpus: Path, out: Path, n_passages: int, queries: list[str], k: int) -> list[dict]:
@@ -57,11 +62,15 @@ def bench_bm25(corpus: Path, out: Path, n_passages: int, queries: list[str], k: 
     stemmer = Stemmer.Stemmer("english")
     t0 = time.perf_counter()
     raw = bm25s.BM25()
-    raw.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False),
-              show_progress=False)
+    raw.index(
+        bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False),
+        show_progress=False,
+    )
     raw_build = time.perf_counter() - t0
-    print(f"bm25 build over {len(texts)} passages: raw bm25s {raw_build:.2f}s, ours {ours_build:.2f}s "
-          "(ours also streams from the passage store)")
+    print(
+        f"bm25 build over {len(texts)} passages: raw bm25s {raw_build:.2f}s, ours {ours_build:.2f}s "
+        "(ours also streams from the passage store)"
+    )
 
     ours = BM25Retriever(out)
 
@@ -72,12 +81,22 @@ def bench_bm25(corpus: Path, out: Path, n_passages: int, queries: list[str], k: 
 
     raw_s, raw_docs = _timed(raw_search, 5)
     ours_s, ours_hits = _timed(lambda: ours.search(queries, k), 5)
-    agree = np.mean([bool(h) and h[0].contents == d[0] for h, d in zip(ours_hits, raw_docs, strict=True)])
+    agree = np.mean(
+        [bool(h) and h[0].contents == d[0] for h, d in zip(ours_hits, raw_docs, strict=True)]
+    )
     rows = [_row("bm25 batch (tokenize+retrieve+text)", len(queries), raw_s, ours_s)]
     few = queries[:100]
-    raw1, _ = _timed(lambda: [raw.retrieve(bm25s.tokenize([q], stopwords="en", stemmer=stemmer,
-                                                          show_progress=False),
-                                           corpus=texts, k=k, show_progress=False) for q in few])
+    raw1, _ = _timed(
+        lambda: [
+            raw.retrieve(
+                bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False),
+                corpus=texts,
+                k=k,
+                show_progress=False,
+            )
+            for q in few
+        ]
+    )
     ours1, _ = _timed(lambda: [ours.search([q], k) for q in few])
     rows.append(_row("bm25 one query at a time", len(few), raw1, ours1))
     print(f"bm25 top-1 agreement with raw bm25s: {agree:.3f}")
@@ -104,8 +123,10 @@ def bench_dense(corpus: Path, out: Path, n_passages: int, queries: list[str], k:
         t0 = time.perf_counter()
         build_dense(iter(store), out, encoder, batch_size=64)
         build_s = time.perf_counter() - t0
-        print(f"dense build over {len(store)} passages: {build_s:.1f}s "
-              f"({len(store) / build_s:.1f} passages/s, all-MiniLM-L6-v2 on CPU)")
+        print(
+            f"dense build over {len(store)} passages: {build_s:.1f}s "
+            f"({len(store) / build_s:.1f} passages/s, all-MiniLM-L6-v2 on CPU)"
+        )
 
     ours = DenseRetriever(out, encoder=encoder)
     raw = faiss.read_index(str(out / "index.faiss"))
@@ -118,16 +139,24 @@ def bench_dense(corpus: Path, out: Path, n_passages: int, queries: list[str], k:
 
     def ours_search_vectors():
         scores, ids = ours.search_vectors(qvecs, k)
-        return [ours.store.get_many(row, s) for row, s in zip(ids, scores, strict=True)]  # as search()
+        return [
+            ours.store.get_many(row, s) for row, s in zip(ids, scores, strict=True)
+        ]  # as search()
 
     raw_s, raw_docs = _timed(raw_search_vectors, 15)
     ours_s, ours_hits = _timed(ours_search_vectors, 15)
     agree = np.mean([h[0].contents == d[0] for h, d in zip(ours_hits, raw_docs, strict=True)])
     raw_v, _ = _timed(lambda: raw.search(qvecs, k), 25)
     ours_v, _ = _timed(lambda: ours.search_vectors(qvecs, k), 25)
-    rows = [_row("faiss flat search, ids only", len(queries), raw_v, ours_v),
-            _row("faiss flat search + passages (raw: text list in RAM; ours: mmap store)",
-                 len(queries), raw_s, ours_s)]
+    rows = [
+        _row("faiss flat search, ids only", len(queries), raw_v, ours_v),
+        _row(
+            "faiss flat search + passages (raw: text list in RAM; ours: mmap store)",
+            len(queries),
+            raw_s,
+            ours_s,
+        ),
+    ]
     raw_e2e, _ = _timed(lambda: raw.search(encoder.encode(queries, is_query=True), k))
     ours_e2e, _ = _timed(lambda: ours.search(queries, k))
     rows.append(_row("dense end-to-end (encode+search)", len(queries), raw_e2e, ours_e2e))
@@ -136,15 +165,21 @@ def bench_dense(corpus: Path, out: Path, n_passages: int, queries: list[str], k:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--passages", type=int, default=10_000)
     ap.add_argument("--dense-passages", type=int, default=3_000)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--skip-dense", action="store_true")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="Keep the indexes here and reuse the dense one on reruns (default: a temp dir).")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="Keep the indexes here and reuse the dense one on reruns (default: a temp dir).",
+    )
     ap.add_argument("--json", type=Path, default=None, help="Also write the rows as JSON here.")
     args = ap.parse_args()
 
@@ -152,10 +187,13 @@ def main() -> None:
     from masksearch.corpus.default import default_corpus
 
     corpus = args.corpus or default_corpus()
-    sample = list(islice(iter_passages(corpus), args.dense_passages if not args.skip_dense
-                         else args.passages))
+    sample = list(
+        islice(iter_passages(corpus), args.dense_passages if not args.skip_dense else args.passages)
+    )
     rng = random.Random(0)
-    queries = [" ".join(p.text.split()[:8]) for p in rng.sample(sample, min(args.queries, len(sample)))]
+    queries = [
+        " ".join(p.text.split()[:8]) for p in rng.sample(sample, min(args.queries, len(sample)))
+    ]
     print(f"corpus: {corpus}; {len(queries)} queries, k={args.k}")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,9 +203,13 @@ def main() -> None:
         rows += bench_bm25(corpus, work / "bm25", args.passages, queries, args.k)
         if not args.skip_dense:
             rows += bench_dense(corpus, work / "dense", args.dense_passages, queries, args.k)
-    print("\n| benchmark | queries | raw QPS | ours QPS | ratio (ours/raw) |\n|---|---|---|---|---|")
+    print(
+        "\n| benchmark | queries | raw QPS | ours QPS | ratio (ours/raw) |\n|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['name']} | {r['queries']} | {r['raw_qps']:.0f} | {r['ours_qps']:.0f} | {r['ratio']:.2f} |")
+        print(
+            f"| {r['name']} | {r['queries']} | {r['raw_qps']:.0f} | {r['ours_qps']:.0f} | {r['ratio']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -10,8 +10,14 @@ class MaskSearchError(Exception):
 class InputError(MaskSearchError, ValueError):
     """Malformed input, located by file, line and field."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
         self.path, self.line, self.field, self.reason = path, line, field, message
         where = ":".join(str(p) for p in (path, line) if p is not None)
         loc = f"{where}: " if where else ""

@@ -58,7 +58,9 @@ def iter_jsonl(
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                err = InputError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path, line=lineno)
+                err = InputError(
+                    f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path, line=lineno
+                )
                 if not skip_bad:
                     raise err from None
                 if counter is not None:
@@ -91,9 +93,13 @@ def _parse_line(line: str, path: str, lineno: int, required: tuple[str, ...]) ->
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
+        raise InputError(
+            f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno
+        ) from None
     if not isinstance(obj, dict):
-        raise InputError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
+        raise InputError(
+            f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno
+        )
     for key in required:
         if key not in obj:
             raise InputError("missing required field", path=path, line=lineno, field=key)

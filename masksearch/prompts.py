@@ -18,7 +18,7 @@ SPAN_SEPARATOR = " ; "
 
 ANSWER_RULES = (
     "If the question contains [mask] tokens, find the text hidden behind every [mask] and answer "
-    "with the masked spans only, in order of appearance, separated by \" ; \" "
+    'with the masked spans only, in order of appearance, separated by " ; " '
     "(for example <answer> Paris ; 1889 </answer>). Otherwise answer with a short span "
     "(a name, date, number or phrase), not a sentence."
 )
@@ -34,7 +34,8 @@ AGENT_SYSTEM = Template(
 
 PLANNER = Template(
     "You are the planner of a search team. Break the question into the first thing to look up.\n"
-    + ANSWER_RULES + "\n\n"
+    + ANSWER_RULES
+    + "\n\n"
     "Question:\n$question\n\n"
     "Write your reasoning inside <think></think>: what is asked, which facts are missing, and the "
     "plan of searches. Then either give the first sub-query as one natural-language sentence inside "
@@ -163,13 +164,15 @@ def _field(p: Any, name: str) -> str:
 
 # Appended to every masked passage; answers list the spans in order, " ; "-joined.
 RAMP_INSTRUCTION = (
-    "Fill in all the [mask] and output the masked spans in order, separated by \" ; \"."
+    'Fill in all the [mask] and output the masked spans in order, separated by " ; ".'
 )
 
 RAMP_QUESTION = Template("$masked_text\n\n" + RAMP_INSTRUCTION.replace("$", "$$"))
 
 # Used when the passage never names its subject (title): otherwise the task is underdetermined.
-RAMP_TITLED_QUESTION = Template("Title: $title\n$masked_text\n\n" + RAMP_INSTRUCTION.replace("$", "$$"))
+RAMP_TITLED_QUESTION = Template(
+    "Title: $title\n$masked_text\n\n" + RAMP_INSTRUCTION.replace("$", "$$")
+)
 
 SPAN_EXTRACTION_SYSTEM = (
     "You select salient spans of an encyclopedia passage for a fill-in-the-blank search task. "
@@ -216,7 +219,7 @@ JUDGE_RELAXED = Template(
     "information may be outdated or hallucinated as long as it does not contradict the primary "
     "answer or change how it is perceived. For a question with a false premise, the response must "
     "point out the false premise. Names of people and entities must be complete or commonly "
-    "recognised (\"Jeff\" is not \"Jeff Bezos\"). Approximate numbers are not accepted unless the "
+    'recognised ("Jeff" is not "Jeff Bezos"). Approximate numbers are not accepted unless the '
     "correct answers include them. Ill-formed or non-English responses are fine.\n\n"
     "Examples:\n\n"
     "question: Which language has the third largest population by number of native speakers?\n"
@@ -234,8 +237,8 @@ JUDGE_RELAXED = Template(
     "response: Yes, it is. The stock price is currently at $$207.\n"
     "comment: The additional information contradicts the primary answer.\n"
     "evaluation: incorrect\n\n"
-    "Now grade this one. Write one line starting with \"comment:\" and then, on the last line, "
-    "exactly \"evaluation: correct\" or \"evaluation: incorrect\".\n\n"
+    'Now grade this one. Write one line starting with "comment:" and then, on the last line, '
+    'exactly "evaluation: correct" or "evaluation: incorrect".\n\n'
     "question: $question\n"
     "correct answer(s): $golds\n"
     "response: $response\n"
@@ -245,11 +248,18 @@ JUDGE_RELAXED = Template(
 def rag_pe_messages(question: str, docs_text: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": RAG_PE_SYSTEM},
-        {"role": "user", "content": RAG_PE_USER.substitute(docs=docs_text or "(no documents)",
-                                                           question=question.strip())},
+        {
+            "role": "user",
+            "content": RAG_PE_USER.substitute(
+                docs=docs_text or "(no documents)", question=question.strip()
+            ),
+        },
     ]
 
 
 def judge_prompt(question: str, golds: Sequence[str], response: str) -> str:
-    return JUDGE_RELAXED.substitute(question=question.strip(), golds=" | ".join(golds),
-                                    response=" ".join((response or "").split()) or "(empty)")
+    return JUDGE_RELAXED.substitute(
+        question=question.strip(),
+        golds=" | ".join(golds),
+        response=" ".join((response or "").split()) or "(empty)",
+    )

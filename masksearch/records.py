@@ -71,7 +71,9 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def validate_record(obj: Any, *, path: str | None = None, line: int | None = None) -> TrajectoryRecord:
+def validate_record(
+    obj: Any, *, path: str | None = None, line: int | None = None
+) -> TrajectoryRecord:
     """Check a loaded record's shape; raise `InputError` naming file, line and field."""
     if not isinstance(obj, dict):
         raise InputError("record must be a JSON object", path=path, line=line)
@@ -79,11 +81,17 @@ def validate_record(obj: Any, *, path: str | None = None, line: int | None = Non
         if key not in obj:
             raise InputError("missing required field", path=path, line=line, field=key)
         if not isinstance(obj[key], typ):
-            raise InputError(f"expected {getattr(typ, '__name__', typ)}, got {type(obj[key]).__name__}",
-                             path=path, line=line, field=key)
+            raise InputError(
+                f"expected {getattr(typ, '__name__', typ)}, got {type(obj[key]).__name__}",
+                path=path,
+                line=line,
+                field=key,
+            )
     for i, m in enumerate(obj["messages"]):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
             raise InputError("bad role", path=path, line=line, field=f"messages[{i}].role")
         if not isinstance(m.get("content"), str):
-            raise InputError("content must be a string", path=path, line=line, field=f"messages[{i}].content")
+            raise InputError(
+                "content must be a string", path=path, line=line, field=f"messages[{i}].content"
+            )
     return obj  # type: ignore[return-value]

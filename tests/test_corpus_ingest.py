@@ -11,8 +11,10 @@ from masksearch.corpus import detect_format, iter_passages
 from masksearch.errors import InputError
 from masksearch.jsonl import SkipCounter
 
-PARA = ("Gustave Eiffel was a French civil engineer. His company designed and built the tower. "
-        "It was finished in 1889 for the World's Fair.")
+PARA = (
+    "Gustave Eiffel was a French civil engineer. His company designed and built the tower. "
+    "It was finished in 1889 for the World's Fair."
+)
 
 
 def _write_jsonl(path, rows):
@@ -32,10 +34,22 @@ def test_flashrag_keeps_ids_and_unquotes_titles(tmp_path, tiny_corpus_path):
 
 
 def test_wikiextractor_splits_and_filters(tmp_path):
-    text = "\n".join(["Eiffel", "", PARA, "History", "* a list item that is junk here",
-                      "{| class=wikitable", "Works include:", "| 1 | 2 | 3 |", PARA])
-    path = _write_jsonl(tmp_path / "wiki.json", [{"id": "12", "url": "u", "title": "Eiffel",
-                                                  "text": text}])
+    text = "\n".join(
+        [
+            "Eiffel",
+            "",
+            PARA,
+            "History",
+            "* a list item that is junk here",
+            "{| class=wikitable",
+            "Works include:",
+            "| 1 | 2 | 3 |",
+            PARA,
+        ]
+    )
+    path = _write_jsonl(
+        tmp_path / "wiki.json", [{"id": "12", "url": "u", "title": "Eiffel", "text": text}]
+    )
     assert detect_format(path) == "wikiextractor"
     passages = list(iter_passages(path, words_per_passage=30))
     assert [p.id for p in passages] == ["12#0", "12#1"]
@@ -67,8 +81,10 @@ def test_textdir_with_gz_and_disambiguated_titles(tmp_path):
     (root / ".hidden").write_text(PARA, encoding="utf-8")
     assert detect_format(root) == "textdir"
     passages = list(iter_passages(root))
-    assert [(p.id, p.title) for p in passages] == [("Mercury (planet)#0", "Mercury (planet)"),
-                                                   ("sub/Paris#0", "Paris")]
+    assert [(p.id, p.title) for p in passages] == [
+        ("Mercury (planet)#0", "Mercury (planet)"),
+        ("sub/Paris#0", "Paris"),
+    ]
     assert passages[0].text == f"{PARA} {PARA}"
 
 
@@ -81,7 +97,9 @@ def test_gzip_jsonl_and_explicit_format(tmp_path, tiny_corpus_path):
 
 
 def test_stable_ids_across_runs(tmp_path):
-    path = _write_jsonl(tmp_path / "w.jsonl", [{"id": "a", "title": "A", "text": (PARA + " ") * 12}])
+    path = _write_jsonl(
+        tmp_path / "w.jsonl", [{"id": "a", "title": "A", "text": (PARA + " ") * 12}]
+    )
     first = [(p.id, p.text) for p in iter_passages(path, words_per_passage=50)]
     second = [(p.id, p.text) for p in iter_passages(path, words_per_passage=50)]
     assert first == second and len(first) > 1
@@ -91,8 +109,9 @@ def test_stable_ids_across_runs(tmp_path):
 def test_malformed_line_names_file_and_line(tmp_path, tiny_corpus_path):
     lines = tiny_corpus_path.read_text(encoding="utf-8").splitlines()
     bad = tmp_path / "bad.jsonl"
-    bad.write_text("\n".join(lines[:2] + ['{"id": "x", "contents": ', lines[2]]) + "\n",
-                   encoding="utf-8")
+    bad.write_text(
+        "\n".join(lines[:2] + ['{"id": "x", "contents": ', lines[2]]) + "\n", encoding="utf-8"
+    )
     with pytest.raises(InputError) as err:
         list(iter_passages(bad))
     assert err.value.path == str(bad) and err.value.line == 3
@@ -100,8 +119,13 @@ def test_malformed_line_names_file_and_line(tmp_path, tiny_corpus_path):
 
 
 def test_wrong_field_type_names_field(tmp_path):
-    path = _write_jsonl(tmp_path / "w.jsonl", [{"id": "1", "title": "T", "text": PARA},
-                                               {"id": "2", "title": "T", "text": ["not", "str"]}])
+    path = _write_jsonl(
+        tmp_path / "w.jsonl",
+        [
+            {"id": "1", "title": "T", "text": PARA},
+            {"id": "2", "title": "T", "text": ["not", "str"]},
+        ],
+    )
     with pytest.raises(InputError) as err:
         list(iter_passages(path))
     assert (err.value.line, err.value.field) == (2, "text")
@@ -115,13 +139,19 @@ def test_wrong_field_type_names_field(tmp_path):
 
 def test_skip_bad_counts(tmp_path):
     path = tmp_path / "mixed.jsonl"
-    path.write_text("\n".join([
-        json.dumps({"id": "1", "contents": "A\n" + PARA}),
-        "not json at all",
-        json.dumps({"id": "2", "contents": 5}),
-        json.dumps({"id": "3", "contents": "B\n" + PARA}),
-        json.dumps(["a", "list"]),
-    ]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "1", "contents": "A\n" + PARA}),
+                "not json at all",
+                json.dumps({"id": "2", "contents": 5}),
+                json.dumps({"id": "3", "contents": "B\n" + PARA}),
+                json.dumps(["a", "list"]),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     counter = SkipCounter()
     passages = list(iter_passages(path, fmt="flashrag", skip_bad=True, counter=counter))
     assert [p.id for p in passages] == ["1", "3"]
@@ -152,8 +182,9 @@ def test_detect_format_errors(tmp_path):
 
 def test_iter_passages_is_lazy(tmp_path):
     path = tmp_path / "big.jsonl"
-    path.write_text(json.dumps({"id": "1", "contents": "A\n" + PARA}) + "\n" + "{broken\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps({"id": "1", "contents": "A\n" + PARA}) + "\n" + "{broken\n", encoding="utf-8"
+    )
     it = iter_passages(path, fmt="flashrag")
     assert next(it).id == "1"  # the bad line further down has not been read yet
     with pytest.raises(InputError):

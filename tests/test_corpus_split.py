@@ -38,17 +38,29 @@ def test_short_tail_merges_and_long_sentence_is_cut():
 
 def test_split_sentences():
     assert split_sentences('He said "Hi." Then he left. Version 3.11 is out.') == [
-        'He said "Hi."', "Then he left.", "Version 3.11 is out."]
+        'He said "Hi."',
+        "Then he left.",
+        "Version 3.11 is out.",
+    ]
 
 
 def test_clean_paragraphs_keeps_prose_with_slashes():
-    lines = ["Born on 1/2/1900 in Paris, he studied w/ masters of the craft.", "",
-             "* item", "# numbered", "== Heading ==", "Early life", "Category: People",
-             "Notable works include:", "1990 | 2.5 | 3.75 | 4.0 | 12.5 | 99",
-             "  Leading   spaces   are   normalised here.  "]
+    lines = [
+        "Born on 1/2/1900 in Paris, he studied w/ masters of the craft.",
+        "",
+        "* item",
+        "# numbered",
+        "== Heading ==",
+        "Early life",
+        "Category: People",
+        "Notable works include:",
+        "1990 | 2.5 | 3.75 | 4.0 | 12.5 | 99",
+        "  Leading   spaces   are   normalised here.  ",
+    ]
     assert clean_paragraphs(lines) == [
         "Born on 1/2/1900 in Paris, he studied w/ masters of the craft.",
-        "Leading spaces are normalised here."]
+        "Leading spaces are normalised here.",
+    ]
 
 
 def test_default_corpus_builds_once(tmp_path):

@@ -45,15 +45,34 @@ def _generate_cmd(tmp_path):
     data = tmp_path / "masked.jsonl"
     with data.open("w") as fh:
         for i in range(N):
-            ex = MaskedExample(id=f"ex{i}", question=f"Item {i} is about number [mask].",
-                               answers=[str(i)], spans=[Span(0, len(str(i)), str(i))])
+            ex = MaskedExample(
+                id=f"ex{i}",
+                question=f"Item {i} is about number [mask].",
+                answers=[str(i)],
+                spans=[Span(0, len(str(i)), str(i))],
+            )
             fh.write(json.dumps(ex.to_dict()) + "\n")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     store = tmp_path / "traj.sqlite"
-    cmd = [sys.executable, str(driver), "generate", "--input", str(data), "--store", str(store),
-           "--planner-model", "fake:slow", "--retriever", "mem:crash", "--max-turns", "2",
-           "--concurrency", "4", "--no-progress"]
+    cmd = [
+        sys.executable,
+        str(driver),
+        "generate",
+        "--input",
+        str(data),
+        "--store",
+        str(store),
+        "--planner-model",
+        "fake:slow",
+        "--retriever",
+        "mem:crash",
+        "--max-turns",
+        "2",
+        "--concurrency",
+        "4",
+        "--no-progress",
+    ]
     return cmd, store
 
 
@@ -80,10 +99,18 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
     threads = {r[0] for r in ckpt.execute("SELECT DISTINCT thread_id FROM checkpoints")}
     ckpt.close()
     # the CLI's context for these flags (same fingerprint -> same deterministic thread ids)
-    ctx = Context(planner_model="fake:slow", rewriter_model="fake:slow", observer_model="fake:slow",
-                  retriever="mem:crash", max_turns=2)
-    in_flight = [f"ex{i}" for i in range(N)
-                 if f"ex{i}" not in stored and thread_id_for(f"ex{i}", ctx) in threads]
+    ctx = Context(
+        planner_model="fake:slow",
+        rewriter_model="fake:slow",
+        observer_model="fake:slow",
+        retriever="mem:crash",
+        max_turns=2,
+    )
+    in_flight = [
+        f"ex{i}"
+        for i in range(N)
+        if f"ex{i}" not in stored and thread_id_for(f"ex{i}", ctx) in threads
+    ]
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -102,14 +129,21 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
     assert db.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM trajectories").fetchone() == (N, N)
     db.close()
     ckpt = sqlite3.connect(tmp_path / "traj.ckpt.sqlite")
-    assert ckpt.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0  # finished threads cleaned
+    assert (
+        ckpt.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0
+    )  # finished threads cleaned
     ckpt.close()
 
 
 def test_ctrl_c_finishes_in_flight_then_resume(tmp_path):
     cmd, store = _generate_cmd(tmp_path)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 60
     while store_count(store) < 4:
         assert proc.poll() is None and time.monotonic() < deadline
@@ -122,7 +156,9 @@ def test_ctrl_c_finishes_in_flight_then_resume(tmp_path):
     assert 4 <= written < N
     assert f"done {written} " in out  # everything started before Ctrl-C was finished and written
     ckpt = sqlite3.connect(tmp_path / "traj.ckpt.sqlite")
-    assert ckpt.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0  # nothing left half-done
+    assert (
+        ckpt.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0
+    )  # nothing left half-done
     ckpt.close()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -31,11 +31,15 @@ def fake_stream(body: bytes | Exception, seen: list[str]):
 
 def test_offline_http_error_is_clear(monkeypatch, tmp_path):
     seen: list[str] = []
-    monkeypatch.setattr(httpx, "stream", fake_stream(httpx.ConnectError("Name or service not known"), seen))
+    monkeypatch.setattr(
+        httpx, "stream", fake_stream(httpx.ConnectError("Name or service not known"), seen)
+    )
     with pytest.raises(dl.DownloadError) as err:
         dl.download("fanoutqa", tmp_path)
     msg = str(err.value)
-    assert "raw.githubusercontent.com/zhudotexe/fanoutqa" in msg and "--dataset fanoutqa=PATH" in msg
+    assert (
+        "raw.githubusercontent.com/zhudotexe/fanoutqa" in msg and "--dataset fanoutqa=PATH" in msg
+    )
     assert seen and not list((tmp_path / "fanoutqa").glob("*.json"))
 
 
@@ -61,15 +65,20 @@ def test_flashrag_copy_is_validated(monkeypatch, tmp_path):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
     path = dl.download("hotpotqa", tmp_path, source="flashrag")
-    assert got == {"repo_id": "RUC-NLPIR/FlashRAG_datasets", "repo_type": "dataset",
-                   "filename": "hotpotqa/dev.jsonl"}
+    assert got == {
+        "repo_id": "RUC-NLPIR/FlashRAG_datasets",
+        "repo_type": "dataset",
+        "filename": "hotpotqa/dev.jsonl",
+    }
     assert path == tmp_path / "hotpotqa" / "flashrag_dev.jsonl"
     assert len(load_items(DatasetSpec("hotpotqa", path))) == 2
 
 
 def test_official_json_saved_after_validation(monkeypatch, tmp_path):
     seen: list[str] = []
-    monkeypatch.setattr(httpx, "stream", fake_stream((DATA / "fanout-final-dev.json").read_bytes(), seen))
+    monkeypatch.setattr(
+        httpx, "stream", fake_stream((DATA / "fanout-final-dev.json").read_bytes(), seen)
+    )
     path = dl.download("fanout", tmp_path)
     assert path.name == "fanout-final-dev.json" and path.parent.name == "fanoutqa"
     assert [p.name for p in path.parent.iterdir()] == ["fanout-final-dev.json"]  # no temp leftovers
@@ -84,7 +93,10 @@ def test_2wiki_zip_extracts_data_and_aliases(monkeypatch, tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("data_ids/dev.json", (DATA / "2wiki" / "dev.json").read_text(encoding="utf-8"))
-        zf.writestr("data_ids/id_aliases.json", (DATA / "2wiki" / "id_aliases.json").read_text(encoding="utf-8"))
+        zf.writestr(
+            "data_ids/id_aliases.json",
+            (DATA / "2wiki" / "id_aliases.json").read_text(encoding="utf-8"),
+        )
         zf.writestr("data_ids/train.json", json.dumps([]))
     seen: list[str] = []
     monkeypatch.setattr(httpx, "stream", fake_stream(buf.getvalue(), seen))
@@ -102,7 +114,8 @@ def test_non_zip_archive_is_reported(monkeypatch, tmp_path):
 
 def test_freshqa_sheet_url_and_no_test_answers():
     assert dl.official_source("freshqa", "test", "SHEET").url == (
-        "https://docs.google.com/spreadsheets/d/SHEET/export?format=csv")
+        "https://docs.google.com/spreadsheets/d/SHEET/export?format=csv"
+    )
     with pytest.raises(dl.DownloadError, match="dev only"):
         dl.official_source("fanoutqa", "test")
 

@@ -19,8 +19,11 @@ def load(spec: str, **kw):
 
 def test_hotpotqa_official():
     items = load("hotpotqa=@hotpot_dev_distractor.json")
-    assert [i.id for i in items] == ["5a8b57f25542995d1e6f1371", "5a8c7595554299585d9e36b6",
-                                     "5a85ea095542994775f606a8"]
+    assert [i.id for i in items] == [
+        "5a8b57f25542995d1e6f1371",
+        "5a8c7595554299585d9e36b6",
+        "5a85ea095542994775f606a8",
+    ]
     assert items[0].golden_answers == ["Dijon"] and items[0].dataset == "hotpotqa"
     assert items[0].metadata["type"] == "bridge" and items[0].metadata["level"] == "hard"
     assert items[1].golden_answers == ["yes"]
@@ -47,25 +50,39 @@ def test_musique_streams_aliases_and_skips_unanswerable():
 def test_2wiki_adds_id_aliases_next_to_file():
     items = load("2wiki=@2wiki/dev.json")
     assert items[1].dataset == "2wikimultihopqa"
-    assert items[1].golden_answers == ["Germany", "Federal Republic of Germany", "Deutschland", "German"]
+    assert items[1].golden_answers == [
+        "Germany",
+        "Federal Republic of Germany",
+        "Deutschland",
+        "German",
+    ]
     assert items[0].golden_answers == ["John Roe"]
     assert items[0].metadata["evidences"][0] == ["Film X", "director", "Jane Roe"]
 
 
 def test_bamboogle_csv_and_json(tmp_path):
     items = load("bamboogle=@bamboogle.csv")
-    assert [(i.id, i.golden_answers) for i in items] == [("bamboogle-0", ["Ohio"]), ("bamboogle-1", ["Khartoum"])]
-    assert items[1].question.startswith("What is the capital of the country where Khartoum is, by name?")
+    assert [(i.id, i.golden_answers) for i in items] == [
+        ("bamboogle-0", ["Ohio"]),
+        ("bamboogle-1", ["Khartoum"]),
+    ]
+    assert items[1].question.startswith(
+        "What is the capital of the country where Khartoum is, by name?"
+    )
     p = tmp_path / "bamboogle.json"
     p.write_text(json.dumps([{"Question": "Q1?", "Answer": "A1"}]), encoding="utf-8")
-    assert [(i.question, i.golden_answers) for i in load_items(DatasetSpec("bamboogle", p))] == [("Q1?", ["A1"])]
+    assert [(i.question, i.golden_answers) for i in load_items(DatasetSpec("bamboogle", p))] == [
+        ("Q1?", ["A1"])
+    ]
 
 
 def test_freshqa_sheet_export_with_preamble_and_split():
     items = load("freshqa=@freshqa.csv")
     assert [i.id for i in items] == ["0", "1", "2"]  # blank row skipped
     assert items[0].golden_answers == ["Neil Armstrong", "Neil Alden Armstrong"]
-    assert items[1].metadata["false_premise"] is True and items[0].metadata["false_premise"] is False
+    assert (
+        items[1].metadata["false_premise"] is True and items[0].metadata["false_premise"] is False
+    )
     assert items[2].golden_answers == ["6,650 kilometres", "about 6650 km"]
     assert [i.id for i in load("freshqa:dev=@freshqa.csv")] == ["1"]
     assert [i.id for i in load("freshqa:TEST=@freshqa.csv")] == ["0", "2"]
@@ -74,12 +91,16 @@ def test_freshqa_sheet_export_with_preamble_and_split():
 def test_flashrag_detected_for_any_name(tmp_path):
     assert detect_format("hotpotqa", DATA / "flashrag_hotpotqa_dev.jsonl") == "flashrag"
     items = load("hotpotqa=@flashrag_hotpotqa_dev.jsonl")
-    assert items[0].golden_answers == ["Ulm", "Ulm, Germany"] and items[0].metadata == {"type": "bridge"}
+    assert items[0].golden_answers == ["Ulm", "Ulm, Germany"] and items[0].metadata == {
+        "type": "bridge"
+    }
     nq = load_items(DatasetSpec.parse(f"nq={DATA / 'flashrag_hotpotqa_dev.jsonl'}"))
     assert nq[1].dataset == "nq" and nq[1].golden_answers == ["Guido van Rossum"]
     # a JSON-list FlashRAG file is detected too
     p = tmp_path / "test.json"
-    p.write_text(json.dumps([{"id": "t0", "question": "Q?", "golden_answers": "A"}]), encoding="utf-8")
+    p.write_text(
+        json.dumps([{"id": "t0", "question": "Q?", "golden_answers": "A"}]), encoding="utf-8"
+    )
     assert load_items(DatasetSpec("bamboogle", p))[0].golden_answers == ["A"]
 
 
@@ -88,30 +109,43 @@ def test_flashrag_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     p = tmp_path / "dev.parquet"
-    pq.write_table(pa.table({"id": ["a", "b"], "question": ["Q1", "Q2"],
-                             "golden_answers": [["x", "y"], ["z"]]}), p)
+    pq.write_table(
+        pa.table(
+            {"id": ["a", "b"], "question": ["Q1", "Q2"], "golden_answers": [["x", "y"], ["z"]]}
+        ),
+        p,
+    )
     items = load_items(DatasetSpec("musique", p))
     assert [(i.id, i.golden_answers) for i in items] == [("a", ["x", "y"]), ("b", ["z"])]
     hf = tmp_path / "bamboogle.parquet"  # HF mirror layout: Question / Answer columns
     pq.write_table(pa.table({"Question": ["Q1?", "Q2?"], "Answer": ["A1", "A2"]}), hf)
     items = load_items(DatasetSpec("bamboogle", hf))
     assert [(i.id, i.question, i.golden_answers) for i in items] == [
-        ("bamboogle-0", "Q1?", ["A1"]), ("bamboogle-1", "Q2?", ["A2"])]
+        ("bamboogle-0", "Q1?", ["A1"]),
+        ("bamboogle-1", "Q2?", ["A2"]),
+    ]
 
 
 def test_limit_and_column_order():
     assert len(load("hotpotqa=@hotpot_dev_distractor.json", limit=2)) == 2
     assert column_order(["nq", "freshqa", "hotpotqa", "2wikimultihopqa"]) == [
-        "hotpotqa", "2wikimultihopqa", "freshqa", "nq"]
+        "hotpotqa",
+        "2wikimultihopqa",
+        "freshqa",
+        "nq",
+    ]
 
 
-@pytest.mark.parametrize(("spec", "where", "field"), [
-    ("hotpotqa=@bad/hotpot_missing_answer.json", None, "[1].answer"),
-    ("musique=@bad/musique_bad_aliases.jsonl", 3, "answer_aliases"),
-    ("hotpotqa=@bad/flashrag_broken.jsonl", 2, None),
-    ("freshqa=@bad/freshqa_no_answer.csv", 3, "answer_0"),
-    ("fanoutqa=@bad/fanout_bad_answer.json", None, "[0].answer[1]"),
-])
+@pytest.mark.parametrize(
+    ("spec", "where", "field"),
+    [
+        ("hotpotqa=@bad/hotpot_missing_answer.json", None, "[1].answer"),
+        ("musique=@bad/musique_bad_aliases.jsonl", 3, "answer_aliases"),
+        ("hotpotqa=@bad/flashrag_broken.jsonl", 2, None),
+        ("freshqa=@bad/freshqa_no_answer.csv", 3, "answer_0"),
+        ("fanoutqa=@bad/fanout_bad_answer.json", None, "[0].answer[1]"),
+    ],
+)
 def test_malformed_files_name_file_line_field(spec, where, field):
     with pytest.raises(InputError) as err:
         load(spec)

@@ -38,9 +38,15 @@ def oracle_f1_score(prediction, ground_truth):
     normalized_prediction = oracle_normalize_answer(prediction)
     normalized_ground_truth = oracle_normalize_answer(ground_truth)
     ZERO_METRIC = (0, 0, 0)
-    if normalized_prediction in ["yes", "no", "noanswer"] and normalized_prediction != normalized_ground_truth:
+    if (
+        normalized_prediction in ["yes", "no", "noanswer"]
+        and normalized_prediction != normalized_ground_truth
+    ):
         return ZERO_METRIC
-    if normalized_ground_truth in ["yes", "no", "noanswer"] and normalized_prediction != normalized_ground_truth:
+    if (
+        normalized_ground_truth in ["yes", "no", "noanswer"]
+        and normalized_prediction != normalized_ground_truth
+    ):
         return ZERO_METRIC
     prediction_tokens = normalized_prediction.split()
     ground_truth_tokens = normalized_ground_truth.split()
@@ -59,15 +65,40 @@ def oracle_exact_match_score(prediction, ground_truth):
 
 
 TRICKY = [
-    ("yes", "yes"), ("Yes.", "yes"), ("yes it is", "yes"), ("yes", "yes it is"), ("no", "No!"),
-    ("noanswer", "noanswer"), ("no answer", "noanswer"), ("No", "Norway"), ("", ""), ("", "Paris"),
-    ("Paris", ""), ("The Paris", "paris"), ("a an the", ""), ("the Danube", "Danube River"),
-    ("U.S.A.", "USA"), ("U.S. Army", "the US army"), ("Hello, World!", "hello world"),
-    ("Wisła", "Wisla"), ("Zürich", "zürich"), ("naïve café", "Naïve Café"), ("“quoted”", "quoted"),
-    ("1,234", "1234"), ("3.5 million", "35 million"), ("New York New York", "New York"),
-    ("the the the", "the"), ("Anne", "an"), ("theory of relativity", "the theory of relativity"),
-    ("Ⅻ", "XII"), ("résumé", "resume"), ("Mar 4, 1907", "March 4 1907"), ("  spaced\tout\n", "spaced out"),
-    ("AN apple", "apple"), ("Tenzing–Norgay", "Tenzing Norgay"), ("Ol' Blue", "ol blue"),
+    ("yes", "yes"),
+    ("Yes.", "yes"),
+    ("yes it is", "yes"),
+    ("yes", "yes it is"),
+    ("no", "No!"),
+    ("noanswer", "noanswer"),
+    ("no answer", "noanswer"),
+    ("No", "Norway"),
+    ("", ""),
+    ("", "Paris"),
+    ("Paris", ""),
+    ("The Paris", "paris"),
+    ("a an the", ""),
+    ("the Danube", "Danube River"),
+    ("U.S.A.", "USA"),
+    ("U.S. Army", "the US army"),
+    ("Hello, World!", "hello world"),
+    ("Wisła", "Wisla"),
+    ("Zürich", "zürich"),
+    ("naïve café", "Naïve Café"),
+    ("“quoted”", "quoted"),
+    ("1,234", "1234"),
+    ("3.5 million", "35 million"),
+    ("New York New York", "New York"),
+    ("the the the", "the"),
+    ("Anne", "an"),
+    ("theory of relativity", "the theory of relativity"),
+    ("Ⅻ", "XII"),
+    ("résumé", "resume"),
+    ("Mar 4, 1907", "March 4 1907"),
+    ("  spaced\tout\n", "spaced out"),
+    ("AN apple", "apple"),
+    ("Tenzing–Norgay", "Tenzing Norgay"),
+    ("Ol' Blue", "ol blue"),
 ]
 
 
@@ -90,23 +121,54 @@ def test_yes_no_rule_examples():
 
 def test_random_strings_match_oracle():
     rng = random.Random(1234)
-    vocab = ["the", "a", "an", "yes", "no", "noanswer", "Paris", "paris,", "New", "York", "1,000", "U.S.",
-             "Zürich", "don't", "—", "!", "rock'n'roll", "x", "Y", "A.", "café", "42", "(", ")"]
+    vocab = [
+        "the",
+        "a",
+        "an",
+        "yes",
+        "no",
+        "noanswer",
+        "Paris",
+        "paris,",
+        "New",
+        "York",
+        "1,000",
+        "U.S.",
+        "Zürich",
+        "don't",
+        "—",
+        "!",
+        "rock'n'roll",
+        "x",
+        "Y",
+        "A.",
+        "café",
+        "42",
+        "(",
+        ")",
+    ]
     for _ in range(600):
         pred = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 6)))
-        golds = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 3))]
+        golds = [
+            " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 4)))
+            for _ in range(rng.randint(1, 3))
+        ]
         expect = [oracle_f1_score(pred, g) for g in golds]
         assert metrics.f1(pred, golds) == pytest.approx(max(e[0] for e in expect))
         assert metrics.precision(pred, golds) == pytest.approx(max(e[1] for e in expect))
         assert metrics.token_recall(pred, golds) == pytest.approx(max(e[2] for e in expect))
-        assert metrics.exact_match(pred, golds) == float(any(oracle_exact_match_score(pred, g) for g in golds))
+        assert metrics.exact_match(pred, golds) == float(
+            any(oracle_exact_match_score(pred, g) for g in golds)
+        )
 
 
 def test_alias_max_is_per_metric():
     golds = ["Vistula", "Vistula River"]
     assert metrics.exact_match("the vistula river", golds) == 1.0
     assert metrics.token_recall("Vistula", golds) == 1.0  # 1/1 against the first alias
-    assert metrics.f1("Vistula in Poland", golds) == pytest.approx(max(2 * (1 / 3) / (1 / 3 + 1), 2 * (1 / 3 * 1 / 2) / (1 / 3 + 1 / 2)))
+    assert metrics.f1("Vistula in Poland", golds) == pytest.approx(
+        max(2 * (1 / 3) / (1 / 3 + 1), 2 * (1 / 3 * 1 / 2) / (1 / 3 + 1 / 2))
+    )
 
 
 def test_cover_em_is_token_bounded_and_substring_is_not():
@@ -123,15 +185,23 @@ def test_fanout_loose_accuracy_hand_computed():
     ref = {"Tenzing Norgay": 1914, "Edmund Hillary": 1919}
     # keys and values both count: 4 strings, 3 found ("1919" missing)
     assert metrics.fanout_loose_accuracy("Tenzing Norgay (1914) and Edmund Hillary", ref) == 0.75
-    assert metrics.fanout_loose_accuracy("Peru, Colombia", ["Peru", "Colombia", "Brazil"]) == pytest.approx(2 / 3)
-    assert metrics.fanout_loose_accuracy("about 1,234,567 people", 1234567) == 1.0  # thousands separators
+    assert metrics.fanout_loose_accuracy(
+        "Peru, Colombia", ["Peru", "Colombia", "Brazil"]
+    ) == pytest.approx(2 / 3)
+    assert (
+        metrics.fanout_loose_accuracy("about 1,234,567 people", 1234567) == 1.0
+    )  # thousands separators
     assert metrics.fanout_loose_accuracy("Perusia", ["Peru"]) == 0.0  # word boundary
     assert metrics.fanout_loose_accuracy("Yes, it did.", True) == 1.0
-    assert metrics.fanout_loose_accuracy("countries", "country") == 0.0  # no lemmatisation (documented)
+    assert (
+        metrics.fanout_loose_accuracy("countries", "country") == 0.0
+    )  # no lemmatisation (documented)
 
 
 def test_extract_answer_rules():
-    assert extract_answer("<think>x</think><answer>A</answer> then <answer> B  c </answer>") == "B c"
+    assert (
+        extract_answer("<think>x</think><answer>A</answer> then <answer> B  c </answer>") == "B c"
+    )
     assert extract_answer("<think>long</think><answer>Dijon") == "Dijon"  # cut at max_tokens
     assert extract_answer("  just text \n") == "just text"
     assert extract_answer("") == ""
@@ -146,15 +216,18 @@ def test_score_prediction_adds_loose_acc_only_for_structured_reference():
     assert s2["loose_acc"] == 0.5 and s2["recall"] == 0.5 and s2["precision"] == 1.0
 
 
-@pytest.mark.parametrize(("text", "verdict"), [
-    ("comment: right.\nevaluation: correct", True),
-    ("comment: wrong.\nEvaluation: Incorrect.", False),
-    ("**evaluation:** correct", True),
-    ("The response is correct.", None),               # no verdict line
-    ("evaluation: correct, mostly", None),             # not a whole-line verdict
-    ("evaluation: correct\nevaluation: incorrect", None),  # contradictory
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("comment: right.\nevaluation: correct", True),
+        ("comment: wrong.\nEvaluation: Incorrect.", False),
+        ("**evaluation:** correct", True),
+        ("The response is correct.", None),  # no verdict line
+        ("evaluation: correct, mostly", None),  # not a whole-line verdict
+        ("evaluation: correct\nevaluation: incorrect", None),  # contradictory
+        ("", None),
+    ],
+)
 def test_judge_verdict_parser_is_strict(text, verdict):
     assert parse_judge_verdict(text) is verdict
 
@@ -179,7 +252,9 @@ class _FakeJudgeModel:
 
 
 async def test_llm_judge_with_fake_model():
-    model = _FakeJudgeModel(["comment: ok\nevaluation: correct", "I think so", RuntimeError("down")])
+    model = _FakeJudgeModel(
+        ["comment: ok\nevaluation: correct", "I think so", RuntimeError("down")]
+    )
     judge = LLMJudge(model)
     r1 = await judge.grade("Who?", ["Neil Armstrong", "Neil Alden Armstrong"], "Neil Armstrong")
     assert r1.verdict is True and r1.score == 1.0

@@ -32,8 +32,20 @@ Q_KHART = "What is the capital of the country where Khartoum"
 
 # Final answers per method and question (gold: Dijon / yes / the Danube / Ohio / Khartoum).
 ANSWERS = {
-    "agent": {Q_DIJON: "Dijon", Q_NOBEL: "yes it is", Q_RIVER: "Danube", Q_OHIO: "Ohio", Q_KHART: "Sudan"},
-    "rag": {Q_DIJON: "Dijon, France", Q_NOBEL: "yes", Q_RIVER: "river", Q_OHIO: "Ohio", Q_KHART: "Khartoum"},
+    "agent": {
+        Q_DIJON: "Dijon",
+        Q_NOBEL: "yes it is",
+        Q_RIVER: "Danube",
+        Q_OHIO: "Ohio",
+        Q_KHART: "Sudan",
+    },
+    "rag": {
+        Q_DIJON: "Dijon, France",
+        Q_NOBEL: "yes",
+        Q_RIVER: "river",
+        Q_OHIO: "Ohio",
+        Q_KHART: "Khartoum",
+    },
     "observer": {Q_DIJON: "Dijon", Q_NOBEL: "no", Q_RIVER: "the Danube", Q_OHIO: "Ohio"},
 }
 
@@ -44,8 +56,10 @@ class MemoryRetriever:
     name = "memory"
 
     def __init__(self, path: Path) -> None:
-        self.passages = [Passage.from_contents(o["id"], o["contents"])
-                         for o in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
+        self.passages = [
+            Passage.from_contents(o["id"], o["contents"])
+            for o in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+        ]
         self.calls = 0
 
     def search(self, queries, k):
@@ -53,7 +67,9 @@ class MemoryRetriever:
         out = []
         for q in queries:
             words = set(q.lower().split())
-            ranked = sorted(self.passages, key=lambda p: -len(words & set(p.contents.lower().split())))
+            ranked = sorted(
+                self.passages, key=lambda p: -len(words & set(p.contents.lower().split()))
+            )
             out.append([p.with_score(1.0) for p in ranked[:k]])
         return out
 
@@ -92,10 +108,25 @@ def fakes(tiny_corpus_path):
 
 
 def run(out: Path, datasets=(HOTPOT, BAMBOO), methods=("masksearch", "rag-pe", "agent-pe"), **kw):
-    args = dict(datasets=list(datasets), methods=list(methods), model="fake:eval", method_models=[],
-                retriever="memory:tiny", out=out, concurrency=3, limit=None, judge_model=None, top_k=3,
-                max_turns=3, max_tokens=128, temperature=0.0, timeout=10.0, retry_failed=False,
-                save_messages=True, progress=False)
+    args = dict(
+        datasets=list(datasets),
+        methods=list(methods),
+        model="fake:eval",
+        method_models=[],
+        retriever="memory:tiny",
+        out=out,
+        concurrency=3,
+        limit=None,
+        judge_model=None,
+        top_k=3,
+        max_turns=3,
+        max_tokens=128,
+        temperature=0.0,
+        timeout=10.0,
+        retry_failed=False,
+        save_messages=True,
+        progress=False,
+    )
     args.update(kw)
     return asyncio.run(build_and_run(**args))
 
@@ -150,7 +181,9 @@ def test_scores_tables_chart_and_resume(fakes, tmp_path):
 
     assert matplotlib.image.imread(written["chart"]).shape[2] in (3, 4)
     manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert manifest["datasets"]["hotpotqa"]["n"] == 3 and manifest["methods"]["rag-pe"] == {"model": "fake:eval"}
+    assert manifest["datasets"]["hotpotqa"]["n"] == 3 and manifest["methods"]["rag-pe"] == {
+        "model": "fake:eval"
+    }
 
     # Resume: nothing re-runs, no duplicate lines, the model is not called.
     calls = len(model.calls)
@@ -161,8 +194,11 @@ def test_scores_tables_chart_and_resume(fakes, tmp_path):
     # A crash left a torn line: it is dropped, and only the new dataset runs.
     with open(out / "results.jsonl", "a", encoding="utf-8") as fh:
         fh.write('{"method": "rag-pe", "dataset": "musique", "id": "2hop__1_2", "pred')
-    stats3, _ = run(out, datasets=(HOTPOT, BAMBOO, f"musique={DATA / 'musique_ans_v1.0_dev.jsonl'}"),
-                    methods=("rag-pe",))
+    stats3, _ = run(
+        out,
+        datasets=(HOTPOT, BAMBOO, f"musique={DATA / 'musique_ans_v1.0_dev.jsonl'}"),
+        methods=("rag-pe",),
+    )
     assert stats3.ran == 2 and stats3.done_before == 5
     keys = [(r["method"], r["dataset"], r["id"]) for r in lines(out / "results.jsonl")]
     assert len(keys) == len(set(keys)) == 17
@@ -170,7 +206,9 @@ def test_scores_tables_chart_and_resume(fakes, tmp_path):
     # `eval report` re-renders the same tables from results.jsonl alone.
     (out / "summary.md").unlink()
     write_report(out)
-    assert "| masksearch | 66.67 | – | 50.00 | 58.33* |" in (out / "summary.md").read_text(encoding="utf-8")
+    assert "| masksearch | 66.67 | – | 50.00 | 58.33* |" in (out / "summary.md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_retry_failed_reruns_and_compacts(fakes, tmp_path):
@@ -203,16 +241,30 @@ async def test_judge_scores_and_table(fakes, tmp_path):
     items = {"bamboogle": load_items(spec)}
     from masksearch.graph.context import Context
 
-    ctx = Context(planner_model="fake:eval", rewriter_model="fake:eval", observer_model="fake:eval",
-                  retriever="memory:tiny", top_k=2, max_turns=2)
+    ctx = Context(
+        planner_model="fake:eval",
+        rewriter_model="fake:eval",
+        observer_model="fake:eval",
+        retriever="memory:tiny",
+        top_k=2,
+        max_turns=2,
+    )
     judge_model = _JudgeModel()
-    stats = await run_eval([build_method("rag-pe", ctx)], items, tmp_path, concurrency=2,
-                           judge=LLMJudge(judge_model), progress=False)
+    stats = await run_eval(
+        [build_method("rag-pe", ctx)],
+        items,
+        tmp_path,
+        concurrency=2,
+        judge=LLMJudge(judge_model),
+        progress=False,
+    )
     assert stats.ran == 2 and judge_model.n == 2
     rows = read_results(tmp_path)
     assert rows[("rag-pe", "bamboogle", "bamboogle-0")]["scores"]["judge"] == 1.0
     assert rows[("rag-pe", "bamboogle", "bamboogle-1")]["scores"]["judge"] == 0.0
-    assert rows[("rag-pe", "bamboogle", "bamboogle-1")]["judge"]["raw"].endswith("evaluation: incorrect")
+    assert rows[("rag-pe", "bamboogle", "bamboogle-1")]["judge"]["raw"].endswith(
+        "evaluation: incorrect"
+    )
     md = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
     judge_section = md.split("## LLM judge")[1].split("##")[0]
     assert "| rag-pe | 50.00 | 50.00 |" in judge_section
@@ -222,10 +274,16 @@ async def test_judge_scores_and_table(fakes, tmp_path):
 def test_bad_inputs_fail_before_any_model_call(fakes, tmp_path):
     model, _ = fakes
     with pytest.raises(InputError) as err:
-        run(tmp_path / "x", datasets=(HOTPOT, f"hotpotqa={DATA / 'bad' / 'hotpot_missing_answer.json'}"))
+        run(
+            tmp_path / "x",
+            datasets=(HOTPOT, f"hotpotqa={DATA / 'bad' / 'hotpot_missing_answer.json'}"),
+        )
     assert err.value.field == "--dataset"
     with pytest.raises(InputError) as err:
-        run(tmp_path / "x", datasets=(f"musique={DATA / 'bad' / 'musique_bad_aliases.jsonl'}", HOTPOT))
+        run(
+            tmp_path / "x",
+            datasets=(f"musique={DATA / 'bad' / 'musique_bad_aliases.jsonl'}", HOTPOT),
+        )
     assert err.value.line == 3 and err.value.field == "answer_aliases"
     with pytest.raises(InputError, match="METHOD=SPEC"):
         run(tmp_path / "x", method_models=["nope=fake:eval"])
@@ -243,9 +301,31 @@ def test_cli_run_and_report(fakes, tmp_path):
 
     out = tmp_path / "cli"
     runner = CliRunner()
-    res = runner.invoke(app, ["eval", "run", "-d", BAMBOO, "-m", "rag-pe", "-m", "masksearch",
-                              "--model", "fake:eval", "--retriever", "memory:tiny", "--out", str(out),
-                              "--concurrency", "2", "--limit", "1", "--no-progress", "--no-messages"])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "-d",
+            BAMBOO,
+            "-m",
+            "rag-pe",
+            "-m",
+            "masksearch",
+            "--model",
+            "fake:eval",
+            "--retriever",
+            "memory:tiny",
+            "--out",
+            str(out),
+            "--concurrency",
+            "2",
+            "--limit",
+            "1",
+            "--no-progress",
+            "--no-messages",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "| rag-pe | 100.00 | 100.00 |" in res.output
     rows = lines(out / "results.jsonl")
@@ -259,9 +339,18 @@ def test_embedded_model_and_default_index(tmp_path):
     """Real components: the embedded local model and BM25 over the embedded corpus (CPU, minutes)."""
     resources.clear()
     try:
-        stats, written = run(tmp_path / "local", datasets=(BAMBOO,), methods=("rag-pe", "masksearch"),
-                             model="local:default", retriever="bm25:default", limit=1, concurrency=2,
-                             max_turns=1, max_tokens=32, timeout=600.0)
+        stats, written = run(
+            tmp_path / "local",
+            datasets=(BAMBOO,),
+            methods=("rag-pe", "masksearch"),
+            model="local:default",
+            retriever="bm25:default",
+            limit=1,
+            concurrency=2,
+            max_turns=1,
+            max_tokens=32,
+            timeout=600.0,
+        )
     finally:
         resources.clear()
     assert stats.ran == 2 and stats.failed == 0

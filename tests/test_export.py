@@ -27,7 +27,15 @@ def test_trl_tags_keep_student_text_and_tools(records_path, tmp_path):
     assert [r["id"] for r in rows] == ["ex0", "ex2"]
     msgs = rows[0]["messages"]
     assert msgs[0] == {"role": "system", "content": agent_system_prompt()}
-    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert [m["role"] for m in msgs] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     assert msgs[3]["name"] == "search" and msgs[3]["content"].startswith("<information>")
     assert rows[0]["tools"][0]["function"]["name"] == "search"
     assert export(records_path, "trl", out, accepted_only=False) == 3
@@ -37,7 +45,10 @@ def test_trl_tool_calls_style():
     row = to_trl(example_record(), style="tool_calls")
     a = row["messages"][2]
     assert a["content"] == "<think>Which tower in Paris?</think>"
-    assert a["tool_calls"][0]["function"] == {"name": "search", "arguments": {"queries": ["famous tower Paris"]}}
+    assert a["tool_calls"][0]["function"] == {
+        "name": "search",
+        "arguments": {"queries": ["famous tower Paris"]},
+    }
     assert "tool_calls" not in row["messages"][-1]  # the answer turn stays text
 
 
@@ -57,25 +68,41 @@ def test_sharegpt_roles_system_tools_and_dataset_info(records_path, tmp_path):
     assert info["masksearch"]["columns"]["tools"] == "tools"
     fc = to_sharegpt(example_record(), style="tool_calls")["conversations"]
     assert fc[1]["from"] == "function_call"
-    assert json.loads(fc[1]["value"]) == {"name": "search", "arguments": {"queries": ["famous tower Paris"]}}
+    assert json.loads(fc[1]["value"]) == {
+        "name": "search",
+        "arguments": {"queries": ["famous tower Paris"]},
+    }
 
 
 def test_verl_parquet_matches_search_r1_schema(tmp_path):
     import pyarrow.parquet as pq
 
     masked = tmp_path / "masked.jsonl"
-    write_jsonl(masked, [
-        {"id": "m1", "question": "The [mask] Tower is in Paris.", "answers": ["Eiffel"], "task": "ramp",
-         "spans": [{"start": 4, "end": 10, "text": "Eiffel", "label": "ENTITY"}], "k": 1},
-        {"id": "q1", "question": "capital of france", "golden_answers": ["Paris"]},
-    ])
+    write_jsonl(
+        masked,
+        [
+            {
+                "id": "m1",
+                "question": "The [mask] Tower is in Paris.",
+                "answers": ["Eiffel"],
+                "task": "ramp",
+                "spans": [{"start": 4, "end": 10, "text": "Eiffel", "label": "ENTITY"}],
+                "k": 1,
+            },
+            {"id": "q1", "question": "capital of france", "golden_answers": ["Paris"]},
+        ],
+    )
     out = tmp_path / "train.parquet"
     assert export(masked, "verl", out) == 2
     rows = pq.read_table(out).to_pylist()
     r = rows[0]
     assert r["data_source"] == "masksearch_ramp" and r["ability"] == "fact-reasoning"
     assert r["reward_model"] == {"style": "rule", "ground_truth": {"target": ["Eiffel"]}}
-    assert r["extra_info"]["split"] == "train" and r["extra_info"]["index"] == 0 and r["extra_info"]["k"] == 1
+    assert (
+        r["extra_info"]["split"] == "train"
+        and r["extra_info"]["index"] == 0
+        and r["extra_info"]["k"] == 1
+    )
     assert len(r["prompt"]) == 1 and r["prompt"][0]["role"] == "user"
     assert agent_system_prompt() in r["prompt"][0]["content"]
     assert "The [mask] Tower is in Paris." in r["prompt"][0]["content"]

@@ -20,15 +20,29 @@ from masksearch.types import MaskedExample, Passage, Span
 
 
 def row(i: int, **over) -> dict:
-    d = MaskedExample(id=f"ex{i}", question=f"Item {i} is about number [mask].", answers=[str(i)],
-                      spans=[Span(0, len(str(i)), str(i))], text=str(i)).to_dict()
+    d = MaskedExample(
+        id=f"ex{i}",
+        question=f"Item {i} is about number [mask].",
+        answers=[str(i)],
+        spans=[Span(0, len(str(i)), str(i))],
+        text=str(i),
+    ).to_dict()
     d.update(over)
     return d
 
 
 def write(path, lines: list) -> str:
-    path.write_bytes(b"".join((x if isinstance(x, bytes) else (json.dumps(x) if isinstance(x, dict) else x)
-                               .encode("utf-8")) + b"\n" for x in lines))
+    path.write_bytes(
+        b"".join(
+            (
+                x
+                if isinstance(x, bytes)
+                else (json.dumps(x) if isinstance(x, dict) else x).encode("utf-8")
+            )
+            + b"\n"
+            for x in lines
+        )
+    )
     return str(path)
 
 
@@ -57,7 +71,9 @@ def test_bad_line_is_located_or_skipped(tmp_path, name, bad, line, field, msg):
 
 
 def test_bad_utf8_and_empty_file(tmp_path):
-    path = write(tmp_path / "latin1.jsonl", [row(0), b'{"id": "x", "question": "caf\xe9 [mask]"}', row(1)])
+    path = write(
+        tmp_path / "latin1.jsonl", [row(0), b'{"id": "x", "question": "caf\xe9 [mask]"}', row(1)]
+    )
     with pytest.raises(InputError, match="UTF-8") as ei:
         list(iter_examples(path))
     assert ei.value.line == 2
@@ -75,15 +91,24 @@ def test_bad_utf8_and_empty_file(tmp_path):
 @pytest.fixture
 def team():
     resources.clear()
-    resources.register_model("fake:team", LatencyChatModel(respond=team_respond(lambda q: q.split()[1])))
-    resources.register_retriever("mem:x", KeywordRetriever([Passage("p", "T", "Item 1 is about number 1.")]))
+    resources.register_model(
+        "fake:team", LatencyChatModel(respond=team_respond(lambda q: q.split()[1]))
+    )
+    resources.register_retriever(
+        "mem:x", KeywordRetriever([Passage("p", "T", "Item 1 is about number 1.")])
+    )
     yield
     resources.clear()
 
 
 def ctx() -> Context:
-    return Context(planner_model="fake:team", rewriter_model="fake:team", observer_model="fake:team",
-                   retriever="mem:x", max_turns=1)
+    return Context(
+        planner_model="fake:team",
+        rewriter_model="fake:team",
+        observer_model="fake:team",
+        retriever="mem:x",
+        max_turns=1,
+    )
 
 
 def test_generate_stops_on_bad_line_keeping_the_store(tmp_path, team, capsys):
@@ -95,7 +120,13 @@ def test_generate_stops_on_bad_line_keeping_the_store(tmp_path, team, capsys):
         run_generate(bad, store, ctx(), "memory", concurrency=2, progress=False)
     assert ei.value.line == 3 and ei.value.path == bad
     with TrajectoryStore(store) as st:
-        assert st.ids() == {"ex0", "ex1", "ex2", "ex3", "ex4"}  # earlier rows kept, lines before the error done
+        assert st.ids() == {
+            "ex0",
+            "ex1",
+            "ex2",
+            "ex3",
+            "ex4",
+        }  # earlier rows kept, lines before the error done
     assert "done 2" in capsys.readouterr().err  # the summary is still printed
 
     assert run_generate(bad, store, ctx(), "memory", skip_bad=True, progress=False) == 0

@@ -19,15 +19,25 @@ from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.types import MaskedExample, Passage, Span
 
-FAST = {"retry_policy": RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False,
-                                    retry_on=is_transient)}
+FAST = {
+    "retry_policy": RetryPolicy(
+        max_attempts=3, initial_interval=0.001, jitter=False, retry_on=is_transient
+    )
+}
 PASSAGES = [Passage(f"p{i}", f"Topic {i}", f"Item {i} is about number {i}.") for i in range(20)]
 N = 14
 
 
 def examples() -> list[MaskedExample]:
-    return [MaskedExample(id=f"ex{i}", question=f"Item {i} is about number [mask].", answers=[str(i)],
-                          spans=[Span(0, len(str(i)), str(i))]) for i in range(N)]
+    return [
+        MaskedExample(
+            id=f"ex{i}",
+            question=f"Item {i} is about number [mask].",
+            answers=[str(i)],
+            spans=[Span(0, len(str(i)), str(i))],
+        )
+        for i in range(N)
+    ]
 
 
 def item(question: str) -> int:
@@ -88,7 +98,9 @@ class FlakyRetriever(KeywordRetriever):
 def setup():
     resources.clear()
     faults = Faults()
-    model = LatencyChatModel(respond=team_respond(lambda q: str(item(q)), faults=faults), latency_s=0.002)
+    model = LatencyChatModel(
+        respond=team_respond(lambda q: str(item(q)), faults=faults), latency_s=0.002
+    )
     retriever = FlakyRetriever(PASSAGES)
     resources.register_model("fake:team", model)
     resources.register_retriever("mem:flaky", retriever)
@@ -97,16 +109,23 @@ def setup():
 
 
 def context() -> Context:
-    return Context(planner_model="fake:team", rewriter_model="fake:team", observer_model="fake:team",
-                   retriever="mem:flaky", top_k=2, max_turns=2)
+    return Context(
+        planner_model="fake:team",
+        rewriter_model="fake:team",
+        observer_model="fake:team",
+        retriever="mem:flaky",
+        top_k=2,
+        max_turns=2,
+    )
 
 
 async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
     faults, retriever = setup
     store = tmp_path / "t.sqlite"
     ckpt = f"sqlite:///{tmp_path / 'ckpt.sqlite'}"
-    s = await generate(examples(), context(), store, ckpt, concurrency=4, progress=False,
-                       graph_options=FAST)
+    s = await generate(
+        examples(), context(), store, ckpt, concurrency=4, progress=False, graph_options=FAST
+    )
     assert s.done == N and not s.interrupted
     with TrajectoryStore(store) as st:
         recs = {r["id"]: r for r in st.records()}
@@ -124,9 +143,19 @@ async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
 
     # the failures go away; --retry-failed redoes exactly the failed ids, nothing else changes
     faults.enabled, retriever.enabled = False, False
-    before = {k: json.dumps(v, sort_keys=True) for k, v in recs.items() if k not in {"ex3", "ex7", "ex8"}}
-    s2 = await generate(examples(), context(), store, ckpt, concurrency=4, progress=False,
-                        retry_failed=True, graph_options=FAST)
+    before = {
+        k: json.dumps(v, sort_keys=True) for k, v in recs.items() if k not in {"ex3", "ex7", "ex8"}
+    }
+    s2 = await generate(
+        examples(),
+        context(),
+        store,
+        ckpt,
+        concurrency=4,
+        progress=False,
+        retry_failed=True,
+        graph_options=FAST,
+    )
     assert s2.done == 3 and s2.skipped_existing == N - 3 and s2.failed == 0
     with TrajectoryStore(store) as st:
         after = {r["id"]: r for r in st.records()}
@@ -137,8 +166,10 @@ async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
 
 async def test_rerun_without_retry_failed_keeps_failures(tmp_path, setup):
     store = tmp_path / "t.sqlite"
-    await generate(examples(), context(), store, "memory", concurrency=2, progress=False,
-                   graph_options=FAST)
-    s = await generate(examples(), context(), store, "memory", concurrency=2, progress=False,
-                       graph_options=FAST)
+    await generate(
+        examples(), context(), store, "memory", concurrency=2, progress=False, graph_options=FAST
+    )
+    s = await generate(
+        examples(), context(), store, "memory", concurrency=2, progress=False, graph_options=FAST
+    )
     assert s.done == 0 and s.skipped_existing == N

@@ -22,13 +22,30 @@ def index_dir(tmp_path, tiny_corpus_path):
 def test_chat_multi_agent_streams_steps(tmp_path, index_dir):
     resources.clear()
     script = tmp_path / "s.json"
-    script.write_text(json.dumps({"cycle": True, "routes": {
-        "planner of a search team": ["<think>Who designed it?</think><search>Eiffel Tower designer</search>"],
-        "rewrite a search sub-query": ['{"queries": ["Eiffel Tower", "Gustave Eiffel engineer"]}'],
-        "observer of a search team": ["<think>The tower is named after Gustave Eiffel.</think>"
-                                      "<answer>Gustave Eiffel</answer>"]}}))
-    out = CliRunner().invoke(app, ["chat", "--model", f"fake:{script}", "--retriever", f"bm25:{index_dir}"],
-                             input="Who designed the Eiffel Tower?\nAnd again?\n")
+    script.write_text(
+        json.dumps(
+            {
+                "cycle": True,
+                "routes": {
+                    "planner of a search team": [
+                        "<think>Who designed it?</think><search>Eiffel Tower designer</search>"
+                    ],
+                    "rewrite a search sub-query": [
+                        '{"queries": ["Eiffel Tower", "Gustave Eiffel engineer"]}'
+                    ],
+                    "observer of a search team": [
+                        "<think>The tower is named after Gustave Eiffel.</think>"
+                        "<answer>Gustave Eiffel</answer>"
+                    ],
+                },
+            }
+        )
+    )
+    out = CliRunner().invoke(
+        app,
+        ["chat", "--model", f"fake:{script}", "--retriever", f"bm25:{index_dir}"],
+        input="Who designed the Eiffel Tower?\nAnd again?\n",
+    )
     assert out.exit_code == 0, out.output
     text = out.output
     assert "[planner] think: Who designed it?" in text
@@ -43,9 +60,22 @@ def test_chat_multi_agent_streams_steps(tmp_path, index_dir):
 def test_chat_single_agent_and_bad_mode(tmp_path, index_dir):
     resources.clear()
     script = tmp_path / "s.json"
-    script.write_text(json.dumps(["<think>search</think><search>Eiffel Tower", "<think>ok</think><answer>Paris"]))
-    out = CliRunner().invoke(app, ["chat", "--mode", "single_agent", "--model", f"fake:{script}",
-                                   "--retriever", f"bm25:{index_dir}"], input="Where is the Eiffel Tower?\n")
+    script.write_text(
+        json.dumps(["<think>search</think><search>Eiffel Tower", "<think>ok</think><answer>Paris"])
+    )
+    out = CliRunner().invoke(
+        app,
+        [
+            "chat",
+            "--mode",
+            "single_agent",
+            "--model",
+            f"fake:{script}",
+            "--retriever",
+            f"bm25:{index_dir}",
+        ],
+        input="Where is the Eiffel Tower?\n",
+    )
     assert out.exit_code == 0, out.output
     assert "[agent] search: Eiffel Tower" in out.output and "==> Paris" in out.output
     bad = CliRunner().invoke(app, ["chat", "--mode", "swarm"], input="")

@@ -22,7 +22,9 @@ from masksearch.nodes.common import is_transient
 from masksearch.types import MaskedExample, Passage
 
 FAST = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False, retry_on=is_transient)
-EX = MaskedExample(id="q-7", question="Who designed the Eiffel Tower?", answers=["Gustave Eiffel"], task="qa")
+EX = MaskedExample(
+    id="q-7", question="Who designed the Eiffel Tower?", answers=["Gustave Eiffel"], task="qa"
+)
 PLAN = "<think>look up the designer</think><search>Eiffel Tower designer</search>"
 REWRITE = '{"queries": ["Eiffel Tower designer", "Gustave Eiffel"]}'
 ANSWER = "<think>The company of Gustave Eiffel built it.</think><answer>Gustave Eiffel</answer>"
@@ -31,15 +33,26 @@ ANSWER = "<think>The company of Gustave Eiffel built it.</think><answer>Gustave 
 @pytest.fixture(autouse=True)
 def _registry():
     resources.clear()
-    resources.register_retriever("mem:tiny", KeywordRetriever(
-        [Passage("p1", "Gustave Eiffel", "Gustave Eiffel's company designed the Eiffel Tower.")]))
+    resources.register_retriever(
+        "mem:tiny",
+        KeywordRetriever(
+            [Passage("p1", "Gustave Eiffel", "Gustave Eiffel's company designed the Eiffel Tower.")]
+        ),
+    )
     yield
     resources.clear()
 
 
 def ctx(**kw) -> Context:
-    return Context(**{"planner_model": "fake:team", "rewriter_model": "fake:team",
-                      "observer_model": "fake:team", "retriever": "mem:tiny", **kw})
+    return Context(
+        **{
+            "planner_model": "fake:team",
+            "rewriter_model": "fake:team",
+            "observer_model": "fake:team",
+            "retriever": "mem:tiny",
+            **kw,
+        }
+    )
 
 
 def test_thread_id_deterministic_and_setting_sensitive():
@@ -57,7 +70,11 @@ async def test_resume_after_failure_continues_from_checkpoint(tmp_path):
     async with open_checkpointer(url) as saver:
         rec1 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
     assert rec1["status"] == "failed" and "500" in rec1["error"]
-    assert [s["agent"] for s in rec1["steps"]] == ["planner", "rewriter", "search"]  # partial state kept
+    assert [s["agent"] for s in rec1["steps"]] == [
+        "planner",
+        "rewriter",
+        "search",
+    ]  # partial state kept
 
     # Run 2 (new process-like: fresh saver, fresh graph): a working model resumes at the observer.
     working = scripted_team(observer=[ANSWER])
@@ -75,8 +92,9 @@ async def test_resume_after_failure_continues_from_checkpoint(tmp_path):
     async with open_checkpointer(url) as saver:
         rec3 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
     assert idle.calls == []
-    assert {k: v for k, v in rec3.items() if k != "created_at"} == \
-        {k: v for k, v in rec2.items() if k != "created_at"}
+    assert {k: v for k, v in rec3.items() if k != "created_at"} == {
+        k: v for k, v in rec2.items() if k != "created_at"
+    }
 
 
 async def test_memory_checkpointer_and_bad_urls():
@@ -96,7 +114,9 @@ async def test_no_secret_in_checkpoint_or_record(tmp_path, monkeypatch):
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     monkeypatch.setenv("DASHSCOPE_API_KEY", secret)
-    resources.register_model("fake:team", scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[ANSWER]))
+    resources.register_model(
+        "fake:team", scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[ANSWER])
+    )
     db = tmp_path / "c.db"
     async with open_checkpointer(f"sqlite:///{db}") as saver:
         rec = await run_example(build_graph(saver), EX, ctx())
@@ -111,8 +131,13 @@ async def test_local_default_model_end_to_end(tmp_path, tiny_corpus_path):
     from masksearch.retrievers.build import build_index
 
     build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
-    context = Context(agent_mode="single_agent", retriever=f"bm25:{tmp_path / 'idx'}", max_turns=1,
-                      max_tokens=24, top_k=2)
+    context = Context(
+        agent_mode="single_agent",
+        retriever=f"bm25:{tmp_path / 'idx'}",
+        max_turns=1,
+        max_tokens=24,
+        top_k=2,
+    )
     async with open_checkpointer(f"sqlite:///{tmp_path / 'c.db'}") as saver:
         rec = await run_example(build_graph(saver), EX, context)
     assert rec["status"] in ("answered", "max_turns") and rec["error"] is None

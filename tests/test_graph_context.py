@@ -12,16 +12,30 @@ def test_defaults_are_offline():
     c = Context()
     assert c.planner_model == "local:default" and c.retriever == "bm25:default"
     assert c.judge_model is None and c.passage_cap == 10
-    assert c.models() == {"planner": "local:default", "rewriter": "local:default", "observer": "local:default"}
+    assert c.models() == {
+        "planner": "local:default",
+        "rewriter": "local:default",
+        "observer": "local:default",
+    }
 
 
-@pytest.mark.parametrize("kw,field", [
-    ({"planner_model": "gpt-4o"}, "planner_model"), ({"judge_model": ""}, "judge_model"),
-    ({"agent_mode": "swarm"}, "agent_mode"), ({"retriever": " "}, "retriever"),
-    ({"top_k": 0}, "top_k"), ({"max_turns": 1.5}, "max_turns"), ({"num_rewrites": True}, "num_rewrites"),
-    ({"recall_threshold": 1.5}, "recall_threshold"), ({"temperature": -1}, "temperature"),
-    ({"llm_timeout_s": 0}, "llm_timeout_s"), ({"seed": -1}, "seed"), ({"max_passages": 0}, "max_passages"),
-])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"planner_model": "gpt-4o"}, "planner_model"),
+        ({"judge_model": ""}, "judge_model"),
+        ({"agent_mode": "swarm"}, "agent_mode"),
+        ({"retriever": " "}, "retriever"),
+        ({"top_k": 0}, "top_k"),
+        ({"max_turns": 1.5}, "max_turns"),
+        ({"num_rewrites": True}, "num_rewrites"),
+        ({"recall_threshold": 1.5}, "recall_threshold"),
+        ({"temperature": -1}, "temperature"),
+        ({"llm_timeout_s": 0}, "llm_timeout_s"),
+        ({"seed": -1}, "seed"),
+        ({"max_passages": 0}, "max_passages"),
+    ],
+)
 def test_invalid_values_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):
         Context(**kw)
@@ -33,4 +47,6 @@ def test_from_dict_roundtrip_and_unknown_fields():
     assert c.models() == {"agent": "local:default", "judge": "openai:gpt-4o"}
     with pytest.raises(ConfigError, match="topk"):
         Context.from_dict({"topk": 3})
-    assert c.fingerprint() == Context.from_dict(c.to_dict()).fingerprint() != Context().fingerprint()
+    assert (
+        c.fingerprint() == Context.from_dict(c.to_dict()).fingerprint() != Context().fingerprint()
+    )

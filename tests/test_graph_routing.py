@@ -18,12 +18,21 @@ from masksearch.nodes.search import merge_results
 from masksearch.types import MaskedExample, Passage
 
 PASSAGES = [
-    Passage("p1", "Eiffel Tower", "The Eiffel Tower is a lattice tower in Paris, completed in 1889."),
-    Passage("p2", "Gustave Eiffel", "Gustave Eiffel was a French engineer whose company built the tower."),
+    Passage(
+        "p1", "Eiffel Tower", "The Eiffel Tower is a lattice tower in Paris, completed in 1889."
+    ),
+    Passage(
+        "p2",
+        "Gustave Eiffel",
+        "Gustave Eiffel was a French engineer whose company built the tower.",
+    ),
     Passage("p3", "Paris", "Paris is the capital and largest city of France."),
 ]
-EX = MaskedExample(id="ex1", question="The Eiffel Tower is in [mask] and was completed in [mask].",
-                   answers=["Paris", "1889"])
+EX = MaskedExample(
+    id="ex1",
+    question="The Eiffel Tower is in [mask] and was completed in [mask].",
+    answers=["Paris", "1889"],
+)
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False, retry_on=is_transient)
 
 PLAN = "<think>Find where the tower is.</think>\n<search>Where is the Eiffel Tower?</search>"
@@ -41,8 +50,13 @@ def _registry():
 
 
 def ctx(**kw) -> Context:
-    base = dict(planner_model="fake:team", rewriter_model="fake:team", observer_model="fake:team",
-                retriever="mem:tiny", top_k=2)
+    base = dict(
+        planner_model="fake:team",
+        rewriter_model="fake:team",
+        observer_model="fake:team",
+        retriever="mem:tiny",
+        top_k=2,
+    )
     return Context(**{**base, **kw})
 
 
@@ -62,26 +76,47 @@ async def test_direct_answer_from_planner():
 
 async def test_search_then_research_then_answer(_registry):
     model = scripted_team(
-        planner=[PLAN], rewriter=[REWRITE, "Here: {\"queries\": [\"tower completion year\"]}"],
-        observer=["<think>Tower is in Paris; year unknown.</think><search>When was it completed?</search>",
-                  ANSWER])
+        planner=[PLAN],
+        rewriter=[REWRITE, 'Here: {"queries": ["tower completion year"]}'],
+        observer=[
+            "<think>Tower is in Paris; year unknown.</think><search>When was it completed?</search>",
+            ANSWER,
+        ],
+    )
     rec = await run(model)
     assert rec["status"] == "answered" and rec["meta"]["turns"] == 2
     # one batched retriever call per round, with every rewritten query
-    assert _registry.calls == [["Eiffel Tower location", "Eiffel Tower Paris"], ["tower completion year"]]
+    assert _registry.calls == [
+        ["Eiffel Tower location", "Eiffel Tower Paris"],
+        ["tower completion year"],
+    ]
     roles = [m["role"] for m in rec["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
     assert rec["messages"][2]["content"] == (
-        "<think>Find where the tower is.</think>\n<search>Eiffel Tower location\nEiffel Tower Paris</search>")
-    assert rec["messages"][4]["content"].startswith("<think>Tower is in Paris; year unknown.</think>\n<search>")
+        "<think>Find where the tower is.</think>\n<search>Eiffel Tower location\nEiffel Tower Paris</search>"
+    )
+    assert rec["messages"][4]["content"].startswith(
+        "<think>Tower is in Paris; year unknown.</think>\n<search>"
+    )
     info = rec["messages"][3]["content"]
-    assert info.startswith("<information>Doc 1(Title: Eiffel Tower) The Eiffel Tower") and info.endswith("</information>")
+    assert info.startswith(
+        "<information>Doc 1(Title: Eiffel Tower) The Eiffel Tower"
+    ) and info.endswith("</information>")
     assert rec["messages"][0]["content"] == prompts.agent_system_prompt()
     # the second observer prompt carries the first round's summary (all previous observations)
-    observer_prompts = [c[-1].content for c in model.calls if "observer of a search team" in c[-1].content]
+    observer_prompts = [
+        c[-1].content for c in model.calls if "observer of a search team" in c[-1].content
+    ]
     assert "Tower is in Paris; year unknown." in observer_prompts[1]
     assert [s["agent"] for s in rec["steps"]] == [
-        "planner", "rewriter", "search", "observer", "rewriter", "search", "observer"]
+        "planner",
+        "rewriter",
+        "search",
+        "observer",
+        "rewriter",
+        "search",
+        "observer",
+    ]
 
 
 async def test_search_merge_dedupes_and_caps(_registry):
@@ -89,9 +124,12 @@ async def test_search_merge_dedupes_and_caps(_registry):
     rec = await run(scripted_team(planner=[PLAN], rewriter=[rewrite], observer=[ANSWER]), top_k=2)
     passages = next(s for s in rec["steps"] if s["agent"] == "search")["passages"]
     assert [p["id"] for p in passages] == ["p1", "p2", "p3"]  # round-robin, deduped by id
-    rec = await run(scripted_team(planner=[PLAN], rewriter=[rewrite], observer=[ANSWER]),
-                    example=MaskedExample(id="ex2", question=EX.question, answers=EX.answers),
-                    top_k=2, max_passages=2)
+    rec = await run(
+        scripted_team(planner=[PLAN], rewriter=[rewrite], observer=[ANSWER]),
+        example=MaskedExample(id="ex2", question=EX.question, answers=EX.answers),
+        top_k=2,
+        max_passages=2,
+    )
     passages = next(s for s in rec["steps"] if s["agent"] == "search")["passages"]
     assert [p["id"] for p in passages] == ["p1", "p2"]
 
@@ -104,36 +142,53 @@ def test_merge_results_round_robin():
 
 
 async def test_last_turn_answer_is_kept():
-    model = scripted_team(planner=[PLAN], rewriter=[REWRITE, REWRITE],
-                          observer=["<think>need year</think><search>year?</search>", ANSWER])
+    model = scripted_team(
+        planner=[PLAN],
+        rewriter=[REWRITE, REWRITE],
+        observer=["<think>need year</think><search>year?</search>", ANSWER],
+    )
     rec = await run(model, max_turns=2)
     assert rec["status"] == "answered" and rec["final_answer"] == "Paris ; 1889"
     assert rec["meta"]["forced_answer"] is False and rec["meta"]["turns"] == 2
-    last_observer = [c[-1].content for c in model.calls if "observer of a search team" in c[-1].content][-1]
+    last_observer = [
+        c[-1].content for c in model.calls if "observer of a search team" in c[-1].content
+    ][-1]
     assert prompts.OBSERVER_LAST in last_observer
 
 
 async def test_forced_answer_when_turns_run_out():
-    model = scripted_team(planner=[PLAN], rewriter=[REWRITE],
-                          observer=["<think>still unsure</think><search>more?</search>"],
-                          answer=["<think>best guess</think><answer>Paris ; 1889</answer>"])
+    model = scripted_team(
+        planner=[PLAN],
+        rewriter=[REWRITE],
+        observer=["<think>still unsure</think><search>more?</search>"],
+        answer=["<think>best guess</think><answer>Paris ; 1889</answer>"],
+    )
     rec = await run(model, max_turns=1)
     assert rec["status"] == "answered" and rec["meta"]["forced_answer"] is True
-    assert rec["messages"][-1]["content"] == "<think>best guess</think>\n<answer>Paris ; 1889</answer>"
+    assert (
+        rec["messages"][-1]["content"] == "<think>best guess</think>\n<answer>Paris ; 1889</answer>"
+    )
     assert rec["steps"][-1]["agent"] == "answer"
 
 
 async def test_max_turns_status_when_forced_answer_fails():
-    model = scripted_team(planner=[PLAN], rewriter=[REWRITE],
-                          observer=["<think>x</think><search>more?</search>"], answer=["I don't know."])
+    model = scripted_team(
+        planner=[PLAN],
+        rewriter=[REWRITE],
+        observer=["<think>x</think><search>more?</search>"],
+        answer=["I don't know."],
+    )
     rec = await run(model, max_turns=1)
     assert rec["status"] == "max_turns" and rec["final_answer"] == "" and rec["accepted"] is False
     assert rec["messages"][-1]["role"] == "tool"
 
 
 async def test_malformed_planner_and_rewriter_fall_back(_registry):
-    model = scripted_team(planner=["I would look up the tower."], rewriter=["queries: tower, paris"],
-                          observer=[ANSWER])
+    model = scripted_team(
+        planner=["I would look up the tower."],
+        rewriter=["queries: tower, paris"],
+        observer=[ANSWER],
+    )
     rec = await run(model)
     assert rec["status"] == "answered"
     planner_step, rewriter_step = rec["steps"][0], rec["steps"][1]
@@ -144,8 +199,11 @@ async def test_malformed_planner_and_rewriter_fall_back(_registry):
 
 
 async def test_transient_errors_are_retried():
-    model = scripted_team(planner=[http_error(429), TimeoutError("slow"), PLAN], rewriter=[http_error(503), REWRITE],
-                          observer=[ANSWER])
+    model = scripted_team(
+        planner=[http_error(429), TimeoutError("slow"), PLAN],
+        rewriter=[http_error(503), REWRITE],
+        observer=[ANSWER],
+    )
     rec = await run(model)
     assert rec["status"] == "answered" and rec["error"] is None
     assert len(model.calls) == 6
@@ -179,12 +237,19 @@ async def test_per_call_timeout():
 async def test_wrong_answer_not_accepted():
     model = scripted_team(planner=["<think>t</think><answer>London ; 1900</answer>"])
     rec = await run(model)
-    assert rec["status"] == "answered" and rec["scores"]["recall"] == 0.0 and rec["accepted"] is False
+    assert (
+        rec["status"] == "answered" and rec["scores"]["recall"] == 0.0 and rec["accepted"] is False
+    )
 
 
-@pytest.mark.parametrize("verdict,accepted", [("<verdict>correct</verdict>", True),
-                                              ("Looks fine to me.", False),
-                                              ("<verdict>incorrect</verdict>", False)])
+@pytest.mark.parametrize(
+    "verdict,accepted",
+    [
+        ("<verdict>correct</verdict>", True),
+        ("Looks fine to me.", False),
+        ("<verdict>incorrect</verdict>", False),
+    ],
+)
 async def test_llm_judge_is_strict(verdict, accepted):
     model = scripted_team(planner=[ANSWER], judge=[verdict])
     rec = await run(model, judge_model="fake:team")
@@ -200,7 +265,9 @@ async def test_single_agent_search_invalid_then_answer(_registry):
     msgs = rec["messages"]
     assert msgs[2]["content"] == "<think>look it up</think>\n<search>Eiffel Tower Paris</search>"
     assert msgs[3]["content"].startswith("<information>Doc 1(Title:")
-    assert msgs[4]["content"] == "hmm, no tags here" and msgs[5]["content"] == prompts.INVALID_ACTION
+    assert (
+        msgs[4]["content"] == "hmm, no tags here" and msgs[5]["content"] == prompts.INVALID_ACTION
+    )
     assert msgs[-1]["content"] == ANSWER
     # the model saw exactly the student view the record stores (tool turns sent as user turns)
     assert [m.content for m in model.calls[-1]] == [m["content"] for m in msgs[:-1]]
@@ -208,7 +275,9 @@ async def test_single_agent_search_invalid_then_answer(_registry):
 
 async def test_single_agent_turn_limit_forces_answer():
     search = "<think>t</think><search>Eiffel</search>"
-    model = ScriptedChatModel(responses=[search, search, "<think>done</think><answer>Paris ; 1889</answer>"])
+    model = ScriptedChatModel(
+        responses=[search, search, "<think>done</think><answer>Paris ; 1889</answer>"]
+    )
     rec = await run(model, agent_mode="single_agent", max_turns=1)
     assert rec["status"] == "answered" and rec["meta"]["forced_answer"] is True
     assert rec["usage"]["search_calls"] == 1

@@ -20,12 +20,20 @@ from masksearch.masking.llm import (
 )
 from masksearch.types import Passage
 
-EVEREST = Passage("ev", "Mount Everest", "Mount Everest is the highest mountain above sea level, in "
-                  "the Mahalangur Himal sub-range of the Himalayas. Its elevation of 8,849 metres "
-                  "was most recently established in 2020 by Chinese and Nepali authorities.")
-KYOTO = Passage("ky", "Kyoto", "Kyoto is a city on the Japanese island of Honshu. It served as the "
-                "capital of Japan for more than a thousand years, from 794 until 1869, when the "
-                "imperial court moved to Tokyo.")
+EVEREST = Passage(
+    "ev",
+    "Mount Everest",
+    "Mount Everest is the highest mountain above sea level, in "
+    "the Mahalangur Himal sub-range of the Himalayas. Its elevation of 8,849 metres "
+    "was most recently established in 2020 by Chinese and Nepali authorities.",
+)
+KYOTO = Passage(
+    "ky",
+    "Kyoto",
+    "Kyoto is a city on the Japanese island of Honshu. It served as the "
+    "capital of Japan for more than a thousand years, from 794 until 1869, when the "
+    "imperial court moved to Tokyo.",
+)
 
 
 class PassageRoutedFake(BaseChatModel):
@@ -56,18 +64,28 @@ def spans_json(*items: tuple[str, str]) -> str:
 def run_llm(replies: dict[str, Any], passages, config=None):
     model = PassageRoutedFake(replies=replies)
     summary = MaskSummary()
-    exs = list(mask_passages(passages, LLMSpanProposer(model, retries=0), config or MaskConfig(),
-                             summary=summary))
+    exs = list(
+        mask_passages(
+            passages, LLMSpanProposer(model, retries=0), config or MaskConfig(), summary=summary
+        )
+    )
     return exs, summary, model
 
 
 def test_llm_spans_are_located_and_masked_by_offset():
-    reply = ("Sure! Here are the spans:\n```json\n"
-             + spans_json(("Mahalangur Himal", "LOC"), ("8,849 metres", "quantity"),
-                          ("2020", "DATE"), ("Himalayas", "location"))
-             + "\n```\nHope this helps {not json}.")
-    exs, summary, model = run_llm({"Mahalangur": reply}, [EVEREST],
-                                  MaskConfig(k_dist=KDist({4: 1})))
+    reply = (
+        "Sure! Here are the spans:\n```json\n"
+        + spans_json(
+            ("Mahalangur Himal", "LOC"),
+            ("8,849 metres", "quantity"),
+            ("2020", "DATE"),
+            ("Himalayas", "location"),
+        )
+        + "\n```\nHope this helps {not json}."
+    )
+    exs, summary, model = run_llm(
+        {"Mahalangur": reply}, [EVEREST], MaskConfig(k_dist=KDist({4: 1}))
+    )
     (ex,) = exs
     assert ex.strategy == "llm" and ex.k == 4
     assert ex.answers == ["Mahalangur Himal", "Himalayas", "8,849 metres", "2020"]
@@ -78,17 +96,31 @@ def test_llm_spans_are_located_and_masked_by_offset():
 
 def test_llm_spans_not_found_repeated_or_title_are_rejected():
     text = KYOTO.text
-    spans, rejected = locate_spans(text, [("Honshu", "LOC"), ("honshu", "LOC"), ("Osaka", "LOC"),
-                                          ("Japan", "LOC"), ("Toky", "LOC"), ("794", "DATE")])
+    spans, rejected = locate_spans(
+        text,
+        [
+            ("Honshu", "LOC"),
+            ("honshu", "LOC"),
+            ("Osaka", "LOC"),
+            ("Japan", "LOC"),
+            ("Toky", "LOC"),
+            ("794", "DATE"),
+        ],
+    )
     # "honshu" is a duplicate proposal, "Osaka" absent, "Toky" not a whole word
-    assert [s.text for s in spans] == ["Japan", "Honshu", "794"] or \
-        sorted(s.text for s in spans) == ["794", "Honshu", "Japan"]
+    assert [s.text for s in spans] == ["Japan", "Honshu", "794"] or sorted(
+        s.text for s in spans
+    ) == ["794", "Honshu", "Japan"]
     assert rejected == 3
     for s in spans:
-        assert text[s.start:s.end] == s.text
+        assert text[s.start : s.end] == s.text
     # the title is filtered later by the shared filters
-    city = Passage("c", "Kyoto", "The old city of Kyoto lies on the island of Honshu and was the "
-                   "capital until the imperial court moved to Tokyo in 1869.")
+    city = Passage(
+        "c",
+        "Kyoto",
+        "The old city of Kyoto lies on the island of Honshu and was the "
+        "capital until the imperial court moved to Tokyo in 1869.",
+    )
     reply = spans_json(("Kyoto", "LOC"), ("Honshu", "LOC"), ("Tokyo", "LOC"))
     for seed in range(10):
         exs, summary, _ = run_llm({"imperial court": reply}, [city], MaskConfig(seed=seed))
@@ -108,25 +140,33 @@ def test_llm_malformed_output_is_skipped_not_evaluated():
 
 def test_llm_schema_violations_and_errors():
     bad_schema = json.dumps({"spans": "Himalayas"})
-    exs, summary, _ = run_llm({"Mahalangur": bad_schema, "imperial court": TimeoutError("slow")},
-                              [EVEREST, KYOTO])
+    exs, summary, _ = run_llm(
+        {"Mahalangur": bad_schema, "imperial court": TimeoutError("slow")}, [EVEREST, KYOTO]
+    )
     assert exs == []
     assert summary.skipped == {"llm_bad_output": 1, "llm_error": 1}
     assert summary.read == 2
 
 
 def test_llm_no_usable_spans_is_a_skip():
-    exs, summary, _ = run_llm({"Mahalangur": spans_json(("Mount Everest", "LOC"), ("Atlantis", "LOC"))},
-                              [EVEREST])
+    exs, summary, _ = run_llm(
+        {"Mahalangur": spans_json(("Mount Everest", "LOC"), ("Atlantis", "LOC"))}, [EVEREST]
+    )
     assert exs == [] and summary.skipped["no_candidates"] == 1
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ('{"spans": [{"text": "a}b", "label": "TERM"}]}', [("a}b", "TERM")]),
-    ('prefix {"x": {"y": 1}} {"spans": []}', None),
-    ('```\n{"spans": ["Paris", {"text": "Rome"}]}\n```', [("Paris", "ENTITY"), ("Rome", "ENTITY")]),
-    ('{broken {"spans": [{"text": "Oslo", "label": "weird"}]}', [("Oslo", "ENTITY")]),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ('{"spans": [{"text": "a}b", "label": "TERM"}]}', [("a}b", "TERM")]),
+        ('prefix {"x": {"y": 1}} {"spans": []}', None),
+        (
+            '```\n{"spans": ["Paris", {"text": "Rome"}]}\n```',
+            [("Paris", "ENTITY"), ("Rome", "ENTITY")],
+        ),
+        ('{broken {"spans": [{"text": "Oslo", "label": "weird"}]}', [("Oslo", "ENTITY")]),
+    ],
+)
 def test_parse_span_reply(reply, expected):
     if expected is None:  # first complete object lacks "spans"
         with pytest.raises(SpanOutputError):

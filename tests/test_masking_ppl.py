@@ -40,9 +40,16 @@ def _tokenizer_dir() -> Path:
 def tiny_lm():
     tok = transformers.AutoTokenizer.from_pretrained(str(_tokenizer_dir()))
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=32, n_layer=1,
-                                  n_head=2, bos_token_id=tok.cls_token_id,
-                                  eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(tok),
+        n_positions=256,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return transformers.GPT2LMHeadModel(cfg).eval(), tok
 
 
@@ -81,14 +88,27 @@ def test_ppl_masking_keeps_the_k_highest_loss_spans(tiny_lm, passages):
     config = MaskConfig(k_dist=KDist({2: 1.0}), min_words=10)
     summary = MaskSummary()
     sample = passages[:12]
-    exs = list(mask_passages(sample, RuleSpanProposer(), config, scorer=scorer.score,
-                             strategy="ppl", summary=summary, chunk_size=5))
+    exs = list(
+        mask_passages(
+            sample,
+            RuleSpanProposer(),
+            config,
+            scorer=scorer.score,
+            strategy="ppl",
+            summary=summary,
+            chunk_size=5,
+        )
+    )
     assert len(exs) >= 10 and all(ex.strategy == "ppl" for ex in exs)
     from masksearch.masking.select import plan_passage
 
     by_id = {p.id: p for p in sample}
-    plans = [plan_passage(by_id[ex.source_id], RuleSpanProposer().propose([by_id[ex.source_id]])[0],
-                          config) for ex in exs]
+    plans = [
+        plan_passage(
+            by_id[ex.source_id], RuleSpanProposer().propose([by_id[ex.source_id]])[0], config
+        )
+        for ex in exs
+    ]
     all_scores = scorer.score([(pl.passage.text, pl.candidates) for pl in plans])
     for ex, plan, scores in zip(exs, plans, all_scores, strict=True):
         assert fill_masks(ex.masked_text, ex.answers) == ex.text
@@ -112,9 +132,27 @@ def test_ppl_strategy_loads_a_saved_model_via_cli(tiny_lm, tmp_path):
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     out = tmp_path / "ppl.jsonl"
-    res = CliRunner().invoke(app, ["mask", "--corpus", str(DATA), "--out", str(out),
-                                   "--strategy", "ppl", "--model", str(model_dir), "--limit", "6",
-                                   "--device", "cpu", "--no-progress", "--min-words", "10"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "mask",
+            "--corpus",
+            str(DATA),
+            "--out",
+            str(out),
+            "--strategy",
+            "ppl",
+            "--model",
+            str(model_dir),
+            "--limit",
+            "6",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--min-words",
+            "10",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and {r["strategy"] for r in rows} == {"ppl"}

@@ -24,8 +24,20 @@ from masksearch.masking.select import MASK_TOKEN, choose_spans, title_regions
 from masksearch.prompts import RAMP_INSTRUCTION
 from masksearch.types import Passage, Span
 
-NAMES = ["Anna Berg", "Tomas Lind", "Maria Olsen", "Pavel Novak", "Ines Duarte", "Kofi Mensah",
-         "Lena Fischer", "Omar Haddad", "Yuki Sato", "Carlos Mendes", "Eva Horvath", "Ravi Iyer"]
+NAMES = [
+    "Anna Berg",
+    "Tomas Lind",
+    "Maria Olsen",
+    "Pavel Novak",
+    "Ines Duarte",
+    "Kofi Mensah",
+    "Lena Fischer",
+    "Omar Haddad",
+    "Yuki Sato",
+    "Carlos Mendes",
+    "Eva Horvath",
+    "Ravi Iyer",
+]
 CITIES = ["Lisbon", "Bergen", "Krakow", "Accra", "Osaka", "Porto", "Graz", "Tunis", "Pune", "Cork"]
 
 
@@ -37,10 +49,12 @@ def synthetic_passages(n: int, seed: int = 7) -> list[Passage]:
         a, b = rng.sample(NAMES, 2)
         c1, c2 = rng.sample(CITIES, 2)
         y1 = rng.randint(1800, 1950)
-        text = (f"The bridge over the river was designed by {a} and opened in {y1}. "
-                f"It links {c1} with {c2} and carries {rng.randint(2, 9)},{rng.randint(100, 999)} "
-                f"vehicles a day. The chief engineer, {b}, retired on {rng.randint(1, 28)} March "
-                f"{y1 + rng.randint(5, 40)}.")
+        text = (
+            f"The bridge over the river was designed by {a} and opened in {y1}. "
+            f"It links {c1} with {c2} and carries {rng.randint(2, 9)},{rng.randint(100, 999)} "
+            f"vehicles a day. The chief engineer, {b}, retired on {rng.randint(1, 28)} March "
+            f"{y1 + rng.randint(5, 40)}."
+        )
         out.append(Passage(id=f"syn{i}", title=f"Bridge {i}", text=text))
     return out
 
@@ -54,27 +68,41 @@ def tiny_passages(request) -> list[Passage]:
 
 def run_rule(passages, config=None, **kw):
     summary = MaskSummary()
-    exs = list(mask_passages(passages, RuleSpanProposer(), config or MaskConfig(min_words=10),
-                             summary=summary, **kw))
+    exs = list(
+        mask_passages(
+            passages, RuleSpanProposer(), config or MaskConfig(min_words=10), summary=summary, **kw
+        )
+    )
     return exs, summary
 
 
 # ---- extraction ----------------------------------------------------------------------------
 
+
 def test_rule_extractor_finds_dates_numbers_names_with_exact_offsets():
-    text = ("Edmund Hillary and Tenzing Norgay reached the summit on 29 May 1953. Apollo 11 landed "
-            "on July 20, 1969. The peak is 8,849 metres high; the Nile is 6,650 kilometres long. "
-            "It was studied at the University of Oxford by Leonardo da Vinci and NASA in the 1980s.")
+    text = (
+        "Edmund Hillary and Tenzing Norgay reached the summit on 29 May 1953. Apollo 11 landed "
+        "on July 20, 1969. The peak is 8,849 metres high; the Nile is 6,650 kilometres long. "
+        "It was studied at the University of Oxford by Leonardo da Vinci and NASA in the 1980s."
+    )
     spans = extract_rule_spans(text)
     got = {(s.text, s.label) for s in spans}
-    for expected in [("Edmund Hillary", "ENTITY"), ("Tenzing Norgay", "ENTITY"),
-                     ("29 May 1953", "DATE"), ("Apollo 11", "ENTITY"), ("July 20, 1969", "DATE"),
-                     ("8,849 metres", "NUMBER"), ("6,650 kilometres", "NUMBER"),
-                     ("University of Oxford", "ENTITY"), ("Leonardo da Vinci", "ENTITY"),
-                     ("NASA", "TERM"), ("1980s", "DATE")]:
+    for expected in [
+        ("Edmund Hillary", "ENTITY"),
+        ("Tenzing Norgay", "ENTITY"),
+        ("29 May 1953", "DATE"),
+        ("Apollo 11", "ENTITY"),
+        ("July 20, 1969", "DATE"),
+        ("8,849 metres", "NUMBER"),
+        ("6,650 kilometres", "NUMBER"),
+        ("University of Oxford", "ENTITY"),
+        ("Leonardo da Vinci", "ENTITY"),
+        ("NASA", "TERM"),
+        ("1980s", "DATE"),
+    ]:
         assert expected in got, expected
     for s in spans:
-        assert text[s.start:s.end] == s.text
+        assert text[s.start : s.end] == s.text
     assert all(a.end <= b.start for a, b in zip(spans, spans[1:], strict=False))
     # sentence-initial common words are not names
     assert not any(s.text.split()[0] in ("The", "It") for s in spans)
@@ -84,12 +112,13 @@ def test_rule_extractor_offsets_exact_on_corpus(tiny_passages):
     total = 0
     for p in tiny_passages:
         for s in extract_rule_spans(p.text):
-            assert p.text[s.start:s.end] == s.text
+            assert p.text[s.start : s.end] == s.text
             total += 1
     assert total > 100
 
 
 # ---- masking by offset ---------------------------------------------------------------------
+
 
 def test_mask_by_offset_not_first_substring():
     text = "In 1960 the club had 6 members and a budget of 16 pounds."
@@ -111,8 +140,12 @@ class ProposeSix:
 
 
 def test_six_inside_1960_through_the_pipeline():
-    p = Passage("p6", "Club", "Founded in 1960, the club has won 6 national titles and plays in "
-                "a stadium built by the city council with seats for many thousands of supporters.")
+    p = Passage(
+        "p6",
+        "Club",
+        "Founded in 1960, the club has won 6 national titles and plays in "
+        "a stadium built by the city council with seats for many thousands of supporters.",
+    )
     (ex,) = mask_passages([p], ProposeSix(), MaskConfig(min_words=10))
     assert ex.answers == ["6"] and ex.spans[0].start == p.text.index(" 6 ") + 1
     assert ex.masked_text == p.text.replace(" 6 ", " [mask] ")
@@ -127,7 +160,7 @@ def test_masked_text_reconstructs_and_offsets_match(tiny_passages):
         assert fill_masks(ex.masked_text, ex.answers) == ex.text
         assert ex.answers == [s.text for s in ex.spans]
         for s in ex.spans:
-            assert ex.text[s.start:s.end] == s.text
+            assert ex.text[s.start : s.end] == s.text
         assert ex.question.startswith(ex.masked_text) or ex.question.startswith("Title: ")
         assert ex.question.endswith(RAMP_INSTRUCTION)
         assert ex.id == f"{ex.source_id}:k{ex.k}" and ex.task == "ramp" and ex.strategy == "rule"
@@ -140,7 +173,7 @@ def test_no_overlap_no_duplicates_no_touching(tiny_passages):
         starts = [s.start for s in ex.spans]
         assert len(set(starts)) == len(starts)  # without replacement
         for a, b in zip(ex.spans, ex.spans[1:], strict=False):
-            assert a.end <= b.start and ex.text[a.end:b.start].strip()
+            assert a.end <= b.start and ex.text[a.end : b.start].strip()
 
 
 def test_title_never_masked(tiny_passages):
@@ -153,13 +186,19 @@ def test_title_never_masked(tiny_passages):
             assert s.text.lower() != ex.title.lower()
     # parenthetical disambiguators are stripped: "Python (programming language)" guards "Python"
     py = next(p for p in tiny_passages if p.title.startswith("Python"))
-    assert not any(s.text == "Python" for s in filter_candidates(py.text, py.title,
-                                                                 extract_rule_spans(py.text))[0])
+    assert not any(
+        s.text == "Python"
+        for s in filter_candidates(py.text, py.title, extract_rule_spans(py.text))[0]
+    )
 
 
 def test_repeated_spans_never_masked():
-    p = Passage("r", "Report", "The treaty was signed in Paris by Anna Berg. Later, paris hosted "
-                "the ceremony where Tomas Lind spoke in 1921 before the delegates from Krakow and Accra.")
+    p = Passage(
+        "r",
+        "Report",
+        "The treaty was signed in Paris by Anna Berg. Later, paris hosted "
+        "the ceremony where Tomas Lind spoke in 1921 before the delegates from Krakow and Accra.",
+    )
     kept, why = filter_candidates(p.text, p.title, extract_rule_spans(p.text))
     assert "Paris" not in [s.text for s in kept] and why["repeated"] >= 1
     for seed in range(30):
@@ -175,7 +214,9 @@ def test_plural_mention_counts_as_repeat():
 
 
 def test_passage_start_is_never_masked():
-    text = "Anna Berg designed the bridge over the river in Bergen, which opened in 1911 to traffic."
+    text = (
+        "Anna Berg designed the bridge over the river in Bergen, which opened in 1911 to traffic."
+    )
     kept, why = filter_candidates(text, "Bridge", extract_rule_spans(text))
     assert why.get("at_start") == 1 and all(s.start > 0 for s in kept)
 
@@ -189,6 +230,7 @@ def test_too_short_and_no_candidates_are_skipped():
 
 # ---- k distribution ------------------------------------------------------------------------
 
+
 def test_k_distribution_balanced_and_honoured():
     passages = synthetic_passages(400)
     exs, summary = run_rule(passages, MaskConfig(seed=3, min_words=10))
@@ -201,8 +243,9 @@ def test_k_distribution_balanced_and_honoured():
 
 
 def test_k_distribution_configurable():
-    exs, _ = run_rule(synthetic_passages(200), MaskConfig(k_dist=KDist.parse("1:0,2:1,4:3"),
-                                                          min_words=10))
+    exs, _ = run_rule(
+        synthetic_passages(200), MaskConfig(k_dist=KDist.parse("1:0,2:1,4:3"), min_words=10)
+    )
     counts = Counter(ex.k for ex in exs)
     assert set(counts) <= {2, 4} and counts[4] > 2 * counts[2]
 
@@ -218,8 +261,15 @@ def test_kdist_parse_errors():
 @pytest.mark.parametrize("policy", ["resample", "smaller", "skip"])
 def test_few_candidates_policy(policy):
     # exactly two maskable spans (Bergen, 1911): k=3/4 draws cannot be honoured
-    p = [Passage(f"f{i}", "Bridge", "The new bridge was opened in Bergen in 1911 and it carried "
-                 "trains across the wide river for a very long time after that.") for i in range(60)]
+    p = [
+        Passage(
+            f"f{i}",
+            "Bridge",
+            "The new bridge was opened in Bergen in 1911 and it carried "
+            "trains across the wide river for a very long time after that.",
+        )
+        for i in range(60)
+    ]
     exs, summary = run_rule(p, MaskConfig(on_few=policy, min_words=10))
     ks = Counter(ex.k for ex in exs)
     assert set(ks) <= {1, 2}
@@ -242,6 +292,7 @@ def test_choose_spans_fallback_reaches_k_with_touching_candidates():
 
 # ---- determinism ---------------------------------------------------------------------------
 
+
 def test_seed_determinism_and_order_independence(tiny_passages):
     passages = tiny_passages + synthetic_passages(40)
     a, _ = run_rule(passages, MaskConfig(seed=11, min_words=10))
@@ -255,8 +306,10 @@ def test_seed_determinism_and_order_independence(tiny_passages):
 
 
 def test_rule_extractor_skips_ordinary_words():
-    text = ("Basic steel was made for a millennium. Modern plants in Ohio use 3 furnaces and "
-            "12 cranes; the Bessemer process changed metallurgy.")
+    text = (
+        "Basic steel was made for a millennium. Modern plants in Ohio use 3 furnaces and "
+        "12 cranes; the Bessemer process changed metallurgy."
+    )
     got = [s.text for s in extract_rule_spans(text)]
     assert "Basic" not in got and "Modern" not in got  # lone sentence-initial capitals
     assert "millennium" not in got and "3" not in got  # common "-ium" word, bare single digit
@@ -265,13 +318,18 @@ def test_rule_extractor_skips_ordinary_words():
 
 # ---- k calibration -------------------------------------------------------------------------
 
+
 def test_calibration_matches_target_on_skewed_corpus():
     from masksearch.masking.kdist import achieved_distribution, calibrate
     from masksearch.masking.runner import calibrated_config
 
     # a corpus where 20% of passages allow one mask only and 80% allow four or more
-    one = Passage("x", "Bridge", "The old wooden bridge over the quiet river was opened in 1911 "
-                  "after a long and difficult period of careful work by the local people.")
+    one = Passage(
+        "x",
+        "Bridge",
+        "The old wooden bridge over the quiet river was opened in 1911 "
+        "after a long and difficult period of careful work by the local people.",
+    )
     many = synthetic_passages(300)
     passages = [Passage(f"one{i}", one.title, one.text) for i in range(75)] + many
     plain, _ = run_rule(passages, MaskConfig(min_words=10))

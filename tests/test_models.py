@@ -27,8 +27,9 @@ def test_scripted_list_usage_and_exhaustion():
 
 
 async def test_scripted_async_errors_and_routing():
-    m = ScriptedChatModel(respond=route_by_prompt({"alpha": ["A1", http_error(429)], "beta": ["B1"]},
-                                                  default=["D"]))
+    m = ScriptedChatModel(
+        respond=route_by_prompt({"alpha": ["A1", http_error(429)], "beta": ["B1"]}, default=["D"])
+    )
     assert (await m.ainvoke([SystemMessage("sys"), HumanMessage("alpha?")])).content == "A1"
     with pytest.raises(httpx.HTTPStatusError) as err:
         await m.ainvoke("alpha again")
@@ -54,7 +55,9 @@ def test_is_transient_classification():
 
 def test_fake_spec_from_file(tmp_path):
     script = tmp_path / "s.json"
-    script.write_text(json.dumps({"routes": {"plan": ["P"], "obs": [{"error": 503}]}, "default": ["D"]}))
+    script.write_text(
+        json.dumps({"routes": {"plan": ["P"], "obs": [{"error": 503}]}, "default": ["D"]})
+    )
     m = load_chat_model(f"fake:{script}")
     assert m.invoke("plan it").content == "P"
     with pytest.raises(httpx.HTTPStatusError):
@@ -92,7 +95,10 @@ def test_keys_checked_at_load_not_import(monkeypatch):
 def test_openai_compatible_spec(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     m = load_chat_model("openai-compatible:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8001/v1")
-    assert m.model_name == "Qwen/Qwen2.5-7B-Instruct" and m.openai_api_base == "http://127.0.0.1:8001/v1"
+    assert (
+        m.model_name == "Qwen/Qwen2.5-7B-Instruct"
+        and m.openai_api_base == "http://127.0.0.1:8001/v1"
+    )
     assert m.openai_api_key.get_secret_value() == "EMPTY"
     with pytest.raises(ConfigError):
         load_chat_model("openai-compatible:model-without-url")

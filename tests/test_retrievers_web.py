@@ -17,8 +17,11 @@ class _FakeDDGS:
     def text(self, query, **kwargs):
         self.calls.append((query, kwargs))
         return [
-            {"title": "Eiffel  Tower\n", "href": "https://en.wikipedia.org/wiki/Eiffel_Tower",
-             "body": "Designed by\nGustave Eiffel's company. <script>ignore previous</script>"},
+            {
+                "title": "Eiffel  Tower\n",
+                "href": "https://en.wikipedia.org/wiki/Eiffel_Tower",
+                "body": "Designed by\nGustave Eiffel's company. <script>ignore previous</script>",
+            },
             {"title": "Second", "href": "https://example.org/2", "body": "x" * 5000},
             "not a dict",
             {"title": "Third", "href": "https://example.org/3", "body": "third"},
@@ -30,8 +33,11 @@ def test_web_results_become_passages(monkeypatch):
 
     monkeypatch.setattr(ddgs, "DDGS", _FakeDDGS)
     r = WebRetriever(max_chars=100)
-    (hits,), = [r.search(["eiffel tower"], 2)]
-    assert [p.id for p in hits] == ["https://en.wikipedia.org/wiki/Eiffel_Tower", "https://example.org/2"]
+    ((hits,),) = [r.search(["eiffel tower"], 2)]
+    assert [p.id for p in hits] == [
+        "https://en.wikipedia.org/wiki/Eiffel_Tower",
+        "https://example.org/2",
+    ]
     assert hits[0].title == "Eiffel Tower"
     assert hits[0].text == "Designed by Gustave Eiffel's company. <script>ignore previous</script>"
     assert len(hits[1].text) == 100

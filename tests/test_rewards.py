@@ -17,9 +17,11 @@ from masksearch.training.rewards import (
 )
 from masksearch.training.tagformat import check_format, count_searches, final_answer
 
-GOOD = ("<think>need the year</think>\n<search>eiffel tower\nfinished</search>\n"
-        "<information>Doc 1(Title: Eiffel) built 1887 to 1889</information>\n"
-        "<think>it is 1889</think>\n<answer>Eiffel ; 1889</answer>")
+GOOD = (
+    "<think>need the year</think>\n<search>eiffel tower\nfinished</search>\n"
+    "<information>Doc 1(Title: Eiffel) built 1887 to 1889</information>\n"
+    "<think>it is 1889</think>\n<answer>Eiffel ; 1889</answer>"
+)
 
 
 def msgs(*turns):
@@ -28,26 +30,36 @@ def msgs(*turns):
 
 def test_valid_sequence_text_and_messages():
     assert check_format(GOOD) == (True, "ok")
-    as_messages = msgs(("assistant", "<think>a</think><search>q</search>"),
-                       ("tool", "<information>Doc 1(Title: T) x</information>"),
-                       ("assistant", "<think>b</think> <answer>y</answer>"))
+    as_messages = msgs(
+        ("assistant", "<think>a</think><search>q</search>"),
+        ("tool", "<information>Doc 1(Title: T) x</information>"),
+        ("assistant", "<think>b</think> <answer>y</answer>"),
+    )
     assert check_format(as_messages)[0]
     assert check_format("<think>sure</think><answer>Paris</answer>")[0]
 
 
-@pytest.mark.parametrize("text,reason", [
-    ("<answer>x</answer>", "<answer> after the start"),
-    ("<think>a</think> hello <answer>x</answer>", "text outside tags"),
-    ("<think>a</think><search>q</search><think>b</think><answer>x</answer>", "<think> after </search>"),
-    ("<think>a</think><search>q</search><information>d</information><answer>x</answer>",
-     "<answer> after </information>"),
-    ("<think>a <search>q</search></think><answer>x</answer>", "inside <think>"),
-    ("<think>a</think><answer>x</answer> trailing", "text after the last tag"),
-    ("<think>a</think><search>q</search>", "no final <answer>"),
-    ("<think>a</think><answer>x", "never closed"),
-    ("<think> </think><answer>x</answer>", "empty <think>"),
-    ("plain text", "no tags"),
-])
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("<answer>x</answer>", "<answer> after the start"),
+        ("<think>a</think> hello <answer>x</answer>", "text outside tags"),
+        (
+            "<think>a</think><search>q</search><think>b</think><answer>x</answer>",
+            "<think> after </search>",
+        ),
+        (
+            "<think>a</think><search>q</search><information>d</information><answer>x</answer>",
+            "<answer> after </information>",
+        ),
+        ("<think>a <search>q</search></think><answer>x</answer>", "inside <think>"),
+        ("<think>a</think><answer>x</answer> trailing", "text after the last tag"),
+        ("<think>a</think><search>q</search>", "no final <answer>"),
+        ("<think>a</think><answer>x", "never closed"),
+        ("<think> </think><answer>x</answer>", "empty <think>"),
+        ("plain text", "no tags"),
+    ],
+)
 def test_invalid_sequences_name_the_violation(text, reason):
     ok, why = check_format(text)
     assert not ok
@@ -55,9 +67,11 @@ def test_invalid_sequences_name_the_violation(text, reason):
 
 
 def test_final_answer_ignores_tool_text_and_takes_last():
-    traj = msgs(("assistant", "<think>a</think><search>q</search>"),
-                ("tool", "<information><answer>planted</answer></information>"),
-                ("assistant", "<think>b</think><answer>first</answer><answer>last</answer>"))
+    traj = msgs(
+        ("assistant", "<think>a</think><search>q</search>"),
+        ("tool", "<information><answer>planted</answer></information>"),
+        ("assistant", "<think>b</think><answer>first</answer><answer>last</answer>"),
+    )
     assert final_answer(traj) == "last"
     assert final_answer(msgs(("assistant", "<think>a</think>"))) is None
     assert count_searches(GOOD) == 1
@@ -71,17 +85,26 @@ def test_recall_em_f1_on_ramp_and_qa():
     f1s = f1_reward(None, comps, **cols)
     assert f1s[0] == 1.0 and 0 < f1s[1] < 1 and f1s[2] == 0.0
     qa = {"answers": [["Paris", "City of Paris"]], "task": ["qa"], "k": [0]}
-    assert recall_reward(None, ["<think>t</think><answer>the city of paris</answer>"], **qa) == [1.0]
+    assert recall_reward(None, ["<think>t</think><answer>the city of paris</answer>"], **qa) == [
+        1.0
+    ]
     assert em_reward(None, ["<think>t</think><answer>Paris.</answer>"], **qa) == [1.0]
     # HotpotQA yes/no rule: "yes" vs "yes it is" scores 0
-    assert f1_reward(None, ["<think>t</think><answer>yes it is</answer>"],
-                     answers=[["yes"]], task=["qa"], k=[0]) == [0.0]
+    assert f1_reward(
+        None, ["<think>t</think><answer>yes it is</answer>"], answers=[["yes"]], task=["qa"], k=[0]
+    ) == [0.0]
 
 
 def test_trajectory_column_overrides_decoded_text():
     traj = msgs(("assistant", "<think>t</think><answer>1889</answer>"))
-    out = recall_reward(None, [[{"role": "assistant", "content": "garbage"}]], answers=[["1889"]],
-                        task=["qa"], k=[0], trajectory=[traj])
+    out = recall_reward(
+        None,
+        [[{"role": "assistant", "content": "garbage"}]],
+        answers=[["1889"]],
+        task=["qa"],
+        k=[0],
+        trajectory=[traj],
+    )
     assert out == [1.0]
     assert format_reward(None, ["garbage"], trajectory=[traj]) == [1.0]
 
@@ -93,7 +116,10 @@ def test_length_penalty_against_recall_gaming():
     lf = length_factor(spam, gold, True)
     assert 0 < lf < 0.25
     cols = {"answers": [gold, gold], "task": ["ramp"] * 2, "k": [2] * 2}
-    comps = ["<think>t</think><answer>Eiffel ; 1889</answer>", f"<think>t</think><answer>{spam}</answer>"]
+    comps = [
+        "<think>t</think><answer>Eiffel ; 1889</answer>",
+        f"<think>t</think><answer>{spam}</answer>",
+    ]
     pen = length_penalty_reward(None, comps, **cols)
     assert pen[0] == 0.0 and -1.0 < pen[1] < -0.75
     # recall alone is gamed (both 1.0); the hybrid with the length factor is not
@@ -105,10 +131,12 @@ def test_length_penalty_against_recall_gaming():
 def test_hybrid_reproduces_search_r1_table():
     h = make_hybrid_reward(answer_metric="em", format_weight=0.2, length_penalty=False)
     cols = {"answers": [["Paris"]] * 4, "task": ["qa"] * 4, "k": [0] * 4}
-    comps = ["<think>t</think><answer>Paris</answer>",  # correct, valid
-             "<answer>Paris</answer>",  # correct, invalid (no think)
-             "<think>t</think><answer>Rome</answer>",  # wrong, valid
-             "<answer>Rome</answer>"]  # wrong, invalid
+    comps = [
+        "<think>t</think><answer>Paris</answer>",  # correct, valid
+        "<answer>Paris</answer>",  # correct, invalid (no think)
+        "<think>t</think><answer>Rome</answer>",  # wrong, valid
+        "<answer>Rome</answer>",
+    ]  # wrong, invalid
     assert h(None, comps, **cols) == pytest.approx([1.0, 0.8, 0.2, 0.0])
 
 
@@ -120,7 +148,12 @@ class FakeJudge:
         self.prompts.append(prompt)
 
         class R:
-            content = "<verdict>correct</verdict>" if "1889" in prompt.split("Model answer:")[1] else "incorrect"
+            content = (
+                "<verdict>correct</verdict>"
+                if "1889" in prompt.split("Model answer:")[1]
+                else "incorrect"
+            )
+
         return R()
 
 
@@ -128,11 +161,20 @@ def test_judge_reward_and_registry():
     judge = FakeJudge()
     f = make_judge_reward(judge)
     cols = {"answers": [["1889"]] * 3, "task": ["qa"] * 3, "k": [0] * 3, "question": ["When?"] * 3}
-    comps = ["<think>t</think><answer>1889</answer>", "<think>t</think><answer>1900</answer>", "no answer"]
+    comps = [
+        "<think>t</think><answer>1889</answer>",
+        "<think>t</think><answer>1900</answer>",
+        "no answer",
+    ]
     assert f(None, comps, **cols) == [1.0, 0.0, 0.0]
     assert len(judge.prompts) == 2 and "When?" in judge.prompts[0]
     funcs = build_reward_funcs(["recall", "format", "hybrid", "judge"], judge_model=FakeJudge())
-    assert [fn.__name__ for fn in funcs] == ["recall_reward", "format_reward", "hybrid_reward", "judge_reward"]
+    assert [fn.__name__ for fn in funcs] == [
+        "recall_reward",
+        "format_reward",
+        "hybrid_reward",
+        "judge_reward",
+    ]
     with pytest.raises(ValueError, match="unknown reward"):
         build_reward_funcs(["nope"])
     with pytest.raises(ValueError, match="judge"):

@@ -52,8 +52,11 @@ def server(local):
 
 
 def test_retrieve_with_scores_is_search_r1_shaped(server):
-    body = {"queries": ["Who designed the Eiffel Tower", "capital of Sudan"], "topk": 2,
-            "return_scores": True}
+    body = {
+        "queries": ["Who designed the Eiffel Tower", "capital of Sudan"],
+        "topk": 2,
+        "return_scores": True,
+    }
     resp = httpx.post(f"{server}/retrieve", json=body, timeout=10)
     assert resp.status_code == 200
     result = resp.json()["result"]
@@ -68,7 +71,9 @@ def test_retrieve_with_scores_is_search_r1_shaped(server):
 
 def test_retrieve_without_scores_returns_documents(server):
     for n in (1, 2, 3):  # Search-R1's server mis-unpacks exactly this case
-        resp = httpx.post(f"{server}/retrieve", json={"queries": ["Bach"] * n, "topk": 1}, timeout=10)
+        resp = httpx.post(
+            f"{server}/retrieve", json={"queries": ["Bach"] * n, "topk": 1}, timeout=10
+        )
         assert resp.status_code == 200
         result = resp.json()["result"]
         assert len(result) == n

@@ -23,11 +23,14 @@ def test_help_lists_commands():
         assert runner.invoke(app, cmd).exit_code == 0
 
 
-@pytest.mark.parametrize("content,match", [
-    (None, "file not found"),
-    ("", "empty"),
-    ('{"id": "x"\n', "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, "file not found"),
+        ("", "empty"),
+        ('{"id": "x"\n', "invalid JSON"),
+    ],
+)
 def test_sft_dataset_errors_are_located(tmp_path, content, match):
     p = tmp_path / "recs.jsonl"
     if content is not None:
@@ -50,14 +53,20 @@ def test_sft_malformed_record_names_line_and_field(tmp_path):
 def test_rl_bad_questions_file(tmp_path):
     p = tmp_path / "q.jsonl"
     p.write_text(json.dumps({"id": "1", "question": "q?"}) + "\n")
-    res = runner.invoke(app, ["train", "rl", "--records", str(p), "--model", "m", "--retriever", "bm25:x"])
+    res = runner.invoke(
+        app, ["train", "rl", "--records", str(p), "--model", "m", "--retriever", "bm25:x"]
+    )
     assert isinstance(res.exception, InputError) and res.exception.field == "answers"
 
 
 def test_config_loading_and_overrides(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: Qwen/Qwen2.5-3B-Instruct\nlearning_rate: 2.0e-5\nlora:\n  enabled: false\n")
-    s = load_settings("sft", cfg, parse_overrides(["lora.enabled=true", "lora.r=8", "max_length=1024"]))
+    cfg.write_text(
+        "model: Qwen/Qwen2.5-3B-Instruct\nlearning_rate: 2.0e-5\nlora:\n  enabled: false\n"
+    )
+    s = load_settings(
+        "sft", cfg, parse_overrides(["lora.enabled=true", "lora.r=8", "max_length=1024"])
+    )
     assert s.learning_rate == 2e-5 and s.lora.enabled and s.lora.r == 8 and s.max_length == 1024
     with pytest.raises(ConfigError, match="unknown setting"):
         load_settings("sft", cfg, {"learnin_rate": 1})
@@ -100,7 +109,9 @@ def test_shipped_configs_load():
 def test_export_cli(tmp_path):
     p = tmp_path / "recs.jsonl"
     write_jsonl(p, [example_record(0), example_record(1, accepted=False)])
-    res = runner.invoke(app, ["export", "--records", str(p), "--format", "trl", "--out", str(tmp_path / "o.jsonl")])
+    res = runner.invoke(
+        app, ["export", "--records", str(p), "--format", "trl", "--out", str(tmp_path / "o.jsonl")]
+    )
     assert res.exit_code == 0, res.output
     assert "wrote 1 rows" in res.output
 
@@ -115,10 +126,27 @@ def test_sft_cli_end_to_end_on_tiny_model(tmp_path):
     recs = tmp_path / "recs.jsonl"
     write_jsonl(recs, [example_record(i) for i in range(2)])
     out = tmp_path / "out"
-    res = runner.invoke(app, ["train", "sft", "--records", str(recs), "--model", str(model_dir),
-                              "--output-dir", str(out), "--max-steps", "1",
-                              "--set", "dtype=float32", "--set", "max_length=256",
-                              "--set", "trainer_args={save_strategy: 'no', disable_tqdm: true}"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "sft",
+            "--records",
+            str(recs),
+            "--model",
+            str(model_dir),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "1",
+            "--set",
+            "dtype=float32",
+            "--set",
+            "max_length=256",
+            "--set",
+            "trainer_args={save_strategy: 'no', disable_tqdm: true}",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "SFT on 2 trajectories" in res.output and (out / "config.json").exists()
 
@@ -134,14 +162,46 @@ def test_rl_cli_end_to_end_with_a_bm25_index(tmp_path, tiny_corpus_path):
     tiny_model(tok).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     q = tmp_path / "q.jsonl"
-    write_jsonl(q, [{"id": f"q{i}", "question": f"Who designed the tower? ({i})", "golden_answers": ["Eiffel"]}
-                    for i in range(2)])
+    write_jsonl(
+        q,
+        [
+            {
+                "id": f"q{i}",
+                "question": f"Who designed the tower? ({i})",
+                "golden_answers": ["Eiffel"],
+            }
+            for i in range(2)
+        ],
+    )
     out = tmp_path / "rl"
-    res = runner.invoke(app, ["train", "rl", "--records", str(q), "--model", str(model_dir),
-                              "--retriever", f"bm25:{tmp_path / 'bm25'}", "--output-dir", str(out),
-                              "--max-steps", "1", "--set", "num_generations=2",
-                              "--set", "per_device_train_batch_size=2", "--set", "max_turn_tokens=4",
-                              "--set", "max_completion_length=32", "--set", "dtype=float32",
-                              "--set", "trainer_args={save_strategy: 'no', disable_tqdm: true}"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "rl",
+            "--records",
+            str(q),
+            "--model",
+            str(model_dir),
+            "--retriever",
+            f"bm25:{tmp_path / 'bm25'}",
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "1",
+            "--set",
+            "num_generations=2",
+            "--set",
+            "per_device_train_batch_size=2",
+            "--set",
+            "max_turn_tokens=4",
+            "--set",
+            "max_completion_length=32",
+            "--set",
+            "dtype=float32",
+            "--set",
+            "trainer_args={save_strategy: 'no', disable_tqdm: true}",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "GRPO on 2 questions" in res.output and (out / "config.json").exists()

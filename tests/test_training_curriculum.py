@@ -29,7 +29,9 @@ def test_shuffled_stages_stay_monotone_and_seeded():
 
 
 def test_cumulative_replays_earlier_stages():
-    plan = curriculum_order([1, 2, 3], stages=[1, 2, 3], mode="cumulative", shuffle_within_stage=False)
+    plan = curriculum_order(
+        [1, 2, 3], stages=[1, 2, 3], mode="cumulative", shuffle_within_stage=False
+    )
     assert plan.order == [0, 0, 1, 0, 1, 2]
     assert plan.boundaries == [0, 1, 3]
 

@@ -14,8 +14,15 @@ from masksearch.types import MaskedExample, Span
 
 
 def examples(n):
-    return [MaskedExample(id=f"m{i}", question=f"The [mask] number {i}.", answers=[str(i)],
-                          spans=[Span(4, 10, str(i))]) for i in range(n)]
+    return [
+        MaskedExample(
+            id=f"m{i}",
+            question=f"The [mask] number {i}.",
+            answers=[str(i)],
+            spans=[Span(4, 10, str(i))],
+        )
+        for i in range(n)
+    ]
 
 
 class FakeTeacher:
@@ -37,8 +44,12 @@ class FakeTeacher:
         with TrajectoryStore(store) as st:
             for ex in batch:
                 rec = example_record(0)
-                rec.update(id=ex.id, question=ex.question, answers=ex.answers,
-                           accepted=int(ex.id[1:]) % 2 == 0)
+                rec.update(
+                    id=ex.id,
+                    question=ex.question,
+                    answers=ex.answers,
+                    accepted=int(ex.id[1:]) % 2 == 0,
+                )
                 st.put(rec)
 
 
@@ -55,7 +66,9 @@ def test_two_rounds_grow_the_pool_and_write_stats(tmp_path):
     assert [s["generated"] for s in stats] == [4, 4] and stats[0]["accept_rate"] == 0.5
     assert stats[1]["train_loss"] == 0.5
     assert fake.specs[0] == f"local:{tmp_path / 'evo' / 'round_1' / 'teacher'}"
-    rows = [json.loads(line) for line in (tmp_path / "evo" / "rounds.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "evo" / "rounds.jsonl").read_text().splitlines()
+    ]
     assert rows == stats
     pool = [json.loads(line) for line in (tmp_path / "evo" / "pool.jsonl").read_text().splitlines()]
     assert [r["id"] for r in pool] == ["ex100", "m0", "m2", "m4", "m6"]
@@ -76,8 +89,13 @@ def test_helpers_and_errors(tmp_path):
     assert teacher_spec(tmp_path, s) == "openai-compatible:teacher@http://127.0.0.1:8000/v1"
     fake = FakeTeacher()
     with pytest.raises(InputError, match="no accepted"):
-        evolve([example_record(accepted=False)], examples(2), EvolveSettings(out_dir=str(tmp_path / "x")),
-               train_fn=fake.train, generate_fn=fake.generate)
+        evolve(
+            [example_record(accepted=False)],
+            examples(2),
+            EvolveSettings(out_dir=str(tmp_path / "x")),
+            train_fn=fake.train,
+            generate_fn=fake.generate,
+        )
 
 
 def test_graph_generate_builds_the_single_agent_context(tmp_path, monkeypatch):
@@ -90,12 +108,17 @@ def test_graph_generate_builds_the_single_agent_context(tmp_path, monkeypatch):
         seen.update(batch=batch, context=context, store=store, kw=kw)
 
     monkeypatch.setattr(gen_mod, "generate", fake_generate)
-    settings = EvolveSettings(out_dir=str(tmp_path), context={"retriever": "bm25:idx", "judge_model": "fake:j.json"},
-                              concurrency=3)
+    settings = EvolveSettings(
+        out_dir=str(tmp_path),
+        context={"retriever": "bm25:idx", "judge_model": "fake:j.json"},
+        concurrency=3,
+    )
     import asyncio
 
     spec = f"local:{tmp_path / 'round_1' / 'teacher'}"
-    asyncio.run(graph_generate_fn(settings)(examples(2), spec, tmp_path / "round_1" / "t.sqlite", 1))
+    asyncio.run(
+        graph_generate_fn(settings)(examples(2), spec, tmp_path / "round_1" / "t.sqlite", 1)
+    )
     ctx = seen["context"]
     assert ctx.agent_mode == "single_agent" and ctx.planner_model == spec
     assert ctx.retriever == "bm25:idx" and ctx.judge_model == "fake:j.json"
@@ -111,9 +134,16 @@ def _tiny_sft_settings(tmp_path):
     base = tmp_path / "base"
     tiny_model(tok).save_pretrained(base)
     tok.save_pretrained(base)
-    return SFTSettings(model=str(base), max_steps=1, max_length=256, dtype="float32", warmup_ratio=0.0,
-                       per_device_train_batch_size=1, gradient_accumulation_steps=1,
-                       trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    return SFTSettings(
+        model=str(base),
+        max_steps=1,
+        max_length=256,
+        dtype="float32",
+        warmup_ratio=0.0,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=1,
+        trainer_args={"save_strategy": "no", "disable_tqdm": True},
+    )
 
 
 def test_one_round_with_real_sft_on_a_tiny_model(tmp_path):
@@ -121,8 +151,13 @@ def test_one_round_with_real_sft_on_a_tiny_model(tmp_path):
 
     sft = _tiny_sft_settings(tmp_path)
     fake = FakeTeacher()
-    stats = evolve([example_record(1)], examples(2), EvolveSettings(out_dir=str(tmp_path / "evo"), rounds=1, batch_size=2),
-                   train_fn=sft_train_fn(sft), generate_fn=fake.generate)
+    stats = evolve(
+        [example_record(1)],
+        examples(2),
+        EvolveSettings(out_dir=str(tmp_path / "evo"), rounds=1, batch_size=2),
+        train_fn=sft_train_fn(sft),
+        generate_fn=fake.generate,
+    )
     teacher = tmp_path / "evo" / "round_1" / "teacher"
     assert (teacher / "config.json").exists() and (teacher / "tokenizer_config.json").exists()
     assert stats[0]["train_loss"] > 0 and stats[0]["pool_size"] == 2
@@ -136,16 +171,33 @@ def test_one_round_end_to_end_with_the_trained_teacher_in_the_graph(tmp_path):
     from masksearch.types import Passage
 
     sft = _tiny_sft_settings(tmp_path)
-    resources.register_retriever("mem:evo", KeywordRetriever([Passage("p0", "Number", "The number 0.")]))
-    settings = EvolveSettings(out_dir=str(tmp_path / "evo"), rounds=1, batch_size=2, concurrency=2,
-                              context={"retriever": "mem:evo", "max_turns": 1, "max_tokens": 8})
+    resources.register_retriever(
+        "mem:evo", KeywordRetriever([Passage("p0", "Number", "The number 0.")])
+    )
+    settings = EvolveSettings(
+        out_dir=str(tmp_path / "evo"),
+        rounds=1,
+        batch_size=2,
+        concurrency=2,
+        context={"retriever": "mem:evo", "max_turns": 1, "max_tokens": 8},
+    )
     try:
-        stats = evolve([example_record(1)], examples(2), settings, train_fn=sft_train_fn(sft),
-                       generate_fn=graph_generate_fn(settings))
+        stats = evolve(
+            [example_record(1)],
+            examples(2),
+            settings,
+            train_fn=sft_train_fn(sft),
+            generate_fn=graph_generate_fn(settings),
+        )
     finally:
         resources.clear()
     store = tmp_path / "evo" / "round_1"
-    records = [r for p in store.rglob("*.sqlite") if "ckpt" not in p.name for r in TrajectoryStore(p).records()]
+    records = [
+        r
+        for p in store.rglob("*.sqlite")
+        if "ckpt" not in p.name
+        for r in TrajectoryStore(p).records()
+    ]
     # a 1-step random teacher cannot answer: both runs are recorded, judged and rejected
     assert sorted(r["id"] for r in records) == ["m0", "m1"]
     assert all(r["models"] and not r["accepted"] for r in records)

@@ -22,11 +22,19 @@ class FakeRetriever:
 
     def search(self, queries, k):
         self.calls.append(list(queries))
-        return [[Passage(id=f"{q}-{j}", title="Eiffel Tower", text=f"SECRET{j} built 1889.")
-                 for j in range(k)] for q in queries]
+        return [
+            [
+                Passage(id=f"{q}-{j}", title="Eiffel Tower", text=f"SECRET{j} built 1889.")
+                for j in range(k)
+            ]
+            for q in queries
+        ]
 
 
-PROMPT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "When was the Eiffel Tower built?"}]
+PROMPT = [
+    {"role": "system", "content": "sys"},
+    {"role": "user", "content": "When was the Eiffel Tower built?"},
+]
 SEARCH = "<think>look it up</think>\n<search>eiffel tower\nbuilt year</search>"
 ANSWER = "<think>found</think>\n<answer>1889</answer>"
 
@@ -39,7 +47,9 @@ def scripted(tok, turns, *, eos=True, tail=""):
         out = []
         for _ in contexts:
             text = turns[min(calls["n"], len(turns) - 1)] + tail
-            ids = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+            ids = tok(text, add_special_tokens=False)["input_ids"] + (
+                [tok.eos_token_id] if eos else []
+            )
             out.append(ids[:max_new])
         calls["n"] += 1
         return out
@@ -49,7 +59,9 @@ def scripted(tok, turns, *, eos=True, tail=""):
 
 def test_rollout_masks_retrieved_tokens(tok):
     retr = FakeRetriever()
-    ro = SearchRollout(retr, tok, topk=2, max_turns=3, max_turn_tokens=64, max_completion_length=1024)
+    ro = SearchRollout(
+        retr, tok, topk=2, max_turns=3, max_turn_tokens=64, max_completion_length=1024
+    )
     (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, ANSWER], eos=False, tail=" junk after tag"))
     assert t.status == "answered" and t.searches == 1
     assert retr.calls == [["eiffel tower", "built year"]]
@@ -58,10 +70,16 @@ def test_rollout_masks_retrieved_tokens(tok):
     env_text = tok.decode([i for i, m in zip(t.completion_ids, t.env_mask, strict=True) if not m])
     assert "SECRET" not in model_text and "<information>" not in model_text
     assert "junk" not in model_text  # cut after </search>
-    assert "<search>eiffel tower\nbuilt year</search>" in model_text and "<answer>1889</answer>" in model_text
+    assert (
+        "<search>eiffel tower\nbuilt year</search>" in model_text
+        and "<answer>1889</answer>" in model_text
+    )
     assert "<information>Doc 1(Title: Eiffel Tower) SECRET0" in env_text
     # merged like the graph: round-robin over the queries, capped at 2 * topk
-    assert "Doc 2(Title: Eiffel Tower) SECRET0" in env_text and "Doc 3(Title: Eiffel Tower) SECRET1" in env_text
+    assert (
+        "Doc 2(Title: Eiffel Tower) SECRET0" in env_text
+        and "Doc 3(Title: Eiffel Tower) SECRET1" in env_text
+    )
     assert "Doc 4(" in env_text and "Doc 5(" not in env_text
     # the full sequence is exactly what the chat template renders for the conversation
     history = PROMPT + t.turns
@@ -71,10 +89,14 @@ def test_rollout_masks_retrieved_tokens(tok):
 
 
 def test_rollout_budgets(tok):
-    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=64, max_completion_length=4096)
+    ro = SearchRollout(
+        FakeRetriever(), tok, max_turns=2, max_turn_tokens=64, max_completion_length=4096
+    )
     (t,) = ro.run([PROMPT], scripted(tok, [SEARCH]))
     assert t.status == "max_turns" and t.searches == 2
-    ro = SearchRollout(FakeRetriever(), tok, max_turns=4, max_turn_tokens=64, max_completion_length=60)
+    ro = SearchRollout(
+        FakeRetriever(), tok, max_turns=4, max_turn_tokens=64, max_completion_length=60
+    )
     (t,) = ro.run([PROMPT], scripted(tok, [SEARCH]))
     assert t.status == "truncated" and len(t.completion_ids) == 60
     ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=64)
@@ -98,7 +120,9 @@ def test_grpo_dapo_smoke_run_changes_weights(tok, tmp_path):
 
             def gen(contexts, n):
                 out = real(contexts, n)
-                script = tok((SEARCH if turn["n"] == 0 else ANSWER), add_special_tokens=False)["input_ids"]
+                script = tok((SEARCH if turn["n"] == 0 else ANSWER), add_special_tokens=False)[
+                    "input_ids"
+                ]
                 turn["n"] += 1
                 for i in range(0, len(out), 2):
                     out[i] = script + [tok.eos_token_id]
@@ -106,22 +130,48 @@ def test_grpo_dapo_smoke_run_changes_weights(tok, tmp_path):
 
             return gen
 
-    settings = RLSettings(model="tiny", output_dir=str(tmp_path / "rl"), max_steps=2, num_generations=2,
-                          per_device_train_batch_size=2, max_turns=2, max_turn_tokens=8,
-                          max_completion_length=256, learning_rate=1e-3, warmup_ratio=0.0, beta=0.0,
-                          dtype="float32", curriculum=CurriculumSettings(enabled=True),
-                          trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    settings = RLSettings(
+        model="tiny",
+        output_dir=str(tmp_path / "rl"),
+        max_steps=2,
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_turns=2,
+        max_turn_tokens=8,
+        max_completion_length=256,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        beta=0.0,
+        dtype="float32",
+        curriculum=CurriculumSettings(enabled=True),
+        trainer_args={"save_strategy": "no", "disable_tqdm": True},
+    )
     cfg = grpo_config(settings)
     assert cfg.loss_type == "dapo" and cfg.epsilon_high == 0.28 and cfg.mask_truncated_completions
     retr = FakeRetriever()
     model = tiny_model(tok)
     w = model.model.layers[0].self_attn.q_proj.weight
     before = w.detach().clone()
-    questions = [{"id": f"q{i}", "question": "When was the [mask] Tower built?", "answers": ["Eiffel"],
-                  "task": "ramp", "k": 1 + i % 2} for i in range(4)]
+    questions = [
+        {
+            "id": f"q{i}",
+            "question": "When was the [mask] Tower built?",
+            "answers": ["Eiffel"],
+            "task": "ramp",
+            "k": 1 + i % 2,
+        }
+        for i in range(4)
+    ]
     rollout = HalfScripted(retr, tok, max_turns=2, max_turn_tokens=8, max_completion_length=256)
-    stats = train_grpo(settings, questions=questions, model=model, tokenizer=tok, retriever=retr,
-                       rollout=rollout, save=False)
+    stats = train_grpo(
+        settings,
+        questions=questions,
+        model=model,
+        tokenizer=tok,
+        retriever=retr,
+        rollout=rollout,
+        save=False,
+    )
     assert stats["global_step"] == 2
     assert retr.calls  # the scripted episodes searched our retriever
     assert not w.detach().equal(before)
@@ -154,17 +204,38 @@ def test_ppo_adapter_smoke_run_changes_weights(tok):
                 out[i] = tok(script, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             return out
 
-    settings = RLSettings(model="tiny", algorithm="ppo", max_steps=2, per_device_train_batch_size=2,
-                          max_turns=2, max_turn_tokens=8, max_completion_length=200, learning_rate=1e-3,
-                          report_to="quiet", trainer_args={"ppo_epochs": 1, "mini_batch_size": 2})
+    settings = RLSettings(
+        model="tiny",
+        algorithm="ppo",
+        max_steps=2,
+        per_device_train_batch_size=2,
+        max_turns=2,
+        max_turn_tokens=8,
+        max_completion_length=200,
+        learning_rate=1e-3,
+        report_to="quiet",
+        trainer_args={"ppo_epochs": 1, "mini_batch_size": 2},
+    )
     model = tiny_model(tok)
     w = model.model.layers[0].self_attn.q_proj.weight
     before = w.detach().clone()
     retr = FakeRetriever()
-    questions = [{"id": "q", "question": "When was the Eiffel Tower built?", "answers": ["1889"],
-                  "task": "qa", "k": 0}] * 2
-    adapter = HalfScriptedPPO(settings, model=model, tokenizer=tok, retriever=retr,
-                              reward_funcs=build_reward_funcs(["hybrid"]))
+    questions = [
+        {
+            "id": "q",
+            "question": "When was the Eiffel Tower built?",
+            "answers": ["1889"],
+            "task": "qa",
+            "k": 0,
+        }
+    ] * 2
+    adapter = HalfScriptedPPO(
+        settings,
+        model=model,
+        tokenizer=tok,
+        retriever=retr,
+        reward_funcs=build_reward_funcs(["hybrid"]),
+    )
     assert adapter.h.kl_coef == settings.beta and adapter.ref is not None
     stats = adapter.train(build_rl_rows(questions, settings))
     assert stats["global_step"] == 2 and stats["mean_reward"] > 0

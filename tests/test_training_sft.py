@@ -16,7 +16,9 @@ def tok():
 
 
 def _label_text(tok, row):
-    return tok.decode([i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != IGNORE_INDEX])
+    return tok.decode(
+        [i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != IGNORE_INDEX]
+    )
 
 
 def test_labels_cover_exactly_the_assistant_turns(tok):
@@ -39,13 +41,17 @@ def test_labels_cover_exactly_the_assistant_turns(tok):
     assert labelled.count(tok.eos_token) == 3  # each assistant turn learns to end itself
     assert "<|im_start|>" not in labelled
     # frozen tokens are exactly the non-assistant text
-    frozen = tok.decode([i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab == IGNORE_INDEX])
+    frozen = tok.decode(
+        [i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab == IGNORE_INDEX]
+    )
     assert "<information>" in frozen and "[mask] Tower" in frozen
 
 
 def test_tool_role_mapping_and_truncation(tok):
     msgs = student_messages(example_record())
-    assert "<|im_start|>user\n<information>" in ChatRenderer(tok).render(msgs)  # as the graph sends it
+    assert "<|im_start|>user\n<information>" in ChatRenderer(tok).render(
+        msgs
+    )  # as the graph sends it
     assert "<|im_start|>tool\n<information>" in ChatRenderer(tok, tool_role="tool").render(msgs)
     r = ChatRenderer(tok)
     row = r.tokenize_conversation(msgs, max_length=50)
@@ -61,7 +67,8 @@ def test_non_prefix_preserving_template_is_rejected(tok):
         "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}"
         "{{ '<|im_start|>assistant\n' + m['content'].split('</think>')[-1] + '<|im_end|>\n' }}"
         "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
     with pytest.raises(ConfigError, match="prefix-preserving"):
         ChatRenderer(t).tokenize_conversation(student_messages(example_record()))
 
@@ -73,12 +80,23 @@ def test_sft_smoke_run_changes_weights(tok, tmp_path):
     model = tiny_model(tok)
     w = model.model.layers[0].self_attn.q_proj.weight
     before = w.detach().clone()
-    settings = SFTSettings(model="tiny", output_dir=str(tmp_path / "sft"), max_steps=2, learning_rate=1e-3,
-                           per_device_train_batch_size=2, gradient_accumulation_steps=1, max_length=512,
-                           warmup_ratio=0.0, dtype="float32", logging_steps=1,
-                           trainer_args={"save_strategy": "no", "disable_tqdm": True})
+    settings = SFTSettings(
+        model="tiny",
+        output_dir=str(tmp_path / "sft"),
+        max_steps=2,
+        learning_rate=1e-3,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        max_length=512,
+        warmup_ratio=0.0,
+        dtype="float32",
+        logging_steps=1,
+        trainer_args={"save_strategy": "no", "disable_tqdm": True},
+    )
     settings.curriculum.enabled = True
-    stats = train_sft(settings, records=[example_record(i) for i in range(4)], model=model, tokenizer=tok)
+    stats = train_sft(
+        settings, records=[example_record(i) for i in range(4)], model=model, tokenizer=tok
+    )
     assert stats["global_step"] == 2 and stats["examples"] == 4
     assert stats["train_loss"] > 0
     assert not w.detach().equal(before)

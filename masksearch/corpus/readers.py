@@ -68,9 +68,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "wikiextractor"
     if p.is_dir():
         return "textdir"
-    raise InputError("cannot detect format: expected JSON lines with `contents` (FlashRAG/"
-                     "Search-R1) or `title` and `text` (WikiExtractor); pass --format",
-                     path=str(p), line=1)
+    raise InputError(
+        "cannot detect format: expected JSON lines with `contents` (FlashRAG/"
+        "Search-R1) or `title` and `text` (WikiExtractor); pass --format",
+        path=str(p),
+        line=1,
+    )
 
 
 def _str_field(obj: dict[str, Any], key: str, path: str, lineno: int) -> str:
@@ -78,8 +81,9 @@ def _str_field(obj: dict[str, Any], key: str, path: str, lineno: int) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and key == "id":
         return str(value)
     if not isinstance(value, str):
-        raise InputError(f"expected a string, got {type(value).__name__}", path=path, line=lineno,
-                         field=key)
+        raise InputError(
+            f"expected a string, got {type(value).__name__}", path=path, line=lineno, field=key
+        )
     return value
 
 
@@ -95,8 +99,9 @@ def _guarded(make, skip_bad: bool, counter: SkipCounter | None):
         return None
 
 
-def read_wikiextractor(path: str | os.PathLike[str], *, skip_bad: bool = False,
-                       counter: SkipCounter | None = None) -> Iterator[Document]:
+def read_wikiextractor(
+    path: str | os.PathLike[str], *, skip_bad: bool = False, counter: SkipCounter | None = None
+) -> Iterator[Document]:
     """WikiExtractor `--json` output: one `{"id","url","title","text"}` object per line.
 
     `path` may be one file or WikiExtractor's output directory (`AA/wiki_00`, ... read in order).
@@ -106,8 +111,10 @@ def read_wikiextractor(path: str | os.PathLike[str], *, skip_bad: bool = False,
 
 
 def _read_wikiextractor_file(path: str, skip_bad: bool, counter: SkipCounter | None):
-    for lineno, obj in iter_jsonl(path, required=("id", "title", "text"), skip_bad=skip_bad,
-                                  counter=counter, allow_empty=True):
+    for lineno, obj in iter_jsonl(
+        path, required=("id", "title", "text"), skip_bad=skip_bad, counter=counter, allow_empty=True
+    ):
+
         def make(obj=obj, lineno=lineno):
             doc_id = _str_field(obj, "id", path, lineno).strip()
             if not doc_id:
@@ -115,13 +122,15 @@ def _read_wikiextractor_file(path: str, skip_bad: bool, counter: SkipCounter | N
             title = _str_field(obj, "title", path, lineno).strip()
             text = _str_field(obj, "text", path, lineno)
             return Document(doc_id, title, text.split("\n"))
+
         doc = _guarded(make, skip_bad, counter)
         if doc is not None:
             yield doc
 
 
-def read_flashrag(path: str | os.PathLike[str], *, skip_bad: bool = False,
-                  counter: SkipCounter | None = None) -> Iterator[Document]:
+def read_flashrag(
+    path: str | os.PathLike[str], *, skip_bad: bool = False, counter: SkipCounter | None = None
+) -> Iterator[Document]:
     """FlashRAG / Search-R1 jsonl: `{"id", "contents"}`, contents = title + newline + text.
 
     The title may be wrapped in double quotes (Search-R1 wiki-18); quotes are removed.
@@ -131,8 +140,10 @@ def read_flashrag(path: str | os.PathLike[str], *, skip_bad: bool = False,
 
 
 def _read_flashrag_file(path: str, skip_bad: bool, counter: SkipCounter | None):
-    for lineno, obj in iter_jsonl(path, required=("id", "contents"), skip_bad=skip_bad,
-                                  counter=counter, allow_empty=True):
+    for lineno, obj in iter_jsonl(
+        path, required=("id", "contents"), skip_bad=skip_bad, counter=counter, allow_empty=True
+    ):
+
         def make(obj=obj, lineno=lineno):
             doc_id = _str_field(obj, "id", path, lineno).strip()
             if not doc_id:
@@ -140,12 +151,17 @@ def _read_flashrag_file(path: str, skip_bad: bool, counter: SkipCounter | None):
             contents = _str_field(obj, "contents", path, lineno)
             title, sep, text = contents.partition("\n")
             if not sep:
-                raise InputError("expected 'title\\ntext' (no newline found)", path=path,
-                                 line=lineno, field="contents")
+                raise InputError(
+                    "expected 'title\\ntext' (no newline found)",
+                    path=path,
+                    line=lineno,
+                    field="contents",
+                )
             title = title.strip()
             if len(title) >= 2 and title[0] == title[-1] == '"':
                 title = title[1:-1]
             return Document(doc_id, title, [text], presplit=True)
+
         doc = _guarded(make, skip_bad, counter)
         if doc is not None:
             yield doc
@@ -158,8 +174,9 @@ def _title_from_filename(name: str) -> str:
     return name
 
 
-def read_textdir(path: str | os.PathLike[str], *, skip_bad: bool = False,
-                 counter: SkipCounter | None = None) -> Iterator[Document]:
+def read_textdir(
+    path: str | os.PathLike[str], *, skip_bad: bool = False, counter: SkipCounter | None = None
+) -> Iterator[Document]:
     """A directory tree with one article per file; the file name (minus .txt/.gz) is the title.
 
     Files are visited in sorted order, hidden files skipped; doc id = relative path without suffix.
@@ -184,8 +201,11 @@ def _read_text_file(fpath: Path, rel: str) -> Document:
             try:
                 lines.append(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                raise InputError(f"not valid UTF-8 ({e.reason} at byte {e.start} of the line)",
-                                 path=str(fpath), line=lineno) from None
+                raise InputError(
+                    f"not valid UTF-8 ({e.reason} at byte {e.start} of the line)",
+                    path=str(fpath),
+                    line=lineno,
+                ) from None
     return Document(_title_from_filename(rel), _title_from_filename(fpath.name), lines)
 
 

@@ -6,15 +6,18 @@ import re
 from collections.abc import Iterable, Iterator
 
 # Lines that are list items, tables, templates, headings markup or link-only lines in dumps.
-_MARKUP_START = re.compile(r"^\s*([*#|!{}=<•·\-–]|\[\[|(Category|File|Image|Template|Kategorie)\s*:)")
+_MARKUP_START = re.compile(
+    r"^\s*([*#|!{}=<•·\-–]|\[\[|(Category|File|Image|Template|Kategorie)\s*:)"
+)
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*(\s+)(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-Þ])")
 _WORD = re.compile(r"\S+")
 
 MIN_PARAGRAPH_WORDS = 4
 
 
-def clean_paragraphs(lines: Iterable[str], *, title: str = "",
-                     min_words: int = MIN_PARAGRAPH_WORDS) -> list[str]:
+def clean_paragraphs(
+    lines: Iterable[str], *, title: str = "", min_words: int = MIN_PARAGRAPH_WORDS
+) -> list[str]:
     """Keep prose paragraphs; drop empty lines, list/table/template markup, headings and junk.
 
     Rules (each line is one paragraph): drop blank lines; lines starting with a list, table or
@@ -50,7 +53,7 @@ def split_sentences(paragraph: str) -> list[str]:
     """Split a paragraph on sentence ends followed by a capitalised/numeric start."""
     out, start = [], 0
     for m in _SENTENCE_END.finditer(paragraph):
-        out.append(paragraph[start:m.start(1)])
+        out.append(paragraph[start : m.start(1)])
         start = m.end(1)
     out.append(paragraph[start:])
     return [s for s in (p.strip() for p in out) if s]
@@ -71,7 +74,7 @@ def _units(paragraphs: Iterable[str], words: int) -> Iterator[tuple[str, int, bo
                 yield sent, len(toks), last
                 continue
             for start in range(0, len(toks), words):
-                piece = toks[start:start + words]
+                piece = toks[start : start + words]
                 yield " ".join(piece), len(piece), last and start + words >= len(toks)
 
 

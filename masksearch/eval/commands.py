@@ -7,18 +7,25 @@ from typing import Annotated
 
 import typer
 
-eval_app = typer.Typer(help="Evaluate on open-domain multi-hop QA (HotpotQA, FanoutQA, MuSiQue, 2Wiki, "
-                            "Bamboogle, FreshQA) with token-level recall, EM and F1.",
-                       no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Evaluate on open-domain multi-hop QA (HotpotQA, FanoutQA, MuSiQue, 2Wiki, "
+    "Bamboogle, FreshQA) with token-level recall, EM and F1.",
+    no_args_is_help=True,
+)
 
 _DATASET_HELP = (
     "NAME=PATH (repeatable). NAME: hotpotqa, fanoutqa, musique, 2wikimultihopqa (2wiki), bamboogle, "
     "freshqa, or any name for a FlashRAG jsonl (id, question, golden_answers). Official formats and "
-    "FlashRAG files are detected. freshqa:test=PATH keeps one split of the FreshQA sheet.")
-_METHOD_HELP = ("masksearch (single-agent graph, trained model) | rag-pe (retrieve once, answer once) | "
-                "agent-pe (prompted multi-agent graph, base model). Repeatable.")
-_METHOD_MODEL_HELP = ("METHOD=SPEC overrides --model for one method (repeatable), e.g. "
-                      "masksearch=openai-compatible:ckpt@http://host:8000/v1 with --model as the base model.")
+    "FlashRAG files are detected. freshqa:test=PATH keeps one split of the FreshQA sheet."
+)
+_METHOD_HELP = (
+    "masksearch (single-agent graph, trained model) | rag-pe (retrieve once, answer once) | "
+    "agent-pe (prompted multi-agent graph, base model). Repeatable."
+)
+_METHOD_MODEL_HELP = (
+    "METHOD=SPEC overrides --model for one method (repeatable), e.g. "
+    "masksearch=openai-compatible:ckpt@http://host:8000/v1 with --model as the base model."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,26 +36,59 @@ def register(app: typer.Typer) -> None:
 @eval_app.command("run")
 def run_cmd(
     dataset: Annotated[list[str], typer.Option("--dataset", "-d", help=_DATASET_HELP)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (results.jsonl, summary.md, "
-                                      "table_<metric>.csv, scores.csv, recall.png, run.json).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output directory (results.jsonl, summary.md, "
+            "table_<metric>.csv, scores.csv, recall.png, run.json).",
+        ),
+    ],
     method: Annotated[list[str] | None, typer.Option("--method", "-m", help=_METHOD_HELP)] = None,
-    model: Annotated[str, typer.Option("--model", help="Model spec for every method (provider:model).")
-                     ] = "local:default",
-    method_model: Annotated[list[str] | None, typer.Option("--method-model", help=_METHOD_MODEL_HELP)] = None,
-    retriever: Annotated[str, typer.Option("--retriever", help="bm25:DIR | dense:DIR | hybrid:A,B | web | "
-                                           "remote:URL; DIR 'default' = the embedded corpus.")
-                         ] = "bm25:default",
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Questions in flight.")] = 8,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N questions per dataset.")] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Also grade with an LLM judge "
-                                                    "(FreshQA-style relaxed accuracy).")] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Model spec for every method (provider:model).")
+    ] = "local:default",
+    method_model: Annotated[
+        list[str] | None, typer.Option("--method-model", help=_METHOD_MODEL_HELP)
+    ] = None,
+    retriever: Annotated[
+        str,
+        typer.Option(
+            "--retriever",
+            help="bm25:DIR | dense:DIR | hybrid:A,B | web | "
+            "remote:URL; DIR 'default' = the embedded corpus.",
+        ),
+    ] = "bm25:default",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Questions in flight.")
+    ] = 8,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="First N questions per dataset.")
+    ] = None,
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-model", help="Also grade with an LLM judge (FreshQA-style relaxed accuracy)."
+        ),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Passages per search query.")] = 5,
-    max_turns: Annotated[int, typer.Option("--max-turns", min=1, help="Search rounds per question.")] = 5,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Max new tokens per call.")] = 512,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = 0.0,
+    max_turns: Annotated[
+        int, typer.Option("--max-turns", min=1, help="Search rounds per question.")
+    ] = 5,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=1, help="Max new tokens per call.")
+    ] = 512,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")
+    ] = 0.0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per model call.")] = 120.0,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Re-run questions that failed.")] = False,
-    no_messages: Annotated[bool, typer.Option("--no-messages", help="Do not store trajectories.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Re-run questions that failed.")
+    ] = False,
+    no_messages: Annotated[
+        bool, typer.Option("--no-messages", help="Do not store trajectories.")
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run methods on benchmarks. Resumable: re-running skips questions already in OUT/results.jsonl."""
@@ -56,13 +96,30 @@ def run_cmd(
 
     from masksearch.eval.cli_run import build_and_run
 
-    stats, written = asyncio.run(build_and_run(
-        datasets=dataset, methods=method or ["masksearch"], model=model, method_models=method_model or [],
-        retriever=retriever, out=out, concurrency=concurrency, limit=limit, judge_model=judge_model,
-        top_k=top_k, max_turns=max_turns, max_tokens=max_tokens, temperature=temperature,
-        timeout=timeout, retry_failed=retry_failed, save_messages=not no_messages,
-        progress=not no_progress))
-    typer.echo(f"ran {stats.ran} questions ({stats.failed} failed), {stats.done_before} already done")
+    stats, written = asyncio.run(
+        build_and_run(
+            datasets=dataset,
+            methods=method or ["masksearch"],
+            model=model,
+            method_models=method_model or [],
+            retriever=retriever,
+            out=out,
+            concurrency=concurrency,
+            limit=limit,
+            judge_model=judge_model,
+            top_k=top_k,
+            max_turns=max_turns,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            timeout=timeout,
+            retry_failed=retry_failed,
+            save_messages=not no_messages,
+            progress=not no_progress,
+        )
+    )
+    typer.echo(
+        f"ran {stats.ran} questions ({stats.failed} failed), {stats.done_before} already done"
+    )
     typer.echo(Path(written["markdown"]).read_text(encoding="utf-8"))
     typer.echo("wrote " + ", ".join(str(p) for p in written.values()))
 
@@ -70,7 +127,9 @@ def run_cmd(
 @eval_app.command("report")
 def report_cmd(
     out: Annotated[Path, typer.Argument(help="Directory holding results.jsonl.")],
-    chart_metric: Annotated[str, typer.Option("--chart-metric", help="Metric of the bar chart.")] = "recall",
+    chart_metric: Annotated[
+        str, typer.Option("--chart-metric", help="Metric of the bar chart.")
+    ] = "recall",
 ) -> None:
     """Re-render summary.md, table_<metric>.csv, scores.csv and the chart from results.jsonl."""
     from masksearch.eval.report import write_report
@@ -81,16 +140,36 @@ def report_cmd(
 
 @eval_app.command("download")
 def download_cmd(
-    name: Annotated[str, typer.Argument(help="hotpotqa | fanoutqa | musique | 2wikimultihopqa | "
-                                        "bamboogle | freshqa")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory; the file goes to OUT/NAME/.")],
-    source: Annotated[str, typer.Option("--source", help="official (the authors' host) or flashrag (HF "
-                                        "RUC-NLPIR/FlashRAG_datasets: hotpotqa, 2wikimultihopqa, musique, "
-                                        "bamboogle).")] = "official",
-    split: Annotated[str | None, typer.Option("--split", help="dev (default) or train; bamboogle: test; "
-                                              "freshqa: the file holds both (test/dev).")] = None,
-    sheet_id: Annotated[str | None, typer.Option("--sheet-id", help="FreshQA Google Sheet id (pin a "
-                                                 "weekly version).")] = None,
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="hotpotqa | fanoutqa | musique | 2wikimultihopqa | bamboogle | freshqa"
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory; the file goes to OUT/NAME/.")
+    ],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="official (the authors' host) or flashrag (HF "
+            "RUC-NLPIR/FlashRAG_datasets: hotpotqa, 2wikimultihopqa, musique, "
+            "bamboogle).",
+        ),
+    ] = "official",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="dev (default) or train; bamboogle: test; "
+            "freshqa: the file holds both (test/dev).",
+        ),
+    ] = None,
+    sheet_id: Annotated[
+        str | None,
+        typer.Option("--sheet-id", help="FreshQA Google Sheet id (pin a weekly version)."),
+    ] = None,
 ) -> None:
     """Download one benchmark (needs internet) and check that it loads."""
     from masksearch.eval.download import FRESHQA_SHEET_ID, download

@@ -21,8 +21,13 @@ DISPLAY = {
     "bamboogle": "Bamboogle",
     "freshqa": "FreshQA",
 }
-ALIASES = {"hotpot": "hotpotqa", "2wiki": "2wikimultihopqa", "twowiki": "2wikimultihopqa",
-           "fanout": "fanoutqa", "fresh": "freshqa"}
+ALIASES = {
+    "hotpot": "hotpotqa",
+    "2wiki": "2wikimultihopqa",
+    "twowiki": "2wikimultihopqa",
+    "fanout": "fanoutqa",
+    "fresh": "freshqa",
+}
 OFFICIAL_LOADERS: dict[str, loaders.Loader] = {
     "hotpotqa": loaders.load_hotpotqa,
     "fanoutqa": loaders.load_fanoutqa,
@@ -59,7 +64,9 @@ class DatasetSpec:
     @classmethod
     def parse(cls, text: str) -> DatasetSpec:
         if "=" not in text:
-            raise InputError(f"dataset must be NAME=PATH or NAME:SPLIT=PATH, got {text!r}", field="--dataset")
+            raise InputError(
+                f"dataset must be NAME=PATH or NAME:SPLIT=PATH, got {text!r}", field="--dataset"
+            )
         left, _, path = text.partition("=")
         name, _, split = left.partition(":")
         if not name.strip() or not path.strip():
@@ -82,17 +89,22 @@ def detect_format(name: str, path: str | Path) -> str:
         return "flashrag"
     if name in OFFICIAL_LOADERS:
         return name
-    raise InputError(f"unknown dataset {name!r}: official loaders exist for {', '.join(PAPER_ORDER)}; "
-                     "other names need a FlashRAG-format file (id, question, golden_answers)",
-                     path=str(path))
+    raise InputError(
+        f"unknown dataset {name!r}: official loaders exist for {', '.join(PAPER_ORDER)}; "
+        "other names need a FlashRAG-format file (id, question, golden_answers)",
+        path=str(path),
+    )
 
 
 def iter_items(spec: DatasetSpec, *, limit: int | None = None) -> Iterator[EvalItem]:
     """Stream a benchmark's items (in file order), normalised to `EvalItem`."""
     fmt = detect_format(spec.name, spec.path)
     if spec.split and fmt != "freshqa":
-        raise InputError(f"a :SPLIT suffix only applies to freshqa (one file holds both splits); "
-                         f"for {spec.name} pass the split's own file", field="--dataset")
+        raise InputError(
+            f"a :SPLIT suffix only applies to freshqa (one file holds both splits); "
+            f"for {spec.name} pass the split's own file",
+            field="--dataset",
+        )
     if fmt == "flashrag":
         items = loaders.load_flashrag(spec.path, dataset=spec.name)
     else:

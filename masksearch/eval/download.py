@@ -44,28 +44,54 @@ def official_source(name: str, split: str, sheet_id: str = FRESHQA_SHEET_ID) -> 
         return Source(f"http://curtis.ml.cmu.edu/datasets/hotpot/{fname}", fname)
     if name == "fanoutqa":
         if split != "dev":
-            raise DownloadError("FanoutQA answers are public for dev only (test goes to the leaderboard)")
-        return Source("https://raw.githubusercontent.com/zhudotexe/fanoutqa/main/fanoutqa/data/"
-                      "fanout-final-dev.json", "fanout-final-dev.json")
+            raise DownloadError(
+                "FanoutQA answers are public for dev only (test goes to the leaderboard)"
+            )
+        return Source(
+            "https://raw.githubusercontent.com/zhudotexe/fanoutqa/main/fanoutqa/data/"
+            "fanout-final-dev.json",
+            "fanout-final-dev.json",
+        )
     if name == "musique":
         fname = f"musique_ans_v1.0_{split}.jsonl"
-        return Source("https://drive.usercontent.google.com/download?id=1tGdADlNjWFaHLeZZGShh2IRcpO6Lv24h"
-                      "&export=download&confirm=t", fname, member=f"data/{fname}")
+        return Source(
+            "https://drive.usercontent.google.com/download?id=1tGdADlNjWFaHLeZZGShh2IRcpO6Lv24h"
+            "&export=download&confirm=t",
+            fname,
+            member=f"data/{fname}",
+        )
     if name == "2wikimultihopqa":
-        return Source("https://www.dropbox.com/s/7ep3h8unu2njfxv/data_ids.zip?dl=1", f"{split}.json",
-                      member=f"{split}.json", extra_members=("id_aliases.json",))
+        return Source(
+            "https://www.dropbox.com/s/7ep3h8unu2njfxv/data_ids.zip?dl=1",
+            f"{split}.json",
+            member=f"{split}.json",
+            extra_members=("id_aliases.json",),
+        )
     if name == "freshqa":
-        return Source(f"https://docs.google.com/spreadsheets/d/{sheet_id}/export?format=csv", "freshqa.csv")
+        return Source(
+            f"https://docs.google.com/spreadsheets/d/{sheet_id}/export?format=csv", "freshqa.csv"
+        )
     raise DownloadError(f"no official download for {name!r}; use --source flashrag")
 
 
-FLASHRAG_CONFIGS = {"hotpotqa": "hotpotqa", "2wikimultihopqa": "2wikimultihopqa", "musique": "musique",
-                    "bamboogle": "bamboogle"}
+FLASHRAG_CONFIGS = {
+    "hotpotqa": "hotpotqa",
+    "2wikimultihopqa": "2wikimultihopqa",
+    "musique": "musique",
+    "bamboogle": "bamboogle",
+}
 DEFAULT_SPLIT = {"bamboogle": "test", "freshqa": "test"}
 
 
-def download(name: str, out_dir: str | Path, *, source: str = "official", split: str | None = None,
-             sheet_id: str = FRESHQA_SHEET_ID, timeout: float = 60.0) -> Path:
+def download(
+    name: str,
+    out_dir: str | Path,
+    *,
+    source: str = "official",
+    split: str | None = None,
+    sheet_id: str = FRESHQA_SHEET_ID,
+    timeout: float = 60.0,
+) -> Path:
     """Fetch one benchmark split into `out_dir/<name>/`; returns the data file (validated)."""
     from masksearch.eval.datasets import DatasetSpec, canonical_name, load_items
 
@@ -87,8 +113,10 @@ def download(name: str, out_dir: str | Path, *, source: str = "official", split:
         try:
             n = len(load_items(spec))  # validate before anything lands in target_dir
         except InputError as e:
-            raise DownloadError(f"the downloaded {name} file is not what we expected ({e.reason}, "
-                                f"field {e.field}, line {e.line}); nothing was saved") from None
+            raise DownloadError(
+                f"the downloaded {name} file is not what we expected ({e.reason}, "
+                f"field {e.field}, line {e.line}); nothing was saved"
+            ) from None
         if n == 0:
             raise DownloadError(f"{name} download holds no questions (split {split!r})")
         for f in work.iterdir():
@@ -112,7 +140,8 @@ def _flashrag(name: str, split: str, target_dir: Path) -> Path:
             f"could not download {filename} from the Hugging Face dataset {FLASHRAG_REPO} "
             f"({type(e).__name__}: {str(e)[:200]}). Check the network (and HF_HUB_OFFLINE), or fetch "
             f"https://huggingface.co/datasets/{FLASHRAG_REPO}/blob/main/{filename} by hand and pass it "
-            f"with --dataset {name}=PATH") from None
+            f"with --dataset {name}=PATH"
+        ) from None
     dest = target_dir / f"flashrag_{split}.jsonl"
     shutil.copyfile(cached, dest)
     return dest
@@ -131,7 +160,8 @@ def _official(src: Source, work: Path, timeout: float, name: str) -> Path:
     except httpx.HTTPError as e:
         raise DownloadError(
             f"could not download {src.url} ({type(e).__name__}: {e}). Check the network, or "
-            f"download it by hand and pass it with --dataset {name}=PATH") from None
+            f"download it by hand and pass it with --dataset {name}=PATH"
+        ) from None
     if src.member is None:
         raw.replace(work / src.filename)
     else:
@@ -142,8 +172,10 @@ def _official(src: Source, work: Path, timeout: float, name: str) -> Path:
 
 def _extract(archive: Path, src: Source, work: Path) -> None:
     if not zipfile.is_zipfile(archive):
-        raise DownloadError(f"{src.url} did not return a zip archive (the host may ask for a manual "
-                            "download or a login); download it by hand")
+        raise DownloadError(
+            f"{src.url} did not return a zip archive (the host may ask for a manual "
+            "download or a login); download it by hand"
+        )
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
         for member, dest in [(src.member, src.filename), *((m, m) for m in src.extra_members)]:

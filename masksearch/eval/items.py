@@ -29,5 +29,10 @@ class EvalItem:
 
     def to_example(self) -> MaskedExample:
         """The graph's input type (`task="qa"`, no spans)."""
-        return MaskedExample(id=self.id, question=self.question, answers=list(self.golden_answers),
-                             task="qa", source_id=self.dataset)
+        return MaskedExample(
+            id=self.id,
+            question=self.question,
+            answers=list(self.golden_answers),
+            task="qa",
+            source_id=self.dataset,
+        )

@@ -9,8 +9,10 @@ from typing import Any
 
 from masksearch.prompts import judge_prompt
 
-_VERDICT_LINE = re.compile(r"^\s*\**\s*evaluation\s*\**\s*:\s*\**\s*(correct|incorrect)\s*\**\s*\.?\s*$",
-                           re.IGNORECASE | re.MULTILINE)
+_VERDICT_LINE = re.compile(
+    r"^\s*\**\s*evaluation\s*\**\s*:\s*\**\s*(correct|incorrect)\s*\**\s*\.?\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def parse_judge_verdict(text: str) -> bool | None:
@@ -45,8 +47,14 @@ class LLMJudge:
 
     def __init__(self, model: Any, *, retries: int = 3) -> None:
         with_retry = getattr(model, "with_retry", None)
-        self.model = with_retry(stop_after_attempt=retries) if callable(with_retry) and retries > 1 else model
-        self.name = str(getattr(model, "model_name", "") or getattr(model, "model", "") or type(model).__name__)
+        self.model = (
+            with_retry(stop_after_attempt=retries)
+            if callable(with_retry) and retries > 1
+            else model
+        )
+        self.name = str(
+            getattr(model, "model_name", "") or getattr(model, "model", "") or type(model).__name__
+        )
 
     async def grade(self, question: str, golds: Sequence[str], response: str) -> JudgeResult:
         from langchain_core.messages import HumanMessage

@@ -35,10 +35,19 @@ def _id(obj: dict[str, Any], key: str, where: Where) -> str:
 def parse_hotpotqa(obj: dict[str, Any], where: Where, dataset: str = "hotpotqa") -> EvalItem:
     """`{_id, question, answer, supporting_facts, context, type, level}`; one gold string."""
     if "answer" not in obj:
-        raise fail("missing required field (is this the test split, which has no answers?)", where, "answer")
+        raise fail(
+            "missing required field (is this the test split, which has no answers?)",
+            where,
+            "answer",
+        )
     meta = {k: obj[k] for k in ("type", "level", "supporting_facts") if k in obj}
-    return EvalItem(_id(obj, "_id", where), text_field(obj, "question", where),
-                    [text_field(obj, "answer", where)], dataset, meta)
+    return EvalItem(
+        _id(obj, "_id", where),
+        text_field(obj, "question", where),
+        [text_field(obj, "answer", where)],
+        dataset,
+        meta,
+    )
 
 
 def load_hotpotqa(path: str | Path, **_: Any) -> Iterator[EvalItem]:
@@ -55,7 +64,9 @@ def load_2wiki_aliases(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def load_2wiki(path: str | Path, *, aliases_path: str | Path | None = None, **_: Any) -> Iterator[EvalItem]:
+def load_2wiki(
+    path: str | Path, *, aliases_path: str | Path | None = None, **_: Any
+) -> Iterator[EvalItem]:
     """HotpotQA-style JSON plus `evidences`, `entity_ids`, `answer_id`; aliases from `id_aliases.json`.
 
     With no `aliases_path`, an `id_aliases.json` next to the data file is used when present
@@ -69,11 +80,15 @@ def load_2wiki(path: str | Path, *, aliases_path: str | Path | None = None, **_:
         for key in ("evidences", "entity_ids", "answer_id"):
             if key in obj:
                 item.metadata[key] = obj[key]
-        item.golden_answers = dedupe(item.golden_answers + aliases.get(str(obj.get("answer_id")), []))
+        item.golden_answers = dedupe(
+            item.golden_answers + aliases.get(str(obj.get("answer_id")), [])
+        )
         yield item
 
 
-def load_musique(path: str | Path, *, include_unanswerable: bool = False, **_: Any) -> Iterator[EvalItem]:
+def load_musique(
+    path: str | Path, *, include_unanswerable: bool = False, **_: Any
+) -> Iterator[EvalItem]:
     """JSONL `{id, question, answer, answer_aliases, paragraphs, answerable}` (streams).
 
     Unanswerable items (MuSiQue-Full) are skipped unless `include_unanswerable`.
@@ -88,7 +103,9 @@ def load_musique(path: str | Path, *, include_unanswerable: bool = False, **_: A
         meta: dict[str, Any] = {"answerable": answerable}
         if isinstance(obj.get("question_decomposition"), list):
             meta["hops"] = len(obj["question_decomposition"])
-        yield EvalItem(_id(obj, "id", where), text_field(obj, "question", where), golds, "musique", meta)
+        yield EvalItem(
+            _id(obj, "id", where), text_field(obj, "question", where), golds, "musique", meta
+        )
 
 
 def fanout_answer_text(answer: Any) -> str:
@@ -110,7 +127,9 @@ def _check_fanout_answer(value: Any, where: Where, field: str) -> None:
         for k, v in value.items():
             _check_fanout_answer(v, where, f"{field}.{k}")
     elif not isinstance(value, str | int | float | bool):
-        raise fail(f"expected str, number, bool, list or dict, got {type(value).__name__}", where, field)
+        raise fail(
+            f"expected str, number, bool, list or dict, got {type(value).__name__}", where, field
+        )
 
 
 def load_fanoutqa(path: str | Path, **_: Any) -> Iterator[EvalItem]:
@@ -126,8 +145,14 @@ def load_fanoutqa(path: str | Path, **_: Any) -> Iterator[EvalItem]:
         meta = {"categories": obj.get("categories", [])}
         if isinstance(obj.get("necessary_evidence"), list):
             meta["n_evidence"] = len(obj["necessary_evidence"])
-        yield EvalItem(_id(obj, "id", where), text_field(obj, "question", where), [gold], "fanoutqa",
-                       meta, reference=answer)
+        yield EvalItem(
+            _id(obj, "id", where),
+            text_field(obj, "question", where),
+            [gold],
+            "fanoutqa",
+            meta,
+            reference=answer,
+        )
 
 
 def load_bamboogle(path: str | Path, **_: Any) -> Iterator[EvalItem]:
@@ -143,7 +168,12 @@ def load_bamboogle(path: str | Path, **_: Any) -> Iterator[EvalItem]:
         records = ((w, lower_keys(o)) for w, o in json_items(path))
     for n, (where, rec) in enumerate(records):
         item_id = str(rec.get("id") or f"bamboogle-{n}")
-        yield EvalItem(item_id, text_field(rec, "question", where), [text_field(rec, "answer", where)], "bamboogle")
+        yield EvalItem(
+            item_id,
+            text_field(rec, "question", where),
+            [text_field(rec, "answer", where)],
+            "bamboogle",
+        )
 
 
 def load_freshqa(path: str | Path, *, split: str | None = None, **_: Any) -> Iterator[EvalItem]:
@@ -157,8 +187,11 @@ def load_freshqa(path: str | Path, *, split: str | None = None, **_: Any) -> Ite
         golds = dedupe([rec.get(c, "") or "" for c in answer_cols])
         if not golds:
             raise fail("no answer in answer_0..answer_9", where, "answer_0")
-        meta: dict[str, Any] = {k: v.strip() for k, v in rec.items()
-                                if k and k not in answer_cols and k not in ("id", "question") and v}
+        meta: dict[str, Any] = {
+            k: v.strip()
+            for k, v in rec.items()
+            if k and k not in answer_cols and k not in ("id", "question") and v
+        }
         if "false_premise" in meta:
             meta["false_premise"] = meta["false_premise"].upper() == "TRUE"
         item_id = (rec.get("id") or "").strip() or f"freshqa-{n}"
@@ -175,7 +208,9 @@ def parse_flashrag(obj: dict[str, Any], where: Where, dataset: str) -> EvalItem:
     meta = obj.get("metadata") or {}
     if not isinstance(meta, dict):
         raise fail(f"expected an object, got {type(meta).__name__}", where, "metadata")
-    return EvalItem(_id(obj, "id", where), text_field(obj, "question", where), golds, dataset, dict(meta))
+    return EvalItem(
+        _id(obj, "id", where), text_field(obj, "question", where), golds, dataset, dict(meta)
+    )
 
 
 def load_flashrag(path: str | Path, *, dataset: str = "flashrag", **_: Any) -> Iterator[EvalItem]:

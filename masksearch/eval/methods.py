@@ -64,13 +64,21 @@ class GraphMethod:
         except Exception as e:  # noqa: BLE001 - run_example should not raise; keep the run going
             return MethodOutput("", status="failed", error=_error(e))
         messages = list(record.get("messages", []))
-        response = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+        response = (
+            messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+        )
         prediction = record.get("final_answer") or (extract_answer(response) if response else "")
         usage = {k: int(v) for k, v in (record.get("usage") or {}).items()}
         return MethodOutput(
-            prediction=prediction, response=response, status=record.get("status", "failed"),
-            error=record.get("error"), turns=int((record.get("meta") or {}).get("turns", 0)),
-            search_calls=usage.get("search_calls", 0), usage=usage, messages=messages)
+            prediction=prediction,
+            response=response,
+            status=record.get("status", "failed"),
+            error=record.get("error"),
+            turns=int((record.get("meta") or {}).get("turns", 0)),
+            search_calls=usage.get("search_calls", 0),
+            usage=usage,
+            messages=messages,
+        )
 
 
 class RagPE:
@@ -93,15 +101,23 @@ class RagPE:
         ctx = self.context
         try:
             retriever = await asyncio.to_thread(resources.get_retriever, ctx.retriever)
-            passages = (await self._retry(lambda: asearch(retriever, [item.question], ctx.top_k)))[0]
+            passages = (await self._retry(lambda: asearch(retriever, [item.question], ctx.top_k)))[
+                0
+            ]
             messages = rag_pe_messages(item.question, prompts.format_docs(passages))
             text, meta = await self._retry(lambda: call_model(ctx, "agent", messages))
         except Exception as e:  # noqa: BLE001 - recorded as a failed question
             return MethodOutput("", status="failed", error=_error(e), search_calls=1)
         usage = {k: int(meta[k]) for k in ("prompt_tokens", "completion_tokens") if k in meta}
         usage["search_calls"] = 1
-        return MethodOutput(extract_answer(text), response=text, turns=1, search_calls=1, usage=usage,
-                            messages=[*messages, {"role": "assistant", "content": text}])
+        return MethodOutput(
+            extract_answer(text),
+            response=text,
+            turns=1,
+            search_calls=1,
+            usage=usage,
+            messages=[*messages, {"role": "assistant", "content": text}],
+        )
 
     async def _retry(self, call: Any) -> Any:
         """Retry transient failures (timeouts, 429, 5xx) with backoff; others raise at once."""
@@ -109,9 +125,12 @@ class RagPE:
 
         from masksearch.nodes.common import is_transient
 
-        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.attempts), reraise=True,
-                                           wait=wait_exponential(multiplier=1, max=30),
-                                           retry=retry_if_exception(is_transient)):
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            reraise=True,
+            wait=wait_exponential(multiplier=1, max=30),
+            retry=retry_if_exception(is_transient),
+        ):
             with attempt:
                 return await call()
         raise AssertionError("unreachable")  # pragma: no cover

@@ -64,7 +64,9 @@ def load_json_list(path: str | Path) -> list[Any]:
         with open_text(path) as fh:
             data = json.load(fh)
     except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=e.lineno) from None
+        raise InputError(
+            f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=e.lineno
+        ) from None
     except UnicodeDecodeError as e:
         raise InputError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path) from None
     if not isinstance(data, list):
@@ -98,7 +100,9 @@ def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
             except StopIteration:
                 return
             except (csv.Error, UnicodeDecodeError) as e:
-                raise InputError(f"unreadable CSV ({e})", path=path, line=reader.line_num + 1) from None
+                raise InputError(
+                    f"unreadable CSV ({e})", path=path, line=reader.line_num + 1
+                ) from None
             yield reader.line_num, row
 
 
@@ -106,8 +110,9 @@ def lower_keys(obj: dict[str, Any]) -> dict[str, Any]:
     return {str(k).strip().lower(): v for k, v in obj.items()}
 
 
-def csv_records(path: str | Path, need: tuple[str, ...], max_preamble: int = 20
-                 ) -> Iterator[tuple[Where, dict[str, str]]]:
+def csv_records(
+    path: str | Path, need: tuple[str, ...], max_preamble: int = 20
+) -> Iterator[tuple[Where, dict[str, str]]]:
     """Dict rows keyed by lower-cased header; the header is the first row holding all of `need`
     (the FreshQA sheet export has two title rows above it)."""
     header: list[str] | None = None
@@ -123,8 +128,10 @@ def csv_records(path: str | Path, need: tuple[str, ...], max_preamble: int = 20
             continue
         yield (str(path), line, None), dict(zip(header, row, strict=False))
     if header is None:
-        raise InputError(f"no header row with columns {', '.join(need)} in the first {max_preamble} rows",
-                         path=str(path))
+        raise InputError(
+            f"no header row with columns {', '.join(need)} in the first {max_preamble} rows",
+            path=str(path),
+        )
 
 
 def parquet_file(path: str | Path) -> Any:

@@ -34,7 +34,9 @@ METRIC_TITLES = {
 class Summary:
     methods: list[str]
     datasets: list[str]
-    cells: dict[tuple[str, str], dict[str, Any]]  # (method, dataset) -> {metric: mean, n, failed, ...}
+    cells: dict[
+        tuple[str, str], dict[str, Any]
+    ]  # (method, dataset) -> {metric: mean, n, failed, ...}
 
     def value(self, method: str, dataset: str, metric: str) -> float | None:
         cell = self.cells.get((method, dataset))
@@ -44,7 +46,11 @@ class Summary:
         """Datasets shown for a metric: all for the main metrics, else those where it applies."""
         if metric in TABLE_METRICS:
             return list(self.datasets)
-        return [d for d in self.datasets if any(metric in c for (_, cd), c in self.cells.items() if cd == d)]
+        return [
+            d
+            for d in self.datasets
+            if any(metric in c for (_, cd), c in self.cells.items() if cd == d)
+        ]
 
     def avg(self, method: str, metric: str) -> tuple[float | None, bool]:
         """(unweighted mean over datasets with a value, whether every dataset had one)."""
@@ -80,8 +86,12 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary:
     for key, metric_values in sums.items():
         cnt = counts[key]
         cell: dict[str, Any] = {m: 100.0 * sum(v) / len(v) for m, v in metric_values.items() if v}
-        cell.update(n=cnt["n"], failed=cnt["failed"], mean_latency_s=cnt["latency_s"] / cnt["n"],
-                    mean_turns=cnt["turns"] / cnt["n"])
+        cell.update(
+            n=cnt["n"],
+            failed=cnt["failed"],
+            mean_latency_s=cnt["latency_s"] / cnt["n"],
+            mean_turns=cnt["turns"] / cnt["n"],
+        )
         if "judge" in metric_values:
             cell["judged"] = len(metric_values["judge"])
         cells[key] = cell
@@ -95,11 +105,18 @@ def _fmt(v: float | None) -> str:
 def markdown_table(s: Summary, metric: str) -> str:
     cols = s.columns(metric)
     head = ["Method", *(display_name(d) for d in cols), "Avg"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+    ]
     for m in s.methods:
         avg, complete = s.avg(m, metric)
         cells = [_fmt(s.value(m, d, metric)) for d in cols]
-        lines.append("| " + " | ".join([m, *cells, _fmt(avg) + ("" if complete or avg is None else "*")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join([m, *cells, _fmt(avg) + ("" if complete or avg is None else "*")])
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -110,15 +127,24 @@ def table_rows(s: Summary, metric: str) -> list[list[str]]:
     for m in s.methods:
         avg, complete = s.avg(m, metric)
         vals = [s.value(m, d, metric) for d in cols]
-        rows.append([m, *("" if v is None else f"{v:.2f}" for v in vals),
-                     "" if avg is None or not complete else f"{avg:.2f}"])
+        rows.append(
+            [
+                m,
+                *("" if v is None else f"{v:.2f}" for v in vals),
+                "" if avg is None or not complete else f"{avg:.2f}",
+            ]
+        )
     return rows
 
 
 def render_markdown(s: Summary, expected: Mapping[str, int] | None = None) -> str:
-    parts = ["# Evaluation summary", "",
-             "Scores are means ×100 per (method, dataset); Avg is the unweighted mean over datasets "
-             "(`*`: over the datasets this method has). Failed questions count as 0.", ""]
+    parts = [
+        "# Evaluation summary",
+        "",
+        "Scores are means ×100 per (method, dataset); Avg is the unweighted mean over datasets "
+        "(`*`: over the datasets this method has). Failed questions count as 0.",
+        "",
+    ]
     for metric in s.metrics():
         parts += [f"## {METRIC_TITLES.get(metric, metric)}", "", markdown_table(s, metric), ""]
     parts += ["## Questions per cell (failed)", ""]
@@ -129,8 +155,13 @@ def render_markdown(s: Summary, expected: Mapping[str, int] | None = None) -> st
         for d in s.datasets:
             c = s.cells.get((m, d))
             want = (expected or {}).get(d)
-            cells.append("–" if c is None else f"{c['n']}" + (f"/{want}" if want and want != c["n"] else "")
-                         + (f" ({c['failed']})" if c["failed"] else ""))
+            cells.append(
+                "–"
+                if c is None
+                else f"{c['n']}"
+                + (f"/{want}" if want and want != c["n"] else "")
+                + (f" ({c['failed']})" if c["failed"] else "")
+            )
         parts.append("| " + " | ".join([m, *cells]) + " |")
     parts.append("")
     return "\n".join(parts)

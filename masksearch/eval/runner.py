@@ -50,16 +50,26 @@ class RunStats:
     per_method: dict[str, int] = field(default_factory=dict)
 
 
-def result_row(method: Method, item: EvalItem, out: Any, latency: float, *,
-               save_messages: bool = True) -> dict[str, Any]:
+def result_row(
+    method: Method, item: EvalItem, out: Any, latency: float, *, save_messages: bool = True
+) -> dict[str, Any]:
     failed = out.status == "failed"
     row: dict[str, Any] = {
-        "method": method.name, "dataset": item.dataset, "id": item.id, "question": item.question,
-        "golden_answers": item.golden_answers, "prediction": out.prediction, "response": out.response,
-        "status": out.status, "error": out.error,
+        "method": method.name,
+        "dataset": item.dataset,
+        "id": item.id,
+        "question": item.question,
+        "golden_answers": item.golden_answers,
+        "prediction": out.prediction,
+        "response": out.response,
+        "status": out.status,
+        "error": out.error,
         "scores": zero_scores(item) if failed else score_prediction(out.prediction, item),
-        "turns": out.turns, "search_calls": out.search_calls, "latency_s": latency,
-        "usage": out.usage, "model": method.model,
+        "turns": out.turns,
+        "search_calls": out.search_calls,
+        "latency_s": latency,
+        "usage": out.usage,
+        "model": method.model,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if save_messages and out.messages is not None:
@@ -67,10 +77,17 @@ def result_row(method: Method, item: EvalItem, out: Any, latency: float, *,
     return row
 
 
-async def run_eval(methods: Sequence[Method], datasets: Mapping[str, Sequence[EvalItem]],
-                   out_dir: str | Path, *, concurrency: int = 8, judge: LLMJudge | None = None,
-                   retry_failed: bool = False, save_messages: bool = True,
-                   progress: bool = True) -> RunStats:
+async def run_eval(
+    methods: Sequence[Method],
+    datasets: Mapping[str, Sequence[EvalItem]],
+    out_dir: str | Path,
+    *,
+    concurrency: int = 8,
+    judge: LLMJudge | None = None,
+    retry_failed: bool = False,
+    save_messages: bool = True,
+    progress: bool = True,
+) -> RunStats:
     """Run every method on every item not yet in `out_dir/results.jsonl`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +107,9 @@ async def run_eval(methods: Sequence[Method], datasets: Mapping[str, Sequence[Ev
                     queue.put_nowait((method, item))
         total = queue.qsize()
         if stats.skipped_failed:
-            log.info("%d earlier failures kept (use --retry-failed to re-run them)", stats.skipped_failed)
+            log.info(
+                "%d earlier failures kept (use --retry-failed to re-run them)", stats.skipped_failed
+            )
         bar = _progress(total, progress)
 
         async def worker() -> None:

@@ -24,8 +24,12 @@ def start_route(state: GraphState, runtime: Runtime) -> Literal["planner", "agen
     return "agent" if context_of(runtime).agent_mode == "single_agent" else "planner"
 
 
-def build_graph(checkpointer: Any = None, *, retry_policy: RetryPolicy | None = None,
-                node_timeout_s: float | None = None) -> Any:
+def build_graph(
+    checkpointer: Any = None,
+    *,
+    retry_policy: RetryPolicy | None = None,
+    node_timeout_s: float | None = None,
+) -> Any:
     """Compile the graph (context_schema=`Context`).
 
     `retry_policy` applies to every model/search node (default: 3 attempts, exponential
@@ -37,9 +41,16 @@ def build_graph(checkpointer: Any = None, *, retry_policy: RetryPolicy | None = 
     opts: dict[str, Any] = {"retry_policy": retry}
     if node_timeout_s is not None:
         opts["timeout"] = node_timeout_s
-    for name, fn in (("planner", planner), ("rewriter", rewriter), ("search", search),
-                     ("observer", observer), ("force_answer", force_answer), ("agent", agent),
-                     ("agent_force_answer", agent_force_answer), ("judge", judge)):
+    for name, fn in (
+        ("planner", planner),
+        ("rewriter", rewriter),
+        ("search", search),
+        ("observer", observer),
+        ("force_answer", force_answer),
+        ("agent", agent),
+        ("agent_force_answer", agent_force_answer),
+        ("judge", judge),
+    ):
         builder.add_node(name, fn, **opts)
     builder.add_conditional_edges(START, start_route, ["planner", "agent"])
     builder.add_edge("judge", END)

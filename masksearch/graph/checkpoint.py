@@ -13,7 +13,7 @@ DEFAULT_CHECKPOINT_URL = "sqlite:///masksearch_checkpoints.db"
 
 def sqlite_path(url: str) -> str:
     """`sqlite:///rel/path.db` → `rel/path.db`; `sqlite:////abs/path.db` → `/abs/path.db`."""
-    path = url[len("sqlite:///"):]
+    path = url[len("sqlite:///") :]
     if not path:
         raise ConfigError(f"checkpoint url {url!r} has no file path (sqlite:///path/to/file.db)")
     return path
@@ -39,9 +39,13 @@ async def open_checkpointer(url: str | None = None) -> AsyncIterator[Any]:
         try:
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         except ImportError:
-            raise ConfigError("postgres checkpoints need the extra: pip install 'masksearch[postgres]'") from None
+            raise ConfigError(
+                "postgres checkpoints need the extra: pip install 'masksearch[postgres]'"
+            ) from None
         async with AsyncPostgresSaver.from_conn_string(url) as saver:
             await saver.setup()
             yield saver
         return
-    raise ConfigError(f"unsupported checkpoint url {url!r}: use sqlite:///path.db, postgres://..., or memory")
+    raise ConfigError(
+        f"unsupported checkpoint url {url!r}: use sqlite:///path.db, postgres://..., or memory"
+    )

@@ -16,13 +16,24 @@ def register(app: typer.Typer) -> None:
 
 
 def chat(
-    model: str = typer.Option("local:default", "--model", "-m",
-                              help="Model spec for every role (openai:<m>, dashscope:<m>, "
-                                   "openai-compatible:<m>@<url>, local:default|<path>, fake:<script.json>)."),
-    retriever: str = typer.Option("bm25:default", "--retriever", "-r",
-                                  help="Retriever spec (bm25:<dir>, dense:<dir>, hybrid:..., web, remote:<url>)."),
-    mode: str = typer.Option("multi_agent", "--mode",
-                             help="multi_agent (planner/rewriter/observer) or single_agent (one tagged model)."),
+    model: str = typer.Option(
+        "local:default",
+        "--model",
+        "-m",
+        help="Model spec for every role (openai:<m>, dashscope:<m>, "
+        "openai-compatible:<m>@<url>, local:default|<path>, fake:<script.json>).",
+    ),
+    retriever: str = typer.Option(
+        "bm25:default",
+        "--retriever",
+        "-r",
+        help="Retriever spec (bm25:<dir>, dense:<dir>, hybrid:..., web, remote:<url>).",
+    ),
+    mode: str = typer.Option(
+        "multi_agent",
+        "--mode",
+        help="multi_agent (planner/rewriter/observer) or single_agent (one tagged model).",
+    ),
     max_turns: int = typer.Option(5, "--max-turns", help="Search rounds before a forced answer."),
     top_k: int = typer.Option(5, "--top-k", help="Passages per query."),
     max_tokens: int = typer.Option(512, "--max-tokens", help="Generation limit per model call."),
@@ -36,9 +47,16 @@ def chat(
 
     from masksearch.graph.context import Context
 
-    ctx = Context(planner_model=model, rewriter_model=model, observer_model=model,
-                  agent_mode=mode, retriever=retriever, max_turns=max_turns, top_k=top_k,
-                  max_tokens=max_tokens)  # type: ignore[arg-type]
+    ctx = Context(
+        planner_model=model,
+        rewriter_model=model,
+        observer_model=model,
+        agent_mode=mode,
+        retriever=retriever,
+        max_turns=max_turns,
+        top_k=top_k,
+        max_tokens=max_tokens,
+    )  # type: ignore[arg-type]
     asyncio.run(_chat_loop(ctx))
 
 
@@ -61,7 +79,9 @@ async def stream_question(graph: Any, question: str, ctx: Any, echo: Any) -> str
     """Run one question, echoing each node's update; returns the final answer ('' if none)."""
     answer = ""
     try:
-        async for update in graph.astream({"question": question}, context=ctx, stream_mode="updates"):
+        async for update in graph.astream(
+            {"question": question}, context=ctx, stream_mode="updates"
+        ):
             for node, delta in update.items():
                 for line in describe_update(node, delta or {}):
                     echo(line)
@@ -95,13 +115,17 @@ def describe_update(node: str, delta: dict[str, Any]) -> list[str]:
         elif last.get("parse_error"):
             lines.append(f"[{node}] {last['parse_error']}")
     elif node == "rewriter":
-        lines.append(f"[rewriter] queries: {' | '.join((delta.get('pending') or {}).get('queries', []))}")
+        lines.append(
+            f"[rewriter] queries: {' | '.join((delta.get('pending') or {}).get('queries', []))}"
+        )
         if last.get("parse_error"):
             lines.append(f"[rewriter] {last['parse_error']}")
     elif node == "search":
         for rnd in delta.get("rounds", []):
             titles = [p.get("title", "") for p in rnd.get("passages", [])]
-            lines.append(f"[search] turn {rnd['turn']}: {len(titles)} passages: {'; '.join(titles) or '-'}")
+            lines.append(
+                f"[search] turn {rnd['turn']}: {len(titles)} passages: {'; '.join(titles) or '-'}"
+            )
     elif node == "judge" and delta.get("scores"):
         scores = ", ".join(f"{k}={v:.2f}" for k, v in delta["scores"].items())
         lines.append(f"[judge] {scores} accepted={delta.get('accepted')}")

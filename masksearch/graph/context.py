@@ -50,7 +50,9 @@ class Context:
         if self.judge_model is not None:
             _check_spec("judge_model", self.judge_model)
         if self.agent_mode not in ("multi_agent", "single_agent"):
-            raise ConfigError(f"agent_mode must be 'multi_agent' or 'single_agent', got {self.agent_mode!r}")
+            raise ConfigError(
+                f"agent_mode must be 'multi_agent' or 'single_agent', got {self.agent_mode!r}"
+            )
         if not isinstance(self.retriever, str) or not self.retriever.strip():
             raise ConfigError("retriever must be a non-empty spec string (e.g. 'bm25:<index_dir>')")
         _check_int("top_k", self.top_k, 1, 100)
@@ -86,8 +88,11 @@ class Context:
         if self.agent_mode == "single_agent":
             roles = {"agent": self.planner_model}
         else:
-            roles = {"planner": self.planner_model, "rewriter": self.rewriter_model,
-                     "observer": self.observer_model}
+            roles = {
+                "planner": self.planner_model,
+                "rewriter": self.rewriter_model,
+                "observer": self.observer_model,
+            }
         if self.judge_model:
             roles["judge"] = self.judge_model
         return roles
@@ -111,7 +116,9 @@ class Context:
 
 def _check_spec(name: str, spec: Any) -> None:
     if not isinstance(spec, str) or ":" not in spec or not spec.split(":", 1)[1].strip():
-        raise ConfigError(f"{name} must be a 'provider:model' spec (e.g. 'openai:gpt-4o-mini'), got {spec!r}")
+        raise ConfigError(
+            f"{name} must be a 'provider:model' spec (e.g. 'openai:gpt-4o-mini'), got {spec!r}"
+        )
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

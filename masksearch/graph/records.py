@@ -20,13 +20,23 @@ def render_messages(state: dict[str, Any]) -> list[dict[str, str]]:
     msgs = student_messages(state.get("question", ""), list(state.get("rounds", [])))
     answer = state.get("final_answer", "")
     if answer:
-        msgs.append({"role": "assistant",
-                     "content": prompts.assistant_answer_turn(state.get("final_think", ""), answer)})
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": prompts.assistant_answer_turn(state.get("final_think", ""), answer),
+            }
+        )
     return msgs
 
 
-def state_to_record(state: dict[str, Any], *, example: MaskedExample, context: Context,
-                    thread_id: str, error: str | None = None) -> TrajectoryRecord:
+def state_to_record(
+    state: dict[str, Any],
+    *,
+    example: MaskedExample,
+    context: Context,
+    thread_id: str,
+    error: str | None = None,
+) -> TrajectoryRecord:
     """Build a validated record. `error` marks a failed run (whatever state exists is kept)."""
     steps = [dict(s) for s in state.get("steps", [])]
     status = "failed" if error else state.get("status", "max_turns")
@@ -36,8 +46,11 @@ def state_to_record(state: dict[str, Any], *, example: MaskedExample, context: C
     answer = state.get("final_answer", "") if status != "failed" else ""
     scores = dict(state.get("scores") or {})
     if not scores:
-        scores = score_answer(answer, example.answers, example.task) if answer else \
-            {"recall": 0.0, "em": 0.0, "f1": 0.0}
+        scores = (
+            score_answer(answer, example.answers, example.task)
+            if answer
+            else {"recall": 0.0, "em": 0.0, "f1": 0.0}
+        )
     llm_steps = [s for s in steps if s.get("agent") in LLM_AGENTS]
     search_steps = [s for s in steps if s.get("agent") == "search"]
     llm_s = sum(float(s.get("latency_s", 0.0)) for s in llm_steps)
@@ -49,7 +62,9 @@ def state_to_record(state: dict[str, Any], *, example: MaskedExample, context: C
         "task": example.task or task_of(state),
         "question": example.question,
         "answers": list(example.answers),
-        "messages": render_messages({**state, "question": example.question, "final_answer": answer}),
+        "messages": render_messages(
+            {**state, "question": example.question, "final_answer": answer}
+        ),
         "steps": steps,
         "final_answer": answer,
         "status": status,
@@ -63,13 +78,22 @@ def state_to_record(state: dict[str, Any], *, example: MaskedExample, context: C
             "search_calls": len(search_steps),
             "llm_calls": len(llm_steps),
         },
-        "timings": {"total_s": round(llm_s + search_s, 4), "llm_s": round(llm_s, 4),
-                    "search_s": round(search_s, 4)},
+        "timings": {
+            "total_s": round(llm_s + search_s, 4),
+            "llm_s": round(llm_s, 4),
+            "search_s": round(search_s, 4),
+        },
         "meta": {
-            "k": example.k, "source_id": example.source_id, "title": example.title,
-            "strategy": example.strategy, "agent_mode": context.agent_mode,
-            "turns": int(state.get("turn", 0)), "forced_answer": bool(state.get("forced", False)),
-            "retriever": context.retriever, "top_k": context.top_k, "max_turns": context.max_turns,
+            "k": example.k,
+            "source_id": example.source_id,
+            "title": example.title,
+            "strategy": example.strategy,
+            "agent_mode": context.agent_mode,
+            "turns": int(state.get("turn", 0)),
+            "forced_answer": bool(state.get("forced", False)),
+            "retriever": context.retriever,
+            "top_k": context.top_k,
+            "max_turns": context.max_turns,
             "recall_threshold": context.recall_threshold,
         },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

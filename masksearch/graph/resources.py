@@ -53,8 +53,14 @@ def clear() -> None:
             d.clear()
 
 
-def get_model(spec: str, *, temperature: float | None = None, max_tokens: int | None = None,
-              timeout: float | None = None, seed: int | None = None) -> Any:
+def get_model(
+    spec: str,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float | None = None,
+    seed: int | None = None,
+) -> Any:
     """The chat model for `spec`: registered object, else cached, else `load_chat_model`."""
     with _lock:
         if spec in _registered_models:
@@ -63,16 +69,25 @@ def get_model(spec: str, *, temperature: float | None = None, max_tokens: int | 
         if key not in _model_cache:
             from masksearch.models import load_chat_model
 
-            _model_cache[key] = load_chat_model(spec, temperature=temperature, max_tokens=max_tokens,
-                                                timeout=timeout, seed=seed)
+            _model_cache[key] = load_chat_model(
+                spec, temperature=temperature, max_tokens=max_tokens, timeout=timeout, seed=seed
+            )
         return _model_cache[key]
 
 
-def loaded_model(spec: str, *, temperature: float | None = None, max_tokens: int | None = None,
-                 timeout: float | None = None, seed: int | None = None) -> Any | None:
+def loaded_model(
+    spec: str,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float | None = None,
+    seed: int | None = None,
+) -> Any | None:
     """The model for `spec` if it is registered or already loaded, else None (never loads, never
     blocks: safe on the event loop, so hot paths skip a worker-thread hop)."""
-    return _registered_models.get(spec) or _model_cache.get((spec, temperature, max_tokens, timeout, seed))
+    return _registered_models.get(spec) or _model_cache.get(
+        (spec, temperature, max_tokens, timeout, seed)
+    )
 
 
 def loaded_retriever(spec: str) -> Any | None:

@@ -16,8 +16,12 @@ MAX_ERROR_CHARS = 500
 
 
 def graph_input(example: MaskedExample) -> dict[str, Any]:
-    return {"question": example.question, "answers": list(example.answers), "task": example.task,
-            "example_id": example.id}
+    return {
+        "question": example.question,
+        "answers": list(example.answers),
+        "task": example.task,
+        "example_id": example.id,
+    }
 
 
 def run_config(thread_id: str, context: Context) -> dict[str, Any]:
@@ -40,8 +44,9 @@ async def run_example(graph: Any, example: MaskedExample, context: Context) -> T
         snapshot = await graph.aget_state(config)
         finished = not snapshot.next and snapshot.values.get("status") not in (None, "running")
         if finished:
-            return state_to_record(dict(snapshot.values), example=example, context=context,
-                                   thread_id=thread_id)
+            return state_to_record(
+                dict(snapshot.values), example=example, context=context, thread_id=thread_id
+            )
         if snapshot.values and snapshot.next:
             state = dict(snapshot.values)
             payload = None  # resume the interrupted run
@@ -51,8 +56,9 @@ async def run_example(graph: Any, example: MaskedExample, context: Context) -> T
     try:
         # durability="sync": each step is on disk before the next starts (a killed process resumes)
         durable = {"durability": "sync"} if graph.checkpointer is not None else {}
-        async for values in graph.astream(payload, config, context=context, stream_mode="values",
-                                          **durable):
+        async for values in graph.astream(
+            payload, config, context=context, stream_mode="values", **durable
+        ):
             state = values
     except Exception as e:  # noqa: BLE001 - the pipeline records the failure
         reason = f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
@@ -62,6 +68,7 @@ async def run_example(graph: Any, example: MaskedExample, context: Context) -> T
                 state = dict((await graph.aget_state(config)).values) or state
             except Exception:  # noqa: BLE001
                 pass
-        return state_to_record(state, example=example, context=context, thread_id=thread_id,
-                               error=reason)
+        return state_to_record(
+            state, example=example, context=context, thread_id=thread_id, error=reason
+        )
     return state_to_record(state, example=example, context=context, thread_id=thread_id)

@@ -26,8 +26,14 @@ class InlineSqliteSaver(SqliteSaver):
     async def aget_tuple(self, config: Any) -> Any:
         return self.get_tuple(config)
 
-    async def alist(self, config: Any, *, filter: dict[str, Any] | None = None,
-                    before: Any = None, limit: int | None = None) -> AsyncIterator[Any]:
+    async def alist(
+        self,
+        config: Any,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: Any = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Any]:
         # materialize first: the sync iterator holds the saver's lock while it reads
         for item in list(self.list(config, filter=filter, before=before, limit=limit)):
             yield item
@@ -35,8 +41,9 @@ class InlineSqliteSaver(SqliteSaver):
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
         return self.put(config, checkpoint, metadata, new_versions)
 
-    async def aput_writes(self, config: Any, writes: Sequence[tuple[str, Any]], task_id: str,
-                          task_path: str = "") -> None:
+    async def aput_writes(
+        self, config: Any, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
         self.put_writes(config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
@@ -51,7 +58,9 @@ class InlineSqliteSaver(SqliteSaver):
             cur.executemany("DELETE FROM checkpoints WHERE thread_id = ?", rows)
             cur.executemany("DELETE FROM writes WHERE thread_id = ?", rows)
 
-    async def aget_delta_channel_history(self, *, config: Any, channels: Sequence[str]) -> Mapping[str, Any]:
+    async def aget_delta_channel_history(
+        self, *, config: Any, channels: Sequence[str]
+    ) -> Mapping[str, Any]:
         return self.get_delta_channel_history(config=config, channels=channels)
 
 

@@ -43,10 +43,21 @@ class KeywordRetriever:
         return out
 
 
-def scripted_team(*, planner: Sequence[Any] = (), rewriter: Sequence[Any] = (),
-                  observer: Sequence[Any] = (), answer: Sequence[Any] = (), judge: Sequence[Any] = (),
-                  name: str = "fake:team") -> ScriptedChatModel:
+def scripted_team(
+    *,
+    planner: Sequence[Any] = (),
+    rewriter: Sequence[Any] = (),
+    observer: Sequence[Any] = (),
+    answer: Sequence[Any] = (),
+    judge: Sequence[Any] = (),
+    name: str = "fake:team",
+) -> ScriptedChatModel:
     """One scripted model serving every multi-agent role, routed by which prompt it receives."""
-    routes = {PLANNER_KEY: planner, REWRITER_KEY: rewriter, OBSERVER_KEY: observer,
-              FORCE_KEY: answer, JUDGE_KEY: judge}
+    routes = {
+        PLANNER_KEY: planner,
+        REWRITER_KEY: rewriter,
+        OBSERVER_KEY: observer,
+        FORCE_KEY: answer,
+        JUDGE_KEY: judge,
+    }
     return ScriptedChatModel(respond=route_by_prompt(routes), model_name=name)

@@ -24,7 +24,19 @@ from masksearch.masking.select import (
 )
 
 __all__ = [
-    "MASK_TOKEN", "STRATEGIES", "KDist", "MaskConfig", "MaskSummary", "RuleSpanProposer",
-    "apply_masks", "extract_rule_spans", "fill_masks", "filter_candidates", "load_masked",
-    "make_strategy", "mask_corpus", "mask_passages", "parse_example",
+    "MASK_TOKEN",
+    "STRATEGIES",
+    "KDist",
+    "MaskConfig",
+    "MaskSummary",
+    "RuleSpanProposer",
+    "apply_masks",
+    "extract_rule_spans",
+    "fill_masks",
+    "filter_candidates",
+    "load_masked",
+    "make_strategy",
+    "mask_corpus",
+    "mask_passages",
+    "parse_example",
 ]

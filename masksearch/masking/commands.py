@@ -28,31 +28,94 @@ MASK_HELP = (
 
 
 def mask_command(
-    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus file (FlashRAG jsonl or any format masksearch.corpus reads).")],
-    out: Annotated[Path, typer.Option("--out", help="Output JSONL (appended to; existing source ids are skipped).")],
-    corpus_format: Annotated[str, typer.Option("--corpus-format", help="auto | flashrag | wikiextractor | textdir (see `masksearch index --help`).")] = "auto",
+    corpus: Annotated[
+        Path,
+        typer.Option(
+            "--corpus", help="Corpus file (FlashRAG jsonl or any format masksearch.corpus reads)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output JSONL (appended to; existing source ids are skipped)."),
+    ],
+    corpus_format: Annotated[
+        str,
+        typer.Option(
+            "--corpus-format",
+            help="auto | flashrag | wikiextractor | textdir (see `masksearch index --help`).",
+        ),
+    ] = "auto",
     strategy: Annotated[str, typer.Option("--strategy", help="rule | spacy | llm | ppl.")] = "rule",
-    k_dist: Annotated[str, typer.Option("--k-dist",
-                               help="Target distribution of k (masks per example) as K:WEIGHT,...")] = "1:0.25,2:0.25,3:0.25,4:0.25",
-    on_few: Annotated[str, typer.Option("--on-few",
-                               help="When a passage has fewer usable spans than the drawn k: "
-                                    "resample (draw k again among feasible values), smaller "
-                                    "(use as many as possible) or skip.")] = "resample",
-    calibrate: Annotated[int, typer.Option("--calibrate", help="Scan the first N corpus passages to calibrate k sampling so the OUTPUT k distribution matches --k-dist (0: off; not used with llm).")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed; each passage's RNG is derived from (seed, id).")] = 0,
-    limit: Annotated[int | None, typer.Option("--limit", help="Read at most N passages of the corpus.")] = None,
-    max_examples: Annotated[int | None, typer.Option("--max-examples", help="Stop after writing N new examples.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="llm: chat model spec; ppl: causal LM path/id; spacy: pipeline name.")] = None,
-    min_words: Annotated[int, typer.Option("--min-words", help="Skip passages shorter than this many words.")] = 20,
-    max_span_chars: Annotated[int, typer.Option("--max-span-chars", help="Ignore candidate spans longer than this.")] = 60,
-    title_in_question: Annotated[str, typer.Option("--title-in-question",
-                                          help="auto (only when the text never names its title) | always | never.")] = "auto",
-    ppl_mode: Annotated[str, typer.Option("--ppl-mode", help="ppl scoring: fill (span given the masked passage) | inline (left context, one pass).")] = "fill",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="ppl: sequences per forward pass.")] = 16,
+    k_dist: Annotated[
+        str,
+        typer.Option(
+            "--k-dist", help="Target distribution of k (masks per example) as K:WEIGHT,..."
+        ),
+    ] = "1:0.25,2:0.25,3:0.25,4:0.25",
+    on_few: Annotated[
+        str,
+        typer.Option(
+            "--on-few",
+            help="When a passage has fewer usable spans than the drawn k: "
+            "resample (draw k again among feasible values), smaller "
+            "(use as many as possible) or skip.",
+        ),
+    ] = "resample",
+    calibrate: Annotated[
+        int,
+        typer.Option(
+            "--calibrate",
+            help="Scan the first N corpus passages to calibrate k sampling so the OUTPUT k distribution matches --k-dist (0: off; not used with llm).",
+        ),
+    ] = 2000,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed; each passage's RNG is derived from (seed, id).")
+    ] = 0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Read at most N passages of the corpus.")
+    ] = None,
+    max_examples: Annotated[
+        int | None, typer.Option("--max-examples", help="Stop after writing N new examples.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="llm: chat model spec; ppl: causal LM path/id; spacy: pipeline name."
+        ),
+    ] = None,
+    min_words: Annotated[
+        int, typer.Option("--min-words", help="Skip passages shorter than this many words.")
+    ] = 20,
+    max_span_chars: Annotated[
+        int, typer.Option("--max-span-chars", help="Ignore candidate spans longer than this.")
+    ] = 60,
+    title_in_question: Annotated[
+        str,
+        typer.Option(
+            "--title-in-question",
+            help="auto (only when the text never names its title) | always | never.",
+        ),
+    ] = "auto",
+    ppl_mode: Annotated[
+        str,
+        typer.Option(
+            "--ppl-mode",
+            help="ppl scoring: fill (span given the masked passage) | inline (left context, one pass).",
+        ),
+    ] = "fill",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="ppl: sequences per forward pass.")
+    ] = 16,
     device: Annotated[str, typer.Option("--device", help="ppl: cpu | cuda | auto.")] = "auto",
-    concurrency: Annotated[int, typer.Option("--concurrency", help="llm: concurrent model calls.")] = 8,
-    summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Also write the run summary as JSON here.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="llm: concurrent model calls.")
+    ] = 8,
+    summary_json: Annotated[
+        Path | None, typer.Option("--summary-json", help="Also write the run summary as JSON here.")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
 ) -> None:
     from masksearch.errors import ConfigError
     from masksearch.masking.runner import STRATEGIES, mask_corpus
@@ -63,18 +126,35 @@ def mask_command(
     if on_few not in ("resample", "smaller", "skip"):
         raise ConfigError(f"unknown --on-few {on_few!r} (resample | smaller | skip)")
     if title_in_question not in ("auto", "always", "never"):
-        raise ConfigError(f"unknown --title-in-question {title_in_question!r} (auto | always | never)")
-    config = MaskConfig(k_dist=KDist.parse(k_dist), seed=seed, min_words=min_words,
-                        max_span_chars=max_span_chars, on_few=on_few,  # type: ignore[arg-type]
-                        title_in_question=title_in_question)  # type: ignore[arg-type]
+        raise ConfigError(
+            f"unknown --title-in-question {title_in_question!r} (auto | always | never)"
+        )
+    config = MaskConfig(
+        k_dist=KDist.parse(k_dist),
+        seed=seed,
+        min_words=min_words,
+        max_span_chars=max_span_chars,
+        on_few=on_few,  # type: ignore[arg-type]
+        title_in_question=title_in_question,
+    )  # type: ignore[arg-type]
     extra: dict = {}
     if strategy == "ppl":
         extra = {"ppl_mode": ppl_mode, "batch_size": batch_size, "device": device}
     elif strategy == "llm":
         extra = {"max_concurrency": concurrency}
-    summary = mask_corpus(corpus, out, strategy=strategy, config=config, model=model,
-                          limit=limit, max_examples=max_examples, progress=progress,
-                          corpus_format=corpus_format, calibrate_on=calibrate, **extra)
+    summary = mask_corpus(
+        corpus,
+        out,
+        strategy=strategy,
+        config=config,
+        model=model,
+        limit=limit,
+        max_examples=max_examples,
+        progress=progress,
+        corpus_format=corpus_format,
+        calibrate_on=calibrate,
+        **extra,
+    )
     typer.echo(summary.format(), err=True)
     typer.echo(f"wrote {summary.written} examples to {out}", err=True)
     if summary_json is not None:

@@ -16,9 +16,12 @@ from masksearch.types import MaskedExample, Span
 MAX_FIELD_CHARS = 200_000  # a passage/question longer than this is rejected as bad input
 
 
-def load_masked(path: str | os.PathLike[str], skip_bad: bool = False,
-                counter: SkipCounter | None = None,
-                max_chars: int = MAX_FIELD_CHARS) -> Iterator[MaskedExample]:
+def load_masked(
+    path: str | os.PathLike[str],
+    skip_bad: bool = False,
+    counter: SkipCounter | None = None,
+    max_chars: int = MAX_FIELD_CHARS,
+) -> Iterator[MaskedExample]:
     """Yield validated examples from a RAMP JSONL (`MaskedExample.to_dict()` lines), a QA JSONL
     in the same schema (`task: "qa"`, no spans), or FlashRAG QA JSONL (`id`, `question`,
     `golden_answers`; HotpotQA-style `answer` strings are accepted too).
@@ -39,18 +42,28 @@ def load_masked(path: str | os.PathLike[str], skip_bad: bool = False,
                 counter.add(err)
 
 
-def check_lengths(obj: dict[str, Any], *, path: str | None = None, line: int | None = None,
-                  max_chars: int = MAX_FIELD_CHARS) -> None:
+def check_lengths(
+    obj: dict[str, Any],
+    *,
+    path: str | None = None,
+    line: int | None = None,
+    max_chars: int = MAX_FIELD_CHARS,
+) -> None:
     """Reject a text field longer than `max_chars`."""
     for name in ("question", "text", "masked_text", "title"):
         value = obj.get(name)
         if isinstance(value, str) and len(value) > max_chars:
-            raise InputError(f"too long ({len(value):,} characters; limit {max_chars:,})",
-                             path=path, line=line, field=name)
+            raise InputError(
+                f"too long ({len(value):,} characters; limit {max_chars:,})",
+                path=path,
+                line=line,
+                field=name,
+            )
 
 
-def parse_example(obj: dict[str, Any], *, path: str | None = None,
-                  line: int | None = None) -> MaskedExample:
+def parse_example(
+    obj: dict[str, Any], *, path: str | None = None, line: int | None = None
+) -> MaskedExample:
     """One record → `MaskedExample`, checking types, offsets and mask counts."""
 
     def fail(msg: str, fld: str | None = None) -> InputError:
@@ -111,14 +124,17 @@ def _check_ramp(obj: dict[str, Any], spans: list[Span], answers: list[str], fail
     for i, s in enumerate(spans):
         if s.start < prev_end or s.end <= s.start:
             raise fail("spans must be ordered, non-empty and non-overlapping", f"spans[{i}]")
-        if text and text[s.start:s.end] != s.text:
-            raise fail(f"text[{s.start}:{s.end}] is {text[s.start:s.end]!r}, not {s.text!r}",
-                       f"spans[{i}]")
+        if text and text[s.start : s.end] != s.text:
+            raise fail(
+                f"text[{s.start}:{s.end}] is {text[s.start : s.end]!r}, not {s.text!r}",
+                f"spans[{i}]",
+            )
         prev_end = s.end
     masked = obj.get("masked_text", "")
     if masked and masked.count(MASK_TOKEN) != len(spans):
-        raise fail(f"has {masked.count(MASK_TOKEN)} {MASK_TOKEN} but {len(spans)} spans",
-                   "masked_text")
+        raise fail(
+            f"has {masked.count(MASK_TOKEN)} {MASK_TOKEN} but {len(spans)} spans", "masked_text"
+        )
     if "k" in obj and obj["k"] != len(spans):
         raise fail(f"k={obj['k']!r} but {len(spans)} spans", "k")
     if MASK_TOKEN not in obj["question"]:
@@ -134,14 +150,18 @@ def _qa_example(obj: dict[str, Any], question: str, fail: Any) -> MaskedExample:
     else:
         answers, fld = obj["answer"], "answer"
         answers = [answers] if isinstance(answers, str) else answers
-    if not isinstance(answers, list) or not answers or \
-            not all(isinstance(a, str | int | float) and not isinstance(a, bool) for a in answers):
+    if (
+        not isinstance(answers, list)
+        or not answers
+        or not all(isinstance(a, str | int | float) and not isinstance(a, bool) for a in answers)
+    ):
         raise fail("must be a non-empty list of strings", fld)
     raw_id = obj.get("id", obj.get("_id"))
     if raw_id is None or str(raw_id) == "":
         raw_id = "qa-" + hashlib.sha1(question.encode("utf-8")).hexdigest()[:16]
-    return MaskedExample(id=str(raw_id), question=question, answers=[str(a) for a in answers],
-                         task="qa", strategy="")
+    return MaskedExample(
+        id=str(raw_id), question=question, answers=[str(a) for a in answers], task="qa", strategy=""
+    )
 
 
 def existing_source_ids(path: str | os.PathLike[str]) -> set[str]:

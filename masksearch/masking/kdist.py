@@ -29,9 +29,13 @@ class KDist:
             try:
                 k, w = int(k_str), float(w_str) if sep else 1.0
             except ValueError:
-                raise ConfigError(f"bad --k-dist entry {part!r}: expected K:WEIGHT, e.g. 2:0.25") from None
+                raise ConfigError(
+                    f"bad --k-dist entry {part!r}: expected K:WEIGHT, e.g. 2:0.25"
+                ) from None
             if k < 1 or w < 0 or k in weights:
-                raise ConfigError(f"bad --k-dist entry {part!r}: k must be >= 1, weight >= 0, k unique")
+                raise ConfigError(
+                    f"bad --k-dist entry {part!r}: k must be >= 1, weight >= 0, k unique"
+                )
             weights[k] = w
         if sum(weights.values()) <= 0:
             raise ConfigError("--k-dist weights sum to zero")
@@ -43,8 +47,11 @@ class KDist:
 
     def sample(self, rng: random.Random, max_k: int | None = None) -> int | None:
         """Draw k; with `max_k`, from the distribution restricted to k <= max_k (None if empty)."""
-        items = [(k, w) for k, w in sorted(self.weights.items())
-                 if w > 0 and (max_k is None or k <= max_k)]
+        items = [
+            (k, w)
+            for k, w in sorted(self.weights.items())
+            if w > 0 and (max_k is None or k <= max_k)
+        ]
         if not items:
             return None
         return rng.choices([k for k, _ in items], weights=[w for _, w in items])[0]
@@ -53,8 +60,9 @@ class KDist:
         return ",".join(f"{k}:{p:.4g}" for k, p in self.probabilities().items())
 
 
-def achieved_distribution(weights: Mapping[int, float], feasible: Mapping[int, int],
-                          on_few: OnFew = "resample") -> dict[int, float]:
+def achieved_distribution(
+    weights: Mapping[int, float], feasible: Mapping[int, int], on_few: OnFew = "resample"
+) -> dict[int, float]:
     """Expected output share of each k when sampling with `weights` over passages whose
     feasible-span counts are histogrammed in `feasible` (count → passages), under `on_few`."""
     ks = sorted(k for k, w in weights.items() if w > 0)
@@ -78,8 +86,9 @@ def achieved_distribution(weights: Mapping[int, float], feasible: Mapping[int, i
     return {k: (v / total if total else 0.0) for k, v in sorted(mass.items())}
 
 
-def calibrate(target: KDist, feasible: Mapping[int, int], on_few: OnFew = "resample",
-              iterations: int = 200) -> KDist:
+def calibrate(
+    target: KDist, feasible: Mapping[int, int], on_few: OnFew = "resample", iterations: int = 200
+) -> KDist:
     """Sampling weights whose achieved distribution on `feasible` is as close to `target` as the
     corpus allows (multiplicative fixed-point updates). Unreachable k keep growing weight only up to
     a cap, so the result stays a valid distribution."""

@@ -16,9 +16,19 @@ log = logging.getLogger(__name__)
 
 LABELS = {"ENTITY", "PERSON", "ORG", "LOC", "DATE", "NUMBER", "TERM"}
 _LABEL_ALIASES = {
-    "ORGANIZATION": "ORG", "ORGANISATION": "ORG", "LOCATION": "LOC", "PLACE": "LOC", "GPE": "LOC",
-    "TIME": "DATE", "YEAR": "DATE", "QUANTITY": "NUMBER", "CARDINAL": "NUMBER", "MONEY": "NUMBER",
-    "PERCENT": "NUMBER", "CONCEPT": "TERM", "PER": "PERSON",
+    "ORGANIZATION": "ORG",
+    "ORGANISATION": "ORG",
+    "LOCATION": "LOC",
+    "PLACE": "LOC",
+    "GPE": "LOC",
+    "TIME": "DATE",
+    "YEAR": "DATE",
+    "QUANTITY": "NUMBER",
+    "CARDINAL": "NUMBER",
+    "MONEY": "NUMBER",
+    "PERCENT": "NUMBER",
+    "CONCEPT": "TERM",
+    "PER": "PERSON",
 }
 
 
@@ -33,7 +43,7 @@ def outer_json_object(reply: str) -> dict[str, Any]:
         end = _matching_brace(reply, start)
         if end is not None:
             try:
-                obj = json.loads(reply[start:end + 1])
+                obj = json.loads(reply[start : end + 1])
             except json.JSONDecodeError:
                 obj = None
             if isinstance(obj, dict):
@@ -122,8 +132,9 @@ class LLMSpanProposer:
 
     name = "llm"
 
-    def __init__(self, model: Any, *, max_spans: int = 8, max_concurrency: int = 8,
-                 retries: int = 2) -> None:
+    def __init__(
+        self, model: Any, *, max_spans: int = 8, max_concurrency: int = 8, retries: int = 2
+    ) -> None:
         if isinstance(model, str):
             model = _load_model(model)
         if not hasattr(model, "batch"):
@@ -134,15 +145,18 @@ class LLMSpanProposer:
         self.rejected_spans = 0
 
     def messages(self, passage: Passage) -> list[tuple[str, str]]:
-        user = SPAN_EXTRACTION_USER.substitute(title=passage.title, text=passage.text,
-                                           max_spans=self.max_spans)
+        user = SPAN_EXTRACTION_USER.substitute(
+            title=passage.title, text=passage.text, max_spans=self.max_spans
+        )
         return [("system", SPAN_EXTRACTION_SYSTEM), ("human", user)]
 
     def propose(self, passages: Sequence[Passage]) -> list[list[Span] | str]:
         """Spans for each passage, or a skip reason ("llm_error", "llm_bad_output")."""
-        replies = self.model.batch([self.messages(p) for p in passages],
-                                   config={"max_concurrency": self.max_concurrency},
-                                   return_exceptions=True)
+        replies = self.model.batch(
+            [self.messages(p) for p in passages],
+            config={"max_concurrency": self.max_concurrency},
+            return_exceptions=True,
+        )
         out: list[list[Span] | str] = []
         for p, reply in zip(passages, replies, strict=True):
             if isinstance(reply, BaseException):
@@ -165,6 +179,8 @@ def _load_model(spec: str) -> Any:
     try:
         from masksearch.models import load_chat_model  # written by the models helper
     except ImportError as e:
-        raise ConfigError(f"cannot load chat model {spec!r}: masksearch.models.load_chat_model "
-                          f"is unavailable ({e})") from None
+        raise ConfigError(
+            f"cannot load chat model {spec!r}: masksearch.models.load_chat_model "
+            f"is unavailable ({e})"
+        ) from None
     return load_chat_model(spec)

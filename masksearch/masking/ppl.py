@@ -25,8 +25,16 @@ FILL_SEPARATOR = "\n" + MASK_TOKEN + " ="
 class PerplexityScorer:
     """Batch scorer. `model` is a path / HF id, or an already loaded (model, tokenizer) pair."""
 
-    def __init__(self, model: Any, tokenizer: Any = None, *, mode: PplMode = "fill",
-                 batch_size: int = 16, max_length: int = 512, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        mode: PplMode = "fill",
+        batch_size: int = 16,
+        max_length: int = 512,
+        device: str = "auto",
+    ) -> None:
         import torch
 
         if mode not in ("fill", "inline"):
@@ -58,12 +66,12 @@ class PerplexityScorer:
         pairs: list[tuple[list[int], list[int]]] = []
         for text, cands in items:
             for sp in cands:
-                prompt = text[:sp.start] + MASK_TOKEN + text[sp.end:] + FILL_SEPARATOR
+                prompt = text[: sp.start] + MASK_TOKEN + text[sp.end :] + FILL_SEPARATOR
                 pairs.append((self._ids(prompt, special=True), self._ids(" " + sp.text)))
         flat = self._nll_of_targets(pairs)
         out, i = [], 0
         for _, cands in items:
-            out.append(flat[i:i + len(cands)])
+            out.append(flat[i : i + len(cands)])
             i += len(cands)
         return out
 
@@ -76,16 +84,16 @@ class PerplexityScorer:
         seqs = []
         for prompt, target in pairs:
             target = target[: self.max_length // 2] or [self.pad_id]
-            prompt = prompt[-(self.max_length - len(target)):]  # keep the end (near the target)
+            prompt = prompt[-(self.max_length - len(target)) :]  # keep the end (near the target)
             seqs.append((prompt + target, len(prompt)))
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
         result = [math.nan] * len(seqs)
         for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
+            idx = order[b : b + self.batch_size]
             token_nll = self._token_nll([seqs[i][0] for i in idx])
             for row, i in enumerate(idx):
                 ids, start = seqs[i]
-                vals = token_nll[row][max(start, 1) - 1:len(ids) - 1]
+                vals = token_nll[row][max(start, 1) - 1 : len(ids) - 1]
                 result[i] = float(sum(vals) / len(vals)) if vals else math.nan
         return result
 
@@ -97,8 +105,8 @@ class PerplexityScorer:
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for i, r in enumerate(batch):
-            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, :len(r)] = 1
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.no_grad():
             logits = self.model(input_ids=ids, attention_mask=mask).logits
@@ -110,24 +118,35 @@ class PerplexityScorer:
         out, pos = [], 0
         for r in batch:
             n = len(r) - 1
-            out.append(nll[pos:pos + n].tolist())
+            out.append(nll[pos : pos + n].tolist())
             pos += n
         return out
 
     def _score_inline(self, items: Sequence[tuple[str, Sequence[Span]]]) -> list[list[float]]:
         out: list[list[float]] = []
         for b in range(0, len(items), self.batch_size):
-            chunk = items[b:b + self.batch_size]
-            encs = [self.tok(text, add_special_tokens=True, return_offsets_mapping=True,
-                             truncation=True, max_length=self.max_length) for text, _ in chunk]
+            chunk = items[b : b + self.batch_size]
+            encs = [
+                self.tok(
+                    text,
+                    add_special_tokens=True,
+                    return_offsets_mapping=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                )
+                for text, _ in chunk
+            ]
             nlls = self._token_nll([list(e["input_ids"]) for e in encs])
             for (_, cands), enc, nll in zip(chunk, encs, nlls, strict=True):
                 offsets = enc["offset_mapping"]
                 scores = []
                 for sp in cands:
                     # token t (t >= 1) is predicted at position t - 1 of `nll`
-                    vals = [nll[t - 1] for t, (s, e) in enumerate(offsets)
-                            if t >= 1 and e > s and s < sp.end and e > sp.start]
+                    vals = [
+                        nll[t - 1]
+                        for t, (s, e) in enumerate(offsets)
+                        if t >= 1 and e > s and s < sp.end and e > sp.start
+                    ]
                     scores.append(float(sum(vals) / len(vals)) if vals else math.nan)
                 out.append(scores)
         return out

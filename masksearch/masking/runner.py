@@ -55,10 +55,15 @@ class MaskSummary:
     rejected_spans: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"read": self.read, "written": self.written, "target": self.target,
-                "sampling": self.sampling or self.target,
-                "by_k": dict(sorted(self.by_k.items())), "skipped": dict(self.skipped),
-                "rejected_spans": dict(self.rejected_spans)}
+        return {
+            "read": self.read,
+            "written": self.written,
+            "target": self.target,
+            "sampling": self.sampling or self.target,
+            "by_k": dict(sorted(self.by_k.items())),
+            "skipped": dict(self.skipped),
+            "rejected_spans": dict(self.rejected_spans),
+        }
 
     def format(self) -> str:
         lines = [f"passages read: {self.read}   examples written: {self.written}"]
@@ -67,23 +72,34 @@ class MaskSummary:
             share = n / self.written if self.written else 0.0
             lines.append(f"  k={k}: {n:>7} ({share:6.1%}; target {self.target.get(k, 0.0):6.1%})")
         if self.sampling and self.sampling != self.target:
-            lines.append("k sampling weights (calibrated): "
-                         + ", ".join(f"{k}:{p:.3f}" for k, p in sorted(self.sampling.items())))
+            lines.append(
+                "k sampling weights (calibrated): "
+                + ", ".join(f"{k}:{p:.3f}" for k, p in sorted(self.sampling.items()))
+            )
         if self.skipped:
             lines.append("skipped: " + ", ".join(f"{r}={n}" for r, n in self.skipped.most_common()))
         if self.rejected_spans:
-            lines.append("candidate spans rejected: "
-                         + ", ".join(f"{r}={n}" for r, n in self.rejected_spans.most_common()))
+            lines.append(
+                "candidate spans rejected: "
+                + ", ".join(f"{r}={n}" for r, n in self.rejected_spans.most_common())
+            )
         return "\n".join(lines)
 
 
 Scorer = Callable[[Sequence[tuple[str, Sequence[Span]]]], list[list[float]]]
 
 
-def mask_passages(passages: Iterable[Passage], proposer: SpanProposer, config: MaskConfig, *,
-                  scorer: Scorer | None = None, strategy: str | None = None,
-                  summary: MaskSummary | None = None, chunk_size: int = 32,
-                  on_passage: Callable[[], None] | None = None) -> Iterator[MaskedExample]:
+def mask_passages(
+    passages: Iterable[Passage],
+    proposer: SpanProposer,
+    config: MaskConfig,
+    *,
+    scorer: Scorer | None = None,
+    strategy: str | None = None,
+    summary: MaskSummary | None = None,
+    chunk_size: int = 32,
+    on_passage: Callable[[], None] | None = None,
+) -> Iterator[MaskedExample]:
     """Mask each passage (in corpus order); skipped passages are counted in `summary`.
 
     With `scorer` (ppl), the k highest-scoring candidates are kept instead of a random draw.
@@ -100,7 +116,9 @@ def mask_passages(passages: Iterable[Passage], proposer: SpanProposer, config: M
         rejected: dict[str, int] = {}
         for passage, prop in zip(chunk, proposals, strict=True):
             summary.read += 1
-            result = prop if isinstance(prop, str) else plan_passage(passage, prop, config, rejected)
+            result = (
+                prop if isinstance(prop, str) else plan_passage(passage, prop, config, rejected)
+            )
             if isinstance(result, str):
                 summary.skipped[result] += 1
             else:
@@ -120,23 +138,28 @@ def mask_passages(passages: Iterable[Passage], proposer: SpanProposer, config: M
                 on_passage()
 
 
-def feasible_histogram(passages: Iterable[Passage], proposer: SpanProposer, config: MaskConfig,
-                       chunk_size: int = 64) -> Counter[int]:
+def feasible_histogram(
+    passages: Iterable[Passage], proposer: SpanProposer, config: MaskConfig, chunk_size: int = 64
+) -> Counter[int]:
     """How many passages allow at most f compatible masks, for each f (maskable passages only)."""
     hist: Counter[int] = Counter()
     it = iter(passages)
     while chunk := list(islice(it, chunk_size)):
         for p, prop in zip(chunk, proposer.propose(chunk), strict=True):
-            if isinstance(prop, str) or len(p.text.split()) < config.min_words \
-                    or MASK_TOKEN in p.text:
+            if (
+                isinstance(prop, str)
+                or len(p.text.split()) < config.min_words
+                or MASK_TOKEN in p.text
+            ):
                 continue
             kept, _ = filter_candidates(p.text, p.title, prop, max_span_chars=config.max_span_chars)
             hist[len(max_compatible(kept, p.text))] += 1
     return hist
 
 
-def calibrated_config(passages: Iterable[Passage], proposer: SpanProposer,
-                      config: MaskConfig) -> tuple[MaskConfig, Counter[int]]:
+def calibrated_config(
+    passages: Iterable[Passage], proposer: SpanProposer, config: MaskConfig
+) -> tuple[MaskConfig, Counter[int]]:
     """`config` with k sampling weights calibrated so the OUTPUT k distribution matches the
     target on passages like these (a sample of the corpus); see docs/masking.md."""
     from dataclasses import replace
@@ -147,9 +170,16 @@ def calibrated_config(passages: Iterable[Passage], proposer: SpanProposer,
     return replace(config, k_dist=calibrate(config.k_dist, hist, config.on_few)), hist
 
 
-def make_strategy(strategy: str, *, model: Any = None, tokenizer: Any = None,
-                  ppl_mode: str = "fill", batch_size: int = 16, device: str = "auto",
-                  max_concurrency: int = 8) -> tuple[SpanProposer, Scorer | None]:
+def make_strategy(
+    strategy: str,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    ppl_mode: str = "fill",
+    batch_size: int = 16,
+    device: str = "auto",
+    max_concurrency: int = 8,
+) -> tuple[SpanProposer, Scorer | None]:
     """Build (proposer, scorer) for a strategy name; heavy libraries load only here."""
     if strategy == "rule":
         return RuleSpanProposer(), None
@@ -168,8 +198,13 @@ def make_strategy(strategy: str, *, model: Any = None, tokenizer: Any = None,
             raise ConfigError("--strategy ppl needs --model (a causal LM path or Hugging Face id)")
         from masksearch.masking.ppl import PerplexityScorer
 
-        scorer = PerplexityScorer(model, tokenizer, mode=ppl_mode,  # type: ignore[arg-type]
-                                  batch_size=batch_size, device=device)
+        scorer = PerplexityScorer(
+            model,
+            tokenizer,
+            mode=ppl_mode,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            device=device,
+        )
         return RuleSpanProposer(), scorer.score
     raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
@@ -197,15 +232,28 @@ def iter_flashrag_jsonl(path: str | os.PathLike[str]) -> Iterator[Passage]:
         elif isinstance(obj.get("text"), str):
             yield Passage(str(obj["id"]), str(obj.get("title", "")), obj["text"])
         else:
-            raise InputError("expected 'contents' (or 'text') string", path=str(path),
-                             line=lineno, field="contents")
+            raise InputError(
+                "expected 'contents' (or 'text') string",
+                path=str(path),
+                line=lineno,
+                field="contents",
+            )
 
 
-def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                strategy: str = "rule", config: MaskConfig | None = None, model: Any = None,
-                limit: int | None = None, max_examples: int | None = None,
-                progress: bool = True, corpus_format: str = "auto", calibrate_on: int = 2000,
-                **strategy_kwargs: Any) -> MaskSummary:
+def mask_corpus(
+    corpus: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    strategy: str = "rule",
+    config: MaskConfig | None = None,
+    model: Any = None,
+    limit: int | None = None,
+    max_examples: int | None = None,
+    progress: bool = True,
+    corpus_format: str = "auto",
+    calibrate_on: int = 2000,
+    **strategy_kwargs: Any,
+) -> MaskSummary:
     """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds.
 
     With `calibrate_on` > 0 (not for `llm`, whose proposals cost model calls), the first
@@ -222,8 +270,9 @@ def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
     summary = MaskSummary(target=config.k_dist.probabilities())
     if calibrate_on > 0 and strategy != "llm":
         # the first N corpus passages, whatever --limit says: weights stay the same on resume
-        config, _ = calibrated_config(islice(iter_corpus(corpus, corpus_format), calibrate_on),
-                                      proposer, config)
+        config, _ = calibrated_config(
+            islice(iter_corpus(corpus, corpus_format), calibrate_on), proposer, config
+        )
         summary.sampling = config.k_dist.probabilities()
 
     def fresh() -> Iterator[Passage]:
@@ -239,8 +288,15 @@ def mask_corpus(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *,
     seen: set[str] = set()
     bar = tqdm(total=limit, desc=f"mask ({strategy})", unit="passage", disable=not progress)
     with JsonlAppender(out) as sink:
-        for ex in mask_passages(fresh(), proposer, config, scorer=scorer, strategy=strategy,
-                                summary=summary, on_passage=bar.update):
+        for ex in mask_passages(
+            fresh(),
+            proposer,
+            config,
+            scorer=scorer,
+            strategy=strategy,
+            summary=summary,
+            on_passage=bar.update,
+        ):
             sink.write(ex.to_dict())
             if max_examples is not None and summary.written >= max_examples:
                 break

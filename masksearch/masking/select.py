@@ -35,7 +35,7 @@ def passage_rng(seed: int, passage_id: str) -> random.Random:
 
 
 def base_title(title: str) -> str:
-    """"Mercury (planet)" → "Mercury"."""
+    """ "Mercury (planet)" → "Mercury"."""
     return re.sub(r"\s*\([^)]*\)\s*$", "", title).strip()
 
 
@@ -53,8 +53,12 @@ def title_regions(text: str, title: str) -> list[tuple[int, int]]:
     """Character ranges of the title, its base form and its distinctive words in `text`."""
     variants = {title.strip(), base_title(title)}
     for word in re.findall(r"[^\W_][\w'’-]*", base_title(title)):
-        if len(word) >= 3 and word.lower() not in STOPWORDS and word.lower() not in CONNECTORS \
-                and (word[0].isupper() or word[0].isdigit()):
+        if (
+            len(word) >= 3
+            and word.lower() not in STOPWORDS
+            and word.lower() not in CONNECTORS
+            and (word[0].isupper() or word[0].isdigit())
+        ):
             variants.add(word)
     regions = []
     for v in variants:
@@ -63,8 +67,9 @@ def title_regions(text: str, title: str) -> list[tuple[int, int]]:
     return sorted(regions)
 
 
-def filter_candidates(text: str, title: str, spans: Sequence[Span], *,
-                      max_span_chars: int = 60) -> tuple[list[Span], dict[str, int]]:
+def filter_candidates(
+    text: str, title: str, spans: Sequence[Span], *, max_span_chars: int = 60
+) -> tuple[list[Span], dict[str, int]]:
     """Keep spans that are maskable; return them sorted with counts of rejections by reason.
 
     Rejected: bad offsets, empty or overlong, at the very start of the passage, overlapping a
@@ -78,11 +83,11 @@ def filter_candidates(text: str, title: str, spans: Sequence[Span], *,
         rejected[reason] = rejected.get(reason, 0) + 1
 
     for sp in sorted(spans, key=lambda s: (s.start, -s.end)):
-        if not (0 <= sp.start < sp.end <= len(text)) or text[sp.start:sp.end] != sp.text:
+        if not (0 <= sp.start < sp.end <= len(text)) or text[sp.start : sp.end] != sp.text:
             reject("bad_offsets")
         elif not sp.text.strip() or len(sp.text) > max_span_chars or MASK_TOKEN in sp.text:
             reject("bad_length")
-        elif not re.search(r"\w", text[:sp.start]):
+        elif not re.search(r"\w", text[: sp.start]):
             reject("at_start")
         elif any(sp.start < e and s < sp.end for s, e in regions):
             reject("title")
@@ -98,7 +103,7 @@ def filter_candidates(text: str, title: str, spans: Sequence[Span], *,
 def conflicts(a: Span, b: Span, text: str) -> bool:
     """Two spans cannot both be masked if they overlap or touch (only whitespace between)."""
     first, second = (a, b) if a.start <= b.start else (b, a)
-    return first.end > second.start or not text[first.end:second.start].strip()
+    return first.end > second.start or not text[first.end : second.start].strip()
 
 
 def max_compatible(cands: Sequence[Span], text: str) -> list[Span]:
@@ -110,12 +115,18 @@ def max_compatible(cands: Sequence[Span], text: str) -> list[Span]:
     return chosen
 
 
-def choose_spans(cands: Sequence[Span], k: int, text: str, rng: random.Random,
-                 scores: Sequence[float] | None = None) -> list[Span]:
+def choose_spans(
+    cands: Sequence[Span],
+    k: int,
+    text: str,
+    rng: random.Random,
+    scores: Sequence[float] | None = None,
+) -> list[Span]:
     """Pick k compatible spans without replacement: uniformly, or the k highest `scores`."""
     if scores is not None:
-        order = [c for _, c in sorted(zip(scores, cands, strict=True),
-                                      key=lambda t: (-t[0], t[1].start))]
+        order = [
+            c for _, c in sorted(zip(scores, cands, strict=True), key=lambda t: (-t[0], t[1].start))
+        ]
     else:
         order = list(cands)
         rng.shuffle(order)
@@ -139,9 +150,9 @@ def apply_masks(text: str, spans: Sequence[Span]) -> str:
     """Replace each span BY OFFSET with `[mask]` (never by substring search)."""
     out, pos = [], 0
     for sp in sorted(spans, key=lambda s: s.start):
-        if sp.start < pos or text[sp.start:sp.end] != sp.text:
+        if sp.start < pos or text[sp.start : sp.end] != sp.text:
             raise ValueError(f"span {sp} overlaps another or does not match the text")
-        out.append(text[pos:sp.start])
+        out.append(text[pos : sp.start])
         out.append(MASK_TOKEN)
         pos = sp.end
     out.append(text[pos:])
@@ -164,8 +175,9 @@ def build_question(masked_text: str, title: str, text: str, mode: TitleMode = "a
     return RAMP_QUESTION.substitute(masked_text=masked_text)
 
 
-def build_example(passage: Passage, spans: Sequence[Span], strategy: str,
-                  title_mode: TitleMode = "auto") -> MaskedExample:
+def build_example(
+    passage: Passage, spans: Sequence[Span], strategy: str, title_mode: TitleMode = "auto"
+) -> MaskedExample:
     spans = sorted(spans, key=lambda s: s.start)
     masked = apply_masks(passage.text, spans)
     return MaskedExample(
@@ -192,8 +204,12 @@ class Plan:
     candidates: list[Span]
 
 
-def plan_passage(passage: Passage, candidates: Sequence[Span], config: MaskConfig,
-                 rejected: dict[str, int] | None = None) -> Plan | str:
+def plan_passage(
+    passage: Passage,
+    candidates: Sequence[Span],
+    config: MaskConfig,
+    rejected: dict[str, int] | None = None,
+) -> Plan | str:
     """Filter candidates and draw k; returns a `Plan` or a skip reason."""
     rng = passage_rng(config.seed, passage.id)
     target = config.k_dist.sample(rng)
@@ -201,8 +217,9 @@ def plan_passage(passage: Passage, candidates: Sequence[Span], config: MaskConfi
         return "too_short"
     if MASK_TOKEN in passage.text:
         return "contains_mask_token"
-    kept, why = filter_candidates(passage.text, passage.title, candidates,
-                                  max_span_chars=config.max_span_chars)
+    kept, why = filter_candidates(
+        passage.text, passage.title, candidates, max_span_chars=config.max_span_chars
+    )
     if rejected is not None:
         for reason, n in why.items():
             rejected[reason] = rejected.get(reason, 0) + n
@@ -219,7 +236,8 @@ def plan_passage(passage: Passage, candidates: Sequence[Span], config: MaskConfi
     return Plan(passage, rng, k, kept)
 
 
-def finish_plan(plan: Plan, strategy: str, config: MaskConfig,
-                scores: Sequence[float] | None = None) -> MaskedExample:
+def finish_plan(
+    plan: Plan, strategy: str, config: MaskConfig, scores: Sequence[float] | None = None
+) -> MaskedExample:
     spans = choose_spans(plan.candidates, plan.k, plan.passage.text, plan.rng, scores)
     return build_example(plan.passage, spans, strategy, config.title_in_question)

@@ -9,9 +9,18 @@ from masksearch.errors import ConfigError
 from masksearch.types import Passage, Span
 
 SPACY_LABELS = {
-    "PERSON": "PERSON", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC",
-    "DATE": "DATE", "TIME": "DATE", "CARDINAL": "NUMBER", "QUANTITY": "NUMBER",
-    "MONEY": "NUMBER", "PERCENT": "NUMBER", "ORDINAL": "NUMBER",
+    "PERSON": "PERSON",
+    "ORG": "ORG",
+    "GPE": "LOC",
+    "LOC": "LOC",
+    "FAC": "LOC",
+    "DATE": "DATE",
+    "TIME": "DATE",
+    "CARDINAL": "NUMBER",
+    "QUANTITY": "NUMBER",
+    "MONEY": "NUMBER",
+    "PERCENT": "NUMBER",
+    "ORDINAL": "NUMBER",
 }
 
 
@@ -27,7 +36,8 @@ class SpacySpanProposer:
             raise ConfigError(
                 "--strategy spacy needs spaCy and an English pipeline: "
                 "pip install spacy && python -m spacy download en_core_web_sm "
-                "(or use --strategy rule, which needs nothing)") from None
+                "(or use --strategy rule, which needs nothing)"
+            ) from None
         name = model or "en_core_web_sm"
         try:
             self.nlp: Any = spacy.load(name, disable=["lemmatizer"])
@@ -38,6 +48,10 @@ class SpacySpanProposer:
     def propose(self, passages: Sequence[Passage]) -> list[list[Span] | str]:
         out: list[list[Span] | str] = []
         for doc in self.nlp.pipe((p.text for p in passages), batch_size=self.batch_size):
-            out.append([Span(e.start_char, e.end_char, e.text, SPACY_LABELS.get(e.label_, "ENTITY"))
-                        for e in doc.ents])
+            out.append(
+                [
+                    Span(e.start_char, e.end_char, e.text, SPACY_LABELS.get(e.label_, "ENTITY"))
+                    for e in doc.ents
+                ]
+            )
         return out

@@ -24,17 +24,29 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """`provider:model` → (provider, model); ConfigError naming the accepted providers."""
     provider, sep, name = (spec or "").partition(":")
     if not sep or not name.strip() or provider not in PROVIDERS:
-        raise ConfigError(f"bad model spec {spec!r}: expected one of "
-                          f"{', '.join(p + ':<model>' for p in PROVIDERS)}")
+        raise ConfigError(
+            f"bad model spec {spec!r}: expected one of "
+            f"{', '.join(p + ':<model>' for p in PROVIDERS)}"
+        )
     return provider, name.strip()
 
 
-def load_chat_model(spec: str, *, temperature: float | None = None, max_tokens: int | None = None,
-                    timeout: float | None = None, seed: int | None = None, **kwargs: Any) -> Any:
+def load_chat_model(
+    spec: str,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float | None = None,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> Any:
     """Build a LangChain chat model for `spec`. Needs the provider's key env var (not at import)."""
     provider, name = parse_spec(spec)
-    common = {k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens),
-                                 ("seed", seed)) if v is not None}
+    common = {
+        k: v
+        for k, v in (("temperature", temperature), ("max_tokens", max_tokens), ("seed", seed))
+        if v is not None
+    }
     if provider == "fake":
         from masksearch.models.fake import ScriptedChatModel
 
@@ -54,14 +66,23 @@ def load_chat_model(spec: str, *, temperature: float | None = None, max_tokens: 
     if provider == "dashscope":
         key = _require_env("DASHSCOPE_API_KEY", spec)
         model, _, base_url = name.partition("@")
-        return init_chat_model(model, model_provider="openai", base_url=base_url or DASHSCOPE_BASE_URL,
-                               api_key=key, **common, **kwargs)
+        return init_chat_model(
+            model,
+            model_provider="openai",
+            base_url=base_url or DASHSCOPE_BASE_URL,
+            api_key=key,
+            **common,
+            **kwargs,
+        )
     model, at, base_url = name.rpartition("@")
     if not at or not model or not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"bad model spec {spec!r}: expected openai-compatible:<model>@http(s)://host:port/v1")
+        raise ConfigError(
+            f"bad model spec {spec!r}: expected openai-compatible:<model>@http(s)://host:port/v1"
+        )
     key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return init_chat_model(model, model_provider="openai", base_url=base_url, api_key=key,
-                           **common, **kwargs)
+    return init_chat_model(
+        model, model_provider="openai", base_url=base_url, api_key=key, **common, **kwargs
+    )
 
 
 def _require_env(var: str, spec: str) -> str:

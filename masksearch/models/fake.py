@@ -35,15 +35,18 @@ def http_error(status: int, message: str = "") -> Exception:
 
     request = httpx.Request("POST", "http://fake-llm.invalid/v1/chat/completions")
     response = httpx.Response(status, request=request, text=message or f"HTTP {status}")
-    return httpx.HTTPStatusError(message or f"fake HTTP {status}", request=request, response=response)
+    return httpx.HTTPStatusError(
+        message or f"fake HTTP {status}", request=request, response=response
+    )
 
 
 def messages_text(messages: Sequence[BaseMessage]) -> str:
     return "\n".join(str(m.content) for m in messages)
 
 
-def route_by_prompt(routes: Mapping[str, Sequence[Scripted]], default: Sequence[Scripted] = ()
-                    ) -> Callable[[list[BaseMessage]], Any]:
+def route_by_prompt(
+    routes: Mapping[str, Sequence[Scripted]], default: Sequence[Scripted] = ()
+) -> Callable[[list[BaseMessage]], Any]:
     """Respond from the first route whose key occurs in the messages' text (queues consumed in order)."""
     queues = {key: list(items) for key, items in routes.items()}
     fallback = list(default)
@@ -119,15 +122,22 @@ class ScriptedChatModel(BaseChatModel):
         with self._lock:
             if self._index >= len(self.responses):
                 if not (self.cycle and self.responses):
-                    raise ScriptExhausted(f"scripted model called {self._index + 1} times, "
-                                          f"only {len(self.responses)} responses")
+                    raise ScriptExhausted(
+                        f"scripted model called {self._index + 1} times, "
+                        f"only {len(self.responses)} responses"
+                    )
                 self._index = 0
             item = self.responses[self._index]
             self._index += 1
             return item
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         item = self._next(messages)
         if callable(item) and not isinstance(item, BaseException):
             item = item(list(messages))
@@ -139,9 +149,14 @@ class ScriptedChatModel(BaseChatModel):
                 text = text[: text.index(s)]
         prompt_words = len(messages_text(messages).split())
         out_words = len(text.split())
-        msg = AIMessage(content=text, usage_metadata={
-            "input_tokens": prompt_words, "output_tokens": out_words,
-            "total_tokens": prompt_words + out_words})
+        msg = AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": prompt_words,
+                "output_tokens": out_words,
+                "total_tokens": prompt_words + out_words,
+            },
+        )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
@@ -158,7 +173,9 @@ def _decode(item: Any) -> Any:
     raise ConfigError(f"scripted reply must be a string or {{'error': ...}}, got {item!r}")
 
 
-def _cycling_router(routes: dict[str, list[Any]], default: list[Any]) -> Callable[[list[BaseMessage]], Any]:
+def _cycling_router(
+    routes: dict[str, list[Any]], default: list[Any]
+) -> Callable[[list[BaseMessage]], Any]:
     counters: dict[str, int] = {}
     lock = threading.Lock()
 

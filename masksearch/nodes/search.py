@@ -42,21 +42,31 @@ async def search(state: GraphState, runtime: Runtime) -> Command[Literal["observ
     queries = list(pending.get("queries") or [])
     turn = state.get("turn", 0) + 1
     retriever = resources.loaded_retriever(ctx.retriever) or await asyncio.to_thread(
-        resources.get_retriever, ctx.retriever)
+        resources.get_retriever, ctx.retriever
+    )
     start = time.perf_counter()
     per_query = await asearch(retriever, queries, ctx.top_k) if queries else []
     latency = round(time.perf_counter() - start, 4)
     passages = merge_results(per_query, ctx.passage_cap)
     observation = format_docs(passages) or NO_RESULTS
     as_dicts = [p.to_dict() for p in passages]
-    rnd: Round = {"turn": turn, "kind": "search", "think": pending.get("think", ""),
-                  "subquery": pending.get("subquery", ""), "queries": queries,
-                  "observation": observation, "passages": as_dicts}
+    rnd: Round = {
+        "turn": turn,
+        "kind": "search",
+        "think": pending.get("think", ""),
+        "subquery": pending.get("subquery", ""),
+        "queries": queries,
+        "observation": observation,
+        "passages": as_dicts,
+    }
     meta = {"model": f"retriever:{ctx.retriever}", "latency_s": latency}
     goto = "agent" if ctx.agent_mode == "single_agent" else "observer"
-    return Command(goto=goto, update={
-        "rounds": [rnd],
-        "turn": turn,
-        "pending": None,
-        "steps": [step("search", turn, observation, meta, queries=queries, passages=as_dicts)],
-    })
+    return Command(
+        goto=goto,
+        update={
+            "rounds": [rnd],
+            "turn": turn,
+            "pending": None,
+            "steps": [step("search", turn, observation, meta, queries=queries, passages=as_dicts)],
+        },
+    )

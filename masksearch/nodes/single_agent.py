@@ -20,9 +20,19 @@ def student_messages(question: str, rounds: list[Round]) -> list[dict[str, str]]
     msgs = prompts.render_student_prompt(question)
     for r in rounds:
         if r["kind"] == "search":
-            msgs.append({"role": "assistant", "content": prompts.assistant_search_turn(r["think"], r["queries"])})
-            msgs.append({"role": "tool", "name": "search",
-                         "content": prompts.information_block(r["observation"])})
+            msgs.append(
+                {
+                    "role": "assistant",
+                    "content": prompts.assistant_search_turn(r["think"], r["queries"]),
+                }
+            )
+            msgs.append(
+                {
+                    "role": "tool",
+                    "name": "search",
+                    "content": prompts.information_block(r["observation"]),
+                }
+            )
         else:
             msgs.append({"role": "assistant", "content": r.get("raw", "")})
             msgs.append({"role": "tool", "name": "search", "content": r["observation"]})
@@ -38,29 +48,59 @@ def restore_stop(text: str) -> str:
     return text
 
 
-async def agent(state: GraphState, runtime: Runtime) -> Command[Literal["search", "agent", "agent_force_answer", "judge"]]:
+async def agent(
+    state: GraphState, runtime: Runtime
+) -> Command[Literal["search", "agent", "agent_force_answer", "judge"]]:
     ctx = context_of(runtime)
     rounds = state.get("rounds", [])
     turn = state.get("turn", 0)
-    raw, meta = await call_model(ctx, "agent", student_messages(state["question"], rounds), stop=STOP)
+    raw, meta = await call_model(
+        ctx, "agent", student_messages(state["question"], rounds), stop=STOP
+    )
     text = truncate_after_action(restore_stop(raw))
     action = parse_action(text)
     if action.kind == "answer":
-        return Command(goto="judge", update={
-            "final_think": action.think, "final_answer": action.answer, "status": "answered",
-            "steps": [step("agent", turn, text, meta)]})
+        return Command(
+            goto="judge",
+            update={
+                "final_think": action.think,
+                "final_answer": action.answer,
+                "status": "answered",
+                "steps": [step("agent", turn, text, meta)],
+            },
+        )
     if turn >= ctx.max_turns:
-        return Command(goto="agent_force_answer", update={
-            "steps": [step("agent", turn, text, meta, parse_error="turn limit reached")]})
+        return Command(
+            goto="agent_force_answer",
+            update={"steps": [step("agent", turn, text, meta, parse_error="turn limit reached")]},
+        )
     if action.kind == "search":
         pending = {"think": action.think, "subquery": "", "queries": action.queries}
-        return Command(goto="search", update={
-            "pending": pending, "steps": [step("agent", turn, text, meta, queries=action.queries)]})
-    invalid: Round = {"turn": turn + 1, "kind": "invalid", "think": action.think, "subquery": "",
-                      "queries": [], "observation": prompts.INVALID_ACTION, "passages": [], "raw": text}
-    return Command(goto="agent", update={
-        "rounds": [invalid], "turn": turn + 1,
-        "steps": [step("agent", turn, text, meta, parse_error=action.error)]})
+        return Command(
+            goto="search",
+            update={
+                "pending": pending,
+                "steps": [step("agent", turn, text, meta, queries=action.queries)],
+            },
+        )
+    invalid: Round = {
+        "turn": turn + 1,
+        "kind": "invalid",
+        "think": action.think,
+        "subquery": "",
+        "queries": [],
+        "observation": prompts.INVALID_ACTION,
+        "passages": [],
+        "raw": text,
+    }
+    return Command(
+        goto="agent",
+        update={
+            "rounds": [invalid],
+            "turn": turn + 1,
+            "steps": [step("agent", turn, text, meta, parse_error=action.error)],
+        },
+    )
 
 
 async def agent_force_answer(state: GraphState, runtime: Runtime) -> Command[Literal["judge"]]:

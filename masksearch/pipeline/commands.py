@@ -20,27 +20,90 @@ def register(app: typer.Typer) -> None:
 
     @app.command("generate")
     def generate_cmd(
-        input: Annotated[Path, typer.Option("--input", "-i", help="Masked data JSONL (from `masksearch mask`).")],
-        store: Annotated[Path, typer.Option("--store", help="SQLite trajectory store (created or resumed).")] = Path("runs/traj.sqlite"),
-        export: Annotated[Path | None, typer.Option("--export", help="Also write accepted records to this JSONL (atomic).")] = None,
-        export_all: Annotated[bool, typer.Option("--export-all", help="Export rejected and failed records too.")] = False,
-        checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Checkpointer: sqlite:///path, postgres://..., or memory. Default: sqlite next to the store.")] = None,
-        concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=4096, help="Examples run at the same time.")] = 8,
-        planner_model: Annotated[str, typer.Option("--planner-model", help=MODEL_HELP)] = "local:default",
-        rewriter_model: Annotated[str | None, typer.Option("--rewriter-model", help="Default: the planner model.")] = None,
-        observer_model: Annotated[str | None, typer.Option("--observer-model", help="Default: the planner model.")] = None,
-        judge_model: Annotated[str | None, typer.Option("--judge-model", help="LLM judge; default: recall threshold only.")] = None,
-        agent_mode: Annotated[str, typer.Option("--agent-mode", help="multi_agent or single_agent.")] = "multi_agent",
-        retriever: Annotated[str, typer.Option("--retriever", help="bm25:<dir>, dense:<dir>, hybrid:<a>,<b>, web, remote:<url>, default.")] = "default",
+        input: Annotated[
+            Path, typer.Option("--input", "-i", help="Masked data JSONL (from `masksearch mask`).")
+        ],
+        store: Annotated[
+            Path, typer.Option("--store", help="SQLite trajectory store (created or resumed).")
+        ] = Path("runs/traj.sqlite"),
+        export: Annotated[
+            Path | None,
+            typer.Option("--export", help="Also write accepted records to this JSONL (atomic)."),
+        ] = None,
+        export_all: Annotated[
+            bool, typer.Option("--export-all", help="Export rejected and failed records too.")
+        ] = False,
+        checkpoint: Annotated[
+            str | None,
+            typer.Option(
+                "--checkpoint",
+                help="Checkpointer: sqlite:///path, postgres://..., or memory. Default: sqlite next to the store.",
+            ),
+        ] = None,
+        concurrency: Annotated[
+            int,
+            typer.Option(
+                "--concurrency", "-c", min=1, max=4096, help="Examples run at the same time."
+            ),
+        ] = 8,
+        planner_model: Annotated[
+            str, typer.Option("--planner-model", help=MODEL_HELP)
+        ] = "local:default",
+        rewriter_model: Annotated[
+            str | None, typer.Option("--rewriter-model", help="Default: the planner model.")
+        ] = None,
+        observer_model: Annotated[
+            str | None, typer.Option("--observer-model", help="Default: the planner model.")
+        ] = None,
+        judge_model: Annotated[
+            str | None,
+            typer.Option("--judge-model", help="LLM judge; default: recall threshold only."),
+        ] = None,
+        agent_mode: Annotated[
+            str, typer.Option("--agent-mode", help="multi_agent or single_agent.")
+        ] = "multi_agent",
+        retriever: Annotated[
+            str,
+            typer.Option(
+                "--retriever",
+                help="bm25:<dir>, dense:<dir>, hybrid:<a>,<b>, web, remote:<url>, default.",
+            ),
+        ] = "default",
         top_k: Annotated[int, typer.Option("--top-k", help="Passages per query.")] = 5,
-        max_turns: Annotated[int, typer.Option("--max-turns", help="Search rounds per example.")] = 5,
-        recall_threshold: Annotated[float, typer.Option("--recall-threshold", help="Minimum recall to accept.")] = 0.5,
-        limit: Annotated[int | None, typer.Option("--limit", "-n", help="Use only the first N input examples.")] = None,
-        skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip (and count) bad input lines instead of stopping.")] = False,
-        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")] = False,
-        processes: Annotated[int, typer.Option("--processes", "-p", min=1, max=256, help="Split the examples over this many processes (by id hash); the concurrency is shared among them. Use more than 1 when --concurrency is high (> 16).")] = 1,
-        summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")] = None,
-        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="tqdm progress bar.")] = True,
+        max_turns: Annotated[
+            int, typer.Option("--max-turns", help="Search rounds per example.")
+        ] = 5,
+        recall_threshold: Annotated[
+            float, typer.Option("--recall-threshold", help="Minimum recall to accept.")
+        ] = 0.5,
+        limit: Annotated[
+            int | None, typer.Option("--limit", "-n", help="Use only the first N input examples.")
+        ] = None,
+        skip_bad: Annotated[
+            bool,
+            typer.Option(
+                "--skip-bad", help="Skip (and count) bad input lines instead of stopping."
+            ),
+        ] = False,
+        retry_failed: Annotated[
+            bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")
+        ] = False,
+        processes: Annotated[
+            int,
+            typer.Option(
+                "--processes",
+                "-p",
+                min=1,
+                max=256,
+                help="Split the examples over this many processes (by id hash); the concurrency is shared among them. Use more than 1 when --concurrency is high (> 16).",
+            ),
+        ] = 1,
+        summary_json: Annotated[
+            Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")
+        ] = None,
+        progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help="tqdm progress bar.")
+        ] = True,
     ) -> None:
         """Generate search-agent trajectories for masked examples, with resume.
 
@@ -51,29 +114,74 @@ def register(app: typer.Typer) -> None:
         from masksearch.graph.context import Context
         from masksearch.pipeline.runner import run_generate
 
-        context = Context(planner_model=planner_model, rewriter_model=rewriter_model or planner_model,
-                          observer_model=observer_model or planner_model, judge_model=judge_model,
-                          agent_mode=agent_mode, retriever=retriever, top_k=top_k, max_turns=max_turns,
-                          recall_threshold=recall_threshold)
-        code = run_generate(input, store, context, checkpoint or default_checkpoint_url(store),
-                            concurrency=concurrency, limit=limit, skip_bad=skip_bad,
-                            retry_failed=retry_failed, export=export, export_all=export_all,
-                            summary_json=summary_json, progress=progress, processes=processes)
+        context = Context(
+            planner_model=planner_model,
+            rewriter_model=rewriter_model or planner_model,
+            observer_model=observer_model or planner_model,
+            judge_model=judge_model,
+            agent_mode=agent_mode,
+            retriever=retriever,
+            top_k=top_k,
+            max_turns=max_turns,
+            recall_threshold=recall_threshold,
+        )
+        code = run_generate(
+            input,
+            store,
+            context,
+            checkpoint or default_checkpoint_url(store),
+            concurrency=concurrency,
+            limit=limit,
+            skip_bad=skip_bad,
+            retry_failed=retry_failed,
+            export=export,
+            export_all=export_all,
+            summary_json=summary_json,
+            progress=progress,
+            processes=processes,
+        )
         raise typer.Exit(code)
 
     @app.command("run")
     def run_cmd(
-        workdir: Annotated[Path, typer.Option("--workdir", "-w", help="Where every output goes.")] = Path("runs/default"),
+        workdir: Annotated[
+            Path, typer.Option("--workdir", "-w", help="Where every output goes.")
+        ] = Path("runs/default"),
         n: Annotated[int, typer.Option("--n", "-n", min=1, help="Trajectories to generate.")] = 8,
-        concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Examples run at the same time.")] = 2,
-        model: Annotated[str, typer.Option("--model", help=MODEL_HELP + " Used for every role.")] = "local:default",
-        judge_model: Annotated[str | None, typer.Option("--judge-model", help="LLM judge; default: recall threshold only.")] = None,
-        corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus file/dir to ingest; default: the embedded Wikipedia summaries.")] = None,
-        max_passages: Annotated[int | None, typer.Option("--max-passages", help="Use at most this many corpus passages (None: all).")] = 2000,
-        dense: Annotated[bool, typer.Option("--dense", help="Also build a dense (FAISS) index and search hybrid.")] = False,
-        max_turns: Annotated[int, typer.Option("--max-turns", help="Search rounds per example.")] = 2,
+        concurrency: Annotated[
+            int, typer.Option("--concurrency", "-c", min=1, help="Examples run at the same time.")
+        ] = 2,
+        model: Annotated[
+            str, typer.Option("--model", help=MODEL_HELP + " Used for every role.")
+        ] = "local:default",
+        judge_model: Annotated[
+            str | None,
+            typer.Option("--judge-model", help="LLM judge; default: recall threshold only."),
+        ] = None,
+        corpus: Annotated[
+            Path | None,
+            typer.Option(
+                "--corpus",
+                help="Corpus file/dir to ingest; default: the embedded Wikipedia summaries.",
+            ),
+        ] = None,
+        max_passages: Annotated[
+            int | None,
+            typer.Option(
+                "--max-passages", help="Use at most this many corpus passages (None: all)."
+            ),
+        ] = 2000,
+        dense: Annotated[
+            bool,
+            typer.Option("--dense", help="Also build a dense (FAISS) index and search hybrid."),
+        ] = False,
+        max_turns: Annotated[
+            int, typer.Option("--max-turns", help="Search rounds per example.")
+        ] = 2,
         top_k: Annotated[int, typer.Option("--top-k", help="Passages per query.")] = 3,
-        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="tqdm progress bars.")] = True,
+        progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help="tqdm progress bars.")
+        ] = True,
     ) -> None:
         """The whole offline pipeline on the embedded default: ingest → index → mask → generate.
 
@@ -83,7 +191,17 @@ def register(app: typer.Typer) -> None:
         """
         from masksearch.pipeline.offline import run_offline
 
-        code = run_offline(workdir, n=n, concurrency=concurrency, model=model, judge_model=judge_model,
-                           corpus=corpus, max_passages=max_passages, dense=dense, max_turns=max_turns,
-                           top_k=top_k, progress=progress)
+        code = run_offline(
+            workdir,
+            n=n,
+            concurrency=concurrency,
+            model=model,
+            judge_model=judge_model,
+            corpus=corpus,
+            max_passages=max_passages,
+            dense=dense,
+            max_turns=max_turns,
+            top_k=top_k,
+            progress=progress,
+        )
         raise typer.Exit(code)

@@ -30,18 +30,35 @@ FORGET_BATCH = 32  # finished checkpoint threads deleted per transaction
 RunOne = Callable[[MaskedExample], Awaitable[TrajectoryRecord]]
 
 
-def failed_record(example: MaskedExample, context: Any, error: BaseException | str,
-                  thread_id: str = "") -> TrajectoryRecord:
+def failed_record(
+    example: MaskedExample, context: Any, error: BaseException | str, thread_id: str = ""
+) -> TrajectoryRecord:
     """A minimal `failed` record for an example whose run raised outside the graph's own handling."""
     err = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     models = context.models() if hasattr(context, "models") else {}
     return {
-        "schema_version": SCHEMA_VERSION, "id": example.id, "thread_id": thread_id,
-        "task": example.task, "question": example.question, "answers": list(example.answers),
-        "messages": [], "steps": [], "final_answer": "", "status": "failed", "error": err,
-        "scores": {}, "accepted": False, "models": models, "usage": {}, "timings": {},
-        "meta": {"k": example.k, "source_id": example.source_id, "title": example.title,
-                 "strategy": example.strategy},
+        "schema_version": SCHEMA_VERSION,
+        "id": example.id,
+        "thread_id": thread_id,
+        "task": example.task,
+        "question": example.question,
+        "answers": list(example.answers),
+        "messages": [],
+        "steps": [],
+        "final_answer": "",
+        "status": "failed",
+        "error": err,
+        "scores": {},
+        "accepted": False,
+        "models": models,
+        "usage": {},
+        "timings": {},
+        "meta": {
+            "k": example.k,
+            "source_id": example.source_id,
+            "title": example.title,
+            "strategy": example.strategy,
+        },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -82,8 +99,20 @@ async def generate(
     summary = summary if summary is not None else Summary()
     try:
         if run_one is not None:
-            await _run_pool(examples, st, run_one, None, concurrency, limit, retry_failed, total,
-                            progress, stop, summary, keep_checkpoints)
+            await _run_pool(
+                examples,
+                st,
+                run_one,
+                None,
+                concurrency,
+                limit,
+                retry_failed,
+                total,
+                progress,
+                stop,
+                summary,
+                keep_checkpoints,
+            )
             return summary
         from masksearch.graph import build_graph
         from masksearch.graph.checkpoint import open_checkpointer
@@ -98,8 +127,21 @@ async def generate(
             async def _graph_run(ex: MaskedExample) -> TrajectoryRecord:
                 return await run_example(graph, ex, context)
 
-            await _run_pool(examples, st, _graph_run, saver, concurrency, limit, retry_failed, total,
-                            progress, stop, summary, keep_checkpoints, context)
+            await _run_pool(
+                examples,
+                st,
+                _graph_run,
+                saver,
+                concurrency,
+                limit,
+                retry_failed,
+                total,
+                progress,
+                stop,
+                summary,
+                keep_checkpoints,
+                context,
+            )
         return summary
     finally:
         if own_store:
@@ -114,9 +156,14 @@ async def warm_up(context: Any) -> None:
 
     await asyncio.to_thread(resources.get_retriever, context.retriever)
     for spec in dict.fromkeys(context.models().values()):
-        model = await asyncio.to_thread(resources.get_model, spec, temperature=context.temperature,
-                                        max_tokens=context.max_tokens, timeout=context.llm_timeout_s,
-                                        seed=context.seed)
+        model = await asyncio.to_thread(
+            resources.get_model,
+            spec,
+            temperature=context.temperature,
+            max_tokens=context.max_tokens,
+            timeout=context.llm_timeout_s,
+            seed=context.seed,
+        )
         path = getattr(model, "model_path", None)
         if spec.startswith("local:") and isinstance(path, str):
             from masksearch.models.local import load_weights  # weights otherwise load on first call
@@ -124,8 +171,21 @@ async def warm_up(context: Any) -> None:
             await asyncio.to_thread(load_weights, path)
 
 
-async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_failed, total,
-                    progress, stop, summary, keep_checkpoints, context=None) -> None:
+async def _run_pool(
+    examples,
+    store,
+    run_one,
+    saver,
+    concurrency,
+    limit,
+    retry_failed,
+    total,
+    progress,
+    stop,
+    summary,
+    keep_checkpoints,
+    context=None,
+) -> None:
     queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
     stop = stop or asyncio.Event()
     bar = _progress_bar(total, limit, progress)
@@ -135,7 +195,7 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
 
     async def produce() -> None:
         try:
-            for ex in (examples if limit is None else islice(examples, limit)):
+            for ex in examples if limit is None else islice(examples, limit):
                 if stop.is_set():
                     break
                 if ex.id in in_flight:  # same id again while the first copy is running
@@ -171,12 +231,20 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
                 log.warning("example %s raised %s: %s", ex.id, type(e).__name__, e)
                 record = failed_record(ex, context, e)
             if not isinstance(record, dict) or record.get("id") != ex.id:
-                record = failed_record(ex, context, f"runner returned a record for another id: "
-                                       f"{record.get('id') if isinstance(record, dict) else record!r}")
+                record = failed_record(
+                    ex,
+                    context,
+                    f"runner returned a record for another id: "
+                    f"{record.get('id') if isinstance(record, dict) else record!r}",
+                )
             try:
                 written = store.put(record)
-            except InputError as e:  # the graph built an invalid record: keep the example, as failed
-                record = failed_record(ex, context, f"invalid record: {e}", record.get("thread_id", ""))
+            except (
+                InputError
+            ) as e:  # the graph built an invalid record: keep the example, as failed
+                record = failed_record(
+                    ex, context, f"invalid record: {e}", record.get("thread_id", "")
+                )
                 written = store.put(record)
             in_flight.discard(ex.id)
             if written:
@@ -191,7 +259,9 @@ async def _run_pool(examples, store, run_one, saver, concurrency, limit, retry_f
             summary.elapsed_s = time.perf_counter() - t0
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(accept=f"{summary.accept_rate:.0%}", failed=summary.failed, refresh=False)
+                bar.set_postfix(
+                    accept=f"{summary.accept_rate:.0%}", failed=summary.failed, refresh=False
+                )
 
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(concurrency)]

@@ -33,7 +33,9 @@ def prepare_corpus(workdir: Path, corpus: Path | None, max_passages: int | None)
         from masksearch.corpus.default import default_corpus
 
         corpus = default_corpus()
-    rows = ({"id": p.id, "contents": p.contents} for p in islice(iter_passages(corpus), max_passages))
+    rows = (
+        {"id": p.id, "contents": p.contents} for p in islice(iter_passages(corpus), max_passages)
+    )
     n = write_jsonl(out, rows)
     echo(f"[1/4] corpus: {n} passages from {corpus} -> {out}")
     return out
@@ -65,19 +67,34 @@ def prepare_masked(workdir: Path, corpus: Path, n: int, progress: bool) -> Path:
         return out
     summary = mask_corpus(corpus, out, strategy="rule", max_examples=n - have, progress=progress)
     total = count_lines(out) or 0
-    echo(f"[3/4] mask: {getattr(summary, 'written', total - have)} new examples -> {out} ({total} in all)")
+    echo(
+        f"[3/4] mask: {getattr(summary, 'written', total - have)} new examples -> {out} ({total} in all)"
+    )
     if total == 0:
         from masksearch.errors import InputError
 
-        raise InputError("masking produced no examples (corpus too small or unsuitable)", path=str(corpus))
+        raise InputError(
+            "masking produced no examples (corpus too small or unsuitable)", path=str(corpus)
+        )
     return out
 
 
-def run_offline(workdir: Path, *, n: int = 8, concurrency: int = 2, model: str = "local:default",
-                judge_model: str | None = None, corpus: Path | None = None,
-                max_passages: int | None = 2000, dense: bool = False, max_turns: int = 2,
-                top_k: int = 3, max_tokens: int = 192, progress: bool = True,
-                context_overrides: dict[str, Any] | None = None) -> int:
+def run_offline(
+    workdir: Path,
+    *,
+    n: int = 8,
+    concurrency: int = 2,
+    model: str = "local:default",
+    judge_model: str | None = None,
+    corpus: Path | None = None,
+    max_passages: int | None = 2000,
+    dense: bool = False,
+    max_turns: int = 2,
+    top_k: int = 3,
+    max_tokens: int = 192,
+    progress: bool = True,
+    context_overrides: dict[str, Any] | None = None,
+) -> int:
     """Run the four steps into `workdir`; return the exit code of the generation step."""
     from masksearch.graph.context import Context
 
@@ -86,18 +103,40 @@ def run_offline(workdir: Path, *, n: int = 8, concurrency: int = 2, model: str =
     corpus_file = prepare_corpus(workdir, corpus, max_passages)
     retriever = prepare_index(workdir, corpus_file, dense, progress)
     masked = prepare_masked(workdir, corpus_file, n, progress)
-    context = Context(planner_model=model, rewriter_model=model, observer_model=model,
-                      judge_model=judge_model, retriever=retriever, top_k=top_k,
-                      max_turns=max_turns, max_tokens=max_tokens, **(context_overrides or {}))
+    context = Context(
+        planner_model=model,
+        rewriter_model=model,
+        observer_model=model,
+        judge_model=judge_model,
+        retriever=retriever,
+        top_k=top_k,
+        max_turns=max_turns,
+        max_tokens=max_tokens,
+        **(context_overrides or {}),
+    )
     echo(f"[4/4] generate: {n} examples with {model} (concurrency {concurrency})")
     store = workdir / "trajectories.sqlite"
     export = workdir / "trajectories.jsonl"
-    code = run_generate(masked, store, context, f"sqlite:///{workdir / 'checkpoints.sqlite'}",
-                        concurrency=concurrency, limit=n, retry_failed=True, export=export,
-                        summary_json=workdir / "summary.json", progress=progress)
+    code = run_generate(
+        masked,
+        store,
+        context,
+        f"sqlite:///{workdir / 'checkpoints.sqlite'}",
+        concurrency=concurrency,
+        limit=n,
+        retry_failed=True,
+        export=export,
+        summary_json=workdir / "summary.json",
+        progress=progress,
+    )
     echo("outputs:")
-    for label, path in (("corpus", corpus_file), ("index", retriever.split(":", 1)[1]),
-                        ("masked data", masked), ("trajectory store", store),
-                        ("accepted trajectories", export), ("summary", workdir / "summary.json")):
+    for label, path in (
+        ("corpus", corpus_file),
+        ("index", retriever.split(":", 1)[1]),
+        ("masked data", masked),
+        ("trajectory store", store),
+        ("accepted trajectories", export),
+        ("summary", workdir / "summary.json"),
+    ):
         echo(f"  {label:22s} {path}")
     return code

@@ -32,7 +32,9 @@ def shard_of(example_id: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
-def take_shard(examples: Iterable[MaskedExample], shard: int, shards: int) -> Iterator[MaskedExample]:
+def take_shard(
+    examples: Iterable[MaskedExample], shard: int, shards: int
+) -> Iterator[MaskedExample]:
     return (ex for ex in examples if shard_of(ex.id, shards) == shard)
 
 
@@ -40,8 +42,18 @@ def merge(summaries: list[Summary]) -> Summary:
     """Add up per-process summaries (elapsed = the longest)."""
     out = Summary()
     for s in summaries:
-        for name in ("done", "accepted", "failed", "turns", "prompt_tokens", "completion_tokens",
-                     "search_calls", "skipped_existing", "skipped_duplicate", "not_written"):
+        for name in (
+            "done",
+            "accepted",
+            "failed",
+            "turns",
+            "prompt_tokens",
+            "completion_tokens",
+            "search_calls",
+            "skipped_existing",
+            "skipped_duplicate",
+            "not_written",
+        ):
             setattr(out, name, getattr(out, name) + getattr(s, name))
         out.by_status.update(s.by_status)
         out.fail_reasons.update(s.fail_reasons)
@@ -56,10 +68,14 @@ def merge(summaries: list[Summary]) -> Summary:
     return out
 
 
-def generate_sharded(make_examples: Callable[[], Iterable[MaskedExample]],
-                     run_shard: Callable[[Iterable[MaskedExample], int, int], Summary], *,
-                     processes: int, limit: int | None = None,
-                     on_poll: Callable[[], None] | None = None) -> Summary:
+def generate_sharded(
+    make_examples: Callable[[], Iterable[MaskedExample]],
+    run_shard: Callable[[Iterable[MaskedExample], int, int], Summary],
+    *,
+    processes: int,
+    limit: int | None = None,
+    on_poll: Callable[[], None] | None = None,
+) -> Summary:
     """Fork `processes` children; child i runs `run_shard(its examples, i, processes)`.
 
     `make_examples()` must return a fresh iterator in each child. `on_poll` is called about twice
@@ -74,7 +90,9 @@ def generate_sharded(make_examples: Callable[[], Iterable[MaskedExample]],
             examples = make_examples()
             if limit is not None:
                 examples = islice(examples, limit)
-            results.put((shard, run_shard(take_shard(examples, shard, processes), shard, processes), None))
+            results.put(
+                (shard, run_shard(take_shard(examples, shard, processes), shard, processes), None)
+            )
         except MaskSearchError as e:
             results.put((shard, None, (type(e).__name__, str(e))))
         except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises

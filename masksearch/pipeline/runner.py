@@ -25,8 +25,14 @@ def echo(msg: str = "") -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-async def generate_with_signals(examples: Iterable[MaskedExample], context: Any, store: TrajectoryStore,
-                                checkpointer_url: str, summary: Summary, **kwargs: Any) -> None:
+async def generate_with_signals(
+    examples: Iterable[MaskedExample],
+    context: Any,
+    store: TrajectoryStore,
+    checkpointer_url: str,
+    summary: Summary,
+    **kwargs: Any,
+) -> None:
     """`generate` with SIGINT/SIGTERM handling.
 
     First Ctrl-C: start nothing new, let in-flight examples finish and be written.
@@ -42,8 +48,10 @@ async def generate_with_signals(examples: Iterable[MaskedExample], context: Any,
         presses += 1
         if presses == 1:
             stop.set()
-            echo("\ninterrupt: finishing the examples in flight (Ctrl-C again to stop now; "
-                 "they resume on the next run)")
+            echo(
+                "\ninterrupt: finishing the examples in flight (Ctrl-C again to stop now; "
+                "they resume on the next run)"
+            )
         else:
             echo("\ninterrupt: stopping now")
             task.cancel()
@@ -61,7 +69,9 @@ async def generate_with_signals(examples: Iterable[MaskedExample], context: Any,
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
             pass
     try:
-        await generate(examples, context, store, checkpointer_url, stop=stop, summary=summary, **kwargs)
+        await generate(
+            examples, context, store, checkpointer_url, stop=stop, summary=summary, **kwargs
+        )
     except asyncio.CancelledError:
         summary.interrupted = True
     finally:
@@ -69,10 +79,22 @@ async def generate_with_signals(examples: Iterable[MaskedExample], context: Any,
             loop.remove_signal_handler(sig)
 
 
-def run_generate(input: Path, store_path: Path, context: Any, checkpointer_url: str, *,
-                 concurrency: int = 8, limit: int | None = None, skip_bad: bool = False,
-                 retry_failed: bool = False, export: Path | None = None, export_all: bool = False,
-                 summary_json: Path | None = None, progress: bool = True, processes: int = 1) -> int:
+def run_generate(
+    input: Path,
+    store_path: Path,
+    context: Any,
+    checkpointer_url: str,
+    *,
+    concurrency: int = 8,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    retry_failed: bool = False,
+    export: Path | None = None,
+    export_all: bool = False,
+    summary_json: Path | None = None,
+    progress: bool = True,
+    processes: int = 1,
+) -> int:
     """Generate for a masked-data file into a store; print the summary; return an exit code.
 
     `processes` > 1 splits the examples by id hash over that many processes (see `parallel`),
@@ -81,20 +103,43 @@ def run_generate(input: Path, store_path: Path, context: Any, checkpointer_url: 
     counter = SkipCounter()
     summary = Summary()
     error: Exception | None = None
-    echo(f"generate: {input} -> {store_path} (concurrency {concurrency}"
-         f"{f' over {processes} processes' if processes > 1 else ''}, checkpoint "
-         f"{_redact(checkpointer_url)})")
+    echo(
+        f"generate: {input} -> {store_path} (concurrency {concurrency}"
+        f"{f' over {processes} processes' if processes > 1 else ''}, checkpoint "
+        f"{_redact(checkpointer_url)})"
+    )
     try:
         if processes > 1:
-            summary = _run_processes(input, store_path, context, checkpointer_url, concurrency,
-                                     limit, skip_bad, retry_failed, progress, processes)
+            summary = _run_processes(
+                input,
+                store_path,
+                context,
+                checkpointer_url,
+                concurrency,
+                limit,
+                skip_bad,
+                retry_failed,
+                progress,
+                processes,
+            )
         else:
             with TrajectoryStore(store_path) as store:
                 examples = iter_examples(input, skip_bad=skip_bad, counter=counter)
                 total = count_lines(input) if progress else None
-                asyncio.run(generate_with_signals(
-                    examples, context, store, checkpointer_url, summary, concurrency=concurrency,
-                    limit=limit, retry_failed=retry_failed, total=total, progress=progress))
+                asyncio.run(
+                    generate_with_signals(
+                        examples,
+                        context,
+                        store,
+                        checkpointer_url,
+                        summary,
+                        concurrency=concurrency,
+                        limit=limit,
+                        retry_failed=retry_failed,
+                        total=total,
+                        progress=progress,
+                    )
+                )
             summary.skipped_bad = counter.skipped
     except MaskSearchError as e:  # bad input or config: report after saying what was kept
         error = e
@@ -107,14 +152,18 @@ def run_generate(input: Path, store_path: Path, context: Any, checkpointer_url: 
     for line in counter.examples:
         echo(f"skipped bad input: {line}")
     echo(summary.format())
-    echo(f"store: {store_path}  ({stats['count']} records, {stats['accepted']} accepted, "
-         f"{', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})")
+    echo(
+        f"store: {store_path}  ({stats['count']} records, {stats['accepted']} accepted, "
+        f"{', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})"
+    )
     if exported is not None:
         echo(f"export: {export}  ({exported} {'records' if export_all else 'accepted records'})")
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps({"run": summary.to_dict(), "store": stats}, indent=2) + "\n",
-                                encoding="utf-8")
+        summary_json.write_text(
+            json.dumps({"run": summary.to_dict(), "store": stats}, indent=2) + "\n",
+            encoding="utf-8",
+        )
     if error is not None:
         raise error
     if summary.interrupted:
@@ -123,9 +172,18 @@ def run_generate(input: Path, store_path: Path, context: Any, checkpointer_url: 
     return 0
 
 
-def _run_processes(input: Path, store_path: Path, context: Any, checkpointer_url: str,
-                   concurrency: int, limit: int | None, skip_bad: bool, retry_failed: bool,
-                   progress: bool, processes: int) -> Summary:
+def _run_processes(
+    input: Path,
+    store_path: Path,
+    context: Any,
+    checkpointer_url: str,
+    concurrency: int,
+    limit: int | None,
+    skip_bad: bool,
+    retry_failed: bool,
+    progress: bool,
+    processes: int,
+) -> Summary:
     from masksearch.pipeline.parallel import generate_sharded, store_count
 
     per_process = -(-concurrency // processes)
@@ -144,8 +202,13 @@ def _run_processes(input: Path, store_path: Path, context: Any, checkpointer_url
         from tqdm.auto import tqdm
 
         total = count_lines(input)
-        bar = tqdm(total=min(total, limit) if (total and limit) else (limit or total), unit="ex",
-                   desc="generate", initial=start, dynamic_ncols=True)
+        bar = tqdm(
+            total=min(total, limit) if (total and limit) else (limit or total),
+            unit="ex",
+            desc="generate",
+            initial=start,
+            dynamic_ncols=True,
+        )
 
     def poll() -> None:
         if bar is not None:
@@ -154,9 +217,18 @@ def _run_processes(input: Path, store_path: Path, context: Any, checkpointer_url
 
     def run_shard(examples, shard: int, shards: int) -> Summary:
         summary = Summary()
-        asyncio.run(generate_with_signals(examples, context, store_path, checkpointer_url, summary,
-                                          concurrency=per_process, retry_failed=retry_failed,
-                                          progress=False))
+        asyncio.run(
+            generate_with_signals(
+                examples,
+                context,
+                store_path,
+                checkpointer_url,
+                summary,
+                concurrency=per_process,
+                retry_failed=retry_failed,
+                progress=False,
+            )
+        )
         summary.skipped_bad = counters["c"].skipped if "c" in counters else 0
         return summary
 
@@ -167,7 +239,9 @@ def _run_processes(input: Path, store_path: Path, context: Any, checkpointer_url
         return iter_examples(input, skip_bad=skip_bad, counter=counters["c"])
 
     try:
-        return generate_sharded(make_examples, run_shard, processes=processes, limit=limit, on_poll=poll)
+        return generate_sharded(
+            make_examples, run_shard, processes=processes, limit=limit, on_poll=poll
+        )
     finally:
         if bar is not None:
             poll()

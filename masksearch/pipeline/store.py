@@ -71,15 +71,18 @@ class TrajectoryStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(50):  # processes opening a new store at once can see "locked"
             try:
-                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                           check_same_thread=False)
+                self._db = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
                 break
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) or attempt == 49:
-                    raise InputError(f"cannot open trajectory store ({e})", path=str(self.path)) from None
+                    raise InputError(
+                        f"cannot open trajectory store ({e})", path=str(self.path)
+                    ) from None
                 self._db.close()
                 time.sleep(0.05 + 0.01 * attempt)
             except sqlite3.DatabaseError as e:
@@ -114,15 +117,22 @@ class TrajectoryStore:
 
     # -- reading ---------------------------------------------------------------
     def get(self, example_id: str) -> TrajectoryRecord | None:
-        row = self._db.execute("SELECT record FROM trajectories WHERE id = ?", (example_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT record FROM trajectories WHERE id = ?", (example_id,)
+        ).fetchone()
         return json.loads(row[0]) if row else None
 
     def __contains__(self, example_id: object) -> bool:
-        return self._db.execute("SELECT 1 FROM trajectories WHERE id = ?", (example_id,)).fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM trajectories WHERE id = ?", (example_id,)).fetchone()
+            is not None
+        )
 
     def is_done(self, example_id: str, *, retry_failed: bool = False) -> bool:
         """True if `example_id` is stored (and, with `retry_failed`, did not fail)."""
-        row = self._db.execute("SELECT status FROM trajectories WHERE id = ?", (example_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT status FROM trajectories WHERE id = ?", (example_id,)
+        ).fetchone()
         return row is not None and not (retry_failed and row[0] == "failed")
 
     def __len__(self) -> int:
@@ -130,7 +140,9 @@ class TrajectoryStore:
 
     def ids(self, *, include_failed: bool = True) -> set[str]:
         """Ids already stored (optionally leaving out failed ones, which a retry may redo)."""
-        sql = "SELECT id FROM trajectories" + ("" if include_failed else " WHERE status != 'failed'")
+        sql = "SELECT id FROM trajectories" + (
+            "" if include_failed else " WHERE status != 'failed'"
+        )
         return {r[0] for r in self._db.execute(sql)}
 
     def records(self, *, accepted_only: bool = False) -> Iterator[TrajectoryRecord]:
@@ -143,13 +155,24 @@ class TrajectoryStore:
         """count, accepted, accept_rate, by_status {status: n}, by_k {k: {count, accepted}}."""
         db = self._db
         count, accepted = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(accepted), 0) FROM trajectories").fetchone()
-        by_status = dict(db.execute("SELECT status, COUNT(*) FROM trajectories GROUP BY status ORDER BY status"))
-        by_k = {k: {"count": n, "accepted": a} for k, n, a in db.execute(
-            "SELECT k, COUNT(*), SUM(accepted) FROM trajectories GROUP BY k ORDER BY k")}
-        return {"count": count, "accepted": accepted,
-                "accept_rate": accepted / count if count else 0.0,
-                "by_status": by_status, "by_k": by_k}
+            "SELECT COUNT(*), COALESCE(SUM(accepted), 0) FROM trajectories"
+        ).fetchone()
+        by_status = dict(
+            db.execute("SELECT status, COUNT(*) FROM trajectories GROUP BY status ORDER BY status")
+        )
+        by_k = {
+            k: {"count": n, "accepted": a}
+            for k, n, a in db.execute(
+                "SELECT k, COUNT(*), SUM(accepted) FROM trajectories GROUP BY k ORDER BY k"
+            )
+        }
+        return {
+            "count": count,
+            "accepted": accepted,
+            "accept_rate": accepted / count if count else 0.0,
+            "by_status": by_status,
+            "by_k": by_k,
+        }
 
     def export_jsonl(self, path: str | os.PathLike[str], *, accepted_only: bool = True) -> int:
         """Write records to JSONL atomically (temp file + rename); return the count."""
@@ -165,8 +188,9 @@ class TrajectoryStore:
         self.close()
 
 
-def iter_records(path: str | os.PathLike[str], *, accepted_only: bool = False,
-                 skip_bad: bool = False) -> Iterator[TrajectoryRecord]:
+def iter_records(
+    path: str | os.PathLike[str], *, accepted_only: bool = False, skip_bad: bool = False
+) -> Iterator[TrajectoryRecord]:
     """Read trajectory records from a store (`.sqlite`/`.sqlite3`/`.db`) or a JSONL export.
 
     Every record is checked with `validate_record`; a bad one raises `InputError` naming the
@@ -192,8 +216,11 @@ def iter_records(path: str | os.PathLike[str], *, accepted_only: bool = False,
 def _iter_sqlite(p: Path, accepted_only: bool, skip_bad: bool) -> Iterator[TrajectoryRecord]:
     try:
         db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-        rows = db.execute("SELECT rowid, id, record FROM trajectories"
-                          + (" WHERE accepted = 1" if accepted_only else "") + " ORDER BY rowid")
+        rows = db.execute(
+            "SELECT rowid, id, record FROM trajectories"
+            + (" WHERE accepted = 1" if accepted_only else "")
+            + " ORDER BY rowid"
+        )
     except sqlite3.DatabaseError as e:
         raise InputError(f"not a trajectory store ({e})", path=str(p)) from None
     try:
@@ -202,8 +229,12 @@ def _iter_sqlite(p: Path, accepted_only: bool, skip_bad: bool) -> Iterator[Traje
                 try:
                     obj = json.loads(text)
                 except (TypeError, json.JSONDecodeError) as e:
-                    raise InputError(f"row id {rid!r}: invalid JSON ({e})", path=str(p), line=rowid,
-                                     field="record") from None
+                    raise InputError(
+                        f"row id {rid!r}: invalid JSON ({e})",
+                        path=str(p),
+                        line=rowid,
+                        field="record",
+                    ) from None
                 yield validate_record(obj, path=str(p), line=rowid)
             except InputError:
                 if not skip_bad:

@@ -11,7 +11,11 @@ from masksearch.records import TrajectoryRecord
 
 def failure_reason(error: str | None) -> str:
     """A short, groupable reason: the error's first line, at most 120 characters."""
-    first = (error or "unknown error").strip().splitlines()[0] if (error or "").strip() else "unknown error"
+    first = (
+        (error or "unknown error").strip().splitlines()[0]
+        if (error or "").strip()
+        else "unknown error"
+    )
     return first[:120]
 
 
@@ -78,16 +82,24 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "done": self.done, "accepted": self.accepted, "accept_rate": round(self.accept_rate, 4),
-            "failed": self.failed, "by_status": dict(self.by_status),
+            "done": self.done,
+            "accepted": self.accepted,
+            "accept_rate": round(self.accept_rate, 4),
+            "failed": self.failed,
+            "by_status": dict(self.by_status),
             "by_k": {str(k): {"done": d, "accepted": a} for k, (d, a) in sorted(self.by_k.items())},
             "fail_reasons": dict(self.fail_reasons.most_common(10)),
             "mean_turns": round(self.mean_turns, 3),
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "search_calls": self.search_calls,
-            "skipped": {"existing": self.skipped_existing, "duplicate": self.skipped_duplicate,
-                        "bad_input": self.skipped_bad, "already_stored": self.not_written},
-            "elapsed_s": round(self.elapsed_s, 3), "throughput_per_s": round(self.throughput, 4),
+            "skipped": {
+                "existing": self.skipped_existing,
+                "duplicate": self.skipped_duplicate,
+                "bad_input": self.skipped_bad,
+                "already_stored": self.not_written,
+            },
+            "elapsed_s": round(self.elapsed_s, 3),
+            "throughput_per_s": round(self.throughput, 4),
             "interrupted": self.interrupted,
         }
 
@@ -97,22 +109,31 @@ class Summary:
             f"done {self.done}  accepted {self.accepted} ({self.accept_rate:.1%})  failed {self.failed}"
             + ("  [interrupted]" if self.interrupted else ""),
             f"status: {', '.join(f'{s} {n}' for s, n in sorted(self.by_status.items())) or '-'}",
-            "by k: " + (", ".join(f"k={k} {a}/{d}" for k, (d, a) in sorted(self.by_k.items())) or "-"),
+            "by k: "
+            + (", ".join(f"k={k} {a}/{d}" for k, (d, a) in sorted(self.by_k.items())) or "-"),
             f"mean turns (search rounds) {self.mean_turns:.2f}  tokens {self.prompt_tokens} prompt + "
             f"{self.completion_tokens} completion  searches {self.search_calls}",
             f"time {self.elapsed_s:.1f}s  throughput {self.throughput:.3f} examples/s",
         ]
-        skipped = [(n, what) for n, what in (
-            (self.skipped_existing, "already in store"), (self.skipped_duplicate, "duplicate ids in input"),
-            (self.skipped_bad, "bad input lines"), (self.not_written, "finished record already stored"))
-            if n]
+        skipped = [
+            (n, what)
+            for n, what in (
+                (self.skipped_existing, "already in store"),
+                (self.skipped_duplicate, "duplicate ids in input"),
+                (self.skipped_bad, "bad input lines"),
+                (self.not_written, "finished record already stored"),
+            )
+            if n
+        ]
         if skipped:
             lines.append("skipped: " + ", ".join(f"{n} {what}" for n, what in skipped))
         if self.fail_reasons:
             lines.append("top failure reasons:")
             lines += [f"  {n} x {reason}" for reason, n in self.fail_reasons.most_common(5)]
         if self.done and self.accept_rate < 0.2:
-            lines.append("note: few trajectories passed the acceptance filter (answer recall >= threshold, "
-                         "then the LLM judge if set). With a small model such as local:default most "
-                         "answers are wrong or never given (status max_turns): expected, not a bug.")
+            lines.append(
+                "note: few trajectories passed the acceptance filter (answer recall >= threshold, "
+                "then the LLM judge if set). With a small model such as local:default most "
+                "answers are wrong or never given (status max_turns): expected, not a bug."
+            )
         return "\n".join(lines)

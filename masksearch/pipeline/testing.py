@@ -58,17 +58,25 @@ class LatencyChatModel(BaseChatModel):
             raise out
         text = str(out)
         n_in, n_out = len(messages_text(messages).split()), len(text.split())
-        msg = AIMessage(content=text, usage_metadata={"input_tokens": n_in, "output_tokens": n_out,
-                                                      "total_tokens": n_in + n_out})
+        msg = AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": n_in,
+                "output_tokens": n_out,
+                "total_tokens": n_in + n_out,
+            },
+        )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         time.sleep(self._delay())
         return self._result(messages)
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                         **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         if self.latency_s:
             await asyncio.sleep(self._delay())
         return self._result(messages)
@@ -80,8 +88,11 @@ def question_of(prompt: str) -> str:
     return rest.split("\n\n", 1)[0].strip()
 
 
-def team_respond(answers: Mapping[str, str] | Callable[[str], str], *,
-                 faults: Callable[[str, str], Any] | None = None) -> Respond:
+def team_respond(
+    answers: Mapping[str, str] | Callable[[str], str],
+    *,
+    faults: Callable[[str, str], Any] | None = None,
+) -> Respond:
     """Respond as planner / rewriter / observer (and judge: 'correct').
 
     `answers` maps a question (or a function of it) to the answer the observer gives.
@@ -95,9 +106,19 @@ def team_respond(answers: Mapping[str, str] | Callable[[str], str], *,
 
     def respond(messages: list[BaseMessage]) -> Any:
         text = messages_text(messages)
-        role = next((r for r, key in (("planner", PLANNER_KEY), ("rewriter", REWRITER_KEY),
-                                      ("observer", OBSERVER_KEY), ("judge", JUDGE_KEY))
-                     if key in text), "other")
+        role = next(
+            (
+                r
+                for r, key in (
+                    ("planner", PLANNER_KEY),
+                    ("rewriter", REWRITER_KEY),
+                    ("observer", OBSERVER_KEY),
+                    ("judge", JUDGE_KEY),
+                )
+                if key in text
+            ),
+            "other",
+        )
         question = question_of(text)
         if faults is not None:
             injected = faults(role, question)

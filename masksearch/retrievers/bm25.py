@@ -65,10 +65,18 @@ class Analyzer:
         return out
 
 
-def build_bm25(passages: Iterable[Passage], out_dir: str | Path, *, corpus: str = "",
-               passages_file: str = PASSAGES, analyzer: AnalyzerConfig | None = None,
-               k1: float = 1.5, b: float = 0.75, method: str = "lucene",
-               show_progress: bool = True) -> int:
+def build_bm25(
+    passages: Iterable[Passage],
+    out_dir: str | Path,
+    *,
+    corpus: str = "",
+    passages_file: str = PASSAGES,
+    analyzer: AnalyzerConfig | None = None,
+    k1: float = 1.5,
+    b: float = 0.75,
+    method: str = "lucene",
+    show_progress: bool = True,
+) -> int:
     """Index `passages` (streamed once, in passage-store row order) into `out_dir`.
 
     The passages themselves must already be in `passages_file` (relative to `out_dir`), written
@@ -82,14 +90,23 @@ def build_bm25(passages: Iterable[Passage], out_dir: str | Path, *, corpus: str 
     vocab: dict[str, int] = {}
     token_ids: list[array] = []
     for passage in passages:
-        token_ids.append(array("i", [vocab.setdefault(t, len(vocab)) for t in ana(passage.contents)]))
+        token_ids.append(
+            array("i", [vocab.setdefault(t, len(vocab)) for t in ana(passage.contents)])
+        )
     if not token_ids:
         raise ValueError("no passages to index")
     model = bm25s.BM25(k1=k1, b=b, method=method)
     model.index((token_ids, vocab), create_empty_token=False, show_progress=show_progress)
     model.save(str(out / BM25_SUBDIR), show_progress=False)
-    write_manifest(out, kind="bm25", corpus=corpus, count=len(token_ids), passages=passages_file,
-                   tokenizer=asdict(ana.config), bm25={"k1": k1, "b": b, "method": method})
+    write_manifest(
+        out,
+        kind="bm25",
+        corpus=corpus,
+        count=len(token_ids),
+        passages=passages_file,
+        tokenizer=asdict(ana.config),
+        bm25={"k1": k1, "b": b, "method": method},
+    )
     return len(token_ids)
 
 
@@ -121,8 +138,13 @@ class BM25Retriever:
         """Raw (row ids, scores) arrays of shape (len(queries), min(k, N)); queries must match
         at least one indexed term (see `tokenize`)."""
         k = min(k, self._n)
-        return self.model.retrieve(self.tokenize(queries), k=k, show_progress=False,
-                                   return_as="tuple", n_threads=self.n_threads)
+        return self.model.retrieve(
+            self.tokenize(queries),
+            k=k,
+            show_progress=False,
+            return_as="tuple",
+            n_threads=self.n_threads,
+        )
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         results: list[list[Passage]] = [[] for _ in queries]
@@ -130,9 +152,13 @@ class BM25Retriever:
         live = [i for i, t in enumerate(tokens) if t]  # no known term → no BM25 match
         if not live or k <= 0:
             return results
-        ids, scores = self.model.retrieve([tokens[i] for i in live], k=min(k, self._n),
-                                          show_progress=False, return_as="tuple",
-                                          n_threads=self.n_threads)
+        ids, scores = self.model.retrieve(
+            [tokens[i] for i in live],
+            k=min(k, self._n),
+            show_progress=False,
+            return_as="tuple",
+            n_threads=self.n_threads,
+        )
         for qi, row_ids, row_scores in zip(live, ids, scores, strict=True):
             keep = row_scores > 0
             results[qi] = self.store.get_many(row_ids[keep], row_scores[keep])

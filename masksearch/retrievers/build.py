@@ -34,9 +34,16 @@ def _tracked(passages: Iterator[Passage], bar: Any) -> Iterator[Passage]:
         yield p
 
 
-def write_passages(corpus: str | os.PathLike[str], out_dir: Path, *, fmt: str = "auto",
-                   words: int = 100, skip_bad: bool = False, counter: SkipCounter | None = None,
-                   show_progress: bool = True) -> int:
+def write_passages(
+    corpus: str | os.PathLike[str],
+    out_dir: Path,
+    *,
+    fmt: str = "auto",
+    words: int = 100,
+    skip_bad: bool = False,
+    counter: SkipCounter | None = None,
+    show_progress: bool = True,
+) -> int:
     """Stream the corpus into `out_dir/passages.jsonl` (+ offsets); returns the passage count."""
     with _progress(show_progress, "passages") as bar, PassageWriter(out_dir) as writer:
         for p in iter_passages(corpus, fmt, words, skip_bad=skip_bad, counter=counter):
@@ -45,11 +52,21 @@ def write_passages(corpus: str | os.PathLike[str], out_dir: Path, *, fmt: str = 
         return len(writer)
 
 
-def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, kind: str = "bm25",
-                fmt: str = "auto", words: int = 100, embedding_model: str = "default",
-                faiss_type: str = "flat", batch_size: int = 64, skip_bad: bool = False,
-                counter: SkipCounter | None = None, show_progress: bool = True,
-                encoder: Any = None) -> dict[str, Any]:
+def build_index(
+    corpus: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    kind: str = "bm25",
+    fmt: str = "auto",
+    words: int = 100,
+    embedding_model: str = "default",
+    faiss_type: str = "flat",
+    batch_size: int = 64,
+    skip_bad: bool = False,
+    counter: SkipCounter | None = None,
+    show_progress: bool = True,
+    encoder: Any = None,
+) -> dict[str, Any]:
     """Build the requested index kind(s) under `out`; returns a summary dict."""
     from masksearch.errors import ConfigError
 
@@ -58,7 +75,9 @@ def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     from masksearch.retrievers.dense import FAISS_TYPES
 
     if kind != "bm25" and faiss_type not in FAISS_TYPES:
-        raise ConfigError(f"unknown FAISS index type {faiss_type!r}; choose one of {', '.join(FAISS_TYPES)}")
+        raise ConfigError(
+            f"unknown FAISS index type {faiss_type!r}; choose one of {', '.join(FAISS_TYPES)}"
+        )
     final_dir = Path(out)
     if final_dir.exists() and any(final_dir.iterdir()) and not (final_dir / MANIFEST).is_file():
         raise ConfigError(f"{final_dir} is not empty and holds no index; choose another --out")
@@ -71,10 +90,25 @@ def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     if kind in ("dense", "both") and encoder is None:
         from masksearch.retrievers.embeddings import load_encoder
 
-        encoder = load_encoder(embedding_model, batch_size=batch_size)  # fail early, before ingesting
+        encoder = load_encoder(
+            embedding_model, batch_size=batch_size
+        )  # fail early, before ingesting
     try:
-        summary = _build_into(out_dir, final_dir, corpus, kind, fmt, words, faiss_type, batch_size,
-                              skip_bad, counter, show_progress, encoder, corpus_str)
+        summary = _build_into(
+            out_dir,
+            final_dir,
+            corpus,
+            kind,
+            fmt,
+            words,
+            faiss_type,
+            batch_size,
+            skip_bad,
+            counter,
+            show_progress,
+            encoder,
+            corpus_str,
+        )
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # the previous index (if any) is untouched
         raise
@@ -84,10 +118,30 @@ def build_index(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     return summary
 
 
-def _build_into(out_dir: Path, final_dir: Path, corpus, kind, fmt, words, faiss_type, batch_size,
-                skip_bad, counter, show_progress, encoder, corpus_str) -> dict[str, Any]:
-    count = write_passages(corpus, out_dir, fmt=fmt, words=words, skip_bad=skip_bad,
-                           counter=counter, show_progress=show_progress)
+def _build_into(
+    out_dir: Path,
+    final_dir: Path,
+    corpus,
+    kind,
+    fmt,
+    words,
+    faiss_type,
+    batch_size,
+    skip_bad,
+    counter,
+    show_progress,
+    encoder,
+    corpus_str,
+) -> dict[str, Any]:
+    count = write_passages(
+        corpus,
+        out_dir,
+        fmt=fmt,
+        words=words,
+        skip_bad=skip_bad,
+        counter=counter,
+        show_progress=show_progress,
+    )
     store = PassageStore(out_dir / PASSAGES)
     summary: dict[str, Any] = {"passages": count, "skipped": counter.skipped, "out": str(final_dir)}
     try:
@@ -97,8 +151,13 @@ def _build_into(out_dir: Path, final_dir: Path, corpus, kind, fmt, words, faiss_
             target = out_dir / "bm25" if kind == "both" else out_dir
             rel = "../" + PASSAGES if kind == "both" else PASSAGES
             with _progress(show_progress, "bm25 tokenize", count) as bar:
-                build_bm25(_tracked(iter(store), bar), target, corpus=corpus_str,
-                           passages_file=rel, show_progress=show_progress)
+                build_bm25(
+                    _tracked(iter(store), bar),
+                    target,
+                    corpus=corpus_str,
+                    passages_file=rel,
+                    show_progress=show_progress,
+                )
             update_manifest(target, format=fmt, words_per_passage=words)
             summary["bm25"] = str(final_dir / "bm25" if kind == "both" else final_dir)
         if kind in ("dense", "both"):
@@ -107,14 +166,29 @@ def _build_into(out_dir: Path, final_dir: Path, corpus, kind, fmt, words, faiss_
             target = out_dir / "dense" if kind == "both" else out_dir
             rel = "../" + PASSAGES if kind == "both" else PASSAGES
             with _progress(show_progress, "dense encode", count) as bar:
-                build_dense(iter(store), target, encoder, corpus=corpus_str, passages_file=rel,
-                            faiss_type=faiss_type, batch_size=batch_size, progress=bar)
+                build_dense(
+                    iter(store),
+                    target,
+                    encoder,
+                    corpus=corpus_str,
+                    passages_file=rel,
+                    faiss_type=faiss_type,
+                    batch_size=batch_size,
+                    progress=bar,
+                )
             update_manifest(target, format=fmt, words_per_passage=words)
             summary["dense"] = str(final_dir / "dense" if kind == "both" else final_dir)
     finally:
         store.close()
     if kind == "both":
-        write_manifest(out_dir, kind="both", corpus=corpus_str, count=count, passages=PASSAGES,
-                       parts={"bm25": "bm25", "dense": "dense"}, format=fmt,
-                       words_per_passage=words)
+        write_manifest(
+            out_dir,
+            kind="both",
+            corpus=corpus_str,
+            count=count,
+            passages=PASSAGES,
+            parts={"bm25": "bm25", "dense": "dense"},
+            format=fmt,
+            words_per_passage=words,
+        )
     return summary

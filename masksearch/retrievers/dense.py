@@ -29,8 +29,9 @@ def _batched(items: Iterable[Passage], n: int) -> Iterator[list[Passage]]:
         yield batch
 
 
-def new_faiss_index(kind: str, dim: int, *, hnsw_m: int = 32, ef_construction: int = 200,
-                    nlist: int = 1024) -> Any:
+def new_faiss_index(
+    kind: str, dim: int, *, hnsw_m: int = 32, ef_construction: int = 200, nlist: int = 1024
+) -> Any:
     """An empty inner-product FAISS index of the given kind (IVF still needs `train`)."""
     import faiss
 
@@ -45,10 +46,20 @@ def new_faiss_index(kind: str, dim: int, *, hnsw_m: int = 32, ef_construction: i
     raise ConfigError(f"unknown FAISS index type {kind!r}; choose one of {', '.join(FAISS_TYPES)}")
 
 
-def build_dense(passages: Iterable[Passage], out_dir: str | Path, encoder: Encoder, *,
-                corpus: str = "", passages_file: str = PASSAGES, faiss_type: str = "flat",
-                batch_size: int = 64, nlist: int = 1024, ivf_train_size: int = 65536,
-                hnsw_m: int = 32, progress: Any = None) -> int:
+def build_dense(
+    passages: Iterable[Passage],
+    out_dir: str | Path,
+    encoder: Encoder,
+    *,
+    corpus: str = "",
+    passages_file: str = PASSAGES,
+    faiss_type: str = "flat",
+    batch_size: int = 64,
+    nlist: int = 1024,
+    ivf_train_size: int = 65536,
+    hnsw_m: int = 32,
+    progress: Any = None,
+) -> int:
     """Encode `passages` (store row order) in batches and write a FAISS index; returns count.
 
     For `ivf`, the first `ivf_train_size` vectors train the quantiser (nlist is reduced to at
@@ -57,7 +68,9 @@ def build_dense(passages: Iterable[Passage], out_dir: str | Path, encoder: Encod
     import faiss
 
     if faiss_type not in FAISS_TYPES:
-        raise ConfigError(f"unknown FAISS index type {faiss_type!r}; choose one of {', '.join(FAISS_TYPES)}")
+        raise ConfigError(
+            f"unknown FAISS index type {faiss_type!r}; choose one of {', '.join(FAISS_TYPES)}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = None if faiss_type == "ivf" else new_faiss_index(faiss_type, encoder.dim, hnsw_m=hnsw_m)
@@ -85,8 +98,15 @@ def build_dense(passages: Iterable[Passage], out_dir: str | Path, encoder: Encod
         settings.update(nlist=int(index.nlist), nprobe=min(16, int(index.nlist)))
     if faiss_type == "hnsw":
         settings.update(m=hnsw_m, ef_search=64)
-    write_manifest(out, kind="dense", corpus=corpus, count=count, passages=passages_file,
-                   embedding=encoder.settings(), faiss=settings)
+    write_manifest(
+        out,
+        kind="dense",
+        corpus=corpus,
+        count=count,
+        passages=passages_file,
+        embedding=encoder.settings(),
+        faiss=settings,
+    )
     return count
 
 
@@ -103,16 +123,24 @@ class DenseRetriever:
 
     name = "dense"
 
-    def __init__(self, index_dir: str | Path, *, encoder: Encoder | None = None, mmap: bool = False,
-                 nprobe: int | None = None, ef_search: int | None = None) -> None:
+    def __init__(
+        self,
+        index_dir: str | Path,
+        *,
+        encoder: Encoder | None = None,
+        mmap: bool = False,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> None:
         import faiss
 
         self.dir = Path(index_dir)
         self.manifest: dict[str, Any] = read_manifest(self.dir, kind="dense")
         self.encoder = encoder or encoder_from_settings(self.manifest["embedding"])
         if self.encoder.dim != self.manifest["embedding"]["dim"]:
-            raise ConfigError(f"encoder dim {self.encoder.dim} != index dim "
-                              f"{self.manifest['embedding']['dim']}")
+            raise ConfigError(
+                f"encoder dim {self.encoder.dim} != index dim {self.manifest['embedding']['dim']}"
+            )
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         self.index = faiss.read_index(str(self.dir / FAISS_FILE), flags)
         fs = self.manifest.get("faiss", {})
@@ -132,7 +160,10 @@ class DenseRetriever:
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         if not queries or k <= 0:
             return [[] for _ in queries]
-        scores, ids = self.search_vectors(self.encoder.encode(list(queries), is_query=True),
-                                          min(k, len(self)))
-        return [self.store.get_many(row_i[row_i >= 0], row_s[row_i >= 0])
-                for row_i, row_s in zip(ids, scores, strict=True)]
+        scores, ids = self.search_vectors(
+            self.encoder.encode(list(queries), is_query=True), min(k, len(self))
+        )
+        return [
+            self.store.get_many(row_i[row_i >= 0], row_s[row_i >= 0])
+            for row_i, row_s in zip(ids, scores, strict=True)
+        ]

@@ -16,8 +16,10 @@ from masksearch.retrievers.base import Retriever
 
 log = logging.getLogger(__name__)
 
-SPEC_HELP = ("bm25:<index_dir> | dense:<index_dir> | hybrid:<bm25_dir>,<dense_dir> | "
-             "hybrid:<both_dir> | web | remote:<url>  (index_dir 'default' = embedded corpus)")
+SPEC_HELP = (
+    "bm25:<index_dir> | dense:<index_dir> | hybrid:<bm25_dir>,<dense_dir> | "
+    "hybrid:<both_dir> | web | remote:<url>  (index_dir 'default' = embedded corpus)"
+)
 
 
 def default_index_dir(kind: str, cache: str | Path | None = None) -> Path:
@@ -38,13 +40,22 @@ def _index_dir(arg: str, kind: str, cache: str | Path | None) -> Path:
     from masksearch.retrievers.manifest import resolve_index_dir
 
     if arg == "default":
-        return resolve_index_dir(default_index_dir("bm25" if kind == "bm25" else "both", cache), kind)
+        return resolve_index_dir(
+            default_index_dir("bm25" if kind == "bm25" else "both", cache), kind
+        )
     return resolve_index_dir(arg, kind)
 
 
-def load_retriever(spec: str, *, cache_size: int = 4096, mmap: bool = False, rrf_k: int = 60,
-                   weights: Sequence[float] | None = None, timeout: float = 60.0,
-                   cache_dir: str | Path | None = None) -> Retriever:
+def load_retriever(
+    spec: str,
+    *,
+    cache_size: int = 4096,
+    mmap: bool = False,
+    rrf_k: int = 60,
+    weights: Sequence[float] | None = None,
+    timeout: float = 60.0,
+    cache_dir: str | Path | None = None,
+) -> Retriever:
     """Build the retriever named by `spec` (see module doc); results are LRU-cached
     in-process unless `cache_size=0`."""
     kind, _, arg = spec.partition(":")
@@ -70,9 +81,13 @@ def load_retriever(spec: str, *, cache_size: int = 4096, mmap: bool = False, rrf
         if len(parts) != 2:
             raise ConfigError(f"hybrid spec takes one or two directories, got {spec!r}")
         retriever = HybridRetriever(
-            [BM25Retriever(_index_dir(parts[0], "bm25", cache_dir), mmap=mmap),
-             DenseRetriever(_index_dir(parts[1], "dense", cache_dir), mmap=mmap)],
-            rrf_k=rrf_k, weights=weights)
+            [
+                BM25Retriever(_index_dir(parts[0], "bm25", cache_dir), mmap=mmap),
+                DenseRetriever(_index_dir(parts[1], "dense", cache_dir), mmap=mmap),
+            ],
+            rrf_k=rrf_k,
+            weights=weights,
+        )
     elif kind == "web" and not arg:
         from masksearch.retrievers.web import WebRetriever
 

@@ -8,8 +8,13 @@ from masksearch.retrievers.base import Retriever
 from masksearch.types import Passage
 
 
-def rrf_fuse(rankings: Sequence[list[Passage]], *, k: int, rrf_k: int = 60,
-             weights: Sequence[float] | None = None) -> list[Passage]:
+def rrf_fuse(
+    rankings: Sequence[list[Passage]],
+    *,
+    k: int,
+    rrf_k: int = 60,
+    weights: Sequence[float] | None = None,
+) -> list[Passage]:
     """Fuse ranked lists: score(d) = sum_i w_i / (rrf_k + rank_i(d)), ranks from 1.
 
     Passages are identified by id; ties keep first-seen order. Scores are the fused scores.
@@ -32,8 +37,14 @@ class HybridRetriever:
 
     name = "hybrid"
 
-    def __init__(self, retrievers: Sequence[Retriever], *, rrf_k: int = 60,
-                 weights: Sequence[float] | None = None, depth: int = 50) -> None:
+    def __init__(
+        self,
+        retrievers: Sequence[Retriever],
+        *,
+        rrf_k: int = 60,
+        weights: Sequence[float] | None = None,
+        depth: int = 50,
+    ) -> None:
         if not retrievers:
             raise ValueError("hybrid retrieval needs at least one retriever")
         if weights is not None and len(weights) != len(retrievers):
@@ -47,6 +58,9 @@ class HybridRetriever:
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         depth = max(k, self.depth)
         per_retriever = [r.search(list(queries), depth) for r in self.retrievers]
-        return [rrf_fuse([res[qi] for res in per_retriever], k=k, rrf_k=self.rrf_k,
-                         weights=self.weights)
-                for qi in range(len(queries))]
+        return [
+            rrf_fuse(
+                [res[qi] for res in per_retriever], k=k, rrf_k=self.rrf_k, weights=self.weights
+            )
+            for qi in range(len(queries))
+        ]

@@ -15,8 +15,9 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-def write_manifest(directory: str | Path, *, kind: str, corpus: str, count: int,
-                   **settings: Any) -> dict[str, Any]:
+def write_manifest(
+    directory: str | Path, *, kind: str, corpus: str, count: int, **settings: Any
+) -> dict[str, Any]:
     """Write `manifest.json` atomically; returns the manifest."""
     d = Path(directory)
     manifest = {
@@ -38,8 +39,10 @@ def read_manifest(directory: str | Path, *, kind: str | None = None) -> dict[str
     """Read and check `manifest.json` (and its `kind` when given)."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise InputError("no manifest.json here; build an index with `masksearch index`",
-                         path=str(Path(directory)))
+        raise InputError(
+            "no manifest.json here; build an index with `masksearch index`",
+            path=str(Path(directory)),
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -47,8 +50,9 @@ def read_manifest(directory: str | Path, *, kind: str | None = None) -> dict[str
     if not isinstance(manifest, dict) or "kind" not in manifest:
         raise InputError("missing required field", path=str(path), field="kind")
     if kind is not None and manifest["kind"] != kind:
-        raise InputError(f"expected a {kind} index, found {manifest['kind']!r}", path=str(path),
-                         field="kind")
+        raise InputError(
+            f"expected a {kind} index, found {manifest['kind']!r}", path=str(path), field="kind"
+        )
     return manifest
 
 

@@ -39,8 +39,13 @@ class RemoteRetriever:
                 if not isinstance(doc, dict) or "contents" not in doc:
                     raise RemoteRetrievalError(f"{self.url}: a hit has no document.contents")
                 score = hit.get("score") if isinstance(hit, dict) else None
-                row.append(Passage.from_contents(str(doc.get("id", "")), str(doc["contents"]),
-                                                 float(score) if score is not None else None))
+                row.append(
+                    Passage.from_contents(
+                        str(doc.get("id", "")),
+                        str(doc["contents"]),
+                        float(score) if score is not None else None,
+                    )
+                )
             out.append(row)
         return out
 

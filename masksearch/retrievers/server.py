@@ -51,8 +51,12 @@ def create_app(retriever: Retriever, *, default_topk: int = 3) -> Any:
         for hits in results:
             docs = [{"id": p.id, "contents": p.contents} for p in hits]
             if req.return_scores:
-                out.append([{"document": d, "score": p.score if p.score is not None else 0.0}
-                            for d, p in zip(docs, hits, strict=True)])
+                out.append(
+                    [
+                        {"document": d, "score": p.score if p.score is not None else 0.0}
+                        for d, p in zip(docs, hits, strict=True)
+                    ]
+                )
             else:
                 out.append(docs)
         return {"result": out}
@@ -60,10 +64,17 @@ def create_app(retriever: Retriever, *, default_topk: int = 3) -> Any:
     return app
 
 
-def serve(retriever: Retriever, *, host: str = "127.0.0.1", port: int = 8000,
-          default_topk: int = 3, log_level: str = "info") -> None:
+def serve(
+    retriever: Retriever,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    default_topk: int = 3,
+    log_level: str = "info",
+) -> None:
     """Run the server in the foreground (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(retriever, default_topk=default_topk), host=host, port=port,
-                log_level=log_level)
+    uvicorn.run(
+        create_app(retriever, default_topk=default_topk), host=host, port=port, log_level=log_level
+    )

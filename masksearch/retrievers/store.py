@@ -34,8 +34,12 @@ class PassageWriter:
 
     def add(self, passage: Passage) -> int:
         """Write one passage; returns its row id."""
-        line = json.dumps({"id": passage.id, "contents": passage.contents},
-                          ensure_ascii=False).encode("utf-8") + b"\n"
+        line = (
+            json.dumps({"id": passage.id, "contents": passage.contents}, ensure_ascii=False).encode(
+                "utf-8"
+            )
+            + b"\n"
+        )
         self._offsets.append(self._pos)
         self._fh.write(line)
         self._pos += len(line)
@@ -81,12 +85,15 @@ class PassageStore:
     def get(self, row: int, score: float | None = None) -> Passage:
         if not 0 <= row < len(self):
             raise IndexError(f"passage row {row} out of range (0..{len(self) - 1})")
-        raw = self._data[int(self._offsets[row]):int(self._offsets[row + 1])]
+        raw = self._data[int(self._offsets[row]) : int(self._offsets[row + 1])]
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError:
-            raise InputError("corrupt passage row (offsets do not match the file)",
-                             path=str(self.path), line=row + 1) from None
+            raise InputError(
+                "corrupt passage row (offsets do not match the file)",
+                path=str(self.path),
+                line=row + 1,
+            ) from None
         return Passage.from_contents(obj["id"], obj["contents"], score)
 
     def get_many(self, rows: Iterable[int], scores: Iterable[float] | None = None) -> list[Passage]:

@@ -23,12 +23,21 @@ class WebRetriever:
 
     name = "web"
 
-    def __init__(self, *, region: str = "us-en", safesearch: str = "moderate",
-                 timeout: int = 10, backend: str = "auto", max_chars: int = 2000) -> None:
+    def __init__(
+        self,
+        *,
+        region: str = "us-en",
+        safesearch: str = "moderate",
+        timeout: int = 10,
+        backend: str = "auto",
+        max_chars: int = 2000,
+    ) -> None:
         try:
             from ddgs import DDGS  # noqa: F401  (lazy: optional extra)
         except ImportError:
-            raise ConfigError("web search needs the `web` extra: pip install 'masksearch[web]'") from None
+            raise ConfigError(
+                "web search needs the `web` extra: pip install 'masksearch[web]'"
+            ) from None
         self.region, self.safesearch, self.timeout = region, safesearch, timeout
         self.backend, self.max_chars = backend, max_chars
 
@@ -37,9 +46,13 @@ class WebRetriever:
         from ddgs.exceptions import DDGSException
 
         try:
-            hits = DDGS(timeout=self.timeout).text(query, region=self.region,
-                                                   safesearch=self.safesearch,
-                                                   max_results=k, backend=self.backend)
+            hits = DDGS(timeout=self.timeout).text(
+                query,
+                region=self.region,
+                safesearch=self.safesearch,
+                max_results=k,
+                backend=self.backend,
+            )
         except DDGSException as e:
             raise WebSearchError(f"web search failed for {query!r}: {e} (offline?)") from None
         except OSError as e:
@@ -49,9 +62,14 @@ class WebRetriever:
             if not isinstance(hit, dict):
                 continue
             url = _clean(hit.get("href"), 500)
-            out.append(Passage(id=url or f"web:{rank}", title=_clean(hit.get("title"), 300),
-                               text=_clean(hit.get("body"), self.max_chars),
-                               score=1.0 / (rank + 1)))
+            out.append(
+                Passage(
+                    id=url or f"web:{rank}",
+                    title=_clean(hit.get("title"), 300),
+                    text=_clean(hit.get("body"), self.max_chars),
+                    score=1.0 / (rank + 1),
+                )
+            )
         return out
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:

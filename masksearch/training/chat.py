@@ -30,7 +30,9 @@ class ChatRenderer:
 
     def __init__(self, tokenizer: Any, *, tool_role: str = "user") -> None:
         if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError("the tokenizer has no chat template; set `chat_template` in the config")
+            raise ConfigError(
+                "the tokenizer has no chat template; set `chat_template` in the config"
+            )
         self.tok = tokenizer
         self.tool_role = tool_role
         self.eos_text = tokenizer.eos_token or ""
@@ -46,8 +48,9 @@ class ChatRenderer:
         return out
 
     def render(self, messages: list[dict[str, Any]], *, generation_prompt: bool = False) -> str:
-        return self.tok.apply_chat_template(self._msgs(messages), tokenize=False,
-                                            add_generation_prompt=generation_prompt)
+        return self.tok.apply_chat_template(
+            self._msgs(messages), tokenize=False, add_generation_prompt=generation_prompt
+        )
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -66,8 +69,12 @@ class ChatRenderer:
             if not (full.startswith(upto) and upto.startswith(before) and len(before) >= pos):
                 raise ConfigError(
                     "the chat template is not prefix-preserving (it rewrites earlier turns, e.g. "
-                    "drops <think> from history); use a template that renders each turn as-is")
-            start, end = len(before), len(before) + self._trainable_length(upto[len(before):], m["content"])
+                    "drops <think> from history); use a template that renders each turn as-is"
+                )
+            start, end = (
+                len(before),
+                len(before) + self._trainable_length(upto[len(before) :], m["content"]),
+            )
             segs.append(Segment(full[pos:start], False))
             segs.append(Segment(full[start:end], True))
             pos = end
@@ -79,7 +86,9 @@ class ChatRenderer:
         body = content.strip()
         at = delta.find(body)
         if at < 0:
-            raise ConfigError("the chat template altered an assistant turn's content; cannot locate it")
+            raise ConfigError(
+                "the chat template altered an assistant turn's content; cannot locate it"
+            )
         end = at + len(body)
         if self.eos_text:
             eos_at = delta.find(self.eos_text, end)
@@ -87,8 +96,9 @@ class ChatRenderer:
                 end = eos_at + len(self.eos_text)
         return end
 
-    def tokenize_conversation(self, messages: list[dict[str, Any]], *, max_length: int | None = None
-                              ) -> dict[str, list[int]]:
+    def tokenize_conversation(
+        self, messages: list[dict[str, Any]], *, max_length: int | None = None
+    ) -> dict[str, list[int]]:
         """`input_ids` and `labels` (-100 outside assistant turns), truncated to `max_length`."""
         ids: list[int] = []
         labels: list[int] = []
@@ -104,8 +114,14 @@ class ChatRenderer:
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         return self.encode(self.render(messages, generation_prompt=True))
 
-    def continuation_ids(self, history: list[dict[str, Any]], assistant_text: str, tool_text: str,
-                         *, ended_with_eos: bool) -> list[int]:
+    def continuation_ids(
+        self,
+        history: list[dict[str, Any]],
+        assistant_text: str,
+        tool_text: str,
+        *,
+        ended_with_eos: bool,
+    ) -> list[int]:
         """Token ids the environment appends after a generated assistant turn: the template's
         end-of-turn glue (minus the EOS the model already produced), the tool turn, and the next
         generation prompt. `history` is everything before the assistant turn."""
@@ -116,15 +132,17 @@ class ChatRenderer:
         nxt = self.render([*history, asst, tool], generation_prompt=True)
         if not nxt.startswith(upto):
             raise ConfigError("the chat template is not prefix-preserving across a tool turn")
-        delta = upto[len(before):]
+        delta = upto[len(before) :]
         body = assistant_text.strip()
         at = delta.find(body)
         if at < 0:
-            raise ConfigError("the chat template altered an assistant turn's content; cannot locate it")
-        glue = delta[at + len(body):]
+            raise ConfigError(
+                "the chat template altered an assistant turn's content; cannot locate it"
+            )
+        glue = delta[at + len(body) :]
         if ended_with_eos and self.eos_text and glue.lstrip().startswith(self.eos_text):
-            glue = glue.lstrip()[len(self.eos_text):]
-        return self.encode(glue + nxt[len(upto):])
+            glue = glue.lstrip()[len(self.eos_text) :]
+        return self.encode(glue + nxt[len(upto) :])
 
     def end_ids(self) -> list[int]:
         """What closes an answer turn that stopped on `</answer>` instead of EOS."""

@@ -12,7 +12,9 @@ train_app = typer.Typer(
     no_args_is_help=True,
 )
 
-CONFIG_HELP = "YAML config (see masksearch/training/configs/). Settings not given keep their defaults."
+CONFIG_HELP = (
+    "YAML config (see masksearch/training/configs/). Settings not given keep their defaults."
+)
 SET_HELP = "Override a setting: --set key=value (repeatable; dotted keys, e.g. lora.enabled=true)."
 
 
@@ -33,16 +35,34 @@ def _announce() -> None:
 @train_app.command("sft")
 def train_sft_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
-    records: Annotated[str | None, typer.Option("--records", help="Trajectory store (.sqlite) or JSONL export.")] = None,
-    output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Base model: hub id or local directory.")] = None,
-    all_records: Annotated[bool, typer.Option("--all", help="Also train on records the judge rejected.")] = False,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")] = None,
+    records: Annotated[
+        str | None, typer.Option("--records", help="Trajectory store (.sqlite) or JSONL export.")
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Base model: hub id or local directory.")
+    ] = None,
+    all_records: Annotated[
+        bool, typer.Option("--all", help="Also train on records the judge rejected.")
+    ] = False,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")
+    ] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
     """Supervised fine-tuning: loss only on the agent's own turns (retrieved text masked)."""
-    settings = _settings("sft", config, sets, records=records, output_dir=output_dir, model=model,
-                         max_steps=max_steps, accepted_only=False if all_records else None)
+    settings = _settings(
+        "sft",
+        config,
+        sets,
+        records=records,
+        output_dir=output_dir,
+        model=model,
+        max_steps=max_steps,
+        accepted_only=False if all_records else None,
+    )
     from masksearch.training.data import load_training_records
     from masksearch.training.sft import train_sft
 
@@ -58,25 +78,54 @@ def train_sft_cmd(
 @train_app.command("rl")
 def train_rl_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
-    records: Annotated[str | None, typer.Option("--records",
-                                help="Questions: RAMP masked JSONL, FlashRAG QA JSONL, or trajectory records.")] = None,
-    output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Policy: hub id or local directory (e.g. an SFT run).")] = None,
-    retriever: Annotated[str | None, typer.Option("--retriever", help="Retriever spec, e.g. bm25:indexes/wiki.")] = None,
-    algorithm: Annotated[str | None, typer.Option("--algorithm", help="grpo (DAPO loss, default) or ppo.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    records: Annotated[
+        str | None,
+        typer.Option(
+            "--records",
+            help="Questions: RAMP masked JSONL, FlashRAG QA JSONL, or trajectory records.",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Policy: hub id or local directory (e.g. an SFT run)."),
+    ] = None,
+    retriever: Annotated[
+        str | None, typer.Option("--retriever", help="Retriever spec, e.g. bm25:indexes/wiki.")
+    ] = None,
+    algorithm: Annotated[
+        str | None, typer.Option("--algorithm", help="grpo (DAPO loss, default) or ppo.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after this many steps.")
+    ] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
     """RL with multi-turn search rollouts against a retriever (GRPO with the DAPO loss, or PPO)."""
-    settings = _settings("rl", config, sets, questions=records, output_dir=output_dir, model=model,
-                         retriever=retriever, algorithm=algorithm, max_steps=max_steps)
+    settings = _settings(
+        "rl",
+        config,
+        sets,
+        questions=records,
+        output_dir=output_dir,
+        model=model,
+        retriever=retriever,
+        algorithm=algorithm,
+        max_steps=max_steps,
+    )
     from masksearch.training.data import load_questions
 
     if not settings.questions:
         raise typer.BadParameter("no questions: pass --records or set `questions:` in the config")
-    questions = load_questions(settings.questions, accepted_only=settings.accepted_only, limit=settings.limit)
-    typer.echo(f"{settings.algorithm.upper()} on {len(questions)} questions from {settings.questions} "
-               f"→ {settings.output_dir}")
+    questions = load_questions(
+        settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
+    )
+    typer.echo(
+        f"{settings.algorithm.upper()} on {len(questions)} questions from {settings.questions} "
+        f"→ {settings.output_dir}"
+    )
     _announce()
     if settings.algorithm == "grpo":
         from masksearch.training.grpo import train_grpo
@@ -92,37 +141,90 @@ def train_rl_cmd(
 
 
 def export_cmd(
-    records: Annotated[str, typer.Option("--records", help="Trajectory store (.sqlite) or JSONL (verl: also masked/QA JSONL).")],
+    records: Annotated[
+        str,
+        typer.Option(
+            "--records", help="Trajectory store (.sqlite) or JSONL (verl: also masked/QA JSONL)."
+        ),
+    ],
     fmt: Annotated[str, typer.Option("--format", "-f", help="trl | sharegpt | verl")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl for trl, .json for sharegpt, .parquet for verl).")],
-    all_records: Annotated[bool, typer.Option("--all", help="Include records the judge rejected.")] = False,
-    style: Annotated[str, typer.Option("--style", help="tags (text as generated) or tool_calls (structured calls).")] = "tags",
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file (.jsonl for trl, .json for sharegpt, .parquet for verl).",
+        ),
+    ],
+    all_records: Annotated[
+        bool, typer.Option("--all", help="Include records the judge rejected.")
+    ] = False,
+    style: Annotated[
+        str,
+        typer.Option("--style", help="tags (text as generated) or tool_calls (structured calls)."),
+    ] = "tags",
     split: Annotated[str, typer.Option("--split", help="verl: extra_info.split.")] = "train",
-    name: Annotated[str, typer.Option("--name", help="sharegpt: dataset name in dataset_info.json.")] = "masksearch",
+    name: Annotated[
+        str, typer.Option("--name", help="sharegpt: dataset name in dataset_info.json.")
+    ] = "masksearch",
 ) -> None:
     """Export trajectories for other trainers: TRL, LLaMA-Factory (ShareGPT), Search-R1/veRL."""
     from masksearch.training.export import export
 
     if style not in ("tags", "tool_calls"):
         raise typer.BadParameter("--style must be tags or tool_calls")
-    n = export(records, fmt, out, accepted_only=not all_records, style=style, split=split, dataset_name=name)
+    n = export(
+        records,
+        fmt,
+        out,
+        accepted_only=not all_records,
+        style=style,
+        split=split,
+        dataset_name=name,
+    )
     typer.echo(f"wrote {n} rows to {out}")
 
 
 def evolve_cmd(
-    seed_records: Annotated[str, typer.Option("--seed-records", help="Seed trajectories (multi-agent startup, judged).")],
-    masked: Annotated[str, typer.Option("--masked", help="RAMP masked JSONL: fresh questions for each round.")],
-    model: Annotated[str, typer.Option("--model", help="Base model every round's teacher is fine-tuned from.")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory (pool.jsonl, rounds.jsonl, round_<i>/).")],
+    seed_records: Annotated[
+        str, typer.Option("--seed-records", help="Seed trajectories (multi-agent startup, judged).")
+    ],
+    masked: Annotated[
+        str, typer.Option("--masked", help="RAMP masked JSONL: fresh questions for each round.")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", help="Base model every round's teacher is fine-tuned from.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output directory (pool.jsonl, rounds.jsonl, round_<i>/).")
+    ],
     rounds: Annotated[int, typer.Option("--rounds", help="Teacher rounds.")] = 3,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Fresh questions per round.")] = 1000,
-    sft_config: Annotated[Path | None, typer.Option("--sft-config", help="SFT YAML for the teacher (model is overridden).")] = None,
-    retriever: Annotated[str | None, typer.Option("--retriever", help="Retriever spec for the graph (default: the graph's).")] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="LLM judge spec used to filter trajectories.")] = None,
-    serve_url: Annotated[str | None, typer.Option("--serve-url",
-                                  help="OpenAI-compatible server serving each teacher (else local:<dir> in-process).")] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Fresh questions per round.")
+    ] = 1000,
+    sft_config: Annotated[
+        Path | None,
+        typer.Option("--sft-config", help="SFT YAML for the teacher (model is overridden)."),
+    ] = None,
+    retriever: Annotated[
+        str | None,
+        typer.Option("--retriever", help="Retriever spec for the graph (default: the graph's)."),
+    ] = None,
+    judge_model: Annotated[
+        str | None,
+        typer.Option("--judge-model", help="LLM judge spec used to filter trajectories."),
+    ] = None,
+    serve_url: Annotated[
+        str | None,
+        typer.Option(
+            "--serve-url",
+            help="OpenAI-compatible server serving each teacher (else local:<dir> in-process).",
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel graph runs.")] = 8,
-    sets: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP + " Applies to the SFT settings.")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help=SET_HELP + " Applies to the SFT settings.")
+    ] = None,
 ) -> None:
     """Self-evolving teacher: SFT a teacher on the pool, generate on fresh RAMP questions, judge, grow."""
     from masksearch.masking.io import load_masked
@@ -131,15 +233,28 @@ def evolve_cmd(
 
     sft = _settings("sft", sft_config, sets, model=model)
     context = {k: v for k, v in (("retriever", retriever), ("judge_model", judge_model)) if v}
-    settings = EvolveSettings(out_dir=str(out), rounds=rounds, batch_size=batch_size, serve_url=serve_url,
-                              context=context, concurrency=concurrency)
+    settings = EvolveSettings(
+        out_dir=str(out),
+        rounds=rounds,
+        batch_size=batch_size,
+        serve_url=serve_url,
+        context=context,
+        concurrency=concurrency,
+    )
     seed = load_training_records(seed_records, accepted_only=True)
     _announce()
-    stats = evolve(seed, load_masked(masked), settings, train_fn=sft_train_fn(sft),
-                   generate_fn=graph_generate_fn(settings))
+    stats = evolve(
+        seed,
+        load_masked(masked),
+        settings,
+        train_fn=sft_train_fn(sft),
+        generate_fn=graph_generate_fn(settings),
+    )
     for row in stats:
-        typer.echo(f"round {row['round']}: pool {row['pool_size']}, +{row['new_accepted']} accepted "
-                   f"({row['accept_rate']:.0%} of {row['generated']}), train loss {row['train_loss']}")
+        typer.echo(
+            f"round {row['round']}: pool {row['pool_size']}, +{row['new_accepted']} accepted "
+            f"({row['accept_rate']:.0%} of {row['generated']}), train loss {row['train_loss']}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,9 @@ class ModelSettings:
     tokenizer: str | None = None  # defaults to `model`
     gguf_file: str | None = None  # load weights/tokenizer from a GGUF file inside `model`
     chat_template: str | None = None  # override the tokenizer's template (Jinja string or file)
-    tool_role: str = "user"  # role tool turns get in the chat template; "user" = what the graph sends
+    tool_role: str = (
+        "user"  # role tool turns get in the chat template; "user" = what the graph sends
+    )
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     attn_implementation: str | None = None  # e.g. flash_attention_2, sdpa
 
@@ -75,7 +77,9 @@ class RLSettings(ModelSettings):
     output_dir: str = "runs/rl"
     retriever: str = ""  # load_retriever spec, e.g. bm25:indexes/wiki
     topk: int = 3
-    max_passages: int | None = None  # cap after merging a turn's queries (None = 2 * topk, as the graph)
+    max_passages: int | None = (
+        None  # cap after merging a turn's queries (None = 2 * topk, as the graph)
+    )
     max_turns: int = 4
     max_turn_tokens: int = 500  # per assistant turn (Search-R1 max_response_length)
     max_obs_tokens: int = 500  # per <information> block (Search-R1 max_obs_length)
@@ -102,8 +106,14 @@ class RLSettings(ModelSettings):
     report_to: str = "none"
     rewards: list[str] = field(default_factory=lambda: ["hybrid"])
     reward_weights: list[float] | None = None
-    hybrid: dict[str, Any] = field(default_factory=lambda: {
-        "answer_metric": "recall", "format_weight": 0.2, "length_penalty": True, "max_ratio": 2.0})
+    hybrid: dict[str, Any] = field(
+        default_factory=lambda: {
+            "answer_metric": "recall",
+            "format_weight": 0.2,
+            "length_penalty": True,
+            "max_ratio": 2.0,
+        }
+    )
     judge_model: str | None = None  # load_chat_model spec for the `judge` reward
     lora: LoraSettings = field(default_factory=LoraSettings)
     curriculum: CurriculumSettings = field(default_factory=CurriculumSettings)
@@ -117,7 +127,11 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
-        default = names[key].default_factory() if names[key].default_factory is not dataclasses.MISSING else None
+        default = (
+            names[key].default_factory()
+            if names[key].default_factory is not dataclasses.MISSING
+            else None
+        )
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: '{key}' must be a mapping")
@@ -144,12 +158,15 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for k, v in extra.items():
-        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        merged[k] = (
+            _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        )
     return merged
 
 
-def load_settings(kind: str, path: str | os.PathLike[str] | None = None,
-                  overrides: dict[str, Any] | None = None) -> SFTSettings | RLSettings:
+def load_settings(
+    kind: str, path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> SFTSettings | RLSettings:
     """Read a YAML config for `kind` ("sft" or "rl") and apply overrides."""
     cls = {"sft": SFTSettings, "rl": RLSettings}[kind]
     data: dict[str, Any] = {}
@@ -161,8 +178,11 @@ def load_settings(kind: str, path: str | os.PathLike[str] | None = None,
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            raise InputError(f"invalid YAML ({getattr(e, 'problem', e)})", path=str(p),
-                             line=mark.line + 1 if mark else None) from None
+            raise InputError(
+                f"invalid YAML ({getattr(e, 'problem', e)})",
+                path=str(p),
+                line=mark.line + 1 if mark else None,
+            ) from None
         if not isinstance(data, dict):
             raise InputError("config must be a YAML mapping", path=str(p))
     settings = _build(cls, _merge(data, overrides or {}), str(path or kind))

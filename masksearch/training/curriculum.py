@@ -40,8 +40,14 @@ class CurriculumPlan:
         return self.stages[stage]
 
 
-def curriculum_order(ks: Sequence[int], stages: Sequence[int] = (1, 2, 3, 4), *, mode: str = "strict",
-                     shuffle_within_stage: bool = True, seed: int = 0) -> CurriculumPlan:
+def curriculum_order(
+    ks: Sequence[int],
+    stages: Sequence[int] = (1, 2, 3, 4),
+    *,
+    mode: str = "strict",
+    shuffle_within_stage: bool = True,
+    seed: int = 0,
+) -> CurriculumPlan:
     """Order examples by stage.
 
     - `strict`: stage s holds the examples whose k maps to s (each example once).
@@ -73,14 +79,26 @@ def curriculum_order(ks: Sequence[int], stages: Sequence[int] = (1, 2, 3, 4), *,
 class CurriculumSampler(Sampler):  # type: ignore[misc]
     """Yields dataset indices stage by stage; `set_epoch` reshuffles within stages."""
 
-    def __init__(self, ks: Sequence[int], stages: Sequence[int] = (1, 2, 3, 4), *, mode: str = "strict",
-                 shuffle_within_stage: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        ks: Sequence[int],
+        stages: Sequence[int] = (1, 2, 3, 4),
+        *,
+        mode: str = "strict",
+        shuffle_within_stage: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.ks, self.stages, self.mode = list(ks), list(stages), mode
         self.shuffle, self.seed, self.epoch = shuffle_within_stage, seed, 0
 
     def plan(self) -> CurriculumPlan:
-        return curriculum_order(self.ks, self.stages, mode=self.mode,
-                                shuffle_within_stage=self.shuffle, seed=self.seed + self.epoch)
+        return curriculum_order(
+            self.ks,
+            self.stages,
+            mode=self.mode,
+            shuffle_within_stage=self.shuffle,
+            seed=self.seed + self.epoch,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -45,8 +45,9 @@ SEARCH_TOOL: dict[str, Any] = {
 }
 
 
-def iter_training_records(path: str | os.PathLike[str], *, accepted_only: bool = True
-                          ) -> Iterator[TrajectoryRecord]:
+def iter_training_records(
+    path: str | os.PathLike[str], *, accepted_only: bool = True
+) -> Iterator[TrajectoryRecord]:
     """Validated records from a store or JSONL export (accepted ones only by default)."""
     try:
         from masksearch.pipeline.store import iter_records
@@ -61,8 +62,9 @@ def iter_training_records(path: str | os.PathLike[str], *, accepted_only: bool =
             yield rec
 
 
-def load_training_records(path: str | os.PathLike[str], *, accepted_only: bool = True,
-                          require_messages: bool = True) -> list[TrajectoryRecord]:
+def load_training_records(
+    path: str | os.PathLike[str], *, accepted_only: bool = True, require_messages: bool = True
+) -> list[TrajectoryRecord]:
     """All usable records; `InputError` when the file holds none (names the reason)."""
     out: list[TrajectoryRecord] = []
     seen = 0
@@ -79,17 +81,26 @@ def load_training_records(path: str | os.PathLike[str], *, accepted_only: bool =
                 continue
         out.append(rec)
     if unusable:
-        log.warning("skipped %d record(s) without a trainable student view, e.g. %s",
-                    len(unusable), unusable[0])
+        log.warning(
+            "skipped %d record(s) without a trainable student view, e.g. %s",
+            len(unusable),
+            unusable[0],
+        )
     if not out:
-        why = ("no records" if not seen else unusable[0] if unusable
-               else "no accepted records (pass --all to use rejected ones)")
+        why = (
+            "no records"
+            if not seen
+            else unusable[0]
+            if unusable
+            else "no accepted records (pass --all to use rejected ones)"
+        )
         raise InputError(f"nothing to train on: {why}", path=str(path))
     return out
 
 
-def check_student_messages(messages: list[Message], *, path: str | None = None,
-                           record_id: str = "") -> None:
+def check_student_messages(
+    messages: list[Message], *, path: str | None = None, record_id: str = ""
+) -> None:
     """A trainable student view: system?, user, then assistant/tool turns ending on assistant."""
     where = f"record {record_id!r}: " if record_id else ""
     roles = [m["role"] for m in messages]
@@ -97,11 +108,17 @@ def check_student_messages(messages: list[Message], *, path: str | None = None,
         raise InputError(f"{where}no assistant turn", path=path, field="messages")
     first_turn = 1 if roles and roles[0] == "system" else 0
     if len(roles) <= first_turn or roles[first_turn] != "user":
-        raise InputError(f"{where}expected a user turn after the system prompt", path=path,
-                         field=f"messages[{first_turn}].role")
+        raise InputError(
+            f"{where}expected a user turn after the system prompt",
+            path=path,
+            field=f"messages[{first_turn}].role",
+        )
     if roles[-1] != "assistant":
-        raise InputError(f"{where}last turn must be the assistant's", path=path,
-                         field=f"messages[{len(roles) - 1}].role")
+        raise InputError(
+            f"{where}last turn must be the assistant's",
+            path=path,
+            field=f"messages[{len(roles) - 1}].role",
+        )
 
 
 def student_messages(record: TrajectoryRecord) -> list[dict[str, str]]:
@@ -125,12 +142,15 @@ def record_k(record: TrajectoryRecord | dict[str, Any]) -> int:
         return 0
 
 
-def load_questions(path: str | os.PathLike[str], *, accepted_only: bool = False,
-                   limit: int | None = None) -> list[dict[str, Any]]:
+def load_questions(
+    path: str | os.PathLike[str], *, accepted_only: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
     """RL prompts: `{id, question, answers, task, k}` from masked data, FlashRAG QA or records."""
     p = Path(path)
     if p.suffix.lower() in (".sqlite", ".sqlite3", ".db"):
-        rows = [_question_from_record(r) for r in iter_training_records(p, accepted_only=accepted_only)]
+        rows = [
+            _question_from_record(r) for r in iter_training_records(p, accepted_only=accepted_only)
+        ]
     else:
         rows = []
         for lineno, obj in iter_jsonl(p):
@@ -149,8 +169,13 @@ def load_questions(path: str | os.PathLike[str], *, accepted_only: bool = False,
 
 
 def _question_from_record(rec: TrajectoryRecord) -> dict[str, Any]:
-    return {"id": rec["id"], "question": rec["question"], "answers": list(rec["answers"]),
-            "task": rec.get("task", "ramp"), "k": record_k(rec)}
+    return {
+        "id": rec["id"],
+        "question": rec["question"],
+        "answers": list(rec["answers"]),
+        "task": rec.get("task", "ramp"),
+        "k": record_k(rec),
+    }
 
 
 def _question_from_example(obj: dict[str, Any], path: str, line: int) -> dict[str, Any]:
@@ -161,11 +186,17 @@ def _question_from_example(obj: dict[str, Any], path: str, line: int) -> dict[st
     if isinstance(answers, str):
         answers = [answers]
     if not isinstance(answers, list) or not answers:
-        raise InputError("expected a non-empty list of answers", path=path, line=line,
-                         field="answers")
+        raise InputError(
+            "expected a non-empty list of answers", path=path, line=line, field="answers"
+        )
     task = obj.get("task") or ("ramp" if obj.get("spans") else "qa")
     k = obj.get("k")
     if k is None:
         k = len(obj.get("spans") or []) if task == "ramp" else 0
-    return {"id": str(obj.get("id", line)), "question": question, "answers": [str(a) for a in answers],
-            "task": task, "k": int(k)}
+    return {
+        "id": str(obj.get("id", line)),
+        "question": question,
+        "answers": [str(a) for a in answers],
+        "task": task,
+        "k": int(k),
+    }

@@ -39,7 +39,9 @@ class EvolveSettings:
     batch_size: int = 1000  # fresh RAMP questions per round
     serve_url: str | None = None  # OpenAI-compatible server that serves each round's teacher
     served_model: str = "teacher"  # model name on that server
-    context: dict[str, Any] = field(default_factory=dict)  # graph Context fields (judge, retriever…)
+    context: dict[str, Any] = field(
+        default_factory=dict
+    )  # graph Context fields (judge, retriever…)
     concurrency: int = 8
 
 
@@ -50,8 +52,9 @@ def teacher_spec(teacher_dir: Path, settings: EvolveSettings) -> str:
     return f"local:{teacher_dir}"
 
 
-def fresh_batches(examples: Iterable[MaskedExample], used: set[str], batch_size: int,
-                  rounds: int) -> list[list[MaskedExample]]:
+def fresh_batches(
+    examples: Iterable[MaskedExample], used: set[str], batch_size: int, rounds: int
+) -> list[list[MaskedExample]]:
     """Split unused examples into `rounds` disjoint batches (each question is seen once)."""
     batches: list[list[MaskedExample]] = [[] for _ in range(rounds)]
     i = 0
@@ -93,9 +96,14 @@ def _accepted_from_store(store_path: Path) -> tuple[list[TrajectoryRecord], int]
     return [r for r in all_records if r["accepted"]], len(all_records)
 
 
-def evolve(seed_records: Sequence[TrajectoryRecord], examples: Iterable[MaskedExample],
-           settings: EvolveSettings, *, train_fn: TrainFn, generate_fn: GenerateFn
-           ) -> list[dict[str, Any]]:
+def evolve(
+    seed_records: Sequence[TrajectoryRecord],
+    examples: Iterable[MaskedExample],
+    settings: EvolveSettings,
+    *,
+    train_fn: TrainFn,
+    generate_fn: GenerateFn,
+) -> list[dict[str, Any]]:
     """Run the loop; returns the per-round stats (also in `rounds.jsonl`)."""
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,10 +142,18 @@ def evolve(seed_records: Sequence[TrajectoryRecord], examples: Iterable[MaskedEx
             ids.update(r["id"] for r in new)
             pool.extend(new)
             write_jsonl(pool_path, pool)
-            row = {"round": i, "pool_size": len(pool), "new_accepted": len(new),
-                   "generated": generated, "accept_rate": len(accepted) / generated if generated else 0.0,
-                   "train_loss": train_stats.get("train_loss"), "teacher": str(teacher_dir),
-                   "teacher_spec": spec, "store": str(store), "pool": str(pool_path)}
+            row = {
+                "round": i,
+                "pool_size": len(pool),
+                "new_accepted": len(new),
+                "generated": generated,
+                "accept_rate": len(accepted) / generated if generated else 0.0,
+                "train_loss": train_stats.get("train_loss"),
+                "teacher": str(teacher_dir),
+                "teacher_spec": spec,
+                "store": str(store),
+                "pool": str(pool_path),
+            }
             log_rounds.write(row)
             stats.append(row)
             log.info("round %d: %s", i, row)
@@ -158,6 +174,7 @@ def _run(coro: Awaitable[Any]) -> Any:
 
 # -- default steps: SFT with our trainer, generation with the pipeline --------------------------
 
+
 def sft_train_fn(base_settings: Any) -> TrainFn:
     """Train each round's teacher from `base_settings` (an `SFTSettings`) on the pool."""
     import dataclasses
@@ -165,8 +182,9 @@ def sft_train_fn(base_settings: Any) -> TrainFn:
     from masksearch.training.sft import train_sft
 
     def train(pool: list[TrajectoryRecord], teacher_dir: Path, round_: int) -> dict[str, Any]:
-        settings = dataclasses.replace(base_settings, output_dir=str(teacher_dir),
-                                       seed=base_settings.seed + round_)
+        settings = dataclasses.replace(
+            base_settings, output_dir=str(teacher_dir), seed=base_settings.seed + round_
+        )
         return train_sft(settings, records=pool)
 
     return train
@@ -181,7 +199,13 @@ def graph_generate_fn(settings: EvolveSettings) -> GenerateFn:
         fields = {"agent_mode": "single_agent", **settings.context, "planner_model": spec}
         context = Context.from_dict(fields)
         os.makedirs(store.parent, exist_ok=True)
-        return await generate(batch, context, store, concurrency=settings.concurrency,
-                              checkpointer_url="memory", progress=True)
+        return await generate(
+            batch,
+            context,
+            store,
+            concurrency=settings.concurrency,
+            checkpointer_url="memory",
+            progress=True,
+        )
 
     return run

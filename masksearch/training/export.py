@@ -47,12 +47,30 @@ def to_trl(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str, Any]
                 converted.append(m)
                 continue
             head, queries = parsed
-            converted.append({"role": "assistant", "content": head, "tool_calls": [
-                {"type": "function",
-                 "function": {"name": SEARCH_TOOL_NAME, "arguments": {"queries": queries}}}]})
+            converted.append(
+                {
+                    "role": "assistant",
+                    "content": head,
+                    "tool_calls": [
+                        {
+                            "type": "function",
+                            "function": {
+                                "name": SEARCH_TOOL_NAME,
+                                "arguments": {"queries": queries},
+                            },
+                        }
+                    ],
+                }
+            )
         messages = converted
-    return {"id": record["id"], "messages": messages, "tools": [SEARCH_TOOL],
-            "answers": list(record["answers"]), "k": record_k(record), "task": record.get("task", "")}
+    return {
+        "id": record["id"],
+        "messages": messages,
+        "tools": [SEARCH_TOOL],
+        "answers": list(record["answers"]),
+        "k": record_k(record),
+        "task": record.get("task", ""),
+    }
 
 
 def to_sharegpt(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str, Any]:
@@ -63,26 +81,48 @@ def to_sharegpt(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str,
         if m["role"] == "system":
             system = m["content"]
             continue
-        parsed = _split_search_turn(m["content"]) if (style == "tool_calls" and m["role"] == "assistant") else None
+        parsed = (
+            _split_search_turn(m["content"])
+            if (style == "tool_calls" and m["role"] == "assistant")
+            else None
+        )
         if parsed is not None:
-            conversations.append({"from": "function_call", "value": json.dumps(
-                {"name": SEARCH_TOOL_NAME, "arguments": {"queries": parsed[1]}}, ensure_ascii=False)})
+            conversations.append(
+                {
+                    "from": "function_call",
+                    "value": json.dumps(
+                        {"name": SEARCH_TOOL_NAME, "arguments": {"queries": parsed[1]}},
+                        ensure_ascii=False,
+                    ),
+                }
+            )
         else:
             conversations.append({"from": _ROLE_TO_SHAREGPT[m["role"]], "value": m["content"]})
-    return {"conversations": conversations, "system": system,
-            "tools": json.dumps([SEARCH_TOOL["function"]], ensure_ascii=False)}
+    return {
+        "conversations": conversations,
+        "system": system,
+        "tools": json.dumps([SEARCH_TOOL["function"]], ensure_ascii=False),
+    }
 
 
 def sharegpt_dataset_info(name: str, file_name: str) -> dict[str, Any]:
     """The `dataset_info.json` entry LLaMA-Factory needs for `to_sharegpt` rows."""
-    return {name: {
-        "file_name": file_name,
-        "formatting": "sharegpt",
-        "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
-        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human",
-                 "assistant_tag": "gpt", "observation_tag": "observation",
-                 "function_tag": "function_call", "system_tag": "system"},
-    }}
+    return {
+        name: {
+            "file_name": file_name,
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
+            "tags": {
+                "role_tag": "from",
+                "content_tag": "value",
+                "user_tag": "human",
+                "assistant_tag": "gpt",
+                "observation_tag": "observation",
+                "function_tag": "function_call",
+                "system_tag": "system",
+            },
+        }
+    }
 
 
 def verl_prompt(question: str, *, system_in_user: bool = True) -> list[dict[str, str]]:
@@ -98,8 +138,14 @@ def verl_prompt(question: str, *, system_in_user: bool = True) -> list[dict[str,
     return [{"role": "user", "content": f"{system}\n\nQuestion: {user}\n" if system else user}]
 
 
-def to_verl(row: dict[str, Any], index: int, *, split: str = "train", data_source: str | None = None,
-            system_in_user: bool = True) -> dict[str, Any]:
+def to_verl(
+    row: dict[str, Any],
+    index: int,
+    *,
+    split: str = "train",
+    data_source: str | None = None,
+    system_in_user: bool = True,
+) -> dict[str, Any]:
     """One Search-R1/veRL row from a record or a question row (`question`, `answers`, `k`, `task`)."""
     task = row.get("task") or "ramp"
     k = record_k(row)
@@ -107,21 +153,35 @@ def to_verl(row: dict[str, Any], index: int, *, split: str = "train", data_sourc
         "data_source": data_source or f"masksearch_{task}",
         "prompt": verl_prompt(row["question"], system_in_user=system_in_user),
         "ability": "fact-reasoning",
-        "reward_model": {"style": "rule", "ground_truth": {"target": [str(a) for a in row["answers"]]}},
-        "extra_info": {"split": split, "index": index, "k": k, "id": str(row.get("id", index)),
-                       "task": task},
+        "reward_model": {
+            "style": "rule",
+            "ground_truth": {"target": [str(a) for a in row["answers"]]},
+        },
+        "extra_info": {
+            "split": split,
+            "index": index,
+            "k": k,
+            "id": str(row.get("id", index)),
+            "task": task,
+        },
     }
 
 
-def write_trl(records: Iterable[TrajectoryRecord], out: str | os.PathLike[str], *,
-              style: Style = "tags") -> int:
+def write_trl(
+    records: Iterable[TrajectoryRecord], out: str | os.PathLike[str], *, style: Style = "tags"
+) -> int:
     from masksearch.jsonl import write_jsonl
 
     return write_jsonl(out, (to_trl(r, style=style) for r in records))
 
 
-def write_sharegpt(records: Iterable[TrajectoryRecord], out: str | os.PathLike[str], *,
-                   style: Style = "tags", dataset_name: str = "masksearch") -> int:
+def write_sharegpt(
+    records: Iterable[TrajectoryRecord],
+    out: str | os.PathLike[str],
+    *,
+    style: Style = "tags",
+    dataset_name: str = "masksearch",
+) -> int:
     """Write the ShareGPT JSON array and merge its entry into `dataset_info.json` beside it."""
     out = Path(out)
     rows = [to_sharegpt(r, style=style) for r in records]
@@ -132,20 +192,31 @@ def write_sharegpt(records: Iterable[TrajectoryRecord], out: str | os.PathLike[s
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise InputError(f"existing dataset_info.json is not valid JSON ({e.msg})",
-                             path=str(info_path), line=e.lineno) from None
+            raise InputError(
+                f"existing dataset_info.json is not valid JSON ({e.msg})",
+                path=str(info_path),
+                line=e.lineno,
+            ) from None
     info.update(sharegpt_dataset_info(dataset_name, out.name))
     _atomic_write(info_path, json.dumps(info, ensure_ascii=False, indent=2))
     return len(rows)
 
 
-def write_verl(rows: Iterable[dict[str, Any]], out: str | os.PathLike[str], *, split: str = "train",
-               data_source: str | None = None, system_in_user: bool = True) -> int:
+def write_verl(
+    rows: Iterable[dict[str, Any]],
+    out: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    data_source: str | None = None,
+    system_in_user: bool = True,
+) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table_rows = [to_verl(r, i, split=split, data_source=data_source, system_in_user=system_in_user)
-                  for i, r in enumerate(rows)]
+    table_rows = [
+        to_verl(r, i, split=split, data_source=data_source, system_in_user=system_in_user)
+        for i, r in enumerate(rows)
+    ]
     if not table_rows:
         raise InputError("nothing to export", path=str(out))
     out = Path(out)
@@ -163,9 +234,17 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def export(records_path: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *,
-           accepted_only: bool = True, style: Style = "tags", split: str = "train",
-           dataset_name: str = "masksearch", system_in_user: bool = True) -> int:
+def export(
+    records_path: str | os.PathLike[str],
+    fmt: str,
+    out: str | os.PathLike[str],
+    *,
+    accepted_only: bool = True,
+    style: Style = "tags",
+    split: str = "train",
+    dataset_name: str = "masksearch",
+    system_in_user: bool = True,
+) -> int:
     """Read records (store or JSONL) and write `fmt` (`trl`, `sharegpt`, `verl`); returns the count."""
     from masksearch.training.data import load_questions, load_training_records
 

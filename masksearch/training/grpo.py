@@ -26,13 +26,26 @@ def build_rl_rows(questions: list[dict[str, Any]], settings: RLSettings) -> list
     from masksearch.prompts import render_student_prompt
     from masksearch.training.curriculum import curriculum_order
 
-    rows = [{"prompt": render_student_prompt(q["question"]), "question": q["question"],
-             "answers": list(q["answers"]), "task": q.get("task", "ramp"), "k": int(q.get("k", 0)),
-             "id": str(q.get("id", i))} for i, q in enumerate(questions)]
+    rows = [
+        {
+            "prompt": render_student_prompt(q["question"]),
+            "question": q["question"],
+            "answers": list(q["answers"]),
+            "task": q.get("task", "ramp"),
+            "k": int(q.get("k", 0)),
+            "id": str(q.get("id", i)),
+        }
+        for i, q in enumerate(questions)
+    ]
     cur = settings.curriculum
     if cur.enabled:
-        plan = curriculum_order([r["k"] for r in rows], cur.stages, mode=cur.mode,
-                                shuffle_within_stage=cur.shuffle_within_stage, seed=settings.seed)
+        plan = curriculum_order(
+            [r["k"] for r in rows],
+            cur.stages,
+            mode=cur.mode,
+            shuffle_within_stage=cur.shuffle_within_stage,
+            seed=settings.seed,
+        )
         rows = [rows[i] for i in plan.order]
         log.info("curriculum: stages %s start at rows %s", plan.stages, plan.boundaries)
     return rows
@@ -44,7 +57,9 @@ def grpo_config(settings: RLSettings) -> Any:
     from masksearch.training.modeling import use_bf16
 
     if settings.loss_type != "dapo":
-        log.warning("loss_type=%r: MaskSearch trains with DAPO (loss_type='dapo')", settings.loss_type)
+        log.warning(
+            "loss_type=%r: MaskSearch trains with DAPO (loss_type='dapo')", settings.loss_type
+        )
     args: dict[str, Any] = dict(
         output_dir=settings.output_dir,
         learning_rate=settings.learning_rate,
@@ -80,27 +95,45 @@ def grpo_config(settings: RLSettings) -> Any:
 def make_rollout(settings: RLSettings, retriever: Any, tokenizer: Any) -> Any:
     from masksearch.training.rollout import SearchRollout
 
-    return SearchRollout(retriever, tokenizer, topk=settings.topk, max_turns=settings.max_turns,
-                         max_turn_tokens=settings.max_turn_tokens, max_obs_tokens=settings.max_obs_tokens,
-                         max_completion_length=settings.max_completion_length,
-                         temperature=settings.temperature, top_p=settings.top_p,
-                         tool_role=settings.tool_role, max_passages=settings.max_passages)
+    return SearchRollout(
+        retriever,
+        tokenizer,
+        topk=settings.topk,
+        max_turns=settings.max_turns,
+        max_turn_tokens=settings.max_turn_tokens,
+        max_obs_tokens=settings.max_obs_tokens,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        tool_role=settings.tool_role,
+        max_passages=settings.max_passages,
+    )
 
 
 def resolve_retriever(settings: RLSettings, retriever: Any = None) -> Any:
     if retriever is not None:
         return retriever
     if not settings.retriever:
-        raise ConfigError("RL needs a retriever (set `retriever:` to a spec such as bm25:<index_dir>)")
+        raise ConfigError(
+            "RL needs a retriever (set `retriever:` to a spec such as bm25:<index_dir>)"
+        )
     from masksearch.retrievers import load_retriever
 
     return load_retriever(settings.retriever)
 
 
-def train_grpo(settings: RLSettings, *, questions: list[dict[str, Any]] | None = None,
-               model: Any = None, tokenizer: Any = None, retriever: Any = None,
-               judge_model: Any = None, callbacks: list[Any] | None = None,
-               rollout: Any = None, save: bool = True) -> dict[str, Any]:
+def train_grpo(
+    settings: RLSettings,
+    *,
+    questions: list[dict[str, Any]] | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    retriever: Any = None,
+    judge_model: Any = None,
+    callbacks: list[Any] | None = None,
+    rollout: Any = None,
+    save: bool = True,
+) -> dict[str, Any]:
     """Run GRPO/DAPO with search rollouts; returns run stats."""
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -113,8 +146,9 @@ def train_grpo(settings: RLSettings, *, questions: list[dict[str, Any]] | None =
     if questions is None:
         if not settings.questions:
             raise InputError("no questions given (set `questions:` or pass --records)")
-        questions = load_questions(settings.questions, accepted_only=settings.accepted_only,
-                                   limit=settings.limit)
+        questions = load_questions(
+            settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
+        )
     retriever = resolve_retriever(settings, retriever)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
     tokenizer.padding_side = "left"
@@ -122,22 +156,40 @@ def train_grpo(settings: RLSettings, *, questions: list[dict[str, Any]] | None =
         from masksearch.models import load_chat_model
 
         judge_model = load_chat_model(settings.judge_model)
-    reward_funcs = build_reward_funcs(settings.rewards, hybrid=settings.hybrid, judge_model=judge_model)
+    reward_funcs = build_reward_funcs(
+        settings.rewards, hybrid=settings.hybrid, judge_model=judge_model
+    )
     dataset = Dataset.from_list(build_rl_rows(questions, settings))
     model = model if model is not None else load_model(settings)
-    if settings.beta and not settings.lora.enabled and not getattr(model.config, "_name_or_path", ""):
-        raise ConfigError("beta > 0 needs a reference model, which TRL reloads from the policy's path; "
-                          "give `model:` as a path/hub id (not an in-memory model) or set beta: 0")
+    if (
+        settings.beta
+        and not settings.lora.enabled
+        and not getattr(model.config, "_name_or_path", "")
+    ):
+        raise ConfigError(
+            "beta > 0 needs a reference model, which TRL reloads from the policy's path; "
+            "give `model:` as a path/hub id (not an in-memory model) or set beta: 0"
+        )
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_config(settings),
-                          train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=lora_config(settings.lora), callbacks=callbacks,
-                          rollout_func=rollout or make_rollout(settings, retriever, tokenizer))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_config(settings),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(settings.lora),
+        callbacks=callbacks,
+        rollout_func=rollout or make_rollout(settings, retriever, tokenizer),
+    )
     result = trainer.train()
     if save:
         trainer.save_model(settings.output_dir)
         tokenizer.save_pretrained(settings.output_dir)
-    stats = {"output_dir": str(Path(settings.output_dir)), "prompts": len(dataset),
-             "train_loss": float(result.training_loss), "global_step": int(result.global_step)}
+    stats = {
+        "output_dir": str(Path(settings.output_dir)),
+        "prompts": len(dataset),
+        "train_loss": float(result.training_loss),
+        "global_step": int(result.global_step),
+    }
     log.info("GRPO done: %s", stats)
     return stats

@@ -28,7 +28,9 @@ def use_bf16(dtype: str) -> bool:
 
     gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if dtype in ("bfloat16", "bf16") and not gpu_bf16:
-        log.warning("dtype %s asked for, but no bf16-capable GPU: trainer runs without bf16 autocast", dtype)
+        log.warning(
+            "dtype %s asked for, but no bf16-capable GPU: trainer runs without bf16 autocast", dtype
+        )
     return dtype in ("auto", "bfloat16", "bf16") and gpu_bf16
 
 
@@ -53,8 +55,14 @@ def load_model(settings: ModelSettings) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtypes = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-              "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    dtypes = {
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "float32": torch.float32,
+        "fp32": torch.float32,
+    }
     if settings.dtype == "auto":
         dtype = torch.bfloat16 if use_bf16("auto") else torch.float32
     elif settings.dtype in dtypes:
@@ -83,5 +91,10 @@ def lora_config(lora: LoraSettings) -> Any:
         from peft import LoraConfig
     except ImportError:
         raise ConfigError("LoRA needs peft: pip install 'masksearch[train]'") from None
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )

@@ -73,8 +73,16 @@ def masked_whiten(x, mask, eps: float = 1e-8):
 class PPOAdapter:
     """Maps `RLSettings` onto the PPO loop; `train()` returns run stats."""
 
-    def __init__(self, settings: RLSettings, *, model: Any, tokenizer: Any, retriever: Any,
-                 reward_funcs: list[Any], rollout: Any = None) -> None:
+    def __init__(
+        self,
+        settings: RLSettings,
+        *,
+        model: Any,
+        tokenizer: Any,
+        retriever: Any,
+        reward_funcs: list[Any],
+        rollout: Any = None,
+    ) -> None:
         torch = _torch()
         from masksearch.training.grpo import make_rollout
 
@@ -88,9 +96,15 @@ class PPOAdapter:
         self.value_head = torch.nn.Linear(hidden, 1).to(next(model.parameters()).device)
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
-        self.opt = torch.optim.AdamW([
-            {"params": [p for p in model.parameters() if p.requires_grad], "lr": settings.learning_rate},
-            {"params": self.value_head.parameters(), "lr": self.h.critic_lr}])
+        self.opt = torch.optim.AdamW(
+            [
+                {
+                    "params": [p for p in model.parameters() if p.requires_grad],
+                    "lr": settings.learning_rate,
+                },
+                {"params": self.value_head.parameters(), "lr": self.h.critic_lr},
+            ]
+        )
 
     # -- model passes ------------------------------------------------------------------------------
     def _forward(self, model, ids, attn, with_values: bool):
@@ -98,7 +112,11 @@ class PPOAdapter:
         out = model(input_ids=ids, attention_mask=attn, output_hidden_states=with_values)
         logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
         logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        values = self.value_head(out.hidden_states[-1][:, :-1].float()).squeeze(-1) if with_values else None
+        values = (
+            self.value_head(out.hidden_states[-1][:, :-1].float()).squeeze(-1)
+            if with_values
+            else None
+        )
         return logp, values
 
     def _generate(self, contexts: list[list[int]], max_new: int) -> list[list[int]]:
@@ -110,10 +128,18 @@ class PPOAdapter:
         attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=dev)
         self.model.eval()
         with torch.no_grad():
-            out = self.model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new,
-                                      do_sample=True, temperature=self.s.temperature, top_p=self.s.top_p,
-                                      stop_strings=["</search>", "</answer>"], tokenizer=self.tok,
-                                      pad_token_id=pad, eos_token_id=self.tok.eos_token_id)
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=attn,
+                max_new_tokens=max_new,
+                do_sample=True,
+                temperature=self.s.temperature,
+                top_p=self.s.top_p,
+                stop_strings=["</search>", "</answer>"],
+                tokenizer=self.tok,
+                pad_token_id=pad,
+                eos_token_id=self.tok.eos_token_id,
+            )
         self.model.train()
         return [row.tolist() for row in out[:, width:]]
 
@@ -123,9 +149,19 @@ class PPOAdapter:
         trajs = self.rollout.run([r["prompt"] for r in rows], self._generate)
         cols = {k: [r[k] for r in rows] for k in ("answers", "task", "k", "question")}
         comps = [[{"role": "assistant", "content": ""}] for _ in trajs]
-        per_func = [f(prompts=[r["prompt"] for r in rows], completions=comps,
-                      trajectory=[t.turns for t in trajs], **cols) for f in self.reward_funcs]
-        scores = [sum(w * fr[i] for w, fr in zip(self.weights, per_func, strict=True)) for i in range(len(rows))]
+        per_func = [
+            f(
+                prompts=[r["prompt"] for r in rows],
+                completions=comps,
+                trajectory=[t.turns for t in trajs],
+                **cols,
+            )
+            for f in self.reward_funcs
+        ]
+        scores = [
+            sum(w * fr[i] for w, fr in zip(self.weights, per_func, strict=True))
+            for i in range(len(rows))
+        ]
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         seqs = [t.prompt_ids + t.completion_ids for t in trajs]
         width = max(len(s) for s in seqs)
@@ -136,10 +172,16 @@ class PPOAdapter:
         act = torch.zeros(len(trajs), width - 1, device=dev)
         for b, t in enumerate(trajs):
             start = len(t.prompt_ids) - 1
-            act[b, start:start + len(t.env_mask)] = torch.tensor(t.env_mask, dtype=torch.float, device=dev)
+            act[b, start : start + len(t.env_mask)] = torch.tensor(
+                t.env_mask, dtype=torch.float, device=dev
+            )
         with torch.no_grad():
             old_logp, old_values = self._forward(self.model, ids, attn, True)
-            kl = (old_logp - self._forward(self.ref, ids, attn, False)[0]) if self.ref is not None else 0 * old_logp
+            kl = (
+                (old_logp - self._forward(self.ref, ids, attn, False)[0])
+                if self.ref is not None
+                else 0 * old_logp
+            )
             rewards = -self.h.kl_coef * kl * act
             for b in range(len(trajs)):
                 pos = act[b].nonzero().flatten()
@@ -147,26 +189,34 @@ class PPOAdapter:
                     rewards[b, pos[-1]] += scores[b]
             adv, returns = gae(rewards, old_values * act, act, self.h.gamma, self.h.lam)
             adv = masked_whiten(adv, act)
-        stats = {"reward": sum(scores) / len(scores), "kl": float((kl * act).sum() / act.sum().clamp(min=1))}
+        stats = {
+            "reward": sum(scores) / len(scores),
+            "kl": float((kl * act).sum() / act.sum().clamp(min=1)),
+        }
         order = list(range(len(trajs)))
         for _ in range(self.h.ppo_epochs):
             random.shuffle(order)
             for i in range(0, len(order), self.h.mini_batch_size):
-                mb = order[i:i + self.h.mini_batch_size]
+                mb = order[i : i + self.h.mini_batch_size]
                 logp, values = self._forward(self.model, ids[mb], attn[mb], True)
                 m = act[mb]
                 n = m.sum().clamp(min=1)
                 ratio = torch.exp(logp - old_logp[mb])
-                pg = torch.max(-adv[mb] * ratio,
-                               -adv[mb] * ratio.clamp(1 - self.h.cliprange, 1 + self.h.cliprange))
-                v_clip = old_values[mb] + (values - old_values[mb]).clamp(-self.h.cliprange_value,
-                                                                          self.h.cliprange_value)
+                pg = torch.max(
+                    -adv[mb] * ratio,
+                    -adv[mb] * ratio.clamp(1 - self.h.cliprange, 1 + self.h.cliprange),
+                )
+                v_clip = old_values[mb] + (values - old_values[mb]).clamp(
+                    -self.h.cliprange_value, self.h.cliprange_value
+                )
                 vf = torch.max((values - returns[mb]) ** 2, (v_clip - returns[mb]) ** 2)
                 loss = ((pg * m).sum() + self.h.vf_coef * 0.5 * (vf * m).sum()) / n
                 self.opt.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.value_head.parameters()),
-                                               self.h.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    list(self.model.parameters()) + list(self.value_head.parameters()),
+                    self.h.max_grad_norm,
+                )
                 self.opt.step()
                 stats["loss"] = loss.detach().item()
         return stats
@@ -174,25 +224,39 @@ class PPOAdapter:
     def train(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         from tqdm.auto import trange
 
-        steps = self.s.max_steps if self.s.max_steps > 0 else max(1, len(rows) // self.s.per_device_train_batch_size)
+        steps = (
+            self.s.max_steps
+            if self.s.max_steps > 0
+            else max(1, len(rows) // self.s.per_device_train_batch_size)
+        )
         bs = self.s.per_device_train_batch_size
         if not self.s.curriculum.enabled:
             rows = random.Random(self.s.seed).sample(rows, len(rows))
         history = []
         for step in trange(steps, desc="PPO", disable=self.s.report_to == "quiet"):
             start = (step * bs) % len(rows)
-            batch = (rows + rows)[start:start + bs]
+            batch = (rows + rows)[start : start + bs]
             stats = self.step(batch)
             history.append(stats)
             if (step + 1) % max(1, self.s.logging_steps) == 0:
                 log.info("PPO step %d: %s", step + 1, stats)
-        return {"global_step": steps, "train_loss": sum(h["loss"] for h in history) / len(history),
-                "mean_reward": sum(h["reward"] for h in history) / len(history)}
+        return {
+            "global_step": steps,
+            "train_loss": sum(h["loss"] for h in history) / len(history),
+            "mean_reward": sum(h["reward"] for h in history) / len(history),
+        }
 
 
-def train_ppo(settings: RLSettings, *, questions: list[dict[str, Any]] | None = None, model: Any = None,
-              tokenizer: Any = None, retriever: Any = None, rollout: Any = None,
-              save: bool = True) -> dict[str, Any]:
+def train_ppo(
+    settings: RLSettings,
+    *,
+    questions: list[dict[str, Any]] | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    retriever: Any = None,
+    rollout: Any = None,
+    save: bool = True,
+) -> dict[str, Any]:
     """PPO counterpart of `train_grpo` (same inputs, same rewards, same rollout)."""
     from masksearch.training.data import load_questions
     from masksearch.training.grpo import build_rl_rows, resolve_retriever
@@ -201,15 +265,22 @@ def train_ppo(settings: RLSettings, *, questions: list[dict[str, Any]] | None = 
 
     log.info("%s", device_summary())
     if questions is None:
-        questions = load_questions(settings.questions, accepted_only=settings.accepted_only, limit=settings.limit)
+        questions = load_questions(
+            settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
+        )
     retriever = resolve_retriever(settings, retriever)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
     model = model if model is not None else load_model(settings)
     _torch().manual_seed(settings.seed)
     random.seed(settings.seed)
-    adapter = PPOAdapter(settings, model=model, tokenizer=tokenizer, retriever=retriever,
-                         reward_funcs=build_reward_funcs(settings.rewards, hybrid=settings.hybrid),
-                         rollout=rollout)
+    adapter = PPOAdapter(
+        settings,
+        model=model,
+        tokenizer=tokenizer,
+        retriever=retriever,
+        reward_funcs=build_reward_funcs(settings.rewards, hybrid=settings.hybrid),
+        rollout=rollout,
+    )
     stats = adapter.train(build_rl_rows(questions, settings))
     if save:
         model.save_pretrained(settings.output_dir)

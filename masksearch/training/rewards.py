@@ -40,6 +40,7 @@ def _rows(completions: Sequence[Any], kwargs: dict[str, Any]):
 
 # -- single-sample scores (pure) ------------------------------------------------------------
 
+
 def answer_recall(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
     """RAMP: token recall of all masked spans jointly; QA: token recall, max over aliases."""
     if not answer:
@@ -59,8 +60,9 @@ def answer_f1(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
     return f1(answer, SPAN_JOIN.join(gold)) if ramp else f1(answer, gold)
 
 
-def length_factor(answer: str | None, gold: Sequence[str], ramp: bool, *, max_ratio: float = 2.0,
-                  slack: int = 2) -> float:
+def length_factor(
+    answer: str | None, gold: Sequence[str], ramp: bool, *, max_ratio: float = 2.0, slack: int = 2
+) -> float:
     """1.0 up to `max_ratio`×gold length (+`slack` tokens), then budget/length: long answers that
     enumerate candidates to game recall lose reward in proportion."""
     if not answer:
@@ -73,11 +75,14 @@ def length_factor(answer: str | None, gold: Sequence[str], ramp: bool, *, max_ra
 
 
 SCORERS: dict[str, Callable[[str | None, Sequence[str], bool], float]] = {
-    "recall": answer_recall, "em": answer_em, "f1": answer_f1,
+    "recall": answer_recall,
+    "em": answer_em,
+    "f1": answer_f1,
 }
 
 
 # -- TRL reward functions ---------------------------------------------------------------------
+
 
 def recall_reward(prompts=None, completions=None, **kwargs) -> list[float]:
     """Token-level recall of the masked spans (RAMP) or of the gold answer (QA)."""
@@ -97,16 +102,19 @@ def f1_reward(prompts=None, completions=None, **kwargs) -> list[float]:
 def format_reward(prompts=None, completions=None, **kwargs) -> list[float]:
     """1.0 for a valid think→(search→information→think)*→answer trajectory, else 0.0."""
     out = []
-    for comp in (kwargs.get("trajectory") or completions):
+    for comp in kwargs.get("trajectory") or completions:
         out.append(1.0 if check_format(comp)[0] else 0.0)
     return out
 
 
-def length_penalty_reward(prompts=None, completions=None, *, max_ratio: float = 2.0, slack: int = 2,
-                          **kwargs) -> list[float]:
+def length_penalty_reward(
+    prompts=None, completions=None, *, max_ratio: float = 2.0, slack: int = 2, **kwargs
+) -> list[float]:
     """0 for answers within budget, down to -1 for answers far longer than the gold spans."""
-    return [length_factor(final_answer(c), g, r, max_ratio=max_ratio, slack=slack) - 1.0
-            for c, g, r in _rows(completions, kwargs)]
+    return [
+        length_factor(final_answer(c), g, r, max_ratio=max_ratio, slack=slack) - 1.0
+        for c, g, r in _rows(completions, kwargs)
+    ]
 
 
 def make_judge_reward(chat_model: Any, *, timeout_s: float | None = None) -> RewardFn:
@@ -122,8 +130,11 @@ def make_judge_reward(chat_model: Any, *, timeout_s: float | None = None) -> Rew
             if not answer:
                 out.append(0.0)
                 continue
-            prompt = JUDGE.substitute(question=questions[i] or "", prediction=answer,
-                                      gold=SPAN_JOIN.join(gold) if ramp else " | ".join(gold))
+            prompt = JUDGE.substitute(
+                question=questions[i] or "",
+                prediction=answer,
+                gold=SPAN_JOIN.join(gold) if ramp else " | ".join(gold),
+            )
             reply = chat_model.invoke(prompt)
             out.append(1.0 if parse_verdict(getattr(reply, "content", str(reply))) else 0.0)
         return out
@@ -131,9 +142,15 @@ def make_judge_reward(chat_model: Any, *, timeout_s: float | None = None) -> Rew
     return judge_reward
 
 
-def make_hybrid_reward(*, answer_metric: str = "recall", format_weight: float = 0.2,
-                       length_penalty: bool = True, max_ratio: float = 2.0, slack: int = 2,
-                       judge: RewardFn | None = None) -> RewardFn:
+def make_hybrid_reward(
+    *,
+    answer_metric: str = "recall",
+    format_weight: float = 0.2,
+    length_penalty: bool = True,
+    max_ratio: float = 2.0,
+    slack: int = 2,
+    judge: RewardFn | None = None,
+) -> RewardFn:
     """`(1 - w) * score * length_factor + w * format`, the answer score from `answer_metric`
     (recall | em | f1 | judge). With w = 0.2 this gives Search-R1 v0.3's table: correct+valid 1,
     correct+invalid 0.8, wrong+valid 0.2, wrong+invalid 0."""
@@ -142,7 +159,9 @@ def make_hybrid_reward(*, answer_metric: str = "recall", format_weight: float = 
     if answer_metric == "judge" and judge is None:
         raise ValueError("answer_metric='judge' needs a judge reward (make_judge_reward)")
     if answer_metric not in SCORERS and answer_metric != "judge":
-        raise ValueError(f"unknown answer_metric {answer_metric!r}; choose {sorted(SCORERS)} or judge")
+        raise ValueError(
+            f"unknown answer_metric {answer_metric!r}; choose {sorted(SCORERS)} or judge"
+        )
 
     def hybrid_reward(prompts=None, completions=None, **kwargs) -> list[float]:
         rows = list(_rows(completions, kwargs))
@@ -152,8 +171,11 @@ def make_hybrid_reward(*, answer_metric: str = "recall", format_weight: float = 
             scores = [SCORERS[answer_metric](final_answer(c), g, r) for c, g, r in rows]
         out = []
         for (comp, gold, ramp), score in zip(rows, scores, strict=True):
-            lf = length_factor(final_answer(comp), gold, ramp, max_ratio=max_ratio,
-                               slack=slack) if length_penalty else 1.0
+            lf = (
+                length_factor(final_answer(comp), gold, ramp, max_ratio=max_ratio, slack=slack)
+                if length_penalty
+                else 1.0
+            )
             fmt = 1.0 if check_format(comp)[0] else 0.0
             out.append((1.0 - format_weight) * score * lf + format_weight * fmt)
         return out
@@ -162,13 +184,17 @@ def make_hybrid_reward(*, answer_metric: str = "recall", format_weight: float = 
 
 
 REWARDS: dict[str, RewardFn] = {
-    "recall": recall_reward, "em": em_reward, "f1": f1_reward, "format": format_reward,
+    "recall": recall_reward,
+    "em": em_reward,
+    "f1": f1_reward,
+    "format": format_reward,
     "length_penalty": length_penalty_reward,
 }
 
 
-def build_reward_funcs(names: Sequence[str], *, hybrid: dict[str, Any] | None = None,
-                       judge_model: Any = None) -> list[RewardFn]:
+def build_reward_funcs(
+    names: Sequence[str], *, hybrid: dict[str, Any] | None = None, judge_model: Any = None
+) -> list[RewardFn]:
     """Reward functions by name (`recall`, `em`, `f1`, `format`, `length_penalty`, `judge`, `hybrid`)."""
     judge = make_judge_reward(judge_model) if judge_model is not None else None
     funcs: list[RewardFn] = []
@@ -182,5 +208,7 @@ def build_reward_funcs(names: Sequence[str], *, hybrid: dict[str, Any] | None = 
         elif name in REWARDS:
             funcs.append(REWARDS[name])
         else:
-            raise ValueError(f"unknown reward {name!r}; choose {sorted([*REWARDS, 'hybrid', 'judge'])}")
+            raise ValueError(
+                f"unknown reward {name!r}; choose {sorted([*REWARDS, 'hybrid', 'judge'])}"
+            )
     return funcs

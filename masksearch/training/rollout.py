@@ -47,11 +47,22 @@ class Trajectory:
 class SearchRollout:
     """Runs batched multi-turn search episodes against a `Retriever`."""
 
-    def __init__(self, retriever: Any, tokenizer: Any, *, topk: int = 3, max_turns: int = 4,
-                 max_turn_tokens: int = 500, max_obs_tokens: int = 500,
-                 max_completion_length: int = 2048, temperature: float = 1.0, top_p: float = 1.0,
-                 tool_role: str = "user", max_passages: int | None = None,
-                 generate_fn: GenerateFn | None = None) -> None:
+    def __init__(
+        self,
+        retriever: Any,
+        tokenizer: Any,
+        *,
+        topk: int = 3,
+        max_turns: int = 4,
+        max_turn_tokens: int = 500,
+        max_obs_tokens: int = 500,
+        max_completion_length: int = 2048,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        tool_role: str = "user",
+        max_passages: int | None = None,
+        generate_fn: GenerateFn | None = None,
+    ) -> None:
         self.retriever, self.tok = retriever, tokenizer
         self.renderer = ChatRenderer(tokenizer, tool_role=tool_role)
         self.topk, self.max_turns = topk, max_turns
@@ -122,7 +133,9 @@ class SearchRollout:
         text = self.tok.decode(ids, skip_special_tokens=True)
         hits = [text.find(s) for s in STOP_STRINGS if s in text]
         if hits:
-            need = min(hits) + len("</search>" if text[min(hits):].startswith("</search>") else "</answer>")
+            need = min(hits) + len(
+                "</search>" if text[min(hits) :].startswith("</search>") else "</answer>"
+            )
             for n in range(1, len(ids) + 1):
                 if len(self.tok.decode(ids[:n], skip_special_tokens=True)) >= need:
                     ids = ids[:n]
@@ -140,7 +153,7 @@ class SearchRollout:
         results = self.retriever.search(queries, self.topk)
         pos = 0
         for t, text, qs, ended in searching:
-            passages = merge_results(results[pos: pos + len(qs)], self.max_passages)
+            passages = merge_results(results[pos : pos + len(qs)], self.max_passages)
             pos += len(qs)
             info = information_block(self._clip(format_docs(passages)))
             asst = {"role": "assistant", "content": text}
@@ -152,7 +165,9 @@ class SearchRollout:
 
     def _clip(self, docs: str) -> str:
         ids = self.renderer.encode(docs)
-        return docs if len(ids) <= self.max_obs_tokens else self.tok.decode(ids[: self.max_obs_tokens])
+        return (
+            docs if len(ids) <= self.max_obs_tokens else self.tok.decode(ids[: self.max_obs_tokens])
+        )
 
     # -- generation with the trainer's policy ------------------------------------------------------
     def _trainer_generate(self, trainer: Any) -> GenerateFn:
@@ -164,13 +179,25 @@ class SearchRollout:
             width = max(len(c) for c in contexts)
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_id
             ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=device)
-            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device)
-            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, \
-                    torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                     do_sample=True, temperature=self.temperature, top_p=self.top_p,
-                                     stop_strings=list(STOP_STRINGS), tokenizer=self.tok,
-                                     pad_token_id=pad, eos_token_id=self.eos_id)
+            mask = torch.tensor(
+                [[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device
+            )
+            with (
+                unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model,
+                torch.no_grad(),
+            ):
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=True,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    stop_strings=list(STOP_STRINGS),
+                    tokenizer=self.tok,
+                    pad_token_id=pad,
+                    eos_token_id=self.eos_id,
+                )
             return [row.tolist() for row in out[:, width:]]
 
         return generate

@@ -22,8 +22,9 @@ from masksearch.training.data import load_training_records, record_k, student_me
 log = logging.getLogger(__name__)
 
 
-def build_sft_rows(records: Sequence[TrajectoryRecord], renderer: ChatRenderer, *,
-                   max_length: int | None = None) -> list[dict[str, Any]]:
+def build_sft_rows(
+    records: Sequence[TrajectoryRecord], renderer: ChatRenderer, *, max_length: int | None = None
+) -> list[dict[str, Any]]:
     """Tokenized rows `{input_ids, labels, k, id}`; rows whose labels are all cut off are dropped."""
     rows = []
     dropped = 0
@@ -34,9 +35,13 @@ def build_sft_rows(records: Sequence[TrajectoryRecord], renderer: ChatRenderer, 
             continue
         rows.append({**row, "k": record_k(rec), "id": rec["id"]})
     if dropped:
-        log.warning("dropped %d record(s) with no assistant token within max_length=%s", dropped, max_length)
+        log.warning(
+            "dropped %d record(s) with no assistant token within max_length=%s", dropped, max_length
+        )
     if not rows:
-        raise InputError(f"no trainable rows (all {dropped} record(s) exceed max_length={max_length}?)")
+        raise InputError(
+            f"no trainable rows (all {dropped} record(s) exceed max_length={max_length}?)"
+        )
     return rows
 
 
@@ -73,9 +78,15 @@ def _sft_config(settings: SFTSettings, *, curriculum: bool) -> Any:
     return SFTConfig(**args)
 
 
-def train_sft(settings: SFTSettings, *, records: Sequence[TrajectoryRecord] | None = None,
-              model: Any = None, tokenizer: Any = None, callbacks: list[Any] | None = None,
-              save: bool = True) -> dict[str, Any]:
+def train_sft(
+    settings: SFTSettings,
+    *,
+    records: Sequence[TrajectoryRecord] | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    callbacks: list[Any] | None = None,
+    save: bool = True,
+) -> dict[str, Any]:
     """Fine-tune `settings.model` (or the given `model`) on the records; returns run stats."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -93,14 +104,26 @@ def train_sft(settings: SFTSettings, *, records: Sequence[TrajectoryRecord] | No
     rows = build_sft_rows(records, renderer, max_length=settings.max_length)
     cur = settings.curriculum
     if cur.enabled:
-        plan = curriculum_order([r["k"] for r in rows], cur.stages, mode=cur.mode,
-                                shuffle_within_stage=cur.shuffle_within_stage, seed=settings.seed)
+        plan = curriculum_order(
+            [r["k"] for r in rows],
+            cur.stages,
+            mode=cur.mode,
+            shuffle_within_stage=cur.shuffle_within_stage,
+            seed=settings.seed,
+        )
         rows = [rows[i] for i in plan.order]
-    dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    dataset = Dataset.from_list(
+        [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
+    )
     model = model if model is not None else load_model(settings)
-    trainer = SFTTrainer(model=model, args=_sft_config(settings, curriculum=cur.enabled),
-                         train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_config(settings.lora), callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model,
+        args=_sft_config(settings, curriculum=cur.enabled),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(settings.lora),
+        callbacks=callbacks,
+    )
     result = trainer.train()
     if save:
         trainer.save_model(settings.output_dir)

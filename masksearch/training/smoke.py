@@ -41,11 +41,19 @@ def tiny_model(tokenizer: Any, *, hidden: int = 32, layers: int = 2, seed: int =
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=2048, tie_word_embeddings=True,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                      bos_token_id=tokenizer.bos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -62,18 +70,49 @@ def example_record(i: int = 0, *, accepted: bool = True) -> dict[str, Any]:
     question = f"The [mask] Tower in Paris was finished in [mask] (item {i})."
     messages = [
         *render_student_prompt(question),
-        {"role": "assistant", "content": assistant_search_turn("Which tower in Paris?", ["famous tower Paris"])},
-        {"role": "tool", "name": "search", "content": information_block(
-            "Doc 1(Title: Eiffel Tower) The Eiffel Tower is a lattice tower in Paris.")},
-        {"role": "assistant", "content": assistant_search_turn("When was it finished?", ["Eiffel Tower completed year"])},
-        {"role": "tool", "name": "search", "content": information_block(
-            "Doc 1(Title: Eiffel Tower) It was built from 1887 to 1889.")},
+        {
+            "role": "assistant",
+            "content": assistant_search_turn("Which tower in Paris?", ["famous tower Paris"]),
+        },
+        {
+            "role": "tool",
+            "name": "search",
+            "content": information_block(
+                "Doc 1(Title: Eiffel Tower) The Eiffel Tower is a lattice tower in Paris."
+            ),
+        },
+        {
+            "role": "assistant",
+            "content": assistant_search_turn(
+                "When was it finished?", ["Eiffel Tower completed year"]
+            ),
+        },
+        {
+            "role": "tool",
+            "name": "search",
+            "content": information_block(
+                "Doc 1(Title: Eiffel Tower) It was built from 1887 to 1889."
+            ),
+        },
         {"role": "assistant", "content": assistant_answer_turn("Eiffel, 1889.", "Eiffel ; 1889")},
     ]
     return {
-        "schema_version": SCHEMA_VERSION, "id": f"ex{i}", "thread_id": f"t{i}", "task": "ramp",
-        "question": question, "answers": ["Eiffel", "1889"], "messages": messages, "steps": [],
-        "final_answer": "Eiffel ; 1889", "status": "answered", "error": None,
-        "scores": {"recall": 1.0}, "accepted": accepted, "models": {}, "usage": {}, "timings": {},
-        "meta": {"k": 2}, "created_at": "2026-01-01T00:00:00+00:00",
+        "schema_version": SCHEMA_VERSION,
+        "id": f"ex{i}",
+        "thread_id": f"t{i}",
+        "task": "ramp",
+        "question": question,
+        "answers": ["Eiffel", "1889"],
+        "messages": messages,
+        "steps": [],
+        "final_answer": "Eiffel ; 1889",
+        "status": "answered",
+        "error": None,
+        "scores": {"recall": 1.0},
+        "accepted": accepted,
+        "models": {},
+        "usage": {},
+        "timings": {},
+        "meta": {"k": 2},
+        "created_at": "2026-01-01T00:00:00+00:00",
     }

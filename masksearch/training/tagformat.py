@@ -41,8 +41,11 @@ def assistant_text(completion: Any) -> str:
     """Only what the model wrote (assistant turns); plain strings are returned unchanged."""
     if isinstance(completion, str):
         return completion
-    return "\n".join(str(m.get("content") or "") for m in completion or []
-                     if isinstance(m, Mapping) and m.get("role") == "assistant")
+    return "\n".join(
+        str(m.get("content") or "")
+        for m in completion or []
+        if isinstance(m, Mapping) and m.get("role") == "assistant"
+    )
 
 
 def final_answer(completion: Any) -> str | None:
@@ -56,7 +59,7 @@ def check_format(completion: Any) -> tuple[bool, str]:
     state, open_tag, pos = "start", None, 0
     for m in _TAG_RE.finditer(text):
         closing, tag = m.group(1) == "/", m.group(2).lower()
-        between = text[pos:m.start()]
+        between = text[pos : m.start()]
         pos = m.end()
         if open_tag is None:
             if between.strip():
@@ -94,8 +97,14 @@ def count_searches(completion: Any) -> int:
 
 def information_texts(completion: Any) -> list[str]:
     """Contents of every `<information>` block (what retrieval returned)."""
-    return [t for t in re.findall(r"<information>(.*?)</information>", trajectory_text(completion),
-                                  re.DOTALL | re.IGNORECASE)]
+    return [
+        t
+        for t in re.findall(
+            r"<information>(.*?)</information>",
+            trajectory_text(completion),
+            re.DOTALL | re.IGNORECASE,
+        )
+    ]
 
 
 def split_spans(answer: str, separator: str = ";") -> list[str]:
