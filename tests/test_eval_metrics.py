@@ -9,10 +9,12 @@ from collections import Counter
 
 import pytest
 
-from masksearch.eval import metrics
+from masksearch import scoring
 from masksearch.eval.items import EvalItem
-from masksearch.eval.judge import LLMJudge, parse_judge_verdict
-from masksearch.eval.scoring import extract_answer, score_prediction
+from masksearch.eval.judge import LLMJudge
+from masksearch.eval.scoring import score_prediction
+from masksearch.scoring import parse_verdict
+from masksearch.tagformat import final_answer
 
 # ---------------------------------------------------------------- oracle: hotpot_evaluate_v1.py
 
@@ -105,18 +107,18 @@ TRICKY = [
 @pytest.mark.parametrize(("pred", "gold"), TRICKY)
 def test_em_f1_recall_match_official_rules(pred, gold):
     f1, prec, rec = oracle_f1_score(pred, gold)
-    assert metrics.normalize_answer(pred) == oracle_normalize_answer(pred)
-    assert metrics.exact_match(pred, gold) == float(oracle_exact_match_score(pred, gold))
-    assert metrics.f1(pred, gold) == pytest.approx(f1)
-    assert metrics.precision(pred, gold) == pytest.approx(prec)
-    assert metrics.token_recall(pred, gold) == pytest.approx(rec)
+    assert scoring.normalize_answer(pred) == oracle_normalize_answer(pred)
+    assert scoring.exact_match(pred, gold) == float(oracle_exact_match_score(pred, gold))
+    assert scoring.f1(pred, gold) == pytest.approx(f1)
+    assert scoring.precision(pred, gold) == pytest.approx(prec)
+    assert scoring.token_recall(pred, gold) == pytest.approx(rec)
 
 
 def test_yes_no_rule_examples():
-    assert metrics.f1("yes it is", "yes") == 0.0
-    assert metrics.token_recall("yes it is", "yes") == 0.0  # the special-token rule, not 1/1
-    assert metrics.token_recall("Yes.", "yes") == 1.0
-    assert metrics.exact_match("", "") == 1.0 and metrics.f1("", "") == 0.0
+    assert scoring.f1("yes it is", "yes") == 0.0
+    assert scoring.token_recall("yes it is", "yes") == 0.0  # the special-token rule, not 1/1
+    assert scoring.token_recall("Yes.", "yes") == 1.0
+    assert scoring.exact_match("", "") == 1.0 and scoring.f1("", "") == 0.0
 
 
 def test_random_strings_match_oracle():
@@ -154,57 +156,57 @@ def test_random_strings_match_oracle():
             for _ in range(rng.randint(1, 3))
         ]
         expect = [oracle_f1_score(pred, g) for g in golds]
-        assert metrics.f1(pred, golds) == pytest.approx(max(e[0] for e in expect))
-        assert metrics.precision(pred, golds) == pytest.approx(max(e[1] for e in expect))
-        assert metrics.token_recall(pred, golds) == pytest.approx(max(e[2] for e in expect))
-        assert metrics.exact_match(pred, golds) == float(
+        assert scoring.f1(pred, golds) == pytest.approx(max(e[0] for e in expect))
+        assert scoring.precision(pred, golds) == pytest.approx(max(e[1] for e in expect))
+        assert scoring.token_recall(pred, golds) == pytest.approx(max(e[2] for e in expect))
+        assert scoring.exact_match(pred, golds) == float(
             any(oracle_exact_match_score(pred, g) for g in golds)
         )
 
 
 def test_alias_max_is_per_metric():
     golds = ["Vistula", "Vistula River"]
-    assert metrics.exact_match("the vistula river", golds) == 1.0
-    assert metrics.token_recall("Vistula", golds) == 1.0  # 1/1 against the first alias
-    assert metrics.f1("Vistula in Poland", golds) == pytest.approx(
+    assert scoring.exact_match("the vistula river", golds) == 1.0
+    assert scoring.token_recall("Vistula", golds) == 1.0  # 1/1 against the first alias
+    assert scoring.f1("Vistula in Poland", golds) == pytest.approx(
         max(2 * (1 / 3) / (1 / 3 + 1), 2 * (1 / 3 * 1 / 2) / (1 / 3 + 1 / 2))
     )
 
 
 def test_cover_em_is_token_bounded_and_substring_is_not():
-    assert metrics.cover_exact_match("It was built in 1889 in Paris.", ["1889"]) == 1.0
-    assert metrics.cover_exact_match("The year 1995", ["1"]) == 0.0
-    assert metrics.substring_match("The year 1995", ["1"]) == 1.0
-    assert metrics.cover_exact_match("new york city", ["New York"]) == 1.0
-    assert metrics.cover_exact_match("anything", [""]) == 0.0  # empty gold never matches
-    assert metrics.cover_exact_match("", ["Paris"]) == 0.0
-    assert metrics.cover_exact_match("the Eiffel Tower", ["Eiffel Tower", "x"]) == 1.0
+    assert scoring.cover_exact_match("It was built in 1889 in Paris.", ["1889"]) == 1.0
+    assert scoring.cover_exact_match("The year 1995", ["1"]) == 0.0
+    assert scoring.substring_match("The year 1995", ["1"]) == 1.0
+    assert scoring.cover_exact_match("new york city", ["New York"]) == 1.0
+    assert scoring.cover_exact_match("anything", [""]) == 0.0  # empty gold never matches
+    assert scoring.cover_exact_match("", ["Paris"]) == 0.0
+    assert scoring.cover_exact_match("the Eiffel Tower", ["Eiffel Tower", "x"]) == 1.0
 
 
 def test_fanout_loose_accuracy_hand_computed():
     ref = {"Tenzing Norgay": 1914, "Edmund Hillary": 1919}
     # keys and values both count: 4 strings, 3 found ("1919" missing)
-    assert metrics.fanout_loose_accuracy("Tenzing Norgay (1914) and Edmund Hillary", ref) == 0.75
-    assert metrics.fanout_loose_accuracy(
+    assert scoring.fanout_loose_accuracy("Tenzing Norgay (1914) and Edmund Hillary", ref) == 0.75
+    assert scoring.fanout_loose_accuracy(
         "Peru, Colombia", ["Peru", "Colombia", "Brazil"]
     ) == pytest.approx(2 / 3)
     assert (
-        metrics.fanout_loose_accuracy("about 1,234,567 people", 1234567) == 1.0
+        scoring.fanout_loose_accuracy("about 1,234,567 people", 1234567) == 1.0
     )  # thousands separators
-    assert metrics.fanout_loose_accuracy("Perusia", ["Peru"]) == 0.0  # word boundary
-    assert metrics.fanout_loose_accuracy("Yes, it did.", True) == 1.0
+    assert scoring.fanout_loose_accuracy("Perusia", ["Peru"]) == 0.0  # word boundary
+    assert scoring.fanout_loose_accuracy("Yes, it did.", True) == 1.0
     assert (
-        metrics.fanout_loose_accuracy("countries", "country") == 0.0
+        scoring.fanout_loose_accuracy("countries", "country") == 0.0
     )  # no lemmatisation (documented)
 
 
-def test_extract_answer_rules():
-    assert (
-        extract_answer("<think>x</think><answer>A</answer> then <answer> B  c </answer>") == "B c"
-    )
-    assert extract_answer("<think>long</think><answer>Dijon") == "Dijon"  # cut at max_tokens
-    assert extract_answer("  just text \n") == "just text"
-    assert extract_answer("") == ""
+def test_final_answer_is_search_r1_rule():
+    # the last complete <answer> counts; an unclosed one (cut at max_tokens) or no tag at all is
+    # no answer (Search-R1 scores it 0; eval used to score the tail / the whole response instead)
+    assert final_answer("<think>x</think><answer>A</answer> then <answer> B  c </answer>") == "B c"
+    assert final_answer("<think>long</think><answer>Dijon") is None
+    assert final_answer("  just text \n") is None
+    assert final_answer("") is None
 
 
 def test_score_prediction_adds_loose_acc_only_for_structured_reference():
@@ -229,7 +231,7 @@ def test_score_prediction_adds_loose_acc_only_for_structured_reference():
     ],
 )
 def test_judge_verdict_parser_is_strict(text, verdict):
-    assert parse_judge_verdict(text) is verdict
+    assert parse_verdict(text) is verdict
 
 
 class _Reply:

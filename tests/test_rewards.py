@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from masksearch.tagformat import check_format, count_searches, final_answer
 from masksearch.training.rewards import (
     build_reward_funcs,
+    correct_reward,
     em_reward,
     f1_reward,
     format_reward,
@@ -15,7 +17,6 @@ from masksearch.training.rewards import (
     make_judge_reward,
     recall_reward,
 )
-from masksearch.training.tagformat import check_format, count_searches, final_answer
 
 GOOD = (
     "<think>need the year</think>\n<search>eiffel tower\nfinished</search>\n"
@@ -93,6 +94,14 @@ def test_recall_em_f1_on_ramp_and_qa():
     assert f1_reward(
         None, ["<think>t</think><answer>yes it is</answer>"], answers=[["yes"]], task=["qa"], k=[0]
     ) == [0.0]
+
+
+def test_correct_reward_is_the_acceptance_rule():
+    padded = "<think>x</think><answer>Eiffel built it in 1889 and more</answer>"
+    comps = [GOOD, padded, "<think>x</think><answer>1889 ; Eiffel</answer>"]
+    cols = {"answers": [["Eiffel", "1889"]] * 3, "task": ["ramp"] * 3, "k": [2] * 3}
+    assert recall_reward(None, comps, **cols)[1] == 1.0  # recall is gamed by padding ...
+    assert correct_reward(None, comps, **cols) == [1.0, 0.0, 0.0]  # ... the rule is not
 
 
 def test_trajectory_column_overrides_decoded_text():

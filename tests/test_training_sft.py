@@ -6,7 +6,7 @@ import pytest
 
 from masksearch.errors import ConfigError
 from masksearch.training.chat import IGNORE_INDEX, ChatRenderer
-from masksearch.training.data import student_messages
+from masksearch.training.data import record_messages
 from masksearch.training.smoke import example_record, offline_tokenizer, tiny_model
 
 
@@ -23,7 +23,7 @@ def _label_text(tok, row):
 
 def test_labels_cover_exactly_the_assistant_turns(tok):
     rec = example_record()
-    msgs = student_messages(rec)
+    msgs = record_messages(rec)
     r = ChatRenderer(tok)
     row = r.tokenize_conversation(msgs)
     assert len(row["input_ids"]) == len(row["labels"])
@@ -48,7 +48,7 @@ def test_labels_cover_exactly_the_assistant_turns(tok):
 
 
 def test_tool_role_mapping_and_truncation(tok):
-    msgs = student_messages(example_record())
+    msgs = record_messages(example_record())
     assert "<|im_start|>user\n<information>" in ChatRenderer(tok).render(
         msgs
     )  # as the graph sends it
@@ -70,7 +70,7 @@ def test_non_prefix_preserving_template_is_rejected(tok):
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     with pytest.raises(ConfigError, match="prefix-preserving"):
-        ChatRenderer(t).tokenize_conversation(student_messages(example_record()))
+        ChatRenderer(t).tokenize_conversation(record_messages(example_record()))
 
 
 def test_sft_smoke_run_changes_weights(tok, tmp_path):

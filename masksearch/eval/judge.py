@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from masksearch.prompts import judge_prompt
-
-_VERDICT_LINE = re.compile(
-    r"^\s*\**\s*evaluation\s*\**\s*:\s*\**\s*(correct|incorrect)\s*\**\s*\.?\s*$",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def parse_judge_verdict(text: str) -> bool | None:
-    """True/False from lines `evaluation: correct|incorrect`; None when absent or contradictory.
-
-    Only a whole line counts ("evaluation: correct, mostly" does not), so free text that merely
-    mentions the words is never read as a verdict.
-    """
-    verdicts = {m.lower() for m in _VERDICT_LINE.findall(text or "")}
-    if len(verdicts) != 1:
-        return None
-    return verdicts.pop() == "correct"
+from masksearch.scoring import parse_verdict
 
 
 @dataclass(slots=True)
@@ -64,7 +47,7 @@ class LLMJudge:
         except Exception as e:  # noqa: BLE001 - a failed judge call must not lose the answer
             return JudgeResult(None, "", f"{type(e).__name__}: {e}")
         text = msg.content if isinstance(getattr(msg, "content", None), str) else str(msg)
-        verdict = parse_judge_verdict(text)
+        verdict = parse_verdict(text)
         return JudgeResult(verdict, text, "" if verdict is not None else "no clear verdict line")
 
 

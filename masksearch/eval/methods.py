@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from masksearch.eval.items import EvalItem
-from masksearch.eval.scoring import extract_answer
+from masksearch.tagformat import final_answer
 
 METHODS = ("masksearch", "rag-pe", "agent-pe")
 MAX_ERROR_CHARS = 500
@@ -67,7 +67,7 @@ class GraphMethod:
         response = (
             messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
         )
-        prediction = record.get("final_answer") or (extract_answer(response) if response else "")
+        prediction = record.get("final_answer") or final_answer(response) or ""
         usage = {k: int(v) for k, v in (record.get("usage") or {}).items()}
         return MethodOutput(
             prediction=prediction,
@@ -111,7 +111,7 @@ class RagPE:
         usage = {k: int(meta[k]) for k in ("prompt_tokens", "completion_tokens") if k in meta}
         usage["search_calls"] = 1
         return MethodOutput(
-            extract_answer(text),
+            final_answer(text) or "",
             response=text,
             turns=1,
             search_calls=1,

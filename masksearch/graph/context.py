@@ -21,11 +21,12 @@ class Context:
     - `planner_model`, `rewriter_model`, `observer_model`: the three multi-agent roles
       (the observer also produces the forced answer). In `single_agent` mode only
       `planner_model` is used: one model emits the tagged `<think>/<search>/<answer>` format.
-    - `judge_model`: LLM judge for acceptance (None = recall threshold only).
+    - `judge_model`: LLM judge for acceptance (None = the rule `scoring.answer_correct` only).
     - `retriever`: retriever spec (`bm25:<dir>`, `dense:<dir>`, `web`, `remote:<url>`; `bm25:default` = embedded corpus).
     - `top_k`: passages per query; `max_passages`: cap after merging all queries of a round
       (None = 2 * top_k). `max_turns`: search rounds. `num_rewrites`: queries per sub-query.
-    - `recall_threshold`: minimum recall for a trajectory to be accepted.
+    - `recall_threshold`: minimum token recall for a QA trajectory to be accepted (RAMP
+      trajectories need every masked span matched: `masksearch.scoring.ramp_correct`).
     """
 
     planner_model: str = DEFAULT_MODEL

@@ -7,9 +7,10 @@ from typing import Any
 
 from masksearch import prompts
 from masksearch.graph.context import Context
-from masksearch.nodes.judge import score_answer, task_of
-from masksearch.nodes.single_agent import student_messages
+from masksearch.nodes.judge import task_of
 from masksearch.records import SCHEMA_VERSION, TrajectoryRecord, validate_record
+from masksearch.scoring import score_answer
+from masksearch.student import student_messages
 from masksearch.types import MaskedExample
 
 LLM_AGENTS = {"planner", "rewriter", "observer", "answer", "judge", "agent"}

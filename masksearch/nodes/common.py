@@ -12,7 +12,7 @@ from langgraph.types import Command, RetryPolicy
 
 from masksearch.graph import resources
 from masksearch.graph.context import Context
-from masksearch.parsing import parse_action, strip_tags
+from masksearch.tagformat import parse_action, strip_tags
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
 _TRANSIENT_CLASS_NAMES = {

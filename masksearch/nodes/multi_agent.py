@@ -13,7 +13,7 @@ from langgraph.types import Command
 from masksearch import prompts
 from masksearch.graph.state import GraphState
 from masksearch.nodes.common import call_model, context_of, forced_answer_command, step, user
-from masksearch.parsing import ParseError, parse_action, parse_rewrites, strip_tags
+from masksearch.tagformat import ParseError, parse_action, parse_rewrites, strip_tags
 
 
 async def planner(state: GraphState, runtime: Runtime) -> Command[Literal["rewriter", "judge"]]:

@@ -1,4 +1,7 @@
-"""Single-agent (student) nodes: one model emits `<think>` + `<search>`/`<answer>` directly."""
+"""Single-agent (student) nodes: one model emits `<think>` + `<search>`/`<answer>` directly.
+
+The rules of a turn are `masksearch.student.student_step`, shared with the RL rollout and eval.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +10,15 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from masksearch import prompts
 from masksearch.graph.state import GraphState, Round
 from masksearch.nodes.common import call_model, context_of, forced_answer_command, step
-from masksearch.parsing import parse_action, truncate_after_action
-
-STOP = ["</search>", "</answer>"]
-
-
-def student_messages(question: str, rounds: list[Round]) -> list[dict[str, str]]:
-    """The student's conversation so far, exactly as records render it."""
-    msgs = prompts.render_student_prompt(question)
-    for r in rounds:
-        if r["kind"] == "search":
-            msgs.append(
-                {
-                    "role": "assistant",
-                    "content": prompts.assistant_search_turn(r["think"], r["queries"]),
-                }
-            )
-            msgs.append(
-                {
-                    "role": "tool",
-                    "name": "search",
-                    "content": prompts.information_block(r["observation"]),
-                }
-            )
-        else:
-            msgs.append({"role": "assistant", "content": r.get("raw", "")})
-            msgs.append({"role": "tool", "name": "search", "content": r["observation"]})
-    return msgs
-
-
-def restore_stop(text: str) -> str:
-    """Re-close a tag whose closing stop sequence the provider cut off."""
-    text = text.rstrip()
-    for tag in ("search", "answer"):
-        if text.rfind(f"<{tag}>") > text.rfind(f"</{tag}>"):
-            return text + f"</{tag}>"
-    return text
+from masksearch.student import (
+    FORCE_STOP,
+    STOP_STRINGS,
+    force_answer_messages,
+    student_messages,
+    student_step,
+)
 
 
 async def agent(
@@ -55,11 +28,11 @@ async def agent(
     rounds = state.get("rounds", [])
     turn = state.get("turn", 0)
     raw, meta = await call_model(
-        ctx, "agent", student_messages(state["question"], rounds), stop=STOP
+        ctx, "agent", student_messages(state["question"], rounds), stop=list(STOP_STRINGS)
     )
-    text = truncate_after_action(restore_stop(raw))
-    action = parse_action(text)
-    if action.kind == "answer":
+    result = student_step(raw, turn, ctx.max_turns)
+    text, action = result.text, result.action
+    if result.kind == "answer":
         return Command(
             goto="judge",
             update={
@@ -69,12 +42,12 @@ async def agent(
                 "steps": [step("agent", turn, text, meta)],
             },
         )
-    if turn >= ctx.max_turns:
+    if result.kind == "force_answer":
         return Command(
             goto="agent_force_answer",
-            update={"steps": [step("agent", turn, text, meta, parse_error="turn limit reached")]},
+            update={"steps": [step("agent", turn, text, meta, parse_error=result.error)]},
         )
-    if action.kind == "search":
+    if result.kind == "search":
         pending = {"think": action.think, "subquery": "", "queries": action.queries}
         return Command(
             goto="search",
@@ -89,7 +62,7 @@ async def agent(
         "think": action.think,
         "subquery": "",
         "queries": [],
-        "observation": prompts.INVALID_ACTION,
+        "observation": result.observation,
         "passages": [],
         "raw": text,
     }
@@ -98,7 +71,7 @@ async def agent(
         update={
             "rounds": [invalid],
             "turn": turn + 1,
-            "steps": [step("agent", turn, text, meta, parse_error=action.error)],
+            "steps": [step("agent", turn, text, meta, parse_error=result.error)],
         },
     )
 
@@ -106,8 +79,7 @@ async def agent(
 async def agent_force_answer(state: GraphState, runtime: Runtime) -> Command[Literal["judge"]]:
     """Turn budget used: one last generation that must answer (Search-R1's final no-search step)."""
     ctx = context_of(runtime)
-    msgs = student_messages(state["question"], state.get("rounds", []))
-    msgs.append({"role": "user", "content": prompts.AGENT_FORCE_ANSWER})
-    raw, meta = await call_model(ctx, "agent", msgs, stop=["</answer>"])
-    text = truncate_after_action(restore_stop(raw))
-    return forced_answer_command(text, meta, state.get("turn", 0))
+    msgs = force_answer_messages(state["question"], state.get("rounds", []))
+    raw, meta = await call_model(ctx, "agent", msgs, stop=list(FORCE_STOP))
+    result = student_step(raw, state.get("turn", 0), ctx.max_turns, forced=True)
+    return forced_answer_command(result.text, meta, state.get("turn", 0))

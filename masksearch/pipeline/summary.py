@@ -132,7 +132,7 @@ class Summary:
             lines += [f"  {n} x {reason}" for reason, n in self.fail_reasons.most_common(5)]
         if self.done and self.accept_rate < 0.2:
             lines.append(
-                "note: few trajectories passed the acceptance filter (answer recall >= threshold, "
+                "note: few trajectories passed the acceptance filter (every masked span right, in order; "
                 "then the LLM judge if set). With a small model such as local:default most "
                 "answers are wrong or never given (status max_turns): expected, not a bug."
             )

@@ -16,10 +16,10 @@ from typing import Any
 from masksearch.errors import InputError
 from masksearch.jsonl import iter_jsonl
 from masksearch.records import Message, TrajectoryRecord, validate_record
+from masksearch.student import SEARCH_TOOL_NAME
 
 log = logging.getLogger(__name__)
 
-SEARCH_TOOL_NAME = "search"
 
 # JSON schema of the search tool, as TRL / LLaMA-Factory / OpenAI expect it.
 SEARCH_TOOL: dict[str, Any] = {
@@ -121,8 +121,8 @@ def check_student_messages(
         )
 
 
-def student_messages(record: TrajectoryRecord) -> list[dict[str, str]]:
-    """The record's student view as plain `{role, content}` dicts (tool turns keep `name`)."""
+def record_messages(record: TrajectoryRecord) -> list[dict[str, str]]:
+    """The record's student view (`messages`, rendered by `student.student_messages`) as plain `{role, content}` dicts (tool turns keep `name`)."""
     out = []
     for m in record["messages"]:
         msg = {"role": m["role"], "content": m["content"]}

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from masksearch.errors import InputError
-from masksearch.parsing import extract_tag, split_queries
 from masksearch.records import TrajectoryRecord
-from masksearch.training.data import SEARCH_TOOL, SEARCH_TOOL_NAME, record_k, student_messages
+from masksearch.student import SEARCH_TOOL_NAME
+from masksearch.tagformat import extract_tag, split_queries
+from masksearch.training.data import SEARCH_TOOL, record_k, record_messages
 
 Style = Literal["tags", "tool_calls"]
 _ROLE_TO_SHAREGPT = {"user": "human", "assistant": "gpt", "tool": "observation"}
@@ -38,7 +39,7 @@ def _split_search_turn(content: str) -> tuple[str, list[str]] | None:
 def to_trl(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str, Any]:
     """One TRL conversational row. `tags`: the student text as generated; `tool_calls`: search
     turns become `tool_calls` on the assistant message (thought kept as content)."""
-    messages = student_messages(record)
+    messages = record_messages(record)
     if style == "tool_calls":
         converted = []
         for m in messages:
@@ -77,7 +78,7 @@ def to_sharegpt(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str,
     """One LLaMA-Factory ShareGPT row; the system prompt goes to `system`, the tool schema to `tools`."""
     system = ""
     conversations: list[dict[str, str]] = []
-    for m in student_messages(record):
+    for m in record_messages(record):
         if m["role"] == "system":
             system = m["content"]
             continue

@@ -2,8 +2,10 @@
 
 Columns read from the dataset: `answers` (gold spans for RAMP, aliases for QA), `task` ("ramp" |
 "qa") and `k`. When the rollout passes `trajectory` (the completion as messages, tool turns
-included) it is used instead of the decoded completion text. Metrics come from
-`masksearch.eval.metrics` (HotpotQA rules); nothing is re-implemented here.
+included) it is used instead of the decoded completion text. The answer is
+`masksearch.tagformat.final_answer` (last complete `<answer>` the model wrote; none scores 0) and
+every metric, the notion of "correct" and the judge verdict come from `masksearch.scoring`;
+nothing is re-implemented here.
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from masksearch.eval.metrics import exact_match, f1, mask_recall, normalize_answer, token_recall
-from masksearch.training.tagformat import check_format, final_answer
+from masksearch.prompts import SPAN_SEPARATOR
+from masksearch.scoring import (
+    answer_correct,
+    exact_match,
+    f1,
+    gold_text,
+    mask_recall,
+    normalize_answer,
+    token_recall,
+)
+from masksearch.tagformat import check_format, final_answer
 
-SPAN_JOIN = " ; "
 RewardFn = Callable[..., list[float]]
 
 
@@ -51,13 +61,19 @@ def answer_recall(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
 def answer_em(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
     if not answer:
         return 0.0
-    return exact_match(answer, SPAN_JOIN.join(gold)) if ramp else exact_match(answer, gold)
+    return exact_match(answer, SPAN_SEPARATOR.join(gold)) if ramp else exact_match(answer, gold)
 
 
 def answer_f1(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
     if not answer:
         return 0.0
-    return f1(answer, SPAN_JOIN.join(gold)) if ramp else f1(answer, gold)
+    return f1(answer, SPAN_SEPARATOR.join(gold)) if ramp else f1(answer, gold)
+
+
+def answer_is_correct(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
+    """1.0 when `scoring.answer_correct` accepts the answer (RAMP: every span matched in order,
+    not padded — the graph's acceptance rule), else 0.0."""
+    return float(answer_correct(answer, gold, "ramp" if ramp else "qa"))
 
 
 def length_factor(
@@ -78,6 +94,7 @@ SCORERS: dict[str, Callable[[str | None, Sequence[str], bool], float]] = {
     "recall": answer_recall,
     "em": answer_em,
     "f1": answer_f1,
+    "correct": answer_is_correct,
 }
 
 
@@ -97,6 +114,11 @@ def em_reward(prompts=None, completions=None, **kwargs) -> list[float]:
 def f1_reward(prompts=None, completions=None, **kwargs) -> list[float]:
     """Token F1 with the HotpotQA yes/no rule, max over aliases."""
     return [answer_f1(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+
+
+def correct_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    """1.0 for a correct answer by the acceptance rule (`masksearch.scoring.answer_correct`)."""
+    return [answer_is_correct(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
 
 
 def format_reward(prompts=None, completions=None, **kwargs) -> list[float]:
@@ -119,8 +141,8 @@ def length_penalty_reward(
 
 def make_judge_reward(chat_model: Any, *, timeout_s: float | None = None) -> RewardFn:
     """Model-judge reward: 1.0 when the judge says "correct" (prompt `masksearch.prompts.JUDGE`)."""
-    from masksearch.parsing import parse_verdict
     from masksearch.prompts import JUDGE
+    from masksearch.scoring import parse_verdict
 
     def judge_reward(prompts=None, completions=None, **kwargs) -> list[float]:
         questions = kwargs.get("question") or [None] * len(completions)
@@ -133,7 +155,7 @@ def make_judge_reward(chat_model: Any, *, timeout_s: float | None = None) -> Rew
             prompt = JUDGE.substitute(
                 question=questions[i] or "",
                 prediction=answer,
-                gold=SPAN_JOIN.join(gold) if ramp else " | ".join(gold),
+                gold=gold_text(gold, "ramp" if ramp else "qa"),
             )
             reply = chat_model.invoke(prompt)
             out.append(1.0 if parse_verdict(getattr(reply, "content", str(reply))) else 0.0)
@@ -152,7 +174,7 @@ def make_hybrid_reward(
     judge: RewardFn | None = None,
 ) -> RewardFn:
     """`(1 - w) * score * length_factor + w * format`, the answer score from `answer_metric`
-    (recall | em | f1 | judge). With w = 0.2 this gives Search-R1 v0.3's table: correct+valid 1,
+    (recall | em | f1 | correct | judge). With w = 0.2 this gives Search-R1 v0.3's table: correct+valid 1,
     correct+invalid 0.8, wrong+valid 0.2, wrong+invalid 0."""
     if not 0.0 <= format_weight <= 1.0:
         raise ValueError("format_weight must be in [0, 1]")
@@ -187,6 +209,7 @@ REWARDS: dict[str, RewardFn] = {
     "recall": recall_reward,
     "em": em_reward,
     "f1": f1_reward,
+    "correct": correct_reward,
     "format": format_reward,
     "length_penalty": length_penalty_reward,
 }
@@ -195,7 +218,7 @@ REWARDS: dict[str, RewardFn] = {
 def build_reward_funcs(
     names: Sequence[str], *, hybrid: dict[str, Any] | None = None, judge_model: Any = None
 ) -> list[RewardFn]:
-    """Reward functions by name (`recall`, `em`, `f1`, `format`, `length_penalty`, `judge`, `hybrid`)."""
+    """Reward functions by name (`recall`, `em`, `f1`, `correct`, `format`, `length_penalty`, `judge`, `hybrid`)."""
     judge = make_judge_reward(judge_model) if judge_model is not None else None
     funcs: list[RewardFn] = []
     for name in names:

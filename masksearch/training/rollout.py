@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from masksearch.parsing import parse_action
 from masksearch.prompts import format_docs, information_block
+from masksearch.tagformat import STOP_STRINGS, parse_action
 from masksearch.training.chat import ChatRenderer
 
 log = logging.getLogger(__name__)
 
-STOP_STRINGS = ("</search>", "</answer>")
 # generate(list of context token ids, max_new_tokens) -> new token ids per context
 GenerateFn = Callable[[list[list[int]], int], list[list[int]]]
 

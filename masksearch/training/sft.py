@@ -17,7 +17,7 @@ from masksearch.errors import InputError
 from masksearch.records import TrajectoryRecord
 from masksearch.training.chat import IGNORE_INDEX, ChatRenderer
 from masksearch.training.config import SFTSettings
-from masksearch.training.data import load_training_records, record_k, student_messages
+from masksearch.training.data import load_training_records, record_k, record_messages
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def build_sft_rows(
     rows = []
     dropped = 0
     for rec in records:
-        row = renderer.tokenize_conversation(student_messages(rec), max_length=max_length)
+        row = renderer.tokenize_conversation(record_messages(rec), max_length=max_length)
         if all(label == IGNORE_INDEX for label in row["labels"]):
             dropped += 1
             continue
