@@ -7,7 +7,9 @@ from typing import Any
 
 import typer
 
+from masksearch.context_options import context_options
 from masksearch.errors import MaskSearchError
+from masksearch.graph.context import Context
 
 
 def register(app: typer.Typer) -> None:
@@ -15,49 +17,16 @@ def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
 
-def chat(
-    model: str = typer.Option(
-        "local:default",
-        "--model",
-        "-m",
-        help="Model spec for every role (openai:<m>, dashscope:<m>, "
-        "openai-compatible:<m>@<url>, local:default|<path>, fake:<script.json>).",
-    ),
-    retriever: str = typer.Option(
-        "bm25:default",
-        "--retriever",
-        "-r",
-        help="Retriever spec (bm25:<dir>, dense:<dir>, hybrid:..., web, remote:<url>).",
-    ),
-    mode: str = typer.Option(
-        "multi_agent",
-        "--mode",
-        help="multi_agent (planner/rewriter/observer) or single_agent (one tagged model).",
-    ),
-    max_turns: int = typer.Option(5, "--max-turns", help="Search rounds before a forced answer."),
-    top_k: int = typer.Option(5, "--top-k", help="Passages per query."),
-    max_tokens: int = typer.Option(512, "--max-tokens", help="Generation limit per model call."),
-) -> None:
+@context_options(aliases={"model": ["-m"], "retriever": ["-r"], "agent_mode": ["--mode"]})
+def chat(context: Context) -> None:
     """Interactive loop: read questions (one per line) from stdin and stream every graph step.
 
     Works with piped input, e.g. `echo "Who designed the Eiffel Tower?" | masksearch chat`.
-    A question may contain [mask] tokens (RAMP mask filling). Empty line, `exit` or EOF quits.
+    A question may contain \\[mask] tokens (RAMP mask filling). Empty line, `exit` or EOF quits.
     """
     import asyncio
 
-    from masksearch.graph.context import Context
-
-    ctx = Context(
-        planner_model=model,
-        rewriter_model=model,
-        observer_model=model,
-        agent_mode=mode,
-        retriever=retriever,
-        max_turns=max_turns,
-        top_k=top_k,
-        max_tokens=max_tokens,
-    )  # type: ignore[arg-type]
-    asyncio.run(_chat_loop(ctx))
+    asyncio.run(_chat_loop(context))
 
 
 async def _chat_loop(ctx: Any) -> None:

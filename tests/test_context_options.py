@@ -1,0 +1,47 @@
+"""Every Context field is a command-line option of every command that runs the graph."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import typer
+from typer.testing import CliRunner
+
+from masksearch.cli import app
+from masksearch.context_options import context_options, option_name
+from masksearch.graph.context import Context
+
+runner = CliRunner()
+
+
+def test_options_build_the_context_with_role_fallback_and_defaults():
+    cmd = typer.Typer()
+    seen = {}
+
+    @cmd.command()
+    @context_options(defaults={"max_turns": 2}, exclude={"retriever"}, fixed={"retriever": "web"})
+    def go(name: str = "x", context: Context = None) -> None:  # type: ignore[assignment]
+        seen["ctx"], seen["name"] = context, name
+
+    out = runner.invoke(
+        cmd, ["--name", "y", "--model", "fake:a", "--observer-model", "fake:b", "--top-k", "7"]
+    )
+    assert out.exit_code == 0, out.output
+    ctx = seen["ctx"]
+    assert seen["name"] == "y" and ctx.retriever == "web" and ctx.max_turns == 2
+    assert (ctx.planner_model, ctx.rewriter_model, ctx.observer_model) == (
+        "fake:a",
+        "fake:a",
+        "fake:b",
+    )
+    assert ctx.top_k == 7 and ctx.seed == Context().seed
+    assert "--retriever" not in runner.invoke(cmd, ["--help"]).output
+    bad = runner.invoke(cmd, ["--top-k", "0"])
+    assert bad.exit_code != 0 and "top_k" in str(bad.exception)
+
+
+def test_chat_has_an_option_per_context_field():
+    help_text = runner.invoke(app, ["chat", "--help"], terminal_width=200).output
+    for f in fields(Context):
+        assert option_name(f.name) in help_text, f.name
+    assert "--model" in help_text
