@@ -28,6 +28,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from masksearch.redact import install_log_redaction
+
+    install_log_redaction()  # no configured key or bearer token ever reaches a log line
     if not verbose:  # third-party loggers that set their own DEBUG level
         for name in ("bm25s", "httpx", "faiss"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -48,12 +51,42 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
+def error_line(exc: BaseException) -> str | None:
+    """The one line printed for an expected failure (bad input or config, an unwritable or full
+    output, a truncated file), secrets redacted; None for a bug (which keeps its traceback)."""
+    from masksearch.redact import redact
+
+    if isinstance(exc, MaskSearchError):
+        return redact(f"error: {exc}")
+    if isinstance(exc, OSError | EOFError):
+        from masksearch.fileio import describe_os_error
+
+        if isinstance(exc, OSError):
+            where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+            reason = describe_os_error(exc)
+        else:
+            where, reason = "", f"unexpected end of data ({exc})"
+        return redact(f"error: {where + ': ' if where else ''}{reason}")
+    return None
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv`; return the exit code (2 with one `error:` line for expected failures)."""
     try:
-        app()
-    except MaskSearchError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        app(args=argv, prog_name="masksearch")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except (MaskSearchError, OSError, EOFError) as e:
+        line = error_line(e)
+        if line is None:
+            raise
+        typer.secho(line, fg=typer.colors.RED, err=True)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

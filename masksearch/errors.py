@@ -27,3 +27,7 @@ class InputError(MaskSearchError, ValueError):
 
 class ConfigError(MaskSearchError, ValueError):
     """Invalid configuration or missing optional dependency."""
+
+
+class OutputError(InputError):
+    """An output that cannot be written (read-only, not a regular file, disk full), located by path."""

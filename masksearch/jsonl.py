@@ -6,12 +6,15 @@ import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from masksearch.errors import InputError
+
+MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is bad input (never read into memory whole)
 
 
 @dataclass
@@ -44,37 +47,51 @@ def iter_jsonl(
     skip_bad: bool = False,
     counter: SkipCounter | None = None,
     allow_empty: bool = False,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, object)` for each non-blank line; raise `InputError` on bad lines.
 
-    With `skip_bad`, bad lines are counted in `counter` instead of raising.
+    With `skip_bad`, bad lines are counted in `counter` instead of raising. A line longer than
+    `max_line_bytes` is a bad line (it is skipped over in chunks, never held in memory whole).
+    A truncated or corrupt `.gz` is an `InputError` naming the line where the data ends, after
+    every complete line before it was yielded.
     """
     path = str(path)
     seen = 0
+    lineno = 0
+
+    def bad(err: InputError) -> None:
+        if not skip_bad:
+            raise err
+        if counter is not None:
+            counter.add(err)
+
     with _open_binary(path) as fh:
         # Decode line by line (not the text layer's read-ahead chunks), so a bad byte is reported
         # on its own line and, with skip_bad, only that line is skipped.
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, raw in enumerate(_bounded_lines(fh, path, max_line_bytes), 1):
+            if raw is None:
+                bad(
+                    InputError(f"line longer than {max_line_bytes:,} bytes", path=path, line=lineno)
+                )
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                err = InputError(
-                    f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path, line=lineno
+                bad(
+                    InputError(
+                        f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path, line=lineno
+                    )
                 )
-                if not skip_bad:
-                    raise err from None
-                if counter is not None:
-                    counter.add(err)
                 continue
             if not line.strip():
                 continue
+            if lineno == 1 and line.startswith("\ufeff"):  # a UTF-8 byte-order mark
+                line = line[1:]
             try:
                 obj = _parse_line(line, path, lineno, required)
             except InputError as err:
-                if not skip_bad:
-                    raise
-                if counter is not None:
-                    counter.add(err)
+                bad(err)
                 continue
             seen += 1
             yield lineno, obj
@@ -82,11 +99,48 @@ def iter_jsonl(
         raise InputError("file is empty (no JSON lines)", path=path)
 
 
+def _bounded_lines(fh: IO[bytes], path: str, limit: int) -> Iterator[bytes | None]:
+    """Lines of a binary file, each at most `limit` bytes (None for a longer one, consumed in
+    chunks). Gzip truncation/corruption becomes an `InputError` located at the next line."""
+    lineno = 0
+    try:
+        while True:
+            raw = fh.readline(limit + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                while (chunk := fh.readline(1 << 20)) and not chunk.endswith(b"\n"):
+                    pass
+                yield None
+                continue
+            yield raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(
+            f"truncated or corrupt gzip data ({e or type(e).__name__}); the lines before it were read",
+            path=path,
+            line=lineno + 1,
+        ) from None
+    except OSError as e:
+        from masksearch.fileio import describe_os_error
+
+        raise InputError(
+            f"cannot read ({describe_os_error(e)})", path=path, line=lineno + 1
+        ) from None
+
+
 def _open_binary(path: str) -> IO[bytes]:
     p = Path(path)
     if not p.exists():
         raise InputError("file not found", path=str(p))
-    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+    if p.is_dir():
+        raise InputError("is a directory, not a file", path=str(p))
+    try:
+        return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+    except OSError as e:
+        from masksearch.fileio import describe_os_error
+
+        raise InputError(f"cannot open ({describe_os_error(e)})", path=str(p)) from None
 
 
 def _parse_line(line: str, path: str, lineno: int, required: tuple[str, ...]) -> dict[str, Any]:
@@ -114,23 +168,38 @@ class JsonlAppender:
     """Append JSON objects one line at a time, flushed (and optionally fsynced) per record.
 
     A partially written last line (from a crash) is repaired on open so that appends stay valid.
+    The output must be a regular file (or not exist yet): `/dev/full`, a FIFO or a folder is
+    refused before anything is read or written. Write errors (full disk) raise `OutputError`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _repair_tail(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        from masksearch.fileio import check_output_file, output_error
+
+        self.path = check_output_file(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            repair_tail(self.path)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except OSError as e:
+            raise output_error(e, self.path) from None
         self._fsync = fsync
 
     def write(self, obj: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        if self._fsync:
-            os.fsync(self._fh.fileno())
+        from masksearch.fileio import output_error
+
+        try:
+            self._fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            if self._fsync:
+                os.fsync(self._fh.fileno())
+        except OSError as e:
+            raise output_error(e, self.path) from None
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # the write that failed already raised; the file keeps whole lines
+            pass
 
     def __enter__(self) -> JsonlAppender:
         return self
@@ -139,29 +208,59 @@ class JsonlAppender:
         self.close()
 
 
-def _repair_tail(path: Path) -> None:
-    """Drop an unterminated trailing line left by a crash mid-write."""
-    if not path.exists() or path.stat().st_size == 0:
+def repair_tail(path: Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    """Make the file end with a newline after a crash mid-write: a last line lacking its newline
+    is kept (newline added) when it is a complete JSON object, else cut off. Only the file's
+    tail is read (backwards, in chunks)."""
+    if not path.exists() or not path.is_file() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as fh:
-        fh.seek(-1, os.SEEK_END)
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(size - 1)
         if fh.read(1) == b"\n":
             return
-        fh.seek(0)
-        data = fh.read()
-        cut = data.rfind(b"\n") + 1
-        fh.truncate(cut)
+        line_start, pos = 0, size
+        while pos > 0:  # find the start of the unterminated last line
+            step = min(1 << 20, pos)
+            pos -= step
+            fh.seek(pos)
+            nl = fh.read(step).rfind(b"\n")
+            if nl >= 0:
+                line_start = pos + nl + 1
+                break
+        if size - line_start <= max_line_bytes:
+            fh.seek(line_start)
+            try:
+                obj = json.loads(fh.read().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                obj = None
+            if isinstance(obj, dict):  # a whole record that only lacks its newline: keep it
+                fh.seek(size)
+                fh.write(b"\n")
+                return
+        fh.truncate(line_start)
 
 
 def write_jsonl(path: str | os.PathLike[str], rows: Any, transform: Callable | None = None) -> int:
-    """Write rows atomically (temp file + rename); returns the count."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
+    """Write rows atomically (temp file, fsync, rename; see `masksearch.fileio.atomic_write`),
+    secrets redacted; returns the count. On error (full disk) the old file stays and no temp
+    file is left."""
+    from masksearch.fileio import atomic_write
+    from masksearch.redact import redactor
+
+    clean = redactor()
     n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(path) as fh:
         for row in rows:
-            fh.write(json.dumps(transform(row) if transform else row, ensure_ascii=False) + "\n")
+            fh.write(
+                clean(json.dumps(transform(row) if transform else row, ensure_ascii=False)) + "\n"
+            )
             n += 1
-    os.replace(tmp, p)
     return n
+
+
+def utf8_safe(obj: Any) -> Any:
+    """`obj` with text that cannot be encoded as UTF-8 (lone surrogates) replaced by `?`, for a
+    last-resort record that must be storable whatever the input held."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return json.loads(text.encode("utf-8", "replace").decode("utf-8"))

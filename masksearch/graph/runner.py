@@ -9,6 +9,7 @@ from masksearch.graph import thread_id_for
 from masksearch.graph.context import Context
 from masksearch.graph.records import state_to_record
 from masksearch.records import TrajectoryRecord
+from masksearch.redact import redact
 from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ async def run_example(graph: Any, example: MaskedExample, context: Context) -> T
         ):
             state = values
     except Exception as e:  # noqa: BLE001 - the pipeline records the failure
-        reason = f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
+        reason = redact(f"{type(e).__name__}: {e}")[:MAX_ERROR_CHARS]
         log.warning("example %s failed: %s", example.id, reason)
         if graph.checkpointer is not None:
             try:

@@ -75,7 +75,11 @@ def mask_command(
         int | None, typer.Option("--limit", help="Read at most N passages of the corpus.")
     ] = None,
     max_examples: Annotated[
-        int | None, typer.Option("--max-examples", help="Stop after writing N new examples.")
+        int | None,
+        typer.Option(
+            "--max-examples",
+            help="Stop when --out holds N examples in all (earlier interrupted runs count).",
+        ),
     ] = None,
     model: Annotated[
         str | None,
@@ -118,6 +122,7 @@ def mask_command(
     ] = True,
 ) -> None:
     from masksearch.errors import ConfigError
+    from masksearch.fileio import atomic_write_text, check_output_file
     from masksearch.masking.runner import STRATEGIES, mask_corpus
     from masksearch.masking.select import KDist, MaskConfig
 
@@ -129,6 +134,8 @@ def mask_command(
         raise ConfigError(
             f"unknown --title-in-question {title_in_question!r} (auto | always | never)"
         )
+    if summary_json is not None:
+        check_output_file(summary_json, what="--summary-json")
     config = MaskConfig(
         k_dist=KDist.parse(k_dist),
         seed=seed,
@@ -156,7 +163,9 @@ def mask_command(
         **extra,
     )
     typer.echo(summary.format(), err=True)
-    typer.echo(f"wrote {summary.written} examples to {out}", err=True)
+    typer.echo(
+        f"wrote {summary.written} examples to {out} ({summary.existing + summary.written} in all)",
+        err=True,
+    )
     if summary_json is not None:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+        atomic_write_text(summary_json, json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from masksearch.masking.select import MASK_TOKEN
 from masksearch.types import MaskedExample, Span
 
 MAX_FIELD_CHARS = 200_000  # a passage/question longer than this is rejected as bad input
+MAX_RESUME_LINE_BYTES = 8 * 1024 * 1024  # resume scans skip longer lines (never read whole)
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 
 
 def load_masked(
@@ -50,6 +54,7 @@ def check_lengths(
     max_chars: int = MAX_FIELD_CHARS,
 ) -> None:
     """Reject a text field longer than `max_chars`."""
+    check_unicode(obj, path=path, line=line)
     for name in ("question", "text", "masked_text", "title"):
         value = obj.get(name)
         if isinstance(value, str) and len(value) > max_chars:
@@ -59,6 +64,48 @@ def check_lengths(
                 line=line,
                 field=name,
             )
+
+
+def check_unicode(obj: dict[str, Any], *, path: str | None = None, line: int | None = None) -> None:
+    """Reject text that cannot be stored as UTF-8 (a lone surrogate such as `\\ud800`, valid in
+    JSON) anywhere in the record, naming the field, so one such record can never stop a batch
+    at the store."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+    for name, value in _strings(obj, ""):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(
+                f"text is not valid Unicode (lone surrogate {value[e.start]!r} at character "
+                f"{e.start})",
+                path=path,
+                line=line,
+                field=name or None,
+            ) from None
+
+
+def _strings(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(str(k), name or str(k))
+            yield from _strings(v, f"{name}.{k}" if name else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{name}[{i}]")
+
+
+def check_id(value: str, fld: str, fail: Any) -> None:
+    """An id is one printable line: no control characters (NUL, newline, tab) and no bidi
+    overrides (which make a printed id read differently from what is stored)."""
+    for i, ch in enumerate(value):
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Cs"):
+            raise fail(f"contains a control character U+{ord(ch):04X} at position {i}", fld)
 
 
 def parse_example(
@@ -79,6 +126,7 @@ def parse_example(
             raise fail("missing required field", key)
     if not isinstance(obj["id"], str | int) or isinstance(obj["id"], bool) or str(obj["id"]) == "":
         raise fail("must be a non-empty string or integer", "id")
+    check_id(str(obj["id"]), "id", fail)
     answers = obj["answers"]
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise fail("must be a non-empty list of strings", "answers")
@@ -89,6 +137,8 @@ def parse_example(
         value = obj.get(key)
         if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
             raise fail("must be a string", key)
+    if obj.get("source_id") is not None:
+        check_id(str(obj["source_id"]), "source_id", fail)
     spans_raw = obj.get("spans", [])
     if not isinstance(spans_raw, list):
         raise fail("must be a list", "spans")
@@ -119,26 +169,51 @@ def _check_ramp(obj: dict[str, Any], spans: list[Span], answers: list[str], fail
         raise fail("a RAMP example needs at least one span", "spans")
     if [s.text for s in spans] != answers:
         raise fail("answers must be the span texts in order", "answers")
-    text = obj.get("text", "")
+    masked = obj.get("masked_text", "") or ""
+    if masked and masked.count(MASK_TOKEN) != len(spans):
+        raise fail(
+            f"has {masked.count(MASK_TOKEN)} {MASK_TOKEN} but {len(spans)} spans", "masked_text"
+        )
+    question = obj["question"]
+    if MASK_TOKEN not in question:
+        raise fail(f"a RAMP question must contain {MASK_TOKEN}", "question")
+    if question.count(MASK_TOKEN) < len(spans):  # (the instruction may name the token too)
+        raise fail(
+            f"has {question.count(MASK_TOKEN)} {MASK_TOKEN} but {len(spans)} spans", "question"
+        )
+    # the passage the offsets refer to: `text`, else rebuilt from the masked text (exact), else
+    # from the question (which may carry a title before the passage: an upper bound only)
+    text = obj.get("text", "") or ""
+    exact = bool(text)
+    if not text:
+        exact = bool(masked)
+        text = fill_masks(masked or question, [s.text for s in spans])
     prev_end = -1
     for i, s in enumerate(spans):
-        if s.start < prev_end or s.end <= s.start:
+        if s.start < prev_end or s.end <= s.start or s.start < 0:
             raise fail("spans must be ordered, non-empty and non-overlapping", f"spans[{i}]")
-        if text and text[s.start : s.end] != s.text:
+        if s.end > len(text):
+            raise fail(
+                f"offsets {s.start}:{s.end} lie beyond the record's text ({len(text)} characters)",
+                f"spans[{i}]",
+            )
+        if exact and text[s.start : s.end] != s.text:
             raise fail(
                 f"text[{s.start}:{s.end}] is {text[s.start : s.end]!r}, not {s.text!r}",
                 f"spans[{i}]",
             )
         prev_end = s.end
-    masked = obj.get("masked_text", "")
-    if masked and masked.count(MASK_TOKEN) != len(spans):
-        raise fail(
-            f"has {masked.count(MASK_TOKEN)} {MASK_TOKEN} but {len(spans)} spans", "masked_text"
-        )
     if "k" in obj and obj["k"] != len(spans):
         raise fail(f"k={obj['k']!r} but {len(spans)} spans", "k")
-    if MASK_TOKEN not in obj["question"]:
-        raise fail(f"a RAMP question must contain {MASK_TOKEN}", "question")
+
+
+def fill_masks(masked: str, answers: list[str]) -> str:
+    """The passage a masked text came from: each mask token replaced by its answer, in order."""
+    parts = masked.split(MASK_TOKEN)
+    out = [parts[0]]
+    for answer, part in zip(answers, parts[1:], strict=False):
+        out += [answer, part]
+    return "".join(out)
 
 
 def _qa_example(obj: dict[str, Any], question: str, fail: Any) -> MaskedExample:
@@ -169,7 +244,13 @@ def existing_source_ids(path: str | os.PathLike[str]) -> set[str]:
     if not Path(path).exists():
         return set()
     ids: set[str] = set()
-    for _, obj in iter_jsonl(path, skip_bad=True, counter=SkipCounter(), allow_empty=True):
+    for _, obj in iter_jsonl(
+        path,
+        skip_bad=True,
+        counter=SkipCounter(),
+        allow_empty=True,
+        max_line_bytes=MAX_RESUME_LINE_BYTES,
+    ):
         sid = obj.get("source_id")
         if sid is not None:
             ids.add(str(sid))

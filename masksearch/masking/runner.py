@@ -50,6 +50,7 @@ class MaskSummary:
     sampling: dict[int, float] = field(default_factory=dict)  # calibrated weights, if any
     read: int = 0
     written: int = 0
+    existing: int = 0  # examples already in the output before this run (resume)
     by_k: Counter[int] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     rejected_spans: Counter[str] = field(default_factory=Counter)
@@ -58,6 +59,8 @@ class MaskSummary:
         return {
             "read": self.read,
             "written": self.written,
+            "existing": self.existing,
+            "total": self.existing + self.written,
             "target": self.target,
             "sampling": self.sampling or self.target,
             "by_k": dict(sorted(self.by_k.items())),
@@ -66,7 +69,10 @@ class MaskSummary:
         }
 
     def format(self) -> str:
-        lines = [f"passages read: {self.read}   examples written: {self.written}"]
+        lines = [
+            f"passages read: {self.read}   examples written: {self.written}"
+            + (f"   in the output: {self.existing + self.written}" if self.existing else "")
+        ]
         for k in sorted(set(self.by_k) | set(self.target)):
             n = self.by_k.get(k, 0)
             share = n / self.written if self.written else 0.0
@@ -256,18 +262,29 @@ def mask_corpus(
 ) -> MaskSummary:
     """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds.
 
-    With `calibrate_on` > 0 (not for `llm`, whose proposals cost model calls), the first
-    `calibrate_on` corpus passages are scanned first to calibrate the k sampling weights.
+    `max_examples` caps the examples in `out` in all (those from earlier, interrupted runs
+    count), so kill-and-rerun converges on the same total. With `calibrate_on` > 0 (not for
+    `llm`, whose proposals cost model calls), the first `calibrate_on` corpus passages are
+    scanned first to calibrate the k sampling weights.
     """
     from tqdm import tqdm
 
+    from masksearch.fileio import check_output_file
     from masksearch.jsonl import JsonlAppender
     from masksearch.masking.io import existing_source_ids
 
+    for name, value in (("--limit", limit), ("--max-examples", max_examples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1 (got {value}); leave it out for no limit")
+    if calibrate_on < 0:
+        raise ConfigError(f"--calibrate must be 0 (off) or more (got {calibrate_on})")
     config = config or MaskConfig()
-    proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
+    check_output_file(out, what="--out")  # before reading it: /dev/full, a FIFO, a folder
     done = existing_source_ids(out)
-    summary = MaskSummary(target=config.k_dist.probabilities())
+    summary = MaskSummary(target=config.k_dist.probabilities(), existing=len(done))
+    if max_examples is not None and summary.existing >= max_examples:
+        return summary  # already holds the requested total
+    proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
     if calibrate_on > 0 and strategy != "llm":
         # the first N corpus passages, whatever --limit says: weights stay the same on resume
         config, _ = calibrated_config(
@@ -298,7 +315,7 @@ def mask_corpus(
             on_passage=bar.update,
         ):
             sink.write(ex.to_dict())
-            if max_examples is not None and summary.written >= max_examples:
+            if max_examples is not None and summary.existing + summary.written >= max_examples:
                 break
     bar.close()
     return summary

@@ -12,6 +12,7 @@ from langgraph.types import Command, RetryPolicy
 
 from masksearch.graph import resources
 from masksearch.graph.context import Context
+from masksearch.redact import redact_exception
 from masksearch.tagformat import parse_action, strip_tags
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
@@ -89,9 +90,13 @@ async def call_model(
     )
     start = time.perf_counter()
     kwargs = {"stop": stop} if stop else {}
-    msg = await asyncio.wait_for(
-        model.ainvoke(to_lc_messages(messages), **kwargs), timeout=ctx.llm_timeout_s
-    )
+    try:
+        msg = await asyncio.wait_for(
+            model.ainvoke(to_lc_messages(messages), **kwargs), timeout=ctx.llm_timeout_s
+        )
+    except Exception as e:  # an upstream error may echo the API key: scrub it before it is stored
+        redact_exception(e)
+        raise
     meta: dict[str, Any] = {"model": spec, "latency_s": round(time.perf_counter() - start, 4)}
     usage = getattr(msg, "usage_metadata", None) or {}
     if usage:

@@ -18,7 +18,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from masksearch.errors import InputError
+from masksearch.errors import InputError, OutputError
+from masksearch.jsonl import utf8_safe
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.summary import Summary
 from masksearch.records import SCHEMA_VERSION, TrajectoryRecord
@@ -34,7 +35,9 @@ def failed_record(
     example: MaskedExample, context: Any, error: BaseException | str, thread_id: str = ""
 ) -> TrajectoryRecord:
     """A minimal `failed` record for an example whose run raised outside the graph's own handling."""
-    err = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    from masksearch.redact import redact
+
+    err = redact(error if isinstance(error, str) else f"{type(error).__name__}: {error}")
     models = context.models() if hasattr(context, "models") else {}
     return {
         "schema_version": SCHEMA_VERSION,
@@ -239,11 +242,13 @@ async def _run_pool(
                 )
             try:
                 written = store.put(record)
-            except (
-                InputError
-            ) as e:  # the graph built an invalid record: keep the example, as failed
-                record = failed_record(
-                    ex, context, f"invalid record: {e}", record.get("thread_id", "")
+            except (InputError, TypeError, ValueError) as e:
+                if isinstance(e, OutputError):  # the store itself cannot be written: stop
+                    raise
+                # this record cannot be stored (invalid, unencodable text): keep the example, as
+                # failed, and go on with the batch
+                record = utf8_safe(
+                    failed_record(ex, context, f"invalid record: {e}", record.get("thread_id", ""))
                 )
                 written = store.put(record)
             in_flight.discard(ex.id)

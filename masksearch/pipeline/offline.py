@@ -65,7 +65,7 @@ def prepare_masked(workdir: Path, corpus: Path, n: int, progress: bool) -> Path:
     if have >= n:
         echo(f"[3/4] mask: reusing {out} ({have} examples)")
         return out
-    summary = mask_corpus(corpus, out, strategy="rule", max_examples=n - have, progress=progress)
+    summary = mask_corpus(corpus, out, strategy="rule", max_examples=n, progress=progress)
     total = count_lines(out) or 0
     echo(
         f"[3/4] mask: {getattr(summary, 'written', total - have)} new examples -> {out} ({total} in all)"

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.errors import MaskSearchError
+from masksearch.fileio import atomic_write_text
 from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.summary import Summary
+from masksearch.redact import redact
 from masksearch.types import MaskedExample
 
 EXIT_INTERRUPTED = 130
@@ -100,6 +102,7 @@ def run_generate(
     `processes` > 1 splits the examples by id hash over that many processes (see `parallel`),
     each running `ceil(concurrency / processes)` examples at a time.
     """
+    check_generate_outputs(store_path, checkpointer_url, export, summary_json, limit)
     counter = SkipCounter()
     summary = Summary()
     error: Exception | None = None
@@ -144,11 +147,14 @@ def run_generate(
     except MaskSearchError as e:  # bad input or config: report after saying what was kept
         error = e
         summary.skipped_bad = summary.skipped_bad or counter.skipped
+    exported = None
     with TrajectoryStore(store_path) as store:
         stats = store.stats()
-        exported = None
         if export is not None:
-            exported = store.export_jsonl(export, accepted_only=not export_all)
+            try:
+                exported = store.export_jsonl(export, accepted_only=not export_all)
+            except MaskSearchError as e:  # the store keeps everything; say so, then fail
+                error = error or e
     for line in counter.examples:
         echo(f"skipped bad input: {line}")
     echo(summary.format())
@@ -159,17 +165,42 @@ def run_generate(
     if exported is not None:
         echo(f"export: {export}  ({exported} {'records' if export_all else 'accepted records'})")
     if summary_json is not None:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(
-            json.dumps({"run": summary.to_dict(), "store": stats}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+        try:
+            atomic_write_text(
+                summary_json,
+                redact(json.dumps({"run": summary.to_dict(), "store": stats}, indent=2)) + "\n",
+            )
+        except MaskSearchError as e:
+            error = error or e
     if error is not None:
         raise error
     if summary.interrupted:
         echo("interrupted: rerun the same command to resume (finished records are kept).")
         return EXIT_INTERRUPTED
     return 0
+
+
+def check_generate_outputs(
+    store_path: Path,
+    checkpointer_url: str,
+    export: Path | None,
+    summary_json: Path | None,
+    limit: int | None,
+) -> None:
+    """Refuse unwritable or non-regular outputs and impossible limits before any work starts."""
+    from masksearch.errors import ConfigError
+    from masksearch.fileio import check_output_file
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1 (got {limit}); leave it out for no limit")
+    check_output_file(store_path, what="--store")
+    if checkpointer_url.startswith("sqlite:///"):
+        from masksearch.graph.checkpoint import sqlite_path
+
+        check_output_file(sqlite_path(checkpointer_url), what="--checkpoint")
+    for path, what in ((export, "--export"), (summary_json, "--summary-json")):
+        if path is not None:
+            check_output_file(path, what=what)
 
 
 def _run_processes(

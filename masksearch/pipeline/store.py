@@ -20,9 +20,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from masksearch.errors import InputError
+from masksearch.errors import InputError, OutputError
 from masksearch.jsonl import iter_jsonl, write_jsonl
 from masksearch.records import TrajectoryRecord, validate_record
+from masksearch.redact import redact
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
@@ -52,12 +53,17 @@ WHERE trajectories.status = 'failed' OR :overwrite
 def _row(record: TrajectoryRecord, overwrite: bool) -> dict[str, Any]:
     validate_record(record)
     meta = record.get("meta") or {}
+    text = redact(json.dumps(record, ensure_ascii=False))  # no key echoed by an error is stored
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"record holds text that is not valid Unicode ({e.reason})") from None
     return {
         "id": record["id"],
         "accepted": int(bool(record["accepted"])),
         "status": record["status"],
         "k": int(meta.get("k", 0) or 0),
-        "record": json.dumps(record, ensure_ascii=False),
+        "record": text,
         "created_at": record.get("created_at") or "",
         "overwrite": int(overwrite),
     }
@@ -90,8 +96,16 @@ class TrajectoryStore:
 
     # -- writing ---------------------------------------------------------------
     def put(self, record: TrajectoryRecord, *, overwrite: bool = False) -> bool:
-        """Store one record; return True if it was written (see the module docstring's rules)."""
-        cur = self._db.execute(_UPSERT, _row(record, overwrite))
+        """Store one record; return True if it was written (see the module docstring's rules).
+        A record that cannot be stored raises `InputError`; a store that cannot be written
+        (disk full, read-only) raises `OutputError`."""
+        row = _row(record, overwrite)
+        try:
+            cur = self._db.execute(_UPSERT, row)
+        except sqlite3.OperationalError as e:
+            raise OutputError(
+                f"cannot write the trajectory store ({e})", path=str(self.path)
+            ) from None
         return cur.rowcount > 0
 
     def put_many(self, records: Iterable[TrajectoryRecord], *, overwrite: bool = False) -> int:

@@ -78,11 +78,16 @@ def build_index(
         raise ConfigError(
             f"unknown FAISS index type {faiss_type!r}; choose one of {', '.join(FAISS_TYPES)}"
         )
+    from masksearch.fileio import check_output_dir
+
     final_dir = Path(out)
+    check_output_dir(final_dir, what="--out")
+    check_output_dir(final_dir.parent, what="--out's folder")
+    recover_swap(final_dir)  # finish or undo a swap a killed build left half done
     if final_dir.exists() and any(final_dir.iterdir()) and not (final_dir / MANIFEST).is_file():
         raise ConfigError(f"{final_dir} is not empty and holds no index; choose another --out")
     # Build next to the target and swap at the end: an existing index survives a failed build.
-    out_dir = final_dir.with_name(f".{final_dir.name}.building")
+    out_dir = _sibling(final_dir, "building")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     counter = counter if counter is not None else SkipCounter()
@@ -109,13 +114,87 @@ def build_index(
             encoder,
             corpus_str,
         )
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(out_dir, ignore_errors=True)  # the previous index (if any) is untouched
+        if isinstance(e, OSError):
+            from masksearch.fileio import output_error
+
+            raise output_error(e, final_dir, "cannot build the index") from None
         raise
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    out_dir.rename(final_dir)
+    swap_in(out_dir, final_dir)
     return summary
+
+
+def _sibling(final_dir: Path, tag: str) -> Path:
+    return final_dir.with_name(f".{final_dir.name}.{tag}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux `renameat2(RENAME_EXCHANGE)`); False if unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    import errno
+
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False  # the kernel or file system cannot exchange: use the two-rename fallback
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def swap_in(new_dir: Path, final_dir: Path) -> None:
+    """Put a finished build in place so that a kill at any moment leaves a usable index (the old
+    one or the new one). The files are fsynced first. With an existing index the two folders
+    are exchanged in one atomic step (Linux), then the old one is deleted; elsewhere the old
+    index is first renamed aside to `.NAME.old` and a rerun finishes the swap (`recover_swap`)."""
+    from masksearch.fileio import fsync_dir, fsync_tree
+
+    fsync_tree(new_dir)
+    if not final_dir.exists():
+        os.rename(new_dir, final_dir)
+    elif _exchange(new_dir, final_dir):
+        fsync_dir(final_dir.parent)
+        shutil.rmtree(new_dir)  # now the old index
+    else:
+        old = _sibling(final_dir, "old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(final_dir, old)
+        os.rename(new_dir, final_dir)
+        fsync_dir(final_dir.parent)
+        shutil.rmtree(old)
+    fsync_dir(final_dir.parent)
+
+
+def recover_swap(final_dir: Path) -> str | None:
+    """Clean up after a build killed while swapping: a complete `.NAME.old` left without a
+    `NAME` is put back; one left beside a complete `NAME` is deleted; a half-built
+    `.NAME.building` is deleted. Returns what was done (None: nothing to do)."""
+    old, building = _sibling(final_dir, "old"), _sibling(final_dir, "building")
+    done = None
+    if old.exists():
+        if (final_dir / MANIFEST).is_file():
+            shutil.rmtree(old)
+            done = "removed the previous index left aside"
+        elif (old / MANIFEST).is_file() and not final_dir.exists():
+            os.rename(old, final_dir)
+            done = "restored the previous index"
+    if building.exists():
+        shutil.rmtree(building)
+        done = done or "removed an unfinished build"
+    return done
 
 
 def _build_into(
