@@ -220,19 +220,18 @@ def write_verl(
     ]
     if not table_rows:
         raise InputError("nothing to export", path=str(out))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    pq.write_table(pa.Table.from_pylist(table_rows), tmp)
-    os.replace(tmp, out)
+    from masksearch.fileio import atomic_write
+
+    with atomic_write(out, "wb") as fh:  # fsynced temp file + rename; no .tmp left on error
+        pq.write_table(pa.Table.from_pylist(table_rows), fh)
     return len(table_rows)
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from masksearch.fileio import atomic_write_text
+    from masksearch.redact import redact
+
+    atomic_write_text(path, redact(text))
 
 
 def export(
@@ -247,14 +246,16 @@ def export(
     system_in_user: bool = True,
 ) -> int:
     """Read records (store or JSONL) and write `fmt` (`trl`, `sharegpt`, `verl`); returns the count."""
+    from masksearch.fileio import check_output_file
     from masksearch.training.data import load_questions, load_training_records
 
+    if fmt not in ("trl", "sharegpt", "verl"):
+        raise InputError(f"unknown format {fmt!r} (choose trl, sharegpt or verl)", field="format")
+    check_output_file(out, what="--out")  # before reading: a folder, /dev/full, read-only
     if fmt == "verl":
         rows = load_questions(records_path, accepted_only=accepted_only)
         return write_verl(rows, out, split=split, system_in_user=system_in_user)
     records = load_training_records(records_path, accepted_only=accepted_only)
     if fmt == "trl":
         return write_trl(records, out, style=style)
-    if fmt == "sharegpt":
-        return write_sharegpt(records, out, style=style, dataset_name=dataset_name)
-    raise InputError(f"unknown format {fmt!r} (choose trl, sharegpt or verl)", field="format")
+    return write_sharegpt(records, out, style=style, dataset_name=dataset_name)
