@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import stat
 import tempfile
@@ -65,8 +66,8 @@ def check_output_file(path: str | os.PathLike[str], *, what: str = "output") -> 
     except OSError as e:
         raise output_error(e, p, f"{what}: cannot access") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise OutputError(f"{what} must be a regular file ({kind})", path=str(p))
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
+        raise OutputError(f"{what} must be a regular file, not {kind}", path=str(p))
     check_output_dir(p.parent if str(p.parent) else Path("."), what=f"{what} folder")
     if st is not None and not os.access(p, os.W_OK):
         raise OutputError(f"{what}: permission denied (read-only)", path=str(p))
@@ -131,11 +132,14 @@ def atomic_write(
     """Write `path` whole or not at all: yields a temp file beside it (same folder), then fsyncs
     it, renames it over `path` and fsyncs the folder. On any error (full disk, a crash of the
     writer) the temp file is removed and `path` keeps its previous content; OS errors become an
-    `OutputError` naming `path`."""
+    `OutputError` naming `path`. Temp files a killed writer left for the same `path` are
+    removed first (one writer per output file)."""
     p = check_output_file(path)
     binary = "b" in mode
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
+        for stale in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     except OSError as e:
         raise output_error(e, p) from None

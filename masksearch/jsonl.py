@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import IO, Any
 
 from masksearch.errors import InputError
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how a lone surrogate gets into JSON
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is bad input (never read into memory whole)
 
 
@@ -31,13 +33,14 @@ class SkipCounter:
 
 
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Open a text file, transparently gunzipping `.gz`; UTF-8 strictly (errors raise)."""
+    """Open a text file, transparently gunzipping `.gz`; UTF-8 strictly (errors raise), a
+    leading byte-order mark dropped."""
     p = Path(path)
     if not p.exists():
         raise InputError("file not found", path=str(p))
     if p.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", errors="strict")
-    return open(p, encoding="utf-8", errors="strict")
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8-sig", errors="strict")
+    return open(p, encoding="utf-8-sig", errors="strict")
 
 
 def iter_jsonl(
@@ -157,7 +160,43 @@ def _parse_line(line: str, path: str, lineno: int, required: tuple[str, ...]) ->
     for key in required:
         if key not in obj:
             raise InputError("missing required field", path=path, line=lineno, field=key)
+    if _SURROGATE_ESCAPE.search(line):  # cheap test first: only escaped text can hold one
+        check_unicode(obj, path=path, line=lineno)
     return obj
+
+
+def check_unicode(obj: Any, *, path: str | None = None, line: int | None = None) -> None:
+    """Reject text that cannot be encoded as UTF-8 (a lone surrogate such as `\\ud800`, valid
+    JSON) anywhere in a record, naming the field: such text would fail later, at the store or
+    an output file, and block a whole batch."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+    for name, value in _strings(obj, ""):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(
+                f"text is not valid Unicode (lone surrogate {value[e.start]!r} at character "
+                f"{e.start})",
+                path=path,
+                line=line,
+                field=name or None,
+            ) from None
+
+
+def _strings(value: Any, name: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(str(k), name or str(k))
+            yield from _strings(v, f"{name}.{k}" if name else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{name}[{i}]")
 
 
 def read_jsonl(path: str | os.PathLike[str], **kwargs: Any) -> list[dict[str, Any]]:
@@ -187,19 +226,31 @@ class JsonlAppender:
     def write(self, obj: dict[str, Any]) -> None:
         from masksearch.fileio import output_error
 
+        line = json.dumps(obj, ensure_ascii=False) + "\n"
         try:
-            self._fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            end = self._fh.tell()
+            self._fh.write(line)
             self._fh.flush()
             if self._fsync:
                 os.fsync(self._fh.fileno())
         except OSError as e:
+            self._drop_partial(end)
             raise output_error(e, self.path) from None
+
+    def _drop_partial(self, end: int) -> None:
+        """After a failed write (full disk): cut the file back to its last whole line."""
+        try:
+            os.truncate(self.path, end)
+        except OSError:
+            pass  # the next open's repair_tail does it
 
     def close(self) -> None:
         try:
             self._fh.close()
         except OSError:  # the write that failed already raised; the file keeps whole lines
             pass
+        if self.path.is_file():
+            repair_tail(self.path)  # a buffered tail the full disk refused
 
     def __enter__(self) -> JsonlAppender:
         return self

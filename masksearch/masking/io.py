@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import unicodedata
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.errors import InputError
-from masksearch.jsonl import SkipCounter, iter_jsonl
+from masksearch.jsonl import SkipCounter, check_unicode, iter_jsonl
 from masksearch.masking.select import MASK_TOKEN
 from masksearch.types import MaskedExample, Span
 
@@ -54,7 +53,9 @@ def check_lengths(
     max_chars: int = MAX_FIELD_CHARS,
 ) -> None:
     """Reject a text field longer than `max_chars`."""
-    check_unicode(obj, path=path, line=line)
+    check_unicode(
+        obj, path=path, line=line
+    )  # (iter_jsonl checks lines too; records from elsewhere)
     for name in ("question", "text", "masked_text", "title"):
         value = obj.get(name)
         if isinstance(value, str) and len(value) > max_chars:
@@ -64,40 +65,6 @@ def check_lengths(
                 line=line,
                 field=name,
             )
-
-
-def check_unicode(obj: dict[str, Any], *, path: str | None = None, line: int | None = None) -> None:
-    """Reject text that cannot be stored as UTF-8 (a lone surrogate such as `\\ud800`, valid in
-    JSON) anywhere in the record, naming the field, so one such record can never stop a batch
-    at the store."""
-    try:
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
-        return
-    except UnicodeEncodeError:
-        pass
-    for name, value in _strings(obj, ""):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InputError(
-                f"text is not valid Unicode (lone surrogate {value[e.start]!r} at character "
-                f"{e.start})",
-                path=path,
-                line=line,
-                field=name or None,
-            ) from None
-
-
-def _strings(value: Any, name: str) -> Any:
-    if isinstance(value, str):
-        yield name, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(str(k), name or str(k))
-            yield from _strings(v, f"{name}.{k}" if name else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{name}[{i}]")
 
 
 def check_id(value: str, fld: str, fail: Any) -> None:

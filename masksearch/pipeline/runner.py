@@ -102,7 +102,7 @@ def run_generate(
     `processes` > 1 splits the examples by id hash over that many processes (see `parallel`),
     each running `ceil(concurrency / processes)` examples at a time.
     """
-    check_generate_outputs(store_path, checkpointer_url, export, summary_json, limit)
+    check_generate_args(input, store_path, checkpointer_url, export, summary_json, limit)
     counter = SkipCounter()
     summary = Summary()
     error: Exception | None = None
@@ -180,16 +180,23 @@ def run_generate(
     return 0
 
 
-def check_generate_outputs(
+def check_generate_args(
+    input: Path,
     store_path: Path,
     checkpointer_url: str,
     export: Path | None,
     summary_json: Path | None,
     limit: int | None,
 ) -> None:
-    """Refuse unwritable or non-regular outputs and impossible limits before any work starts."""
-    from masksearch.errors import ConfigError
+    """Refuse a missing input, unwritable or non-regular outputs and impossible limits before
+    any work starts (nothing is created for a command that cannot run)."""
+    from masksearch.errors import ConfigError, InputError
     from masksearch.fileio import check_output_file
+
+    if not Path(input).exists():
+        raise InputError("file not found", path=str(input), field="--input")
+    if Path(input).is_dir():
+        raise InputError("is a directory, not a file", path=str(input), field="--input")
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit}); leave it out for no limit")
