@@ -8,7 +8,9 @@ import asyncio
 import pytest
 
 from masksearch.errors import InputError
-from masksearch.pipeline.generate import failed_record, generate
+from masksearch.graph.context import Context
+from masksearch.graph.records import failed_record
+from masksearch.pipeline.generate import generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.types import MaskedExample, Span
 
@@ -41,7 +43,7 @@ def fake_runner(
             if calls is not None:
                 calls.append(ex.id)
             await asyncio.sleep(delay)
-            rec = failed_record(ex, None, "scripted failure")
+            rec = failed_record(ex, Context(), "scripted failure")
             if not fail(ex):
                 rec.update(
                     status="answered",
@@ -50,6 +52,7 @@ def fake_runner(
                     final_answer="a",
                     messages=[{"role": "assistant", "content": "<answer>a</answer>"}],
                     usage={"prompt_tokens": 10, "completion_tokens": 2, "search_calls": 1},
+                    meta={**rec["meta"], "turns": 1},
                 )
             return rec
         finally:
@@ -62,7 +65,7 @@ def fake_runner(
 async def test_counts_and_summary(tmp_path):
     run = fake_runner(fail=lambda ex: ex.id == "ex3")
     s = await generate(
-        examples(10), None, tmp_path / "t.sqlite", run_one=run, concurrency=3, progress=False
+        examples(10), Context(), tmp_path / "t.sqlite", run_one=run, concurrency=3, progress=False
     )
     assert (s.done, s.accepted, s.failed) == (10, 5, 1)  # even ids accepted; ex3 failed
     assert s.by_status == {"answered": 9, "failed": 1}
@@ -78,15 +81,21 @@ async def test_resume_skips_done_and_retry_failed(tmp_path):
     path = tmp_path / "t.sqlite"
     calls: list[str] = []
     await generate(
-        examples(6), None, path, run_one=fake_runner(fail=lambda ex: ex.id == "ex1"), progress=False
+        examples(6),
+        Context(),
+        path,
+        run_one=fake_runner(fail=lambda ex: ex.id == "ex1"),
+        progress=False,
     )
-    s = await generate(examples(10), None, path, run_one=fake_runner(calls=calls), progress=False)
+    s = await generate(
+        examples(10), Context(), path, run_one=fake_runner(calls=calls), progress=False
+    )
     assert sorted(calls) == [f"ex{i}" for i in range(6, 10)]
     assert s.skipped_existing == 6 and s.done == 4
     calls.clear()
     s = await generate(
         examples(10),
-        None,
+        Context(),
         path,
         run_one=fake_runner(calls=calls),
         retry_failed=True,
@@ -101,14 +110,21 @@ async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
     path = tmp_path / "t.sqlite"
     calls: list[str] = []
     data = examples(5) + examples(2)  # ex0, ex1 repeated
-    s = await generate(data, None, path, run_one=fake_runner(calls=calls), limit=3, progress=False)
+    s = await generate(
+        data, Context(), path, run_one=fake_runner(calls=calls), limit=3, progress=False
+    )
     assert calls == ["ex0", "ex1", "ex2"] and s.done == 3
-    s = await generate(data, None, path, run_one=fake_runner(calls=calls), progress=False)
+    s = await generate(data, Context(), path, run_one=fake_runner(calls=calls), progress=False)
     assert s.done == 2 and s.skipped_existing == 5  # ex0..ex2 stored before; the repeats too
     calls.clear()
     dup = examples(3, start=10) * 2  # the repeats arrive while the first copies are running
     s = await generate(
-        dup, None, path, run_one=fake_runner(calls=calls, delay=0.05), concurrency=4, progress=False
+        dup,
+        Context(),
+        path,
+        run_one=fake_runner(calls=calls, delay=0.05),
+        concurrency=4,
+        progress=False,
     )
     assert sorted(calls) == ["ex10", "ex11", "ex12"] and s.done == 3 and s.skipped_duplicate == 3
 
@@ -116,7 +132,7 @@ async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
 async def test_concurrency_bound_is_reached_and_respected(tmp_path):
     run = fake_runner(delay=0.05)
     s = await generate(
-        examples(24), None, tmp_path / "t.sqlite", run_one=run, concurrency=8, progress=False
+        examples(24), Context(), tmp_path / "t.sqlite", run_one=run, concurrency=8, progress=False
     )
     assert run.state["peak"] == 8 and s.done == 24
     assert s.elapsed_s < 24 * 0.05 / 2  # clearly parallel
@@ -130,7 +146,7 @@ async def test_runner_exception_is_recorded_not_raised(tmp_path):
             raise KeyError("bug in a node")
         return await base(ex)
 
-    s = await generate(examples(4), None, tmp_path / "t.sqlite", run_one=flaky, progress=False)
+    s = await generate(examples(4), Context(), tmp_path / "t.sqlite", run_one=flaky, progress=False)
     assert s.done == 4 and s.failed == 1
     assert "KeyError" in next(iter(s.fail_reasons))
 
@@ -143,7 +159,12 @@ async def test_bad_input_mid_stream_keeps_written_records(tmp_path):
     path = tmp_path / "t.sqlite"
     with pytest.raises(InputError, match="in.jsonl:4"):
         await generate(
-            stream(), None, path, run_one=fake_runner(delay=0.01), concurrency=2, progress=False
+            stream(),
+            Context(),
+            path,
+            run_one=fake_runner(delay=0.01),
+            concurrency=2,
+            progress=False,
         )
     with TrajectoryStore(path) as st:
         assert st.ids() == {"ex0", "ex1", "ex2"}
@@ -161,7 +182,7 @@ async def test_stop_event_finishes_in_flight_and_starts_nothing_new(tmp_path):
 
     s = await generate(
         examples(50),
-        None,
+        Context(),
         tmp_path / "t.sqlite",
         run_one=run,
         concurrency=2,
@@ -178,7 +199,7 @@ async def test_cancel_loses_nothing_written(tmp_path):
     task = asyncio.create_task(
         generate(
             examples(100),
-            None,
+            Context(),
             path,
             run_one=fake_runner(delay=0.01),
             concurrency=4,
@@ -192,5 +213,5 @@ async def test_cancel_loses_nothing_written(tmp_path):
     with TrajectoryStore(path) as st:
         written = len(st)
     assert 0 < written < 100
-    s = await generate(examples(100), None, path, run_one=fake_runner(), progress=False)
+    s = await generate(examples(100), Context(), path, run_one=fake_runner(), progress=False)
     assert s.skipped_existing == written and s.done == 100 - written

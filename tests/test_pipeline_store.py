@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 from masksearch.errors import InputError
-from masksearch.pipeline.generate import failed_record
+from masksearch.graph.context import Context
+from masksearch.graph.records import failed_record
 from masksearch.pipeline.store import TrajectoryStore, iter_records
 from masksearch.types import MaskedExample, Span
 
@@ -16,7 +17,7 @@ from masksearch.types import MaskedExample, Span
 def make_record(i: int | str, status: str = "answered", accepted: bool = True, k: int = 1, **extra):
     spans = [Span(0, 1, "x")] * k
     ex = MaskedExample(id=str(i), question=f"q{i}", answers=["a"] * k, spans=spans)
-    rec = failed_record(ex, None, "boom")
+    rec = failed_record(ex, Context(), "boom")
     rec.update(
         status=status,
         accepted=accepted,

@@ -34,11 +34,12 @@ def state_to_record(
     state: dict[str, Any],
     *,
     example: MaskedExample,
-    context: Context,
+    context: Context | None,
     thread_id: str,
     error: str | None = None,
 ) -> TrajectoryRecord:
-    """Build a validated record. `error` marks a failed run (whatever state exists is kept)."""
+    """Build a validated record. `error` marks a failed run (whatever state exists is kept).
+    `context` is None only for a run outside the graph (a custom runner): no settings recorded."""
     steps = [dict(s) for s in state.get("steps", [])]
     status = "failed" if error else state.get("status", "max_turns")
     if status == "running":
@@ -72,7 +73,7 @@ def state_to_record(
         "error": error,
         "scores": {k: float(v) for k, v in scores.items()},
         "accepted": bool(state.get("accepted", False)) and status == "answered",
-        "models": context.models(),
+        "models": context.models() if context is not None else {},
         "usage": {
             "prompt_tokens": sum(int(s.get("prompt_tokens", 0)) for s in llm_steps),
             "completion_tokens": sum(int(s.get("completion_tokens", 0)) for s in llm_steps),
@@ -89,14 +90,33 @@ def state_to_record(
             "source_id": example.source_id,
             "title": example.title,
             "strategy": example.strategy,
-            "agent_mode": context.agent_mode,
             "turns": int(state.get("turn", 0)),
             "forced_answer": bool(state.get("forced", False)),
-            "retriever": context.retriever,
-            "top_k": context.top_k,
-            "max_turns": context.max_turns,
-            "recall_threshold": context.recall_threshold,
+            **_context_meta(context),
         },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return validate_record(record)
+
+
+def _context_meta(context: Context | None) -> dict[str, Any]:
+    if context is None:
+        return {}
+    return {
+        "agent_mode": context.agent_mode,
+        "retriever": context.retriever,
+        "top_k": context.top_k,
+        "max_turns": context.max_turns,
+        "recall_threshold": context.recall_threshold,
+    }
+
+
+def failed_record(
+    example: MaskedExample, context: Context | None, error: BaseException | str, thread_id: str = ""
+) -> TrajectoryRecord:
+    """The record of an example whose run raised outside the graph's own handling (no state);
+    secrets in the error text are redacted."""
+    from masksearch.redact import redact
+
+    err = redact(error if isinstance(error, str) else f"{type(error).__name__}: {error}")
+    return state_to_record({}, example=example, context=context, thread_id=thread_id, error=err)

@@ -13,57 +13,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from masksearch.errors import InputError, OutputError
+from masksearch.graph.records import failed_record
 from masksearch.jsonl import utf8_safe
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.summary import Summary
-from masksearch.records import SCHEMA_VERSION, TrajectoryRecord
+from masksearch.records import TrajectoryRecord
 from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
 FORGET_BATCH = 32  # finished checkpoint threads deleted per transaction
 
 RunOne = Callable[[MaskedExample], Awaitable[TrajectoryRecord]]
-
-
-def failed_record(
-    example: MaskedExample, context: Any, error: BaseException | str, thread_id: str = ""
-) -> TrajectoryRecord:
-    """A minimal `failed` record for an example whose run raised outside the graph's own handling."""
-    from masksearch.redact import redact
-
-    err = redact(error if isinstance(error, str) else f"{type(error).__name__}: {error}")
-    models = context.models() if hasattr(context, "models") else {}
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "id": example.id,
-        "thread_id": thread_id,
-        "task": example.task,
-        "question": example.question,
-        "answers": list(example.answers),
-        "messages": [],
-        "steps": [],
-        "final_answer": "",
-        "status": "failed",
-        "error": err,
-        "scores": {},
-        "accepted": False,
-        "models": models,
-        "usage": {},
-        "timings": {},
-        "meta": {
-            "k": example.k,
-            "source_id": example.source_id,
-            "title": example.title,
-            "strategy": example.strategy,
-        },
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
 
 
 async def generate(
