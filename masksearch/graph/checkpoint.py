@@ -1,14 +1,22 @@
-"""Checkpointer factory: `sqlite:///path.db` (default), `postgres://…` (extra `postgres`), `memory`."""
+"""Checkpointer factory: `sqlite:///path.db`, `postgres://…` (extra `postgres`), `memory`; the
+default is `default_checkpoint_url(store)`, next to the trajectory store."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from masksearch.errors import ConfigError
 
-DEFAULT_CHECKPOINT_URL = "sqlite:///masksearch_checkpoints.db"
+
+def default_checkpoint_url(store: str | os.PathLike[str]) -> str:
+    """THE default checkpointer: `sqlite:///<store dir>/<store stem>.ckpt.sqlite`, next to the
+    trajectory store, so rerunning the same command resumes."""
+    path = Path(store)
+    return f"sqlite:///{path.with_name(path.stem + '.ckpt.sqlite')}"
 
 
 def sqlite_path(url: str) -> str:
@@ -20,9 +28,8 @@ def sqlite_path(url: str) -> str:
 
 
 @asynccontextmanager
-async def open_checkpointer(url: str | None = None) -> AsyncIterator[Any]:
+async def open_checkpointer(url: str) -> AsyncIterator[Any]:
     """Open (and set up) an async LangGraph checkpointer for `url`; closes it on exit."""
-    url = url or DEFAULT_CHECKPOINT_URL
     if url == "memory":
         from langgraph.checkpoint.memory import InMemorySaver
 

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from masksearch.context_options import context_options
+from masksearch.graph.context import Context
+
 MODEL_HELP = "Model spec: openai:<m>, dashscope:<m>, openai-compatible:<m>@<url>, local:default, fake:<script.json>."
 
 
-def default_checkpoint_url(store: Path) -> str:
-    """`sqlite:///<store dir>/<store stem>.ckpt.sqlite` — next to the store, so resume just works."""
-    return f"sqlite:///{store.with_name(store.stem + '.ckpt.sqlite')}"
+# `masksearch run`'s graph settings where they differ from `Context`'s (a small local model)
+RUN_DEFAULTS = {"max_turns": 2, "top_k": 3, "max_tokens": 192}
 
 
 def register(app: typer.Typer) -> None:
@@ -111,6 +113,7 @@ def register(app: typer.Typer) -> None:
 
         Ctrl-C once: finish the examples in flight and stop; twice: stop now (they resume later).
         """
+        from masksearch.graph.checkpoint import default_checkpoint_url
         from masksearch.graph.context import Context
         from masksearch.pipeline.runner import run_generate
 
@@ -143,6 +146,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(code)
 
     @app.command("run")
+    @context_options(defaults=RUN_DEFAULTS, exclude={"retriever", "max_passages"})
     def run_cmd(
         workdir: Annotated[
             Path, typer.Option("--workdir", "-w", help="Where every output goes.")
@@ -151,13 +155,6 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[
             int, typer.Option("--concurrency", "-c", min=1, help="Examples run at the same time.")
         ] = 2,
-        model: Annotated[
-            str, typer.Option("--model", help=MODEL_HELP + " Used for every role.")
-        ] = "local:default",
-        judge_model: Annotated[
-            str | None,
-            typer.Option("--judge-model", help="LLM judge; default: recall threshold only."),
-        ] = None,
         corpus: Annotated[
             Path | None,
             typer.Option(
@@ -175,17 +172,16 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--dense", help="Also build a dense (FAISS) index and search hybrid."),
         ] = False,
-        max_turns: Annotated[
-            int, typer.Option("--max-turns", help="Search rounds per example.")
-        ] = 2,
-        top_k: Annotated[int, typer.Option("--top-k", help="Passages per query.")] = 3,
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="tqdm progress bars.")
         ] = True,
+        context: Context = None,  # type: ignore[assignment]  # built from the options
     ) -> None:
         """The whole offline pipeline on the embedded default: ingest → index → mask → generate.
 
         Needs no network and no API key: the corpus is the embedded Wikipedia summaries and the model the embedded SmolLM2-135M-Instruct (`local:default`). Idempotent: a rerun reuses the built index and masked data and resumes generation.
+
+        Every graph setting is an option (the retriever is the index built here; --max-passages limits the corpus, and the graph's per-round passage cap is 2 x --top-k).
 
         A 135M model rarely follows the search/answer format, so most trajectories are rejected; the summary says how many. Use --model with a real model for usable data.
         """
@@ -193,15 +189,12 @@ def register(app: typer.Typer) -> None:
 
         code = run_offline(
             workdir,
+            context=context,
             n=n,
             concurrency=concurrency,
-            model=model,
-            judge_model=judge_model,
             corpus=corpus,
             max_passages=max_passages,
             dense=dense,
-            max_turns=max_turns,
-            top_k=top_k,
             progress=progress,
         )
         raise typer.Exit(code)

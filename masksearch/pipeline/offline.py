@@ -6,7 +6,7 @@ Layout of `--workdir` (each step is skipped when its output is already there):
     index/                BM25 index (with --dense: bm25/ + dense/ for hybrid search)
     masked.jsonl          RAMP examples (rule strategy); topped up to --n
     trajectories.sqlite   the trajectory store (one row per example id)
-    checkpoints.sqlite    LangGraph checkpoints of unfinished examples (resume)
+    trajectories.ckpt.sqlite  LangGraph checkpoints of unfinished examples (resume)
     trajectories.jsonl    accepted trajectories (export)
     summary.json          the run summary and store statistics
     stages.json           the inputs (fingerprint) each step's output was made from
@@ -26,10 +26,12 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from masksearch.graph.context import Context
 from masksearch.jsonl import write_jsonl
 from masksearch.pipeline.runner import echo, run_generate
 
@@ -192,9 +194,9 @@ GENERATE_OUTPUTS = (
     "trajectories.sqlite",
     "trajectories.sqlite-wal",
     "trajectories.sqlite-shm",
-    "checkpoints.sqlite",
-    "checkpoints.sqlite-wal",
-    "checkpoints.sqlite-shm",
+    "trajectories.ckpt.sqlite",
+    "trajectories.ckpt.sqlite-wal",
+    "trajectories.ckpt.sqlite-shm",
     "trajectories.jsonl",
     "summary.json",
 )
@@ -203,22 +205,18 @@ GENERATE_OUTPUTS = (
 def run_offline(
     workdir: Path,
     *,
+    context: Context,
     n: int = 8,
     concurrency: int = 2,
-    model: str = "local:default",
-    judge_model: str | None = None,
     corpus: Path | None = None,
     max_passages: int | None = 2000,
     dense: bool = False,
-    max_turns: int = 2,
-    top_k: int = 3,
-    max_tokens: int = 192,
     progress: bool = True,
-    context_overrides: dict[str, Any] | None = None,
 ) -> int:
-    """Run the four steps into `workdir`; return the exit code of the generation step."""
+    """Run the four steps into `workdir`; return the exit code of the generation step.
+    `context` holds the graph settings; its retriever is replaced by the index built here."""
     from masksearch.fileio import check_output_dir
-    from masksearch.graph.context import Context
+    from masksearch.graph.checkpoint import default_checkpoint_url
 
     workdir = Path(workdir)
     check_output_dir(workdir, what="--workdir")
@@ -227,27 +225,13 @@ def run_offline(
     corpus_file = prepare_corpus(workdir, corpus, max_passages, stages)
     retriever = prepare_index(workdir, corpus_file, dense, progress, stages)
     masked = prepare_masked(workdir, corpus_file, n, progress, stages)
-    context = Context(
-        planner_model=model,
-        rewriter_model=model,
-        observer_model=model,
-        judge_model=judge_model,
-        retriever=retriever,
-        top_k=top_k,
-        max_turns=max_turns,
-        max_tokens=max_tokens,
-        **(context_overrides or {}),
-    )
+    context = replace(context, retriever=retriever)
     store = workdir / "trajectories.sqlite"
     export = workdir / "trajectories.jsonl"
     fp = {
         "masked": digest(stages.get("masked") or {}),
         "index": digest(stages.get("index") or {}),
-        "models": context.models(),
-        "max_turns": max_turns,
-        "top_k": top_k,
-        "max_tokens": max_tokens,
-        "overrides": sorted((context_overrides or {}).items()),
+        "context": {k: v for k, v in context.to_dict().items() if k != "retriever"},
     }
     fp = json.loads(json.dumps(fp, default=str))  # as stored (tuples become lists)
     if stages.get("generate") != fp:
@@ -262,12 +246,13 @@ def run_offline(
                 f"({changes(stages.get('generate'), fp)}); moved them to {aside}"
             )
         stages.set("generate", fp)  # recorded before generating: a rerun resumes this store
-    echo(f"[4/4] generate: {n} examples with {model} (concurrency {concurrency})")
+    models = ", ".join(dict.fromkeys(context.models().values()))
+    echo(f"[4/4] generate: {n} examples with {models} (concurrency {concurrency})")
     code = run_generate(
         masked,
         store,
         context,
-        f"sqlite:///{workdir / 'checkpoints.sqlite'}",
+        default_checkpoint_url(store),
         concurrency=concurrency,
         limit=n,
         retry_failed=True,
