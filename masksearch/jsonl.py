@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -185,6 +186,19 @@ def check_unicode(obj: Any, *, path: str | None = None, line: int | None = None)
                 line=line,
                 field=name or None,
             ) from None
+
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` is not usable as an id (None if it is): an id must be one printable line, with
+    no control characters (NUL, newline, tab) and no bidi overrides (which make a printed id read
+    differently from what is stored)."""
+    for i, ch in enumerate(value):
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Cs"):
+            return f"contains a control character U+{ord(ch):04X} at position {i}"
+    return None
 
 
 def _strings(value: Any, name: str) -> Iterator[tuple[str, str]]:

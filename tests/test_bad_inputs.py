@@ -172,10 +172,12 @@ class Env:
     def readonly(self) -> Path:
         return self.tmpfs("ro,size=1m")
 
-    def full(self) -> Path:
-        """A folder on a 64 KiB file system with an old output already in it, then filled up."""
-        d = self.tmpfs("size=64k")
+    def full(self, size: str = "64k", copy: Path | None = None) -> Path:
+        """A folder on a small file system with an old output (and `copy`) in it, filled up."""
+        d = self.tmpfs(f"size={size}")
         (d / "out.jsonl").write_text('{"old": 1}\n')
+        if copy is not None:
+            shutil.copy(copy, d / copy.name)
         with open(d / "filler", "wb") as fh:
             try:
                 fh.write(b"\0" * (1 << 20))
@@ -250,6 +252,15 @@ CASES = [
         "index-wrong-format",
         lambda e: (index(lines(e.tmp / "c.jsonl", [{"a": 1}]), e.tmp / "i"), ["c.jsonl"]),
     ),
+    (
+        "index-nul-in-id",
+        lambda e: (
+            index(
+                lines(e.tmp / "c.jsonl", ['{"id": "a\\u0000b", "contents": "T\\nx"}']), e.tmp / "i"
+            ),
+            ["c.jsonl:1", "'id'", "U+0000"],
+        ),
+    ),
     ("index-out-is-file", lambda e: (index(TINY, e.not_dir()), ["plainfile", "not a directory"])),
     (
         "index-out-under-file",
@@ -291,6 +302,15 @@ CASES = [
         lambda e: (
             mask(e.mask_out(), lines(e.tmp / "c.jsonl", [os.urandom(64).replace(b"\n", b"")])),
             ["c.jsonl"],
+        ),
+    ),
+    (
+        "mask-rtl-in-id",
+        lambda e: (
+            mask(
+                e.mask_out(), lines(e.tmp / "c.jsonl", ['{"id": "a\\u202eb", "contents": "T\\nx"}'])
+            ),
+            ["c.jsonl:1", "'id'", "U+202E"],
         ),
     ),
     ("mask-out-dev-full", lambda e: (mask(Path("/dev/full")), ["/dev/full", "regular file"])),
@@ -451,6 +471,16 @@ CASES = [
             ["not a directory"],
         ),
     ),
+    (
+        "gen-disk-full",
+        lambda e: (
+            e.gen(
+                e.masked([masked_row(i) for i in range(40)]),
+                store=e.full("1m", e.store()) / "store.sqlite",
+            ),
+            ["store.sqlite", "trajectory store"],
+        ),
+    ),
     ("gen-concurrency-0", lambda e: (e.gen(e.masked(), "--concurrency", "0"), ["--concurrency"])),
     # ---- export
     (
@@ -573,7 +603,7 @@ def _content(path: Path) -> object:
     if path.suffix == ".sqlite":
         import sqlite3
 
-        db = sqlite3.connect(path)
+        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)  # (also on a full disk)
         try:
             return dict(db.execute("SELECT id, record FROM trajectories"))
         finally:
@@ -599,7 +629,7 @@ def test_bad_input_is_one_located_line(env, capsys, name, build):
             env.tmp / "masked_out.jsonl",
             env.tmp / "index" / "manifest.json",
         ]
-        + [m / "out.jsonl" for m in env.mounts]
+        + [m / name for m in env.mounts for name in ("out.jsonl", "store.sqlite")]
     )
     code = run([str(a) for a in argv])
     captured = capsys.readouterr()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.errors import InputError
-from masksearch.jsonl import SkipCounter, iter_jsonl, open_text
+from masksearch.jsonl import SkipCounter, id_problem, iter_jsonl, open_text
 
 FORMATS = ("wikiextractor", "flashrag", "textdir")
 
@@ -84,6 +84,8 @@ def _str_field(obj: dict[str, Any], key: str, path: str, lineno: int) -> str:
         raise InputError(
             f"expected a string, got {type(value).__name__}", path=path, line=lineno, field=key
         )
+    if key == "id" and (problem := id_problem(value)):
+        raise InputError(problem, path=path, line=lineno, field=key)
     return value
 
 

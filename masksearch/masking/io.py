@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from masksearch.errors import InputError
-from masksearch.jsonl import SkipCounter, check_unicode, iter_jsonl
+from masksearch.jsonl import SkipCounter, check_unicode, id_problem, iter_jsonl
 from masksearch.masking.select import MASK_TOKEN
 from masksearch.types import MaskedExample, Span
 
 MAX_FIELD_CHARS = 200_000  # a passage/question longer than this is rejected as bad input
 MAX_RESUME_LINE_BYTES = 8 * 1024 * 1024  # resume scans skip longer lines (never read whole)
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 
 
 def load_masked(
@@ -68,11 +66,10 @@ def check_lengths(
 
 
 def check_id(value: str, fld: str, fail: Any) -> None:
-    """An id is one printable line: no control characters (NUL, newline, tab) and no bidi
-    overrides (which make a printed id read differently from what is stored)."""
-    for i, ch in enumerate(value):
-        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Cs"):
-            raise fail(f"contains a control character U+{ord(ch):04X} at position {i}", fld)
+    """An id is one printable line (see `masksearch.jsonl.id_problem`)."""
+    problem = id_problem(value)
+    if problem:
+        raise fail(problem, fld)
 
 
 def parse_example(

@@ -148,20 +148,22 @@ def run_generate(
         error = e
         summary.skipped_bad = summary.skipped_bad or counter.skipped
     exported = None
-    with TrajectoryStore(store_path) as store:
-        stats = store.stats()
-        if export is not None:
-            try:
+    stats: dict[str, Any] = {}
+    try:
+        with TrajectoryStore(store_path) as store:
+            stats = store.stats()
+            if export is not None:
                 exported = store.export_jsonl(export, accepted_only=not export_all)
-            except MaskSearchError as e:  # the store keeps everything; say so, then fail
-                error = error or e
+    except MaskSearchError as e:  # the store keeps what it holds; report the first error
+        error = error or e
     for line in counter.examples:
         echo(f"skipped bad input: {line}")
     echo(summary.format())
-    echo(
-        f"store: {store_path}  ({stats['count']} records, {stats['accepted']} accepted, "
-        f"{', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})"
-    )
+    if stats:
+        echo(
+            f"store: {store_path}  ({stats['count']} records, {stats['accepted']} accepted, "
+            f"{', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})"
+        )
     if exported is not None:
         echo(f"export: {export}  ({exported} {'records' if export_all else 'accepted records'})")
     if summary_json is not None:
