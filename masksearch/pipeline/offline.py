@@ -237,8 +237,13 @@ def run_offline(
     if stages.get("generate") != fp:
         outputs = [workdir / name for name in GENERATE_OUTPUTS if (workdir / name).exists()]
         if outputs:
-            aside = workdir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-            aside.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            aside = workdir / "previous" / stamp
+            n_same = 1
+            while aside.exists():
+                n_same += 1
+                aside = workdir / "previous" / f"{stamp}-{n_same}"
+            aside.mkdir(parents=True)
             for path in outputs:
                 os.replace(path, aside / path.name)
             echo(
