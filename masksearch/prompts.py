@@ -9,6 +9,7 @@ separated by " ; ") and multi-hop QA (a short answer span).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from string import Template
 from typing import Any
@@ -112,13 +113,58 @@ def render_student_prompt(question: str) -> list[dict[str, str]]:
     ]
 
 
-_AGENT_TAG = re.compile(r"<(/?)(think|search|information|answer)>", re.IGNORECASE)
+# Action tags as a model might read them in retrieved text: any case, whitespace inside the
+# brackets, HTML entities for the brackets and slash. Matched on a length-preserving fold of the
+# text (see `_fold`) so full-width `＜／information＞`, small-form and math-letter variants match too.
+_LT = r"(?:<|&lt;?|&#0*60;?|&#x0*3c;?)"
+_GT = r"(?:>|&gt;?|&#0*62;?|&#x0*3e;?)"
+_SLASH = r"(?:/|&sol;|&#0*47;?|&#x0*2f;?)"
+_AGENT_TAG = re.compile(
+    rf"{_LT}\s*(?P<slash>{_SLASH}\s*)?(?P<name>think|search|information|answer)(?![a-z])"
+    rf"(?:\s*{_GT})?",
+    re.IGNORECASE,
+)
+# Look-alikes of <, > and / that a tokenizer or model may read as the ASCII character.
+_LOOKALIKES = {
+    **dict.fromkeys(map(ord, "\u2039\u2329\u27e8\u3008\ufe64\uff1c"), "<"),
+    **dict.fromkeys(map(ord, "\u203a\u232a\u27e9\u3009\ufe65\uff1e"), ">"),
+    **dict.fromkeys(map(ord, "\u2044\u2215\u29f8\uff0f"), "/"),
+}
+
+
+def _fold_char(ch: str) -> str:
+    mapped = _LOOKALIKES.get(ord(ch))
+    if mapped is not None:
+        return mapped
+    folded = unicodedata.normalize("NFKC", ch)
+    return folded if len(folded) == 1 else ch
+
+
+def _fold(text: str) -> str:
+    """Same length as `text`, each character replaced by its NFKC/look-alike ASCII form."""
+    return text if text.isascii() else "".join(_fold_char(ch) for ch in text)
 
 
 def neutralize_tags(text: str) -> str:
-    """Retrieved text is data: our action tags inside it become `[tag]`, so a passage can never
-    close the `<information>` block or inject a `<search>`/`<answer>` into the trajectory."""
-    return _AGENT_TAG.sub(r"[\1\2]", text)
+    """Retrieved text is data: our action tags inside it become `[tag]` / `[/tag]`, so a passage
+    can never close the `<information>` block or inject a `<search>`/`<answer>` into the
+    trajectory. Variants count as tags too: any case, `</information >`, `< answer>`, full-width
+    or other look-alike brackets, and HTML entities (`&lt;/information&gt;`, `&#60;`, `&#x3c;`).
+    Invisible format characters (zero-width spaces, bidi overrides) are removed first, so they
+    cannot hide a tag."""
+    text = (
+        "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+        if not text.isascii()
+        else text
+    )
+    folded = _fold(text)
+    out, pos = [], 0
+    for m in _AGENT_TAG.finditer(folded):
+        out.append(text[pos : m.start()])
+        out.append(f"[{'/' if m.group('slash') else ''}{m.group('name').lower()}]")
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def format_docs(passages: Sequence[Any]) -> str:
