@@ -11,16 +11,23 @@ from masksearch.types import Passage
 
 
 class CachedRetriever:
-    """Wrap a retriever; `(query, k)` results are kept in an LRU of `maxsize` entries.
+    """Wrap a retriever; `(query, k)` results are kept in an LRU of at most `maxsize` entries and
+    about `max_bytes` of text (query + passage characters), whichever is reached first, so memory
+    stays bounded however many distinct (or long) queries arrive.
 
     Only cache misses of a batch are sent to the wrapped retriever (as one batch).
     """
 
-    def __init__(self, inner: Retriever, maxsize: int = 4096) -> None:
+    def __init__(
+        self, inner: Retriever, maxsize: int = 4096, *, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.inner = inner
         self.name = getattr(inner, "name", "retriever")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.nbytes = 0
         self._cache: OrderedDict[tuple[str, int], list[Passage]] = OrderedDict()
+        self._sizes: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -42,13 +49,25 @@ class CachedRetriever:
             with self._lock:
                 for q, res in zip(todo, found, strict=True):
                     self.misses += 1
-                    self._cache[(q, k)] = res
-                    self._cache.move_to_end((q, k))
                     for i in missing[q]:
                         results[i] = list(res)
-                while len(self._cache) > self.maxsize:
-                    self._cache.popitem(last=False)
+                    self._put((q, k), res)
         return [r if r is not None else [] for r in results]
+
+    def _put(self, key: tuple[str, int], res: list[Passage]) -> None:
+        size = _entry_bytes(key[0], res)
+        if size > self.max_bytes or self.maxsize <= 0:
+            return
+        old = self._sizes.pop(key, None)
+        if old is not None:
+            self.nbytes -= old
+        self._cache[key] = res
+        self._cache.move_to_end(key)
+        self._sizes[key] = size
+        self.nbytes += size
+        while len(self._cache) > self.maxsize or self.nbytes > self.max_bytes:
+            evicted, _ = self._cache.popitem(last=False)
+            self.nbytes -= self._sizes.pop(evicted)
 
     def __len__(self) -> int:
         return len(self.inner)  # type: ignore[arg-type]  (TypeError if the inner has no size)
@@ -56,8 +75,15 @@ class CachedRetriever:
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._sizes.clear()
+            self.nbytes = 0
 
     def __getattr__(self, attr: str):
         if attr in ("inner", "asearch"):  # async calls go through search() so they are cached
             raise AttributeError(attr)
         return getattr(self.inner, attr)
+
+
+def _entry_bytes(query: str, passages: Sequence[Passage]) -> int:
+    """Approximate memory of one entry: its text plus a fixed overhead per object."""
+    return 200 + len(query) + sum(200 + len(p.id) + len(p.title) + len(p.text) for p in passages)

@@ -96,25 +96,56 @@ def serve(
         ),
     ],
     host: Annotated[
-        str, typer.Option("--host", help="Bind address (loopback by default).")
+        str,
+        typer.Option(
+            "--host", help="Bind address (loopback by default; any other needs --token-env)."
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", help="TCP port (1-65535).")] = 8000,
     topk: Annotated[
         int, typer.Option("--topk", min=1, help="Default top-k when a request has none.")
     ] = 3,
     mmap: Annotated[bool, typer.Option("--mmap", help="Memory-map the index files.")] = False,
+    token_env: Annotated[
+        str | None,
+        typer.Option(
+            "--token-env",
+            help="Name of an environment variable holding a bearer token; requests then need "
+            "'Authorization: Bearer <token>'. Required for a non-loopback --host.",
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Larger request bodies get 413.")
+    ] = 4 * 1024 * 1024,
+    max_query_chars: Annotated[
+        int, typer.Option("--max-query-chars", min=1, help="Longer queries get 422.")
+    ] = 4096,
+    max_queries: Annotated[
+        int, typer.Option("--max-queries", min=1, help="More queries per request get 422.")
+    ] = 1024,
+    cache_size: Annotated[
+        int,
+        typer.Option("--cache-size", min=0, help="Cached (query, k) results (LRU; 0 = none)."),
+    ] = 4096,
 ) -> None:
     """Serve an index over HTTP with Search-R1's /retrieve API (plus GET /health)."""
+    import os
+
+    from masksearch.retrievers.server import ServerLimits, check_bind, check_port
     from masksearch.retrievers.server import serve as run_server
 
-    retriever = _load(index_spec, mmap=mmap)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        typer.secho(
-            f"warning: listening on {host}; the server has no authentication",
-            fg=typer.colors.YELLOW,
-            err=True,
-        )
-    run_server(retriever, host=host, port=port, default_topk=topk)
+    check_port(port)
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env, "").strip()
+        if not token:
+            raise ConfigError(f"--token-env {token_env}: that environment variable is not set")
+    check_bind(host, token)
+    retriever = _load(index_spec, mmap=mmap, cache_size=cache_size)
+    limits = ServerLimits(
+        max_body_bytes=max_body_bytes, max_queries=max_queries, max_query_chars=max_query_chars
+    )
+    run_server(retriever, host=host, port=port, default_topk=topk, token=token, limits=limits)
 
 
 def search(

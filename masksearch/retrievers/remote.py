@@ -13,16 +13,26 @@ class RemoteRetrievalError(MaskSearchError, RuntimeError):
     """The retrieval server could not be reached or answered something unexpected."""
 
 
+TOKEN_ENV = "MASKSEARCH_RETRIEVAL_TOKEN"
+
+
 class RemoteRetriever:
-    """Batch client; always sends `return_scores=true` (Search-R1's server breaks without it)."""
+    """Batch client; always sends `return_scores=true` (Search-R1's server breaks without it).
+
+    A bearer token (for `masksearch serve --token-env`) comes from `token` or the
+    `MASKSEARCH_RETRIEVAL_TOKEN` environment variable."""
 
     name = "remote"
 
-    def __init__(self, url: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 60.0, token: str | None = None) -> None:
+        import os
+
         self.url = url.rstrip("/")
         if not self.url.endswith("/retrieve"):
             self.url += "/retrieve"
         self.timeout = timeout
+        token = token if token is not None else os.environ.get(TOKEN_ENV, "").strip()
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _payload(self, queries: Sequence[str], k: int) -> dict[str, Any]:
         return {"queries": list(queries), "topk": k, "return_scores": True}
@@ -55,7 +65,12 @@ class RemoteRetriever:
         if not queries:
             return []
         try:
-            resp = httpx.post(self.url, json=self._payload(queries, k), timeout=self.timeout)
+            resp = httpx.post(
+                self.url,
+                json=self._payload(queries, k),
+                headers=self._headers,
+                timeout=self.timeout,
+            )
             resp.raise_for_status()
             body = resp.json()
         except (httpx.HTTPError, ValueError) as e:
@@ -69,7 +84,9 @@ class RemoteRetriever:
             return []
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
-                resp = await client.post(self.url, json=self._payload(queries, k))
+                resp = await client.post(
+                    self.url, json=self._payload(queries, k), headers=self._headers
+                )
                 resp.raise_for_status()
                 body = resp.json()
         except (httpx.HTTPError, ValueError) as e:

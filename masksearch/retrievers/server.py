@@ -3,33 +3,178 @@
 `POST /retrieve {"queries": [...], "topk": 3, "return_scores": true}` →
 `{"result": [[{"document": {"id", "contents"}, "score": s}, ...], ...]}`; with
 `return_scores=false` each query gets a plain list of documents. `GET /health` reports status.
+
+Limits (`ServerLimits`): a request body over `max_body_bytes` gets 413 before it is read whole;
+more than `max_queries` queries, a query over `max_query_chars` characters or a bad field get
+422 with a short message that never echoes the request back. With a token
+(`create_app(token=...)`, `masksearch serve --token-env VAR`) every endpoint needs
+`Authorization: Bearer <token>` (401 otherwise); `check_bind` refuses a non-loopback address
+without one.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from masksearch.errors import ConfigError
 from masksearch.retrievers.base import Retriever
 
 MAX_QUERIES = 1024
 MAX_TOPK = 100
+MAX_QUERY_CHARS = 4096
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_DETAIL_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_queries: int = MAX_QUERIES
+    max_query_chars: int = MAX_QUERY_CHARS
 
 
 class QueryRequest(BaseModel):
     """Search-R1 request body."""
 
-    queries: list[str] = Field(..., max_length=MAX_QUERIES)
+    queries: list[str] = Field(...)  # count and lengths checked against ServerLimits
     topk: int | None = Field(None, ge=1, le=MAX_TOPK)
     return_scores: bool = False
 
 
-def create_app(retriever: Retriever, *, default_topk: int = 3) -> Any:
-    """Build the FastAPI app serving `retriever` (run it with uvicorn)."""
-    from fastapi import FastAPI, HTTPException
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
 
-    app = FastAPI(title="masksearch retrieval server", version="1")
+
+def check_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be in 1..65535, got {port}")
+    return port
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond this machine without authentication."""
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"refusing to listen on {host} without authentication: pass --token-env VAR "
+            "(VAR holding a bearer token) or bind 127.0.0.1"
+        )
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a body over `limit` bytes (by Content-Length, or while streaming
+    a chunked body), so an oversized request is never buffered whole."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _plain(send, 413, f"request body over {self.limit} bytes")
+            return
+        # Read the body here (at most `limit` bytes are ever held), then replay it to the app.
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _plain(send, 413, f"request body over {self.limit} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _plain(send: Any, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _short_validation_detail(errors: list[Any]) -> dict[str, Any]:
+    """At most 5 errors as `loc: msg`, never the offending input."""
+    items = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        items.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}"[:200])
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return {"detail": "; ".join(items) + more}
+
+
+def create_app(
+    retriever: Retriever,
+    *,
+    default_topk: int = 3,
+    token: str | None = None,
+    limits: ServerLimits | None = None,
+) -> Any:
+    """Build the FastAPI app serving `retriever` (run it with uvicorn)."""
+    from fastapi import Depends, FastAPI, Header, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    limits = limits or ServerLimits()
+
+    def authorize(authorization: str | None = Header(None)) -> None:
+        if token is None:
+            return
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    app = FastAPI(
+        title="masksearch retrieval server", version="1", dependencies=[Depends(authorize)]
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content=_short_validation_detail(list(exc.errors())))
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -42,11 +187,25 @@ def create_app(retriever: Retriever, *, default_topk: int = 3) -> Any:
 
     @app.post("/retrieve")
     def retrieve(req: QueryRequest) -> dict[str, Any]:
+        if len(req.queries) > limits.max_queries:
+            raise HTTPException(
+                status_code=422,
+                detail=f"{len(req.queries)} queries; the limit is {limits.max_queries}",
+            )
+        for i, q in enumerate(req.queries):
+            if len(q) > limits.max_query_chars:
+                raise HTTPException(
+                    status_code=422,
+                    detail=f"queries[{i}]: {len(q)} characters; "
+                    f"the limit is {limits.max_query_chars}",
+                )
         k = req.topk or default_topk
         try:
             results = retriever.search(req.queries, k)
         except Exception as e:  # report retrieval failures as 503, never crash the server
-            raise HTTPException(status_code=503, detail=f"{type(e).__name__}: {e}") from None
+            raise HTTPException(
+                status_code=503, detail=f"{type(e).__name__}: {e}"[:MAX_DETAIL_CHARS]
+            ) from None
         out = []
         for hits in results:
             docs = [{"id": p.id, "contents": p.contents} for p in hits]
@@ -61,7 +220,7 @@ def create_app(retriever: Retriever, *, default_topk: int = 3) -> Any:
                 out.append(docs)
         return {"result": out}
 
-    return app
+    return _BodyLimit(app, limits.max_body_bytes)
 
 
 def serve(
@@ -70,11 +229,18 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     default_topk: int = 3,
+    token: str | None = None,
+    limits: ServerLimits | None = None,
     log_level: str = "info",
 ) -> None:
     """Run the server in the foreground (blocking)."""
     import uvicorn
 
+    check_port(port)
+    check_bind(host, token)
     uvicorn.run(
-        create_app(retriever, default_topk=default_topk), host=host, port=port, log_level=log_level
+        create_app(retriever, default_topk=default_topk, token=token, limits=limits),
+        host=host,
+        port=port,
+        log_level=log_level,
     )
