@@ -171,19 +171,24 @@ def test_scores_tables_chart_and_resume(fakes, tmp_path):
     with open(out / "table_recall.csv", newline="", encoding="utf-8") as fh:
         table = list(csv.reader(fh))
     assert table[0] == ["method", "HotpotQA", "Bamboogle", "Avg"]
-    assert table[1] == ["masksearch", "66.67", "50.00", "58.33"]
-    assert [r[0] for r in table[1:]] == ["masksearch", "rag-pe", "agent-pe"]
+    assert table[3] == ["masksearch", "66.67", "50.00", "58.33"]
+    assert [r[0] for r in table[1:]] == ["rag-pe", "agent-pe", "masksearch"]  # paper order
     with open(out / "table_em.csv", newline="", encoding="utf-8") as fh:
-        assert list(csv.reader(fh))[2] == ["rag-pe", "33.33", "100.00", "66.67"]
+        assert list(csv.reader(fh))[1] == ["rag-pe", "33.33", "100.00", "66.67"]
     png = written["chart"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     import matplotlib.image
 
     assert matplotlib.image.imread(written["chart"]).shape[2] in (3, 4)
     manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert manifest["datasets"]["hotpotqa"]["n"] == 3 and manifest["methods"]["rag-pe"] == {
-        "model": "fake:eval"
+    assert manifest["datasets"]["hotpotqa"]["n"] == 3
+    rag_variant = manifest["variants"]["fake:eval|rag-pe"]
+    assert rag_variant["settings"]["models"] == {
+        "planner": "fake:eval",
+        "rewriter": "fake:eval",
+        "observer": "fake:eval",
     }
+    assert rag_variant["settings"]["top_k"] == 3 and rag_variant["fingerprint"] == rag["config"]
 
     # Resume: nothing re-runs, no duplicate lines, the model is not called.
     calls = len(model.calls)
@@ -260,9 +265,9 @@ async def test_judge_scores_and_table(fakes, tmp_path):
     )
     assert stats.ran == 2 and judge_model.n == 2
     rows = read_results(tmp_path)
-    assert rows[("rag-pe", "bamboogle", "bamboogle-0")]["scores"]["judge"] == 1.0
-    assert rows[("rag-pe", "bamboogle", "bamboogle-1")]["scores"]["judge"] == 0.0
-    assert rows[("rag-pe", "bamboogle", "bamboogle-1")]["judge"]["raw"].endswith(
+    assert rows[("fake:eval", "rag-pe", "bamboogle", "bamboogle-0")]["scores"]["judge"] == 1.0
+    assert rows[("fake:eval", "rag-pe", "bamboogle", "bamboogle-1")]["scores"]["judge"] == 0.0
+    assert rows[("fake:eval", "rag-pe", "bamboogle", "bamboogle-1")]["judge"]["raw"].endswith(
         "evaluation: incorrect"
     )
     md = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")

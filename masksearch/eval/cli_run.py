@@ -8,10 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.errors import ConfigError, InputError
-from masksearch.eval.datasets import DatasetSpec, load_items
+from masksearch.eval.config import (
+    MANIFEST,
+    Variant,
+    check_compatible,
+    context_settings,
+    file_digest,
+    make_label,
+    merged_manifest,
+)
+from masksearch.eval.datasets import DatasetSpec, canonical_name, load_items
 from masksearch.eval.methods import METHODS, build_method
 from masksearch.eval.report import write_report
-from masksearch.eval.runner import RunStats, run_eval
+from masksearch.eval.runner import RunStats, pending_work, read_results, run_eval
 
 
 def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
@@ -27,30 +36,11 @@ def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def write_manifest(
-    out: Path,
-    specs: Sequence[DatasetSpec],
-    sizes: dict[str, int],
-    methods: dict[str, str],
-    context: dict[str, Any],
-    judge: str | None,
-) -> None:
-    """`run.json`: what the last run used (merged with earlier runs' datasets and methods)."""
-    path = out / "run.json"
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            data = {}
-    data.setdefault("datasets", {}).update(
-        {s.name: {"path": str(s.path), "split": s.split, "n": sizes[s.name]} for s in specs}
-    )
-    data.setdefault("methods", {}).update({m: {"model": spec} for m, spec in methods.items()})
-    data["context"] = context
-    data["judge_model"] = judge
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+def write_manifest(out: Path, data: dict[str, Any]) -> None:
+    """`run.json`, replaced atomically (a crash leaves the old or the new file)."""
+    path = out / MANIFEST
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
 
 
@@ -99,6 +89,12 @@ async def build_and_run(
     retry_failed: bool,
     save_messages: bool,
     progress: bool,
+    seed: int | None = 0,
+    label: str | None = None,
+    base_model: str | None = None,
+    pre_train: str | None = None,
+    post_train: str | None = None,
+    aliases: Sequence[str] = (),
 ) -> tuple[RunStats, dict[str, Path]]:
     from masksearch.graph.context import Context
 
@@ -107,14 +103,27 @@ async def build_and_run(
         raise ConfigError(
             f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
         )
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit} (leave it out to run all)")
+    if not datasets:
+        raise ConfigError("name at least one --dataset NAME=PATH")
     overrides = parse_method_models(method_models)
     specs = [DatasetSpec.parse(d) for d in datasets]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise InputError("each dataset name may appear once", field="--dataset")
-    items = {
-        s.name: load_items(s, limit=limit) for s in specs
-    }  # validate everything before any call
+    alias_files = parse_aliases(aliases, names)
+    # validate every input before any model call
+    items = {s.name: load_items(s, limit=limit, aliases=alias_files.get(s.name)) for s in specs}
+    dataset_info = {
+        s.name: {
+            "path": str(s.path),
+            "split": s.split,
+            "sha256": file_digest(s.path),
+            "n": len(items[s.name]),
+        }
+        for s in specs
+    }
     base = Context(
         retriever=retriever,
         top_k=top_k,
@@ -122,8 +131,9 @@ async def build_and_run(
         max_tokens=max_tokens,
         temperature=temperature,
         llm_timeout_s=timeout,
+        seed=seed,
     )
-    built, used = [], {}
+    built = []
     for name in dict.fromkeys(methods):
         spec = overrides.get(name, model)
         ctx = Context.from_dict(
@@ -134,23 +144,27 @@ async def build_and_run(
                 "observer_model": spec,
             }
         )
-        built.append(build_method(name, ctx))
-        used[name] = spec
-    await warm_up(built)
+        method = build_method(name, ctx)
+        row_label, tags = make_label(
+            spec, label=label, base_model=base_model, pre_train=pre_train, post_train=post_train
+        )
+        method.variant = Variant(  # type: ignore[attr-defined]
+            name, row_label, context_settings(method.context, judge_model=judge_model), tags
+        )
+        built.append(method)
+    variants = [m.variant for m in built]  # type: ignore[attr-defined]
+    done = read_results(out) if out.is_dir() else {}
+    check_compatible(out, variants, dataset_info, done.values())
+    todo, _, _ = pending_work(built, items, done, retry_failed=retry_failed)
+    needed = list(dict.fromkeys(method for method, _ in todo))
+    await warm_up(needed)  # no model is loaded when every question is already done
     judge = None
-    if judge_model:
+    if judge_model and todo:
         from masksearch.eval.judge import load_judge
 
         judge = load_judge(judge_model)
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(
-        out,
-        specs,
-        {k: len(v) for k, v in items.items()},
-        used,
-        {k: v for k, v in base.to_dict().items() if not k.endswith("_model")},
-        judge_model,
-    )
+    write_manifest(out, merged_manifest(out, variants, dataset_info))
     stats = await run_eval(
         built,
         items,
@@ -162,3 +176,22 @@ async def build_and_run(
         progress=progress,
     )
     return stats, write_report(out)
+
+
+def parse_aliases(pairs: Sequence[str], names: Sequence[str]) -> dict[str, Path]:
+    """`--aliases NAME=PATH` (2Wiki `id_aliases.json`): dataset name → file."""
+    out: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        name = canonical_name(name) if sep else "2wikimultihopqa"
+        path = path if sep else pair
+        if name not in names:
+            raise InputError(
+                f"--aliases names dataset {name!r}, which is not among --dataset "
+                f"({', '.join(names)})",
+                field="--aliases",
+            )
+        if not Path(path).is_file():
+            raise InputError("aliases file not found", path=path, field="--aliases")
+        out[name] = Path(path)
+    return out

@@ -64,7 +64,7 @@ def run_cmd(
         int, typer.Option("--concurrency", "-c", min=1, help="Questions in flight.")
     ] = 8,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="First N questions per dataset.")
+        int | None, typer.Option("--limit", help="First N questions per dataset (N ≥ 1).")
     ] = None,
     judge_model: Annotated[
         str | None,
@@ -90,8 +90,41 @@ def run_cmd(
         bool, typer.Option("--no-messages", help="Do not store trajectories.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Sampling seed passed to every model call.")
+    ] = 0,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            "--label",
+            help="Name of this model configuration in OUT (rows are keyed by label, method, "
+            "dataset, id); default: base/pre/post with --base-model, else the model spec.",
+        ),
+    ] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            "--base-model", help="Report row group, e.g. Qwen2.5-1.5B (the paper's table)."
+        ),
+    ] = None,
+    pre_train: Annotated[
+        str | None,
+        typer.Option("--pre-train", help="Report column Pre-train, e.g. SFT or RL (RAMP stage)."),
+    ] = None,
+    post_train: Annotated[
+        str | None,
+        typer.Option("--post-train", help="Report column Post-train, e.g. SFT or RL."),
+    ] = None,
+    aliases: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--aliases",
+            help="2Wiki id_aliases.json as [NAME=]PATH (default: the file next to the data).",
+        ),
+    ] = None,
 ) -> None:
-    """Run methods on benchmarks. Resumable: re-running skips questions already in OUT/results.jsonl."""
+    """Run methods on benchmarks. Resumable: re-running skips questions already in OUT/results.jsonl
+    for the same label and settings; another configuration needs another --label (or --out)."""
     import asyncio
 
     from masksearch.eval.cli_run import build_and_run
@@ -115,6 +148,12 @@ def run_cmd(
             retry_failed=retry_failed,
             save_messages=not no_messages,
             progress=not no_progress,
+            seed=seed,
+            label=label,
+            base_model=base_model,
+            pre_train=pre_train,
+            post_train=post_train,
+            aliases=aliases or [],
         )
     )
     typer.echo(

@@ -7,6 +7,7 @@ their official readers do. Every malformed item raises `InputError` naming the f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from masksearch.eval.readers import (
     text_field,
 )
 from masksearch.jsonl import iter_jsonl
+
+log = logging.getLogger(__name__)
 
 
 def _id(obj: dict[str, Any], key: str, where: Where) -> str:
@@ -70,10 +73,17 @@ def load_2wiki(
     """HotpotQA-style JSON plus `evidences`, `entity_ids`, `answer_id`; aliases from `id_aliases.json`.
 
     With no `aliases_path`, an `id_aliases.json` next to the data file is used when present
-    (the official v1.1 scorer adds those aliases to the gold set).
+    (the official v1.1 scorer adds those aliases to the gold set); when there is none, a warning
+    says so (scores are then lower than official) and how to point at it.
     """
     if aliases_path is None and (Path(path).parent / "id_aliases.json").exists():
         aliases_path = Path(path).parent / "id_aliases.json"
+    if aliases_path is None:
+        log.warning(
+            "%s: no id_aliases.json next to it, so 2Wiki answers are scored without their "
+            "aliases (the official v1.1 scorer uses them); pass --aliases 2wiki=PATH",
+            path,
+        )
     aliases = load_2wiki_aliases(aliases_path) if aliases_path else {}
     for where, obj in json_items(path):
         item = parse_hotpotqa(obj, where, "2wikimultihopqa")

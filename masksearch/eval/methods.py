@@ -32,6 +32,7 @@ class MethodOutput:
     search_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     messages: list[dict[str, str]] | None = None
+    calls: list[dict[str, Any]] | None = None  # multi-agent: the role calls that ran, in order
 
 
 class Method(Protocol):
@@ -44,6 +45,32 @@ class Method(Protocol):
 
 def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
+
+
+ANSWERING = ("agent", "observer", "answer")  # graph roles whose output can hold the answer
+_CALL_FIELDS = (
+    "agent",
+    "turn",
+    "output",
+    "queries",
+    "parse_error",
+    "model",
+    "latency_s",
+    "prompt_tokens",
+    "completion_tokens",
+)
+
+
+def _call(step: dict[str, Any]) -> dict[str, Any]:
+    """One graph step as stored in a result row (retrieved passages by id and title only)."""
+    call = {k: step[k] for k in _CALL_FIELDS if k in step}
+    if step.get("passages"):
+        call["passages"] = [
+            {"id": p.get("id"), "title": p.get("title")}
+            for p in step["passages"]
+            if isinstance(p, dict)
+        ]
+    return call
 
 
 class GraphMethod:
@@ -63,12 +90,15 @@ class GraphMethod:
             record = await run_example(self.graph, item.to_example(), self.context)
         except Exception as e:  # noqa: BLE001 - run_example should not raise; keep the run going
             return MethodOutput("", status="failed", error=_error(e))
-        messages = list(record.get("messages", []))
-        response = (
-            messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+        steps = list(record.get("steps") or [])
+        # the last raw model output (kept even when the turn limit ended the run unanswered)
+        response = next(
+            (str(s.get("output", "")) for s in reversed(steps) if s.get("agent") in ANSWERING),
+            "",
         )
         prediction = record.get("final_answer") or final_answer(response) or ""
         usage = {k: int(v) for k, v in (record.get("usage") or {}).items()}
+        multi = self.context.agent_mode == "multi_agent"
         return MethodOutput(
             prediction=prediction,
             response=response,
@@ -77,7 +107,10 @@ class GraphMethod:
             turns=int((record.get("meta") or {}).get("turns", 0)),
             search_calls=usage.get("search_calls", 0),
             usage=usage,
-            messages=messages,
+            # single agent: its conversation; multi-agent: the planner/rewriter/search/observer
+            # calls that ran (a student transcript would be a re-rendering, not what ran)
+            messages=None if multi else list(record.get("messages", [])),
+            calls=[_call(s) for s in steps] if multi else None,
         )
 
 

@@ -62,13 +62,16 @@ def load_json_list(path: str | Path) -> list[Any]:
     path = str(path)
     try:
         with open_text(path) as fh:
-            data = json.load(fh)
+            text = fh.read()
+        data = json.loads(text[1:] if text.startswith("\ufeff") else text)  # BOM is allowed
     except json.JSONDecodeError as e:
         raise InputError(
             f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=e.lineno
         ) from None
     except UnicodeDecodeError as e:
         raise InputError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path=path) from None
+    except (EOFError, OSError) as e:  # e.g. a truncated .gz
+        raise InputError(f"unreadable ({e})", path=path) from None
     if not isinstance(data, list):
         raise InputError(f"expected a JSON list of questions, got {type(data).__name__}", path=path)
     if not data:
@@ -99,10 +102,12 @@ def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
                 row = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as e:
+            except (csv.Error, UnicodeDecodeError, EOFError, OSError) as e:
                 raise InputError(
                     f"unreadable CSV ({e})", path=path, line=reader.line_num + 1
                 ) from None
+            if reader.line_num == 1 and row and row[0].startswith("\ufeff"):
+                row[0] = row[0][1:]  # a UTF-8 byte-order mark (Excel's CSV export)
             yield reader.line_num, row
 
 
@@ -156,11 +161,56 @@ def parquet_rows(path: str | Path) -> Iterator[tuple[Where, dict[str, Any]]]:
 
 
 def first_char(path: str | Path) -> str:
-    with open_text(path) as fh:
-        while ch := fh.read(1):
-            if not ch.isspace():
-                return ch
+    try:
+        with open_text(path) as fh:
+            while ch := fh.read(1):
+                if not ch.isspace() and ch != "\ufeff":
+                    return ch
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"not valid UTF-8 ({e.reason} at byte {e.start})", path=str(path)
+        ) from None
+    except (EOFError, OSError) as e:
+        raise InputError(f"unreadable ({e})", path=str(path)) from None
     raise InputError("file is empty", path=str(path))
+
+
+def check_text_file(path: str | Path, sample: int = 64 * 1024) -> None:
+    """Refuse a binary or non-UTF-8 file (e.g. an image or a model file given as a dataset)
+    before any parser sees it; `.parquet` files are checked by their magic bytes instead."""
+    import gzip
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", path=str(p))
+    if p.is_dir():
+        raise InputError("is a directory, expected a dataset file", path=str(p))
+    try:
+        if ".parquet" in p.suffixes:
+            with open(p, "rb") as fh:
+                if fh.read(4) != b"PAR1":
+                    raise InputError("not a parquet file (no PAR1 magic)", path=str(p))
+            return
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rb") as fh:
+            head = fh.read(sample)
+    except (EOFError, OSError) as e:
+        raise InputError(f"unreadable ({e})", path=str(p)) from None
+    if not head.strip():
+        raise InputError("file is empty", path=str(p))
+    if b"\x00" in head:
+        raise InputError(
+            "binary file (NUL bytes); expected JSON, JSONL, CSV or parquet", path=str(p)
+        )
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the sample's end
+            raise InputError(
+                f"not UTF-8 text ({e.reason} at byte {e.start}); expected JSON, JSONL, CSV "
+                "or parquet",
+                path=str(p),
+            ) from None
 
 
 def peek_first_object(path: str | Path, chunk: int = 1 << 20) -> dict[str, Any] | None:

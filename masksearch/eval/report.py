@@ -1,17 +1,22 @@
-"""Summary tables in the paper's layout (rows = methods, columns = datasets + Avg) and a bar chart.
+"""Summary tables in the paper's layout and a bar chart.
 
-Cells are means ×100 over the questions of a (method, dataset); Avg is the unweighted mean
-over datasets, as in the MaskSearch table. Everything is re-rendered from `results.jsonl`.
+Rows are methods; when several model configurations share the directory (or `--base-model` was
+given), rows are grouped by base model with Pre-train / Post-train columns, as in the MaskSearch
+table. Columns are datasets + Avg. Cells are means ×100 over the questions of a (row, dataset);
+Avg is the unweighted mean over datasets. Everything is re-rendered from `results.jsonl`, in an
+order that depends only on the rows (paper datasets first, methods in the paper's order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from masksearch.errors import InputError
 from masksearch.eval.datasets import column_order, display_name
@@ -30,17 +35,78 @@ METRIC_TITLES = {
 }
 
 
+METHOD_ORDER = ("rag-pe", "agent-pe", "masksearch")  # the paper's row order within a model
+STAGE_ORDER = ("", "-", "–", "none", "sft", "rl")
+RowKey = tuple[str, str]  # (label, method)
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """Sort key where "Qwen2.5-3B" < "Qwen2.5-14B" (digit runs compare as numbers)."""
+    import re
+
+    return tuple(
+        (0, float(part), "") if part.replace(".", "", 1).isdigit() else (1, 0.0, part.lower())
+        for part in re.findall(r"\d+(?:\.\d+)?|\D+", text)
+    )
+
+
+@dataclass(frozen=True)
+class RowInfo:
+    """One table row: a method under one model configuration."""
+
+    label: str
+    method: str
+    base_model: str | None = None
+    pre_train: str | None = None
+    post_train: str | None = None
+
+    @property
+    def group(self) -> str:
+        return self.base_model or self.label
+
+    def sort_key(self) -> tuple[Any, ...]:
+        def stage(v: str | None) -> tuple[int, str]:
+            key = (v or "").strip().lower()
+            return (STAGE_ORDER.index(key), "") if key in STAGE_ORDER else (len(STAGE_ORDER), key)
+
+        m = METHOD_ORDER.index(self.method) if self.method in METHOD_ORDER else len(METHOD_ORDER)
+        return (
+            _natural(self.group),
+            m,
+            self.method,
+            stage(self.pre_train),
+            stage(self.post_train),
+            self.label,
+        )
+
+
 @dataclass
 class Summary:
-    methods: list[str]
+    rows: list[RowInfo]
     datasets: list[str]
-    cells: dict[
-        tuple[str, str], dict[str, Any]
-    ]  # (method, dataset) -> {metric: mean, n, failed, ...}
+    cells: dict[tuple[RowKey, str], dict[str, Any]]  # ((label, method), dataset) -> {metric: mean…}
 
-    def value(self, method: str, dataset: str, metric: str) -> float | None:
-        cell = self.cells.get((method, dataset))
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(r.method for r in self.rows))
+
+    @property
+    def grouped(self) -> bool:
+        """Paper layout (base model, method, Pre-train, Post-train) when several model
+        configurations share the directory or a base model was named."""
+        return len({r.label for r in self.rows}) > 1 or any(r.base_model for r in self.rows)
+
+    def value(self, row: RowInfo | str, dataset: str, metric: str) -> float | None:
+        cell = self.cells.get((self._key(row), dataset))
         return None if cell is None else cell.get(metric)
+
+    def _key(self, row: RowInfo | str) -> RowKey:
+        if isinstance(row, RowInfo):
+            return (row.label, row.method)
+        matches = [r for r in self.rows if r.method == row]
+        if len(matches) != 1:
+            raise KeyError(f"{row!r} names {len(matches)} rows; pass a RowInfo")
+        return (matches[0].label, matches[0].method)
 
     def columns(self, metric: str) -> list[str]:
         """Datasets shown for a metric: all for the main metrics, else those where it applies."""
@@ -52,9 +118,9 @@ class Summary:
             if any(metric in c for (_, cd), c in self.cells.items() if cd == d)
         ]
 
-    def avg(self, method: str, metric: str) -> tuple[float | None, bool]:
+    def avg(self, row: RowInfo | str, metric: str) -> tuple[float | None, bool]:
         """(unweighted mean over datasets with a value, whether every dataset had one)."""
-        vals = [self.value(method, d, metric) for d in self.columns(metric)]
+        vals = [self.value(row, d, metric) for d in self.columns(metric)]
         have = [v for v in vals if v is not None]
         return (sum(have) / len(have) if have else None), len(have) == len(vals)
 
@@ -62,16 +128,50 @@ class Summary:
         present = {m for cell in self.cells.values() for m in cell if m in EXTRA_METRICS}
         return [*TABLE_METRICS, *(m for m in EXTRA_METRICS if m in present)]
 
+    def head(self) -> list[str]:
+        return ["Base model", "Method", "Pre-train", "Post-train"] if self.grouped else ["Method"]
+
+    def row_cells(self, row: RowInfo, *, first_of_group: bool = True) -> list[str]:
+        if not self.grouped:
+            return [row.method]
+        return [
+            row.group if first_of_group else "",
+            row.method,
+            row.pre_train or "–",
+            row.post_train or "–",
+        ]
+
+    def series_name(self, row: RowInfo) -> str:
+        if not self.grouped:
+            return row.method
+        stages = f" {row.pre_train or '–'}→{row.post_train or '–'}" if row.base_model else ""
+        return f"{row.group} · {row.method}{stages}"
+
 
 def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary:
-    sums: dict[tuple[str, str], dict[str, list[float]]] = {}
-    counts: dict[tuple[str, str], dict[str, int]] = {}
-    methods: list[str] = []
+    """Means per (row, dataset); the order of `rows` (finishing order) does not matter."""
+    from masksearch.eval.config import row_label
+
+    ordered = sorted(
+        rows, key=lambda r: (row_label(r), str(r["method"]), str(r["dataset"]), str(r["id"]))
+    )
+    sums: dict[tuple[RowKey, str], dict[str, list[float]]] = {}
+    counts: dict[tuple[RowKey, str], dict[str, Any]] = {}
+    infos: dict[RowKey, RowInfo] = {}
     datasets: list[str] = []
-    for row in rows:
-        key = (str(row["method"]), str(row["dataset"]))
-        if key[0] not in methods:
-            methods.append(key[0])
+    for row in ordered:
+        rk = (row_label(row), str(row["method"]))
+        infos.setdefault(
+            rk,
+            RowInfo(
+                rk[0],
+                rk[1],
+                row.get("base_model") or None,
+                row.get("pre_train") or None,
+                row.get("post_train") or None,
+            ),
+        )
+        key = (rk, str(row["dataset"]))
         datasets.append(key[1])
         acc = sums.setdefault(key, {})
         cnt = counts.setdefault(key, {"n": 0, "failed": 0, "latency_s": 0.0, "turns": 0})
@@ -82,9 +182,9 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary:
         for metric, value in (row.get("scores") or {}).items():
             if value is not None:
                 acc.setdefault(metric, []).append(float(value))
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for key, metric_values in sums.items():
-        cnt = counts[key]
+    cells: dict[tuple[RowKey, str], dict[str, Any]] = {}
+    for key, cnt in counts.items():
+        metric_values = sums[key]
         cell: dict[str, Any] = {m: 100.0 * sum(v) / len(v) for m, v in metric_values.items() if v}
         cell.update(
             n=cnt["n"],
@@ -95,41 +195,55 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary:
         if "judge" in metric_values:
             cell["judged"] = len(metric_values["judge"])
         cells[key] = cell
-    return Summary(methods, column_order(datasets), cells)
+    infos_sorted = sorted(infos.values(), key=RowInfo.sort_key)
+    return Summary(infos_sorted, column_order(datasets), cells)
 
 
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+def _grouped_rows(s: Summary) -> list[tuple[RowInfo, bool]]:
+    out, last = [], None
+    for r in s.rows:
+        out.append((r, r.group != last))
+        last = r.group
+    return out
+
+
 def markdown_table(s: Summary, metric: str) -> str:
     cols = s.columns(metric)
-    head = ["Method", *(display_name(d) for d in cols), "Avg"]
+    head = [*s.head(), *(display_name(d) for d in cols), "Avg"]
+    n_label = len(s.head())
     lines = [
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        "|" + "|".join(["---"] * n_label + ["---:"] * (len(head) - n_label)) + "|",
     ]
-    for m in s.methods:
-        avg, complete = s.avg(m, metric)
-        cells = [_fmt(s.value(m, d, metric)) for d in cols]
+    for r, first in _grouped_rows(s):
+        avg, complete = s.avg(r, metric)
+        cells = [_fmt(s.value(r, d, metric)) for d in cols]
+        avg_cell = _fmt(avg) + ("" if complete or avg is None else "*")
         lines.append(
-            "| "
-            + " | ".join([m, *cells, _fmt(avg) + ("" if complete or avg is None else "*")])
-            + " |"
+            "| " + " | ".join([*s.row_cells(r, first_of_group=first), *cells, avg_cell]) + " |"
         )
     return "\n".join(lines)
 
 
 def table_rows(s: Summary, metric: str) -> list[list[str]]:
-    """CSV rows (header first); Avg is empty when a method lacks a dataset."""
+    """CSV rows (header first); Avg is empty when a row lacks a dataset, as is a missing cell."""
     cols = s.columns(metric)
-    rows = [["method", *(display_name(d) for d in cols), "Avg"]]
-    for m in s.methods:
-        avg, complete = s.avg(m, metric)
-        vals = [s.value(m, d, metric) for d in cols]
+    head = [h.lower().replace(" ", "_").replace("-", "_") for h in s.head()]
+    if s.grouped:
+        head.insert(0, "label")
+    rows = [[*head, *(display_name(d) for d in cols), "Avg"]]
+    for r in s.rows:
+        avg, complete = s.avg(r, metric)
+        vals = [s.value(r, d, metric) for d in cols]
+        label = [r.label] if s.grouped else []
         rows.append(
             [
-                m,
+                *label,
+                *s.row_cells(r),
                 *("" if v is None else f"{v:.2f}" for v in vals),
                 "" if avg is None or not complete else f"{avg:.2f}",
             ]
@@ -141,19 +255,19 @@ def render_markdown(s: Summary, expected: Mapping[str, int] | None = None) -> st
     parts = [
         "# Evaluation summary",
         "",
-        "Scores are means ×100 per (method, dataset); Avg is the unweighted mean over datasets "
-        "(`*`: over the datasets this method has). Failed questions count as 0.",
+        "Scores are means ×100 per (row, dataset); Avg is the unweighted mean over datasets "
+        "(`*`: over the datasets this row has; – : not run). Failed questions count as 0.",
         "",
     ]
     for metric in s.metrics():
         parts += [f"## {METRIC_TITLES.get(metric, metric)}", "", markdown_table(s, metric), ""]
     parts += ["## Questions per cell (failed)", ""]
-    head = ["Method", *(display_name(d) for d in s.datasets)]
+    head = [*s.head(), *(display_name(d) for d in s.datasets)]
     parts += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for m in s.methods:
+    for r, first in _grouped_rows(s):
         cells = []
         for d in s.datasets:
-            c = s.cells.get((m, d))
+            c = s.cells.get(((r.label, r.method), d))
             want = (expected or {}).get(d)
             cells.append(
                 "–"
@@ -162,13 +276,14 @@ def render_markdown(s: Summary, expected: Mapping[str, int] | None = None) -> st
                 + (f"/{want}" if want and want != c["n"] else "")
                 + (f" ({c['failed']})" if c["failed"] else "")
             )
-        parts.append("| " + " | ".join([m, *cells]) + " |")
+        parts.append("| " + " | ".join([*s.row_cells(r, first_of_group=first), *cells]) + " |")
     parts.append("")
     return "\n".join(parts)
 
 
-def plot(s: Summary, metric: str, path: Path) -> Path:
-    """Grouped bar chart: one group per dataset (+ Avg), one bar per method."""
+def chart_figure(s: Summary, metric: str) -> Any:
+    """Grouped bar chart: one group per dataset (+ Avg), one bar per row. A missing cell (and
+    the Avg of a row lacking a dataset) has no bar, only a "–" mark: never a bar at 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,49 +291,104 @@ def plot(s: Summary, metric: str, path: Path) -> Path:
 
     cols = s.columns(metric)
     groups = [*(display_name(d) for d in cols), "Avg"]
-    width = 0.8 / max(1, len(s.methods))
+    width = 0.8 / max(1, len(s.rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups)), 4.0))
-    for i, m in enumerate(s.methods):
-        vals = [s.value(m, d, metric) or 0.0 for d in cols] + [s.avg(m, metric)[0] or 0.0]
-        xs = [g + (i - (len(s.methods) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, vals, width=width, label=m)
+    for i, r in enumerate(s.rows):
+        avg, complete = s.avg(r, metric)
+        vals = [s.value(r, d, metric) for d in cols] + [avg if complete else None]
+        xs = [g + (i - (len(s.rows) - 1) / 2) * width for g in range(len(groups))]
+        drawn = [(x, v) for x, v in zip(xs, vals, strict=True) if v is not None]
+        bars = ax.bar(
+            [x for x, _ in drawn], [v for _, v in drawn], width=width, label=s.series_name(r)
+        )
+        color = bars.patches[0].get_facecolor() if bars.patches else None
+        for x, v in zip(xs, vals, strict=True):
+            if v is None:
+                ax.text(x, 1.0, "–", ha="center", va="bottom", fontsize="small", color=color)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(f"{metric} ×100")
     ax.set_ylim(0, 100)
     ax.set_title(METRIC_TITLES.get(metric, metric))
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot(s: Summary, metric: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(s, metric)
+    try:
+        with _atomic(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return path
 
 
 def write_report(out_dir: str | Path, *, chart_metric: str = "recall") -> dict[str, Path]:
-    """Render summary.md, table_<metric>.csv, scores.csv and <metric>.png from results.jsonl."""
+    """Render summary.md, table_<metric>.csv, scores.csv and <metric>.png from results.jsonl.
+
+    Every file is replaced atomically, and its bytes depend only on the rows (not on the order
+    in which questions finished)."""
     out_dir = Path(out_dir)
     rows = read_results(out_dir)
     if not rows:
         raise InputError("no results to report", path=str(out_dir / RESULTS))
     s = summarize(rows.values())
+    if chart_metric not in s.metrics():
+        known = ", ".join(s.metrics())
+        raise InputError(
+            f"unknown chart metric {chart_metric!r}; this directory has: {known}",
+            field="--chart-metric",
+        )
     expected = _expected_sizes(out_dir)
     written = {"markdown": out_dir / "summary.md"}
-    written["markdown"].write_text(render_markdown(s, expected), encoding="utf-8")
+    with _atomic(written["markdown"], "w") as fh:
+        fh.write(render_markdown(s, expected))
     for metric in s.metrics():
         p = out_dir / f"table_{metric}.csv"
-        with open(p, "w", newline="", encoding="utf-8") as fh:
+        with _atomic(p, "w") as fh:
             csv.writer(fh).writerows(table_rows(s, metric))
         written[f"table_{metric}"] = p
     p = out_dir / "scores.csv"
-    with open(p, "w", newline="", encoding="utf-8") as fh:
+    with _atomic(p, "w") as fh:
         w = csv.writer(fh)
-        w.writerow(["method", "dataset", "metric", "value", "n", "failed"])
-        for (m, d), cell in s.cells.items():
-            for metric in s.metrics():
-                if metric in cell:
-                    w.writerow([m, d, metric, f"{cell[metric]:.4f}", cell["n"], cell["failed"]])
+        w.writerow(["label", "method", "dataset", "metric", "value", "n", "failed"])
+        for r in s.rows:
+            for d in s.datasets:
+                cell = s.cells.get(((r.label, r.method), d))
+                for metric in s.metrics() if cell else ():
+                    if metric in cell:
+                        w.writerow(
+                            [
+                                r.label,
+                                r.method,
+                                d,
+                                metric,
+                                f"{cell[metric]:.4f}",
+                                cell["n"],
+                                cell["failed"],
+                            ]
+                        )
     written["scores"] = p
     written["chart"] = plot(s, chart_metric, out_dir / f"{chart_metric}.png")
     return written
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """Write `path` whole or not at all (temp file beside it, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _expected_sizes(out_dir: Path) -> dict[str, int]:

@@ -1,7 +1,9 @@
 """Evaluate methods on benchmarks: bounded async concurrency, resumable per-question results.
 
-`DIR/results.jsonl` gets one line per (method, dataset, id), appended as each question
-finishes (a crash loses at most the questions in flight). A re-run skips keys already there;
+`DIR/results.jsonl` gets one line per (label, method, dataset, id), appended as each question
+finishes (a crash loses at most the questions in flight). The label names the model
+configuration (`eval.config`), so several models share a directory. A re-run skips keys already
+there (only when they ran with the same settings: rows carry their configuration fingerprint);
 `retry_failed` re-runs failed ones and then compacts the file to one line per key.
 """
 
@@ -15,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from masksearch.errors import ConfigError, InputError
+from masksearch.eval.config import Variant, context_settings, row_label
 from masksearch.eval.items import EvalItem
 from masksearch.eval.judge import LLMJudge
 from masksearch.eval.methods import Method, timed
@@ -23,22 +27,50 @@ from masksearch.jsonl import JsonlAppender, iter_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
-Key = tuple[str, str, str]
+Key = tuple[str, str, str, str]
 
 
 def result_key(row: Mapping[str, Any]) -> Key:
-    return str(row["method"]), str(row["dataset"]), str(row["id"])
+    """(label, method, dataset, id)."""
+    return row_label(row), str(row["method"]), str(row["dataset"]), str(row["id"])
+
+
+def variant_of(method: Method) -> Variant:
+    """The method's `Variant` (set by `eval run`; else labelled by its model spec)."""
+    variant = getattr(method, "variant", None)
+    if variant is None:
+        variant = Variant(method.name, method.model, context_settings(method.context))
+    return variant
 
 
 def read_results(out_dir: str | Path) -> dict[Key, dict[str, Any]]:
-    """Rows of `results.jsonl`, last one per key (skipping a torn last line from a crash)."""
+    """Rows of `results.jsonl`, last one per key. An unterminated last line (a crash mid-write)
+    is ignored; any other bad line is a located error."""
     path = Path(out_dir) / RESULTS
     rows: dict[Key, dict[str, Any]] = {}
     if not path.exists():
         return rows
-    for _, row in iter_jsonl(path, required=("method", "dataset", "id"), allow_empty=True):
-        rows[result_key(row)] = row
+    torn_line = _torn_last_line(path)
+    try:
+        for _, row in iter_jsonl(path, required=("method", "dataset", "id"), allow_empty=True):
+            rows[result_key(row)] = row
+    except InputError as e:
+        if torn_line is None or e.line != torn_line:
+            raise
     return rows
+
+
+def _torn_last_line(path: Path) -> int | None:
+    """Line number of an unterminated last line, or None when the file ends with a newline."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return None
+        fh.seek(-1, 2)
+        if fh.read(1) == b"\n":
+            return None
+        fh.seek(0)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) + 1
 
 
 @dataclass
@@ -54,7 +86,10 @@ def result_row(
     method: Method, item: EvalItem, out: Any, latency: float, *, save_messages: bool = True
 ) -> dict[str, Any]:
     failed = out.status == "failed"
+    variant = variant_of(method)
     row: dict[str, Any] = {
+        "label": variant.label,
+        **variant.tags,
         "method": method.name,
         "dataset": item.dataset,
         "id": item.id,
@@ -70,11 +105,42 @@ def result_row(
         "latency_s": latency,
         "usage": out.usage,
         "model": method.model,
+        "config": variant.fingerprint,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if save_messages and out.messages is not None:
         row["messages"] = out.messages
+    if save_messages and getattr(out, "calls", None) is not None:
+        row["calls"] = out.calls
     return row
+
+
+def pending_work(
+    methods: Sequence[Method],
+    datasets: Mapping[str, Sequence[EvalItem]],
+    done: Mapping[Key, Mapping[str, Any]],
+    *,
+    retry_failed: bool = False,
+) -> tuple[list[tuple[Method, EvalItem]], int, int]:
+    """(questions to run, done before, failures kept); refuses a done row of other settings."""
+    todo: list[tuple[Method, EvalItem]] = []
+    done_before = skipped_failed = 0
+    for method in methods:
+        variant = variant_of(method)
+        for items in datasets.values():
+            for item in items:
+                prev = done.get((variant.label, method.name, item.dataset, item.id))
+                if prev is not None and prev.get("config") != variant.fingerprint:
+                    raise ConfigError(
+                        f"{method.name} [{variant.label}] {item.dataset}/{item.id} was run with "
+                        "other settings; use another output directory or label"
+                    )
+                if prev is not None and not (retry_failed and prev.get("status") == "failed"):
+                    done_before += 1
+                    skipped_failed += prev.get("status") == "failed"
+                    continue
+                todo.append((method, item))
+    return todo, done_before, skipped_failed
 
 
 async def run_eval(
@@ -94,17 +160,12 @@ async def run_eval(
     path = out_dir / RESULTS
     stats = RunStats()
     with JsonlAppender(path) as appender:  # opening repairs a torn last line first
-        done = read_results(out_dir)
+        todo, stats.done_before, stats.skipped_failed = pending_work(
+            methods, datasets, read_results(out_dir), retry_failed=retry_failed
+        )
         queue: asyncio.Queue[tuple[Method, EvalItem]] = asyncio.Queue()
-        for method in methods:
-            for items in datasets.values():
-                for item in items:
-                    prev = done.get((method.name, item.dataset, item.id))
-                    if prev is not None and not (retry_failed and prev.get("status") == "failed"):
-                        stats.done_before += 1
-                        stats.skipped_failed += prev.get("status") == "failed"
-                        continue
-                    queue.put_nowait((method, item))
+        for job in todo:
+            queue.put_nowait(job)
         total = queue.qsize()
         if stats.skipped_failed:
             log.info(
