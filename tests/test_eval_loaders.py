@@ -182,3 +182,67 @@ def test_other_input_errors(tmp_path):
     with pytest.raises(InputError) as err:
         load_items(DatasetSpec("bamboogle", empty_q))
     assert (err.value.line, err.value.field) == (2, "question")
+
+
+# --- unclear inputs become one located error (issue 11) ------------------------------------
+
+
+def test_binary_file_is_refused_by_name(tmp_path):
+    png = tmp_path / "chart.json"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("Question,Answer\nCaf\xe9 owner?,Ren\xe9\n".encode("latin-1"))
+    for spec, msg in ((f"hotpotqa={png}", "binary file"), (f"bamboogle={latin}", "not UTF-8")):
+        with pytest.raises(InputError, match=msg) as err:
+            load_items(DatasetSpec.parse(spec))
+        assert err.value.path == spec.split("=")[1]
+
+
+def test_bom_files_load(tmp_path):
+    csv_bom = tmp_path / "bamboogle.csv"
+    csv_bom.write_bytes(b"\xef\xbb\xbf" + (DATA / "bamboogle.csv").read_bytes())
+    assert [i.golden_answers for i in load_items(DatasetSpec.parse(f"bamboogle={csv_bom}"))] == [
+        ["Ohio"],
+        ["Khartoum"],
+    ]
+    json_bom = tmp_path / "hotpot.json"
+    json_bom.write_bytes(b"\xef\xbb\xbf" + (DATA / "hotpot_dev_distractor.json").read_bytes())
+    assert len(load_items(DatasetSpec.parse(f"hotpotqa={json_bom}"))) == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "looks_like"),
+    [
+        ("bamboogle=@hotpot_dev_distractor.json", "HotpotQA"),
+        ("hotpotqa=@2wiki/dev.json", "2Wiki"),
+        ("2wiki=@hotpot_dev_distractor.json", "HotpotQA"),
+        ("fanoutqa=@musique_ans_v1.0_dev.jsonl", "MuSiQue"),
+        ("bamboogle=@freshqa.csv", "FreshQA"),
+        ("musique=@hotpot_dev_distractor.json", "HotpotQA"),
+    ],
+)
+def test_format_mismatch_is_named(spec, looks_like):
+    with pytest.raises(InputError, match=f"looks like {looks_like}, not "):
+        load(spec)
+
+
+def test_2wiki_aliases_missing_is_said_and_can_be_pointed_at(tmp_path, caplog):
+    data = tmp_path / "dev.json"
+    data.write_bytes((DATA / "2wiki" / "dev.json").read_bytes())
+    with caplog.at_level("WARNING"):
+        items = load_items(DatasetSpec.parse(f"2wiki={data}"))
+    assert items[1].golden_answers == ["Germany"]
+    assert "no id_aliases.json" in caplog.text and "--aliases" in caplog.text
+    items = load_items(
+        DatasetSpec.parse(f"2wiki={data}"), aliases=DATA / "2wiki" / "id_aliases.json"
+    )
+    assert "Deutschland" in items[1].golden_answers
+    with pytest.raises(InputError, match="only applies to 2Wiki"):
+        load("hotpotqa=@hotpot_dev_distractor.json", aliases=DATA / "2wiki" / "id_aliases.json")
+
+
+def test_limit_below_one_is_refused():
+    for bad in (0, -1):
+        with pytest.raises(InputError, match="at least 1") as err:
+            load("hotpotqa=@hotpot_dev_distractor.json", limit=bad)
+        assert err.value.field == "--limit"

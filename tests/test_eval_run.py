@@ -363,3 +363,175 @@ def test_embedded_model_and_default_index(tmp_path):
     rag = next(r for r in rows if r["method"] == "rag-pe")
     assert rag["messages"][1]["content"].startswith("Retrieved documents:\nDoc 1(Title:")
     assert written["chart"].exists()
+
+
+# --- configurations, multi-model layout, report determinism (issues 9 item 7, 11) ------------
+
+
+def test_changed_configuration_is_refused_or_kept_apart(fakes, tmp_path):
+    model, _ = fakes
+    out = tmp_path / "ev"
+    run(out, datasets=(BAMBOO,), methods=("rag-pe",))
+    before = (out / "results.jsonl").read_bytes()
+    manifest = (out / "run.json").read_bytes()
+    for change in ({"top_k": 2}, {"seed": 7}, {"max_turns": 2}, {"temperature": 0.5}):
+        with pytest.raises(ConfigError, match=r"rag-pe \[fake:eval\] already has results") as err:
+            run(out, datasets=(BAMBOO,), methods=("rag-pe",), **change)
+        assert next(iter(change)) in str(err.value)
+    # nothing was written by the refused runs, and run.json still describes the rows
+    assert (out / "results.jsonl").read_bytes() == before
+    assert (out / "run.json").read_bytes() == manifest
+
+    # the same change under another label is kept apart: both configurations are in the table
+    stats, written = run(out, datasets=(BAMBOO,), methods=("rag-pe",), top_k=2, label="k2")
+    assert stats.ran == 2 and stats.done_before == 0
+    rows = lines(out / "results.jsonl")
+    assert sorted({(r["label"], r["config"]) for r in rows})[0][0] == "fake:eval"
+    assert len({r["config"] for r in rows}) == 2
+    variants = json.loads((out / "run.json").read_text(encoding="utf-8"))["variants"]
+    assert variants["k2|rag-pe"]["settings"]["top_k"] == 2
+    assert variants["fake:eval|rag-pe"]["settings"]["top_k"] == 3
+    md = written["markdown"].read_text(encoding="utf-8")
+    assert "| Base model | Method | Pre-train | Post-train | Bamboogle | Avg |" in md
+
+    # a row without a configuration record (older results) is not silently resumed
+    legacy = {k: v for k, v in rows[0].items() if k not in ("config", "label")}
+    with open(out / "results.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({**legacy, "model": "fake:other", "id": "bamboogle-0"}) + "\n")
+    with pytest.raises(ConfigError, match="older version"):
+        run(out, datasets=(BAMBOO,), methods=("rag-pe",), model="fake:other")
+
+    # another file under the same dataset name is refused too
+    other = tmp_path / "other.csv"
+    other.write_text("Question,Answer\nWhat is 1+1?,2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="dataset bamboogle was run from another file"):
+        run(out, datasets=(f"bamboogle={other}",), methods=("rag-pe",), label="k2", top_k=2)
+
+
+def test_models_are_not_loaded_when_everything_is_done(fakes, tmp_path):
+    out = tmp_path / "ev"
+    run(out, datasets=(BAMBOO,), methods=("rag-pe", "masksearch"))
+    resources.clear()  # "fake:eval" and "memory:tiny" can no longer be loaded
+    stats, written = run(out, datasets=(BAMBOO,), methods=("rag-pe", "masksearch"))
+    assert (stats.ran, stats.done_before) == (0, 4) and written["markdown"].exists()
+
+
+def test_paper_layout_several_models_and_stages(fakes, tmp_path):
+    out = tmp_path / "ev"
+    run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe", "agent-pe"), base_model="Qwen2.5-1.5B")
+    for pre, post in (("RL", "RL"), ("SFT", "SFT")):
+        run(
+            out,
+            datasets=(BAMBOO, HOTPOT),
+            methods=("masksearch",),
+            base_model="Qwen2.5-1.5B",
+            pre_train=pre,
+            post_train=post,
+        )
+    run(out, datasets=(BAMBOO,), methods=("rag-pe",), base_model="Qwen2.5-14B")
+    run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe",), base_model="Qwen2.5-3B")
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    recall = md.split("## Token-level recall")[1].split("##")[0].strip().splitlines()[2:]
+    assert recall[0] == (
+        "| Base model | Method | Pre-train | Post-train | HotpotQA | Bamboogle | Avg |"
+    )
+    body = [line.split(" | ")[:4] for line in recall[2:]]
+    assert body == [
+        ["| Qwen2.5-1.5B", "rag-pe", "–", "–"],
+        ["| ", "agent-pe", "–", "–"],
+        ["| ", "masksearch", "SFT", "SFT"],
+        ["| ", "masksearch", "RL", "RL"],
+        ["| Qwen2.5-3B", "rag-pe", "–", "–"],
+        ["| Qwen2.5-14B", "rag-pe", "–", "–"],
+    ]
+    assert recall[-1].endswith("| – | 100.00 | 100.00* |")  # 14B lacks HotpotQA: –, not 0
+    with open(out / "table_recall.csv", newline="", encoding="utf-8") as fh:
+        table = list(csv.reader(fh))
+    assert table[0][:5] == ["label", "base_model", "method", "pre_train", "post_train"]
+    assert table[3][:5] == ["Qwen2.5-1.5B/SFT/SFT", "Qwen2.5-1.5B", "masksearch", "SFT", "SFT"]
+    assert table[-1][-3:] == ["", "100.00", ""]  # missing cell and incomplete Avg are empty
+
+
+def test_report_is_byte_identical_whatever_the_finishing_order(fakes, tmp_path):
+    import random
+
+    out = tmp_path / "a"
+    run(out, methods=("rag-pe", "masksearch", "agent-pe"))
+    rows = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    copies = []
+    for seed in (1, 2):
+        d = tmp_path / f"shuffled{seed}"
+        d.mkdir()
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        (d / "results.jsonl").write_text("\n".join(shuffled) + "\n", encoding="utf-8")
+        (d / "run.json").write_bytes((out / "run.json").read_bytes())
+        copies.append(write_report(d, chart_metric="f1"))
+    for name in copies[0]:
+        assert copies[0][name].read_bytes() == copies[1][name].read_bytes(), name
+
+
+def test_missing_cell_is_not_a_zero_bar(fakes, tmp_path):
+    from masksearch.eval.report import chart_figure, summarize
+
+    out = tmp_path / "ev"
+    run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe",))
+    run(out, datasets=(BAMBOO,), methods=("masksearch",))
+    s = summarize(read_results(out).values())
+    fig = chart_figure(s, "recall")
+    ax = fig.axes[0]
+    heights = {b.get_label(): [p.get_height() for p in b.patches] for b in ax.containers}
+    assert heights == {
+        "rag-pe": [pytest.approx(200 / 3), 100.0, pytest.approx(250 / 3)],
+        "masksearch": [50.0],
+    }  # no HotpotQA bar, no Avg bar (incomplete)
+    assert [t.get_text() for t in ax.texts] == ["–", "–"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_bogus_chart_metric_is_refused_before_writing(fakes, tmp_path):
+    from typer.testing import CliRunner
+
+    from masksearch.cli import app
+
+    out = tmp_path / "ev"
+    run(out, datasets=(BAMBOO,), methods=("rag-pe",))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(InputError, match="unknown chart metric 'bogus'.*recall, em, f1"):
+        write_report(out, chart_metric="bogus")
+    assert not (out / "bogus.png").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    res = CliRunner().invoke(app, ["eval", "report", str(out), "--chart-metric", "em"])
+    assert res.exit_code == 0 and (out / "em.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_agent_pe_stores_calls_that_ran_and_max_turns_keeps_raw_output(fakes, tmp_path):
+    out = tmp_path / "ev"
+    run(out, datasets=(BAMBOO,), methods=("agent-pe",))
+    row = next(r for r in lines(out / "results.jsonl") if r["id"] == "bamboogle-0")
+    assert "messages" not in row
+    agents = [c["agent"] for c in row["calls"]]
+    assert agents[:4] == ["planner", "rewriter", "search", "observer"]
+    assert row["calls"][1]["output"] == '{"queries": ["fact query"]}'
+    assert row["calls"][2]["queries"] == ["fact query"] and row["calls"][2]["passages"][0]["id"]
+    assert row["response"] == "<think>enough</think>\n<answer>Ohio</answer>"
+
+    never = ScriptedChatModel(
+        respond=lambda m: "<think>still looking</think>\n<search>more</search>",
+        model_name="fake:never",
+    )
+    resources.register_model("fake:never", never)
+    run(out, datasets=(BAMBOO,), methods=("masksearch",), model="fake:never", max_turns=1, limit=1)
+    row = next(r for r in lines(out / "results.jsonl") if r["model"] == "fake:never")
+    assert row["status"] == "max_turns" and row["prediction"] == ""
+    assert row["response"] == "<think>still looking</think>\n<search>more</search>"
+    assert row["scores"]["recall"] == 0.0
+
+
+def test_limit_must_be_positive(fakes, tmp_path):
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="--limit must be at least 1"):
+            run(tmp_path / "x", limit=bad)
+    assert not (tmp_path / "x").exists()
