@@ -21,7 +21,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from masksearch.prompts import SPAN_SEPARATOR
 from masksearch.tagformat import extract_tag
@@ -211,30 +211,36 @@ def fanout_normalize(text: object) -> str:
     return re.sub(r"\s+", " ", s).strip()
 
 
-def _fanout_missing(reference: object, norm_pred: str) -> tuple[int, list[str]]:
-    """(number of reference strings at this level, the normalised strings not found)."""
+def _fanout_leaves(reference: object) -> Iterator[str]:
+    """The reference's strings: list items, dict keys AND values (recursively), or the one
+    primitive (a bool as yes/no), each normalised."""
     if isinstance(reference, list):
-        missing = [m for r in reference for m in _fanout_missing(r, norm_pred)[1]]
-        return len(reference), missing
-    if isinstance(reference, dict):
-        parts = [*reference.keys(), *reference.values()]
-        missing = [m for r in parts for m in _fanout_missing(r, norm_pred)[1]]
-        return 2 * len(reference), missing
-    if isinstance(reference, bool):
-        reference = "yes" if reference else "no"
-    ans = fanout_normalize(reference)
-    found = re.search(rf"\b{re.escape(ans)}\b", norm_pred) is not None
-    return 1, [] if found else [ans]
+        for r in reference:
+            yield from _fanout_leaves(r)
+    elif isinstance(reference, dict):
+        for key, value in reference.items():
+            yield from _fanout_leaves(key)
+            yield from _fanout_leaves(value)
+    elif isinstance(reference, bool):
+        yield "yes" if reference else "no"
+    else:
+        yield fanout_normalize(reference)
 
 
 def fanout_loose_accuracy(pred: str, reference: object) -> float:
     """FanoutQA loose accuracy: fraction of the reference's strings (list items, dict keys AND
     values, or the one primitive) found in the prediction at word boundaries after normalisation.
-    Nested containers count their missing strings against the outer total, as the official code does."""
-    total, missing = _fanout_missing(reference, fanout_normalize(pred))
-    if total == 0:
+
+    Equal to the official score for flat references. For nested ones (a dict whose values are
+    lists, a list of lists) every string counts once in the total: the official code counts a
+    nested container as one item but all of its missing strings, so its score can go negative;
+    this one stays in [0, 1]."""
+    norm_pred = fanout_normalize(pred)
+    leaves = list(_fanout_leaves(reference))
+    if not leaves:
         return 1.0
-    return (total - len(missing)) / total
+    found = sum(re.search(rf"\b{re.escape(a)}\b", norm_pred) is not None for a in leaves)
+    return found / len(leaves)
 
 
 # -- judge verdicts -----------------------------------------------------------------------------

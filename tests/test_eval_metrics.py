@@ -266,3 +266,14 @@ async def test_llm_judge_with_fake_model():
     assert r2.verdict is None and r2.score is None and r2.error
     r3 = await judge.grade("Who?", ["x"], "y")
     assert r3.verdict is None and "RuntimeError" in r3.error
+
+
+def test_fanout_loose_accuracy_nested_never_negative():
+    # official counting: {"A": ["x", "y", "z"]} has 2 "items" but 3 missing strings → −0.5
+    ref = {"Alpha": ["x1", "y2", "z3"], "Beta": {"Gamma": ["w4", "v5"]}}
+    assert scoring.fanout_loose_accuracy("nothing here", ref) == 0.0
+    # leaves: Alpha x1 y2 z3 Beta Gamma w4 v5 = 8 strings; 3 found
+    assert scoring.fanout_loose_accuracy("Alpha and x1, Gamma", ref) == pytest.approx(3 / 8)
+    assert scoring.fanout_loose_accuracy("Alpha x1 y2 z3 Beta Gamma w4 v5", ref) == 1.0
+    assert scoring.fanout_loose_accuracy("a", [[["deep"]], []]) == 0.0
+    assert scoring.fanout_loose_accuracy("deep", [[["deep"]], []]) == 1.0
