@@ -161,7 +161,7 @@ def neutralize_tags(text: str) -> str:
     out, pos = [], 0
     for m in _AGENT_TAG.finditer(folded):
         out.append(text[pos : m.start()])
-        out.append(f"[{'/' if m.group('slash') else ''}{m.group('name').lower()}]")
+        out.append(f"[{'/' if m.group('slash') else ''}{m.group('name')}]")
         pos = m.end()
     out.append(text[pos:])
     return "".join(out)

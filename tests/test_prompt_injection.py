@@ -63,6 +63,6 @@ def test_plain_text_is_untouched():
 
 
 def test_replacement_keeps_direction_and_name():
-    assert neutralize_tags("a </Information > b < answer>c") == "a [/information] b [answer]c"
+    assert neutralize_tags("a </Information > b < answer>c") == "a [/Information] b [answer]c"
     assert neutralize_tags("&lt;/information&gt;") == "[/information]"
     assert neutralize_tags("＜／information＞ x") == "[/information] x"
