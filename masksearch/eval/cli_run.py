@@ -21,6 +21,7 @@ from masksearch.eval.datasets import DatasetSpec, canonical_name, load_items
 from masksearch.eval.methods import METHODS, build_method
 from masksearch.eval.report import write_report
 from masksearch.eval.runner import RunStats, pending_work, read_results, run_eval
+from masksearch.fileio import atomic_write_text
 
 
 def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
@@ -38,10 +39,7 @@ def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
 
 def write_manifest(out: Path, data: dict[str, Any]) -> None:
     """`run.json`, replaced atomically (a crash leaves the old or the new file)."""
-    path = out / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(out / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 async def warm_up(methods: Sequence[Any]) -> None:

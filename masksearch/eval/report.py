@@ -9,18 +9,17 @@ order that depends only on the rows (paper datasets first, methods in the paper'
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from masksearch.errors import InputError
 from masksearch.eval.datasets import column_order, display_name
 from masksearch.eval.runner import RESULTS, read_results
+from masksearch.fileio import atomic_write
 
 TABLE_METRICS = ("recall", "em", "f1")
 EXTRA_METRICS = ("cover_em", "acc", "loose_acc", "judge")
@@ -319,7 +318,7 @@ def plot(s: Summary, metric: str, path: Path) -> Path:
 
     fig = chart_figure(s, metric)
     try:
-        with _atomic(path, "wb") as fh:
+        with atomic_write(path, "wb") as fh:
             fig.savefig(fh, format="png", dpi=120, metadata={"Software": None})
     finally:
         plt.close(fig)
@@ -344,15 +343,15 @@ def write_report(out_dir: str | Path, *, chart_metric: str = "recall") -> dict[s
         )
     expected = _expected_sizes(out_dir)
     written = {"markdown": out_dir / "summary.md"}
-    with _atomic(written["markdown"], "w") as fh:
+    with atomic_write(written["markdown"]) as fh:
         fh.write(render_markdown(s, expected))
     for metric in s.metrics():
         p = out_dir / f"table_{metric}.csv"
-        with _atomic(p, "w") as fh:
+        with atomic_write(p) as fh:
             csv.writer(fh).writerows(table_rows(s, metric))
         written[f"table_{metric}"] = p
     p = out_dir / "scores.csv"
-    with _atomic(p, "w") as fh:
+    with atomic_write(p) as fh:
         w = csv.writer(fh)
         w.writerow(["label", "method", "dataset", "metric", "value", "n", "failed"])
         for r in s.rows:
@@ -374,21 +373,6 @@ def write_report(out_dir: str | Path, *, chart_metric: str = "recall") -> dict[s
     written["scores"] = p
     written["chart"] = plot(s, chart_metric, out_dir / f"{chart_metric}.png")
     return written
-
-
-@contextlib.contextmanager
-def _atomic(path: Path, mode: str) -> Iterator[IO[Any]]:
-    """Write `path` whole or not at all (temp file beside it, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
-        with open(tmp, mode, **kwargs) as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _expected_sizes(out_dir: Path) -> dict[str, int]:
