@@ -1,59 +1,32 @@
-"""Sharded multi-process generation: every id exactly once, merged summary, resume across
-different process counts."""
+"""Sharded generation on Ray (2 local workers, scripted model): every id exactly once, resume
+across worker counts, kill -9 of a worker or of the driver loses and duplicates nothing and
+spends no model call on a finished example, SIGINT/SIGTERM stop every worker.
+
+One Ray head for the module (`ray start --head --block`, its own process group, killed at the
+end); the drivers join it with `address=`. Skipped when Ray is not installed."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from masksearch.graph import Context, resources
-from masksearch.graph.testing import KeywordRetriever
-from masksearch.pipeline.parallel import shard_of
+from masksearch.graph import Context
+from masksearch.pipeline.parallel import ClusterSettings, shard_of, store_count
 from masksearch.pipeline.runner import run_generate
-from masksearch.pipeline.store import TrajectoryStore
-from masksearch.pipeline.testing import LatencyChatModel, team_respond
-from masksearch.types import MaskedExample, Passage, Span
+from masksearch.pipeline.store import TrajectoryStore, iter_records
+from masksearch.pipeline.testing import TeamSetup
+from masksearch.types import MaskedExample, Span
 
-
-@pytest.fixture
-def data(tmp_path):
-    resources.clear()
-    resources.register_model(
-        "fake:team",
-        LatencyChatModel(
-            respond=team_respond(lambda q: q.split()[1] if int(q.split()[1]) % 3 else "no"),
-            latency_s=0.01,
-        ),
-    )
-    resources.register_retriever(
-        "mem:x",
-        KeywordRetriever(
-            [Passage(f"p{i}", f"T{i}", f"Item {i} is about number {i}.") for i in range(30)]
-        ),
-    )
-    path = tmp_path / "in.jsonl"
-    with path.open("w") as fh:
-        for i in range(30):
-            ex = MaskedExample(
-                id=f"ex{i}",
-                question=f"Item {i} is about number [mask].",
-                answers=[str(i)],
-                spans=[Span(0, len(str(i)), str(i))],
-            )
-            fh.write(json.dumps(ex.to_dict()) + "\n")
-    yield path
-    resources.clear()
-
-
-def ctx() -> Context:
-    return Context(
-        planner_model="fake:team",
-        rewriter_model="fake:team",
-        observer_model="fake:team",
-        retriever="mem:x",
-        max_turns=1,
-    )
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_shards_are_stable_and_cover_everything():
@@ -63,41 +36,257 @@ def test_shards_are_stable_and_cover_everything():
     assert shards == [shard_of(i, 4) for i in ids]
 
 
-def test_processes_write_each_id_once_and_resume(tmp_path, data):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    pytest.importorskip("ray")
+    # a throwaway loopback cluster: no token (drivers in subprocesses inherit the setting)
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("ray")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:  # wait until the GCS answers
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert head.poll() is None and time.monotonic() < deadline, "ray head did not start"
+            time.sleep(0.5)
+    yield address
+    try:  # a throwaway cluster: the whole process group (head, raylet, workers) goes at once
+        os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    head.wait(timeout=30)
+    if saved is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = saved
+
+
+def _write_input(path: Path, n: int) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            ex = MaskedExample(
+                id=f"ex{i}",
+                question=f"Item {i} is about number [mask].",
+                answers=[str(i)],
+                spans=[Span(0, len(str(i)), str(i))],
+            )
+            fh.write(json.dumps(ex.to_dict()) + "\n")
+    return path
+
+
+def ctx() -> Context:
+    return Context(
+        planner_model="fake:team",
+        rewriter_model="fake:team",
+        observer_model="fake:team",
+        retriever="mem:team",
+        max_turns=1,
+    )
+
+
+def test_ray_workers_write_each_id_once_and_resume(tmp_path, ray_address):
+    data = _write_input(tmp_path / "in.jsonl", 30)
     store = tmp_path / "t.sqlite"
     ckpt = f"sqlite:///{tmp_path / 'ckpt.sqlite'}"
     summary_json = tmp_path / "s.json"
-    assert (
-        run_generate(
-            data,
-            store,
-            ctx(),
-            ckpt,
-            concurrency=8,
-            processes=3,
-            limit=24,
-            summary_json=summary_json,
-            progress=False,
-        )
-        == 0
+    setup = TeamSetup(latency_s=0.005)
+    cluster = ClusterSettings(workers=2, address=ray_address, setup=setup)
+    code = run_generate(
+        data,
+        store,
+        ctx(),
+        ckpt,
+        concurrency=8,
+        limit=24,
+        summary_json=summary_json,
+        progress=False,
+        cluster=cluster,
     )
+    assert code == 0
     s = json.loads(summary_json.read_text())
-    assert s["run"]["done"] == 24 and s["run"]["accepted"] == 16 and s["store"]["count"] == 24
+    assert s["run"]["done"] == 24 and s["run"]["accepted"] == 24 and s["store"]["count"] == 24
     with TrajectoryStore(store) as st:
         assert st.ids() == {f"ex{i}" for i in range(24)}
-    assert (
-        run_generate(
-            data,
-            store,
-            ctx(),
-            ckpt,
-            concurrency=4,
-            processes=2,
-            summary_json=summary_json,
-            progress=False,
-        )
-        == 0
+    # resume with another worker count: the 24 stored ids are skipped, the other 6 run
+    cluster3 = ClusterSettings(workers=3, address=ray_address, setup=setup, cpus_per_worker=0.5)
+    code = run_generate(
+        data,
+        store,
+        ctx(),
+        ckpt,
+        concurrency=4,
+        summary_json=summary_json,
+        progress=False,
+        cluster=cluster3,
     )
+    assert code == 0
     s = json.loads(summary_json.read_text())
     assert s["run"]["done"] == 6 and s["run"]["skipped"]["existing"] == 24
     assert s["store"]["count"] == 30
+
+
+N = 400
+DRIVER = """
+import sys
+from pathlib import Path
+from masksearch.graph import Context
+from masksearch.pipeline.parallel import ClusterSettings
+from masksearch.pipeline.runner import run_generate
+from masksearch.pipeline.testing import TeamSetup
+
+data, store, export, calls, address = sys.argv[1:6]
+ctx = Context(planner_model="fake:team", rewriter_model="fake:team", observer_model="fake:team",
+              retriever="mem:team", max_turns=2)
+setup = TeamSetup(latency_s=0.03, jitter=0.5, calls_log=calls)
+cluster = ClusterSettings(workers=2, address=address, setup=setup, stop_grace_s=5)
+sys.exit(run_generate(Path(data), Path(store), ctx, "sqlite:///" + store + ".ckpt",
+                      concurrency=16, export=Path(export), export_all=True, progress=False,
+                      cluster=cluster))
+"""
+
+
+def _driver(tmp_path: Path, address: str) -> tuple[list[str], Path, Path, Path]:
+    data = _write_input(tmp_path / "in.jsonl", N)
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    store, export, calls = tmp_path / "t.sqlite", tmp_path / "all.jsonl", tmp_path / "calls.tsv"
+    cmd = [sys.executable, str(script), str(data), str(store), str(export), str(calls), address]
+    return cmd, store, export, calls
+
+
+def _start(cmd: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+    )
+
+
+def _wait_rows(proc: subprocess.Popen, store: Path, rows: int) -> None:
+    deadline = time.monotonic() + 120
+    while store_count(store) < rows:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+
+
+def _worker_pids(store: Path) -> set[int]:
+    """Processes holding the store's worker lock (the Ray workers writing it)."""
+    lock = f"{store}.workers.lock"
+    pids = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == lock:
+                    pids.add(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def _gone(pids: set[int], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{p}") for p in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _check_exactly_once(store: Path, export: Path, calls: Path, finished_before: set[str]) -> None:
+    with TrajectoryStore(store) as st:
+        stored = list(st.records())
+    ids = [r["id"] for r in stored]
+    assert len(ids) == N and set(ids) == {f"ex{i}" for i in range(N)}  # 0 lost, 0 duplicated
+    assert all(r["status"] == "answered" and r["accepted"] for r in stored)
+    assert list(iter_records(export)) == stored  # export equals store
+    calls_by = Counter(tuple(line.split("\t", 1)) for line in calls.read_text().splitlines())
+    by_id = {r["id"]: r["question"] for r in stored}
+    # an example finished before the kills had one planner and one observer call, never rerun
+    for role in ("planner", "observer"):
+        assert {calls_by[(role, by_id[i])] for i in finished_before} == {1}, role
+    assert all(calls_by[("planner", q)] >= 1 for q in by_id.values())
+
+
+def test_kill_9_worker_then_driver_then_resume(tmp_path, ray_address):
+    cmd, store, export, calls = _driver(tmp_path, ray_address)
+    proc = _start(cmd)
+    _wait_rows(proc, store, 60)
+    workers = _worker_pids(store)
+    assert len(workers) == 2, workers
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)  # a worker dies: the driver restarts its shard
+    _wait_rows(proc, store, store_count(store) + 40)
+    os.kill(proc.pid, signal.SIGKILL)  # then the driver dies: its workers must stop writing
+    proc.wait(timeout=10)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    assert "worker for shard" in out and "restarting it" in out, out
+    survivors = _worker_pids(store)
+    assert _gone(survivors), f"workers outlived the driver: {survivors}"
+    with TrajectoryStore(store) as st:
+        finished_before = st.ids()
+    assert 100 <= len(finished_before) < N
+    time.sleep(0.5)
+    assert store_count(store) == len(finished_before)  # nobody writes any more
+
+    done = _start(cmd)
+    out, _ = done.communicate(timeout=300)
+    assert done.returncode == 0, out
+    assert f"skipped: {len(finished_before)} already in store" in out
+    _check_exactly_once(store, export, calls, finished_before)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_driver_stops_every_worker(tmp_path, ray_address, sig):
+    cmd, store, export, calls = _driver(tmp_path, ray_address)
+    proc = _start(cmd)
+    _wait_rows(proc, store, 40)
+    workers = _worker_pids(store)
+    assert len(workers) == 2
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert _gone(workers), "a worker outlived the driver"
+    written = store_count(store)
+    assert written < N
+    time.sleep(0.5)
+    assert store_count(store) == written
+    if sig == signal.SIGINT:
+        assert "finish the examples in flight" in out
+        assert "Traceback" not in out

@@ -30,7 +30,9 @@ def run_config(thread_id: str, context: Context) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * context.max_turns + 10}
 
 
-async def run_example(graph: Any, example: MaskedExample, context: Context) -> TrajectoryRecord:
+async def run_example(
+    graph: Any, example: MaskedExample, context: Context, *, durability: str = "sync"
+) -> TrajectoryRecord:
     """Run (or resume, or just rebuild) `example`; never raises for run failures.
 
     - finished checkpoint for this thread: rebuild the record from the saved state, no model call;
@@ -55,8 +57,9 @@ async def run_example(graph: Any, example: MaskedExample, context: Context) -> T
         # else: no checkpoint, or only the input checkpoint without its writes (the process died
         # while saving it): start fresh
     try:
-        # durability="sync": each step is on disk before the next starts (a killed process resumes)
-        durable = {"durability": "sync"} if graph.checkpointer is not None else {}
+        # durability "sync": each step is on disk before the next starts (a killed process
+        # resumes at its last step); "async"/"exit": cheaper, see docs/pipeline.md
+        durable = {"durability": durability} if graph.checkpointer is not None else {}
         async for values in graph.astream(
             payload, config, context=context, stream_mode="values", **durable
         ):

@@ -17,6 +17,13 @@ MODEL_HELP = "Model spec: openai:<m>, dashscope:<m>, openai-compatible:<m>@<url>
 RUN_DEFAULTS = {"max_turns": 2, "top_k": 3, "max_tokens": 192}
 
 
+def _cluster_cpus() -> int:
+    """Workers for a bare `--ray`: this machine's CPUs (a joined cluster: set --processes)."""
+    import os
+
+    return max(1, min(64, os.cpu_count() or 1))
+
+
 def register(app: typer.Typer) -> None:
     """Attach `generate` and `run` to the root app."""
 
@@ -26,8 +33,12 @@ def register(app: typer.Typer) -> None:
             Path, typer.Option("--input", "-i", help="Masked data JSONL (from `masksearch mask`).")
         ],
         store: Annotated[
-            Path, typer.Option("--store", help="SQLite trajectory store (created or resumed).")
-        ] = Path("runs/traj.sqlite"),
+            str,
+            typer.Option(
+                "--store",
+                help="Trajectory store (created or resumed): a SQLite file, or postgresql://user@host/db for workers on several machines.",
+            ),
+        ] = "runs/traj.sqlite",
         export: Annotated[
             Path | None,
             typer.Option("--export", help="Also write accepted records to this JSONL (atomic)."),
@@ -91,15 +102,36 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")
         ] = False,
         processes: Annotated[
-            int,
+            int | None,
             typer.Option(
                 "--processes",
                 "-p",
                 min=1,
-                max=256,
-                help="Split the examples over this many processes (by id hash); the concurrency is shared among them. Use more than 1 when --concurrency is high (> 16).",
+                max=4096,
+                help="Ray workers (implies --ray): the examples are split over them by id hash and the concurrency is shared among them. Use more than 1 when --concurrency is high (> 16). Default with --ray: one per CPU of the cluster, at most 64.",
             ),
-        ] = 1,
+        ] = None,
+        ray: Annotated[
+            bool,
+            typer.Option(
+                "--ray",
+                help="Run on Ray workers; starts a local Ray instance (pip install 'masksearch[ray]').",
+            ),
+        ] = False,
+        ray_address: Annotated[
+            str | None,
+            typer.Option(
+                "--ray-address",
+                help="Join this Ray cluster (auto, or ray://host:10001); implies --ray. Every node needs the input file and masksearch installed; use a postgresql:// --store across machines.",
+            ),
+        ] = None,
+        durability: Annotated[
+            str,
+            typer.Option(
+                "--durability",
+                help="When checkpoints are written: sync (each step, a kill resumes at the last step), async (overlapped with the next step), exit (only at the end: cheapest, a killed example restarts). See docs/pipeline.md.",
+            ),
+        ] = "sync",
         summary_json: Annotated[
             Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")
         ] = None,
@@ -113,9 +145,19 @@ def register(app: typer.Typer) -> None:
 
         Ctrl-C once: finish the examples in flight and stop; twice: stop now (they resume later).
         """
+        from masksearch.errors import ConfigError
         from masksearch.graph.checkpoint import default_checkpoint_url
         from masksearch.graph.context import Context
         from masksearch.pipeline.runner import run_generate
+        from masksearch.pipeline.store import is_postgres
+
+        if durability not in ("sync", "async", "exit"):
+            raise ConfigError(f"--durability must be sync, async or exit, not {durability!r}")
+        cluster = None
+        if ray or ray_address or processes is not None:
+            from masksearch.pipeline.parallel import ClusterSettings
+
+            cluster = ClusterSettings(workers=processes or _cluster_cpus(), address=ray_address)
 
         context = Context(
             planner_model=planner_model,
@@ -128,11 +170,13 @@ def register(app: typer.Typer) -> None:
             max_turns=max_turns,
             recall_threshold=recall_threshold,
         )
+        if checkpoint is None and is_postgres(store):
+            checkpoint = store  # the checkpoint tables live next to the trajectories
         code = run_generate(
             input,
-            store,
+            store if is_postgres(store) else Path(store),
             context,
-            checkpoint or default_checkpoint_url(store),
+            checkpoint or default_checkpoint_url(Path(store)),
             concurrency=concurrency,
             limit=limit,
             skip_bad=skip_bad,
@@ -141,7 +185,8 @@ def register(app: typer.Typer) -> None:
             export_all=export_all,
             summary_json=summary_json,
             progress=progress,
-            processes=processes,
+            cluster=cluster,
+            durability=durability,  # type: ignore[arg-type]
         )
         raise typer.Exit(code)
 

@@ -13,14 +13,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from masksearch.errors import InputError, OutputError
 from masksearch.graph.records import failed_record
 from masksearch.jsonl import utf8_safe
-from masksearch.pipeline.store import TrajectoryStore
+from masksearch.pipeline.store import RecordStore, open_store
 from masksearch.pipeline.summary import Summary
 from masksearch.records import TrajectoryRecord
 from masksearch.types import MaskedExample
@@ -29,12 +30,13 @@ log = logging.getLogger(__name__)
 FORGET_BATCH = 32  # finished checkpoint threads deleted per transaction
 
 RunOne = Callable[[MaskedExample], Awaitable[TrajectoryRecord]]
+Durability = Literal["sync", "async", "exit"]
 
 
 async def generate(
     examples: Iterable[MaskedExample],
     context: Any,
-    store: TrajectoryStore | str | Path,
+    store: RecordStore | str | Path,
     checkpointer_url: str | None = "memory",
     concurrency: int = 8,
     *,
@@ -47,6 +49,7 @@ async def generate(
     keep_checkpoints: bool = False,
     summary: Summary | None = None,
     graph_options: dict[str, Any] | None = None,
+    durability: Durability = "sync",
 ) -> Summary:
     """Run the graph over `examples` with `concurrency` workers; write each record to `store`.
 
@@ -57,30 +60,30 @@ async def generate(
     - `run_one`: override the per-example runner (tests, benchmarks); by default the graph from
       `masksearch.graph.build_graph` with the checkpointer opened from `checkpointer_url`.
     - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`).
+    - `durability`: when LangGraph writes checkpoints (docs/pipeline.md, "Durability"): `sync`
+      (each step on disk before the next; a kill resumes at the last step), `async` (written
+      while the next step runs; a kill may lose the last step), `exit` (only when the example
+      stops: a kill restarts the example from scratch, cheapest in CPU).
     Returns a `Summary`; a `summary` passed in is filled in place (so a caller sees partial
     counts even if this coroutine is cancelled).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
-    own_store = not isinstance(store, TrajectoryStore)
-    st = TrajectoryStore(store) if own_store else store
+    own_store = isinstance(store, str | Path)
+    st: RecordStore = open_store(store) if isinstance(store, str | Path) else store
     summary = summary if summary is not None else Summary()
+    settings = PoolSettings(
+        concurrency=concurrency,
+        limit=limit,
+        retry_failed=retry_failed,
+        total=total,
+        progress=progress,
+        keep_checkpoints=keep_checkpoints,
+    )
+    stop = stop or asyncio.Event()
     try:
         if run_one is not None:
-            await _run_pool(
-                examples,
-                st,
-                run_one,
-                None,
-                concurrency,
-                limit,
-                retry_failed,
-                total,
-                progress,
-                stop,
-                summary,
-                keep_checkpoints,
-            )
+            await _run_pool(examples, st, run_one, settings, stop, summary)
             return summary
         from masksearch.graph import build_graph
         from masksearch.graph.checkpoint import open_checkpointer
@@ -93,23 +96,9 @@ async def generate(
                 await sweep_finished_threads(saver, st)
 
             async def _graph_run(ex: MaskedExample) -> TrajectoryRecord:
-                return await run_example(graph, ex, context)
+                return await run_example(graph, ex, context, durability=durability)
 
-            await _run_pool(
-                examples,
-                st,
-                _graph_run,
-                saver,
-                concurrency,
-                limit,
-                retry_failed,
-                total,
-                progress,
-                stop,
-                summary,
-                keep_checkpoints,
-                context,
-            )
+            await _run_pool(examples, st, _graph_run, settings, stop, summary, saver, context)
         return summary
     finally:
         if own_store:
@@ -139,24 +128,32 @@ async def warm_up(context: Any) -> None:
             await asyncio.to_thread(load_weights, path)
 
 
+@dataclass(frozen=True)
+class PoolSettings:
+    """How `_run_pool` runs a batch (the `generate` options that are not data)."""
+
+    concurrency: int = 8  # examples run at the same time
+    limit: int | None = None  # take only the first N input examples
+    retry_failed: bool = False  # redo ids whose stored record failed
+    total: int | None = None  # input size, for the progress bar
+    progress: bool = True  # tqdm bar
+    keep_checkpoints: bool = False  # keep finished examples' checkpoint threads
+
+
 async def _run_pool(
-    examples,
-    store,
-    run_one,
-    saver,
-    concurrency,
-    limit,
-    retry_failed,
-    total,
-    progress,
-    stop,
-    summary,
-    keep_checkpoints,
-    context=None,
+    examples: Iterable[MaskedExample],
+    store: RecordStore,
+    run_one: RunOne,
+    settings: PoolSettings,
+    stop: asyncio.Event,
+    summary: Summary,
+    saver: Any = None,
+    context: Any = None,
 ) -> None:
-    queue: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
-    stop = stop or asyncio.Event()
-    bar = _progress_bar(total, limit, progress)
+    concurrency, limit = settings.concurrency, settings.limit
+    retry_failed, keep_checkpoints = settings.retry_failed, settings.keep_checkpoints
+    queue: asyncio.Queue[MaskedExample | None] = asyncio.Queue(maxsize=concurrency)
+    bar = _progress_bar(settings.total, limit, settings.progress)
     t0 = time.perf_counter()
 
     in_flight: set[str] = set()  # bounded by concurrency + queue size (no per-input memory)
@@ -191,6 +188,9 @@ async def _run_pool(
 
     async def work() -> None:
         while (ex := await queue.get()) is not None:
+            if stop.is_set():  # queued but not started: left for the next run
+                in_flight.discard(ex.id)
+                continue
             try:
                 record = await run_one(ex)
             except asyncio.CancelledError:
@@ -264,7 +264,7 @@ async def _run_pool(
             bar.close()
 
 
-async def sweep_finished_threads(saver: Any, store: TrajectoryStore) -> int:
+async def sweep_finished_threads(saver: Any, store: RecordStore) -> int:
     """Delete leftover checkpoint threads of examples already finished in the store (a process
     killed between writing a record and deleting its thread leaves one). Failed examples keep
     their threads so a retry resumes them. Returns the number of threads deleted."""

@@ -1,29 +1,46 @@
-"""Sharded multi-process generation: P processes, each running `generate` on its share of ids.
+"""Sharded work on Ray: N actors, each running an async job over its share of the items.
 
-One Python process runs every example's graph on one event loop. LangGraph spends ~5 ms of CPU
-per example, and with many examples in flight each `await` waits behind the others' callbacks:
-per-example latency grows with concurrency even below 50 % CPU (docs/pipeline.md). Splitting the
-same total concurrency over processes keeps each loop short and uses every core.
+Items are split by a stable hash of their id (`shard_of`), so a shard's content never depends on
+timing or on which worker runs it: a restarted worker, a resumed run, or a run with another
+worker count finds every stored id and every checkpoint thread. Each actor is one process with
+its own event loop; models, retrievers and the checkpointer are loaded once per actor (by the
+job, on its first call) and shared by the actor's bounded pool of in-flight items.
 
-Each process streams the whole input (so `limit` means the first N input examples, as in one
-process) and keeps the ids whose stable hash falls in its shard; all write the same SQLite store
-and checkpoint database (WAL; SQLite serialises the short write transactions). The shard of an id
-never depends on timing, so a resumed run, even with another process count, finds every stored id
-and every checkpoint thread.
+The driver (`run_sharded`) owns the actors, so they cannot outlive it: Ray kills a job's actors
+when its driver exits, even on SIGKILL. SIGINT once asks every actor to start nothing new and
+finish what is in flight; SIGINT again or SIGTERM cancels in-flight work (resumed on the next
+run from its checkpoints) and kills the actors. A worker that dies (SIGKILL, OOM, lost node) is
+replaced and its shard restarted, up to `max_restarts` times; work it finished is in the store
+and is skipped.
+
+Why actors and not Ray Data `map_batches`: a shard is a long-lived async loop with a bounded
+number of examples in flight, per-actor resources and checkpoint resume; `map_batches` would
+run batches to completion one at a time (throughput falls to the slowest example of each
+batch) and re-executes whole batches on failure. Ray is an optional dependency
+(`pip install 'masksearch[ray]'`); nothing imports it unless a sharded run is asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import multiprocessing as mp
+import logging
+import os
+import signal
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
-from masksearch.errors import MaskSearchError
+from masksearch.errors import ConfigError, InputError, MaskSearchError
 from masksearch.pipeline.summary import Summary
 from masksearch.types import MaskedExample
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
 def shard_of(example_id: str, shards: int) -> int:
@@ -39,7 +56,7 @@ def take_shard(
 
 
 def merge(summaries: list[Summary]) -> Summary:
-    """Add up per-process summaries (elapsed = the longest)."""
+    """Add up per-worker summaries (elapsed = the longest)."""
     out = Summary()
     for s in summaries:
         for name in (
@@ -64,78 +81,216 @@ def merge(summaries: list[Summary]) -> Summary:
         out.elapsed_s = max(out.elapsed_s, s.elapsed_s)
         out.interrupted = out.interrupted or s.interrupted
     if summaries:
-        out.skipped_bad = summaries[0].skipped_bad  # every process reads every line
+        out.skipped_bad = summaries[0].skipped_bad  # every worker reads every line
     return out
 
 
-def generate_sharded(
-    make_examples: Callable[[], Iterable[MaskedExample]],
-    run_shard: Callable[[Iterable[MaskedExample], int, int], Summary],
-    *,
-    processes: int,
-    limit: int | None = None,
-    on_poll: Callable[[], None] | None = None,
-) -> Summary:
-    """Fork `processes` children; child i runs `run_shard(its examples, i, processes)`.
+class ShardJob(Protocol[R_co]):
+    """A picklable job: `await job(shard, shards, stop)` runs one shard; `stop` set = start
+    nothing new. It runs inside a worker process (load resources there, not in `__init__`)."""
 
-    `make_examples()` must return a fresh iterator in each child. `on_poll` is called about twice
-    a second in the parent (e.g. to refresh a progress bar). A child's `MaskSearchError` (bad
-    input) is re-raised here after every child has finished.
-    """
-    ctx = mp.get_context("fork")
-    results = ctx.Queue()
+    def __call__(self, shard: int, shards: int, stop: asyncio.Event) -> Awaitable[R_co]: ...
 
-    def child(shard: int) -> None:
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where and how a sharded run executes."""
+
+    workers: int = 2  # actors (= shards)
+    address: str | None = None  # None: start a local Ray; "auto" or "ray://host:10001": join one
+    cpus_per_worker: float = 1.0  # Ray CPUs reserved per actor (actors spread over nodes)
+    max_restarts: int = 3  # times a dead worker's shard is restarted on a fresh actor
+    setup: Callable[[], None] | None = None  # runs once in each actor before its job (tests)
+    stop_grace_s: float = 10.0  # after a hard stop, how long cancelled jobs get to clean up
+
+
+@dataclass
+class ShardedResult(Generic[R]):
+    """What `run_sharded` gathered: each finished shard's value, and how the run went."""
+
+    values: dict[int, R] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by a signal, or a shard gave up after its restarts
+    restarts: int = 0  # workers replaced after dying
+    cpu_s: float = 0.0  # CPU seconds spent by the finished jobs (their processes)
+    pids: list[int] = field(default_factory=list)  # worker processes (local ones, for tests)
+
+
+class _ShardActor:
+    """One worker process: runs one shard job at a time; `stop` asks it to wind down."""
+
+    def __init__(self, setup: Callable[[], None] | None) -> None:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if setup is not None:
+            setup()
+        self._stop: asyncio.Event | None = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def run(self, job: ShardJob[Any], shard: int, shards: int) -> tuple[str, Any, float]:
+        """("ok", value, cpu_s) or ("error", (type name, message), cpu_s): user-facing errors
+        come back as data so the driver re-raises them as the same kind."""
+        self._stop = asyncio.Event()
+        cpu0 = time.process_time()
         try:
-            examples = make_examples()
-            if limit is not None:
-                examples = islice(examples, limit)
-            results.put(
-                (shard, run_shard(take_shard(examples, shard, processes), shard, processes), None)
-            )
+            value = await job(shard, shards, self._stop)
         except MaskSearchError as e:
-            results.put((shard, None, (type(e).__name__, str(e))))
-        except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
-            results.put((shard, None, ("RuntimeError", f"{type(e).__name__}: {e}")))
+            return "error", (type(e).__name__, str(e)), time.process_time() - cpu0
+        return "ok", value, time.process_time() - cpu0
 
-    procs = [ctx.Process(target=child, args=(i,), daemon=False) for i in range(processes)]
-    for p in procs:
-        p.start()
-    got: dict[int, tuple[Summary | None, tuple[str, str] | None]] = {}
+    async def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+
+def import_ray() -> Any:
     try:
-        while len(got) < processes:
-            try:
-                shard, summary, err = results.get(timeout=0.5)
-                got[shard] = (summary, err)
-            except Exception:  # queue.Empty
-                if on_poll is not None:
-                    on_poll()
-                if all(not p.is_alive() for p in procs) and results.empty():
-                    time.sleep(0.2)
-                    if results.empty():
-                        break
-    except KeyboardInterrupt:  # children handle their own SIGINT (finish in-flight work)
-        pass
-    for p in procs:
-        p.join()
-    while not results.empty() and len(got) < processes:
-        shard, summary, err = results.get()
-        got[shard] = (summary, err)
-    summaries = [s for s, _ in got.values() if s is not None]
-    merged = merge(summaries)
-    if len(got) < processes:  # a child died without reporting (killed)
-        merged.interrupted = True
-    errors = [e for _, e in got.values() if e is not None]
-    if errors:
-        from masksearch.errors import InputError
+        import ray
+    except ImportError:
+        raise ConfigError("--ray / --processes need Ray: pip install 'masksearch[ray]'") from None
+    return ray
 
+
+def run_sharded(
+    job: ShardJob[R],
+    settings: ClusterSettings,
+    *,
+    on_poll: Callable[[], None] | None = None,
+    echo: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> ShardedResult[R]:
+    """Run `job` on `settings.workers` Ray actors (shard i on actor i); wait for all of them.
+
+    Starts a local Ray instance unless one is running or `settings.address` names a cluster
+    (and shuts down what it started). `on_poll` is called about twice a second (progress).
+    A job's `MaskSearchError` is re-raised here (as `InputError` or `MaskSearchError`) after
+    every shard has stopped.
+    """
+    ray = import_ray()
+    from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
+
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": True,
+            "logging_level": logging.WARNING,
+        }
+        if settings.address is None:
+            kwargs["num_cpus"] = max(
+                os.cpu_count() or 1, int(settings.workers * settings.cpus_per_worker + 0.999)
+            )
+        else:
+            kwargs["address"] = settings.address
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"cannot start or join Ray ({settings.address}): {e}") from None
+        started = True
+    actor_cls = ray.remote(_ShardActor).options(
+        num_cpus=settings.cpus_per_worker, max_restarts=0, scheduling_strategy="SPREAD"
+    )
+    shards = settings.workers
+    actors: dict[int, Any] = {}
+    refs: dict[Any, int] = {}
+    result: ShardedResult[R] = ShardedResult()
+    errors: list[tuple[str, str]] = []
+    attempts: dict[int, int] = {}
+    state = {"presses": 0, "hard_at": 0.0}
+
+    def launch(i: int) -> None:
+        actor = actor_cls.remote(settings.setup)
+        actors[i] = actor
+        refs[actor.run.remote(job, i, shards)] = i
+
+    def soft_stop() -> None:
+        for actor in actors.values():
+            actor.stop.remote()
+
+    def hard_stop() -> None:
+        if not state["hard_at"]:
+            state["hard_at"] = time.monotonic()
+            for ref in list(refs):
+                ray.cancel(ref)  # CancelledError in the job: it closes its store cleanly
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        state["presses"] += 1
+        result.interrupted = True
+        if state["presses"] == 1:
+            echo(
+                "\ninterrupt: workers finish the examples in flight (Ctrl-C again to stop now; "
+                "they resume on the next run)"
+            )
+            soft_stop()
+        else:
+            echo("\ninterrupt: stopping the workers now")
+            hard_stop()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        result.interrupted = True
+        echo("\nterminated: stopping the workers now")
+        hard_stop()
+
+    previous = {}
+    try:
+        for sig, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        for i in range(shards):
+            launch(i)
+        result.pids = ray.get([a.pid.remote() for a in actors.values()])
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+            if on_poll is not None:
+                on_poll()
+            if state["hard_at"] and time.monotonic() - state["hard_at"] > settings.stop_grace_s:
+                break  # the finally kills whatever is left
+            for ref in ready:
+                i = refs.pop(ref)
+                try:
+                    kind, value, cpu_s = ray.get(ref)
+                except TaskCancelledError:
+                    result.interrupted = True
+                    continue
+                except RayActorError as e:
+                    if result.interrupted or attempts.get(i, 0) >= settings.max_restarts:
+                        log.warning("worker for shard %d died: %s", i, e)
+                        result.interrupted = True
+                        continue
+                    attempts[i] = attempts.get(i, 0) + 1
+                    result.restarts += 1
+                    echo(f"worker for shard {i} died; restarting it (attempt {attempts[i]})")
+                    launch(i)
+                    continue
+                except RayTaskError as e:
+                    errors.append(("MaskSearchError", f"worker for shard {i} failed: {e}"))
+                    continue
+                result.cpu_s += cpu_s
+                if kind == "error":
+                    errors.append(value)
+                else:
+                    result.values[i] = value
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for actor in actors.values():
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        if started:
+            ray.shutdown()
+    if len(result.values) < shards:
+        result.interrupted = True
+    if errors:
         name, message = errors[0]
-        raise (InputError(message) if name == "InputError" else MaskSearchError(message))
-    return merged
+        raise InputError(message) if name == "InputError" else MaskSearchError(message)
+    return result
 
 
 def store_count(path: str | Path) -> int:
-    """Rows in a trajectory store (read-only; 0 before it exists)."""
+    """Rows in a SQLite trajectory store (read-only; 0 before it exists)."""
     import sqlite3
 
     try:
@@ -148,4 +303,14 @@ def store_count(path: str | Path) -> int:
         return 0
 
 
-__all__ = ["generate_sharded", "merge", "shard_of", "store_count", "take_shard"]
+__all__ = [
+    "ClusterSettings",
+    "ShardJob",
+    "ShardedResult",
+    "import_ray",
+    "merge",
+    "run_sharded",
+    "shard_of",
+    "store_count",
+    "take_shard",
+]

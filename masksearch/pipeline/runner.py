@@ -7,15 +7,18 @@ import json
 import signal
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from masksearch.errors import MaskSearchError
 from masksearch.fileio import atomic_write_text
 from masksearch.jsonl import SkipCounter
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import Durability, generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
-from masksearch.pipeline.store import TrajectoryStore
+from masksearch.pipeline.parallel import ClusterSettings, merge, run_sharded, take_shard
+from masksearch.pipeline.store import RecordStore, is_postgres, open_store, store_label
 from masksearch.pipeline.summary import Summary
 from masksearch.redact import redact
 from masksearch.types import MaskedExample
@@ -30,7 +33,7 @@ def echo(msg: str = "") -> None:
 async def generate_with_signals(
     examples: Iterable[MaskedExample],
     context: Any,
-    store: TrajectoryStore,
+    store: RecordStore,
     checkpointer_url: str,
     summary: Summary,
     **kwargs: Any,
@@ -81,9 +84,48 @@ async def generate_with_signals(
             loop.remove_signal_handler(sig)
 
 
+@dataclass(frozen=True)
+class GenerateShard:
+    """One worker's share of a `generate` run (picklable: it travels to Ray actors)."""
+
+    input: Path
+    store: str  # SQLite path or postgresql:// DSN
+    context: Any
+    checkpointer_url: str
+    concurrency: int  # examples in flight in this worker
+    limit: int | None = None  # the first N input examples (before sharding)
+    skip_bad: bool = False
+    retry_failed: bool = False
+    durability: Durability = "sync"
+
+    async def __call__(self, shard: int, shards: int, stop: asyncio.Event) -> Summary:
+        counter = SkipCounter()
+        examples: Iterable[MaskedExample] = iter_examples(
+            self.input, skip_bad=self.skip_bad, counter=counter
+        )
+        if self.limit is not None:
+            examples = islice(examples, self.limit)
+        summary = Summary()
+        with open_store(self.store) as store, store.worker_lock():
+            await generate(
+                take_shard(examples, shard, shards),
+                self.context,
+                store,
+                self.checkpointer_url,
+                concurrency=self.concurrency,
+                retry_failed=self.retry_failed,
+                progress=False,
+                stop=stop,
+                summary=summary,
+                durability=self.durability,
+            )
+        summary.skipped_bad = counter.skipped
+        return summary
+
+
 def run_generate(
     input: Path,
-    store_path: Path,
+    store_path: Path | str,
     context: Any,
     checkpointer_url: str,
     *,
@@ -95,62 +137,74 @@ def run_generate(
     export_all: bool = False,
     summary_json: Path | None = None,
     progress: bool = True,
-    processes: int = 1,
+    cluster: ClusterSettings | None = None,
+    durability: Durability = "sync",
 ) -> int:
     """Generate for a masked-data file into a store; print the summary; return an exit code.
 
-    `processes` > 1 splits the examples by id hash over that many processes (see `parallel`),
-    each running `ceil(concurrency / processes)` examples at a time.
+    `store_path`: a SQLite file or a `postgresql://` DSN. `cluster`: run on Ray workers (the
+    examples split by id hash, each worker running `ceil(concurrency / workers)` at a time;
+    see `parallel`); None runs in this process.
     """
     check_generate_args(input, store_path, checkpointer_url, export, summary_json, limit)
     counter = SkipCounter()
     summary = Summary()
     error: Exception | None = None
+    store_spec = str(store_path)
+    where = ""
+    if cluster is not None:
+        where = f" over {cluster.workers} Ray workers" + (
+            f" at {cluster.address}" if cluster.address else ""
+        )
     echo(
-        f"generate: {input} -> {store_path} (concurrency {concurrency}"
-        f"{f' over {processes} processes' if processes > 1 else ''}, checkpoint "
-        f"{_redact(checkpointer_url)})"
+        f"generate: {input} -> {store_label(store_spec)} (concurrency {concurrency}{where}, "
+        f"checkpoint {_redact(checkpointer_url)})"
     )
     try:
-        if processes > 1:
-            summary = _run_processes(
-                input,
-                store_path,
-                context,
-                checkpointer_url,
-                concurrency,
-                limit,
-                skip_bad,
-                retry_failed,
-                progress,
-                processes,
-            )
-        else:
-            with TrajectoryStore(store_path) as store:
-                examples = iter_examples(input, skip_bad=skip_bad, counter=counter)
-                total = count_lines(input) if progress else None
-                asyncio.run(
-                    generate_with_signals(
-                        examples,
-                        context,
-                        store,
-                        checkpointer_url,
-                        summary,
-                        concurrency=concurrency,
+        with open_store(store_spec) as lock_store, lock_store.run_lock():
+            if cluster is not None:
+                summary = _run_cluster(
+                    GenerateShard(
+                        input=input,
+                        store=store_spec,
+                        context=context,
+                        checkpointer_url=checkpointer_url,
+                        concurrency=-(-concurrency // cluster.workers),
                         limit=limit,
+                        skip_bad=skip_bad,
                         retry_failed=retry_failed,
-                        total=total,
-                        progress=progress,
-                    )
+                        durability=durability,
+                    ),
+                    cluster,
+                    progress,
                 )
-            summary.skipped_bad = counter.skipped
+            else:
+                with open_store(store_spec) as store, store.worker_lock():
+                    examples = iter_examples(input, skip_bad=skip_bad, counter=counter)
+                    total = count_lines(input) if progress else None
+                    asyncio.run(
+                        generate_with_signals(
+                            examples,
+                            context,
+                            store,
+                            checkpointer_url,
+                            summary,
+                            concurrency=concurrency,
+                            limit=limit,
+                            retry_failed=retry_failed,
+                            total=total,
+                            progress=progress,
+                            durability=durability,
+                        )
+                    )
+                summary.skipped_bad = counter.skipped
     except MaskSearchError as e:  # bad input or config: report after saying what was kept
         error = e
         summary.skipped_bad = summary.skipped_bad or counter.skipped
     exported = None
     stats: dict[str, Any] = {}
     try:
-        with TrajectoryStore(store_path) as store:
+        with open_store(store_spec) as store:
             stats = store.stats()
             if export is not None:
                 exported = store.export_jsonl(export, accepted_only=not export_all)
@@ -161,8 +215,8 @@ def run_generate(
     echo(summary.format())
     if stats:
         echo(
-            f"store: {store_path}  ({stats['count']} records, {stats['accepted']} accepted, "
-            f"{', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})"
+            f"store: {store_label(store_spec)}  ({stats['count']} records, "
+            f"{stats['accepted']} accepted, {', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})"
         )
     if exported is not None:
         echo(f"export: {export}  ({exported} {'records' if export_all else 'accepted records'})")
@@ -184,7 +238,7 @@ def run_generate(
 
 def check_generate_args(
     input: Path,
-    store_path: Path,
+    store_path: Path | str,
     checkpointer_url: str,
     export: Path | None,
     summary_json: Path | None,
@@ -202,7 +256,8 @@ def check_generate_args(
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit}); leave it out for no limit")
-    check_output_file(store_path, what="--store")
+    if not is_postgres(store_path):
+        check_output_file(store_path, what="--store")
     if checkpointer_url.startswith("sqlite:///"):
         from masksearch.graph.checkpoint import sqlite_path
 
@@ -212,86 +267,46 @@ def check_generate_args(
             check_output_file(path, what=what)
 
 
-def _run_processes(
-    input: Path,
-    store_path: Path,
-    context: Any,
-    checkpointer_url: str,
-    concurrency: int,
-    limit: int | None,
-    skip_bad: bool,
-    retry_failed: bool,
-    progress: bool,
-    processes: int,
-) -> Summary:
-    from masksearch.pipeline.parallel import generate_sharded, store_count
-
-    per_process = -(-concurrency // processes)
-    TrajectoryStore(store_path).close()  # create the tables before the children race to
-    if checkpointer_url.startswith("sqlite:///"):
+def _run_cluster(job: GenerateShard, cluster: ClusterSettings, progress: bool) -> Summary:
+    """Run `job` on Ray workers with a progress bar fed from the store's row count."""
+    if job.checkpointer_url.startswith("sqlite:///"):  # create the tables before workers race to
         from masksearch.graph.checkpoint import open_checkpointer
 
         async def _create() -> None:
-            async with open_checkpointer(checkpointer_url):
+            async with open_checkpointer(job.checkpointer_url):
                 pass
 
         asyncio.run(_create())
-    start = store_count(store_path)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    with open_store(job.store) as store:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
 
-        total = count_lines(input)
-        bar = tqdm(
-            total=min(total, limit) if (total and limit) else (limit or total),
-            unit="ex",
-            desc="generate",
-            initial=start,
-            dynamic_ncols=True,
-        )
-
-    def poll() -> None:
-        if bar is not None:
-            bar.n = store_count(store_path)
-            bar.refresh()
-
-    def run_shard(examples, shard: int, shards: int) -> Summary:
-        summary = Summary()
-        asyncio.run(
-            generate_with_signals(
-                examples,
-                context,
-                store_path,
-                checkpointer_url,
-                summary,
-                concurrency=per_process,
-                retry_failed=retry_failed,
-                progress=False,
+            total = count_lines(job.input)
+            bar = tqdm(
+                total=min(total, job.limit) if (total and job.limit) else (job.limit or total),
+                unit="ex",
+                desc="generate",
+                initial=len(store),
+                dynamic_ncols=True,
             )
-        )
-        summary.skipped_bad = counters["c"].skipped if "c" in counters else 0
-        return summary
 
-    counters: dict[str, SkipCounter] = {}
+        def poll() -> None:
+            if bar is not None:
+                bar.n = len(store)
+                bar.refresh()
 
-    def make_examples():
-        counters["c"] = SkipCounter()
-        return iter_examples(input, skip_bad=skip_bad, counter=counters["c"])
+        try:
+            result = run_sharded(job, cluster, on_poll=poll, echo=echo)
+        finally:
+            if bar is not None:
+                poll()
+                bar.close()
+    summary = merge(list(result.values.values()))
+    summary.interrupted = summary.interrupted or result.interrupted
+    if result.restarts:
+        echo(f"workers restarted after dying: {result.restarts}")
+    return summary
 
-    try:
-        return generate_sharded(
-            make_examples, run_shard, processes=processes, limit=limit, on_poll=poll
-        )
-    finally:
-        if bar is not None:
-            poll()
-            bar.close()
 
-
-def _redact(url: str) -> str:
-    """Hide a password in a postgres URL before printing it."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+_redact = store_label  # a checkpointer URL is printed the same way

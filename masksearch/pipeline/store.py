@@ -1,4 +1,5 @@
-"""Trajectory store: one SQLite row per example id, JSONL export, and a reader for either form.
+"""Trajectory store: one row per example id (SQLite, or Postgres for several machines), JSONL
+export, and a reader for either form.
 
 Write rules (`TrajectoryStore.put`):
 - a new id is inserted;
@@ -8,24 +9,38 @@ Write rules (`TrajectoryStore.put`):
 
 The database runs in WAL mode with `synchronous=NORMAL`: each `put` is its own committed
 transaction (a killed process loses nothing already committed) without an fsync per record.
+Every worker of a run writes the same store: SQLite on one machine (WAL: short write transactions
+serialise; measured in benchmarks/generation.py), Postgres (`postgresql://…`) across machines.
+
+One run per store at a time (`run_lock` / `worker_lock`): a driver holds the run lock and waits
+until no worker of an earlier run holds a worker lock, so a rerun never races leftover workers
+(which would spend model calls twice). SQLite uses `flock` on `<store>.run.lock` and
+`<store>.workers.lock` (released by the OS when a process dies); Postgres uses session advisory
+locks (released when the session ends).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from masksearch.errors import InputError, OutputError
+from masksearch.errors import ConfigError, InputError, OutputError
 from masksearch.jsonl import iter_jsonl, write_jsonl
 from masksearch.records import TrajectoryRecord, validate_record
 from masksearch.redact import redact
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+LOCK_WAIT_S = 30.0  # how long a new run waits for an earlier run's workers to stop
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trajectories (
@@ -67,6 +82,41 @@ def _row(record: TrajectoryRecord, overwrite: bool) -> dict[str, Any]:
         "created_at": record.get("created_at") or "",
         "overwrite": int(overwrite),
     }
+
+
+class RecordStore(Protocol):
+    """What `generate` and the CLI need from a trajectory store (SQLite or Postgres)."""
+
+    def put(self, record: TrajectoryRecord, *, overwrite: bool = False) -> bool: ...
+    def is_done(self, example_id: str, *, retry_failed: bool = False) -> bool: ...
+    def ids(self, *, include_failed: bool = True) -> set[str]: ...
+    def records(self, *, accepted_only: bool = False) -> Iterator[TrajectoryRecord]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def export_jsonl(self, path: str | os.PathLike[str], *, accepted_only: bool = True) -> int: ...
+    def worker_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def close(self) -> None: ...
+    def __len__(self) -> int: ...
+
+
+def is_postgres(spec: str | os.PathLike[str]) -> bool:
+    return isinstance(spec, str) and spec.startswith(POSTGRES_SCHEMES)
+
+
+def open_store(spec: str | os.PathLike[str]) -> TrajectoryStore:
+    """`postgresql://…` → a Postgres store; anything else → a SQLite file."""
+    if is_postgres(spec):
+        return PostgresTrajectoryStore(str(spec))
+    return TrajectoryStore(spec)
+
+
+def store_label(spec: str | os.PathLike[str]) -> str:
+    """A store or checkpointer URL for printing (a password hidden)."""
+    text = str(spec)
+    if "://" in text and "@" in text.split("://", 1)[1]:
+        scheme, rest = text.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return text
 
 
 class TrajectoryStore:
@@ -128,6 +178,49 @@ class TrajectoryStore:
                 db.execute("ROLLBACK" if exc_type else "COMMIT")
 
         return _Tx()
+
+    # -- one run at a time ------------------------------------------------------
+    @contextlib.contextmanager
+    def run_lock(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+        """Held by a run's driver: fails if another run holds it; waits (up to `wait_s`) until
+        no worker of an earlier run still holds its worker lock."""
+        run = _flock_file(self.path, "run")
+        try:
+            try:
+                fcntl.flock(run, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"another generate run is writing to {self.path} (wait for it or stop it)"
+                ) from None
+            workers = _flock_file(self.path, "workers")
+            try:
+                deadline = time.monotonic() + wait_s
+                while True:
+                    try:
+                        fcntl.flock(workers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise ConfigError(
+                                f"workers of an earlier run still write to {self.path}"
+                            ) from None
+                        time.sleep(0.1)
+                fcntl.flock(workers, fcntl.LOCK_UN)
+            finally:
+                os.close(workers)
+            yield
+        finally:
+            os.close(run)
+
+    @contextlib.contextmanager
+    def worker_lock(self) -> Iterator[None]:
+        """Held by every worker while it writes (shared; dropped by the OS if it dies)."""
+        fd = _flock_file(self.path, "workers")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     # -- reading ---------------------------------------------------------------
     def get(self, example_id: str) -> TrajectoryRecord | None:
@@ -202,6 +295,172 @@ class TrajectoryStore:
         self.close()
 
 
+def _flock_file(store: Path, name: str) -> int:
+    return os.open(store.with_name(f"{store.name}.{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trajectories (
+    seq BIGSERIAL,
+    id TEXT PRIMARY KEY,
+    accepted INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    k INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trajectories_seq ON trajectories(seq);
+CREATE INDEX IF NOT EXISTS trajectories_accepted ON trajectories(accepted);
+"""
+
+
+def _pg_sql(sql: str) -> str:
+    """SQLite placeholders (`?`, `:name`) → psycopg's (`%s`, `%(name)s`); rowid → seq."""
+    sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("?", "%s"))
+    return sql.replace("ORDER BY rowid", "ORDER BY seq").replace(
+        "OR %(overwrite)s", "OR %(overwrite)s::int = 1"
+    )
+
+
+class PostgresTrajectoryStore(TrajectoryStore):
+    """The same store in Postgres (`postgresql://user@host/db`), for workers on several machines.
+
+    Same rows and write rules as SQLite (`INSERT … ON CONFLICT (id) DO UPDATE … WHERE failed`);
+    needs the `postgres` extra (psycopg). `table` picks the table (default `trajectories`).
+    """
+
+    def __init__(self, dsn: str, table: str = "trajectories") -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(
+                "a postgresql:// store needs psycopg: pip install 'masksearch[postgres]'"
+            ) from None
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
+            raise ConfigError(f"bad table name {table!r}")
+        self.path = Path(store_label(dsn))  # for messages only
+        self.dsn, self.table = dsn, table
+        try:
+            self._db = psycopg.connect(dsn, autocommit=True)
+            self._db.execute(_PG_SCHEMA.replace("trajectories", table))  # type: ignore[arg-type]
+        except psycopg.Error as e:
+            raise ConfigError(
+                f"cannot open Postgres store {store_label(dsn)}: {_pg_error(e)}"
+            ) from None
+        key = hashlib.blake2b(f"{table}".encode(), digest_size=7).digest()
+        self._run_key = int.from_bytes(key, "big")
+        self._workers_key = self._run_key + 1
+
+    def _sql(self, sql: str) -> str:
+        return _pg_sql(sql).replace("trajectories", self.table)
+
+    def put(self, record: TrajectoryRecord, *, overwrite: bool = False) -> bool:
+        cur = self._db.execute(self._sql(_UPSERT), _row(record, overwrite))  # type: ignore[arg-type]
+        return cur.rowcount > 0
+
+    def put_many(self, records: Iterable[TrajectoryRecord], *, overwrite: bool = False) -> int:
+        rows = [_row(r, overwrite) for r in records]
+        n = 0
+        with self._db.transaction():
+            for row in rows:
+                n += self._db.execute(self._sql(_UPSERT), row).rowcount  # type: ignore[arg-type]
+        return n
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self._db.execute(self._sql(sql), params).fetchone()  # type: ignore[arg-type]
+
+    def get(self, example_id: str) -> TrajectoryRecord | None:
+        row = self._one("SELECT record FROM trajectories WHERE id = ?", (example_id,))
+        return json.loads(row[0]) if row else None
+
+    def __contains__(self, example_id: object) -> bool:
+        return self._one("SELECT 1 FROM trajectories WHERE id = ?", (example_id,)) is not None
+
+    def is_done(self, example_id: str, *, retry_failed: bool = False) -> bool:
+        row = self._one("SELECT status FROM trajectories WHERE id = ?", (example_id,))
+        return row is not None and not (retry_failed and row[0] == "failed")
+
+    def __len__(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM trajectories")[0])
+
+    def ids(self, *, include_failed: bool = True) -> set[str]:
+        sql = "SELECT id FROM trajectories" + (
+            "" if include_failed else " WHERE status != 'failed'"
+        )
+        return {r[0] for r in self._db.execute(self._sql(sql))}  # type: ignore[arg-type]
+
+    def records(self, *, accepted_only: bool = False) -> Iterator[TrajectoryRecord]:
+        sql = "SELECT record FROM trajectories" + (" WHERE accepted = 1" if accepted_only else "")
+        with self._db.cursor(name=None) as cur:
+            cur.execute(self._sql(sql + " ORDER BY rowid"))  # type: ignore[arg-type]
+            for (text,) in cur:
+                yield json.loads(text)
+
+    def stats(self) -> dict[str, Any]:
+        count, accepted = self._one("SELECT COUNT(*), COALESCE(SUM(accepted), 0) FROM trajectories")
+        q = self._sql
+        by_status = {
+            s: int(n)
+            for s, n in self._db.execute(
+                q("SELECT status, COUNT(*) FROM trajectories GROUP BY status ORDER BY status")  # type: ignore[arg-type]
+            )
+        }
+        by_k = {
+            k: {"count": int(n), "accepted": int(a)}
+            for k, n, a in self._db.execute(
+                q("SELECT k, COUNT(*), SUM(accepted) FROM trajectories GROUP BY k ORDER BY k")  # type: ignore[arg-type]
+            )
+        }
+        count, accepted = int(count), int(accepted)
+        return {
+            "count": count,
+            "accepted": accepted,
+            "accept_rate": accepted / count if count else 0.0,
+            "by_status": by_status,
+            "by_k": by_k,
+        }
+
+    @contextlib.contextmanager
+    def run_lock(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+        import psycopg
+
+        lock = psycopg.connect(self.dsn, autocommit=True)  # its own session: held until closed
+        try:
+            if not lock.execute("SELECT pg_try_advisory_lock(%s)", (self._run_key,)).fetchone()[0]:
+                raise ConfigError(
+                    f"another generate run is writing to {self.path} (wait for it or stop it)"
+                )
+            deadline = time.monotonic() + wait_s
+            while not lock.execute(
+                "SELECT pg_try_advisory_lock(%s)", (self._workers_key,)
+            ).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"workers of an earlier run still write to {self.path}")
+                time.sleep(0.2)
+            lock.execute("SELECT pg_advisory_unlock(%s)", (self._workers_key,))
+            yield
+        finally:
+            lock.close()
+
+    @contextlib.contextmanager
+    def worker_lock(self) -> Iterator[None]:
+        self._db.execute("SELECT pg_advisory_lock_shared(%s)", (self._workers_key,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                self._db.execute("SELECT pg_advisory_unlock_shared(%s)", (self._workers_key,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _pg_error(e: Exception) -> str:
+    """The first line of a driver error, without anything that echoes a password."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"password=\S+", "password=***", line)[:200]
+
+
 def iter_records(
     path: str | os.PathLike[str], *, accepted_only: bool = False, skip_bad: bool = False
 ) -> Iterator[TrajectoryRecord]:
@@ -210,6 +469,10 @@ def iter_records(
     Every record is checked with `validate_record`; a bad one raises `InputError` naming the
     file, the line (JSONL) or row id (SQLite), and the field — or is skipped with `skip_bad`.
     """
+    if is_postgres(path):
+        with open_store(path) as store:
+            yield from store.records(accepted_only=accepted_only)
+        return
     p = Path(path)
     if not p.exists():
         raise InputError("file not found", path=str(p))

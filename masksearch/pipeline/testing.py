@@ -10,8 +10,10 @@ So each example takes exactly `CALLS_PER_EXAMPLE` model calls and one search.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -133,3 +135,58 @@ def team_respond(
         return f"<think>Found it.</think>\n<answer>{answer_for(question)}</answer>"
 
     return respond
+
+
+@dataclass(frozen=True)
+class TeamSetup:
+    """Register the scripted team as `fake:team` and a keyword retriever over "Item i is about
+    number i." passages as `mem:team`, in whatever process calls it (a Ray worker's setup).
+
+    The observer answers the number in the question (so every example is accepted); with
+    `calls_log`, each model call appends "<role>\\t<question>" to that file (O_APPEND: safe from
+    many processes), so a test can count model calls per example across workers."""
+
+    latency_s: float = 0.0
+    jitter: float = 0.0
+    passages: int = 64
+    calls_log: str | None = None
+
+    def __call__(self) -> None:
+        from masksearch.graph import resources
+        from masksearch.graph.testing import KeywordRetriever
+        from masksearch.types import Passage
+
+        inner = team_respond(lambda q: q.split()[1])
+        log_path = self.calls_log
+
+        def respond(messages: list[BaseMessage]) -> Any:
+            if log_path is not None:
+                text = messages_text(messages)
+                role = next(
+                    (
+                        r
+                        for r, k in (("planner", PLANNER_KEY), ("rewriter", REWRITER_KEY))
+                        if k in text
+                    ),
+                    "observer",
+                )
+                fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, f"{role}\t{question_of(text)}\n".encode())
+                finally:
+                    os.close(fd)
+            return inner(messages)
+
+        resources.register_model(
+            "fake:team",
+            LatencyChatModel(respond=respond, latency_s=self.latency_s, jitter=self.jitter),
+        )
+        resources.register_retriever(
+            "mem:team",
+            KeywordRetriever(
+                [
+                    Passage(f"p{i}", f"Topic {i}", f"Item {i} is about number {i}.")
+                    for i in range(self.passages)
+                ]
+            ),
+        )
