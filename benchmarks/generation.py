@@ -8,8 +8,14 @@ in-memory one at the same concurrency. With a fixed latency every worker moves i
 64 do their CPU work at the same moment: a worst case); `--jitter 0.5` spreads the calls over
 ±50 % like a real API with the same mean, so the same ideal applies.
 
+`cpu/ex` is the CPU time of the process(es) running the examples (`time.process_time`; summed
+over Ray workers) divided by the examples: the per-example cost that caps one core's throughput.
+`--ray N` runs each setting on N Ray workers (local Ray, started once; `masksearch generate -p N`)
+instead of in this process.
+
     python benchmarks/generation.py                       # 200 ms calls, concurrency 1 / 8 / 64
     python benchmarks/generation.py --latency 0.05 --concurrency 8 64 --rounds 8 --json out.json
+    python benchmarks/generation.py --jitter 0.5 --concurrency 256 --ray 2 --checkpointers sqlite
 """
 
 from __future__ import annotations
@@ -17,19 +23,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from masksearch.graph import Context, resources
 from masksearch.graph.checkpoint import open_checkpointer
-from masksearch.graph.testing import KeywordRetriever
-from masksearch.pipeline.generate import generate
-from masksearch.pipeline.parallel import generate_sharded
-from masksearch.pipeline.store import TrajectoryStore
-from masksearch.pipeline.testing import CALLS_PER_EXAMPLE, LatencyChatModel, team_respond
-from masksearch.types import MaskedExample, Passage, Span
+from masksearch.pipeline.generate import Durability, generate
+from masksearch.pipeline.parallel import ClusterSettings, merge, run_sharded
+from masksearch.pipeline.runner import GenerateShard
+from masksearch.pipeline.testing import CALLS_PER_EXAMPLE, TeamSetup
+from masksearch.types import MaskedExample, Span
 
 
 def make_examples(n: int, prefix: str) -> list[MaskedExample]:
@@ -44,28 +51,20 @@ def make_examples(n: int, prefix: str) -> list[MaskedExample]:
     ]
 
 
-def setup(latency: float, jitter: float = 0.0) -> Context:
+def setup(latency: float, jitter: float = 0.0) -> tuple[Context, TeamSetup]:
+    """Register the simulated team here; the same `TeamSetup` runs in each Ray worker."""
     resources.clear()
-    resources.register_model(
-        "fake:bench",
-        LatencyChatModel(
-            respond=team_respond(lambda q: q.split()[1]), latency_s=latency, jitter=jitter
-        ),
-    )
-    resources.register_retriever(
-        "mem:bench",
-        KeywordRetriever(
-            [Passage(f"p{i}", f"Topic {i}", f"Item {i} is about number {i}.") for i in range(64)]
-        ),
-    )
-    return Context(
-        planner_model="fake:bench",
-        rewriter_model="fake:bench",
-        observer_model="fake:bench",
-        retriever="mem:bench",
+    team = TeamSetup(latency_s=latency, jitter=jitter, passages=64)
+    team()
+    context = Context(
+        planner_model="fake:team",
+        rewriter_model="fake:team",
+        observer_model="fake:team",
+        retriever="mem:team",
         top_k=3,
         max_turns=2,
     )
+    return context, team
 
 
 async def _create_checkpointer(url: str) -> None:
@@ -80,75 +79,113 @@ def measure(
     checkpointer: str,
     workdir: Path,
     tag: str,
-    processes: int = 1,
-) -> float:
-    """Examples per second for one run into a fresh store (pool time, as `Summary.throughput`)."""
+    ray_workers: int = 0,
+    team: TeamSetup | None = None,
+    durability: Durability = "sync",
+) -> tuple[float, float]:
+    """(examples per second, CPU seconds per example) for one run into a fresh store."""
     url = "memory" if checkpointer == "memory" else f"sqlite:///{workdir / f'{tag}.ckpt.sqlite'}"
     store = workdir / f"{tag}.sqlite"
-    if processes == 1:
+    if not ray_workers:
+        cpu0 = time.process_time()
         s = asyncio.run(
             generate(
-                make_examples(n, tag), context, store, url, concurrency=concurrency, progress=False
+                make_examples(n, tag),
+                context,
+                store,
+                url,
+                concurrency=concurrency,
+                progress=False,
+                durability=durability,
             )
         )
-    else:  # memory checkpointer: one per process, which is fine (nothing is resumed here)
-        TrajectoryStore(store).close()
+        cpu = time.process_time() - cpu0
+    else:
+        data = workdir / f"{tag}.jsonl"
+        data.write_text("".join(json.dumps(ex.to_dict()) + "\n" for ex in make_examples(n, tag)))
         if url != "memory":
             asyncio.run(_create_checkpointer(url))
-        per = -(-concurrency // processes)
-        s = generate_sharded(
-            lambda: make_examples(n, tag),
-            lambda ex, i, k: asyncio.run(
-                generate(ex, context, store, url, concurrency=per, progress=False)
-            ),
-            processes=processes,
+        job = GenerateShard(
+            input=data,
+            store=str(store),
+            context=context,
+            checkpointer_url=url,
+            concurrency=-(-concurrency // ray_workers),
+            durability=durability,
         )
+        out = run_sharded(job, ClusterSettings(workers=ray_workers, setup=team))
+        s, cpu = merge(list(out.values.values())), out.cpu_s
     assert s.done == n and s.failed == 0, s.format()
-    return s.throughput
+    return s.throughput, cpu / n
 
 
 def main(args: argparse.Namespace) -> dict:
-    context = setup(args.latency, args.jitter)
+    context, team = setup(args.latency, args.jitter)
     ideal_per_worker = 1.0 / (CALLS_PER_EXAMPLE * args.latency)
     results: dict = {
         "latency_s": args.latency,
         "jitter": args.jitter,
-        "processes": args.processes,
+        "ray_workers": args.ray,
+        "durability": args.durability,
         "calls_per_example": CALLS_PER_EXAMPLE,
+        "load_avg": os.getloadavg()[0],
         "runs": [],
     }
+    if args.ray:  # start Ray once, outside the timed runs
+        import ray
+
+        ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, args.ray))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        measure(context, 4, 8, "sqlite", work, "warmup")  # imports, first compile
+        measure(context, 4, 8, "sqlite", work, "warmup", args.ray, team)  # imports, first compile
+        where = f"{args.ray} Ray workers" if args.ray else "1 process"
         print(
             f"latency {args.latency * 1000:.0f} ms/call (jitter ±{args.jitter:.0%}), "
-            f"{CALLS_PER_EXAMPLE} calls/example, {args.processes} process(es); "
-            f"median of {args.repeats} runs each"
+            f"{CALLS_PER_EXAMPLE} calls/example, {where}, durability {args.durability}; "
+            f"median of {args.repeats} runs each; load average {os.getloadavg()[0]:.2f}"
         )
-        print(f"{'conc':>5} {'ckpt':>7} {'examples':>8} {'ex/s':>8} {'ideal':>8} {'of ideal':>9}")
+        print(
+            f"{'conc':>5} {'ckpt':>7} {'examples':>8} {'ex/s':>8} {'ideal':>8} {'of ideal':>9} "
+            f"{'cpu/ex':>8}"
+        )
         for c in args.concurrency:
             n = max(args.min_examples, c * args.rounds)
             ideal = c * ideal_per_worker
-            row = {"concurrency": c, "examples": n, "ideal_per_s": round(ideal, 3)}
+            row: dict = {"concurrency": c, "examples": n, "ideal_per_s": round(ideal, 3)}
             for ckpt in args.checkpointers:
-                procs = min(args.processes, c)
                 runs = [
-                    measure(context, c, n, ckpt, work, f"c{c}-{ckpt}-{r}", procs)
+                    measure(
+                        context,
+                        c,
+                        n,
+                        ckpt,
+                        work,
+                        f"c{c}-{ckpt}-{r}",
+                        min(args.ray, c),
+                        team,
+                        args.durability,
+                    )
                     for r in range(args.repeats)
                 ]
-                tput = statistics.median(runs)
+                tput = statistics.median(t for t, _ in runs)
+                cpu = statistics.median(c_ for _, c_ in runs)
                 row[ckpt] = {
                     "per_s": round(tput, 3),
                     "of_ideal": round(tput / ideal, 4),
-                    "runs": [round(x, 3) for x in runs],
+                    "cpu_ms_per_example": round(cpu * 1000, 3),
+                    "runs": [round(t, 3) for t, _ in runs],
                 }
-                print(f"{c:>5} {ckpt:>7} {n:>8} {tput:>8.2f} {ideal:>8.2f} {tput / ideal:>9.1%}")
+                print(
+                    f"{c:>5} {ckpt:>7} {n:>8} {tput:>8.2f} {ideal:>8.2f} {tput / ideal:>9.1%} "
+                    f"{cpu * 1000:>6.2f}ms"
+                )
             if "memory" in row and "sqlite" in row:
                 overhead = 1 - row["sqlite"]["per_s"] / row["memory"]["per_s"]
                 row["sqlite_overhead"] = round(overhead, 4)
                 print(f"{'':>5} sqlite checkpointer overhead vs memory: {overhead:+.1%}")
             results["runs"].append(row)
     resources.clear()
+    results["load_avg_end"] = os.getloadavg()[0]
     return results
 
 
@@ -175,10 +212,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--checkpointers", nargs="+", default=["memory", "sqlite"], choices=["memory", "sqlite"]
     )
     p.add_argument(
-        "--processes",
+        "--ray",
         type=int,
-        default=1,
-        help="split each run over this many processes (`masksearch generate --processes`)",
+        default=0,
+        metavar="N",
+        help="run on N local Ray workers (`masksearch generate -p N`); 0: in this process",
+    )
+    p.add_argument(
+        "--durability",
+        default="sync",
+        choices=["sync", "async", "exit"],
+        help="LangGraph checkpoint durability (`masksearch generate --durability`)",
     )
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)

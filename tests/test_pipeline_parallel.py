@@ -290,3 +290,44 @@ def test_signal_to_driver_stops_every_worker(tmp_path, ray_address, sig):
     if sig == signal.SIGINT:
         assert "finish the examples in flight" in out
         assert "Traceback" not in out
+
+
+def test_ray_workers_share_a_postgres_store(tmp_path, ray_address):
+    """The multi-machine layout: every worker writes one Postgres store and checkpointer."""
+    pytest.importorskip("psycopg")
+    pytest.importorskip("langgraph.checkpoint.postgres")
+    from masksearch.pipeline.testing import local_postgres
+
+    with local_postgres(tmp_path) as dsn:
+        if dsn is None:
+            pytest.skip("no Postgres server or binaries")
+        data = _write_input(tmp_path / "in.jsonl", 60)
+        cluster = ClusterSettings(workers=2, address=ray_address, setup=TeamSetup())
+        summary_json = tmp_path / "s.json"
+        code = run_generate(
+            data,
+            dsn,
+            ctx(),
+            dsn,
+            concurrency=8,
+            limit=40,
+            progress=False,
+            cluster=cluster,
+            summary_json=summary_json,
+        )
+        assert code == 0 and json.loads(summary_json.read_text())["run"]["done"] == 40
+        code = run_generate(
+            data,
+            dsn,
+            ctx(),
+            dsn,
+            concurrency=8,
+            progress=False,
+            cluster=cluster,
+            summary_json=summary_json,
+            export=tmp_path / "all.jsonl",
+        )
+        s = json.loads(summary_json.read_text())
+        assert code == 0 and s["run"]["done"] == 20 and s["run"]["skipped"]["existing"] == 40
+        ids = [r["id"] for r in iter_records(tmp_path / "all.jsonl")]
+        assert sorted(ids) == sorted(f"ex{i}" for i in range(60))

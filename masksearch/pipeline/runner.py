@@ -269,7 +269,7 @@ def check_generate_args(
 
 def _run_cluster(job: GenerateShard, cluster: ClusterSettings, progress: bool) -> Summary:
     """Run `job` on Ray workers with a progress bar fed from the store's row count."""
-    if job.checkpointer_url.startswith("sqlite:///"):  # create the tables before workers race to
+    if job.checkpointer_url != "memory":  # create the tables before the workers race to
         from masksearch.graph.checkpoint import open_checkpointer
 
         async def _create() -> None:

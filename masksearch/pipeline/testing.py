@@ -10,10 +10,12 @@ So each example takes exactly `CALLS_PER_EXAMPLE` model calls and one search.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -190,3 +192,57 @@ class TeamSetup:
                 ]
             ),
         )
+
+
+@contextlib.contextmanager
+def local_postgres(workdir: str | os.PathLike[str]) -> Iterator[str | None]:
+    """A throwaway Postgres server (unix socket in `workdir`, trust auth) → its DSN.
+
+    Yields `MASKSEARCH_TEST_POSTGRES_DSN` when set (a server you run), else starts one from the
+    installed binaries (`initdb`/`pg_ctl`, run as the `postgres` user when this is root), else
+    yields None: callers skip. The server is stopped (`-m immediate`) on exit."""
+    dsn = os.environ.get("MASKSEARCH_TEST_POSTGRES_DSN")
+    if dsn:
+        yield dsn
+        return
+    import glob
+    import shutil
+    import subprocess
+
+    bindir = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)
+    initdb = shutil.which("initdb") or (bindir and os.path.join(bindir, "initdb"))
+    if not initdb or not os.path.exists(initdb):
+        yield None
+        return
+    pg_ctl = os.path.join(os.path.dirname(initdb), "pg_ctl")
+    prefix: list[str] = []
+    root = Path(workdir) / "pg"
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        try:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            yield None
+            return
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for parent in list(root.parents)[:-1]:  # the server must reach its socket directory
+            os.chmod(parent, os.stat(parent).st_mode | 0o711)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", 5400 + os.getpid() % 500
+    run = lambda *cmd: subprocess.run(  # noqa: E731
+        [*prefix, *cmd], capture_output=True, text=True, timeout=120
+    )
+    if run(initdb, "-D", str(data), "-A", "trust", "-U", "test").returncode != 0:
+        yield None
+        return
+    opts = f"-k {root} -p {port} -c listen_addresses='' -c fsync=off"
+    started = run(pg_ctl, "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"), "start")
+    if started.returncode != 0:
+        yield None
+        return
+    try:
+        yield f"postgresql://test@/postgres?host={root}&port={port}"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
