@@ -127,22 +127,25 @@ def test_graph_generate_builds_the_single_agent_context(tmp_path, monkeypatch):
 
 def _tiny_sft_settings(tmp_path):
     """A tiny random model with the real offline tokenizer, saved as the base; 1-step SFT settings."""
-    from masksearch.training.config import SFTSettings
+    from masksearch.training.config import build_settings
     from masksearch.training.smoke import offline_tokenizer, tiny_model
 
     tok = offline_tokenizer()
     base = tmp_path / "base"
     tiny_model(tok).save_pretrained(base)
     tok.save_pretrained(base)
-    return SFTSettings(
-        model=str(base),
-        max_steps=1,
-        max_length=256,
-        dtype="float32",
-        warmup_ratio=0.0,
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=1,
-        trainer_args={"save_strategy": "no", "disable_tqdm": True},
+    return build_settings(
+        "sft",
+        {
+            "model": str(base),
+            "max_steps": 1,
+            "max_length": 256,
+            "warmup_steps": 0,
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        },
     )
 
 

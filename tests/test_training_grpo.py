@@ -31,6 +31,23 @@ class FakeRetriever:
         ]
 
 
+TINY_RL = {
+    "model": "tiny",
+    "max_steps": 2,
+    "num_generations": 2,
+    "per_device_train_batch_size": 2,
+    "max_turns": 2,
+    "max_turn_tokens": 8,
+    "max_completion_length": 256,
+    "learning_rate": 1e-3,
+    "warmup_steps": 0,
+    "beta": 0.0,
+    "curriculum": {"enabled": True},
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "report_to": "none",
+}
+
 PROMPT = [
     {"role": "system", "content": "sys"},
     {"role": "user", "content": "When was the Eiffel Tower built?"},
@@ -43,7 +60,7 @@ def scripted(tok, turns, *, eos=True, tail=""):
     """A fake policy: returns the scripted turn (plus junk after the closing tag, like a sampler)."""
     calls = {"n": 0}
 
-    def gen(contexts, max_new):
+    def gen(contexts, max_new, stop):
         out = []
         for _ in contexts:
             text = turns[min(calls["n"], len(turns) - 1)] + tail
@@ -52,7 +69,7 @@ def scripted(tok, turns, *, eos=True, tail=""):
             )
             out.append(ids[:max_new])
         calls["n"] += 1
-        return out
+        return out, None
 
     return gen
 
@@ -88,65 +105,106 @@ def test_rollout_masks_retrieved_tokens(tok):
     assert [m["role"] for m in t.turns] == ["assistant", "tool", "assistant"]
 
 
-def test_rollout_budgets(tok):
+def test_rollout_policy_eos_is_trainable_and_kept(tok):
+    """An EOS the policy wrote right after its action is its own token: env_mask 1."""
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=3, max_turn_tokens=64)
+    (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, ANSWER], eos=True))
+    assert t.status == "answered"
+    eos_positions = [i for i, x in enumerate(t.completion_ids) if x == tok.eos_token_id]
+    policy_eos = [i for i in eos_positions if t.env_mask[i] == 1]
+    assert len(policy_eos) == 2  # one per assistant turn; the tool turn's own end is the env's
+    assert t.completion_ids[-1] == tok.eos_token_id and t.env_mask[-1] == 1
+    assert tok.decode(t.prompt_ids + t.completion_ids) == ro.renderer.render(
+        PROMPT + t.turns
+    ).rstrip("\n")
+
+
+def test_rollout_student_rules_and_budgets(tok):
+    # out of turns: the forced-answer turn (the graph's rule), then the episode ends ON EOS
     ro = SearchRollout(
         FakeRetriever(), tok, max_turns=2, max_turn_tokens=64, max_completion_length=4096
     )
     (t,) = ro.run([PROMPT], scripted(tok, [SEARCH]))
     assert t.status == "max_turns" and t.searches == 2
+    assert t.completion_ids[-1] == tok.eos_token_id
+    assert [m["role"] for m in t.turns][-2:] == ["user", "assistant"]
+    assert "final answer" in t.turns[-2]["content"]
+    # ... and a forced answer that answers counts as answered
+    (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, SEARCH, ANSWER]))
+    assert t.status == "answered" and t.searches == 2
+    # invalid action: the corrective message, as a tool turn, then the episode goes on
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=64)
+    (t,) = ro.run([PROMPT], scripted(tok, ["I do not know.", ANSWER]))
+    assert t.status == "answered" and t.searches == 0
+    assert t.turns[1]["role"] == "tool" and "previous action is invalid" in t.turns[1]["content"]
+    model_text = tok.decode([i for i, m in zip(t.completion_ids, t.env_mask, strict=True) if m])
+    assert "invalid" not in model_text
+    # the token budget: cut, no EOS (DAPO overlong filtering drops it)
     ro = SearchRollout(
         FakeRetriever(), tok, max_turns=4, max_turn_tokens=64, max_completion_length=60
     )
     (t,) = ro.run([PROMPT], scripted(tok, [SEARCH]))
-    assert t.status == "truncated" and len(t.completion_ids) == 60
-    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=64)
-    (t,) = ro.run([PROMPT], scripted(tok, ["I do not know."]))
-    assert t.status == "no_action" and t.env_mask == [1] * len(t.completion_ids)
+    assert t.status == "truncated" and len(t.completion_ids) <= 60
+    assert t.completion_ids[-1] != tok.eos_token_id
     ro = SearchRollout(FakeRetriever(), tok, max_obs_tokens=8)
     assert len(tok(ro._clip("word " * 100), add_special_tokens=False)["input_ids"]) <= 9
 
 
+def test_dynamic_sampling_refills_flat_groups(tok):
+    rows = [
+        {"prompt": [{"role": "user", "content": f"q{i}"}], "answers": ["1889"], "id": str(i)}
+        for i in range(6)
+    ]
+    seen = []
+
+    def score(rs, trajs):  # q0's group is flat (all 0); every other question varies
+        seen.extend(r["id"] for r in rs)
+        return [0.0 if r["id"] == "0" else float(j % 2) for j, r in enumerate(rs)]
+
+    ro = SearchRollout(
+        FakeRetriever(),
+        tok,
+        max_turns=1,
+        num_generations=2,
+        score_fn=score,
+        refill_rows=rows[1:],
+        max_resample_rounds=2,
+    )
+    batch = [rows[0]] * 2 + [rows[1]] * 2
+    trajs, out_rows = ro.run_dynamic(
+        [r["prompt"] for r in batch], scripted(tok, [ANSWER]), rows=batch
+    )
+    ids = [r["id"] for r in out_rows]
+    assert len(trajs) == 4 and ids[:2] == ["1", "1"] and "0" not in ids
+    assert ids[2] == ids[3] and ro.stats["dynamic_sampling/resample_rounds"] == 1
+
+
 def test_grpo_dapo_smoke_run_changes_weights(tok, tmp_path):
-    from masksearch.training.config import CurriculumSettings, RLSettings
-    from masksearch.training.grpo import grpo_config, train_grpo
+    from masksearch.training.config import build_settings
+    from masksearch.training.grpo import grpo_args, train_grpo
 
     class HalfScripted(SearchRollout):
         """Real policy samples for odd rows; a scripted correct search episode for even rows, so the
         group has reward variance (a random tiny model never writes tags)."""
 
-        def _trainer_generate(self, trainer):
-            real = super()._trainer_generate(trainer)
+        def trainer_generate(self, trainer):
+            real = super().trainer_generate(trainer)
             turn = {"n": 0}
 
-            def gen(contexts, n):
-                out = real(contexts, n)
+            def gen(contexts, n, stop):
+                out, _ = real(contexts, n, stop)
                 script = tok((SEARCH if turn["n"] == 0 else ANSWER), add_special_tokens=False)[
                     "input_ids"
                 ]
                 turn["n"] += 1
                 for i in range(0, len(out), 2):
                     out[i] = script + [tok.eos_token_id]
-                return out
+                return out, None
 
             return gen
 
-    settings = RLSettings(
-        model="tiny",
-        output_dir=str(tmp_path / "rl"),
-        max_steps=2,
-        num_generations=2,
-        per_device_train_batch_size=2,
-        max_turns=2,
-        max_turn_tokens=8,
-        max_completion_length=256,
-        learning_rate=1e-3,
-        warmup_ratio=0.0,
-        beta=0.0,
-        dtype="float32",
-        curriculum=CurriculumSettings(enabled=True),
-        trainer_args={"save_strategy": "no", "disable_tqdm": True},
-    )
-    cfg = grpo_config(settings)
+    settings = build_settings("rl", {**TINY_RL, "output_dir": str(tmp_path / "rl")})
+    cfg = grpo_args(settings)
     assert cfg.loss_type == "dapo" and cfg.epsilon_high == 0.28 and cfg.mask_truncated_completions
     retr = FakeRetriever()
     model = tiny_model(tok)

@@ -74,26 +74,29 @@ def test_non_prefix_preserving_template_is_rejected(tok):
 
 
 def test_sft_smoke_run_changes_weights(tok, tmp_path):
-    from masksearch.training.config import SFTSettings
+    from masksearch.training.config import build_settings
     from masksearch.training.sft import train_sft
 
     model = tiny_model(tok)
     w = model.model.layers[0].self_attn.q_proj.weight
     before = w.detach().clone()
-    settings = SFTSettings(
-        model="tiny",
-        output_dir=str(tmp_path / "sft"),
-        max_steps=2,
-        learning_rate=1e-3,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=1,
-        max_length=512,
-        warmup_ratio=0.0,
-        dtype="float32",
-        logging_steps=1,
-        trainer_args={"save_strategy": "no", "disable_tqdm": True},
+    settings = build_settings(
+        "sft",
+        {
+            "model": "tiny",
+            "output_dir": str(tmp_path / "sft"),
+            "max_steps": 2,
+            "learning_rate": 1e-3,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "max_length": 512,
+            "warmup_steps": 0,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "curriculum": {"enabled": True},
+        },
     )
-    settings.curriculum.enabled = True
     stats = train_sft(
         settings, records=[example_record(i) for i in range(4)], model=model, tokenizer=tok
     )

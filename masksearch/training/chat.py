@@ -121,12 +121,13 @@ class ChatRenderer:
         tool_text: str,
         *,
         ended_with_eos: bool,
+        role: str = "tool",
     ) -> list[int]:
         """Token ids the environment appends after a generated assistant turn: the template's
-        end-of-turn glue (minus the EOS the model already produced), the tool turn, and the next
-        generation prompt. `history` is everything before the assistant turn."""
+        end-of-turn glue (minus the EOS the model already produced), the tool (or `role`) turn,
+        and the next generation prompt. `history` is everything before the assistant turn."""
         asst = {"role": "assistant", "content": assistant_text}
-        tool = {"role": "tool", "content": tool_text}
+        tool = {"role": role, "content": tool_text}
         before = self.render(history, generation_prompt=True)
         upto = self.render([*history, asst])
         nxt = self.render([*history, asst, tool], generation_prompt=True)

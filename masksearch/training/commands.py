@@ -69,7 +69,7 @@ def train_sft_cmd(
     if not settings.records:
         raise typer.BadParameter("no records: pass --records or set `records:` in the config")
     recs = load_training_records(settings.records, accepted_only=settings.accepted_only)
-    typer.echo(f"SFT on {len(recs)} trajectories from {settings.records} → {settings.output_dir}")
+    typer.echo(f"SFT on {len(recs)} trajectories from {settings.records} → {settings.args.output_dir}")
     _announce()
     stats = train_sft(settings, records=recs)
     typer.echo(f"done: {stats}")
@@ -124,7 +124,7 @@ def train_rl_cmd(
     )
     typer.echo(
         f"{settings.algorithm.upper()} on {len(questions)} questions from {settings.questions} "
-        f"→ {settings.output_dir}"
+        f"→ {settings.args.output_dir}"
     )
     _announce()
     if settings.algorithm == "grpo":

@@ -1,8 +1,21 @@
-"""Training configuration: YAML files → typed dataclasses, with `key=value` command-line overrides."""
+"""Training configuration: one flat YAML file (plus `key=value` overrides) → our settings + TRL's.
+
+Keys that are ours (model, data, retriever, rollout, rewards, LoRA, curriculum, …) fill
+`SFTSettings` / `RLSettings`; every other key is a TRL/transformers trainer argument and goes to
+TRL's own config class (`SFTConfig` for SFT, `GRPOConfig` for RL, PPO included) through
+`TrlParser.parse_dict`, so all of TRL's options are available under their own names and an
+unknown key is an error. The built config is `settings.args`.
+
+Precision: weights are always loaded in fp32 (the optimizer's master copy); `mixed_precision`
+(auto | bf16 | fp16 | no) sets the trainer's autocast (`bf16=True` …). `auto` means bf16 on a
+bf16-capable GPU and fp32 on CPU.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +25,8 @@ import yaml
 
 from masksearch.errors import ConfigError, InputError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class LoraSettings:
@@ -20,6 +35,9 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
+    # Frozen base weights: `auto` = bf16 when training with bf16 autocast, else fp32. The adapters
+    # (the only trained parameters) are kept in fp32 by peft either way.
+    base_dtype: str = "auto"
 
 
 @dataclass
@@ -36,36 +54,43 @@ class ModelSettings:
     tokenizer: str | None = None  # defaults to `model`
     gguf_file: str | None = None  # load weights/tokenizer from a GGUF file inside `model`
     chat_template: str | None = None  # override the tokenizer's template (Jinja string or file)
-    tool_role: str = (
-        "user"  # role tool turns get in the chat template; "user" = what the graph sends
-    )
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    tool_role: str = "user"  # role tool turns get in the chat template; "user" = what the graph sends
+    mixed_precision: str = "auto"  # auto | bf16 | fp16 | no — autocast over fp32 master weights
     attn_implementation: str | None = None  # e.g. flash_attention_2, sdpa
+    resume_from_checkpoint: str | bool | None = None  # a checkpoint dir, or true = the latest one
+    source: dict[str, Any] = field(default_factory=dict, repr=False)  # the flat input mapping
 
 
 @dataclass
 class SFTSettings(ModelSettings):
     records: str = ""
     accepted_only: bool = True
-    output_dir: str = "runs/sft"
-    max_length: int = 4096
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 2.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 16
-    warmup_ratio: float = 0.1
-    lr_scheduler_type: str = "cosine"
-    weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    seed: int = 42
-    report_to: str = "none"
+    eval_records: str | None = None  # held-out trajectories: eval loss every `eval_steps`
     lora: LoraSettings = field(default_factory=LoraSettings)
     curriculum: CurriculumSettings = field(default_factory=CurriculumSettings)
-    trainer_args: dict[str, Any] = field(default_factory=dict)  # passed through to SFTConfig
+    args: Any = None  # trl.SFTConfig, built by `load_settings`
+
+
+@dataclass
+class DapoSettings:
+    """DAPO's two sampling-side pieces (the loss-side ones are GRPOConfig keys: `loss_type: dapo`,
+    `epsilon_high`, `mask_truncated_completions`)."""
+
+    dynamic_sampling: bool = True  # drop groups whose rewards are all equal, refill the batch
+    max_resample_rounds: int = 3  # extra rollout rounds to refill a batch (then keep what we have)
+    overlong_buffer: int = 0  # soft overlong penalty: tokens before the limit where it starts (0 = off)
+    overlong_penalty: float = 1.0  # penalty at the limit (linear ramp over the buffer)
+
+
+@dataclass
+class PPOSettings:
+    ppo_epochs: int = 2
+    mini_batch_size: int = 4
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0  # [Search-R1] gamma = lam = 1
+    lam: float = 1.0
+    critic_lr: float = 1e-5  # [Search-R1] critic.optim.lr
 
 
 @dataclass
@@ -74,38 +99,13 @@ class RLSettings(ModelSettings):
     questions: str = ""  # masked data / FlashRAG QA JSONL, or trajectory records
     accepted_only: bool = False
     limit: int | None = None
-    output_dir: str = "runs/rl"
     retriever: str = ""  # load_retriever spec, e.g. bm25:indexes/wiki
     topk: int = 3
-    max_passages: int | None = (
-        None  # cap after merging a turn's queries (None = 2 * topk, as the graph)
-    )
+    max_passages: int | None = None  # cap after merging a turn's queries (None = 2 * topk)
     max_turns: int = 4
     max_turn_tokens: int = 500  # per assistant turn (Search-R1 max_response_length)
     max_obs_tokens: int = 500  # per <information> block (Search-R1 max_obs_length)
-    max_completion_length: int = 2048  # whole multi-turn completion, tool tokens included
-    temperature: float = 1.0
-    top_p: float = 1.0
-    num_generations: int = 5
-    per_device_train_batch_size: int = 5
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-6
-    warmup_ratio: float = 0.285
-    lr_scheduler_type: str = "constant_with_warmup"
-    max_steps: int = 1005
-    num_train_epochs: float = 1.0
-    beta: float = 0.001  # KL coefficient (Search-R1 kl_loss_coef)
-    epsilon: float = 0.2
-    epsilon_high: float = 0.28  # DAPO clip-higher
-    loss_type: str = "dapo"
-    mask_truncated_completions: bool = True  # DAPO overlong filtering
-    gradient_checkpointing: bool = False
-    logging_steps: int = 1
-    save_steps: int = 100
-    seed: int = 42
-    report_to: str = "none"
     rewards: list[str] = field(default_factory=lambda: ["hybrid"])
-    reward_weights: list[float] | None = None
     hybrid: dict[str, Any] = field(
         default_factory=lambda: {
             "answer_metric": "recall",
@@ -115,13 +115,71 @@ class RLSettings(ModelSettings):
         }
     )
     judge_model: str | None = None  # load_chat_model spec for the `judge` reward
+    judge_timeout_s: float = 60.0  # per judge batch; a timeout scores 0, never ends the step
+    judge_batch_size: int = 16
+    eval_questions: list[str] = field(default_factory=list)  # held-out question files (RAMP, QA)
+    eval_limit: int | None = 64  # questions per eval file
+    dapo: DapoSettings = field(default_factory=DapoSettings)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     curriculum: CurriculumSettings = field(default_factory=CurriculumSettings)
-    trainer_args: dict[str, Any] = field(default_factory=dict)  # passed through to GRPOConfig
+    args: Any = None  # trl.GRPOConfig (PPO reads its optimisation/logging/saving keys too)
+
+
+# Trainer defaults that differ from TRL's; every one can be overridden in the YAML.
+SFT_TRAINER_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs/sft",
+    "max_length": 4096,
+    "learning_rate": 1e-5,
+    "num_train_epochs": 2.0,
+    "per_device_train_batch_size": 1,
+    "gradient_accumulation_steps": 16,
+    "warmup_steps": 0.1,  # a float in [0, 1) is a ratio (transformers 5)
+    "lr_scheduler_type": "cosine",
+    "logging_steps": 10,
+    "save_steps": 500,
+    "save_total_limit": 2,
+    "assistant_only_loss": False,  # our labels already mask everything but the agent's tokens
+    "completion_only_loss": False,
+}
+RL_TRAINER_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs/rl",
+    "max_completion_length": 2048,  # whole multi-turn completion, tool tokens included
+    "temperature": 1.0,  # [Search-R1]
+    "num_generations": 5,  # [Search-R1]/[ZeroSearch] n_agent=5
+    "per_device_train_batch_size": 5,
+    "learning_rate": 1e-6,  # [Search-R1]
+    "warmup_steps": 0.285,  # [Search-R1] lr_warmup_steps_ratio
+    "lr_scheduler_type": "constant_with_warmup",
+    "max_steps": 1005,  # [Search-R1]
+    "beta": 0.001,  # [Search-R1] kl_loss_coef
+    "epsilon": 0.2,
+    "epsilon_high": 0.28,  # [DAPO] clip-higher
+    "loss_type": "dapo",  # [DAPO] token-level loss
+    "mask_truncated_completions": True,  # [DAPO] overlong filtering
+    "logging_steps": 1,
+    "save_steps": 100,  # [Search-R1] save_freq
+    "save_total_limit": 3,
+}
+_RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 folded the ratio into warmup_steps
+_LEGACY = {"dtype": "mixed_precision"}
+_DERIVED = {"args", "source"}
+
+
+def default_report_to() -> list[str]:
+    """TensorBoard and/or W&B when installed (W&B only with a key or offline mode), else none."""
+    out = []
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        out.append("tensorboard")
+    if importlib.util.find_spec("wandb") and (
+        os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled")
+    ):
+        out.append("wandb")
+    return out or ["none"]
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
+    names = {f.name: f for f in dataclasses.fields(cls) if f.name not in _DERIVED}
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
@@ -164,11 +222,87 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _trainer_config_class(kind: str) -> type:
+    try:
+        from trl import GRPOConfig, SFTConfig
+    except ImportError:
+        raise ConfigError("training needs TRL: pip install 'masksearch[train]'") from None
+    return SFTConfig if kind == "sft" else GRPOConfig
+
+
+def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSettings | RLSettings:
+    """Settings from a flat mapping (the YAML content with overrides applied)."""
+    cls = {"sft": SFTSettings, "rl": RLSettings}[kind]
+    where = where or kind
+    data = dict(data)
+    for old, new in {**_LEGACY, **_RENAMED}.items():
+        if old in data:
+            if new in data:
+                raise ConfigError(f"{where}: give {new!r} only ({old!r} is its old name)")
+            data[new] = data.pop(old)
+    if "trainer_args" in data:  # the old pass-through block: its keys are trainer keys now
+        extra = data.pop("trainer_args") or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{where}: 'trainer_args' must be a mapping")
+        data.update({_RENAMED.get(k, k): v for k, v in extra.items()})
+    ours_names = {f.name for f in dataclasses.fields(cls) if f.name not in _DERIVED}
+    ours = {k: v for k, v in data.items() if k in ours_names}
+    rest = {k: v for k, v in data.items() if k not in ours_names}
+    settings = _build(cls, ours, where)
+    from masksearch.training.modeling import resolve_precision
+
+    precision = resolve_precision(settings.mixed_precision)
+    trainer: dict[str, Any] = dict(SFT_TRAINER_DEFAULTS if kind == "sft" else RL_TRAINER_DEFAULTS)
+    trainer["report_to"] = default_report_to()
+    trainer["bf16"] = precision == "bf16"
+    trainer["fp16"] = precision == "fp16"
+    trainer.update(rest)
+    _derive(settings, trainer)
+    config_cls = _trainer_config_class(kind)
+    from trl import TrlParser
+
+    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(trainer) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting(s) {unknown}: neither a masksearch setting "
+            f"({sorted(ours_names)}) nor a {config_cls.__name__} argument"
+        )
+    try:
+        (settings.args,) = TrlParser([config_cls]).parse_dict(trainer)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: invalid trainer settings: {e}") from None
+    settings.source = data
+    return settings
+
+
+def _derive(settings: SFTSettings | RLSettings, trainer: dict[str, Any]) -> None:
+    """Trainer keys that follow from our settings (set before TRL validates the config)."""
+    if settings.curriculum.enabled:  # the dataset is ordered by stage: keep that order
+        trainer["shuffle_dataset"] = False
+        if isinstance(settings, SFTSettings):
+            trainer["train_sampling_strategy"] = "sequential"
+    held_out = settings.eval_records if isinstance(settings, SFTSettings) else settings.eval_questions
+    if held_out and trainer.get("eval_strategy", "no") == "no":
+        trainer["eval_strategy"] = "steps"
+        trainer.setdefault("eval_steps", trainer.get("save_steps"))
+    if isinstance(settings, SFTSettings):
+        trainer["assistant_only_loss"] = False  # our labels already mask all but the agent's tokens
+        trainer["completion_only_loss"] = False
+    elif settings.dapo.overlong_buffer > 0 and trainer.get("reward_weights"):
+        trainer["reward_weights"] = [*trainer["reward_weights"], 1.0]  # the overlong penalty
+
+
+def replace_settings(settings: SFTSettings | RLSettings, **changes: Any) -> Any:
+    """A copy of `settings` with some (flat) keys changed, trainer keys included."""
+    kind = "sft" if isinstance(settings, SFTSettings) else "rl"
+    return build_settings(kind, _merge(settings.source, changes))
+
+
 def load_settings(
     kind: str, path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> SFTSettings | RLSettings:
     """Read a YAML config for `kind` ("sft" or "rl") and apply overrides."""
-    cls = {"sft": SFTSettings, "rl": RLSettings}[kind]
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -185,7 +319,7 @@ def load_settings(
             ) from None
         if not isinstance(data, dict):
             raise InputError("config must be a YAML mapping", path=str(p))
-    settings = _build(cls, _merge(data, overrides or {}), str(path or kind))
+    settings = build_settings(kind, _merge(data, overrides or {}), str(path or kind))
     if not settings.model:
         raise ConfigError("no model given (set `model:` in the config or pass --model)")
     return settings

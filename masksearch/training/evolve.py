@@ -177,13 +177,12 @@ def _run(coro: Awaitable[Any]) -> Any:
 
 def sft_train_fn(base_settings: Any) -> TrainFn:
     """Train each round's teacher from `base_settings` (an `SFTSettings`) on the pool."""
-    import dataclasses
-
+    from masksearch.training.config import replace_settings
     from masksearch.training.sft import train_sft
 
     def train(pool: list[TrajectoryRecord], teacher_dir: Path, round_: int) -> dict[str, Any]:
-        settings = dataclasses.replace(
-            base_settings, output_dir=str(teacher_dir), seed=base_settings.seed + round_
+        settings = replace_settings(
+            base_settings, output_dir=str(teacher_dir), seed=base_settings.args.seed + round_
         )
         return train_sft(settings, records=pool)
 

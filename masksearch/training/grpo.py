@@ -1,11 +1,18 @@
-"""RL with TRL's `GRPOTrainer` and the DAPO loss, over multi-turn search rollouts.
+"""RL with TRL's `GRPOTrainer` and the full DAPO recipe, over multi-turn search rollouts.
 
-- `loss_type="dapo"` (token-level normalisation over the global batch), clip-higher via
-  `epsilon_high` (0.28) and overlong filtering via `mask_truncated_completions`.
-- Rollouts come from `SearchRollout` (a TRL `rollout_func`): the policy searches our retriever;
-  retrieved tokens carry `env_mask` 0, which TRL multiplies into the loss mask.
-- Rewards are the rule functions in `masksearch.training.rewards` (hybrid by default).
-- Curriculum by mask count: the dataset is ordered by stage and TRL's shuffling is turned off.
+DAPO, each piece behind a setting:
+- clip-higher: `epsilon_high` (0.28) — a `GRPOConfig` key;
+- token-level loss: `loss_type: dapo` — a `GRPOConfig` key;
+- overlong filtering: `mask_truncated_completions` — a `GRPOConfig` key (only episodes cut by the
+  token budget end without EOS, see `rollout.py`);
+- soft overlong penalty: `dapo.overlong_buffer` > 0 adds TRL's `get_soft_overlong_punishment`
+  reward over the last `overlong_buffer` tokens before `max_completion_length`;
+- dynamic sampling: `dapo.dynamic_sampling` — groups whose rewards are all equal are dropped and
+  refilled with fresh questions inside the rollout (`SearchRollout.run_dynamic`).
+
+Rollouts come from `SearchRollout` (a TRL `rollout_func`): the policy searches our retriever;
+retrieved tokens carry `env_mask` 0, which TRL multiplies into the loss mask. Generation is HF
+`generate`, or vLLM with `use_vllm: true` (`vllm_mode: colocate` or `server`, TRL's own engine).
 """
 
 from __future__ import annotations
@@ -44,70 +51,110 @@ def build_rl_rows(questions: list[dict[str, Any]], settings: RLSettings) -> list
             cur.stages,
             mode=cur.mode,
             shuffle_within_stage=cur.shuffle_within_stage,
-            seed=settings.seed,
+            seed=settings.args.seed,
         )
         rows = [rows[i] for i in plan.order]
         log.info("curriculum: stages %s start at rows %s", plan.stages, plan.boundaries)
     return rows
 
 
-def grpo_config(settings: RLSettings) -> Any:
-    from trl import GRPOConfig
-
-    from masksearch.training.modeling import use_bf16
-
-    if settings.loss_type != "dapo":
-        log.warning(
-            "loss_type=%r: MaskSearch trains with DAPO (loss_type='dapo')", settings.loss_type
-        )
-    args: dict[str, Any] = dict(
-        output_dir=settings.output_dir,
-        learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.per_device_train_batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        num_generations=settings.num_generations,
-        max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        beta=settings.beta,
-        epsilon=settings.epsilon,
-        epsilon_high=settings.epsilon_high,
-        loss_type=settings.loss_type,
-        mask_truncated_completions=settings.mask_truncated_completions,
-        max_steps=settings.max_steps,
-        num_train_epochs=settings.num_train_epochs,
-        warmup_steps=settings.warmup_ratio,  # float in [0, 1) = ratio (transformers 5)
-        lr_scheduler_type=settings.lr_scheduler_type,
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
-        seed=settings.seed,
-        report_to=settings.report_to,
-        bf16=use_bf16(settings.dtype),
-        reward_weights=settings.reward_weights,
-        shuffle_dataset=not settings.curriculum.enabled,
-    )
-    if settings.gradient_checkpointing:
-        args["gradient_checkpointing"] = True
-    args.update(settings.trainer_args)
-    return GRPOConfig(**args)
+def grpo_args(settings: RLSettings) -> Any:
+    """The run's `GRPOConfig` (`settings.args`), checked against what our rollout needs."""
+    args = settings.args
+    if args.loss_type != "dapo":
+        log.warning("loss_type=%r: MaskSearch trains with DAPO (loss_type='dapo')", args.loss_type)
+    if settings.dapo.dynamic_sampling and settings.algorithm == "grpo":
+        per_gen = args.per_device_train_batch_size * args.steps_per_generation
+        if per_gen % args.num_generations:
+            raise ConfigError(
+                "dynamic sampling refills whole groups on each process: make "
+                f"per_device_train_batch_size × steps_per_generation ({per_gen}) a multiple of "
+                f"num_generations ({args.num_generations}), or set dapo.dynamic_sampling: false"
+            )
+    return args
 
 
-def make_rollout(settings: RLSettings, retriever: Any, tokenizer: Any) -> Any:
+def make_rollout(
+    settings: RLSettings,
+    retriever: Any,
+    tokenizer: Any,
+    *,
+    score_fn: Any = None,
+    rows: list[dict[str, Any]] | None = None,
+    cls: type | None = None,
+) -> Any:
     from masksearch.training.rollout import SearchRollout
 
-    return SearchRollout(
+    args = settings.args
+    return (cls or SearchRollout)(
         retriever,
         tokenizer,
         topk=settings.topk,
         max_turns=settings.max_turns,
         max_turn_tokens=settings.max_turn_tokens,
         max_obs_tokens=settings.max_obs_tokens,
-        max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        top_p=args.top_p,
         tool_role=settings.tool_role,
         max_passages=settings.max_passages,
+        num_generations=args.num_generations,
+        score_fn=score_fn,
+        refill_rows=rows,
+        max_resample_rounds=settings.dapo.max_resample_rounds,
+        seed=args.seed,
     )
+
+
+def build_rewards(settings: RLSettings, judge_model: Any = None) -> tuple[list[Any], list[float]]:
+    """Reward functions and their weights: the configured rewards, plus DAPO's soft overlong
+    penalty (TRL's `get_soft_overlong_punishment`) when `dapo.overlong_buffer` > 0."""
+    from masksearch.training.rewards import build_reward_funcs
+
+    funcs = build_reward_funcs(
+        settings.rewards,
+        hybrid=settings.hybrid,
+        judge_model=judge_model,
+        judge_timeout_s=settings.judge_timeout_s,
+        judge_batch_size=settings.judge_batch_size,
+    )
+    if settings.dapo.overlong_buffer > 0:
+        from trl.rewards import get_soft_overlong_punishment
+
+        funcs.append(
+            get_soft_overlong_punishment(
+                settings.args.max_completion_length, settings.dapo.overlong_buffer
+            )
+        )
+    weights = list(settings.args.reward_weights or [1.0] * len(funcs))
+    if len(weights) != len(funcs):
+        raise ConfigError(
+            f"reward_weights has {len(weights)} value(s) for {len(funcs)} reward function(s)"
+        )
+    return funcs, weights
+
+
+def make_score_fn(reward_funcs: list[Any], weights: list[float]) -> Any:
+    """score(rows, trajectories) → weighted reward sums, as the trainer will compute them."""
+
+    def score(rows: list[dict[str, Any]], trajs: list[Any]) -> list[float]:
+        if not trajs:
+            return []
+        cols = {k: [r.get(k) for r in rows] for k in ("answers", "task", "k", "question")}
+        kwargs = dict(
+            prompts=[r["prompt"] for r in rows],
+            completions=[[{"role": "assistant", "content": ""}] for _ in trajs],
+            completion_ids=[t.completion_ids for t in trajs],
+            trajectory=[t.turns for t in trajs],
+            **cols,
+        )
+        per_func = [f(**kwargs) for f in reward_funcs]
+        return [
+            sum(w * float(fr[i] or 0.0) for w, fr in zip(weights, per_func, strict=True))
+            for i in range(len(trajs))
+        ]
+
+    return score
 
 
 def resolve_retriever(settings: RLSettings, retriever: Any = None) -> Any:
@@ -122,25 +169,40 @@ def resolve_retriever(settings: RLSettings, retriever: Any = None) -> Any:
     return load_retriever(settings.retriever)
 
 
-def train_grpo(
+def load_eval_sets(settings: RLSettings) -> dict[str, list[dict[str, Any]]]:
+    """Held-out question sets by name (file stem), e.g. RAMP recall and a QA set."""
+    from masksearch.training.data import load_questions
+
+    out = {}
+    for path in settings.eval_questions:
+        out[Path(path).stem] = load_questions(path, limit=settings.eval_limit)
+    return out
+
+
+def build_grpo_trainer(
     settings: RLSettings,
     *,
     questions: list[dict[str, Any]] | None = None,
+    eval_questions: dict[str, list[dict[str, Any]]] | None = None,
     model: Any = None,
     tokenizer: Any = None,
     retriever: Any = None,
     judge_model: Any = None,
     callbacks: list[Any] | None = None,
     rollout: Any = None,
-    save: bool = True,
-) -> dict[str, Any]:
-    """Run GRPO/DAPO with search rollouts; returns run stats."""
+) -> Any:
+    """The configured `GRPOTrainer` (questions, rewards, rollout, eval sets), not yet trained."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
     from masksearch.training.data import load_questions
-    from masksearch.training.modeling import device_summary, load_model, load_tokenizer, lora_config
-    from masksearch.training.rewards import build_reward_funcs
+    from masksearch.training.modeling import (
+        check_trainable_fp32,
+        device_summary,
+        load_model,
+        load_tokenizer,
+        lora_config,
+    )
 
     log.info("%s", device_summary())
     if questions is None:
@@ -149,6 +211,9 @@ def train_grpo(
         questions = load_questions(
             settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
         )
+    if eval_questions is None:
+        eval_questions = load_eval_sets(settings)
+    args = grpo_args(settings)
     retriever = resolve_retriever(settings, retriever)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
     tokenizer.padding_side = "left"
@@ -156,38 +221,66 @@ def train_grpo(
         from masksearch.models import load_chat_model
 
         judge_model = load_chat_model(settings.judge_model)
-    reward_funcs = build_reward_funcs(
-        settings.rewards, hybrid=settings.hybrid, judge_model=judge_model
+    reward_funcs, weights = build_rewards(settings, judge_model)
+    rows = build_rl_rows(questions, settings)
+    dataset = Dataset.from_list(rows)
+    eval_dataset = (
+        {name: Dataset.from_list(build_rl_rows(qs, settings)) for name, qs in eval_questions.items()}
+        if eval_questions
+        else None
     )
-    dataset = Dataset.from_list(build_rl_rows(questions, settings))
-    model = model if model is not None else load_model(settings)
-    if (
-        settings.beta
-        and not settings.lora.enabled
-        and not getattr(model.config, "_name_or_path", "")
-    ):
+    if rollout is None:
+        rollout = make_rollout(
+            settings,
+            retriever,
+            tokenizer,
+            score_fn=make_score_fn(reward_funcs, weights) if settings.dapo.dynamic_sampling else None,
+            rows=rows,
+        )
+    model = model if model is not None else load_model(settings, lora=settings.lora)
+    if not settings.lora.enabled:
+        check_trainable_fp32(model)
+    if args.beta and not settings.lora.enabled and not getattr(model.config, "_name_or_path", ""):
         raise ConfigError(
             "beta > 0 needs a reference model, which TRL reloads from the policy's path; "
             "give `model:` as a path/hub id (not an in-memory model) or set beta: 0"
         )
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
-    trainer = GRPOTrainer(
+    return GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=grpo_config(settings),
+        args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=lora_config(settings.lora),
         callbacks=callbacks,
-        rollout_func=rollout or make_rollout(settings, retriever, tokenizer),
+        rollout_func=rollout,
     )
-    result = trainer.train()
+
+
+def train_grpo(
+    settings: RLSettings,
+    *,
+    save: bool = True,
+    **parts: Any,
+) -> dict[str, Any]:
+    """Run GRPO/DAPO with search rollouts; returns run stats. `parts` are `build_grpo_trainer`'s
+    keyword arguments (questions, model, tokenizer, retriever, rollout, …)."""
+    from masksearch.training.modeling import check_trainable_fp32, resolve_resume
+
+    trainer = build_grpo_trainer(settings, **parts)
+    args, tokenizer = trainer.args, trainer.processing_class
+    check_trainable_fp32(trainer.model)
+    result = trainer.train(
+        resume_from_checkpoint=resolve_resume(settings.resume_from_checkpoint, args.output_dir)
+    )
     if save:
-        trainer.save_model(settings.output_dir)
-        tokenizer.save_pretrained(settings.output_dir)
+        trainer.save_model(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
     stats = {
-        "output_dir": str(Path(settings.output_dir)),
-        "prompts": len(dataset),
+        "output_dir": str(Path(args.output_dir)),
+        "prompts": len(trainer.train_dataset),
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
     }

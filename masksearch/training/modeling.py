@@ -22,16 +22,41 @@ def device_summary() -> str:
     return "no GPU found: training runs on CPU (slow; fine for smoke tests and tiny models)"
 
 
-def use_bf16(dtype: str) -> bool:
-    """bf16 mixed precision for the trainer: asked for (or `auto`) and a bf16-capable GPU present."""
+PRECISIONS = ("auto", "bf16", "fp16", "no")
+_LEGACY_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "no", "fp32": "no"}
+
+
+def resolve_precision(mixed_precision: str) -> str:
+    """The autocast precision a run uses: `bf16`, `fp16` or `no`.
+
+    Weights are always loaded (and stepped) in fp32; this only picks the autocast dtype of the
+    forward/backward passes. `auto` is bf16 on a bf16-capable GPU and `no` elsewhere (CPU)."""
     import torch
 
-    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if dtype in ("bfloat16", "bf16") and not gpu_bf16:
+    mp = _LEGACY_DTYPE.get(mixed_precision, mixed_precision)
+    if mp not in PRECISIONS:
+        raise ConfigError(f"unknown mixed_precision {mixed_precision!r}; choose {PRECISIONS}")
+    gpu = torch.cuda.is_available()
+    gpu_bf16 = gpu and torch.cuda.is_bf16_supported()
+    if mp == "auto":
+        return "bf16" if gpu_bf16 else "no"
+    if (mp == "bf16" and not gpu_bf16) or (mp == "fp16" and not gpu):
         log.warning(
-            "dtype %s asked for, but no bf16-capable GPU: trainer runs without bf16 autocast", dtype
+            "%s autocast asked for but no capable GPU: training runs in fp32 "
+            "(on CPU set `use_cpu: true` and `bf16: true` to force CPU bf16 autocast)",
+            mp,
         )
-    return dtype in ("auto", "bfloat16", "bf16") and gpu_bf16
+        return "no"
+    return mp
+
+
+def use_bf16(mixed_precision: str) -> bool:
+    """`bf16=True` for the trainer (bf16 autocast over fp32 master weights)."""
+    return resolve_precision(mixed_precision) == "bf16"
+
+
+def use_fp16(mixed_precision: str) -> bool:
+    return resolve_precision(mixed_precision) == "fp16"
 
 
 def load_tokenizer(settings: ModelSettings) -> Any:
@@ -51,24 +76,21 @@ def load_tokenizer(settings: ModelSettings) -> Any:
     return tok
 
 
-def load_model(settings: ModelSettings) -> Any:
+def load_model(settings: ModelSettings, *, lora: LoraSettings | None = None) -> Any:
+    """The policy in fp32: the optimizer steps fp32 master weights, the trainer autocasts to bf16.
+
+    Loading in bf16 and stepping bf16 parameters loses most small updates (at lr 1e-6 an update
+    is below bf16's resolution for nearly every weight). Only the frozen base of a LoRA run may be
+    loaded in bf16 (`lora.base_dtype`); peft keeps the adapters themselves in fp32."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtypes = {
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "float32": torch.float32,
-        "fp32": torch.float32,
-    }
-    if settings.dtype == "auto":
-        dtype = torch.bfloat16 if use_bf16("auto") else torch.float32
-    elif settings.dtype in dtypes:
-        dtype = dtypes[settings.dtype]
-    else:
-        raise ConfigError(f"unknown dtype {settings.dtype!r}")
+    dtype = torch.float32
+    if lora is not None and lora.enabled and lora.base_dtype != "float32":
+        if lora.base_dtype == "bfloat16" or (
+            lora.base_dtype == "auto" and use_bf16(settings.mixed_precision)
+        ):
+            dtype = torch.bfloat16
     kwargs: dict[str, Any] = {"dtype": dtype}
     if settings.gguf_file:
         kwargs["gguf_file"] = settings.gguf_file
@@ -81,6 +103,20 @@ def load_model(settings: ModelSettings) -> Any:
     if settings.gguf_file:
         model.hf_quantizer = None  # dequantized GGUF weights are plain tensors; allow saving
     return model
+
+
+def check_trainable_fp32(model: Any) -> None:
+    """Refuse to train parameters stored in half precision (no fp32 master copy)."""
+    import torch
+
+    bad = sorted(
+        {str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32}
+    )
+    if bad:
+        raise ConfigError(
+            f"trainable parameters are {', '.join(bad)}: load the model in float32 and train with "
+            "mixed_precision: bf16 (fp32 master weights, bf16 autocast)"
+        )
 
 
 def lora_config(lora: LoraSettings) -> Any:
@@ -98,3 +134,23 @@ def lora_config(lora: LoraSettings) -> Any:
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def resolve_resume(resume: str | bool | None, output_dir: str | None = None) -> str | bool | None:
+    """`resume_from_checkpoint` for `Trainer.train`: a checkpoint directory, or `True` for the
+    latest `checkpoint-*` in the output dir (a fresh run when there is none yet)."""
+    from masksearch.errors import InputError
+
+    if resume in (None, False, ""):
+        return None
+    if resume is True or str(resume).lower() in ("true", "latest"):
+        if output_dir is not None:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            if not Path(output_dir).is_dir() or get_last_checkpoint(output_dir) is None:
+                log.info("no checkpoint in %s yet: starting a fresh run", output_dir)
+                return None
+        return True
+    if not Path(str(resume)).is_dir():
+        raise InputError("checkpoint directory not found", path=str(resume))
+    return str(resume)

@@ -10,6 +10,8 @@ nothing is re-implemented here.
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +28,7 @@ from masksearch.scoring import (
 from masksearch.tagformat import check_format, final_answer
 
 RewardFn = Callable[..., list[float]]
+log = logging.getLogger(__name__)
 
 
 def _is_ramp(task: Any, k: Any) -> bool:
@@ -139,26 +142,73 @@ def length_penalty_reward(
     ]
 
 
-def make_judge_reward(chat_model: Any, *, timeout_s: float | None = None) -> RewardFn:
-    """Model-judge reward: 1.0 when the judge says "correct" (prompt `masksearch.prompts.JUDGE`)."""
+def make_judge_reward(
+    chat_model: Any, *, timeout_s: float | None = 60.0, batch_size: int = 16
+) -> RewardFn:
+    """Model-judge reward: 1.0 when the judge says "correct" (prompt `masksearch.prompts.JUDGE`).
+
+    All completions of a call are judged in batches of `batch_size` (`chat_model.batch`, run
+    concurrently); a batch that fails or takes longer than `timeout_s` scores 0 and is logged —
+    the training step always goes on. Verdicts are cached by (question, answer, gold), so dynamic
+    sampling's scoring and the trainer's do not judge the same answer twice."""
     from masksearch.prompts import JUDGE
+
     from masksearch.scoring import parse_verdict
+
+    cache: dict[tuple[str, str, str], float] = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")
+
+    def _judge_batch(prompts: list[str]) -> list[float]:
+        if hasattr(chat_model, "batch"):  # LangChain chat models: concurrent calls
+            replies = chat_model.batch(
+                prompts, config={"max_concurrency": batch_size}, return_exceptions=True
+            )
+        else:
+            replies = []
+            for p in prompts:
+                try:
+                    replies.append(chat_model.invoke(p))
+                except Exception as e:
+                    replies.append(e)
+        out = []
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                log.warning("judge call failed (scored 0): %s", type(reply).__name__)
+                out.append(0.0)
+            else:
+                out.append(1.0 if parse_verdict(getattr(reply, "content", str(reply))) else 0.0)
+        return out
 
     def judge_reward(prompts=None, completions=None, **kwargs) -> list[float]:
         questions = kwargs.get("question") or [None] * len(completions)
-        out = []
+        out = [0.0] * len(completions)
+        todo: list[tuple[int, tuple[str, str, str], str]] = []
         for i, (comp, gold, ramp) in enumerate(_rows(completions, kwargs)):
             answer = final_answer(comp)
             if not answer:
-                out.append(0.0)
                 continue
-            prompt = JUDGE.substitute(
-                question=questions[i] or "",
-                prediction=answer,
-                gold=gold_text(gold, "ramp" if ramp else "qa"),
-            )
-            reply = chat_model.invoke(prompt)
-            out.append(1.0 if parse_verdict(getattr(reply, "content", str(reply))) else 0.0)
+            gold_str = gold_text(gold, "ramp" if ramp else "qa")
+            key = (questions[i] or "", answer, gold_str)
+            if key in cache:
+                out[i] = cache[key]
+                continue
+            prompt = JUDGE.substitute(question=key[0], prediction=answer, gold=gold_str)
+            todo.append((i, key, prompt))
+        for start in range(0, len(todo), max(1, batch_size)):
+            chunk = todo[start : start + max(1, batch_size)]
+            future = pool.submit(_judge_batch, [p for _, _, p in chunk])
+            try:
+                scores = future.result(timeout=timeout_s)
+            except concurrent.futures.TimeoutError:
+                log.warning(
+                    "judge batch of %d timed out after %ss: scored 0", len(chunk), timeout_s
+                )
+                continue
+            except Exception as e:  # a judge outage must not end the training step
+                log.warning("judge batch failed (%s): scored 0", type(e).__name__)
+                continue
+            for (i, key, _), score in zip(chunk, scores, strict=True):
+                out[i] = cache[key] = score
         return out
 
     return judge_reward
@@ -216,10 +266,19 @@ REWARDS: dict[str, RewardFn] = {
 
 
 def build_reward_funcs(
-    names: Sequence[str], *, hybrid: dict[str, Any] | None = None, judge_model: Any = None
+    names: Sequence[str],
+    *,
+    hybrid: dict[str, Any] | None = None,
+    judge_model: Any = None,
+    judge_timeout_s: float | None = 60.0,
+    judge_batch_size: int = 16,
 ) -> list[RewardFn]:
     """Reward functions by name (`recall`, `em`, `f1`, `correct`, `format`, `length_penalty`, `judge`, `hybrid`)."""
-    judge = make_judge_reward(judge_model) if judge_model is not None else None
+    judge = (
+        make_judge_reward(judge_model, timeout_s=judge_timeout_s, batch_size=judge_batch_size)
+        if judge_model is not None
+        else None
+    )
     funcs: list[RewardFn] = []
     for name in names:
         if name == "hybrid":

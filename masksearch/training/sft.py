@@ -45,37 +45,9 @@ def build_sft_rows(
     return rows
 
 
-def _sft_config(settings: SFTSettings, *, curriculum: bool) -> Any:
-    from trl import SFTConfig
-
-    from masksearch.training.modeling import use_bf16
-
-    args: dict[str, Any] = dict(
-        output_dir=settings.output_dir,
-        max_length=settings.max_length,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.num_train_epochs,
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.per_device_train_batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
-        lr_scheduler_type=settings.lr_scheduler_type,
-        weight_decay=settings.weight_decay,
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
-        seed=settings.seed,
-        report_to=settings.report_to,
-        bf16=use_bf16(settings.dtype),
-        assistant_only_loss=False,  # our labels already do it
-        completion_only_loss=False,
-    )
-    if curriculum:
-        args.update(train_sampling_strategy="sequential", shuffle_dataset=False)
-    if settings.gradient_checkpointing:
-        args["gradient_checkpointing"] = True
-    args.update(settings.trainer_args)
-    return SFTConfig(**args)
+def sft_args(settings: SFTSettings) -> Any:
+    """The run's `SFTConfig` (built by `load_settings`, curriculum and eval keys derived)."""
+    return settings.args
 
 
 def train_sft(
@@ -92,16 +64,24 @@ def train_sft(
     from trl import SFTTrainer
 
     from masksearch.training.curriculum import curriculum_order
-    from masksearch.training.modeling import device_summary, load_model, load_tokenizer, lora_config
+    from masksearch.training.modeling import (
+        check_trainable_fp32,
+        device_summary,
+        load_model,
+        load_tokenizer,
+        lora_config,
+        resolve_resume,
+    )
 
     log.info("%s", device_summary())
     if records is None:
         if not settings.records:
             raise InputError("no training records given (set `records:` or pass --records)")
         records = load_training_records(settings.records, accepted_only=settings.accepted_only)
+    args = sft_args(settings)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
     renderer = ChatRenderer(tokenizer, tool_role=settings.tool_role)
-    rows = build_sft_rows(records, renderer, max_length=settings.max_length)
+    rows = build_sft_rows(records, renderer, max_length=args.max_length)
     cur = settings.curriculum
     if cur.enabled:
         plan = curriculum_order(
@@ -109,27 +89,40 @@ def train_sft(
             cur.stages,
             mode=cur.mode,
             shuffle_within_stage=cur.shuffle_within_stage,
-            seed=settings.seed,
+            seed=args.seed,
         )
         rows = [rows[i] for i in plan.order]
     dataset = Dataset.from_list(
         [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
     )
-    model = model if model is not None else load_model(settings)
+    eval_dataset = None
+    if settings.eval_records:
+        held_out = load_training_records(settings.eval_records, accepted_only=True)
+        eval_rows = build_sft_rows(held_out, renderer, max_length=args.max_length)
+        eval_dataset = Dataset.from_list(
+            [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in eval_rows]
+        )
+    model = model if model is not None else load_model(settings, lora=settings.lora)
+    if not settings.lora.enabled:
+        check_trainable_fp32(model)
     trainer = SFTTrainer(
         model=model,
-        args=_sft_config(settings, curriculum=cur.enabled),
+        args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=lora_config(settings.lora),
         callbacks=callbacks,
     )
-    result = trainer.train()
+    check_trainable_fp32(trainer.model)
+    result = trainer.train(
+        resume_from_checkpoint=resolve_resume(settings.resume_from_checkpoint, args.output_dir)
+    )
     if save:
-        trainer.save_model(settings.output_dir)
-        tokenizer.save_pretrained(settings.output_dir)
+        trainer.save_model(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
     stats = {
-        "output_dir": str(Path(settings.output_dir)),
+        "output_dir": str(Path(args.output_dir)),
         "examples": len(rows),
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
