@@ -67,9 +67,12 @@ def test_config_loading_and_overrides(tmp_path):
     s = load_settings(
         "sft", cfg, parse_overrides(["lora.enabled=true", "lora.r=8", "max_length=1024"])
     )
-    assert s.learning_rate == 2e-5 and s.lora.enabled and s.lora.r == 8 and s.max_length == 1024
-    with pytest.raises(ConfigError, match="unknown setting"):
+    assert s.args.learning_rate == 2e-5 and s.lora.enabled and s.lora.r == 8
+    assert s.args.max_length == 1024  # a TRL SFTConfig key, validated by TRL
+    with pytest.raises(ConfigError, match="unknown setting.*learnin_rate"):
         load_settings("sft", cfg, {"learnin_rate": 1})
+    with pytest.raises(ConfigError, match="lora.*unknown setting|unknown setting.*rr"):
+        load_settings("sft", cfg, {"lora": {"rr": 1}})
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["oops"])
     (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
@@ -93,14 +96,14 @@ def test_shipped_configs_load():
             kinds[kind] += 1
             assert "qwen2.5" in s.model.lower()
             if kind == "sft":
-                from masksearch.training.sft import _sft_config
-
-                assert _sft_config(s, curriculum=False).max_length == s.max_length
+                assert type(s.args).__name__ == "SFTConfig" and not s.args.assistant_only_loss
             if kind == "rl" and s.algorithm == "grpo":
-                from masksearch.training.grpo import grpo_config
+                from masksearch.training.grpo import grpo_args
 
-                cfg = grpo_config(s)  # TRL validates batch/generation sizes
+                cfg = grpo_args(s)  # TRL validated batch/generation sizes when loading
                 assert cfg.loss_type == "dapo" and cfg.epsilon_high == 0.28
+                assert cfg.mask_truncated_completions and s.dapo.dynamic_sampling
+                assert s.dapo.overlong_buffer > 0
     assert kinds["sft"] >= 3 and kinds["rl"] >= 3
     for ds in (Path(pkg.__file__).parent / "configs").glob("ds_zero*.json"):
         assert json.loads(ds.read_text())["zero_optimization"]["stage"] in (2, 3)
@@ -140,11 +143,11 @@ def test_sft_cli_end_to_end_on_tiny_model(tmp_path):
             "--max-steps",
             "1",
             "--set",
-            "dtype=float32",
-            "--set",
             "max_length=256",
             "--set",
-            "trainer_args={save_strategy: 'no', disable_tqdm: true}",
+            "save_strategy=no",
+            "--set",
+            "disable_tqdm=true",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -198,9 +201,9 @@ def test_rl_cli_end_to_end_with_a_bm25_index(tmp_path, tiny_corpus_path):
             "--set",
             "max_completion_length=32",
             "--set",
-            "dtype=float32",
+            "save_strategy=no",
             "--set",
-            "trainer_args={save_strategy: 'no', disable_tqdm: true}",
+            "disable_tqdm=true",
         ],
     )
     assert res.exit_code == 0, res.output

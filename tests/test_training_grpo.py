@@ -248,31 +248,31 @@ def test_gae_skips_environment_tokens():
 
 
 @pytest.mark.slow
-def test_ppo_adapter_smoke_run_changes_weights(tok):
-    from masksearch.training.config import RLSettings
+def test_ppo_adapter_smoke_run_changes_weights(tok, tmp_path):
+    from masksearch.training.config import build_settings
     from masksearch.training.grpo import build_rl_rows
     from masksearch.training.ppo import PPOAdapter
     from masksearch.training.rewards import build_reward_funcs
 
     class HalfScriptedPPO(PPOAdapter):
-        def _generate(self, contexts, max_new):
-            out = super()._generate(contexts, max_new)
+        def _generate(self, contexts, max_new, stop):
+            out, _ = super()._generate(contexts, max_new, stop)
             for i in range(0, len(out), 2):
                 script = SEARCH if len(contexts[i]) < 300 else ANSWER
                 out[i] = tok(script, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            return out
+            return out, None
 
-    settings = RLSettings(
-        model="tiny",
-        algorithm="ppo",
-        max_steps=2,
-        per_device_train_batch_size=2,
-        max_turns=2,
-        max_turn_tokens=8,
-        max_completion_length=200,
-        learning_rate=1e-3,
-        report_to="quiet",
-        trainer_args={"ppo_epochs": 1, "mini_batch_size": 2},
+    settings = build_settings(
+        "rl",
+        {
+            **TINY_RL,
+            "algorithm": "ppo",
+            "output_dir": str(tmp_path / "ppo"),
+            "max_completion_length": 200,
+            "beta": 0.001,
+            "save_steps": 1,
+            "ppo": {"ppo_epochs": 1, "mini_batch_size": 2},
+        },
     )
     model = tiny_model(tok)
     w = model.model.layers[0].self_attn.q_proj.weight
@@ -294,7 +294,10 @@ def test_ppo_adapter_smoke_run_changes_weights(tok):
         retriever=retr,
         reward_funcs=build_reward_funcs(["hybrid"]),
     )
-    assert adapter.h.kl_coef == settings.beta and adapter.ref is not None
+    assert adapter.kl_coef == 0.001 and adapter.ref is not None
     stats = adapter.train(build_rl_rows(questions, settings))
     assert stats["global_step"] == 2 and stats["mean_reward"] > 0
     assert retr.calls and not w.detach().equal(before)
+    assert (tmp_path / "ppo" / "checkpoint-1" / "ppo_state.json").exists()
+    # resume: the saved step is picked up, the remaining step runs
+    assert adapter.resume(True) == 1

@@ -69,7 +69,9 @@ def train_sft_cmd(
     if not settings.records:
         raise typer.BadParameter("no records: pass --records or set `records:` in the config")
     recs = load_training_records(settings.records, accepted_only=settings.accepted_only)
-    typer.echo(f"SFT on {len(recs)} trajectories from {settings.records} → {settings.args.output_dir}")
+    typer.echo(
+        f"SFT on {len(recs)} trajectories from {settings.records} → {settings.args.output_dir}"
+    )
     _announce()
     stats = train_sft(settings, records=recs)
     typer.echo(f"done: {stats}")

@@ -54,7 +54,9 @@ class ModelSettings:
     tokenizer: str | None = None  # defaults to `model`
     gguf_file: str | None = None  # load weights/tokenizer from a GGUF file inside `model`
     chat_template: str | None = None  # override the tokenizer's template (Jinja string or file)
-    tool_role: str = "user"  # role tool turns get in the chat template; "user" = what the graph sends
+    tool_role: str = (
+        "user"  # role tool turns get in the chat template; "user" = what the graph sends
+    )
     mixed_precision: str = "auto"  # auto | bf16 | fp16 | no — autocast over fp32 master weights
     attn_implementation: str | None = None  # e.g. flash_attention_2, sdpa
     resume_from_checkpoint: str | bool | None = None  # a checkpoint dir, or true = the latest one
@@ -78,7 +80,9 @@ class DapoSettings:
 
     dynamic_sampling: bool = True  # drop groups whose rewards are all equal, refill the batch
     max_resample_rounds: int = 3  # extra rollout rounds to refill a batch (then keep what we have)
-    overlong_buffer: int = 0  # soft overlong penalty: tokens before the limit where it starts (0 = off)
+    overlong_buffer: int = (
+        0  # soft overlong penalty: tokens before the limit where it starts (0 = off)
+    )
     overlong_penalty: float = 1.0  # penalty at the limit (linear ramp over the buffer)
 
 
@@ -261,7 +265,11 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
     config_cls = _trainer_config_class(kind)
     from trl import TrlParser
 
-    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    for key, value in list(trainer.items()):  # YAML reads a bare `no` as false
+        if value is False and key in fields and isinstance(fields[key].default, str):
+            trainer[key] = "none" if key == "report_to" else "no"
+    known = set(fields)
     unknown = sorted(set(trainer) - known)
     if unknown:
         raise ConfigError(
@@ -282,15 +290,22 @@ def _derive(settings: SFTSettings | RLSettings, trainer: dict[str, Any]) -> None
         trainer["shuffle_dataset"] = False
         if isinstance(settings, SFTSettings):
             trainer["train_sampling_strategy"] = "sequential"
-    held_out = settings.eval_records if isinstance(settings, SFTSettings) else settings.eval_questions
+    held_out = (
+        settings.eval_records if isinstance(settings, SFTSettings) else settings.eval_questions
+    )
     if held_out and trainer.get("eval_strategy", "no") == "no":
         trainer["eval_strategy"] = "steps"
         trainer.setdefault("eval_steps", trainer.get("save_steps"))
     if isinstance(settings, SFTSettings):
         trainer["assistant_only_loss"] = False  # our labels already mask all but the agent's tokens
         trainer["completion_only_loss"] = False
-    elif settings.dapo.overlong_buffer > 0 and trainer.get("reward_weights"):
-        trainer["reward_weights"] = [*trainer["reward_weights"], 1.0]  # the overlong penalty
+    else:
+        if settings.dapo.overlong_buffer > 0 and trainer.get("reward_weights"):
+            trainer["reward_weights"] = [*trainer["reward_weights"], 1.0]  # the overlong penalty
+        if settings.algorithm == "ppo":  # one sample per prompt; keep GRPOConfig's checks happy
+            trainer["num_generations"] = 2
+            if int(trainer.get("per_device_train_batch_size", 1)) % 2:
+                trainer["steps_per_generation"] = 2
 
 
 def replace_settings(settings: SFTSettings | RLSettings, **changes: Any) -> Any:

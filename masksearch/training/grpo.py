@@ -225,7 +225,10 @@ def build_grpo_trainer(
     rows = build_rl_rows(questions, settings)
     dataset = Dataset.from_list(rows)
     eval_dataset = (
-        {name: Dataset.from_list(build_rl_rows(qs, settings)) for name, qs in eval_questions.items()}
+        {
+            name: Dataset.from_list(build_rl_rows(qs, settings))
+            for name, qs in eval_questions.items()
+        }
         if eval_questions
         else None
     )
@@ -234,7 +237,9 @@ def build_grpo_trainer(
             settings,
             retriever,
             tokenizer,
-            score_fn=make_score_fn(reward_funcs, weights) if settings.dapo.dynamic_sampling else None,
+            score_fn=make_score_fn(reward_funcs, weights)
+            if settings.dapo.dynamic_sampling
+            else None,
             rows=rows,
         )
     model = model if model is not None else load_model(settings, lora=settings.lora)

@@ -1,44 +1,31 @@
-"""PPO for the search agent, behind one adapter: our `RLSettings` in, a trained policy out.
+"""PPO for the search agent: our own actor-critic loop on `accelerate`, to the same bar as TRL's
+trainers (TRL 1.x ships no PPO; the old `trl.experimental.ppo` was single-turn with a reward model).
 
-TRL 1.16 ships no PPO trainer (the old `trl.experimental.ppo` is gone, and it was single-turn with
-a reward *model* only), so the adapter runs a compact actor-critic PPO of our own over the same
-multi-turn `SearchRollout` the GRPO path uses: retrieved tokens (`env_mask` 0) are excluded from
-the policy, value and KL terms; the rule reward lands on the last generated token; per-token KL
-to a frozen reference (Search-R1: `kl_coef` 0.001); GAE over the model's own tokens
-(Search-R1: gamma = lam = 1); clipped policy and value losses. The critic is a linear value head
-on the policy's last hidden state (shared backbone, its own learning rate).
+- Same inputs as GRPO: `RLSettings`, the trainer keys in `settings.args` (a `GRPOConfig`: learning
+  rate, warmup/schedule, gradient accumulation, clipping, logging, `report_to`, `save_steps`,
+  `bf16`, gradient checkpointing), the same multi-turn `SearchRollout` and reward functions.
+- `accelerate`: one process or many (`accelerate launch`, DDP or DeepSpeed ZeRO-2/3 from the same
+  configs as SFT/GRPO), fp32 master weights with bf16 autocast, LoRA (the reference policy is the
+  base with the adapters switched off), periodic `save_state` checkpoints and resume.
+- The algorithm (Search-R1's PPO): retrieved tokens (`env_mask` 0) are excluded from the policy,
+  value and KL terms; the rule reward lands on the last generated token; per-token KL to a frozen
+  reference (`beta`, Search-R1 `kl_coef` 0.001); GAE over the model's own tokens (gamma = lam = 1);
+  clipped policy (`epsilon`) and value (`ppo.cliprange_value`) losses. The critic is a linear value
+  head on the policy's last hidden state (shared backbone, its own learning rate `ppo.critic_lr`).
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
 import random
-from dataclasses import dataclass
+import re
+from pathlib import Path
 from typing import Any
 
 from masksearch.training.config import RLSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PPOHyper:
-    ppo_epochs: int = 2
-    mini_batch_size: int = 4
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    gamma: float = 1.0
-    lam: float = 1.0
-    kl_coef: float = 0.001
-    critic_lr: float = 1e-5
-    max_grad_norm: float = 1.0
-
-    @classmethod
-    def from_settings(cls, s: RLSettings) -> PPOHyper:
-        known = {k: v for k, v in s.trainer_args.items() if k in cls.__dataclass_fields__}
-        return cls(**{"kl_coef": s.beta, "cliprange": s.epsilon, **known})
 
 
 def _torch():
@@ -70,6 +57,36 @@ def masked_whiten(x, mask, eps: float = 1e-8):
     return (x - mean) / (var.sqrt() + eps) * mask
 
 
+def _value_model(policy: Any) -> Any:
+    """The policy plus a zero-initialised linear value head, as one module (one optimizer, one
+    accelerate/DeepSpeed engine)."""
+    torch = _torch()
+
+    class PolicyWithValue(torch.nn.Module):
+        def __init__(self, policy: Any) -> None:
+            super().__init__()
+            self.policy = policy
+            hidden = policy.config.hidden_size
+            self.v_head = torch.nn.Linear(hidden, 1)
+            torch.nn.init.zeros_(self.v_head.weight)
+            torch.nn.init.zeros_(self.v_head.bias)
+
+        def forward(self, input_ids, attention_mask):
+            out = self.policy(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+            )
+            hidden = out.hidden_states[-1]
+            return out.logits, self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
+
+    return PolicyWithValue(policy)
+
+
+def _token_logps(logits, ids):
+    torch = _torch()
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
 class PPOAdapter:
     """Maps `RLSettings` onto the PPO loop; `train()` returns run stats."""
 
@@ -81,91 +98,172 @@ class PPOAdapter:
         tokenizer: Any,
         retriever: Any,
         reward_funcs: list[Any],
+        reward_weights: list[float] | None = None,
         rollout: Any = None,
+        accelerator: Any = None,
     ) -> None:
         torch = _torch()
-        from masksearch.training.grpo import make_rollout
+        from accelerate import Accelerator
+        from transformers import get_scheduler
 
-        self.s, self.h = settings, PPOHyper.from_settings(settings)
-        self.model, self.tok = model, tokenizer
+        from masksearch.training.grpo import make_rollout
+        from masksearch.training.modeling import check_trainable_fp32, lora_config
+
+        self.s, self.h, self.args = settings, settings.ppo, settings.args
+        args = self.args
+        self.kl_coef, self.cliprange = args.beta, args.epsilon
+        self.tok = tokenizer
+        report = [r for r in (args.report_to or []) if r not in ("none", "quiet")]
+        self.acc = accelerator or Accelerator(
+            mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=report or None,
+            project_dir=args.output_dir,
+            cpu=bool(getattr(args, "use_cpu", False)),
+        )
+        peft = lora_config(settings.lora)
+        if peft is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft)
+        check_trainable_fp32(model)
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs
+                or {"use_reentrant": False}
+            )
+            model.config.use_cache = False
+        self.lora = peft is not None
+        ref = None
+        if self.kl_coef and not self.lora:
+            import copy
+
+            ref = copy.deepcopy(model).eval().requires_grad_(False)
         self.rollout = rollout or make_rollout(settings, retriever, tokenizer)
         self.reward_funcs = reward_funcs
-        self.weights = settings.reward_weights or [1.0] * len(reward_funcs)
-        self.ref = copy.deepcopy(model).eval().requires_grad_(False) if self.h.kl_coef else None
-        hidden = model.config.hidden_size
-        self.value_head = torch.nn.Linear(hidden, 1).to(next(model.parameters()).device)
-        torch.nn.init.zeros_(self.value_head.weight)
-        torch.nn.init.zeros_(self.value_head.bias)
-        self.opt = torch.optim.AdamW(
+        self.weights = reward_weights or [1.0] * len(reward_funcs)
+        vm = _value_model(model)
+        opt = torch.optim.AdamW(
             [
                 {
-                    "params": [p for p in model.parameters() if p.requires_grad],
-                    "lr": settings.learning_rate,
+                    "params": [p for p in vm.policy.parameters() if p.requires_grad],
+                    "lr": args.learning_rate,
                 },
-                {"params": self.value_head.parameters(), "lr": self.h.critic_lr},
-            ]
+                {"params": list(vm.v_head.parameters()), "lr": self.h.critic_lr},
+            ],
+            weight_decay=args.weight_decay,
         )
+        self.total_steps = self._total_steps()
+        sched = get_scheduler(
+            args.lr_scheduler_type,
+            opt,
+            num_warmup_steps=args.get_warmup_steps(self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        # the schedule steps once per PPO iteration (not per process): kept out of `prepare`
+        self.model, self.opt = self.acc.prepare(vm, opt)
+        self.sched = sched
+        self.acc.register_for_checkpointing(sched)
+        self.ref = None
+        if ref is not None:
+            if self.acc.state.deepspeed_plugin is not None:
+                from trl.models import prepare_deepspeed
+
+                self.ref = prepare_deepspeed(ref, self.acc)
+            else:
+                self.ref = ref.to(self.acc.device)
+        self.rows_seen = 0
+
+    def _total_steps(self) -> int:
+        return self.args.max_steps if self.args.max_steps > 0 else 1
 
     # -- model passes ------------------------------------------------------------------------------
-    def _forward(self, model, ids, attn, with_values: bool):
-        torch = _torch()
-        out = model(input_ids=ids, attention_mask=attn, output_hidden_states=with_values)
-        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-        logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        values = (
-            self.value_head(out.hidden_states[-1][:, :-1].float()).squeeze(-1)
-            if with_values
-            else None
-        )
-        return logp, values
+    def _policy(self) -> Any:
+        return self.acc.unwrap_model(self.model).policy
 
-    def _generate(self, contexts: list[list[int]], max_new: int) -> list[list[int]]:
+    def _ref_logps(self, ids, attn):
         torch = _torch()
+        with torch.no_grad(), self.acc.autocast():
+            if self.lora:
+                with self._policy().disable_adapter():
+                    logits = self._policy()(input_ids=ids, attention_mask=attn).logits
+            elif self.ref is not None:
+                logits = self.ref(input_ids=ids, attention_mask=attn).logits
+            else:
+                return None
+        return _token_logps(logits, ids)
+
+    def _generate(self, contexts: list[list[int]], max_new: int, stop) -> tuple[list, None]:
+        import contextlib
+
+        torch = _torch()
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         width = max(len(c) for c in contexts)
-        dev = next(self.model.parameters()).device
+        dev = self.acc.device
         ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=dev)
         attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=dev)
         self.model.eval()
-        with torch.no_grad():
-            out = self.model.generate(
+        gather: Any = contextlib.nullcontext()
+        if is_deepspeed_zero3_enabled():  # generation needs the full (gathered) weights
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters(list(self.model.parameters()))
+        with gather, torch.no_grad():
+            out = self._policy().generate(
                 input_ids=ids,
                 attention_mask=attn,
                 max_new_tokens=max_new,
                 do_sample=True,
-                temperature=self.s.temperature,
-                top_p=self.s.top_p,
-                stop_strings=["</search>", "</answer>"],
+                temperature=self.args.temperature,
+                top_p=self.args.top_p,
+                stop_strings=list(stop),
                 tokenizer=self.tok,
                 pad_token_id=pad,
                 eos_token_id=self.tok.eos_token_id,
+                use_cache=True,
             )
         self.model.train()
-        return [row.tolist() for row in out[:, width:]]
+        return [row.tolist() for row in out[:, width:]], None
+
+    def _sync(self):
+        """Ranks generate in lockstep under ZeRO-3 (generation gathers the sharded weights)."""
+        if self.acc.num_processes <= 1:
+            return None
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if not is_deepspeed_zero3_enabled():
+            return None
+        torch = _torch()
+        return lambda n: bool(
+            self.acc.gather(torch.tensor([n], device=self.acc.device)).sum().item()
+        )
 
     # -- one PPO iteration -----------------------------------------------------------------------------
     def step(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         torch = _torch()
-        trajs = self.rollout.run([r["prompt"] for r in rows], self._generate)
+        trajs = self.rollout.run([r["prompt"] for r in rows], self._generate, sync=self._sync())
         cols = {k: [r[k] for r in rows] for k in ("answers", "task", "k", "question")}
         comps = [[{"role": "assistant", "content": ""}] for _ in trajs]
         per_func = [
             f(
                 prompts=[r["prompt"] for r in rows],
                 completions=comps,
+                completion_ids=[t.completion_ids for t in trajs],
                 trajectory=[t.turns for t in trajs],
                 **cols,
             )
             for f in self.reward_funcs
         ]
         scores = [
-            sum(w * fr[i] for w, fr in zip(self.weights, per_func, strict=True))
+            sum(w * float(fr[i] or 0.0) for w, fr in zip(self.weights, per_func, strict=True))
             for i in range(len(rows))
         ]
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         seqs = [t.prompt_ids + t.completion_ids for t in trajs]
         width = max(len(s) for s in seqs)
-        dev = next(self.model.parameters()).device
+        dev = self.acc.device
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=dev)
         attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=dev)
         # action mask over predicted positions (token t+1 predicted at t): model-generated tokens only
@@ -176,13 +274,11 @@ class PPOAdapter:
                 t.env_mask, dtype=torch.float, device=dev
             )
         with torch.no_grad():
-            old_logp, old_values = self._forward(self.model, ids, attn, True)
-            kl = (
-                (old_logp - self._forward(self.ref, ids, attn, False)[0])
-                if self.ref is not None
-                else 0 * old_logp
-            )
-            rewards = -self.h.kl_coef * kl * act
+            logits, values = self.model(ids, attn)
+            old_logp, old_values = _token_logps(logits, ids), values[:, :-1].float()
+            ref_logp = self._ref_logps(ids, attn)
+            kl = (old_logp - ref_logp) if ref_logp is not None else torch.zeros_like(old_logp)
+            rewards = -self.kl_coef * kl * act
             for b in range(len(trajs)):
                 pos = act[b].nonzero().flatten()
                 if len(pos):
@@ -192,59 +288,127 @@ class PPOAdapter:
         stats = {
             "reward": sum(scores) / len(scores),
             "kl": float((kl * act).sum() / act.sum().clamp(min=1)),
+            "searches": sum(t.searches for t in trajs) / len(trajs),
         }
         order = list(range(len(trajs)))
+        losses = []
         for _ in range(self.h.ppo_epochs):
             random.shuffle(order)
             for i in range(0, len(order), self.h.mini_batch_size):
                 mb = order[i : i + self.h.mini_batch_size]
-                logp, values = self._forward(self.model, ids[mb], attn[mb], True)
-                m = act[mb]
-                n = m.sum().clamp(min=1)
-                ratio = torch.exp(logp - old_logp[mb])
-                pg = torch.max(
-                    -adv[mb] * ratio,
-                    -adv[mb] * ratio.clamp(1 - self.h.cliprange, 1 + self.h.cliprange),
-                )
-                v_clip = old_values[mb] + (values - old_values[mb]).clamp(
-                    -self.h.cliprange_value, self.h.cliprange_value
-                )
-                vf = torch.max((values - returns[mb]) ** 2, (v_clip - returns[mb]) ** 2)
-                loss = ((pg * m).sum() + self.h.vf_coef * 0.5 * (vf * m).sum()) / n
-                self.opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(
-                    list(self.model.parameters()) + list(self.value_head.parameters()),
-                    self.h.max_grad_norm,
-                )
-                self.opt.step()
-                stats["loss"] = loss.detach().item()
+                with self.acc.accumulate(self.model):
+                    logits, values = self.model(ids[mb], attn[mb])
+                    logp, values = _token_logps(logits, ids[mb]), values[:, :-1].float()
+                    m = act[mb]
+                    n = m.sum().clamp(min=1)
+                    ratio = torch.exp(logp - old_logp[mb])
+                    pg = torch.max(
+                        -adv[mb] * ratio,
+                        -adv[mb] * ratio.clamp(1 - self.cliprange, 1 + self.cliprange),
+                    )
+                    v_clip = old_values[mb] + (values - old_values[mb]).clamp(
+                        -self.h.cliprange_value, self.h.cliprange_value
+                    )
+                    vf = torch.max((values - returns[mb]) ** 2, (v_clip - returns[mb]) ** 2)
+                    loss = ((pg * m).sum() + self.h.vf_coef * 0.5 * (vf * m).sum()) / n
+                    self.acc.backward(loss)
+                    if self.acc.sync_gradients and self.args.max_grad_norm:
+                        self.acc.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+                    self.opt.step()
+                    self.opt.zero_grad()
+                losses.append(loss.detach().item())
+        self.sched.step()
+        stats["loss"] = sum(losses) / max(1, len(losses))
+        stats["lr"] = self.sched.get_last_lr()[0]
         return stats
 
-    def train(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    # -- the run --------------------------------------------------------------------------------------
+    def _checkpoints(self) -> list[Path]:
+        out = Path(self.args.output_dir)
+        found = [p for p in out.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+    def save_checkpoint(self, step: int) -> Path:
+        path = Path(self.args.output_dir) / f"checkpoint-{step}"
+        self.acc.save_state(str(path))
+        if self.acc.is_main_process:
+            (path / "ppo_state.json").write_text(json.dumps({"global_step": step}))
+            limit = self.args.save_total_limit
+            if limit:
+                for old in self._checkpoints()[:-limit]:
+                    import shutil
+
+                    shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def resume(self, resume: str | bool | None) -> int:
+        """Load a checkpoint (a directory, or True = the latest); returns the step reached."""
+        if not resume:
+            return 0
+        path = Path(str(resume)) if resume is not True else None
+        if path is None:
+            found = self._checkpoints()
+            if not found:
+                log.info("no checkpoint in %s yet: starting a fresh run", self.args.output_dir)
+                return 0
+            path = found[-1]
+        self.acc.load_state(str(path))
+        step = json.loads((path / "ppo_state.json").read_text())["global_step"]
+        log.info("resumed from %s at step %d", path, step)
+        return int(step)
+
+    def train(
+        self, rows: list[dict[str, Any]], *, resume: str | bool | None = None
+    ) -> dict[str, Any]:
         from tqdm.auto import trange
 
-        steps = (
-            self.s.max_steps
-            if self.s.max_steps > 0
-            else max(1, len(rows) // self.s.per_device_train_batch_size)
-        )
-        bs = self.s.per_device_train_batch_size
+        args = self.args
+        bs = args.per_device_train_batch_size
         if not self.s.curriculum.enabled:
-            rows = random.Random(self.s.seed).sample(rows, len(rows))
+            rows = random.Random(args.seed).sample(rows, len(rows))
+        rank, world = self.acc.process_index, self.acc.num_processes
+        start = self.resume(resume)
+        if self.acc.log_with:
+            self.acc.init_trackers("masksearch-ppo", config={"learning_rate": args.learning_rate})
         history = []
-        for step in trange(steps, desc="PPO", disable=self.s.report_to == "quiet"):
-            start = (step * bs) % len(rows)
-            batch = (rows + rows)[start : start + bs]
+        for step in trange(
+            start,
+            self.total_steps,
+            desc="PPO",
+            disable=args.disable_tqdm or not self.acc.is_main_process,
+        ):
+            first = (step * bs * world + rank * bs) % len(rows)  # each rank its own slice
+            batch = [rows[(first + j) % len(rows)] for j in range(bs)]
             stats = self.step(batch)
             history.append(stats)
-            if (step + 1) % max(1, self.s.logging_steps) == 0:
+            if (step + 1) % max(1, args.logging_steps) == 0:
+                self.acc.log(stats, step=step + 1)
                 log.info("PPO step %d: %s", step + 1, stats)
+            if (
+                args.save_steps
+                and (step + 1) % int(args.save_steps) == 0
+                and step + 1 < self.total_steps
+            ):
+                self.save_checkpoint(step + 1)
+        self.acc.end_training()
+        n = max(1, len(history))
         return {
-            "global_step": steps,
-            "train_loss": sum(h["loss"] for h in history) / len(history),
-            "mean_reward": sum(h["reward"] for h in history) / len(history),
+            "global_step": self.total_steps,
+            "train_loss": sum(h["loss"] for h in history) / n,
+            "mean_reward": sum(h["reward"] for h in history) / n,
         }
+
+    def save_model(self, output_dir: str) -> None:
+        """The policy (full weights, or the LoRA adapter) + the value head; works under ZeRO-3."""
+        torch = _torch()
+        state = self.acc.get_state_dict(self.model)
+        self.acc.wait_for_everyone()
+        if not self.acc.is_main_process:
+            return
+        policy_state = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
+        head = {k[len("v_head.") :]: v for k, v in state.items() if k.startswith("v_head.")}
+        self._policy().save_pretrained(output_dir, state_dict=policy_state)
+        torch.save(head, f"{output_dir}/value_head.pt")
 
 
 def train_ppo(
@@ -255,13 +419,18 @@ def train_ppo(
     tokenizer: Any = None,
     retriever: Any = None,
     rollout: Any = None,
+    judge_model: Any = None,
     save: bool = True,
 ) -> dict[str, Any]:
     """PPO counterpart of `train_grpo` (same inputs, same rewards, same rollout)."""
     from masksearch.training.data import load_questions
-    from masksearch.training.grpo import build_rl_rows, resolve_retriever
-    from masksearch.training.modeling import device_summary, load_model, load_tokenizer
-    from masksearch.training.rewards import build_reward_funcs
+    from masksearch.training.grpo import build_rewards, build_rl_rows, resolve_retriever
+    from masksearch.training.modeling import (
+        device_summary,
+        load_model,
+        load_tokenizer,
+        resolve_resume,
+    )
 
     log.info("%s", device_summary())
     if questions is None:
@@ -270,21 +439,32 @@ def train_ppo(
         )
     retriever = resolve_retriever(settings, retriever)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
-    model = model if model is not None else load_model(settings)
-    _torch().manual_seed(settings.seed)
-    random.seed(settings.seed)
+    model = model if model is not None else load_model(settings, lora=settings.lora)
+    _torch().manual_seed(settings.args.seed)
+    random.seed(settings.args.seed)
+    if judge_model is None and settings.judge_model:
+        from masksearch.models import load_chat_model
+
+        judge_model = load_chat_model(settings.judge_model)
+    funcs, weights = build_rewards(settings, judge_model)
     adapter = PPOAdapter(
         settings,
         model=model,
         tokenizer=tokenizer,
         retriever=retriever,
-        reward_funcs=build_reward_funcs(settings.rewards, hybrid=settings.hybrid),
+        reward_funcs=funcs,
+        reward_weights=weights,
         rollout=rollout,
     )
-    stats = adapter.train(build_rl_rows(questions, settings))
+    out = settings.args.output_dir
+    stats = adapter.train(
+        build_rl_rows(questions, settings),
+        resume=resolve_resume(settings.resume_from_checkpoint),
+    )
     if save:
-        model.save_pretrained(settings.output_dir)
-        tokenizer.save_pretrained(settings.output_dir)
-        _torch().save(adapter.value_head.state_dict(), f"{settings.output_dir}/value_head.pt")
-    stats["output_dir"] = settings.output_dir
+        Path(out).mkdir(parents=True, exist_ok=True)
+        adapter.save_model(out)
+        if adapter.acc.is_main_process:
+            tokenizer.save_pretrained(out)
+    stats["output_dir"] = out
     return stats

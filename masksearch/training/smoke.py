@@ -116,3 +116,158 @@ def example_record(i: int = 0, *, accepted: bool = True) -> dict[str, Any]:
         "meta": {"k": 2},
         "created_at": "2026-01-01T00:00:00+00:00",
     }
+
+
+# -- launched smoke runs: `accelerate launch … -m masksearch.training.smoke sft|grpo <dir>` -------
+
+
+class FakeRetriever:
+    """Two fixed passages per query (no index needed)."""
+
+    name = "fake"
+
+    def search(self, queries: list[str], k: int) -> list[list[Any]]:
+        from masksearch.types import Passage
+
+        return [
+            [Passage(id=f"{q}-{j}", title="Eiffel Tower", text=f"Built 1887 to 1889 ({j}).")]
+            for q in queries
+            for j in range(1)
+        ]
+
+
+def scripted_half(rollout_cls: type, tokenizer: Any) -> type:
+    """A rollout whose even rows follow a scripted correct episode (search, then answer) while odd
+    rows sample the policy: a random tiny model never writes tags, so this gives every group
+    reward variance and a non-zero GRPO signal."""
+    search = "<think>look it up</think>\n<search>eiffel tower built</search>"
+    answer = "<think>found</think>\n<answer>1889</answer>"
+
+    class ScriptedHalf(rollout_cls):  # type: ignore[misc,valid-type]
+        def trainer_generate(self, trainer: Any) -> Any:
+            real = super().trainer_generate(trainer)
+
+            def gen(contexts: list[list[int]], n: int, stop: Any) -> Any:
+                out, _ = real(contexts, n, stop)
+                for i in range(0, len(out), 2):
+                    text = search if len(contexts[i]) < 300 else answer
+                    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                    out[i] = ids + [tokenizer.eos_token_id]
+                return out, None
+
+            return gen
+
+    return ScriptedHalf
+
+
+def _launched_run(kind: str, out_dir: str) -> None:
+    """One rank of a multi-process smoke run; writes `ranks/rank<i>.json` (steps, fraction of
+    weights changed, a checksum of every weight) so ranks can be compared."""
+    import hashlib
+    import json
+
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState()
+    tok = offline_tokenizer()
+    model = tiny_model(tok)  # same seed on every rank
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    common = {
+        "model": "tiny",
+        "output_dir": f"{out_dir}/{kind}",
+        "max_steps": 2,
+        "warmup_steps": 0,
+        "use_cpu": True,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "logging_steps": 1,
+        "seed": 0,
+    }
+    from masksearch.training.config import build_settings
+
+    if kind == "sft":
+        from masksearch.training.sft import train_sft
+
+        settings = build_settings(
+            "sft",
+            {
+                **common,
+                "max_length": 256,
+                "per_device_train_batch_size": 1,
+                "gradient_accumulation_steps": 1,
+                "learning_rate": 1e-5,
+                "activation_checkpointing": False,
+            },
+        )
+        stats = train_sft(
+            settings,
+            records=[example_record(i) for i in range(4)],
+            model=model,
+            tokenizer=tok,
+            save=False,
+        )
+    else:
+        from masksearch.training.grpo import make_rollout, train_grpo
+        from masksearch.training.rollout import SearchRollout
+
+        settings = build_settings(
+            "rl",
+            {
+                **common,
+                "num_generations": 2,
+                "per_device_train_batch_size": 2,
+                "max_turns": 2,
+                "max_turn_tokens": 8,
+                "max_completion_length": 200,
+                "learning_rate": 1e-3,
+                "beta": 0.0,
+                "activation_checkpointing": False,
+            },
+        )
+        retriever = FakeRetriever()
+        questions = [
+            {
+                "id": f"q{i}",
+                "question": f"When was the Eiffel Tower built? ({i})",
+                "answers": ["1889"],
+                "task": "qa",
+                "k": 0,
+            }
+            for i in range(4)
+        ]
+        rollout = make_rollout(settings, retriever, tok, cls=scripted_half(SearchRollout, tok))
+        stats = train_grpo(
+            settings,
+            questions=questions,
+            model=model,
+            tokenizer=tok,
+            retriever=retriever,
+            rollout=rollout,
+            save=False,
+        )
+    changed = total = 0
+    digest = hashlib.sha256()
+    for n, p in model.named_parameters():
+        changed += int((p.detach() != before[n]).sum())
+        total += p.numel()
+        digest.update(p.detach().to(torch.float32).numpy().tobytes())
+    out = Path(out_dir) / "ranks"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{state.process_index}.json").write_text(
+        json.dumps(
+            {
+                "world_size": state.num_processes,
+                "global_step": stats["global_step"],
+                "changed": changed / total,
+                "checksum": digest.hexdigest(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    _launched_run(sys.argv[1], sys.argv[2])
