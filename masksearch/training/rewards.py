@@ -152,7 +152,6 @@ def make_judge_reward(
     the training step always goes on. Verdicts are cached by (question, answer, gold), so dynamic
     sampling's scoring and the trainer's do not judge the same answer twice."""
     from masksearch.prompts import JUDGE
-
     from masksearch.scoring import parse_verdict
 
     cache: dict[tuple[str, str, str], float] = {}
