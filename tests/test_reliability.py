@@ -369,3 +369,33 @@ def test_store_rows_are_redacted_even_when_the_record_was_not(tmp_path, monkeypa
     (text,) = db.execute("SELECT record FROM trajectories").fetchone()
     db.close()
     assert "ds-0123456789abcdef" not in text and "[REDACTED]" in text
+
+
+def test_a_store_that_fills_up_mid_batch_stops_with_one_line_and_keeps_what_it_holds(tmp_path):
+    """Disk full while writing: the run stops (it cannot store anything more) with an
+    `OutputError` naming the store; the records committed before are kept."""
+    from masksearch.graph.records import failed_record
+
+    store = TrajectoryStore(tmp_path / "s.sqlite")
+    real_db, puts = store._db, []
+
+    class FullAfterTwo:
+        def execute(self, sql, *args):
+            if sql.lstrip().startswith("INSERT"):
+                puts.append(1)
+                if len(puts) > 2:
+                    raise sqlite3.OperationalError("database or disk is full")
+            return real_db.execute(sql, *args)
+
+    store._db = FullAfterTwo()
+
+    async def run_one(ex):
+        return {**failed_record(ex, None, "x"), "status": "answered", "error": None}
+
+    exs = [MaskedExample(f"ex{i}", f"Item {i} [mask]", [str(i)]) for i in range(6)]
+    with pytest.raises(OutputError, match="disk is full") as ei:
+        asyncio.run(generate(exs, None, store, run_one=run_one, concurrency=1, progress=False))
+    assert ei.value.path == str(tmp_path / "s.sqlite")
+    store._db = real_db
+    assert store.ids() == {"ex0", "ex1"}
+    store.close()

@@ -83,7 +83,11 @@ def build_index(
     final_dir = Path(out)
     check_output_dir(final_dir, what="--out")
     check_output_dir(final_dir.parent, what="--out's folder")
-    recover_swap(final_dir)  # finish or undo a swap a killed build left half done
+    recovered = recover_swap(final_dir)  # finish or undo a swap a killed build left half done
+    if recovered:
+        import logging
+
+        logging.getLogger(__name__).info("index %s: %s (interrupted build)", final_dir, recovered)
     if final_dir.exists() and any(final_dir.iterdir()) and not (final_dir / MANIFEST).is_file():
         raise ConfigError(f"{final_dir} is not empty and holds no index; choose another --out")
     # Build next to the target and swap at the end: an existing index survives a failed build.
