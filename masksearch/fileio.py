@@ -144,7 +144,8 @@ def atomic_write(
     except OSError as e:
         raise output_error(e, p) from None
     try:
-        with os.fdopen(fd, mode, **({} if binary else {"encoding": encoding})) as fh:
+        fh: IO[Any] = os.fdopen(fd, mode, encoding=None if binary else encoding)
+        with fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

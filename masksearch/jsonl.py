@@ -140,7 +140,8 @@ def _open_binary(path: str) -> IO[bytes]:
     if p.is_dir():
         raise InputError("is a directory, not a file", path=str(p))
     try:
-        return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+        fh: IO[bytes] = gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")  # type: ignore[assignment]
+        return fh
     except OSError as e:
         from masksearch.fileio import describe_os_error
 

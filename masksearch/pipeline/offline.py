@@ -266,13 +266,14 @@ def run_offline(
         progress=progress,
     )
     echo("outputs:")
-    for label, path in (
+    listing: tuple[tuple[str, str | Path], ...] = (
         ("corpus", corpus_file),
         ("index", retriever.split(":", 1)[1]),
         ("masked data", masked),
         ("trajectory store", store),
         ("accepted trajectories", export),
         ("summary", workdir / "summary.json"),
-    ):
-        echo(f"  {label:22s} {path}")
+    )
+    for label, where in listing:
+        echo(f"  {label:22s} {where}")
     return code
