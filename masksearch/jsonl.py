@@ -103,6 +103,15 @@ def iter_jsonl(
         raise InputError("file is empty (no JSON lines)", path=path)
 
 
+def count_nonblank_lines(path: str | os.PathLike[str], max_line_bytes: int = MAX_LINE_BYTES) -> int:
+    """Non-blank lines of a (possibly gzipped) file, reading at most `max_line_bytes` of any line
+    into memory (an overlong line counts as one)."""
+    with _open_binary(str(path)) as fh:
+        return sum(
+            1 for raw in _bounded_lines(fh, str(path), max_line_bytes) if raw is None or raw.strip()
+        )
+
+
 def _bounded_lines(fh: IO[bytes], path: str, limit: int) -> Iterator[bytes | None]:
     """Lines of a binary file, each at most `limit` bytes (None for a longer one, consumed in
     chunks). Gzip truncation/corruption becomes an `InputError` located at the next line."""
