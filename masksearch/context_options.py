@@ -24,7 +24,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from masksearch.graph.context import DEFAULT_MODEL, Context
+from masksearch.context import DEFAULT_MODEL, Context
 
 ROLE_MODELS = ("planner_model", "rewriter_model", "observer_model")
 MODEL_HELP = (

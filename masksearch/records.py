@@ -10,7 +10,9 @@ A record holds two views of the run:
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
+
+from typing_extensions import TypedDict
 
 from masksearch.errors import InputError
 
@@ -36,6 +38,7 @@ class Step(TypedDict):
     latency_s: NotRequired[float]
     prompt_tokens: NotRequired[int]
     completion_tokens: NotRequired[int]
+    parse_error: NotRequired[str]  # why the output was not used as written (fallback taken)
 
 
 class TrajectoryRecord(TypedDict):

@@ -48,7 +48,7 @@ __all__ = [
 
 def student_messages(question: str, rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """The student's conversation so far, exactly as records render it. A round is a
-    `graph.state.Round`: `kind` "search" (think, queries, observation = formatted docs) or
+    `masksearch.state.Round`: `kind` "search" (think, queries, observation = formatted docs) or
     "invalid" (raw = the malformed turn, observation = the corrective message)."""
     msgs = prompts.render_student_prompt(question)
     for r in rounds:

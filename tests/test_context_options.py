@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import fields
 
 import typer
+from masksearch.context import Context
 from typer.testing import CliRunner
 
 from masksearch.cli import app
 from masksearch.context_options import context_options, option_name
-from masksearch.graph.context import Context
 
 runner = CliRunner()
 

@@ -244,7 +244,7 @@ class _JudgeModel:
 async def test_judge_scores_and_table(fakes, tmp_path):
     spec = DatasetSpec.parse(BAMBOO)
     items = {"bamboogle": load_items(spec)}
-    from masksearch.graph.context import Context
+    from masksearch.context import Context
 
     ctx = Context(
         planner_model="fake:eval",

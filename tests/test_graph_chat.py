@@ -43,7 +43,15 @@ def test_chat_multi_agent_streams_steps(tmp_path, index_dir):
     )
     out = CliRunner().invoke(
         app,
-        ["chat", "--model", f"fake:{script}", "--retriever", f"bm25:{index_dir}"],
+        [
+            "chat",
+            "--model",
+            f"fake:{script}",
+            "--retriever",
+            f"bm25:{index_dir}",
+            "--checkpoint",
+            "memory",
+        ],
         input="Who designed the Eiffel Tower?\nAnd again?\n",
     )
     assert out.exit_code == 0, out.output
@@ -73,6 +81,8 @@ def test_chat_single_agent_and_bad_mode(tmp_path, index_dir):
             f"fake:{script}",
             "--retriever",
             f"bm25:{index_dir}",
+            "--checkpoint",
+            "memory",
         ],
         input="Where is the Eiffel Tower?\n",
     )
@@ -82,3 +92,47 @@ def test_chat_single_agent_and_bad_mode(tmp_path, index_dir):
     # the option's choices come from Context.agent_mode's Literal type: a usage error, exit 2
     assert bad.exit_code == 2 and "--agent-mode" in bad.output and "swarm" in bad.output
     resources.clear()
+
+
+def _demo_args(index_dir, db):
+    return [
+        "chat",
+        "-m",
+        "fake:example",
+        "-r",
+        f"bm25:{index_dir}",
+        "--checkpoint",
+        f"sqlite:///{db}",
+    ]
+
+
+def test_chat_thread_memory_resume_and_review(tmp_path, index_dir):
+    db = tmp_path / "chat.db"
+    first = CliRunner().invoke(
+        app,
+        [*_demo_args(index_dir, db), "--thread", "t-1"],
+        input="Who designed the Eiffel Tower?\nAnd who built it?\n",
+    )
+    assert first.exit_code == 0, first.output
+    assert first.output.count("==> Gustave Eiffel\n") == 2  # no gold answers: no verdict shown
+    assert "accepted" not in first.output
+    resumed = CliRunner().invoke(app, [*_demo_args(index_dir, db), "--resume"], input="history\n")
+    assert resumed.exit_code == 0, resumed.output
+    assert "thread t-1" in resumed.output
+    assert resumed.output.count("Q: Who designed the Eiffel Tower?") == 2  # on resume + `history`
+    assert "Q: And who built it?\nA: Gustave Eiffel" in resumed.output
+    review = CliRunner().invoke(
+        app,
+        [*_demo_args(index_dir, db), "--review-queries"],
+        input="Who designed the Eiffel Tower?\nParis landmarks ; iron tower\n",
+    )
+    assert review.exit_code == 0, review.output
+    assert "[review] proposed queries: Eiffel Tower designer | Gustave Eiffel" in review.output
+    assert "[review] searching: Paris landmarks | iron tower" in review.output
+
+
+def test_chat_help_keeps_mask_token():
+    out = CliRunner().invoke(app, ["chat", "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "[mask] tokens" in out.output
+    for flag in ("--thread", "--resume", "--llm-timeout", "--judge-model", "--review-queries"):
+        assert flag in out.output

@@ -23,7 +23,7 @@ def test_defaults_are_offline():
     "kw,field",
     [
         ({"planner_model": "gpt-4o"}, "planner_model"),
-        ({"judge_model": ""}, "judge_model"),
+        ({"judge_model": "gpt-4o"}, "judge_model"),
         ({"agent_mode": "swarm"}, "agent_mode"),
         ({"retriever": " "}, "retriever"),
         ({"top_k": 0}, "top_k"),

@@ -26,7 +26,7 @@ def test_studio_import_needs_no_key_or_network():
         "from masksearch.graph.studio import graph\n"
         "import sys\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
-        "print(sorted(graph.get_graph().nodes))"
+        "print(sorted(graph(None).get_graph().nodes))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=REPO

@@ -94,7 +94,7 @@ async def build_and_run(
     post_train: str | None = None,
     aliases: Sequence[str] = (),
 ) -> tuple[RunStats, dict[str, Path]]:
-    from masksearch.graph.context import Context
+    from masksearch.context import Context
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -38,7 +38,7 @@ class MethodOutput:
 class Method(Protocol):
     name: str
     model: str
-    context: Any  # masksearch.graph.context.Context
+    context: Any  # masksearch.context.Context
 
     async def answer(self, item: EvalItem) -> MethodOutput: ...
 

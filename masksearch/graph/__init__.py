@@ -1,7 +1,7 @@
 """masksearch.graph: the LangGraph trajectory graph.
 
 Public API (imported lazily so `masksearch --help` stays fast):
-`Context`, `build_graph`, `thread_id_for`, `run_example`, `state_to_record`, `open_checkpointer`,
+`Context`, `Resources`, `build_graph`, `thread_id_for`, `run_example`, `state_to_record`, `open_checkpointer`,
 `register_model`, `register_retriever`.
 """
 
@@ -12,12 +12,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from masksearch.graph.context import Context
+    from masksearch.context import Context
 
 THREAD_NAMESPACE = uuid.UUID("6f1d7c1e-3b9a-5d2e-9c41-7a5e0b8d2f13")
 
 _LAZY = {
-    "Context": "masksearch.graph.context",
+    "Context": "masksearch.context",
+    "Resources": "masksearch.resources",
     "build_graph": "masksearch.graph.builder",
     "run_example": "masksearch.graph.runner",
     "state_to_record": "masksearch.graph.records",

@@ -1,47 +1,95 @@
-"""Build the MaskSearch graph (both agent modes in one graph, chosen per run by `Context.agent_mode`)."""
+"""Build the MaskSearch graph (both agent modes in one graph, chosen per run by `Context.agent_mode`).
+
+Nodes return partial state updates; conditional edges route by reading the state only
+(`decision`, `pending`, and the question's `agent_mode`/`review_queries` that `prepare` copies
+from the Context). Routing therefore works the same after a human edit
+(`update_state` at a breakpoint, or a fork of an earlier checkpoint) as after a node's own update.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
-from masksearch.graph.context import Context
-from masksearch.graph.state import GraphState, InputState
-from masksearch.nodes.common import context_of, default_retry_policy
+from masksearch.context import Context
+from masksearch.nodes.common import default_retry_policy
 from masksearch.nodes.judge import judge
 from masksearch.nodes.multi_agent import force_answer, observer, planner, rewriter
+from masksearch.nodes.prepare import prepare
+from masksearch.nodes.review import review
 from masksearch.nodes.search import search
 from masksearch.nodes.single_agent import agent, agent_force_answer
+from masksearch.resources import Resources
+from masksearch.state import GraphState, InputState
 
 
-def start_route(state: GraphState, runtime: Runtime) -> Literal["planner", "agent"]:
+def after_prepare(state: GraphState) -> Literal["planner", "agent"]:
     """multi_agent starts at the planner, single_agent at the agent."""
-    if not (state.get("question") or "").strip():
-        raise ValueError("input needs a non-empty 'question'")
-    return "agent" if context_of(runtime).agent_mode == "single_agent" else "planner"
+    return "agent" if state.get("agent_mode") == "single_agent" else "planner"
+
+
+def after_planner(state: GraphState) -> Literal["rewriter", "judge"]:
+    return "judge" if state.get("decision") == "answer" else "rewriter"
+
+
+def to_search(state: GraphState) -> Literal["review", "search"]:
+    """With `review_queries` a human approves or edits the queries first."""
+    return "review" if state.get("review_queries") else "search"
+
+
+def after_search(state: GraphState) -> Literal["observer", "agent"]:
+    return "agent" if state.get("agent_mode") == "single_agent" else "observer"
+
+
+def after_observer(state: GraphState) -> Literal["rewriter", "force_answer", "judge"]:
+    decision = state.get("decision")
+    if decision == "answer":
+        return "judge"
+    if decision == "search" and (state.get("pending") or {}).get("subquery"):
+        return "rewriter"
+    return "force_answer"  # out of turns, or no usable decision
+
+
+def after_agent(
+    state: GraphState,
+) -> Literal["review", "search", "agent", "agent_force_answer", "judge"]:
+    decision = state.get("decision")
+    if decision == "answer":
+        return "judge"
+    if decision == "search" and (state.get("pending") or {}).get("queries"):
+        return to_search(state)
+    if decision == "invalid":
+        return "agent"  # the agent sees the corrective turn (it forces an answer at the limit)
+    return "agent_force_answer"
 
 
 def build_graph(
     checkpointer: Any = None,
     *,
+    resources: Resources | None = None,
     retry_policy: RetryPolicy | None = None,
     node_timeout_s: float | None = None,
 ) -> Any:
     """Compile the graph (context_schema=`Context`).
 
-    `retry_policy` applies to every model/search node (default: 3 attempts, exponential
-    backoff, only transient errors). `node_timeout_s` caps one node attempt (None = only the
-    per-call `Context.llm_timeout_s`).
+    `resources` serves the models and retrievers the Context names (default: a private
+    `Resources` that loads them on first use). `retry_policy` applies to every model/search node
+    (default: 3 attempts, exponential backoff, only transient errors). `node_timeout_s` caps one
+    node attempt (None = only the per-call `Context.llm_timeout_s`).
     """
+    from masksearch.graph.resources import DEFAULT  # transitional default (see resources.py)
+
+    res = resources if resources is not None else DEFAULT
     retry = retry_policy or default_retry_policy()
     builder = StateGraph(GraphState, context_schema=Context, input_schema=InputState)
     opts: dict[str, Any] = {"retry_policy": retry}
     if node_timeout_s is not None:
         opts["timeout"] = node_timeout_s
     for name, fn in (
+        ("prepare", prepare),
         ("planner", planner),
         ("rewriter", rewriter),
         ("search", search),
@@ -51,7 +99,17 @@ def build_graph(
         ("agent_force_answer", agent_force_answer),
         ("judge", judge),
     ):
-        builder.add_node(name, fn, **opts)
-    builder.add_conditional_edges(START, start_route, ["planner", "agent"])
+        builder.add_node(name, partial(fn, resources=res), **opts)
+    builder.add_node("review", review)
+    builder.add_edge(START, "prepare")
+    builder.add_conditional_edges("prepare", after_prepare)
+    builder.add_conditional_edges("planner", after_planner)
+    builder.add_conditional_edges("rewriter", to_search)
+    builder.add_edge("review", "search")
+    builder.add_conditional_edges("search", after_search)
+    builder.add_conditional_edges("observer", after_observer)
+    builder.add_edge("force_answer", "judge")
+    builder.add_conditional_edges("agent", after_agent)
+    builder.add_edge("agent_force_answer", "judge")
     builder.add_edge("judge", END)
     return builder.compile(checkpointer=checkpointer, name="masksearch")

@@ -1,15 +1,20 @@
-"""`masksearch chat`: ask the agent questions and watch each step stream."""
+"""`masksearch chat`: ask the agent questions on a remembered thread and watch each step stream."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
+from masksearch.context import Context
 from masksearch.context_options import context_options
-from masksearch.errors import MaskSearchError
-from masksearch.graph.context import Context
+
+CHAT_APP = "masksearch chat"  # checkpoint metadata `app` marking chat threads (for --resume)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,59 +22,242 @@ def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
 
-@context_options(aliases={"model": ["-m"], "retriever": ["-r"], "agent_mode": ["--mode"]})
-def chat(context: Context) -> None:
-    """Interactive loop: read questions (one per line) from stdin and stream every graph step.
+@context_options(
+    aliases={
+        "model": ["-m"],
+        "retriever": ["-r"],
+        "agent_mode": ["--mode"],
+        "llm_timeout_s": ["--llm-timeout"],
+    }
+)
+def chat(
+    context: Context,
+    thread: str | None = typer.Option(
+        None, "--thread", "-t", help="Thread id to continue or create (default: a new thread)."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the most recent chat thread (or --thread): show its history, finish an "
+        "interrupted question.",
+    ),
+    checkpoint: str | None = typer.Option(
+        None,
+        "--checkpoint",
+        help="Where threads are kept: sqlite:///path.db, postgres://..., or memory "
+        "(default: chat.db in the masksearch cache directory).",
+    ),
+) -> None:
+    """Interactive loop: read questions (one per line) and stream every graph step.
 
-    Works with piped input, e.g. `echo "Who designed the Eiffel Tower?" | masksearch chat`.
-    A question may contain \\[mask] tokens (RAMP mask filling). Empty line, `exit` or EOF quits.
+    The conversation is kept on a thread (a checkpoint): `--thread ID` or `--resume` continue it
+    later. Works with piped input too, e.g. `echo "Who designed the Eiffel Tower?" | masksearch
+    chat -m fake:example`. A question may contain \\[mask] tokens (RAMP mask filling). At the
+    prompt: `history` shows the thread's questions and answers; an empty line, `exit`, EOF or
+    Ctrl-C quits. Every Context setting is an option (--judge-model, --llm-timeout, --top-k, ...).
     """
-    import asyncio
+    ctx = context
+    ChatSession(ctx, checkpoint or default_chat_checkpoint(), thread, resume).run()
 
-    asyncio.run(_chat_loop(context))
+
+def default_chat_checkpoint() -> str:
+    from masksearch.corpus.default import cache_dir
+
+    return f"sqlite:///{cache_dir() / 'chat.db'}"
 
 
-async def _chat_loop(ctx: Any) -> None:
-    from masksearch.graph.builder import build_graph
+class ChatSession:
+    """One event loop for the session; the prompt is read synchronously (Ctrl-C quits at once)."""
 
-    graph = build_graph()
-    interactive = sys.stdin.isatty()
-    while True:
-        if interactive:
-            typer.echo("question> ", nl=False)
+    def __init__(self, ctx: Context, checkpoint: str, thread: str | None, resume: bool) -> None:
+        from masksearch.resources import Resources
+
+        self.ctx = ctx
+        self.checkpoint = checkpoint
+        self.thread = thread
+        self.resume = resume
+        self.resources = Resources()
+        self.loop = asyncio.new_event_loop()
+        self.stack = contextlib.AsyncExitStack()
+        self.saver: Any = None
+        self.interactive = sys.stdin.isatty()
+
+    def run(self) -> None:
+        try:
+            self._await(self._open())
+            if self.interactive:
+                with contextlib.suppress(ImportError):
+                    import readline  # noqa: F401  (line editing and ↑ history at the prompt)
+            while True:
+                try:
+                    question = self._prompt("question> ")
+                except (KeyboardInterrupt, EOFError):
+                    typer.echo("")
+                    break
+                if question is None or question.lower() in {"", "exit", "quit"}:
+                    break
+                if question.lower() == "history":
+                    self._await(self._show_history())
+                    continue
+                try:
+                    self._await(self._ask({"question": question}))
+                except KeyboardInterrupt:
+                    typer.echo(
+                        f"\n[interrupted] resume this question with --thread {self.thread} --resume"
+                    )
+                    break
+        finally:
+            self._await(self.stack.aclose())
+            self.loop.close()
+        typer.echo(f"thread {self.thread} (continue with: masksearch chat --thread {self.thread})")
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _await(self, coro: Any) -> Any:
+        task = self.loop.create_task(coro)
+        try:
+            return self.loop.run_until_complete(task)
+        except KeyboardInterrupt:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                self.loop.run_until_complete(task)
+            raise
+
+    def _prompt(self, text: str) -> str | None:
+        if self.interactive:
+            return input(text).strip()
         line = sys.stdin.readline()
-        question = line.strip()
-        if not line or not question or question.lower() in {"exit", "quit"}:
-            break
-        await stream_question(graph, question, ctx, typer.echo)
+        return line.strip() if line else None
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "configurable": {"thread_id": self.thread},
+            "metadata": {"app": CHAT_APP},
+            "recursion_limit": 4 * self.ctx.max_turns + 12,
+        }
+
+    async def _open(self) -> None:
+        from masksearch.graph.checkpoint import open_checkpointer
+
+        self.saver = await self.stack.enter_async_context(open_checkpointer(self.checkpoint))
+        if self.resume and self.thread is None:
+            self.thread = await latest_chat_thread(self.saver)
+            if self.thread is None:
+                typer.echo("no earlier chat thread to resume: starting a new one")
+        self.thread = self.thread or str(uuid.uuid4())
+        typer.echo(f"thread {self.thread}")
+        if self.resume:
+            await self._show_history()
+            snapshot = await self._graph().aget_state(self._config())
+            if snapshot.next:
+                typer.echo(f"finishing the interrupted question (next: {', '.join(snapshot.next)})")
+                await self._ask(None)
+
+    def _graph(self) -> Any:
+        from masksearch.graph.builder import build_graph
+
+        # a fresh resources view per question: fake scripts restart, loaded models are shared
+        return build_graph(self.saver, resources=self.resources.for_run())
+
+    async def _show_history(self) -> None:
+        state = (await self._graph().aget_state(self._config())).values
+        lines = conversation(state.get("messages") or [])
+        typer.echo("\n".join(lines) if lines else "(no earlier questions on this thread)")
+
+    async def _ask(self, payload: Any) -> None:
+        from langgraph.types import Command
+
+        graph = self._graph()
+        while True:
+            await stream_question(graph, payload, self.ctx, typer.echo, config=self._config())
+            snapshot = await graph.aget_state(self._config())
+            pending = [i for task in snapshot.tasks for i in task.interrupts]
+            if not pending:
+                return
+            payload = Command(resume=self._review(pending[0].value))
+
+    def _review(self, request: dict[str, Any]) -> list[str]:
+        typer.echo(f"[review] proposed queries: {' | '.join(request.get('queries', []))}")
+        answer = self._prompt("queries (Enter keeps them; separate with ';')> ") or ""
+        return [q.strip() for q in answer.split(";") if q.strip()]
 
 
-async def stream_question(graph: Any, question: str, ctx: Any, echo: Any) -> str:
-    """Run one question, echoing each node's update; returns the final answer ('' if none)."""
+async def latest_chat_thread(saver: Any) -> str | None:
+    """The thread of the most recent chat checkpoint in this checkpointer, if any."""
+    async for item in saver.alist(None, filter={"app": CHAT_APP}, limit=1):
+        return str(item.config["configurable"]["thread_id"])
+    return None
+
+
+def conversation(messages: list[Any]) -> list[str]:
+    """`Q:`/`A:` lines of a thread: each human question and the last model answer after it."""
+    from masksearch.tagformat import parse_action
+
+    lines: list[str] = []
     answer = ""
+    for m in messages:
+        if m.type == "human" and not m.name:
+            if answer:
+                lines.append(f"A: {answer}")
+            answer = ""
+            lines.append(f"Q: {m.text}")
+        elif m.type == "ai":
+            action = parse_action(m.text)
+            if action.kind == "answer":
+                answer = action.answer
+    if answer:
+        lines.append(f"A: {answer}")
+    return lines
+
+
+async def stream_question(
+    graph: Any,
+    payload: Any,
+    ctx: Context,
+    echo: Callable[[str], Any],
+    config: dict[str, Any] | None = None,
+) -> str:
+    """Run (or resume) one question, echoing each node's update; returns the final answer."""
+    from masksearch.errors import MaskSearchError
+
+    answer = ""
+    final: dict[str, Any] = {}
     try:
-        async for update in graph.astream(
-            {"question": question}, context=ctx, stream_mode="updates"
-        ):
+        async for update in graph.astream(payload, config, context=ctx, stream_mode="updates"):
             for node, delta in update.items():
-                for line in describe_update(node, delta or {}):
+                if node == "__interrupt__" or not isinstance(delta, dict):
+                    continue
+                for line in describe_update(node, delta):
                     echo(line)
-                if isinstance(delta, dict) and delta.get("final_answer"):
-                    answer = delta["final_answer"]
-    except MaskSearchError:
-        raise
+                final.update(
+                    {k: delta[k] for k in ("final_answer", "scores", "accepted") if k in delta}
+                )
+    except MaskSearchError as e:
+        echo(f"[error] {e}")
+        return ""
     except Exception as e:  # noqa: BLE001 - keep the chat session alive
         echo(f"[error] {type(e).__name__}: {e}")
-    echo(f"==> {answer or '(no answer)'}")
+    if "final_answer" in final or "scores" in final:
+        answer = final.get("final_answer", "")
+        echo(f"==> {answer or '(no answer)'}{verdict(final)}")
     return answer
+
+
+def verdict(final: dict[str, Any]) -> str:
+    """`  (accepted, recall 1.00)` when gold answers were scored; nothing for a plain question."""
+    scores = final.get("scores") or {}
+    if not scores:
+        return ""
+    label = "accepted" if final.get("accepted") else "not accepted"
+    return f"  ({label}, " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()) + ")"
 
 
 def describe_update(node: str, delta: dict[str, Any]) -> list[str]:
     """Human-readable lines for one node update."""
     lines: list[str] = []
     steps = delta.get("steps") or []
-    last = steps[-1] if steps else {}
-    think = (delta.get("pending") or {}).get("think") or delta.get("final_think") or ""
+    last = steps[-1] if isinstance(steps, list) and steps else {}
+    pending = delta.get("pending") or {}
+    think = pending.get("think") or delta.get("final_think") or ""
     if node in ("planner", "observer", "agent", "force_answer", "agent_force_answer"):
         if node == "observer" and delta.get("summaries"):
             think = delta["summaries"][-1]
@@ -77,18 +265,18 @@ def describe_update(node: str, delta: dict[str, Any]) -> list[str]:
             lines.append(f"[{node}] think: {_short(think)}")
         if delta.get("final_answer"):
             lines.append(f"[{node}] answer: {delta['final_answer']}")
-        elif (delta.get("pending") or {}).get("subquery"):
-            lines.append(f"[{node}] next sub-query: {delta['pending']['subquery']}")
-        elif (delta.get("pending") or {}).get("queries"):
-            lines.append(f"[{node}] search: {' | '.join(delta['pending']['queries'])}")
+        elif pending.get("subquery"):
+            lines.append(f"[{node}] next sub-query: {pending['subquery']}")
+        elif pending.get("queries"):
+            lines.append(f"[{node}] search: {' | '.join(pending['queries'])}")
         elif last.get("parse_error"):
             lines.append(f"[{node}] {last['parse_error']}")
     elif node == "rewriter":
-        lines.append(
-            f"[rewriter] queries: {' | '.join((delta.get('pending') or {}).get('queries', []))}"
-        )
+        lines.append(f"[rewriter] queries: {' | '.join(pending.get('queries', []))}")
         if last.get("parse_error"):
             lines.append(f"[rewriter] {last['parse_error']}")
+    elif node == "review":
+        lines.append(f"[review] searching: {' | '.join(pending.get('queries', []))}")
     elif node == "search":
         for rnd in delta.get("rounds", []):
             titles = [p.get("title", "") for p in rnd.get("passages", [])]

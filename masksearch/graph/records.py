@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from masksearch import prompts
-from masksearch.graph.context import Context
+from masksearch.context import Context
 from masksearch.nodes.judge import task_of
 from masksearch.records import SCHEMA_VERSION, TrajectoryRecord, validate_record
 from masksearch.scoring import score_answer
@@ -30,6 +30,21 @@ def render_messages(state: dict[str, Any]) -> list[dict[str, str]]:
     return msgs
 
 
+def with_search_results(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The state's steps, search steps completed with their round's observation and passages
+    (the state keeps those once, in `rounds`)."""
+    by_turn = {r["turn"]: r for r in state.get("rounds", []) if r.get("kind") == "search"}
+    steps = []
+    for s in state.get("steps", []):
+        s = dict(s)
+        rnd = by_turn.get(s.get("turn", -1))
+        if s.get("agent") == "search" and rnd is not None and not s.get("output"):
+            s["output"] = rnd["observation"]
+            s["passages"] = list(rnd["passages"])
+        steps.append(s)
+    return steps
+
+
 def state_to_record(
     state: dict[str, Any],
     *,
@@ -40,7 +55,7 @@ def state_to_record(
 ) -> TrajectoryRecord:
     """Build a validated record. `error` marks a failed run (whatever state exists is kept).
     `context` is None only for a run outside the graph (a custom runner): no settings recorded."""
-    steps = [dict(s) for s in state.get("steps", [])]
+    steps = with_search_results(state)
     status = "failed" if error else state.get("status", "max_turns")
     if status == "running":
         status = "failed"

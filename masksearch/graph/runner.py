@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from masksearch.context import Context
 from masksearch.graph import thread_id_for
-from masksearch.graph.context import Context
 from masksearch.graph.records import state_to_record
 from masksearch.records import TrajectoryRecord
 from masksearch.redact import redact

@@ -1,12 +1,29 @@
 """Graph for LangGraph Studio / `langgraph dev` (see langgraph.json).
 
-Importing this compiles the graph only: no model is loaded, no key is read, nothing is
-fetched. The platform supplies its own checkpointer. Models and the retriever are resolved
-from the run's context (e.g. `{"planner_model": "openai:gpt-4o-mini", ...}`) at run time.
+`graph(runtime)` is a graph factory: the server calls it for each run with the run's raw
+context, so unknown context keys (a `planner-model` typo, which the server would otherwise drop
+silently) and invalid values fail the run with a clear error before anything runs. Each run gets
+a fresh view of the shared `Resources` (a loaded local model / index is reused across runs;
+`fake:` scripts start afresh and are reloaded when edited). Importing this loads no model,
+reads no key and fetches nothing; the platform supplies its own checkpointer.
 """
 
 from __future__ import annotations
 
-from masksearch.graph.builder import build_graph
+from typing import TYPE_CHECKING, Any
 
-graph = build_graph()
+from masksearch.context import Context
+from masksearch.graph.builder import build_graph
+from masksearch.resources import Resources
+
+if TYPE_CHECKING:
+    from langgraph_sdk.runtime import ServerRuntime
+
+SHARED = Resources()
+
+
+def graph(runtime: ServerRuntime) -> Any:
+    context = getattr(runtime, "context", None)
+    if isinstance(context, dict) and context:
+        Context.from_dict(context)  # raises ConfigError naming the bad key or value
+    return build_graph(resources=SHARED.for_run())

@@ -10,19 +10,23 @@ route by which prompt the model sees. A scripted item may be:
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr
 
 from masksearch.errors import ConfigError
 
 Scripted = str | BaseException | Callable[[list[BaseMessage]], Any]
+
+
+EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "data" / "examples" / "fake_agent.json"
 
 
 class ScriptExhausted(ValueError):
@@ -90,8 +94,9 @@ class ScriptedChatModel(BaseChatModel):
     @classmethod
     def from_file(cls, path: str | Path) -> ScriptedChatModel:
         """Load a script: a JSON list of replies, or `{"routes": {substring: [...]}, "default": [...],
-        "cycle": bool}`. A reply may be `{"error": 429}` / `{"error": "timeout"}` to inject failures."""
-        p = Path(path)
+        "cycle": bool}`. A reply may be `{"error": 429}` / `{"error": "timeout"}` to inject failures.
+        `example` names the shipped demo script (`masksearch/data/examples/fake_agent.json`)."""
+        p = EXAMPLE_SCRIPT if str(path) == "example" else Path(path)
         if not p.is_file():
             raise ConfigError(f"fake model script not found: {p}")
         try:
@@ -131,13 +136,8 @@ class ScriptedChatModel(BaseChatModel):
             self._index += 1
             return item
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _reply(self, messages: list[BaseMessage], stop: list[str] | None) -> tuple[str, Any]:
+        """The next scripted reply (cut at the first stop string) and its usage metadata."""
         item = self._next(messages)
         if callable(item) and not isinstance(item, BaseException):
             item = item(list(messages))
@@ -149,15 +149,63 @@ class ScriptedChatModel(BaseChatModel):
                 text = text[: text.index(s)]
         prompt_words = len(messages_text(messages).split())
         out_words = len(text.split())
-        msg = AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": prompt_words,
-                "output_tokens": out_words,
-                "total_tokens": prompt_words + out_words,
-            },
-        )
+        usage = {
+            "input_tokens": prompt_words,
+            "output_tokens": out_words,
+            "total_tokens": prompt_words + out_words,
+        }
+        return text, usage
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text, usage = self._reply(messages, stop)
+        msg = AIMessage(content=text, usage_metadata=usage)
         return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Token streaming: the reply word by word (whitespace kept), usage on the last chunk."""
+        text, usage = self._reply(messages, stop)
+        pieces = _TOKEN.findall(text) or [""]
+        for n, piece in enumerate(pieces):
+            last = n == len(pieces) - 1
+            chunk = ChatGenerationChunk(
+                message=AIMessageChunk(content=piece, usage_metadata=usage if last else None)
+            )
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        text, usage = self._reply(messages, stop)
+        pieces = _TOKEN.findall(text) or [""]
+        for n, piece in enumerate(pieces):
+            last = n == len(pieces) - 1
+            chunk = ChatGenerationChunk(
+                message=AIMessageChunk(content=piece, usage_metadata=usage if last else None)
+            )
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+
+
+_TOKEN = re.compile(r"\s*\S+|\s+")
 
 
 def _decode(item: Any) -> Any:

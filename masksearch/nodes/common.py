@@ -1,4 +1,5 @@
-"""Shared node helpers: one timed, time-limited model call; transient-error classification."""
+"""Shared node helpers: one timed, time-limited model call; transient-error classification;
+the chat messages each node adds to the `messages` channel."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langgraph.types import Command, RetryPolicy
+from langgraph.types import RetryPolicy
 
-from masksearch.graph import resources
-from masksearch.graph.context import Context
+from masksearch.context import Context
 from masksearch.redact import redact_exception
+from masksearch.resources import Resources
+from masksearch.state import GraphState
 from masksearch.tagformat import parse_action, strip_tags
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
@@ -73,9 +75,18 @@ def message_text(msg: Any) -> str:
 
 
 async def call_model(
-    ctx: Context, role: str, messages: Sequence[dict[str, str]], *, stop: list[str] | None = None
+    ctx: Context,
+    role: str,
+    messages: Sequence[dict[str, str]],
+    *,
+    stop: list[str] | None = None,
+    resources: Resources | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Call the role's model with a per-call timeout; return (text, step metadata)."""
+    """Call the role's model with a per-call timeout; return (text, step metadata).
+
+    The metadata holds `model`, `latency_s`, token counts and `message_id` (the reply's id, so
+    the node's chat message matches the tokens streamed under `stream_mode="messages"`).
+    """
     spec = ctx.model_for(role)
     settings = {
         "temperature": ctx.temperature,
@@ -83,11 +94,7 @@ async def call_model(
         "timeout": ctx.llm_timeout_s,
         "seed": ctx.seed,
     }
-    # a first load reads files: do it in a worker thread (never block the event loop); once
-    # loaded, take it directly (a thread hop per call throttles large batches)
-    model = resources.loaded_model(spec, **settings) or await asyncio.to_thread(
-        resources.get_model, spec, **settings
-    )
+    model = await (resources or default_resources()).amodel(spec, **settings)
     start = time.perf_counter()
     kwargs = {"stop": stop} if stop else {}
     try:
@@ -102,7 +109,15 @@ async def call_model(
     if usage:
         meta["prompt_tokens"] = int(usage.get("input_tokens", 0))
         meta["completion_tokens"] = int(usage.get("output_tokens", 0))
+    if getattr(msg, "id", None):
+        meta["message_id"] = msg.id
     return message_text(msg), meta
+
+
+def default_resources() -> Resources:
+    from masksearch.graph.resources import DEFAULT  # transitional: callers should pass theirs
+
+    return DEFAULT
 
 
 def user(content: str) -> list[dict[str, str]]:
@@ -120,37 +135,62 @@ def context_of(runtime: Any) -> Context:
 
 
 def step(agent: str, turn: int, output: str, meta: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A `records.Step` dict."""
+    """A `records.Step` dict (empty extras and the chat message id are left out)."""
     return {
         "agent": agent,
         "turn": turn,
         "output": output,
-        **meta,
+        **{k: v for k, v in meta.items() if k != "message_id"},
         **{k: v for k, v in extra.items() if v not in (None, "")},
     }
 
 
-def forced_answer_command(text: str, meta: dict[str, Any], turn: int) -> Command:
-    """The last, must-answer generation → judge; no usable answer ends the run as `max_turns`."""
+def ai_message(
+    name: str, text: str, meta: dict[str, Any], queries: Sequence[str] | None = None, turn: int = 0
+) -> AIMessage:
+    """A node's model turn for the `messages` channel; a search decision carries a `search`
+    tool call whose id the search node's tool message answers."""
+    tool_calls = (
+        [{"name": "search", "args": {"queries": list(queries)}, "id": search_call_id(turn)}]
+        if queries
+        else []
+    )
+    return AIMessage(content=text, name=name, id=meta.get("message_id"), tool_calls=tool_calls)
+
+
+def search_call_id(turn: int) -> str:
+    return f"search-{turn}"
+
+
+def answered(action: Any, agent: str, turn: int, text: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The update of a node whose model answered."""
+    return {
+        "decision": "answer",
+        "final_think": action.think,
+        "final_answer": action.answer,
+        "status": "answered",
+        "pending": None,
+        "steps": [step(agent, turn, text, meta)],
+        "messages": [ai_message(agent, text, meta)],
+    }
+
+
+def forced_answer_update(text: str, meta: dict[str, Any], turn: int) -> dict[str, Any]:
+    """The last, must-answer generation; no usable answer ends the run as `max_turns`."""
     action = parse_action(text)
     if action.kind == "answer":
-        return Command(
-            goto="judge",
-            update={
-                "final_think": action.think,
-                "final_answer": action.answer,
-                "status": "answered",
-                "forced": True,
-                "steps": [step("answer", turn, text, meta)],
-            },
-        )
-    return Command(
-        goto="judge",
-        update={
-            "final_think": action.think or strip_tags(text),
-            "final_answer": "",
-            "status": "max_turns",
-            "forced": True,
-            "steps": [step("answer", turn, text, meta, parse_error=action.error)],
-        },
-    )
+        return {**answered(action, "answer", turn, text, meta), "forced": True}
+    return {
+        "decision": "force",
+        "final_think": action.think or strip_tags(text),
+        "final_answer": "",
+        "status": "max_turns",
+        "forced": True,
+        "pending": None,
+        "steps": [step("answer", turn, text, meta, parse_error=action.error)],
+        "messages": [ai_message("answer", text, meta)],
+    }
+
+
+def question_of(state: GraphState) -> str:
+    return state.get("question") or ""

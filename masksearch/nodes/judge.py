@@ -8,9 +8,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from masksearch import prompts
-from masksearch.graph.state import GraphState
+from masksearch.context import Context
 from masksearch.nodes.common import call_model, context_of, step, user
+from masksearch.resources import Resources
 from masksearch.scoring import answer_correct, gold_text, parse_verdict, score_answer
+from masksearch.state import GraphState
 
 
 def task_of(state: GraphState | dict[str, Any]) -> str:
@@ -20,7 +22,9 @@ def task_of(state: GraphState | dict[str, Any]) -> str:
     return "ramp" if prompts.is_mask_question(state.get("question", "")) else "qa"
 
 
-async def judge(state: GraphState, runtime: Runtime) -> dict[str, Any]:
+async def judge(
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+) -> dict[str, Any]:
     ctx = context_of(runtime)
     answers = list(state.get("answers") or [])
     prediction = state.get("final_answer", "")
@@ -36,7 +40,7 @@ async def judge(state: GraphState, runtime: Runtime) -> dict[str, Any]:
         prompt = prompts.JUDGE.substitute(
             question=state["question"], gold=gold_text(answers, task), prediction=prediction
         )
-        text, meta = await call_model(ctx, "judge", user(prompt))
+        text, meta = await call_model(ctx, "judge", user(prompt), resources=resources)
         verdict = parse_verdict(text)
         scores["judge"] = 1.0 if verdict else 0.0
         accepted = verdict is True

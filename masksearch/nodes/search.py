@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any
 
+from langchain_core.messages import ToolMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command
 
-from masksearch.graph import resources
-from masksearch.graph.state import GraphState, Round
-from masksearch.nodes.common import context_of, step
-from masksearch.prompts import format_docs
+from masksearch.context import Context
+from masksearch.nodes.common import context_of, default_resources, search_call_id, step
+from masksearch.prompts import format_docs, information_block
+from masksearch.resources import Resources
 from masksearch.retrievers.base import asearch
+from masksearch.state import GraphState, Round
 from masksearch.types import Passage
 
 NO_RESULTS = "(no results)"
@@ -35,38 +35,44 @@ def merge_results(per_query: Sequence[Sequence[Passage]], cap: int) -> list[Pass
     return merged
 
 
-async def search(state: GraphState, runtime: Runtime) -> Command[Literal["observer", "agent"]]:
-    """Execute `pending.queries`; append a search Round, count the turn, hand over to the reader."""
+async def search(
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+) -> dict[str, Any]:
+    """Execute `pending.queries`; append a search Round, count the turn, hand over to the reader.
+
+    The round holds the observation and passages; the step only the call's metadata (records
+    join them back), so a checkpoint stores each passage once per round (plus the chat view).
+    """
     ctx = context_of(runtime)
     pending = state.get("pending") or {}
     queries = list(pending.get("queries") or [])
     turn = state.get("turn", 0) + 1
-    retriever = resources.loaded_retriever(ctx.retriever) or await asyncio.to_thread(
-        resources.get_retriever, ctx.retriever
-    )
+    retriever = await (resources or default_resources()).aretriever(ctx.retriever)
     start = time.perf_counter()
     per_query = await asearch(retriever, queries, ctx.top_k) if queries else []
     latency = round(time.perf_counter() - start, 4)
     passages = merge_results(per_query, ctx.passage_cap)
     observation = format_docs(passages) or NO_RESULTS
-    as_dicts = [p.to_dict() for p in passages]
     rnd: Round = {
         "turn": turn,
         "kind": "search",
-        "think": pending.get("think", ""),
-        "subquery": pending.get("subquery", ""),
+        "think": str(pending.get("think", "")),
+        "subquery": str(pending.get("subquery", "")),
         "queries": queries,
         "observation": observation,
-        "passages": as_dicts,
+        "passages": [p.to_dict() for p in passages],
     }
     meta = {"model": f"retriever:{ctx.retriever}", "latency_s": latency}
-    goto = "agent" if ctx.agent_mode == "single_agent" else "observer"
-    return Command(
-        goto=goto,
-        update={
-            "rounds": [rnd],
-            "turn": turn,
-            "pending": None,
-            "steps": [step("search", turn, observation, meta, queries=queries, passages=as_dicts)],
-        },
+    tool_turn = ToolMessage(
+        content=information_block(observation),
+        name="search",
+        tool_call_id=search_call_id(turn),
+        artifact={"queries": queries},
     )
+    return {
+        "rounds": [rnd],
+        "turn": turn,
+        "pending": None,
+        "steps": [step("search", turn, "", meta, queries=queries)],
+        "messages": [tool_turn],
+    }

@@ -31,7 +31,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from masksearch.graph.context import Context
+from masksearch.context import Context
 from masksearch.jsonl import write_jsonl
 from masksearch.pipeline.runner import echo, run_generate
 

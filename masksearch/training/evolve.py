@@ -191,7 +191,7 @@ def sft_train_fn(base_settings: Any) -> TrainFn:
 
 def graph_generate_fn(settings: EvolveSettings) -> GenerateFn:
     """Generate with the pipeline's async `generate` (store, resume, concurrency) and our graph."""
-    from masksearch.graph.context import Context
+    from masksearch.context import Context
     from masksearch.pipeline.generate import generate
 
     async def run(batch: list[MaskedExample], spec: str, store: Path, round_: int) -> Any:

@@ -1,0 +1,81 @@
+"""Graph state: typed dicts with explicit reducers (lists append, scalars last-write-wins).
+
+Defined below the nodes and the graph. `typing_extensions.TypedDict` (not `typing.TypedDict`)
+so LangGraph can derive JSON schemas on Python 3.11 (Studio's input form).
+
+One thread may answer several questions: each new input restarts the per-question fields
+(`prepare` overwrites them), while `messages` keeps the whole conversation for the chat view.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, NotRequired, Required
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+from masksearch.context import AgentMode
+from masksearch.records import Step
+
+RunStatus = Literal["running", "answered", "max_turns", "failed"]
+Decision = Literal["search", "answer", "invalid", "force"]
+Task = Literal["ramp", "qa"]
+
+
+class Round(TypedDict):
+    """One executed turn of the student view.
+
+    `kind == "search"`: an assistant `<think>…</think><search>queries</search>` turn and the
+    tool turn `observation` (the formatted docs, without the `<information>` wrapper).
+    `kind == "invalid"` (single-agent): the assistant's raw malformed output and the corrective message.
+    """
+
+    turn: int
+    kind: Literal["search", "invalid"]
+    think: str
+    subquery: str
+    queries: list[str]
+    observation: str
+    passages: list[dict[str, Any]]
+    raw: NotRequired[str]
+
+
+class Pending(TypedDict):
+    """The next search the team decided on (set by planner/observer/agent, consumed by search)."""
+
+    think: str
+    subquery: str
+    queries: list[str]
+
+
+class InputState(TypedDict, total=False):
+    """What a caller passes: the question, and optionally gold answers for scoring.
+
+    A chat client may send `messages` instead: the last human message becomes the question.
+    """
+
+    question: Required[str]
+    answers: list[str]  # gold: masked spans in order (ramp) or answer aliases (qa)
+    task: Task  # inferred from [mask] in the question when absent
+    example_id: str
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class GraphState(InputState, total=False):
+    rounds: Annotated[list[Round], operator.add]
+    summaries: Annotated[list[str], operator.add]  # observer summary per search round
+    steps: Annotated[list[Step], operator.add]  # every node call (teacher view)
+    turn: int  # search rounds executed (invalid single-agent turns count too)
+    pending: Pending | None
+    decision: Decision  # the last model decision; the routers read it
+    final_think: str
+    final_answer: str
+    forced: bool  # the answer came from the forced-answer step
+    status: RunStatus
+    scores: dict[str, float]
+    accepted: bool
+    agent_mode: AgentMode  # this question's mode (copied from the Context; the routers read it)
+    review_queries: bool  # pause before each search for a human review (copied from the Context)
+    run_input: dict[str, Any]  # the question and gold fields this question's run started with
