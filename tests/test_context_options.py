@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import fields
 
 import typer
-from masksearch.context import Context
 from typer.testing import CliRunner
 
 from masksearch.cli import app
+from masksearch.context import Context
 from masksearch.context_options import context_options, option_name
 
 runner = CliRunner()
