@@ -48,7 +48,8 @@ def after_observer(state: GraphState) -> Literal["rewriter", "force_answer", "ju
     decision = state.get("decision")
     if decision == "answer":
         return "judge"
-    if decision == "search" and (state.get("pending") or {}).get("subquery"):
+    pending = state.get("pending")
+    if decision == "search" and pending and pending.get("subquery"):
         return "rewriter"
     return "force_answer"  # out of turns, or no usable decision
 
@@ -59,7 +60,8 @@ def after_agent(
     decision = state.get("decision")
     if decision == "answer":
         return "judge"
-    if decision == "search" and (state.get("pending") or {}).get("queries"):
+    pending = state.get("pending")
+    if decision == "search" and pending and pending.get("queries"):
         return to_search(state)
     if decision == "invalid":
         return "agent"  # the agent sees the corrective turn (it forces an answer at the limit)

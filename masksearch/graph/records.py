@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from masksearch import prompts
 from masksearch.context import Context
 from masksearch.nodes.judge import task_of
-from masksearch.records import SCHEMA_VERSION, TrajectoryRecord, validate_record
+from masksearch.records import (
+    SCHEMA_VERSION,
+    Message,
+    Status,
+    Step,
+    TrajectoryRecord,
+    validate_record,
+)
 from masksearch.scoring import score_answer
 from masksearch.student import student_messages
 from masksearch.types import MaskedExample
@@ -79,12 +86,13 @@ def state_to_record(
         "task": example.task or task_of(state),
         "question": example.question,
         "answers": list(example.answers),
-        "messages": render_messages(
-            {**state, "question": example.question, "final_answer": answer}
+        "messages": cast(
+            list[Message],
+            render_messages({**state, "question": example.question, "final_answer": answer}),
         ),
-        "steps": steps,
+        "steps": cast(list[Step], steps),
         "final_answer": answer,
-        "status": status,
+        "status": cast(Status, status),
         "error": error,
         "scores": {k: float(v) for k, v in scores.items()},
         "accepted": bool(state.get("accepted", False)) and status == "answered",

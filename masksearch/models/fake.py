@@ -115,7 +115,7 @@ class ScriptedChatModel(BaseChatModel):
             return cls(respond=route_by_prompt(routes, default), model_name=name)
         raise ConfigError(f"{p}: expected a JSON list or an object with 'routes'")
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
         self.bound_tools = list(tools)
         return self
 

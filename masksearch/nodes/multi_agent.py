@@ -60,8 +60,8 @@ async def rewriter(
 ) -> dict[str, Any]:
     """Sub-query → 1..num_rewrites search queries (JSON); falls back to the sub-query itself."""
     ctx = context_of(runtime)
-    pending = dict(state.get("pending") or {})
-    subquery = pending.get("subquery") or question_of(state)
+    pending: dict[str, Any] = dict(state.get("pending") or {})
+    subquery = str(pending.get("subquery") or question_of(state))
     prompt = prompts.REWRITER.substitute(
         question=question_of(state), subquery=subquery, num_rewrites=ctx.num_rewrites
     )

@@ -28,12 +28,13 @@ def reviewed_queries(answer: Any, proposed: list[str]) -> list[str]:
         answer = [q for line in answer.splitlines() for q in line.split(";")]
     if not isinstance(answer, list) or not all(isinstance(q, str) for q in answer):
         raise InputError(f"resume a query review with a list of query strings, got {answer!r}")
-    queries = list(dict.fromkeys(q.strip() for q in answer if q.strip()))
+    items: list[str] = answer
+    queries = list(dict.fromkeys(q.strip() for q in items if q.strip()))
     return queries or proposed
 
 
 def review(state: GraphState) -> dict[str, Any]:
-    pending = dict(state.get("pending") or {})
+    pending: dict[str, Any] = dict(state.get("pending") or {})
     proposed = [str(q) for q in pending.get("queries") or []]
     answer = interrupt(
         {

@@ -44,7 +44,7 @@ async def search(
     join them back), so a checkpoint stores each passage once per round (plus the chat view).
     """
     ctx = context_of(runtime)
-    pending = state.get("pending") or {}
+    pending: dict[str, Any] = dict(state.get("pending") or {})
     queries = list(pending.get("queries") or [])
     turn = state.get("turn", 0) + 1
     retriever = await (resources or default_resources()).aretriever(ctx.retriever)
