@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from masksearch.graph.context import Context
 
+from masksearch.context import Context
 from masksearch.errors import InputError
 from masksearch.graph.records import failed_record
 from masksearch.pipeline.generate import generate

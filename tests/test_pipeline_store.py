@@ -6,8 +6,8 @@ import json
 import sqlite3
 
 import pytest
-from masksearch.graph.context import Context
 
+from masksearch.context import Context
 from masksearch.errors import InputError
 from masksearch.graph.records import failed_record
 from masksearch.pipeline.store import TrajectoryStore, iter_records
