@@ -1,5 +1,5 @@
 """`Resources`: the chat models and retrievers one compiled graph uses, resolved from the
-`Context`'s spec strings and passed explicitly to `build_graph(resources=...)` (no global registry).
+`Context`'s spec strings and passed explicitly to `build_graph(resources=...)`.
 
 A batch of 1000 runs shares one loaded local model / index: loaded objects are cached per spec
 (models also per sampling settings). Tests and embedding applications inject ready objects:
@@ -141,6 +141,11 @@ class Resources:
         if found is not None:
             return found
         return await asyncio.to_thread(self.get_retriever, spec)
+
+
+DEFAULT = Resources()
+"""Process-wide instance used where a caller passes no `Resources` (transitional: the pipeline and
+eval commands, and the `masksearch.graph.resources` register/clear helpers, still use it)."""
 
 
 def _mtime_ns(spec: str) -> int:

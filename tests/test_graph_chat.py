@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from masksearch.cli import app
-from masksearch.graph import resources
 
 
 @pytest.fixture
@@ -20,7 +19,6 @@ def index_dir(tmp_path, tiny_corpus_path):
 
 
 def test_chat_multi_agent_streams_steps(tmp_path, index_dir):
-    resources.clear()
     script = tmp_path / "s.json"
     script.write_text(
         json.dumps(
@@ -62,11 +60,9 @@ def test_chat_multi_agent_streams_steps(tmp_path, index_dir):
     assert "[search] turn 1:" in text and "Eiffel Tower" in text.split("[search] turn 1:")[1]
     assert "[observer] answer: Gustave Eiffel" in text
     assert text.count("==> Gustave Eiffel") == 2  # two questions, then EOF ends the loop
-    resources.clear()
 
 
 def test_chat_single_agent_and_bad_mode(tmp_path, index_dir):
-    resources.clear()
     script = tmp_path / "s.json"
     script.write_text(
         json.dumps(["<think>search</think><search>Eiffel Tower", "<think>ok</think><answer>Paris"])
@@ -91,7 +87,6 @@ def test_chat_single_agent_and_bad_mode(tmp_path, index_dir):
     bad = CliRunner().invoke(app, ["chat", "--mode", "swarm"], input="")
     # the option's choices come from Context.agent_mode's Literal type: a usage error, exit 2
     assert bad.exit_code == 2 and "--agent-mode" in bad.output and "swarm" in bad.output
-    resources.clear()
 
 
 def _demo_args(index_dir, db):

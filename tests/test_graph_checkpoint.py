@@ -10,9 +10,9 @@ from langgraph.types import RetryPolicy
 from masksearch.errors import ConfigError
 from masksearch.graph import (
     Context,
+    Resources,
     build_graph,
     open_checkpointer,
-    resources,
     run_example,
     thread_id_for,
 )
@@ -30,17 +30,12 @@ REWRITE = '{"queries": ["Eiffel Tower designer", "Gustave Eiffel"]}'
 ANSWER = "<think>The company of Gustave Eiffel built it.</think><answer>Gustave Eiffel</answer>"
 
 
-@pytest.fixture(autouse=True)
-def _registry():
-    resources.clear()
-    resources.register_retriever(
-        "mem:tiny",
-        KeywordRetriever(
-            [Passage("p1", "Gustave Eiffel", "Gustave Eiffel's company designed the Eiffel Tower.")]
-        ),
+def res(model) -> Resources:
+    """This graph's models and retriever (nothing global)."""
+    retriever = KeywordRetriever(
+        [Passage("p1", "Gustave Eiffel", "Gustave Eiffel's company designed the Eiffel Tower.")]
     )
-    yield
-    resources.clear()
+    return Resources(models={"fake:team": model}, retrievers={"mem:tiny": retriever})
 
 
 def ctx(**kw) -> Context:
@@ -66,9 +61,10 @@ async def test_resume_after_failure_continues_from_checkpoint(tmp_path):
     url = f"sqlite:///{tmp_path / 'ckpt' / 'runs.db'}"
     # Run 1: the observer (turn 1, after the first search) keeps failing with HTTP 500.
     broken = scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[http_error(500)] * 2)
-    resources.register_model("fake:team", broken)
     async with open_checkpointer(url) as saver:
-        rec1 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
+        rec1 = await run_example(
+            build_graph(saver, resources=res(broken), retry_policy=FAST), EX, ctx()
+        )
     assert rec1["status"] == "failed" and "500" in rec1["error"]
     assert [s["agent"] for s in rec1["steps"]] == [
         "planner",
@@ -78,9 +74,10 @@ async def test_resume_after_failure_continues_from_checkpoint(tmp_path):
 
     # Run 2 (new process-like: fresh saver, fresh graph): a working model resumes at the observer.
     working = scripted_team(observer=[ANSWER])
-    resources.register_model("fake:team", working)
     async with open_checkpointer(url) as saver:
-        rec2 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
+        rec2 = await run_example(
+            build_graph(saver, resources=res(working), retry_policy=FAST), EX, ctx()
+        )
     assert rec2["status"] == "answered" and rec2["final_answer"] == "Gustave Eiffel"
     assert len(working.calls) == 1 and "observer of a search team" in working.calls[0][-1].content
     assert [s["agent"] for s in rec2["steps"]] == ["planner", "rewriter", "search", "observer"]
@@ -88,9 +85,10 @@ async def test_resume_after_failure_continues_from_checkpoint(tmp_path):
 
     # Run 3: finished thread → rebuilt from the checkpoint, no model call at all.
     idle = scripted_team()
-    resources.register_model("fake:team", idle)
     async with open_checkpointer(url) as saver:
-        rec3 = await run_example(build_graph(saver, retry_policy=FAST), EX, ctx())
+        rec3 = await run_example(
+            build_graph(saver, resources=res(idle), retry_policy=FAST), EX, ctx()
+        )
     assert idle.calls == []
     assert {k: v for k, v in rec3.items() if k != "created_at"} == {
         k: v for k, v in rec2.items() if k != "created_at"
@@ -99,8 +97,8 @@ async def test_resume_after_failure_continues_from_checkpoint(tmp_path):
 
 async def test_memory_checkpointer_and_bad_urls():
     async with open_checkpointer("memory") as saver:
-        resources.register_model("fake:team", scripted_team(planner=[ANSWER]))
-        rec = await run_example(build_graph(saver), EX, ctx())
+        graph = build_graph(saver, resources=res(scripted_team(planner=[ANSWER])))
+        rec = await run_example(graph, EX, ctx())
         assert rec["status"] == "answered"
     with pytest.raises(ConfigError):
         async with open_checkpointer("redis://localhost"):
@@ -114,12 +112,10 @@ async def test_no_secret_in_checkpoint_or_record(tmp_path, monkeypatch):
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     monkeypatch.setenv("DASHSCOPE_API_KEY", secret)
-    resources.register_model(
-        "fake:team", scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[ANSWER])
-    )
+    team = scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[ANSWER])
     db = tmp_path / "c.db"
     async with open_checkpointer(f"sqlite:///{db}") as saver:
-        rec = await run_example(build_graph(saver), EX, ctx())
+        rec = await run_example(build_graph(saver, resources=res(team)), EX, ctx())
     assert secret not in json.dumps(rec)
     assert secret.encode() not in db.read_bytes()
 

@@ -10,7 +10,7 @@ import pytest
 from langgraph.types import RetryPolicy
 
 from masksearch import prompts
-from masksearch.graph import Context, build_graph, resources, run_example
+from masksearch.graph import Context, Resources, build_graph, run_example
 from masksearch.graph.testing import KeywordRetriever, scripted_team
 from masksearch.models.fake import ScriptedChatModel, http_error
 from masksearch.nodes.common import is_transient
@@ -42,11 +42,17 @@ ANSWER = "<think>The tower is in Paris, completed 1889.</think>\n<answer>Paris ;
 
 @pytest.fixture(autouse=True)
 def _registry():
-    resources.clear()
-    retriever = KeywordRetriever(PASSAGES)
-    resources.register_retriever("mem:tiny", retriever)
-    yield retriever
-    resources.clear()
+    """The retriever of this test's graphs (a fresh `Resources` per graph, nothing global)."""
+    global _retriever
+    _retriever = KeywordRetriever(PASSAGES)
+    return _retriever
+
+
+_retriever: KeywordRetriever | None = None
+
+
+def res(model) -> Resources:
+    return Resources(models={"fake:team": model}, retrievers={"mem:tiny": _retriever})
 
 
 def ctx(**kw) -> Context:
@@ -61,8 +67,9 @@ def ctx(**kw) -> Context:
 
 
 async def run(model, example=EX, **kw):
-    resources.register_model("fake:team", model)
-    return await run_example(build_graph(retry_policy=FAST), example, ctx(**kw))
+    return await run_example(
+        build_graph(resources=res(model), retry_policy=FAST), example, ctx(**kw)
+    )
 
 
 async def test_direct_answer_from_planner():
@@ -299,8 +306,7 @@ async def test_empty_question_fails_cleanly():
 
 async def test_runs_concurrently_share_one_model():
     model = scripted_team(planner=[ANSWER] * 4)
-    resources.register_model("fake:team", model)
-    graph = build_graph(retry_policy=FAST)
+    graph = build_graph(resources=res(model), retry_policy=FAST)
     exs = [MaskedExample(id=f"e{i}", question=EX.question, answers=EX.answers) for i in range(4)]
     recs = await asyncio.gather(*(run_example(graph, e, ctx()) for e in exs))
     assert [r["id"] for r in recs] == ["e0", "e1", "e2", "e3"]
@@ -316,7 +322,7 @@ async def test_node_timeout_is_retried():
             time.sleep(0.5)
         return ANSWER
 
-    resources.register_model("fake:team", ScriptedChatModel(respond=slow_then_fast))
-    graph = build_graph(retry_policy=FAST, node_timeout_s=0.2)
+    model = ScriptedChatModel(respond=slow_then_fast)
+    graph = build_graph(resources=res(model), retry_policy=FAST, node_timeout_s=0.2)
     rec = await run_example(graph, EX, ctx())
     assert rec["status"] == "answered" and len(calls) == 2

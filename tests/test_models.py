@@ -9,7 +9,6 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from masksearch.errors import ConfigError
-from masksearch.graph import resources
 from masksearch.models import DASHSCOPE_BASE_URL, load_chat_model, parse_spec
 from masksearch.models.fake import ScriptedChatModel, ScriptExhausted, http_error, route_by_prompt
 from masksearch.nodes.common import is_transient
@@ -104,21 +103,6 @@ def test_openai_compatible_spec(monkeypatch):
         load_chat_model("openai-compatible:model-without-url")
 
 
-def test_resources_cache_and_registry(tmp_path):
-    resources.clear()
-    script = tmp_path / "s.json"
-    script.write_text('["x"]')
-    a = resources.get_model(f"fake:{script}", temperature=0.0)
-    assert resources.get_model(f"fake:{script}", temperature=0.0) is a  # cached per spec+settings
-    injected = ScriptedChatModel(responses=["y"])
-    resources.register_model(f"fake:{script}", injected)
-    assert resources.get_model(f"fake:{script}") is injected
-    with pytest.raises(ConfigError):
-        resources.register_retriever("r", object())
-    resources.clear()
-
-
-@pytest.mark.slow
 def test_local_default_model_generates_offline():
     m = load_chat_model("local:default", max_tokens=24)
     r = m.invoke([HumanMessage("What is the capital of France? Answer in one sentence.")])

@@ -22,7 +22,7 @@ from masksearch.nodes.prepare import prepare
 from masksearch.nodes.review import review
 from masksearch.nodes.search import search
 from masksearch.nodes.single_agent import agent, agent_force_answer
-from masksearch.resources import Resources
+from masksearch.resources import DEFAULT, Resources
 from masksearch.state import GraphState, InputState
 
 
@@ -82,8 +82,6 @@ def build_graph(
     (default: 3 attempts, exponential backoff, only transient errors). `node_timeout_s` caps one
     node attempt (None = only the per-call `Context.llm_timeout_s`).
     """
-    from masksearch.graph.resources import DEFAULT  # transitional default (see resources.py)
-
     res = resources if resources is not None else DEFAULT
     retry = retry_policy or default_retry_policy()
     builder = StateGraph(GraphState, context_schema=Context, input_schema=InputState)

@@ -1,15 +1,11 @@
-"""Transitional process-wide `Resources` for callers that do not pass their own yet.
-
-New code passes a `masksearch.resources.Resources` to `build_graph(resources=...)`.
-"""
+"""Transitional helpers over the process-wide `masksearch.resources.DEFAULT` (for callers that
+do not pass their own `Resources` yet). New code passes a `Resources` to `build_graph`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from masksearch.resources import Resources
-
-DEFAULT = Resources()
+from masksearch.resources import DEFAULT
 
 
 def register_model(spec: str, model: Any) -> None:

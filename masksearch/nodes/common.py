@@ -13,7 +13,7 @@ from langgraph.types import RetryPolicy
 
 from masksearch.context import Context
 from masksearch.redact import redact_exception
-from masksearch.resources import Resources
+from masksearch.resources import DEFAULT, Resources
 from masksearch.state import GraphState
 from masksearch.tagformat import parse_action, strip_tags
 
@@ -115,8 +115,7 @@ async def call_model(
 
 
 def default_resources() -> Resources:
-    from masksearch.graph.resources import DEFAULT  # transitional: callers should pass theirs
-
+    """The process-wide `Resources` (transitional, for callers that pass none)."""
     return DEFAULT
 
 
