@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from masksearch.context import Context
 from masksearch.context_options import context_options
-from masksearch.graph.context import Context
 
 MODEL_HELP = "Model spec: openai:<m>, dashscope:<m>, openai-compatible:<m>@<url>, local:default, fake:<script.json>."
 
