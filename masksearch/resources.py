@@ -67,45 +67,26 @@ class Resources:
         return view
 
     # -- models --------------------------------------------------------------------------
-    def loaded_model(
-        self,
-        spec: str,
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        timeout: float | None = None,
-        seed: int | None = None,
-    ) -> Any | None:
-        """The model if injected or already loaded, else None (never loads: safe on the loop)."""
-        key: ModelKey = (spec, temperature, max_tokens, timeout, seed)
+    def loaded_model(self, spec: str, **settings: Any) -> Any | None:
+        """The model if injected or already loaded, else None (never loads: safe on the loop).
+        `settings`: `temperature`, `max_tokens`, `timeout`, `seed` (part of the cache key)."""
+        key = model_key(spec, **settings)
         if spec in self._models:
             return self._models[spec]
         if spec.startswith("fake:"):
             return self._fakes.get((key, _mtime_ns(spec)))
         return self._model_cache.get(key)
 
-    def get_model(
-        self,
-        spec: str,
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        timeout: float | None = None,
-        seed: int | None = None,
-    ) -> Any:
+    def get_model(self, spec: str, **settings: Any) -> Any:
         """The chat model for `spec`: injected, else cached, else `load_chat_model` (blocking)."""
-        key: ModelKey = (spec, temperature, max_tokens, timeout, seed)
+        key = model_key(spec, **settings)
         with self._lock:
-            found = self.loaded_model(
-                spec, temperature=temperature, max_tokens=max_tokens, timeout=timeout, seed=seed
-            )
+            found = self.loaded_model(spec, **settings)
             if found is not None:
                 return found
             from masksearch.models import load_chat_model
 
-            model = load_chat_model(
-                spec, temperature=temperature, max_tokens=max_tokens, timeout=timeout, seed=seed
-            )
+            model = load_chat_model(spec, **settings)
             if spec.startswith("fake:"):
                 self._fakes[(key, _mtime_ns(spec))] = model
             else:
@@ -146,6 +127,18 @@ class Resources:
 DEFAULT = Resources()
 """Process-wide instance used where a caller passes no `Resources` (transitional: the pipeline and
 eval commands, and the `masksearch.graph.resources` register/clear helpers, still use it)."""
+
+
+def model_key(
+    spec: str,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float | None = None,
+    seed: int | None = None,
+) -> ModelKey:
+    """Cache key of a loaded model: the spec and the sampling settings it was built with."""
+    return (spec, temperature, max_tokens, timeout, seed)
 
 
 def _mtime_ns(spec: str) -> int:

@@ -175,15 +175,9 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         """Token streaming: the reply word by word (whitespace kept), usage on the last chunk."""
-        text, usage = self._reply(messages, stop)
-        pieces = _TOKEN.findall(text) or [""]
-        for n, piece in enumerate(pieces):
-            last = n == len(pieces) - 1
-            chunk = ChatGenerationChunk(
-                message=AIMessageChunk(content=piece, usage_metadata=usage if last else None)
-            )
+        for chunk in _chunks(*self._reply(messages, stop)):
             if run_manager is not None:
-                run_manager.on_llm_new_token(piece, chunk=chunk)
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
     async def _astream(
@@ -193,16 +187,23 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        text, usage = self._reply(messages, stop)
-        pieces = _TOKEN.findall(text) or [""]
-        for n, piece in enumerate(pieces):
-            last = n == len(pieces) - 1
-            chunk = ChatGenerationChunk(
-                message=AIMessageChunk(content=piece, usage_metadata=usage if last else None)
-            )
+        for chunk in _chunks(*self._reply(messages, stop)):
             if run_manager is not None:
-                await run_manager.on_llm_new_token(piece, chunk=chunk)
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+def _chunks(text: str, usage: Any) -> list[ChatGenerationChunk]:
+    """A reply as word-sized chunks (whitespace kept); the usage rides on the last one."""
+    pieces = _TOKEN.findall(text) or [""]
+    return [
+        ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=piece, usage_metadata=usage if n == len(pieces) - 1 else None
+            )
+        )
+        for n, piece in enumerate(pieces)
+    ]
 
 
 _TOKEN = re.compile(r"\s*\S+|\s+")

@@ -59,7 +59,9 @@ async def generate(
     - `stop`: when set, no new example is started; in-flight ones finish and are written.
     - `run_one`: override the per-example runner (tests, benchmarks); by default the graph from
       `masksearch.graph.build_graph` with the checkpointer opened from `checkpointer_url`.
-    - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`).
+    - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`,
+      `resources`: the `masksearch.resources.Resources` serving the Context's specs; default the
+      process-wide `DEFAULT`, which a Ray worker's setup fills).
     - `durability`: when LangGraph writes checkpoints (docs/pipeline.md, "Durability"): `sync`
       (each step on disk before the next; a kill resumes at the last step), `async` (written
       while the next step runs; a kill may lose the last step), `exit` (only when the example
@@ -88,10 +90,13 @@ async def generate(
         from masksearch.graph import build_graph
         from masksearch.graph.checkpoint import open_checkpointer
         from masksearch.graph.runner import run_example
+        from masksearch.resources import DEFAULT
 
-        await warm_up(context)
+        options = dict(graph_options or {})
+        options.setdefault("resources", DEFAULT)
+        await warm_up(context, options["resources"])
         async with open_checkpointer(checkpointer_url or "memory") as saver:
-            graph = build_graph(checkpointer=saver, **(graph_options or {}))
+            graph = build_graph(checkpointer=saver, **options)
             if not keep_checkpoints:
                 await sweep_finished_threads(saver, st)
 
@@ -105,12 +110,13 @@ async def generate(
             st.close()
 
 
-async def warm_up(context: Any) -> None:
+async def warm_up(context: Any, resources: Any = None) -> None:
     """Load the retriever and every model once, one at a time, before workers start: a bad spec or
     missing key fails here (not in every example), and first loads (local transformers models are
     not safe to import from two threads at once) cannot race."""
-    from masksearch.graph import resources
+    from masksearch.resources import DEFAULT
 
+    resources = resources if resources is not None else DEFAULT
     await asyncio.to_thread(resources.get_retriever, context.retriever)
     for spec in dict.fromkeys(context.models().values()):
         model = await asyncio.to_thread(
