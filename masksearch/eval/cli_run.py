@@ -48,10 +48,11 @@ async def warm_up(methods: Sequence[Any]) -> None:
     loads (not thread-safe for local transformers models) cannot race."""
     import asyncio
 
-    from masksearch.graph import resources
+    from masksearch.resources import DEFAULT
 
     for method in methods:
         ctx = method.context
+        resources = getattr(method, "resources", DEFAULT)
         await asyncio.to_thread(resources.get_retriever, ctx.retriever)
         for spec in dict.fromkeys(ctx.models().values()):
             model = await asyncio.to_thread(

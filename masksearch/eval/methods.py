@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from masksearch.eval.items import EvalItem
+from masksearch.resources import DEFAULT, Resources
 from masksearch.tagformat import final_answer
 
 METHODS = ("masksearch", "rag-pe", "agent-pe")
@@ -76,12 +77,17 @@ def _call(step: dict[str, Any]) -> dict[str, Any]:
 class GraphMethod:
     """Runs an item through `masksearch.graph` (`run_example`) in the context's agent mode."""
 
-    def __init__(self, name: str, context: Any, graph: Any = None) -> None:
+    def __init__(
+        self, name: str, context: Any, graph: Any = None, resources: Resources | None = None
+    ) -> None:
         from masksearch.graph.builder import build_graph
 
         self.name, self.context = name, context
         self.model = context.planner_model
-        self.graph = graph if graph is not None else build_graph(checkpointer=None)
+        self.resources = resources if resources is not None else DEFAULT
+        self.graph = (
+            graph if graph is not None else build_graph(checkpointer=None, resources=self.resources)
+        )
 
     async def answer(self, item: EvalItem) -> MethodOutput:
         from masksearch.graph.runner import run_example
@@ -119,26 +125,30 @@ class RagPE:
 
     name = "rag-pe"
 
-    def __init__(self, context: Any, *, attempts: int = 3) -> None:
+    def __init__(
+        self, context: Any, *, attempts: int = 3, resources: Resources | None = None
+    ) -> None:
         self.context = context
         self.model = context.planner_model
         self.attempts = attempts
+        self.resources = resources if resources is not None else DEFAULT
 
     async def answer(self, item: EvalItem) -> MethodOutput:
         from masksearch import prompts
-        from masksearch.graph import resources
         from masksearch.nodes.common import call_model
         from masksearch.prompts import rag_pe_messages
         from masksearch.retrievers.base import asearch
 
         ctx = self.context
         try:
-            retriever = await asyncio.to_thread(resources.get_retriever, ctx.retriever)
+            retriever = await self.resources.aretriever(ctx.retriever)
             passages = (await self._retry(lambda: asearch(retriever, [item.question], ctx.top_k)))[
                 0
             ]
             messages = rag_pe_messages(item.question, prompts.format_docs(passages))
-            text, meta = await self._retry(lambda: call_model(ctx, "agent", messages))
+            text, meta = await self._retry(
+                lambda: call_model(ctx, "agent", messages, resources=self.resources)
+            )
         except Exception as e:  # noqa: BLE001 - recorded as a failed question
             return MethodOutput("", status="failed", error=_error(e), search_calls=1)
         usage = {k: int(meta[k]) for k in ("prompt_tokens", "completion_tokens") if k in meta}
@@ -169,14 +179,17 @@ class RagPE:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def build_method(name: str, context: Any, *, graph: Any = None) -> Method:
-    """A method by name, sharing `context` (models, retriever, top_k, max_turns, sampling)."""
+def build_method(
+    name: str, context: Any, *, graph: Any = None, resources: Resources | None = None
+) -> Method:
+    """A method by name, sharing `context` (models, retriever, top_k, max_turns, sampling) and
+    `resources` (the loaded models and retriever; default the process-wide `DEFAULT`)."""
     if name == "masksearch":
-        return GraphMethod(name, replace(context, agent_mode="single_agent"), graph)
+        return GraphMethod(name, replace(context, agent_mode="single_agent"), graph, resources)
     if name == "agent-pe":
-        return GraphMethod(name, replace(context, agent_mode="multi_agent"), graph)
+        return GraphMethod(name, replace(context, agent_mode="multi_agent"), graph, resources)
     if name == "rag-pe":
-        return RagPE(context)
+        return RagPE(context, resources=resources)
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
