@@ -80,7 +80,10 @@ def test_chat_two_questions_ctrl_c_and_resume(term, tmp_path, tiny_corpus_path):
     term.send("C-c")  # at the prompt: quits at once, no Enter needed
     screen = term.wait_for("EXITED 0", timeout=15)
     assert time.time() - started < 10
-    assert "Traceback" not in screen and "thread tty-1 (continue with" in screen
+    assert (
+        "Traceback" not in screen
+        and "thread tty-1 (continue: masksearch chat --thread tty-1)" in screen
+    )
     term.kill()
 
     term2 = Tmux()

@@ -109,7 +109,8 @@ class ChatSession:
         finally:
             self._await(self.stack.aclose())
             self.loop.close()
-        typer.echo(f"thread {self.thread} (continue with: masksearch chat --thread {self.thread})")
+        if self.checkpoint != "memory":
+            typer.echo(f"thread {self.thread} (continue: masksearch chat --thread {self.thread})")
 
     # -- plumbing ------------------------------------------------------------------------
     def _await(self, coro: Any) -> Any:
