@@ -1,5 +1,5 @@
-"""`masksearch chat` on a real terminal (tmux): two questions, Ctrl-C at the prompt quits at once,
-`--resume` shows the thread's history. Skipped when tmux is not installed."""
+"""`masksearch chat` on a real terminal (tmux): tokens stream, two questions, Ctrl-C at the prompt
+quits at once, `--resume` shows the thread's history. Skipped when tmux is not installed."""
 
 from __future__ import annotations
 
@@ -71,7 +71,12 @@ def test_chat_two_questions_ctrl_c_and_resume(term, tmp_path, tiny_corpus_path):
     term.start(f"{chat} --thread tty-1; echo EXITED $?; sleep 60")
     term.wait_for("question> ")
     term.send("Who designed the Eiffel Tower?", "Enter")
-    term.wait_for("==> Gustave Eiffel")
+    screen = term.wait_for("==> Gustave Eiffel")
+    # the model's tokens stream on the terminal, then the step summaries
+    assert "[planner] <think>The question asks who designed the Eiffel Tower." in screen
+    assert (
+        "[rewriter] queries: Eiffel Tower designer | Gustave Eiffel engineering company" in screen
+    )
     term.wait_for("question> ", count=2)
     term.send("Who built it?", "Enter")
     term.wait_for("==> Gustave Eiffel", count=2)

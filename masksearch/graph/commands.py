@@ -169,7 +169,15 @@ class ChatSession:
 
         graph = self._graph()
         while True:
-            await stream_question(graph, payload, self.ctx, typer.echo, config=self._config())
+            live = TokenPrinter() if self.interactive else None
+            await stream_question(
+                graph,
+                payload,
+                self.ctx,
+                live.echo if live else typer.echo,
+                config=self._config(),
+                tokens=live.token if live else None,
+            )
             snapshot = await graph.aget_state(self._config())
             pending = [i for task in snapshot.tasks for i in task.interrupts]
             if not pending:
@@ -180,6 +188,29 @@ class ChatSession:
         typer.echo(f"[review] proposed queries: {' | '.join(request.get('queries', []))}")
         answer = self._prompt("queries (Enter keeps them; separate with ';')> ") or ""
         return [q.strip() for q in answer.split(";") if q.strip()]
+
+
+class TokenPrinter:
+    """Terminal output: model tokens dimmed as they arrive, then each node's summary lines."""
+
+    def __init__(self) -> None:
+        self.node = ""  # the node whose tokens are being printed ("" = at a line start)
+
+    def token(self, node: str, text: str) -> None:
+        if node != self.node:
+            self._end_line()
+            typer.echo(typer.style(f"[{node}] ", dim=True), nl=False)
+            self.node = node
+        typer.echo(typer.style(text, dim=True), nl=False)
+
+    def echo(self, line: str) -> None:
+        self._end_line()
+        typer.echo(line)
+
+    def _end_line(self) -> None:
+        if self.node:
+            typer.echo("")
+            self.node = ""
 
 
 async def latest_chat_thread(saver: Any) -> str | None:
@@ -216,15 +247,25 @@ async def stream_question(
     ctx: Context,
     echo: Callable[[str], Any],
     config: dict[str, Any] | None = None,
+    tokens: Callable[[str, str], Any] | None = None,
 ) -> str:
-    """Run (or resume) one question, echoing each node's update; returns the final answer."""
+    """Run (or resume) one question, echoing each node's update; returns the final answer.
+
+    With `tokens(node, text)`, model tokens are passed on as they stream (a terminal shows the
+    model writing); the per-node summary lines follow each node as usual."""
     from masksearch.errors import MaskSearchError
 
     answer = ""
     final: dict[str, Any] = {}
+    modes = ["updates", "messages"] if tokens is not None else ["updates"]
     try:
-        async for update in graph.astream(payload, config, context=ctx, stream_mode="updates"):
-            for node, delta in update.items():
+        async for mode, data in graph.astream(payload, config, context=ctx, stream_mode=modes):
+            if mode == "messages":
+                chunk, meta = data
+                if tokens is not None and chunk.type == "AIMessageChunk" and chunk.text:
+                    tokens(str(meta.get("langgraph_node", "")), chunk.text)
+                continue
+            for node, delta in data.items():
                 if node == "__interrupt__" or not isinstance(delta, dict):
                     continue
                 for line in describe_update(node, delta):
