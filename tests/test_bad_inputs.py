@@ -22,26 +22,13 @@ from pathlib import Path
 import pytest
 
 from masksearch.cli import run
-from masksearch.types import MaskedExample, Span
+from masksearch.pipeline.testing import masked_row, team_script
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_corpus.jsonl"
 
 
 # -- inputs -----------------------------------------------------------------------------------
-def masked_row(i: int, **over) -> dict:
-    d = MaskedExample(
-        id=f"ex{i}",
-        question=f"Item {i} is about number [mask].",
-        answers=[str(i)],
-        spans=[Span(0, len(str(i)), str(i))],
-        text=str(i),
-        masked_text="[mask]",
-    ).to_dict()
-    d.update(over)
-    return d
-
-
 def lines(path: Path, rows: list, *, bom: bool = False) -> Path:
     data = b"".join(
         (r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode())
@@ -58,31 +45,13 @@ def truncated_gz(path: Path, src: Path) -> Path:
     return path
 
 
-def fake_script(path: Path) -> Path:
-    from masksearch.graph.testing import OBSERVER_KEY, PLANNER_KEY, REWRITER_KEY
-
-    path.write_text(
-        json.dumps(
-            {
-                "cycle": True,
-                "routes": {
-                    PLANNER_KEY: ["<search>the masked fact</search>"],
-                    REWRITER_KEY: ['{"queries": ["number"]}'],
-                    OBSERVER_KEY: ["<answer>3</answer>"],
-                },
-            }
-        )
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """A built index and a store with records (made once; cases copy what they write over)."""
     base = tmp_path_factory.mktemp("shared")
     assert run(["index", "--corpus", str(TINY), "--out", str(base / "index"), "--quiet"]) == 0
     masked = lines(base / "masked.jsonl", [masked_row(i) for i in range(3)])
-    script = fake_script(base / "team.json")
+    script = team_script(base / "team.json", "3")
     code = run(
         [
             "generate",

@@ -16,19 +16,8 @@ from masksearch.pipeline.inputs import MAX_FIELD_CHARS, iter_examples
 from masksearch.pipeline.runner import run_generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
-from masksearch.types import MaskedExample, Passage, Span
-
-
-def row(i: int, **over) -> dict:
-    d = MaskedExample(
-        id=f"ex{i}",
-        question=f"Item {i} is about number [mask].",
-        answers=[str(i)],
-        spans=[Span(0, len(str(i)), str(i))],
-        text=str(i),
-    ).to_dict()
-    d.update(over)
-    return d
+from masksearch.pipeline.testing import masked_row as row
+from masksearch.types import Passage
 
 
 def write(path, lines: list) -> str:

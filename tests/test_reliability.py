@@ -21,7 +21,8 @@ from masksearch.graph import resources
 from masksearch.jsonl import JsonlAppender, SkipCounter, iter_jsonl, repair_tail, write_jsonl
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.store import TrajectoryStore
-from masksearch.types import MaskedExample, Span
+from masksearch.pipeline.testing import masked_row, team_script
+from masksearch.types import MaskedExample
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_corpus.jsonl"
@@ -32,36 +33,6 @@ def _clean_registry():
     resources.clear()
     yield
     resources.clear()
-
-
-def masked_row(i: int, **over) -> dict:
-    d = MaskedExample(
-        id=f"ex{i}",
-        question=f"Item {i} is about number [mask].",
-        answers=[str(i)],
-        spans=[Span(0, len(str(i)), str(i))],
-        text=str(i),
-    ).to_dict()
-    d.update(over)
-    return d
-
-
-def team_script(path: Path, answer: str = "3") -> Path:
-    from masksearch.graph.testing import OBSERVER_KEY, PLANNER_KEY, REWRITER_KEY
-
-    path.write_text(
-        json.dumps(
-            {
-                "cycle": True,
-                "routes": {
-                    PLANNER_KEY: ["<search>the masked fact</search>"],
-                    REWRITER_KEY: ['{"queries": ["number"]}'],
-                    OBSERVER_KEY: [f"<answer>{answer}</answer>"],
-                },
-            }
-        )
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

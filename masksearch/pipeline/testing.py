@@ -246,3 +246,34 @@ def local_postgres(workdir: str | os.PathLike[str]) -> Iterator[str | None]:
         yield f"postgresql://test@/postgres?host={root}&port={port}"
     finally:
         run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
+
+
+def masked_row(i: int, **over: Any) -> dict[str, Any]:
+    """A valid one-span RAMP example `ex<i>` ("Item i is about number [mask]." → "i") as a JSON
+    object, with fields replaced by `over`: input for generate and bad-input tests."""
+    from masksearch.types import MaskedExample, Span
+
+    row = MaskedExample(
+        id=f"ex{i}",
+        question=f"Item {i} is about number [mask].",
+        answers=[str(i)],
+        spans=[Span(0, len(str(i)), str(i))],
+        text=str(i),
+    ).to_dict()
+    row.update(over)
+    return row
+
+
+def team_script(path: str | os.PathLike[str], answer: str = "Paris") -> Path:
+    """Write a cycling `fake:` script for the multi-agent team (plan one search, rewrite it,
+    answer `answer`); returns its path, for `--planner-model fake:<path>`."""
+    import json
+
+    p = Path(path)
+    routes = {
+        PLANNER_KEY: ["<think>Look it up.</think>\n<search>the masked fact</search>"],
+        REWRITER_KEY: ['{"queries": ["capital city", "history"]}'],
+        OBSERVER_KEY: [f"<think>Done.</think>\n<answer>{answer}</answer>"],
+    }
+    p.write_text(json.dumps({"cycle": True, "routes": routes}), encoding="utf-8")
+    return p
