@@ -13,7 +13,7 @@ from langgraph.types import RetryPolicy
 
 from masksearch.context import Context
 from masksearch.redact import redact_exception
-from masksearch.resources import DEFAULT, Resources
+from masksearch.resources import Resources
 from masksearch.state import GraphState
 from masksearch.tagformat import parse_action, strip_tags
 
@@ -79,8 +79,8 @@ async def call_model(
     role: str,
     messages: Sequence[dict[str, str]],
     *,
+    resources: Resources,
     stop: list[str] | None = None,
-    resources: Resources | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Call the role's model with a per-call timeout; return (text, step metadata).
 
@@ -94,7 +94,7 @@ async def call_model(
         "timeout": ctx.llm_timeout_s,
         "seed": ctx.seed,
     }
-    model = await (resources or default_resources()).amodel(spec, **settings)
+    model = await resources.amodel(spec, **settings)
     start = time.perf_counter()
     kwargs = {"stop": stop} if stop else {}
     try:
@@ -112,11 +112,6 @@ async def call_model(
     if getattr(msg, "id", None):
         meta["message_id"] = msg.id
     return message_text(msg), meta
-
-
-def default_resources() -> Resources:
-    """The process-wide `Resources` (transitional, for callers that pass none)."""
-    return DEFAULT
 
 
 def user(content: str) -> list[dict[str, str]]:

@@ -23,7 +23,7 @@ def task_of(state: GraphState | dict[str, Any]) -> str:
 
 
 async def judge(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     ctx = context_of(runtime)
     answers = list(state.get("answers") or [])

@@ -29,7 +29,7 @@ from masksearch.tagformat import ParseError, parse_action, parse_rewrites, strip
 
 
 async def planner(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """First decision: a sub-query to search, or (rarely) a direct answer."""
     ctx = context_of(runtime)
@@ -56,7 +56,7 @@ async def planner(
 
 
 async def rewriter(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Sub-query → 1..num_rewrites search queries (JSON); falls back to the sub-query itself."""
     ctx = context_of(runtime)
@@ -84,7 +84,7 @@ async def rewriter(
 
 
 async def observer(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Summarize the latest results with ALL earlier summaries in view; answer or search again."""
     ctx = context_of(runtime)
@@ -131,7 +131,7 @@ async def observer(
 
 
 async def force_answer(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Out of turns (or no usable decision): answer from what was gathered."""
     ctx = context_of(runtime)

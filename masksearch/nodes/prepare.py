@@ -17,7 +17,7 @@ from langgraph.types import Overwrite
 
 from masksearch.context import Context
 from masksearch.errors import InputError
-from masksearch.nodes.common import context_of, default_resources
+from masksearch.nodes.common import context_of
 from masksearch.resources import Resources
 from masksearch.state import GraphState
 
@@ -65,7 +65,7 @@ def incoming_question(state: GraphState) -> tuple[Any, bool]:
 
 
 async def prepare(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     ctx = context_of(runtime)
     question, from_chat = incoming_question(state)
@@ -75,10 +75,9 @@ async def prepare(
         # a new question: gold fields still equal to the last question's were not sent again
         given = {k: (None if v == previous.get(k) else v) for k, v in given.items()}
     check_input({"question": question, **given})  # type: ignore[typeddict-item]
-    res = resources or default_resources()
-    await res.aretriever(ctx.retriever)  # a bad retriever spec fails here, before any model call
+    await resources.aretriever(ctx.retriever)  # a bad retriever spec fails here, before any model call
     for spec in dict.fromkeys(ctx.models().values()):
-        await res.amodel(
+        await resources.amodel(
             spec,
             temperature=ctx.temperature,
             max_tokens=ctx.max_tokens,

@@ -10,7 +10,7 @@ from langchain_core.messages import ToolMessage
 from langgraph.runtime import Runtime
 
 from masksearch.context import Context
-from masksearch.nodes.common import context_of, default_resources, search_call_id, step
+from masksearch.nodes.common import context_of, search_call_id, step
 from masksearch.prompts import format_docs, information_block
 from masksearch.resources import Resources
 from masksearch.retrievers.base import asearch
@@ -36,7 +36,7 @@ def merge_results(per_query: Sequence[Sequence[Passage]], cap: int) -> list[Pass
 
 
 async def search(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Execute `pending.queries`; append a search Round, count the turn, hand over to the reader.
 
@@ -47,7 +47,7 @@ async def search(
     pending: dict[str, Any] = dict(state.get("pending") or {})
     queries = list(pending.get("queries") or [])
     turn = state.get("turn", 0) + 1
-    retriever = await (resources or default_resources()).aretriever(ctx.retriever)
+    retriever = await resources.aretriever(ctx.retriever)
     start = time.perf_counter()
     per_query = await asearch(retriever, queries, ctx.top_k) if queries else []
     latency = round(time.perf_counter() - start, 4)

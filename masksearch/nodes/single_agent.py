@@ -32,7 +32,7 @@ from masksearch.student import (
 
 
 async def agent(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """One student turn: answer, search, an invalid action (corrective tool turn), or — at the
     turn limit — hand over to the forced answer."""
@@ -89,7 +89,7 @@ async def agent(
 
 
 async def agent_force_answer(
-    state: GraphState, runtime: Runtime[Context], *, resources: Resources | None = None
+    state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Turn budget used: one last generation that must answer (Search-R1's final no-search step)."""
     ctx = context_of(runtime)
