@@ -75,7 +75,9 @@ async def prepare(
         # a new question: gold fields still equal to the last question's were not sent again
         given = {k: (None if v == previous.get(k) else v) for k, v in given.items()}
     check_input({"question": question, **given})  # type: ignore[typeddict-item]
-    await resources.aretriever(ctx.retriever)  # a bad retriever spec fails here, before any model call
+    await resources.aretriever(
+        ctx.retriever
+    )  # a bad retriever spec fails here, before any model call
     for spec in dict.fromkeys(ctx.models().values()):
         await resources.amodel(
             spec,
