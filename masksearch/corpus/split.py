@@ -59,10 +59,6 @@ def split_sentences(paragraph: str) -> list[str]:
     return [s for s in (p.strip() for p in out) if s]
 
 
-def _word_count(text: str) -> int:
-    return len(_WORD.findall(text))
-
-
 def _units(paragraphs: Iterable[str], words: int) -> Iterator[tuple[str, int, bool]]:
     """Yield (sentence, word count, ends_paragraph); over-long sentences are cut by words."""
     for para in paragraphs:
