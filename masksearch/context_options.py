@@ -3,7 +3,8 @@
 Every command that runs the graph (`generate`, `run`, `chat`, `eval run`) takes its graph settings
 through `context_options`, so each `Context` field is settable from each of them under the same
 name (`top_k` → `--top-k`), with the field's description as help. `--model` sets every role;
-`--planner-model`, `--rewriter-model`, `--observer-model` override one role.
+`--planner-model` overrides it for the planner (THE model in single_agent mode), and
+`--rewriter-model`/`--observer-model` default to the planner's model.
 
     @app.command()
     @context_options(defaults={"max_turns": 2})
@@ -31,7 +32,11 @@ MODEL_HELP = (
     "Model spec for every role: openai:<m>, dashscope:<m>, openai-compatible:<m>@<url>, "
     "local:default|<path>, fake:<script.json>."
 )
-_ROLE_HELP = "Model for this role only (default: --model)."
+_ROLE_HELP = {
+    "planner_model": "Planner model, THE model in single_agent mode (default: --model).",
+    "rewriter_model": "Rewriter model (default: the planner's).",
+    "observer_model": "Observer model (default: the planner's).",
+}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -42,7 +47,7 @@ def option_name(field_name: str) -> str:
 
 def _field_help(name: str, metadata: Mapping[str, Any]) -> str:
     if name in ROLE_MODELS:
-        return str(metadata.get("description") or _ROLE_HELP)
+        return _ROLE_HELP[name]
     return str(metadata.get("description") or "")
 
 
@@ -97,12 +102,15 @@ def context_from_options(
     for f in fields(Context):
         if f.name in values:
             settings[f.name] = values.pop(f.name)
-    for role in ROLE_MODELS:
+    # planner ← --model; rewriter and observer ← the planner's model
+    if settings.get("planner_model") is None:
+        settings["planner_model"] = model
+    for role in ROLE_MODELS[1:]:
         if settings.get(role) is None:
-            if model is None:
-                settings.pop(role, None)
-            else:
-                settings[role] = model
+            settings[role] = settings["planner_model"]
+    for role in ROLE_MODELS:
+        if settings[role] is None:
+            del settings[role]  # nothing given: Context's default
     return Context(**settings)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from masksearch.context import Context
 from masksearch.errors import ConfigError, InputError
 from masksearch.eval.cli_run import build_and_run
 from masksearch.eval.datasets import DatasetSpec, load_items
@@ -108,21 +110,26 @@ def fakes(tiny_corpus_path):
 
 
 def run(out: Path, datasets=(HOTPOT, BAMBOO), methods=("masksearch", "rag-pe", "agent-pe"), **kw):
-    args = dict(
-        datasets=list(datasets),
-        methods=list(methods),
-        model="fake:eval",
-        method_models=[],
+    settings = dict(
+        planner_model=kw.pop("model", "fake:eval"),
         retriever="memory:tiny",
-        out=out,
-        concurrency=3,
-        limit=None,
-        judge_model=None,
         top_k=3,
         max_turns=3,
         max_tokens=128,
         temperature=0.0,
-        timeout=10.0,
+        llm_timeout_s=10.0,
+    )
+    settings.update({k: kw.pop(k) for k in list(kw) if k in {f.name for f in fields(Context)}})
+    settings["rewriter_model"] = settings["observer_model"] = settings["planner_model"]
+    args = dict(
+        datasets=list(datasets),
+        methods=list(methods),
+        context=Context(**settings),
+        method_models=[],
+        out=out,
+        concurrency=3,
+        limit=None,
+        judge_model=None,
         retry_failed=False,
         save_messages=True,
         progress=False,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from masksearch.context import Context
 from masksearch.errors import ConfigError, InputError
 from masksearch.eval.config import (
     MANIFEST,
@@ -73,30 +75,23 @@ async def build_and_run(
     *,
     datasets: Sequence[str],
     methods: Sequence[str],
-    model: str,
+    context: Context,
     method_models: Sequence[str],
-    retriever: str,
     out: Path,
     concurrency: int,
     limit: int | None,
     judge_model: str | None,
-    top_k: int,
-    max_turns: int,
-    max_tokens: int,
-    temperature: float,
-    timeout: float,
     retry_failed: bool,
     save_messages: bool,
     progress: bool,
-    seed: int | None = 0,
     label: str | None = None,
     base_model: str | None = None,
     pre_train: str | None = None,
     post_train: str | None = None,
     aliases: Sequence[str] = (),
 ) -> tuple[RunStats, dict[str, Path]]:
-    from masksearch.context import Context
-
+    """`context` holds the graph settings every method shares (its planner model is the model of
+    every method without a `method_models` override); `judge_model` is eval's own LLM judge."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(
@@ -123,26 +118,15 @@ async def build_and_run(
         }
         for s in specs
     }
-    base = Context(
-        retriever=retriever,
-        top_k=top_k,
-        max_turns=max_turns,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        llm_timeout_s=timeout,
-        seed=seed,
-    )
     built = []
     for name in dict.fromkeys(methods):
-        spec = overrides.get(name, model)
-        ctx = Context.from_dict(
-            {
-                **base.to_dict(),
-                "planner_model": spec,
-                "rewriter_model": spec,
-                "observer_model": spec,
-            }
+        spec = overrides.get(name)
+        ctx = (
+            replace(context, planner_model=spec, rewriter_model=spec, observer_model=spec)
+            if spec
+            else context
         )
+        spec = spec or context.planner_model
         method = build_method(name, ctx)
         row_label, tags = make_label(
             spec, label=label, base_model=base_model, pre_train=pre_train, post_train=post_train

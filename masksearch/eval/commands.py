@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from masksearch.context import Context
+from masksearch.context_options import context_options
+
 eval_app = typer.Typer(
     help="Evaluate on open-domain multi-hop QA (HotpotQA, FanoutQA, MuSiQue, 2Wiki, "
     "Bamboogle, FreshQA) with token-level recall, EM and F1.",
@@ -34,6 +37,12 @@ def register(app: typer.Typer) -> None:
 
 
 @eval_app.command("run")
+@context_options(
+    # the method picks the agent mode; --judge-model is eval's own judge (FreshQA-style), and
+    # acceptance (recall threshold, review) plays no part in scoring
+    exclude={"agent_mode", "judge_model", "recall_threshold", "review_queries"},
+    aliases={"llm_timeout_s": ["--timeout"]},
+)
 def run_cmd(
     dataset: Annotated[list[str], typer.Option("--dataset", "-d", help=_DATASET_HELP)],
     out: Annotated[
@@ -46,20 +55,9 @@ def run_cmd(
         ),
     ],
     method: Annotated[list[str] | None, typer.Option("--method", "-m", help=_METHOD_HELP)] = None,
-    model: Annotated[
-        str, typer.Option("--model", help="Model spec for every method (provider:model).")
-    ] = "local:default",
     method_model: Annotated[
         list[str] | None, typer.Option("--method-model", help=_METHOD_MODEL_HELP)
     ] = None,
-    retriever: Annotated[
-        str,
-        typer.Option(
-            "--retriever",
-            help="bm25:DIR | dense:DIR | hybrid:A,B | web | "
-            "remote:URL; DIR 'default' = the embedded corpus.",
-        ),
-    ] = "bm25:default",
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Questions in flight.")
     ] = 8,
@@ -72,17 +70,6 @@ def run_cmd(
             "--judge-model", help="Also grade with an LLM judge (FreshQA-style relaxed accuracy)."
         ),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Passages per search query.")] = 5,
-    max_turns: Annotated[
-        int, typer.Option("--max-turns", min=1, help="Search rounds per question.")
-    ] = 5,
-    max_tokens: Annotated[
-        int, typer.Option("--max-tokens", min=1, help="Max new tokens per call.")
-    ] = 512,
-    temperature: Annotated[
-        float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")
-    ] = 0.0,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per model call.")] = 120.0,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Re-run questions that failed.")
     ] = False,
@@ -90,9 +77,6 @@ def run_cmd(
         bool, typer.Option("--no-messages", help="Do not store trajectories.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
-    seed: Annotated[
-        int, typer.Option("--seed", min=0, help="Sampling seed passed to every model call.")
-    ] = 0,
     label: Annotated[
         str | None,
         typer.Option(
@@ -122,6 +106,7 @@ def run_cmd(
             help="2Wiki id_aliases.json as [NAME=]PATH (default: the file next to the data).",
         ),
     ] = None,
+    context: Context = None,  # type: ignore[assignment]  # built from the options
 ) -> None:
     """Run methods on benchmarks. Resumable: re-running skips questions already in OUT/results.jsonl
     for the same label and settings; another configuration needs another --label (or --out)."""
@@ -133,22 +118,15 @@ def run_cmd(
         build_and_run(
             datasets=dataset,
             methods=method or ["masksearch"],
-            model=model,
+            context=context,
             method_models=method_model or [],
-            retriever=retriever,
             out=out,
             concurrency=concurrency,
             limit=limit,
             judge_model=judge_model,
-            top_k=top_k,
-            max_turns=max_turns,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            timeout=timeout,
             retry_failed=retry_failed,
             save_messages=not no_messages,
             progress=not no_progress,
-            seed=seed,
             label=label,
             base_model=base_model,
             pre_train=pre_train,

@@ -10,9 +10,6 @@ import typer
 from masksearch.context import Context
 from masksearch.context_options import context_options
 
-MODEL_HELP = "Model spec: openai:<m>, dashscope:<m>, openai-compatible:<m>@<url>, local:default, fake:<script.json>."
-
-
 # `masksearch run`'s graph settings where they differ from `Context`'s (a small local model)
 RUN_DEFAULTS = {"max_turns": 2, "top_k": 3, "max_tokens": 192}
 
@@ -28,6 +25,7 @@ def register(app: typer.Typer) -> None:
     """Attach `generate` and `run` to the root app."""
 
     @app.command("generate")
+    @context_options(exclude={"review_queries"})
     def generate_cmd(
         input: Annotated[
             Path, typer.Option("--input", "-i", help="Masked data JSONL (from `masksearch mask`).")
@@ -59,36 +57,6 @@ def register(app: typer.Typer) -> None:
                 "--concurrency", "-c", min=1, max=4096, help="Examples run at the same time."
             ),
         ] = 8,
-        planner_model: Annotated[
-            str, typer.Option("--planner-model", help=MODEL_HELP)
-        ] = "local:default",
-        rewriter_model: Annotated[
-            str | None, typer.Option("--rewriter-model", help="Default: the planner model.")
-        ] = None,
-        observer_model: Annotated[
-            str | None, typer.Option("--observer-model", help="Default: the planner model.")
-        ] = None,
-        judge_model: Annotated[
-            str | None,
-            typer.Option("--judge-model", help="LLM judge; default: recall threshold only."),
-        ] = None,
-        agent_mode: Annotated[
-            str, typer.Option("--agent-mode", help="multi_agent or single_agent.")
-        ] = "multi_agent",
-        retriever: Annotated[
-            str,
-            typer.Option(
-                "--retriever",
-                help="bm25:<dir>, dense:<dir>, hybrid:<a>,<b>, web, remote:<url>, default.",
-            ),
-        ] = "default",
-        top_k: Annotated[int, typer.Option("--top-k", help="Passages per query.")] = 5,
-        max_turns: Annotated[
-            int, typer.Option("--max-turns", help="Search rounds per example.")
-        ] = 5,
-        recall_threshold: Annotated[
-            float, typer.Option("--recall-threshold", help="Minimum recall to accept.")
-        ] = 0.5,
         limit: Annotated[
             int | None, typer.Option("--limit", "-n", help="Use only the first N input examples.")
         ] = None,
@@ -138,6 +106,7 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="tqdm progress bar.")
         ] = True,
+        context: Context = None,  # type: ignore[assignment]  # built from the options
     ) -> None:
         """Generate search-agent trajectories for masked examples, with resume.
 
@@ -159,17 +128,6 @@ def register(app: typer.Typer) -> None:
 
             cluster = ClusterSettings(workers=processes or _cluster_cpus(), address=ray_address)
 
-        context = Context(
-            planner_model=planner_model,
-            rewriter_model=rewriter_model or planner_model,
-            observer_model=observer_model or planner_model,
-            judge_model=judge_model,
-            agent_mode=agent_mode,
-            retriever=retriever,
-            top_k=top_k,
-            max_turns=max_turns,
-            recall_threshold=recall_threshold,
-        )
         if checkpoint is None and is_postgres(store):
             checkpoint = store  # the checkpoint tables live next to the trajectories
         code = run_generate(
