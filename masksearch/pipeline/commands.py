@@ -114,7 +114,6 @@ def register(app: typer.Typer) -> None:
 
         Ctrl-C once: finish the examples in flight and stop; twice: stop now (they resume later).
         """
-        from masksearch.context import Context
         from masksearch.errors import ConfigError
         from masksearch.graph.checkpoint import default_checkpoint_url
         from masksearch.pipeline.runner import run_generate
