@@ -24,12 +24,15 @@ ANSWER_RULES = (
     "(a name, date, number or phrase), not a sentence."
 )
 
+# The student prompt holds exactly ONE complete `<answer>…</answer>` (from "an <answer> tag" to the
+# example's close): Search-R1's reward decodes prompt + response and takes the last of >= 2 matches,
+# so one in the prompt means a response without an answer scores 0 and one with an answer is read.
 AGENT_SYSTEM = Template(
     "You are a search agent. Solve the user's question step by step. Reason inside <think> and "
     "</think> first, every time you get new information. If you lack knowledge, call the search "
     "engine with <search> query </search> (one query per line, several lines allowed); the results "
     "come back between <information> and </information>. Search as often as you need. When you "
-    "can answer, give the answer inside <answer> and </answer> without further explanation. "
+    "can answer, give the answer in an <answer> tag without further explanation. "
     + ANSWER_RULES
 )
 

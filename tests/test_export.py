@@ -20,25 +20,26 @@ def records_path(tmp_path):
     return p
 
 
-def test_trl_tags_keep_student_text_and_tools(records_path, tmp_path):
+def test_trl_rows_are_prompt_completion_per_assistant_turn(records_path, tmp_path):
     out = tmp_path / "trl.jsonl"
-    assert export(records_path, "trl", out) == 2  # accepted only by default
+    assert export(records_path, "trl", out) == 6  # 2 accepted records x 3 assistant turns
     rows = read_jsonl(out)
-    assert [r["id"] for r in rows] == ["ex0", "ex2"]
-    msgs = rows[0]["messages"]
-    assert msgs[0] == {"role": "system", "content": agent_system_prompt()}
-    assert [m["role"] for m in msgs] == [
+    assert [r["id"] for r in rows[:3]] == ["ex0:2", "ex0:4", "ex0:6"]
+    last = rows[2]
+    assert last["prompt"][0] == {"role": "system", "content": agent_system_prompt()}
+    assert [m["role"] for m in last["prompt"]] == [
         "system",
         "user",
         "assistant",
-        "tool",
+        "user",  # <information> goes back as a user turn, as the graph sends it
         "assistant",
-        "tool",
-        "assistant",
+        "user",
     ]
-    assert msgs[3]["name"] == "search" and msgs[3]["content"].startswith("<information>")
-    assert rows[0]["tools"][0]["function"]["name"] == "search"
-    assert export(records_path, "trl", out, accepted_only=False) == 3
+    assert last["prompt"][3]["content"].startswith("<information>")
+    assert [m["role"] for m in last["completion"]] == ["assistant"]
+    assert "<answer>" in last["completion"][0]["content"]
+    assert all("tools" not in r for r in rows)  # no tool schema for the tag format
+    assert export(records_path, "trl", out, accepted_only=False) == 9
 
 
 def test_trl_tool_calls_style():
@@ -49,7 +50,39 @@ def test_trl_tool_calls_style():
         "name": "search",
         "arguments": {"queries": ["famous tower Paris"]},
     }
+    assert row["messages"][3]["role"] == "tool"
     assert "tool_calls" not in row["messages"][-1]  # the answer turn stays text
+    assert row["tools"][0]["function"]["name"] == "search"
+
+
+def test_stock_sft_trainer_on_the_trl_export_labels_only_agent_tokens(records_path, tmp_path):
+    """A stock TRL `SFTTrainer` (default config) on the exported file trains the assistant turns
+    and not one token of the system prompt, the question or `<information>`."""
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from masksearch.training.smoke import offline_tokenizer, tiny_model
+
+    out = tmp_path / "trl.jsonl"
+    export(records_path, "trl", out)
+    tok = offline_tokenizer()
+    ds = load_dataset("json", data_files=str(out), split="train")
+    trainer = SFTTrainer(
+        model=tiny_model(tok, hidden=16, layers=1),
+        args=SFTConfig(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True, bf16=False),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    trained_text, all_text = "", ""
+    for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+        trained_text += tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
+        all_text += tok.decode(ids)
+    assert "<information>" in all_text and "Doc 1(Title: Eiffel Tower)" in all_text
+    assert "<information>" not in trained_text and "Doc 1(" not in trained_text
+    assert "search agent" not in trained_text and "[mask] Tower" not in trained_text
+    assert "<search>famous tower Paris</search>" in trained_text
+    assert "<answer>Eiffel ; 1889</answer>" in trained_text
 
 
 def test_sharegpt_roles_system_tools_and_dataset_info(records_path, tmp_path):
@@ -57,21 +90,26 @@ def test_sharegpt_roles_system_tools_and_dataset_info(records_path, tmp_path):
     assert export(records_path, "sharegpt", out) == 2
     rows = json.loads(out.read_text())
     conv = rows[0]["conversations"]
-    assert [c["from"] for c in conv] == ["human", "gpt", "observation", "gpt", "observation", "gpt"]
+    assert [c["from"] for c in conv] == ["human", "gpt", "human", "gpt", "human", "gpt"]
+    assert conv[2]["value"].startswith("<information>")
     assert rows[0]["system"] == agent_system_prompt()
-    assert json.loads(rows[0]["tools"])[0]["name"] == "search"
+    assert "tools" not in rows[0]  # the tag format needs no tool schema
     # LLaMA-Factory rule: odd positions human/observation, even positions gpt/function_call
     assert all(c["from"] in ("human", "observation") for c in conv[0::2])
     assert all(c["from"] in ("gpt", "function_call") for c in conv[1::2])
     info = json.loads((out.parent / "dataset_info.json").read_text())
     assert info["masksearch"]["file_name"] == "masksearch_sharegpt.json"
-    assert info["masksearch"]["columns"]["tools"] == "tools"
-    fc = to_sharegpt(example_record(), style="tool_calls")["conversations"]
-    assert fc[1]["from"] == "function_call"
-    assert json.loads(fc[1]["value"]) == {
+    assert "tools" not in info["masksearch"]["columns"]
+    row = to_sharegpt(example_record(), style="tool_calls")
+    fc = row["conversations"]
+    assert fc[1]["from"] == "function_call" and fc[2]["from"] == "observation"
+    think = "<think>Which tower in Paris?</think>"
+    assert fc[1]["value"].startswith(think)  # the thought is kept, LLaMA-Factory renders it
+    assert json.loads(fc[1]["value"][len(think) :]) == {
         "name": "search",
         "arguments": {"queries": ["famous tower Paris"]},
     }
+    assert json.loads(row["tools"])[0]["name"] == "search"
 
 
 def test_verl_parquet_matches_search_r1_schema(tmp_path):
@@ -96,8 +134,11 @@ def test_verl_parquet_matches_search_r1_schema(tmp_path):
     assert export(masked, "verl", out) == 2
     rows = pq.read_table(out).to_pylist()
     r = rows[0]
-    assert r["data_source"] == "masksearch_ramp" and r["ability"] == "fact-reasoning"
-    assert r["reward_model"] == {"style": "rule", "ground_truth": {"target": ["Eiffel"]}}
+    assert r["data_source"] == "nq" and r["ability"] == "fact-reasoning"
+    assert r["reward_model"] == {
+        "style": "rule",
+        "ground_truth": {"target": ["Eiffel"], "spans": ["Eiffel"]},
+    }
     assert (
         r["extra_info"]["split"] == "train"
         and r["extra_info"]["index"] == 0
@@ -106,9 +147,69 @@ def test_verl_parquet_matches_search_r1_schema(tmp_path):
     assert len(r["prompt"]) == 1 and r["prompt"][0]["role"] == "user"
     assert agent_system_prompt() in r["prompt"][0]["content"]
     assert "The [mask] Tower is in Paris." in r["prompt"][0]["content"]
-    assert rows[1]["data_source"] == "masksearch_qa" and rows[1]["extra_info"]["k"] == 0
+    assert rows[1]["data_source"] == "nq" and rows[1]["extra_info"]["k"] == 0
     two = to_verl({"question": "q", "answers": ["a"]}, 5, system_in_user=False)
     assert [m["role"] for m in two["prompt"]] == ["system", "user"]
+
+
+def test_verl_row_through_the_shipped_compute_score(tmp_path):
+    """An exported parquet row + a response, scored by the module veRL loads by path."""
+    import importlib.util
+    import re
+
+    import pyarrow.parquet as pq
+
+    import masksearch.training.verl_reward as vr
+
+    masked = tmp_path / "masked.jsonl"
+    write_jsonl(
+        masked,
+        [
+            {
+                "id": "m",
+                "question": "The [mask] Tower was finished in [mask].",
+                "answers": ["Eiffel", "1889"],
+                "task": "ramp",
+                "k": 2,
+            },
+            {
+                "id": "q",
+                "question": "Who designed it?",
+                "golden_answers": ["Gustave Eiffel", "Eiffel"],
+                "dataset": "hotpotqa",
+            },
+        ],
+    )
+    out = tmp_path / "rl.parquet"
+    export(masked, "verl", out)
+    ramp, qa = pq.read_table(out).to_pylist()
+    # loaded the way veRL's custom_reward_function.path does: a file, not a package import
+    spec = importlib.util.spec_from_file_location("custom_module", vr.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    score = module.compute_score
+
+    def run(row, response):
+        return score(
+            row["data_source"], response, row["reward_model"]["ground_truth"], row["extra_info"]
+        )
+
+    right = "<think>found it</think>\n<answer>Eiffel ; 1889</answer>"
+    assert run(ramp, right) == 1.0
+    assert run(ramp, "<think>x</think><answer>Eiffel</answer>") == 0.5  # recall of the spans
+    assert run(ramp, "<think>no answer</think>") == 0.0
+    planted = "<search>q</search><information><answer>Eiffel ; 1889</answer></information>"
+    assert run(ramp, planted) == 0.0  # retrieved text never supplies the answer
+    assert qa["data_source"] == "hotpotqa"
+    assert run(qa, "<answer>Eiffel</answer>") == 1.0 and run(qa, "<answer>Paris</answer>") == 0.0
+    # Search-R1's own reward manager decodes prompt + response: the prompt's one example is
+    # never taken for the answer, and the response's answer is read
+    prompt = ramp["prompt"][0]["content"]
+    assert len(re.findall(r"<answer>(.*?)</answer>", prompt, re.S)) == 1
+    assert run(ramp, prompt + "<think>none</think>") == 0.0
+    assert run(ramp, prompt + right) == 1.0
+    # the target shape stock Search-R1's EM check expects: the joined spans as one alternative
+    assert ramp["reward_model"]["ground_truth"]["target"] == ["Eiffel ; 1889"]
 
 
 def test_bad_inputs_are_located(tmp_path):
@@ -138,7 +239,7 @@ def test_export_reads_the_sqlite_store(tmp_path):
     with TrajectoryStore(db) as st:
         st.put(example_record(0))
         st.put(example_record(1, accepted=False))
-    assert export(db, "trl", tmp_path / "o.jsonl") == 1
+    assert export(db, "trl", tmp_path / "o.jsonl") == 3  # one row per assistant turn
     assert export(db, "verl", tmp_path / "o.parquet", accepted_only=False) == 2
 
 

@@ -116,7 +116,7 @@ def test_export_cli(tmp_path):
         app, ["export", "--records", str(p), "--format", "trl", "--out", str(tmp_path / "o.jsonl")]
     )
     assert res.exit_code == 0, res.output
-    assert "wrote 1 rows" in res.output
+    assert "wrote 3 rows" in res.output  # one per assistant turn
 
 
 def test_sft_cli_end_to_end_on_tiny_model(tmp_path):

@@ -199,4 +199,5 @@ def _question_from_example(obj: dict[str, Any], path: str, line: int) -> dict[st
         "answers": [str(a) for a in answers],
         "task": task,
         "k": int(k),
+        "dataset": str(obj.get("dataset") or obj.get("data_source") or ""),
     }

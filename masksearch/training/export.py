@@ -1,9 +1,19 @@
 """Exporters from trajectory records to the formats other trainers read.
 
-- TRL conversational (`messages` + `tools` columns), with tagged text or OpenAI-style tool calls.
-- LLaMA-Factory ShareGPT JSON (`conversations` with human/gpt/function_call/observation, `system`,
-  `tools`) plus its `dataset_info.json` entry.
-- Search-R1 / veRL parquet (`data_source`, `prompt`, `ability`, `reward_model`, `extra_info`).
+- TRL: one conversational prompt-completion row per assistant turn (`prompt` = the conversation
+  before the turn, `completion` = the turn), so a stock `SFTTrainer` (whose `completion_only_loss`
+  is on for prompt-completion data) trains only the agent's own tokens — never the system prompt,
+  the question or `<information>`. Tagged text (default; no `tools` column, the tag format is in
+  the system prompt) or OpenAI-style `tool_calls` (with the `tools` schema).
+- LLaMA-Factory ShareGPT JSON (`conversations`, `system`; `tools` only for `tool_calls`) plus its
+  `dataset_info.json` entry. LLaMA-Factory trains only `gpt`/`function_call` turns; a
+  `function_call` keeps the turn's `<think>` in front of the call (LLaMA-Factory's thought words).
+- Search-R1 / veRL parquet (`data_source`, `prompt`, `ability`, `reward_model`, `extra_info`), for
+  a stock Search-R1 checkout (its `data_source` names and EM reward) and for upstream veRL with
+  our `masksearch/training/verl_reward.py` (`custom_reward_function.path`).
+
+In the tags style, `<information>` turns go out as user turns: the graph sends retrieved text back
+to the model as a user turn, so the exported tokens are the ones the model sees at inference.
 
 All use the prompts the graph used: records already carry the rendered system prompt, and RL rows
 are rendered with `masksearch.prompts.render_student_prompt`.
@@ -36,10 +46,48 @@ def _split_search_turn(content: str) -> tuple[str, list[str]] | None:
     return head, split_queries(block)
 
 
-def to_trl(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str, Any]:
-    """One TRL conversational row. `tags`: the student text as generated; `tool_calls`: search
-    turns become `tool_calls` on the assistant message (thought kept as content)."""
+def _student_view(record: TrajectoryRecord, style: Style) -> list[dict[str, Any]]:
+    """The record's messages with the tag-format system prompt first; tags style sends tool
+    turns as user turns (what the graph sends)."""
+    from masksearch.prompts import agent_system_prompt
+
     messages = record_messages(record)
+    if not messages or messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": agent_system_prompt()}, *messages]
+    if style == "tags":
+        messages = [
+            {"role": "user", "content": m["content"]} if m["role"] == "tool" else m
+            for m in messages
+        ]
+    return messages
+
+
+def to_trl_turns(record: TrajectoryRecord, *, style: Style = "tags") -> list[dict[str, Any]]:
+    """TRL prompt-completion rows, one per assistant turn (see the module docstring)."""
+    messages = to_trl(record, style=style)["messages"]
+    rows = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        row: dict[str, Any] = {
+            "id": f"{record['id']}:{i}",
+            "prompt": messages[:i],
+            "completion": [m],
+            "answers": list(record["answers"]),
+            "k": record_k(record),
+            "task": record.get("task", ""),
+        }
+        if style == "tool_calls":
+            row["tools"] = [SEARCH_TOOL]
+        rows.append(row)
+    return rows
+
+
+def to_trl(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str, Any]:
+    """One TRL conversational row (the whole conversation). `tags`: the student text as
+    generated; `tool_calls`: search turns become `tool_calls` on the assistant message (thought
+    kept as content). The export writes `to_trl_turns` rows instead (assistant-only loss)."""
+    messages = _student_view(record, style)
     if style == "tool_calls":
         converted = []
         for m in messages:
@@ -64,21 +112,25 @@ def to_trl(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str, Any]
                 }
             )
         messages = converted
-    return {
+    row: dict[str, Any] = {
         "id": record["id"],
         "messages": messages,
-        "tools": [SEARCH_TOOL],
         "answers": list(record["answers"]),
         "k": record_k(record),
         "task": record.get("task", ""),
     }
+    if style == "tool_calls":  # a tool schema only where the turns are tool calls
+        row["tools"] = [SEARCH_TOOL]
+    return row
 
 
 def to_sharegpt(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str, Any]:
-    """One LLaMA-Factory ShareGPT row; the system prompt goes to `system`, the tool schema to `tools`."""
+    """One LLaMA-Factory ShareGPT row; the system prompt goes to `system` (and, for `tool_calls`,
+    the tool schema to `tools`). Search turns as `function_call` keep their `<think>` in front
+    of the JSON call, which LLaMA-Factory renders before the tool call."""
     system = ""
     conversations: list[dict[str, str]] = []
-    for m in record_messages(record):
+    for m in _student_view(record, style):
         if m["role"] == "system":
             system = m["content"]
             continue
@@ -88,31 +140,29 @@ def to_sharegpt(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str,
             else None
         )
         if parsed is not None:
-            conversations.append(
-                {
-                    "from": "function_call",
-                    "value": json.dumps(
-                        {"name": SEARCH_TOOL_NAME, "arguments": {"queries": parsed[1]}},
-                        ensure_ascii=False,
-                    ),
-                }
+            call = json.dumps(
+                {"name": SEARCH_TOOL_NAME, "arguments": {"queries": parsed[1]}},
+                ensure_ascii=False,
             )
+            conversations.append({"from": "function_call", "value": parsed[0] + call})
         else:
             conversations.append({"from": _ROLE_TO_SHAREGPT[m["role"]], "value": m["content"]})
-    return {
-        "conversations": conversations,
-        "system": system,
-        "tools": json.dumps([SEARCH_TOOL["function"]], ensure_ascii=False),
-    }
+    row = {"conversations": conversations, "system": system}
+    if style == "tool_calls":
+        row["tools"] = json.dumps([SEARCH_TOOL["function"]], ensure_ascii=False)
+    return row
 
 
-def sharegpt_dataset_info(name: str, file_name: str) -> dict[str, Any]:
+def sharegpt_dataset_info(name: str, file_name: str, *, style: Style = "tags") -> dict[str, Any]:
     """The `dataset_info.json` entry LLaMA-Factory needs for `to_sharegpt` rows."""
+    columns = {"messages": "conversations", "system": "system"}
+    if style == "tool_calls":
+        columns["tools"] = "tools"
     return {
         name: {
             "file_name": file_name,
             "formatting": "sharegpt",
-            "columns": {"messages": "conversations", "system": "system", "tools": "tools"},
+            "columns": columns,
             "tags": {
                 "role_tag": "from",
                 "content_tag": "value",
@@ -128,7 +178,9 @@ def sharegpt_dataset_info(name: str, file_name: str) -> dict[str, Any]:
 
 def verl_prompt(question: str, *, system_in_user: bool = True) -> list[dict[str, str]]:
     """The student prompt as veRL rows carry it. Search-R1's rollout reads one user message, so by
-    default the system prompt leads the user turn; `system_in_user=False` keeps both messages."""
+    default the system prompt leads the user turn, ending like Search-R1's prefix with
+    `Question: <question>` (its answer extractor needs exactly one `<answer>` example in the
+    prompt, which `prompts.AGENT_SYSTEM` has); `system_in_user=False` keeps both messages."""
     from masksearch.prompts import render_student_prompt
 
     msgs = render_student_prompt(question)
@@ -139,6 +191,16 @@ def verl_prompt(question: str, *, system_in_user: bool = True) -> list[dict[str,
     return [{"role": "user", "content": f"{system}\n\nQuestion: {user}\n" if system else user}]
 
 
+def verl_data_source(row: dict[str, Any]) -> str:
+    """A `data_source` stock Search-R1 accepts: the row's dataset when Search-R1 knows it, else
+    `nq` (its EM reward; RAMP rows are scored on the ` ; `-joined spans). `extra_info.task`
+    tells our `verl_reward.compute_score` which reward to use."""
+    from masksearch.training.verl_reward import SEARCH_R1_SOURCES
+
+    name = str(row.get("dataset") or row.get("data_source") or "").lower()
+    return name if name in SEARCH_R1_SOURCES else "nq"
+
+
 def to_verl(
     row: dict[str, Any],
     index: int,
@@ -147,23 +209,34 @@ def to_verl(
     data_source: str | None = None,
     system_in_user: bool = True,
 ) -> dict[str, Any]:
-    """One Search-R1/veRL row from a record or a question row (`question`, `answers`, `k`, `task`)."""
+    """One Search-R1/veRL row from a record or a question row (`question`, `answers`, `k`, `task`).
+
+    `reward_model.ground_truth.target` holds the accepted answers as Search-R1 expects them:
+    QA aliases, or for RAMP the one string `span1 ; span2` (so `Eiffel ; 1889` is an exact match);
+    `spans` keeps the RAMP spans for the recall reward."""
+    from masksearch.prompts import SPAN_SEPARATOR
+
     task = row.get("task") or "ramp"
-    k = record_k(row)
+    answers = [str(a) for a in row["answers"]]
+    ramp = task == "ramp"
     return {
-        "data_source": data_source or f"masksearch_{task}",
+        "data_source": data_source or verl_data_source(row),
         "prompt": verl_prompt(row["question"], system_in_user=system_in_user),
         "ability": "fact-reasoning",
         "reward_model": {
             "style": "rule",
-            "ground_truth": {"target": [str(a) for a in row["answers"]]},
+            "ground_truth": {
+                "target": [SPAN_SEPARATOR.join(answers)] if ramp else answers,
+                "spans": answers if ramp else [],
+            },
         },
         "extra_info": {
             "split": split,
             "index": index,
-            "k": k,
+            "k": record_k(row),
             "id": str(row.get("id", index)),
             "task": task,
+            "question": row["question"].strip(),
         },
     }
 
@@ -173,7 +246,7 @@ def write_trl(
 ) -> int:
     from masksearch.jsonl import write_jsonl
 
-    return write_jsonl(out, (to_trl(r, style=style) for r in records))
+    return write_jsonl(out, (row for r in records for row in to_trl_turns(r, style=style)))
 
 
 def write_sharegpt(
@@ -198,7 +271,7 @@ def write_sharegpt(
                 path=str(info_path),
                 line=e.lineno,
             ) from None
-    info.update(sharegpt_dataset_info(dataset_name, out.name))
+    info.update(sharegpt_dataset_info(dataset_name, out.name, style=style))
     _atomic_write(info_path, json.dumps(info, ensure_ascii=False, indent=2))
     return len(rows)
 
