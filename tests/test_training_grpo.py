@@ -301,3 +301,55 @@ def test_ppo_adapter_smoke_run_changes_weights(tok, tmp_path):
     assert (tmp_path / "ppo" / "checkpoint-1" / "ppo_state.json").exists()
     # resume: the saved step is picked up, the remaining step runs
     assert adapter.resume(True) == 1
+
+
+def test_max_turns_episode_contributes_to_the_grpo_loss(tok, tmp_path):
+    """An episode that never answers ends on EOS after its forced-answer turn: TRL's overlong
+    filtering keeps it, its tokens are in the loss mask, and its (negative) advantage moves the
+    loss — never answering is penalised."""
+    import torch
+
+    from masksearch.training.config import build_settings
+    from masksearch.training.grpo import build_grpo_trainer
+
+    script = [[SEARCH, SEARCH], [ANSWER, SEARCH], [SEARCH], [SEARCH]]
+    calls = {"n": 0}
+
+    def gen(contexts, max_new, stop):
+        texts = script[min(calls["n"], len(script) - 1)]
+        calls["n"] += 1
+        return [
+            tok(texts[i % len(texts)], add_special_tokens=False)["input_ids"][:max_new]
+            for i in range(len(contexts))
+        ], None
+
+    settings = build_settings(
+        "rl",
+        {**TINY_RL, "output_dir": str(tmp_path / "rl"), "max_turns": 2, "max_turn_tokens": 64},
+    )
+    retr = FakeRetriever()
+    rollout = SearchRollout(retr, tok, max_turns=2, max_turn_tokens=64, generate_fn=gen)
+    q = {"id": "q", "question": "When was it built?", "answers": ["1889"], "task": "qa", "k": 0}
+    trainer = build_grpo_trainer(
+        settings,
+        questions=[q, q],
+        model=tiny_model(tok),
+        tokenizer=tok,
+        retriever=retr,
+        rollout=rollout,
+    )
+    rows = [dict(trainer.train_dataset[0]) for _ in range(2)]  # one group (distinct dicts)
+    out = trainer._generate_and_score_completions(rows)
+    ids = out["completion_ids"]
+    mask = out["completion_mask"] * out["tool_mask"]
+    answered, never = 0, 1
+    last = [row[m.bool()][-1].item() for row, m in zip(ids, out["completion_mask"], strict=True)]
+    assert last[never] == tok.eos_token_id  # ends on EOS: not treated as truncated
+    assert mask[never].sum() > 0 and out["advantages"][never] < 0 < out["advantages"][answered]
+    out["advantages"][answered] = 0.0  # only the max-turns episode is left to move the loss
+    trainer.current_gradient_accumulation_steps = 1  # set by train() in a real run
+    loss = trainer.compute_loss(trainer.model, out)
+    loss.backward()
+    grad = trainer.model.model.layers[0].self_attn.q_proj.weight.grad
+    assert loss.abs().item() > 0 and grad is not None and grad.abs().sum() > 0
+    assert torch.isfinite(loss)
