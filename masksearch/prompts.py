@@ -32,8 +32,7 @@ AGENT_SYSTEM = Template(
     "</think> first, every time you get new information. If you lack knowledge, call the search "
     "engine with <search> query </search> (one query per line, several lines allowed); the results "
     "come back between <information> and </information>. Search as often as you need. When you "
-    "can answer, give the answer in an <answer> tag without further explanation. "
-    + ANSWER_RULES
+    "can answer, give the answer in an <answer> tag without further explanation. " + ANSWER_RULES
 )
 
 PLANNER = Template(
