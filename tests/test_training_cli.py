@@ -105,6 +105,11 @@ def test_shipped_configs_load():
                 assert cfg.mask_truncated_completions and s.dapo.dynamic_sampling
                 assert s.dapo.overlong_buffer > 0
     assert kinds["sft"] >= 3 and kinds["rl"] >= 3
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "qwen2.5-1.5b"
+    sft, rl = load_settings("sft", recipe / "sft.yaml"), load_settings("rl", recipe / "rl.yaml")
+    assert sft.args.max_length == 4096 and sft.resume_from_checkpoint is True
+    assert rl.args.use_vllm and rl.args.vllm_mode == "colocate" and rl.dapo.dynamic_sampling
+    assert rl.args.eval_strategy == "steps" and rl.args.reward_weights == [1.0, 0.0, 1.0]
     for ds in (Path(pkg.__file__).parent / "configs").glob("ds_zero*.json"):
         assert json.loads(ds.read_text())["zero_optimization"]["stage"] in (2, 3)
 

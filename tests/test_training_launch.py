@@ -123,7 +123,7 @@ def _one_step_fraction(settings, kind: str, tmp_path) -> float:
     import torch
 
     tok = offline_tokenizer()
-    base = tmp_path / "base"
+    base = tmp_path / "base"  # saved and loaded: the load path is what is tested
     tiny_model(tok).save_pretrained(base)
     tok.save_pretrained(base)
     from masksearch.training.config import replace_settings
@@ -136,6 +136,29 @@ def _one_step_fraction(settings, kind: str, tmp_path) -> float:
         from masksearch.training.sft import train_sft
 
         train_sft(settings, records=[example_record(i) for i in range(2)], model=model, save=False)
+    else:  # one PPO iteration = one optimizer step (batch <= mini-batch, 1 epoch)
+        from masksearch.training.grpo import build_rl_rows
+        from masksearch.training.ppo import PPOAdapter
+        from masksearch.training.rewards import build_reward_funcs
+        from masksearch.training.smoke import FakeRetriever
+
+        class Scripted(PPOAdapter):  # even rows answer correctly: reward variance
+            def _generate(self, contexts, max_new, stop):
+                out, _ = super()._generate(contexts, max_new, stop)
+                for i in range(0, len(out), 2):
+                    ids = tok("<think>x</think>\n<answer>1889</answer>", add_special_tokens=False)
+                    out[i] = ids["input_ids"] + [tok.eos_token_id]
+                return out, None
+
+        q = {"id": "q", "question": "When?", "answers": ["1889"], "task": "qa", "k": 0}
+        adapter = Scripted(
+            settings,
+            model=model,
+            tokenizer=tok,
+            retriever=FakeRetriever(),
+            reward_funcs=build_reward_funcs(["hybrid"]),
+        )
+        adapter.train(build_rl_rows([q, q], settings))
     changed = total = 0
     for n, p in model.named_parameters():
         if n in before:
@@ -169,6 +192,34 @@ def test_one_step_in_the_shipped_sft_config_changes_nearly_every_weight(tmp_path
     )
     assert settings.args.learning_rate == 1e-5
     assert _one_step_fraction(settings, "sft", tmp_path) >= 0.99
+
+
+def test_one_step_in_the_shipped_ppo_config_changes_nearly_every_weight(tmp_path):
+    """PPO (our loop on accelerate) at the shipped lr 1e-6: fp32 master weights with bf16
+    autocast move >= 99 % of the policy's elements in one step (bf16 parameters moved ~2 %)."""
+    from masksearch.training.config import load_settings
+
+    settings = load_settings(
+        "rl",
+        CONFIGS / "rl_ppo_qwen2.5-3b.yaml",
+        {
+            "output_dir": str(tmp_path / "out"),
+            "max_steps": 1,
+            "per_device_train_batch_size": 2,
+            "max_turns": 1,
+            "max_turn_tokens": 8,
+            "max_completion_length": 96,
+            "use_cpu": True,
+            "bf16": True,
+            "save_strategy": "no",
+            "report_to": "none",
+            "disable_tqdm": True,
+            "warmup_steps": 0,
+            "activation_checkpointing": False,
+        },
+    )
+    assert settings.args.learning_rate == 1e-6 and settings.algorithm == "ppo"
+    assert _one_step_fraction(settings, "ppo", tmp_path) >= 0.99
 
 
 def test_bf16_parameters_are_refused():

@@ -296,6 +296,10 @@ def _derive(settings: SFTSettings | RLSettings, trainer: dict[str, Any]) -> None
     if held_out and trainer.get("eval_strategy", "no") == "no":
         trainer["eval_strategy"] = "steps"
         trainer.setdefault("eval_steps", trainer.get("save_steps"))
+        # RL evaluates whole groups: the eval batch must hold num_generations completions
+        trainer.setdefault(
+            "per_device_eval_batch_size", trainer.get("per_device_train_batch_size", 8)
+        )
     if isinstance(settings, SFTSettings):
         trainer["assistant_only_loss"] = False  # our labels already mask all but the agent's tokens
         trainer["completion_only_loss"] = False
