@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from masksearch.context import Context
 from masksearch.errors import ConfigError, InputError
 
 MANIFEST = "run.json"
@@ -54,7 +55,7 @@ class Variant:
         }
 
 
-def context_settings(context: Any, *, judge_model: str | None = None) -> dict[str, Any]:
+def context_settings(context: Context, *, judge_model: str | None = None) -> dict[str, Any]:
     """The settings of a method's `Context` that change its rows (+ the eval judge)."""
     data = {k: v for k, v in context.to_dict().items() if k not in NOT_FINGERPRINTED}
     data = {k: v for k, v in data.items() if not k.endswith("_model")}
@@ -145,15 +146,15 @@ def check_compatible(
             )
     by_key = {v.key: v for v in variants}
     for row in rows:
-        v = by_key.get(f"{row_label(row)}|{row.get('method')}")
-        if v is not None and row.get("config") != v.fingerprint:
+        match = by_key.get(f"{row_label(row)}|{row.get('method')}")
+        if match is not None and row.get("config") != match.fingerprint:
             what = (
                 "an older version without a configuration record"
                 if "config" not in row
                 else ("other settings")
             )
             raise ConfigError(
-                f"{out_dir / 'results.jsonl'}: {v.method} [{v.label}] has rows run with {what} "
+                f"{out_dir / 'results.jsonl'}: {match.method} [{match.label}] has rows run with {what} "
                 f"(e.g. {row.get('dataset')}/{row.get('id')}); {hint}"
             )
     old_sets = manifest.get("datasets") or {}

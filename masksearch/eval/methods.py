@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from masksearch.context import Context
 from masksearch.eval.items import EvalItem
+from masksearch.records import Step
 from masksearch.resources import DEFAULT, Resources
 from masksearch.tagformat import final_answer
 
@@ -32,14 +34,14 @@ class MethodOutput:
     turns: int = 0
     search_calls: int = 0
     usage: dict[str, int] = field(default_factory=dict)
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     calls: list[dict[str, Any]] | None = None  # multi-agent: the role calls that ran, in order
 
 
 class Method(Protocol):
     name: str
     model: str
-    context: Any  # masksearch.context.Context
+    context: Context
 
     async def answer(self, item: EvalItem) -> MethodOutput: ...
 
@@ -62,9 +64,9 @@ _CALL_FIELDS = (
 )
 
 
-def _call(step: dict[str, Any]) -> dict[str, Any]:
+def _call(step: Step) -> dict[str, Any]:
     """One graph step as stored in a result row (retrieved passages by id and title only)."""
-    call = {k: step[k] for k in _CALL_FIELDS if k in step}
+    call: dict[str, Any] = {k: step[k] for k in _CALL_FIELDS if k in step}  # type: ignore[literal-required]
     if step.get("passages"):
         call["passages"] = [
             {"id": p.get("id"), "title": p.get("title")}
@@ -78,7 +80,7 @@ class GraphMethod:
     """Runs an item through `masksearch.graph` (`run_example`) in the context's agent mode."""
 
     def __init__(
-        self, name: str, context: Any, graph: Any = None, resources: Resources | None = None
+        self, name: str, context: Context, graph: Any = None, resources: Resources | None = None
     ) -> None:
         from masksearch.graph.builder import build_graph
 
@@ -115,7 +117,7 @@ class GraphMethod:
             usage=usage,
             # single agent: its conversation; multi-agent: the planner/rewriter/search/observer
             # calls that ran (a student transcript would be a re-rendering, not what ran)
-            messages=None if multi else list(record.get("messages", [])),
+            messages=None if multi else [dict(m) for m in record.get("messages", [])],
             calls=[_call(s) for s in steps] if multi else None,
         )
 
@@ -126,7 +128,7 @@ class RagPE:
     name = "rag-pe"
 
     def __init__(
-        self, context: Any, *, attempts: int = 3, resources: Resources | None = None
+        self, context: Context, *, attempts: int = 3, resources: Resources | None = None
     ) -> None:
         self.context = context
         self.model = context.planner_model
@@ -180,7 +182,7 @@ class RagPE:
 
 
 def build_method(
-    name: str, context: Any, *, graph: Any = None, resources: Resources | None = None
+    name: str, context: Context, *, graph: Any = None, resources: Resources | None = None
 ) -> Method:
     """A method by name, sharing `context` (models, retriever, top_k, max_turns, sampling) and
     `resources` (the loaded models and retriever; default the process-wide `DEFAULT`)."""

@@ -236,7 +236,7 @@ def make_hybrid_reward(
 
     def hybrid_reward(prompts=None, completions=None, **kwargs) -> list[float]:
         rows = list(_rows(completions, kwargs))
-        if answer_metric == "judge":
+        if judge is not None and answer_metric == "judge":
             scores = judge(prompts=prompts, completions=completions, **kwargs)
         else:
             scores = [SCORERS[answer_metric](final_answer(c), g, r) for c, g, r in rows]
