@@ -48,12 +48,14 @@ def strip_tags(text: str) -> str:
     return "\n".join(" ".join(line.split()) for line in cleaned.splitlines() if line.strip())
 
 
-def dedupe(items: Iterable[str]) -> list[str]:
-    """Drop empty strings and duplicates (case-insensitive), keep first-seen order."""
+def dedupe(items: Iterable[str], *, ignore_case: bool = True) -> list[str]:
+    """Strip, drop empty strings and duplicates (case-insensitive unless `ignore_case=False`),
+    keep first-seen order."""
     seen: set[str] = set()
     out: list[str] = []
     for item in items:
-        key = item.casefold()
+        item = item.strip()
+        key = item.casefold() if ignore_case else item
         if item and key not in seen:
             seen.add(key)
             out.append(item)

@@ -16,7 +16,6 @@ from masksearch.eval.items import EvalItem
 from masksearch.eval.readers import (
     Where,
     csv_records,
-    dedupe,
     fail,
     first_char,
     json_items,
@@ -27,6 +26,7 @@ from masksearch.eval.readers import (
     text_field,
 )
 from masksearch.jsonl import iter_jsonl
+from masksearch.tagformat import dedupe
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def load_2wiki(
             if key in obj:
                 item.metadata[key] = obj[key]
         item.golden_answers = dedupe(
-            item.golden_answers + aliases.get(str(obj.get("answer_id")), [])
+            item.golden_answers + aliases.get(str(obj.get("answer_id")), []), ignore_case=False
         )
         yield item
 
@@ -109,7 +109,10 @@ def load_musique(
             raise fail("expected true or false", where, "answerable")
         if not answerable and not include_unanswerable:
             continue
-        golds = dedupe([text_field(obj, "answer", where)] + str_list(obj, "answer_aliases", where))
+        golds = dedupe(
+            [text_field(obj, "answer", where)] + str_list(obj, "answer_aliases", where),
+            ignore_case=False,
+        )
         meta: dict[str, Any] = {"answerable": answerable}
         if isinstance(obj.get("question_decomposition"), list):
             meta["hops"] = len(obj["question_decomposition"])
@@ -194,7 +197,7 @@ def load_freshqa(path: str | Path, *, split: str | None = None, **_: Any) -> Ite
     for n, (where, rec) in enumerate(csv_records(path, ("question", "answer_0"))):
         if split and rec.get("split", "").strip().lower() != split.lower():
             continue
-        golds = dedupe([rec.get(c, "") or "" for c in answer_cols])
+        golds = dedupe([rec.get(c, "") or "" for c in answer_cols], ignore_case=False)
         if not golds:
             raise fail("no answer in answer_0..answer_9", where, "answer_0")
         meta: dict[str, Any] = {
@@ -212,7 +215,7 @@ def parse_flashrag(obj: dict[str, Any], where: Where, dataset: str) -> EvalItem:
     """`{id, question, golden_answers, metadata}` (FlashRAG / Search-R1 data files)."""
     if "golden_answers" not in obj:
         raise fail("missing required field", where, "golden_answers")
-    golds = dedupe(str_list(obj, "golden_answers", where))
+    golds = dedupe(str_list(obj, "golden_answers", where), ignore_case=False)
     if not golds:
         raise fail("no non-empty answer", where, "golden_answers")
     meta = obj.get("metadata") or {}

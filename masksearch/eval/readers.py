@@ -46,17 +46,6 @@ def str_list(obj: dict[str, Any], key: str, where: Where) -> list[str]:
     return [str(v) for v in value]
 
 
-def dedupe(answers: list[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for a in answers:
-        a = a.strip()
-        if a and a not in seen:
-            seen.add(a)
-            out.append(a)
-    return out
-
-
 def load_json_list(path: str | Path) -> list[Any]:
     """A whole-file JSON list (HotpotQA/2Wiki/FanoutQA); located error on bad JSON."""
     path = str(path)

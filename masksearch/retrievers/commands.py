@@ -102,8 +102,11 @@ def serve(
         ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (1-65535).")] = 8000,
-    topk: Annotated[
-        int, typer.Option("--topk", min=1, help="Default top-k when a request has none.")
+    top_k: Annotated[
+        int,
+        typer.Option(
+            "--top-k", min=1, help="Passages per query when a request sends no `topk` field."
+        ),
     ] = 3,
     mmap: Annotated[bool, typer.Option("--mmap", help="Memory-map the index files.")] = False,
     token_env: Annotated[
@@ -145,7 +148,7 @@ def serve(
     limits = ServerLimits(
         max_body_bytes=max_body_bytes, max_queries=max_queries, max_query_chars=max_query_chars
     )
-    run_server(retriever, host=host, port=port, default_topk=topk, token=token, limits=limits)
+    run_server(retriever, host=host, port=port, default_top_k=top_k, token=token, limits=limits)
 
 
 def search(

@@ -144,7 +144,7 @@ def _short_validation_detail(errors: list[Any]) -> dict[str, Any]:
 def create_app(
     retriever: Retriever,
     *,
-    default_topk: int = 3,
+    default_top_k: int = 3,
     token: str | None = None,
     limits: ServerLimits | None = None,
 ) -> Any:
@@ -199,7 +199,7 @@ def create_app(
                     detail=f"queries[{i}]: {len(q)} characters; "
                     f"the limit is {limits.max_query_chars}",
                 )
-        k = req.topk or default_topk
+        k = req.topk or default_top_k
         try:
             results = retriever.search(req.queries, k)
         except Exception as e:  # report retrieval failures as 503, never crash the server
@@ -228,7 +228,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    default_topk: int = 3,
+    default_top_k: int = 3,
     token: str | None = None,
     limits: ServerLimits | None = None,
     log_level: str = "info",
@@ -239,7 +239,7 @@ def serve(
     check_port(port)
     check_bind(host, token)
     uvicorn.run(
-        create_app(retriever, default_topk=default_topk, token=token, limits=limits),
+        create_app(retriever, default_top_k=default_top_k, token=token, limits=limits),
         host=host,
         port=port,
         log_level=log_level,
