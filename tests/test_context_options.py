@@ -49,6 +49,11 @@ def test_options_build_the_context_with_role_fallback_and_defaults():
         (["run"], {"retriever", "max_passages"}),  # run builds its index; --max-passages = corpus
         # the method sets the agent mode; --judge-model is eval's own judge; no acceptance step
         (["eval", "run"], {"agent_mode", "judge_model", "recall_threshold", "review_queries"}),
+        # evolve's teacher is each round's model, in single_agent mode (--model is the base model)
+        (
+            ["evolve"],
+            {"planner_model", "rewriter_model", "observer_model", "agent_mode", "review_queries"},
+        ),
     ],
 )
 def test_every_context_field_is_an_option(command, left_out):

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from masksearch.context import Context
+from masksearch.context_options import context_options
+
 train_app = typer.Typer(
     help="Train a search agent on trajectories (SFT) or with search rollouts (GRPO/DAPO, PPO).",
     no_args_is_help=True,
@@ -187,6 +190,13 @@ def export_cmd(
     typer.echo(f"wrote {n} rows to {out}")
 
 
+# evolve sets these graph settings itself: each round's teacher in single_agent mode
+EVOLVE_SETS = frozenset(
+    {"planner_model", "rewriter_model", "observer_model", "agent_mode", "review_queries"}
+)
+
+
+@context_options(exclude=EVOLVE_SETS)
 def evolve_cmd(
     seed_records: Annotated[
         str, typer.Option("--seed-records", help="Seed trajectories (multi-agent startup, judged).")
@@ -208,14 +218,6 @@ def evolve_cmd(
         Path | None,
         typer.Option("--sft-config", help="SFT YAML for the teacher (model is overridden)."),
     ] = None,
-    retriever: Annotated[
-        str | None,
-        typer.Option("--retriever", help="Retriever spec for the graph (default: the graph's)."),
-    ] = None,
-    judge_model: Annotated[
-        str | None,
-        typer.Option("--judge-model", help="LLM judge spec used to filter trajectories."),
-    ] = None,
     serve_url: Annotated[
         str | None,
         typer.Option(
@@ -227,6 +229,7 @@ def evolve_cmd(
     sets: Annotated[
         list[str] | None, typer.Option("--set", help=SET_HELP + " Applies to the SFT settings.")
     ] = None,
+    context: Context = None,  # type: ignore[assignment]  # built from the options
 ) -> None:
     """Self-evolving teacher: SFT a teacher on the pool, generate on fresh RAMP questions, judge, grow."""
     from masksearch.masking.io import load_masked
@@ -234,13 +237,12 @@ def evolve_cmd(
     from masksearch.training.evolve import EvolveSettings, evolve, graph_generate_fn, sft_train_fn
 
     sft = _settings("sft", sft_config, sets, model=model)
-    context = {k: v for k, v in (("retriever", retriever), ("judge_model", judge_model)) if v}
     settings = EvolveSettings(
         out_dir=str(out),
         rounds=rounds,
         batch_size=batch_size,
         serve_url=serve_url,
-        context=context,
+        context={k: v for k, v in context.to_dict().items() if k not in EVOLVE_SETS},
         concurrency=concurrency,
     )
     seed = load_training_records(seed_records, accepted_only=True)
