@@ -441,6 +441,13 @@ CASES = [
         ),
     ),
     (
+        "gen-checkpoint-readonly",
+        lambda e: (
+            e.gen(e.masked(), "--checkpoint", f"sqlite:///{e.readonly() / 'c.sqlite'}"),
+            ["--checkpoint", "read-only"],
+        ),
+    ),
+    (
         "gen-disk-full",
         lambda e: (
             e.gen(

@@ -121,9 +121,9 @@ def mask_command(
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
 ) -> None:
-    from masksearch.errors import ConfigError
+    from masksearch.errors import ConfigError, MaskSearchError
     from masksearch.fileio import atomic_write_text, check_output_file
-    from masksearch.masking.runner import STRATEGIES, mask_corpus
+    from masksearch.masking.runner import STRATEGIES, MaskSummary, mask_corpus
     from masksearch.masking.select import KDist, MaskConfig
 
     if strategy not in STRATEGIES:
@@ -149,19 +149,27 @@ def mask_command(
         extra = {"ppl_mode": ppl_mode, "batch_size": batch_size, "device": device}
     elif strategy == "llm":
         extra = {"max_concurrency": concurrency}
-    summary = mask_corpus(
-        corpus,
-        out,
-        strategy=strategy,
-        config=config,
-        model=model,
-        limit=limit,
-        max_examples=max_examples,
-        progress=progress,
-        corpus_format=corpus_format,
-        calibrate_on=calibrate,
-        **extra,
-    )
+    summary = MaskSummary()
+    try:
+        mask_corpus(
+            corpus,
+            out,
+            strategy=strategy,
+            config=config,
+            model=model,
+            limit=limit,
+            max_examples=max_examples,
+            progress=progress,
+            corpus_format=corpus_format,
+            calibrate_on=calibrate,
+            summary=summary,
+            **extra,
+        )
+    except MaskSearchError:
+        if summary.written:  # say what was kept before the error line
+            typer.echo(summary.format(), err=True)
+            typer.echo(f"kept {summary.written} new examples in {out}", err=True)
+        raise
     typer.echo(summary.format(), err=True)
     typer.echo(
         f"wrote {summary.written} examples to {out} ({summary.existing + summary.written} in all)",

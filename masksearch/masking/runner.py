@@ -258,6 +258,7 @@ def mask_corpus(
     progress: bool = True,
     corpus_format: str = "auto",
     calibrate_on: int = 2000,
+    summary: MaskSummary | None = None,
     **strategy_kwargs: Any,
 ) -> MaskSummary:
     """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds.
@@ -281,7 +282,8 @@ def mask_corpus(
     config = config or MaskConfig()
     check_output_file(out, what="--out")  # before reading it: /dev/full, a FIFO, a folder
     done = existing_source_ids(out)
-    summary = MaskSummary(target=config.k_dist.probabilities(), existing=len(done))
+    summary = summary if summary is not None else MaskSummary()
+    summary.target, summary.existing = config.k_dist.probabilities(), len(done)
     if max_examples is not None and summary.existing >= max_examples:
         return summary  # already holds the requested total
     proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
