@@ -370,3 +370,24 @@ def test_a_store_that_fills_up_mid_batch_stops_with_one_line_and_keeps_what_it_h
     store._db = real_db
     assert store.ids() == {"ex0", "ex1"}
     store.close()
+
+
+def test_mask_on_a_truncated_gz_keeps_and_reports_what_it_wrote(tmp_path, capsys):
+    import gzip
+
+    rows = TINY.read_text().splitlines()
+    big = "".join(
+        json.dumps({**json.loads(r), "id": f"{json.loads(r)['id']}-{c}"}) + "\n"
+        for c in range(40)
+        for r in rows
+    )
+    blob = gzip.compress(big.encode())
+    corpus = tmp_path / "c.jsonl.gz"
+    corpus.write_bytes(blob[: len(blob) // 2])
+    out = tmp_path / "o.jsonl"
+    argv = ["mask", "--corpus", str(corpus), "--out", str(out), "--no-progress"]
+    assert run([*argv, "--calibrate", "0", "--min-words", "5"]) == 2
+    err = capsys.readouterr().err
+    kept = sum(1 for _ in out.open())
+    assert kept > 0 and f"kept {kept} new examples" in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {corpus}:")
