@@ -71,7 +71,12 @@ def sft_worker(out: str, steps: int, batch: int, max_length: int) -> None:
 
     from masksearch.training.config import build_settings
     from masksearch.training.sft import train_sft
-    from masksearch.training.smoke import example_record, offline_tokenizer, tiny_model
+    from masksearch.training.smoke import (
+        TINY_CPU_TRAINER,
+        example_record,
+        offline_tokenizer,
+        tiny_model,
+    )
 
     state = PartialState()
     tok = offline_tokenizer()
@@ -79,20 +84,12 @@ def sft_worker(out: str, steps: int, batch: int, max_length: int) -> None:
     settings = build_settings(
         "sft",
         {
-            "model": "tiny",
+            **TINY_CPU_TRAINER,
             "output_dir": f"{out}/sft",
             "max_steps": steps,
             "max_length": max_length,
             "per_device_train_batch_size": batch,
             "gradient_accumulation_steps": 1,
-            "warmup_steps": 0,
-            "use_cpu": True,
-            "save_strategy": "no",
-            "report_to": "none",
-            "disable_tqdm": True,
-            "logging_steps": 1,
-            "activation_checkpointing": False,
-            "dataloader_num_workers": 0,
         },
     )
     records = [example_record(i) for i in range(steps * batch * state.num_processes)]
@@ -110,6 +107,8 @@ def sft_worker(out: str, steps: int, batch: int, max_length: int) -> None:
 
 
 def run_sft(procs: int, steps: int, batch: int, max_length: int) -> dict[str, Any]:
+    from masksearch.training.smoke import cpu_launch_command
+
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
@@ -117,26 +116,7 @@ def run_sft(procs: int, steps: int, batch: int, max_length: int) -> dict[str, An
             "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // procs)),
         }
         worker = [__file__, "_sft_worker", tmp, str(steps), str(batch), str(max_length)]
-        if procs == 1:
-            cmd = [sys.executable, *worker]
-        else:
-            cmd = [
-                sys.executable,
-                "-m",
-                "accelerate.commands.launch",
-                "--multi_gpu",  # no CUDA here: torch.distributed.run with gloo on CPU
-                "--num_processes",
-                str(procs),
-                "--num_machines",
-                "1",
-                "--mixed_precision",
-                "no",
-                "--dynamo_backend",
-                "no",
-                "--main_process_port",
-                "29633",
-                *worker,
-            ]
+        cmd = [sys.executable, *worker] if procs == 1 else cpu_launch_command(procs, 29633, *worker)
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode:
             raise SystemExit(res.stderr[-3000:])
@@ -252,7 +232,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("what", nargs="*", default=["sft", "rollout"], choices=["sft", "rollout"])
+    ap.add_argument("what", nargs="*", help="sft and/or rollout (default: both)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=512)
@@ -265,6 +245,9 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="H100 SXM dense bf16")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    args.what = args.what or ["sft", "rollout"]
+    if set(args.what) - {"sft", "rollout"}:
+        ap.error("what: choose sft and/or rollout")
     results: dict[str, Any] = {}
     if args.gpu:
         results["gpu_sft"] = run_gpu(args.model, args.records, args.steps, args.peak_tflops)

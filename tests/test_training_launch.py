@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -237,28 +236,9 @@ def _run_launch(script: str, tmp_path: Path) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ranks"
     out.mkdir()
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        # accelerate 1.x's `--cpu` launcher spawns ONE process unless MPI is set up; `--multi_gpu`
-        # on a box without CUDA runs torch.distributed.run with the gloo backend on CPU
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29611",
-        "-m",
-        "masksearch.training.smoke",
-        script,
-        str(tmp_path),
-    ]
+    from masksearch.training.smoke import cpu_launch_command
+
+    cmd = cpu_launch_command(2, 29611, "-m", "masksearch.training.smoke", script, str(tmp_path))
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]

@@ -121,6 +121,43 @@ def example_record(i: int = 0, *, accepted: bool = True) -> dict[str, Any]:
 # -- launched smoke runs: `accelerate launch … -m masksearch.training.smoke sft|grpo <dir>` -------
 
 
+def cpu_launch_command(processes: int, port: int, *target: str) -> list[str]:
+    """`accelerate launch` for `processes` CPU ranks (gloo DDP), then `target` (a script and its
+    arguments, or `-m module …`). accelerate 1.x's `--cpu` launcher starts ONE process unless MPI
+    is set up; `--multi_gpu` on a box without CUDA runs torch.distributed.run with gloo on CPU."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *(["--multi_gpu"] if processes > 1 else ["--cpu"]),
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *target,
+    ]
+
+
+TINY_CPU_TRAINER = {  # trainer keys for tiny CPU runs: no saving, no trackers, no warmup
+    "model": "tiny",
+    "warmup_steps": 0,
+    "use_cpu": True,
+    "save_strategy": "no",
+    "report_to": "none",
+    "disable_tqdm": True,
+    "logging_steps": 1,
+    "activation_checkpointing": False,
+}
+
+
 class FakeRetriever:
     """Two fixed passages per query (no index needed)."""
 
@@ -173,18 +210,7 @@ def _launched_run(kind: str, out_dir: str) -> None:
     tok = offline_tokenizer()
     model = tiny_model(tok)  # same seed on every rank
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    common = {
-        "model": "tiny",
-        "output_dir": f"{out_dir}/{kind}",
-        "max_steps": 2,
-        "warmup_steps": 0,
-        "use_cpu": True,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "logging_steps": 1,
-        "seed": 0,
-    }
+    common = {**TINY_CPU_TRAINER, "output_dir": f"{out_dir}/{kind}", "max_steps": 2, "seed": 0}
     from masksearch.training.config import build_settings
 
     if kind == "sft":
@@ -198,7 +224,6 @@ def _launched_run(kind: str, out_dir: str) -> None:
                 "per_device_train_batch_size": 1,
                 "gradient_accumulation_steps": 1,
                 "learning_rate": 1e-5,
-                "activation_checkpointing": False,
             },
         )
         stats = train_sft(
@@ -223,7 +248,6 @@ def _launched_run(kind: str, out_dir: str) -> None:
                 "max_completion_length": 200,
                 "learning_rate": 1e-3,
                 "beta": 0.0,
-                "activation_checkpointing": False,
             },
         )
         retriever = FakeRetriever()
