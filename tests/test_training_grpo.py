@@ -353,3 +353,32 @@ def test_max_turns_episode_contributes_to_the_grpo_loss(tok, tmp_path):
     grad = trainer.model.model.layers[0].self_attn.q_proj.weight.grad
     assert loss.abs().item() > 0 and grad is not None and grad.abs().sum() > 0
     assert torch.isfinite(loss)
+
+
+@pytest.mark.slow
+def test_held_out_sets_are_evaluated_during_training(tok, tmp_path):
+    """`eval_questions` → TRL evaluates each held-out set with the same rollout and rewards."""
+    from masksearch.training.config import build_settings
+    from masksearch.training.grpo import build_grpo_trainer
+
+    settings = build_settings(
+        "rl",
+        {**TINY_RL, "output_dir": str(tmp_path / "rl"), "eval_questions": ["unused.jsonl"]},
+    )
+    assert settings.args.eval_strategy == "steps" and settings.args.per_device_eval_batch_size == 2
+    q = {"id": "q", "question": "When was it built?", "answers": ["1889"], "task": "qa", "k": 0}
+    retr = FakeRetriever()
+    trainer = build_grpo_trainer(
+        settings,
+        questions=[q, q],
+        eval_questions={"ramp": [q, q], "hotpotqa": [q, q]},
+        model=tiny_model(tok),
+        tokenizer=tok,
+        retriever=retr,
+        rollout=SearchRollout(
+            retr, tok, max_turns=1, max_turn_tokens=64, generate_fn=scripted(tok, [ANSWER])
+        ),
+    )
+    metrics = trainer.evaluate()
+    assert "eval_ramp_runtime" in metrics and "eval_hotpotqa_runtime" in metrics
+    assert metrics["eval_rewards/hybrid_reward/mean"] == pytest.approx(1.0)  # scripted: correct
