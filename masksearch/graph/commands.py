@@ -7,7 +7,7 @@ import contextlib
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -32,21 +32,28 @@ def register(app: typer.Typer) -> None:
 )
 def chat(
     context: Context,
-    thread: str | None = typer.Option(
-        None, "--thread", "-t", help="Thread id to continue or create (default: a new thread)."
-    ),
-    resume: bool = typer.Option(
-        False,
-        "--resume",
-        help="Continue the most recent chat thread (or --thread): show its history, finish an "
-        "interrupted question.",
-    ),
-    checkpoint: str | None = typer.Option(
-        None,
-        "--checkpoint",
-        help="Where threads are kept: sqlite:///path.db, postgres://..., or memory "
-        "(default: chat.db in the masksearch cache directory).",
-    ),
+    thread: Annotated[
+        str | None,
+        typer.Option(
+            "--thread", "-t", help="Thread id to continue or create (default: a new thread)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the most recent chat thread (or --thread): show its history, finish "
+            "an interrupted question.",
+        ),
+    ] = False,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            help="Where threads are kept: sqlite:///path.db, postgres://..., or memory "
+            "(default: chat.db in the masksearch cache directory).",
+        ),
+    ] = None,
 ) -> None:
     """Interactive loop: read questions (one per line) and stream every graph step.
 
