@@ -382,3 +382,63 @@ def test_held_out_sets_are_evaluated_during_training(tok, tmp_path):
     metrics = trainer.evaluate()
     assert "eval_ramp_runtime" in metrics and "eval_hotpotqa_runtime" in metrics
     assert metrics["eval_rewards/hybrid_reward/mean"] == pytest.approx(1.0)  # scripted: correct
+
+
+def test_vllm_generation_goes_through_trls_engine(tok):
+    """`use_vllm`: each turn is one call to the trainer's `VLLMGeneration` (colocate or server —
+    the same object) with our stop strings and per-turn budget; its settings are restored and the
+    sampling log-probs come back for TRL's importance-sampling correction."""
+    from types import SimpleNamespace
+
+    class FakeEngine:
+        max_completion_length = 2048
+        generation_kwargs = {"seed": 1}
+        calls = []
+
+        def generate(self, prompts, images, num_generations):
+            self.calls.append(
+                (len(prompts), self.max_completion_length, dict(self.generation_kwargs))
+            )
+            text = SEARCH if len(self.calls) == 1 else ANSWER
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            return prompts, [ids for _ in prompts], [[[-0.5]] * len(ids) for _ in prompts], None
+
+    engine = FakeEngine()
+    trainer = SimpleNamespace(use_vllm=True, vllm_generation=engine, model=None, accelerator=None)
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=48)
+    out = ro([PROMPT, PROMPT], trainer)
+    assert [c[0] for c in engine.calls] == [2, 2] and engine.calls[0][1] == 48
+    assert engine.calls[0][2] == {
+        "seed": 1,
+        "stop": ["</search>", "</answer>"],
+        "include_stop_str_in_output": True,
+    }
+    assert engine.max_completion_length == 2048 and engine.generation_kwargs == {"seed": 1}
+    assert out["rollout_status"] == ["answered", "answered"]
+    lps, mask = out["logprobs"][0], out["env_mask"][0]
+    assert all((lp == -0.5) for lp, m in zip(lps, mask, strict=True) if m)  # generated tokens
+    assert all(lp is None for lp, m in zip(lps, mask, strict=True) if not m)  # environment
+
+
+def test_lora_keeps_trained_weights_fp32_over_a_bf16_base(tmp_path):
+    import torch
+    from peft import get_peft_model
+
+    from masksearch.training.config import build_settings
+    from masksearch.training.modeling import check_trainable_fp32, load_model, lora_config
+    from masksearch.training.smoke import offline_tokenizer
+
+    tok = offline_tokenizer()
+    tiny_model(tok, hidden=16, layers=1).save_pretrained(tmp_path / "m")
+    settings = build_settings(
+        "sft",
+        {"model": str(tmp_path / "m"), "lora": {"enabled": True, "r": 4, "base_dtype": "bfloat16"}},
+    )
+    base = load_model(settings, lora=settings.lora)
+    assert next(base.parameters()).dtype == torch.bfloat16  # frozen base may be bf16
+    model = get_peft_model(base, lora_config(settings.lora))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)
+    check_trainable_fp32(model)
+    full = load_model(build_settings("sft", {"model": str(tmp_path / "m")}))
+    assert all(p.dtype == torch.float32 for p in full.parameters())  # no LoRA: all fp32
