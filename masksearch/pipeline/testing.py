@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -232,14 +233,17 @@ def local_postgres(workdir: str | os.PathLike[str]) -> Iterator[str | None]:
         prefix = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", 5400 + os.getpid() % 500
     run = lambda *cmd: subprocess.run(  # noqa: E731
-        [*prefix, *cmd], capture_output=True, text=True, timeout=120
+        [*prefix, *cmd], capture_output=True, text=True, timeout=120, cwd=root
     )
-    if run(initdb, "-D", str(data), "-A", "trust", "-U", "test").returncode != 0:
+    made = run(initdb, "-D", str(data), "-A", "trust", "-U", "test")
+    if made.returncode != 0:
+        print(f"local_postgres: initdb failed: {made.stderr.strip()[-300:]}", file=sys.stderr)
         yield None
         return
     opts = f"-k {root} -p {port} -c listen_addresses='' -c fsync=off"
     started = run(pg_ctl, "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"), "start")
     if started.returncode != 0:
+        print(f"local_postgres: pg_ctl failed: {started.stderr.strip()[-300:]}", file=sys.stderr)
         yield None
         return
     try:
