@@ -81,7 +81,7 @@ def measure(
     tag: str,
     ray_workers: int = 0,
     team: TeamSetup | None = None,
-    durability: Durability = "sync",
+    durability: Durability = "exit",
 ) -> tuple[float, float]:
     """(examples per second, CPU seconds per example) for one run into a fresh store."""
     url = "memory" if checkpointer == "memory" else f"sqlite:///{workdir / f'{tag}.ckpt.sqlite'}"
@@ -220,7 +220,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--durability",
-        default="sync",
+        default="exit",
         choices=["sync", "async", "exit"],
         help="LangGraph checkpoint durability (`masksearch generate --durability`)",
     )

@@ -72,6 +72,8 @@ def _generate_cmd(tmp_path):
         "--concurrency",
         "4",
         "--no-progress",
+        "--durability",
+        "sync",  # every step checkpointed: the examples in flight at a kill resume mid-example
     ]
     return cmd, store
 

@@ -97,9 +97,9 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 "--durability",
-                help="When checkpoints are written: sync (each step, a kill resumes at the last step), async (overlapped with the next step), exit (only at the end: cheapest, a killed example restarts). See docs/pipeline.md.",
+                help="When each example's checkpoints are written: exit (default: once, when it ends; cheapest in CPU; an example killed mid-run restarts from its first step), sync (after every step, before the next: a killed example resumes at its last step; for long multi-turn runs with expensive calls), async (every step, overlapped with the next). Finished examples are never rerun either way. See docs/pipeline.md.",
             ),
-        ] = "sync",
+        ] = "exit",
         summary_json: Annotated[
             Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")
         ] = None,

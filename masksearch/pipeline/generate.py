@@ -2,9 +2,11 @@
 
 Resume: ids already in the store are skipped (failed ones are redone with `retry_failed`); an
 example that was in flight when the process died has the same deterministic thread id on the
-next run, so the graph resumes it from the checkpointer. Each record is committed to the store
-as soon as it is finished, then its checkpoint thread is deleted (failed threads are kept so a
-retry can resume from the last good step). The store's primary key makes duplicates impossible.
+next run, so the graph resumes it from the checkpointer. Finished records are committed to the
+store in small batches (`WRITE_BATCH` records or `FLUSH_S` seconds), then their checkpoint
+threads are deleted (failed threads are kept so a retry can resume from the last good step); a
+record finished but not yet committed when the process dies is rebuilt from its final checkpoint
+on the next run, without a model call. The store's primary key makes duplicates impossible.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from masksearch.errors import InputError, OutputError
 from masksearch.graph.records import failed_record
@@ -28,9 +30,13 @@ from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
 FORGET_BATCH = 32  # finished checkpoint threads deleted per transaction
+WRITE_BATCH = 16  # finished records committed per store transaction...
+FLUSH_S = 0.2  # ...or after this long, whichever comes first
+CHECK_BATCH = 64  # input ids looked up in the store per query
 
 RunOne = Callable[[MaskedExample], Awaitable[TrajectoryRecord]]
 Durability = Literal["sync", "async", "exit"]
+T = TypeVar("T")
 
 
 async def generate(
@@ -49,7 +55,7 @@ async def generate(
     keep_checkpoints: bool = False,
     summary: Summary | None = None,
     graph_options: dict[str, Any] | None = None,
-    durability: Durability = "sync",
+    durability: Durability = "exit",
 ) -> Summary:
     """Run the graph over `examples` with `concurrency` workers; write each record to `store`.
 
@@ -62,10 +68,10 @@ async def generate(
     - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`,
       `resources`: the `masksearch.resources.Resources` serving the Context's specs; default the
       process-wide `DEFAULT`, which a Ray worker's setup fills).
-    - `durability`: when LangGraph writes checkpoints (docs/pipeline.md, "Durability"): `sync`
-      (each step on disk before the next; a kill resumes at the last step), `async` (written
-      while the next step runs; a kill may lose the last step), `exit` (only when the example
-      stops: a kill restarts the example from scratch, cheapest in CPU).
+    - `durability`: when LangGraph writes each example's checkpoints (docs/pipeline.md,
+      "Durability"): `exit` (default: once, when the example ends; cheapest; an example killed
+      mid-run restarts from its first step), `sync` (after every step, before the next: a
+      killed example resumes at its last step), `async` (every step, overlapped with the next).
     Returns a `Summary`; a `summary` passed in is filled in place (so a caller sees partial
     counts even if this coroutine is cancelled).
     """
@@ -162,23 +168,33 @@ async def _run_pool(
     bar = _progress_bar(settings.total, limit, settings.progress)
     t0 = time.perf_counter()
 
-    in_flight: set[str] = set()  # bounded by concurrency + queue size (no per-input memory)
+    # ids queued, running, or finished but not yet committed: bounded by concurrency, the
+    # queue and one write batch (no per-input memory)
+    in_flight: set[str] = set()
 
     async def produce() -> None:
         try:
-            for ex in examples if limit is None else islice(examples, limit):
+            source = examples if limit is None else islice(examples, limit)
+            for chunk in _chunks(source, CHECK_BATCH):
                 if stop.is_set():
                     break
-                if ex.id in in_flight:  # same id again while the first copy is running
-                    summary.skipped_duplicate += 1
-                    continue
-                if store.is_done(ex.id, retry_failed=retry_failed):
-                    summary.skipped_existing += 1
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                in_flight.add(ex.id)
-                await queue.put(ex)
+                done = store.done_among(
+                    list({ex.id for ex in chunk if ex.id not in in_flight}),
+                    retry_failed=retry_failed,
+                )
+                for ex in chunk:
+                    if stop.is_set():
+                        break
+                    if ex.id in in_flight:  # same id again while the first copy is running
+                        summary.skipped_duplicate += 1
+                        continue
+                    if ex.id in done:
+                        summary.skipped_existing += 1
+                        if bar is not None:
+                            bar.update(1)
+                        continue
+                    in_flight.add(ex.id)
+                    await queue.put(ex)
         except asyncio.CancelledError:  # workers are being cancelled too: no sentinels needed
             raise
         except BaseException:
@@ -191,6 +207,54 @@ async def _run_pool(
             await queue.put(None)
 
     finished_threads: list[str | None] = []
+    # finished records not yet committed: written WRITE_BATCH at a time (or every FLUSH_S) in
+    # one transaction. Their checkpoint threads are deleted only after the commit, so a kill
+    # before it loses nothing: the next run rebuilds each from its final checkpoint, with no
+    # model call.
+    unwritten: list[tuple[TrajectoryRecord, dict[str, Any]]] = []
+
+    async def flush() -> None:
+        if not unwritten:
+            return
+        batch, unwritten[:] = list(unwritten), []
+        written = store.write_rows([row for _, row in batch])
+        for (record, _), ok in zip(batch, written, strict=True):
+            in_flight.discard(record["id"])
+            if ok:
+                summary.add(record)
+            else:
+                summary.not_written += 1
+            if saver is not None and not keep_checkpoints and record["status"] != "failed":
+                finished_threads.append(record.get("thread_id"))
+        if bar is not None:
+            bar.update(len(batch))
+            bar.set_postfix(
+                accept=f"{summary.accept_rate:.0%}", failed=summary.failed, refresh=False
+            )
+        summary.elapsed_s = time.perf_counter() - t0
+        if len(finished_threads) >= FORGET_BATCH:
+            threads, finished_threads[:] = list(finished_threads), []
+            await _forget_threads(saver, threads)
+
+    async def flush_every() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await flush()
+
+    def encode(ex: MaskedExample, record: TrajectoryRecord) -> dict[str, Any]:
+        try:
+            return store.encode(record)
+        except (InputError, TypeError, ValueError) as e:
+            if isinstance(e, OutputError):  # the store itself cannot be written: stop
+                raise
+            # this record cannot be stored (invalid, unencodable text): keep the example, as
+            # failed, and go on with the batch
+            failed = utf8_safe(
+                failed_record(ex, context, f"invalid record: {e}", record.get("thread_id", ""))
+            )
+            record.clear()
+            record.update(failed)
+            return store.encode(record)
 
     async def work() -> None:
         while (ex := await queue.get()) is not None:
@@ -211,34 +275,12 @@ async def _run_pool(
                     f"runner returned a record for another id: "
                     f"{record.get('id') if isinstance(record, dict) else record!r}",
                 )
-            try:
-                written = store.put(record)
-            except (InputError, TypeError, ValueError) as e:
-                if isinstance(e, OutputError):  # the store itself cannot be written: stop
-                    raise
-                # this record cannot be stored (invalid, unencodable text): keep the example, as
-                # failed, and go on with the batch
-                record = utf8_safe(
-                    failed_record(ex, context, f"invalid record: {e}", record.get("thread_id", ""))
-                )
-                written = store.put(record)
-            in_flight.discard(ex.id)
-            if written:
-                summary.add(record)
-            else:
-                summary.not_written += 1
-            if saver is not None and not keep_checkpoints and record["status"] != "failed":
-                finished_threads.append(record.get("thread_id"))
-                if len(finished_threads) >= FORGET_BATCH:
-                    batch, finished_threads[:] = list(finished_threads), []
-                    await _forget_threads(saver, batch)
-            summary.elapsed_s = time.perf_counter() - t0
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    accept=f"{summary.accept_rate:.0%}", failed=summary.failed, refresh=False
-                )
+            row = encode(ex, record)
+            unwritten.append((record, row))
+            if len(unwritten) >= WRITE_BATCH:
+                await flush()
 
+    flusher = asyncio.create_task(flush_every())
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(concurrency)]
     tasks = [producer, *workers]
@@ -262,12 +304,33 @@ async def _run_pool(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     finally:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        await flush()  # what finished before a stop, an error or a cancel is committed
         if finished_threads and saver is not None:
             await _forget_threads(saver, finished_threads)
         summary.elapsed_s = time.perf_counter() - t0
         summary.interrupted = summary.interrupted or stop.is_set()
         if bar is not None:
             bar.close()
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to `size` items; if the source raises (bad input), the items read before
+    the error are still yielded, then the error is raised."""
+    chunk: list[T] = []
+    try:
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    except Exception:
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
+        yield chunk
 
 
 async def sweep_finished_threads(saver: Any, store: RecordStore) -> int:

@@ -96,7 +96,7 @@ class GenerateShard:
     limit: int | None = None  # the first N input examples (before sharding)
     skip_bad: bool = False
     retry_failed: bool = False
-    durability: Durability = "sync"
+    durability: Durability = "exit"
 
     async def __call__(self, shard: int, shards: int, stop: asyncio.Event) -> Summary:
         counter = SkipCounter()
@@ -138,7 +138,7 @@ def run_generate(
     summary_json: Path | None = None,
     progress: bool = True,
     cluster: ClusterSettings | None = None,
-    durability: Durability = "sync",
+    durability: Durability = "exit",
 ) -> int:
     """Generate for a masked-data file into a store; print the summary; return an exit code.
 

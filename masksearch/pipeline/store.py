@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -88,7 +89,10 @@ class RecordStore(Protocol):
     """What `generate` and the CLI need from a trajectory store (SQLite or Postgres)."""
 
     def put(self, record: TrajectoryRecord, *, overwrite: bool = False) -> bool: ...
+    def encode(self, record: TrajectoryRecord, *, overwrite: bool = False) -> dict[str, Any]: ...
+    def write_rows(self, rows: list[dict[str, Any]]) -> list[bool]: ...
     def is_done(self, example_id: str, *, retry_failed: bool = False) -> bool: ...
+    def done_among(self, ids: list[str], *, retry_failed: bool = False) -> set[str]: ...
     def ids(self, *, include_failed: bool = True) -> set[str]: ...
     def records(self, *, accepted_only: bool = False) -> Iterator[TrajectoryRecord]: ...
     def stats(self) -> dict[str, Any]: ...
@@ -160,12 +164,25 @@ class TrajectoryStore:
 
     def put_many(self, records: Iterable[TrajectoryRecord], *, overwrite: bool = False) -> int:
         """Store several records in one transaction; return how many were written."""
-        rows = [_row(r, overwrite) for r in records]
-        n = 0
-        with self._transaction():
-            for row in rows:
-                n += self._db.execute(_UPSERT, row).rowcount
-        return n
+        return sum(self.write_rows([_row(r, overwrite) for r in records]))
+
+    def encode(self, record: TrajectoryRecord, *, overwrite: bool = False) -> dict[str, Any]:
+        """The row for `record` (validated, JSON, secrets redacted), for `write_rows`; raises
+        `InputError` for a record that cannot be stored."""
+        return _row(record, overwrite)
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Write encoded rows in one transaction (the `put` rules); which ones were written.
+        A store that cannot be written raises `OutputError` (nothing of the batch is kept)."""
+        if not rows:
+            return []
+        try:
+            with self._transaction():
+                return [self._db.execute(_UPSERT, row).rowcount > 0 for row in rows]
+        except sqlite3.OperationalError as e:
+            raise OutputError(
+                f"cannot write the trajectory store ({e})", path=str(self.path)
+            ) from None
 
     def _transaction(self):
         db = self._db
@@ -242,6 +259,16 @@ class TrajectoryStore:
         ).fetchone()
         return row is not None and not (retry_failed and row[0] == "failed")
 
+    def done_among(self, ids: list[str], *, retry_failed: bool = False) -> set[str]:
+        """Those of `ids` that `is_done` (one query for a batch of at most 500 ids)."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT id, status FROM trajectories WHERE id IN ({marks})", ids
+        ).fetchall()
+        return {i for i, status in rows if not (retry_failed and status == "failed")}
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
 
@@ -314,6 +341,7 @@ CREATE INDEX IF NOT EXISTS trajectories_accepted ON trajectories(accepted);
 """
 
 
+@functools.lru_cache(maxsize=64)
 def _pg_sql(sql: str) -> str:
     """SQLite placeholders (`?`, `:name`) → psycopg's (`%s`, `%(name)s`); rowid → seq."""
     sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("?", "%s"))
@@ -358,13 +386,26 @@ class PostgresTrajectoryStore(TrajectoryStore):
         cur = self._db.execute(self._sql(_UPSERT), _row(record, overwrite))  # type: ignore[arg-type]
         return cur.rowcount > 0
 
-    def put_many(self, records: Iterable[TrajectoryRecord], *, overwrite: bool = False) -> int:
-        rows = [_row(r, overwrite) for r in records]
-        n = 0
-        with self._db.transaction():
-            for row in rows:
-                n += self._db.execute(self._sql(_UPSERT), row).rowcount  # type: ignore[arg-type]
-        return n
+    def write_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
+        import psycopg
+
+        if not rows:
+            return []
+        sql = self._sql(_UPSERT)
+        try:
+            with self._db.transaction():
+                return [self._db.execute(sql, row).rowcount > 0 for row in rows]  # type: ignore[arg-type]
+        except psycopg.OperationalError as e:
+            raise OutputError(f"cannot write the trajectory store ({_pg_error(e)})") from None
+
+    def done_among(self, ids: list[str], *, retry_failed: bool = False) -> set[str]:
+        if not ids:
+            return set()
+        rows = self._db.execute(
+            self._sql("SELECT id, status FROM trajectories WHERE id = ANY(%s)"),  # type: ignore[arg-type]
+            (list(ids),),
+        ).fetchall()
+        return {i for i, status in rows if not (retry_failed and status == "failed")}
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self._db.execute(self._sql(sql), params).fetchone()  # type: ignore[arg-type]
