@@ -143,8 +143,23 @@ def bench_dense(corpus: Path, out: Path, n_passages: int, queries: list[str], k:
             ours.store.get_many(row, s) for row, s in zip(ids, scores, strict=True)
         ]  # as search()
 
+    from masksearch.types import Passage
+
+    in_ram = list(store)  # the same passages as objects in RAM: what the store replaces
+
+    def raw_search_passages():
+        scores, ids = raw.search(qvecs, k)
+        return [
+            [
+                Passage(in_ram[i].id, in_ram[i].title, in_ram[i].text, s)
+                for i, s in zip(r, sr, strict=True)
+            ]
+            for r, sr in zip(ids.tolist(), scores.tolist(), strict=True)
+        ]
+
     raw_s, raw_docs = _timed(raw_search_vectors, 15)
     ours_s, ours_hits = _timed(ours_search_vectors, 15)
+    raw_p, _ = _timed(raw_search_passages, 15)
     agree = np.mean([h[0].contents == d[0] for h, d in zip(ours_hits, raw_docs, strict=True)])
     raw_v, _ = _timed(lambda: raw.search(qvecs, k), 25)
     ours_v, _ = _timed(lambda: ours.search_vectors(qvecs, k), 25)
@@ -154,6 +169,12 @@ def bench_dense(corpus: Path, out: Path, n_passages: int, queries: list[str], k:
             "faiss flat search + passages (raw: text list in RAM; ours: mmap store)",
             len(queries),
             raw_s,
+            ours_s,
+        ),
+        _row(
+            "faiss flat search + Passage objects (raw: Passage list in RAM; ours: mmap store)",
+            len(queries),
+            raw_p,
             ours_s,
         ),
     ]

@@ -331,3 +331,27 @@ def test_ray_workers_share_a_postgres_store(tmp_path, ray_address):
         assert code == 0 and s["run"]["done"] == 20 and s["run"]["skipped"]["existing"] == 40
         ids = [r["id"] for r in iter_records(tmp_path / "all.jsonl")]
         assert sorted(ids) == sorted(f"ex{i}" for i in range(60))
+
+
+def test_rate_limit_is_shared_by_all_workers(tmp_path, ray_address):
+    """One limiter actor for the run: 2 workers together stay under the request rate."""
+    from masksearch.pipeline.ratelimit import RateLimits
+
+    data = _write_input(tmp_path / "in.jsonl", 20)
+    cluster = ClusterSettings(workers=2, address=ray_address, setup=TeamSetup())
+    summary_json = tmp_path / "s.json"
+    code = run_generate(
+        data,
+        tmp_path / "t.sqlite",
+        ctx(),
+        "memory",
+        concurrency=16,
+        progress=False,
+        cluster=cluster,
+        summary_json=summary_json,
+        limits=RateLimits(requests_per_s=30, burst_s=0.5),
+    )
+    run = json.loads(summary_json.read_text())["run"]
+    assert code == 0 and run["done"] == 20
+    # 60 calls at 30/s after a 15-call burst: >= 1.5 s from the first call to the last
+    assert run["elapsed_s"] >= 1.4, run["elapsed_s"]

@@ -93,6 +93,22 @@ def register(app: typer.Typer) -> None:
                 help="Join this Ray cluster (auto, or ray://host:10001); implies --ray. Every node needs the input file and masksearch installed; use a postgresql:// --store across machines.",
             ),
         ] = None,
+        max_rps: Annotated[
+            float | None,
+            typer.Option(
+                "--max-rps",
+                min=0.001,
+                help="At most this many model requests per second for the whole run (all Ray workers together).",
+            ),
+        ] = None,
+        max_tpm: Annotated[
+            float | None,
+            typer.Option(
+                "--max-tpm",
+                min=1,
+                help="At most this many tokens per minute (prompt + completion) for the whole run; charged by estimate, corrected by the reported usage.",
+            ),
+        ] = None,
         durability: Annotated[
             str,
             typer.Option(
@@ -116,6 +132,7 @@ def register(app: typer.Typer) -> None:
         """
         from masksearch.errors import ConfigError
         from masksearch.graph.checkpoint import default_checkpoint_url
+        from masksearch.pipeline.ratelimit import RateLimits
         from masksearch.pipeline.runner import run_generate
         from masksearch.pipeline.store import is_postgres
 
@@ -144,6 +161,7 @@ def register(app: typer.Typer) -> None:
             progress=progress,
             cluster=cluster,
             durability=durability,  # type: ignore[arg-type]
+            limits=RateLimits(max_rps, max_tpm) if (max_rps or max_tpm) else None,
         )
         raise typer.Exit(code)
 

@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from masksearch.errors import InputError, OutputError
 from masksearch.graph.records import failed_record
 from masksearch.jsonl import utf8_safe
+from masksearch.pipeline.ratelimit import Limiter
 from masksearch.pipeline.store import RecordStore, open_store
 from masksearch.pipeline.summary import Summary
 from masksearch.records import TrajectoryRecord
@@ -56,6 +57,7 @@ async def generate(
     summary: Summary | None = None,
     graph_options: dict[str, Any] | None = None,
     durability: Durability = "exit",
+    limiter: Limiter | None = None,
 ) -> Summary:
     """Run the graph over `examples` with `concurrency` workers; write each record to `store`.
 
@@ -72,6 +74,8 @@ async def generate(
       "Durability"): `exit` (default: once, when the example ends; cheapest; an example killed
       mid-run restarts from its first step), `sync` (after every step, before the next: a
       killed example resumes at its last step), `async` (every step, overlapped with the next).
+    - `limiter`: rate limits every model call goes through (`pipeline.ratelimit`: this
+      process's, or the run's shared Ray actor).
     Returns a `Summary`; a `summary` passed in is filled in place (so a caller sees partial
     counts even if this coroutine is cancelled).
     """
@@ -100,7 +104,8 @@ async def generate(
 
         options = dict(graph_options or {})
         options.setdefault("resources", DEFAULT)
-        await warm_up(context, options["resources"])
+        models = await warm_up(context, options["resources"])
+        detach = _limit_models(models, limiter, context) if limiter is not None else None
         async with open_checkpointer(checkpointer_url or "memory") as saver:
             graph = build_graph(checkpointer=saver, **options)
             if not keep_checkpoints:
@@ -109,14 +114,35 @@ async def generate(
             async def _graph_run(ex: MaskedExample) -> TrajectoryRecord:
                 return await run_example(graph, ex, context, durability=durability)
 
-            await _run_pool(examples, st, _graph_run, settings, stop, summary, saver, context)
+            try:
+                await _run_pool(examples, st, _graph_run, settings, stop, summary, saver, context)
+            finally:
+                if detach is not None:
+                    detach()
         return summary
     finally:
         if own_store:
             st.close()
 
 
-async def warm_up(context: Any, resources: Any = None) -> None:
+def _limit_models(models: list[Any], limiter: Limiter, context: Any) -> Callable[[], None]:
+    """Route every model call through `limiter`; returns the undo (models are shared objects)."""
+    from masksearch.pipeline.ratelimit import RateLimitCallback, attach
+
+    handler = RateLimitCallback(limiter, max_tokens=int(getattr(context, "max_tokens", 512)))
+    saved = [(m, getattr(m, "callbacks", None)) for m in models]
+    for m in models:
+        attach(m, handler)
+
+    def undo() -> None:
+        for m, callbacks in saved:
+            if hasattr(m, "callbacks"):
+                m.callbacks = callbacks
+
+    return undo
+
+
+async def warm_up(context: Any, resources: Any = None) -> list[Any]:
     """Load the retriever and every model once, one at a time, before workers start: a bad spec or
     missing key fails here (not in every example), and first loads (local transformers models are
     not safe to import from two threads at once) cannot race."""
@@ -124,6 +150,7 @@ async def warm_up(context: Any, resources: Any = None) -> None:
 
     resources = resources if resources is not None else DEFAULT
     await asyncio.to_thread(resources.get_retriever, context.retriever)
+    models: list[Any] = []
     for spec in dict.fromkeys(context.models().values()):
         model = await asyncio.to_thread(
             resources.get_model,
@@ -138,6 +165,8 @@ async def warm_up(context: Any, resources: Any = None) -> None:
             from masksearch.models.local import load_weights  # weights otherwise load on first call
 
             await asyncio.to_thread(load_weights, path)
+        models.append(model)
+    return models
 
 
 @dataclass(frozen=True)

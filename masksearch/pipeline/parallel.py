@@ -151,6 +151,30 @@ def import_ray() -> Any:
     return ray
 
 
+def connect(settings: ClusterSettings) -> bool:
+    """Join `settings.address`, or start a local Ray instance; True if this call started or
+    joined it (the caller then calls `ray.shutdown()`), False if Ray was already up."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "logging_level": logging.WARNING,
+    }
+    if settings.address is None:
+        kwargs["num_cpus"] = max(
+            os.cpu_count() or 1, int(settings.workers * settings.cpus_per_worker + 0.999)
+        )
+    else:
+        kwargs["address"] = settings.address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"cannot start or join Ray ({settings.address}): {e}") from None
+    return True
+
+
 def run_sharded(
     job: ShardJob[R],
     settings: ClusterSettings,
@@ -168,24 +192,7 @@ def run_sharded(
     ray = import_ray()
     from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": True,
-            "logging_level": logging.WARNING,
-        }
-        if settings.address is None:
-            kwargs["num_cpus"] = max(
-                os.cpu_count() or 1, int(settings.workers * settings.cpus_per_worker + 0.999)
-            )
-        else:
-            kwargs["address"] = settings.address
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise ConfigError(f"cannot start or join Ray ({settings.address}): {e}") from None
-        started = True
+    started = connect(settings)
     actor_cls = ray.remote(_ShardActor).options(
         num_cpus=settings.cpus_per_worker, max_restarts=0, scheduling_strategy="SPREAD"
     )
@@ -307,6 +314,7 @@ __all__ = [
     "ClusterSettings",
     "ShardJob",
     "ShardedResult",
+    "connect",
     "import_ray",
     "merge",
     "run_sharded",

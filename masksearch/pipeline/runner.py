@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,20 @@ from masksearch.fileio import atomic_write_text
 from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.generate import Durability, generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
-from masksearch.pipeline.parallel import ClusterSettings, merge, run_sharded, take_shard
+from masksearch.pipeline.parallel import (
+    ClusterSettings,
+    connect,
+    merge,
+    run_sharded,
+    take_shard,
+)
+from masksearch.pipeline.ratelimit import (
+    Limiter,
+    LocalLimiter,
+    RateLimits,
+    RayLimiter,
+    start_shared_limiter,
+)
 from masksearch.pipeline.store import RecordStore, is_postgres, open_store, store_label
 from masksearch.pipeline.summary import Summary
 from masksearch.redact import redact
@@ -97,6 +110,13 @@ class GenerateShard:
     skip_bad: bool = False
     retry_failed: bool = False
     durability: Durability = "exit"
+    limits: RateLimits | None = None  # limits for this worker alone (no shared limiter)
+    limiter_name: str | None = None  # the run's shared Ray limiter actor
+
+    def limiter(self) -> Limiter | None:
+        if self.limiter_name is not None:
+            return RayLimiter(self.limiter_name)
+        return LocalLimiter(self.limits) if self.limits else None
 
     async def __call__(self, shard: int, shards: int, stop: asyncio.Event) -> Summary:
         counter = SkipCounter()
@@ -118,6 +138,7 @@ class GenerateShard:
                 stop=stop,
                 summary=summary,
                 durability=self.durability,
+                limiter=self.limiter(),
             )
         summary.skipped_bad = counter.skipped
         return summary
@@ -139,12 +160,14 @@ def run_generate(
     progress: bool = True,
     cluster: ClusterSettings | None = None,
     durability: Durability = "exit",
+    limits: RateLimits | None = None,
 ) -> int:
     """Generate for a masked-data file into a store; print the summary; return an exit code.
 
     `store_path`: a SQLite file or a `postgresql://` DSN. `cluster`: run on Ray workers (the
     examples split by id hash, each worker running `ceil(concurrency / workers)` at a time;
-    see `parallel`); None runs in this process.
+    see `parallel`); None runs in this process. `limits`: requests/s and tokens/min for the
+    whole run (with `cluster`, one limiter actor shared by every worker).
     """
     check_generate_args(input, store_path, checkpointer_url, export, summary_json, limit)
     counter = SkipCounter()
@@ -174,6 +197,7 @@ def run_generate(
                         skip_bad=skip_bad,
                         retry_failed=retry_failed,
                         durability=durability,
+                        limits=limits,
                     ),
                     cluster,
                     progress,
@@ -195,6 +219,7 @@ def run_generate(
                             total=total,
                             progress=progress,
                             durability=durability,
+                            limiter=LocalLimiter(limits) if limits else None,
                         )
                     )
                 summary.skipped_bad = counter.skipped
@@ -268,7 +293,21 @@ def check_generate_args(
 
 
 def _run_cluster(job: GenerateShard, cluster: ClusterSettings, progress: bool) -> Summary:
-    """Run `job` on Ray workers with a progress bar fed from the store's row count."""
+    """Run `job` on Ray workers with a progress bar fed from the store's row count (and the
+    run's shared rate limiter, when it has limits)."""
+    started = connect(cluster)
+    try:
+        if job.limits:
+            job = replace(job, limiter_name=start_shared_limiter(job.limits))
+        return _run_cluster_connected(job, cluster, progress)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run_cluster_connected(job: GenerateShard, cluster: ClusterSettings, progress: bool) -> Summary:
     if job.checkpointer_url != "memory":  # create the tables before the workers race to
         from masksearch.graph.checkpoint import open_checkpointer
 

@@ -19,6 +19,8 @@ from masksearch.errors import InputError
 from masksearch.types import Passage
 
 PASSAGES = "passages.jsonl"
+_HEAD = b'{"id": "'  # how PassageWriter starts a line (json.dumps defaults)
+_SEP = b'", "contents": "'
 OFFSETS = "passages.offsets.npy"
 
 
@@ -63,9 +65,12 @@ class PassageWriter:
 
 
 class PassageStore:
-    """Random access to passages by row id; thread-safe, offsets memory-mapped."""
+    """Random access to passages by row id; thread-safe, offsets memory-mapped.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Up to `cache_size` decoded passages are kept (about 1 KB each for typical 100-word
+    passages; 0 disables the cache)."""
+
+    def __init__(self, path: str | os.PathLike[str], cache_size: int = 100_000) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError("passages file not found (rebuild the index)", path=str(self.path))
@@ -73,11 +78,15 @@ class PassageStore:
         if not offsets_path.is_file():
             self._offsets = _scan_offsets(self.path)
         else:
-            self._offsets = np.load(offsets_path, mmap_mode="r")
+            # a plain ndarray view of the memory map (numpy's memmap subclass makes every
+            # gather several times slower)
+            self._offsets = np.asarray(np.load(offsets_path, mmap_mode="r"))
         self._fh = open(self.path, "rb")
         # The text is memory-mapped: lookups are slices served from the page cache (no RAM copy,
         # no seek/read syscalls, safe to share between threads).
         self._data = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if len(self) else b""
+        self._cache: dict[int, tuple[str, str, str]] = {}
+        self._cache_size = cache_size
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -85,7 +94,28 @@ class PassageStore:
     def get(self, row: int, score: float | None = None) -> Passage:
         if not 0 <= row < len(self):
             raise IndexError(f"passage row {row} out of range (0..{len(self) - 1})")
-        raw = self._data[int(self._offsets[row]) : int(self._offsets[row + 1])]
+        return self._passage(row, int(self._offsets[row]), int(self._offsets[row + 1]), score)
+
+    def _passage(self, row: int, start: int, end: int, score: float | None) -> Passage:
+        fields = self._cache.get(row)
+        if fields is None:
+            fields = self._decode(row, self._data[start:end])
+            if self._cache_size > 0:
+                if len(self._cache) >= self._cache_size:
+                    self._cache.clear()  # bounded; hot passages come back at once
+                self._cache[row] = fields
+        return Passage(fields[0], fields[1], fields[2], score)
+
+    def _decode(self, row: int, raw: bytes) -> tuple[str, str, str]:
+        """(id, title, text) of one stored line. Lines written by `PassageWriter` without any
+        escape are sliced directly (no JSON parser); anything else goes through `json.loads`."""
+        if raw.startswith(_HEAD) and b"\\" not in raw:
+            body = raw[len(_HEAD) :].rstrip(b"\n")
+            cut = body.find(_SEP)
+            if cut >= 0 and body.endswith(b'"}'):
+                contents = body[cut + len(_SEP) : -2].decode("utf-8")
+                p = Passage.from_contents(body[:cut].decode("utf-8"), contents)
+                return p.id, p.title, p.text
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError:
@@ -94,14 +124,31 @@ class PassageStore:
                 path=str(self.path),
                 line=row + 1,
             ) from None
-        return Passage.from_contents(obj["id"], obj["contents"], score)
+        p = Passage.from_contents(obj["id"], obj["contents"])
+        return p.id, p.title, p.text
 
     def get_many(self, rows: Iterable[int], scores: Iterable[float] | None = None) -> list[Passage]:
-        rows = rows.tolist() if hasattr(rows, "tolist") else rows
+        """Passages for `rows` (a FAISS/bm25s id row), with `scores` if given. Offsets are
+        gathered in one numpy call; decoded passages are cached (bounded), so a popular
+        passage is parsed once."""
+        rows_l = rows.tolist() if hasattr(rows, "tolist") else list(rows)
+        n = len(self)
+        if rows_l and (min(rows_l) < 0 or max(rows_l) >= n):
+            bad = next(r for r in rows_l if not 0 <= r < n)
+            raise IndexError(f"passage row {bad} out of range (0..{n - 1})")
+        idx = np.asarray(rows_l, dtype=np.int64)
+        starts = self._offsets[idx].tolist()
+        ends = self._offsets[idx + 1].tolist()
         if scores is None:
-            return [self.get(r) for r in rows]
-        scores = scores.tolist() if hasattr(scores, "tolist") else scores
-        return [self.get(r, s) for r, s in zip(rows, scores, strict=True)]
+            score_l: list[float | None] = [None] * len(rows_l)
+        else:
+            score_l = [float(x) for x in (scores.tolist() if hasattr(scores, "tolist") else scores)]
+            if len(score_l) != len(rows_l):
+                raise ValueError("rows and scores differ in length")
+        return [
+            self._passage(r, a, b, sc)
+            for r, a, b, sc in zip(rows_l, starts, ends, score_l, strict=True)
+        ]
 
     def __iter__(self) -> Iterator[Passage]:
         for row in range(len(self)):
