@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -112,24 +111,21 @@ class _LimiterActor:
         self._limiter.settle(token_delta)
 
 
-def start_shared_limiter(limits: RateLimits) -> str:
+def start_shared_limiter(limits: RateLimits) -> Any:
     """Create the run's limiter actor (owned by the calling driver, so it ends with the run);
-    returns its name for `RayLimiter`."""
+    returns its handle, which travels to the workers inside their job (`RayLimiter`)."""
     import ray
 
-    name = f"masksearch-ratelimit-{uuid.uuid4().hex[:12]}"
-    actor = ray.remote(_LimiterActor).options(name=name, num_cpus=0).remote(limits)
-    ray.get(actor.settle.remote(0.0))  # it is up before any worker looks it up
-    return name
+    actor = ray.remote(_LimiterActor).options(num_cpus=0).remote(limits)
+    ray.get(actor.settle.remote(0.0))  # it is up before any worker calls it
+    return actor
 
 
 class RayLimiter:
     """A worker's handle on the run's shared limiter actor (one round trip per model call)."""
 
-    def __init__(self, name: str) -> None:
-        import ray
-
-        self._actor = ray.get_actor(name)
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
 
     async def acquire(self, tokens: float) -> None:
         wait = await self._actor.reserve.remote(tokens)

@@ -111,11 +111,11 @@ class GenerateShard:
     retry_failed: bool = False
     durability: Durability = "exit"
     limits: RateLimits | None = None  # limits for this worker alone (no shared limiter)
-    limiter_name: str | None = None  # the run's shared Ray limiter actor
+    limiter_actor: Any = None  # the run's shared Ray limiter actor (a handle)
 
     def limiter(self) -> Limiter | None:
-        if self.limiter_name is not None:
-            return RayLimiter(self.limiter_name)
+        if self.limiter_actor is not None:
+            return RayLimiter(self.limiter_actor)
         return LocalLimiter(self.limits) if self.limits else None
 
     async def __call__(self, shard: int, shards: int, stop: asyncio.Event) -> Summary:
@@ -298,7 +298,7 @@ def _run_cluster(job: GenerateShard, cluster: ClusterSettings, progress: bool) -
     started = connect(cluster)
     try:
         if job.limits:
-            job = replace(job, limiter_name=start_shared_limiter(job.limits))
+            job = replace(job, limiter_actor=start_shared_limiter(job.limits))
         return _run_cluster_connected(job, cluster, progress)
     finally:
         if started:
