@@ -173,16 +173,35 @@ class TrajectoryStore:
 
     def write_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
         """Write encoded rows in one transaction (the `put` rules); which ones were written.
-        A store that cannot be written raises `OutputError` (nothing of the batch is kept)."""
+        A store that cannot be written raises `OutputError`, after committing the rows written
+        before the error if it still can."""
         if not rows:
             return []
+        db = self._db
         try:
-            with self._transaction():
-                return [self._db.execute(_UPSERT, row).rowcount > 0 for row in rows]
+            db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
             raise OutputError(
                 f"cannot write the trajectory store ({e})", path=str(self.path)
             ) from None
+        written: list[bool] = []
+        try:
+            for row in rows:
+                written.append(db.execute(_UPSERT, row).rowcount > 0)
+        except sqlite3.OperationalError as e:  # e.g. disk full: keep the rows written before it
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise OutputError(
+                f"cannot write the trajectory store ({e})", path=str(self.path)
+            ) from None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return written
 
     def _transaction(self):
         db = self._db
