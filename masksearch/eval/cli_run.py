@@ -23,7 +23,7 @@ from masksearch.eval.datasets import DatasetSpec, canonical_name, load_items
 from masksearch.eval.methods import METHODS, build_method
 from masksearch.eval.report import write_report
 from masksearch.eval.runner import RunStats, pending_work, read_results, run_eval
-from masksearch.fileio import atomic_write_text
+from masksearch.fileio import atomic_write_text, check_output_dir
 
 
 def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
@@ -101,6 +101,7 @@ async def build_and_run(
         raise ConfigError(f"--limit must be at least 1, got {limit} (leave it out to run all)")
     if not datasets:
         raise ConfigError("name at least one --dataset NAME=PATH")
+    check_output_dir(out, what="--out")  # a file, /dev/full, read-only: refused before any work
     overrides = parse_method_models(method_models)
     specs = [DatasetSpec.parse(d) for d in datasets]
     names = [s.name for s in specs]

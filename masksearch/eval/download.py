@@ -94,21 +94,32 @@ def download(
 ) -> Path:
     """Fetch one benchmark split into `out_dir/<name>/`; returns the data file (validated)."""
     from masksearch.eval.datasets import DatasetSpec, canonical_name, load_items
+    from masksearch.fileio import check_output_dir, output_error
 
     name = canonical_name(name)
     split = split or DEFAULT_SPLIT.get(name, "dev")
     if name == "bamboogle" and source == "official":
         source = "flashrag"  # the official copy is a Google Sheet without a stable export; FlashRAG mirrors it
-    target_dir = Path(out_dir) / name
-    target_dir.mkdir(parents=True, exist_ok=True)
+    # every argument is checked before anything is fetched or created
+    if source == "flashrag":
+        if name not in FLASHRAG_CONFIGS:
+            raise DownloadError(f"{name!r} is not in FlashRAG_datasets; use --source official")
+        official = None
+    elif source == "official":
+        official = official_source(name, split, sheet_id)
+    else:
+        raise DownloadError(f"unknown source {source!r} (official or flashrag)")
+    target_dir = check_output_dir(Path(out_dir) / name, what="--out")
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(e, target_dir) from None
     with tempfile.TemporaryDirectory(dir=target_dir, prefix=".download-") as tmp:
         work = Path(tmp)
-        if source == "flashrag":
+        if official is None:
             path = _flashrag(name, split, work)
-        elif source == "official":
-            path = _official(official_source(name, split, sheet_id), work, timeout, name)
         else:
-            raise DownloadError(f"unknown source {source!r} (official or flashrag)")
+            path = _official(official, work, timeout, name)
         spec = DatasetSpec(name, path, split if name == "freshqa" and split != "all" else None)
         try:
             n = len(load_items(spec))  # validate before anything lands in target_dir

@@ -18,6 +18,7 @@ from masksearch.eval.readers import (
     csv_records,
     fail,
     first_char,
+    id_field,
     json_items,
     jsonl_items,
     lower_keys,
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _id(obj: dict[str, Any], key: str, where: Where) -> str:
-    return text_field(obj, key, where)
+    return id_field(obj, key, where)
 
 
 def parse_hotpotqa(obj: dict[str, Any], where: Where, dataset: str = "hotpotqa") -> EvalItem:
@@ -180,7 +181,8 @@ def load_bamboogle(path: str | Path, **_: Any) -> Iterator[EvalItem]:
     else:
         records = ((w, lower_keys(o)) for w, o in json_items(path))
     for n, (where, rec) in enumerate(records):
-        item_id = str(rec.get("id") or f"bamboogle-{n}")
+        has_id = rec.get("id") not in (None, "") and str(rec.get("id")).strip()
+        item_id = id_field(rec, "id", where) if has_id else f"bamboogle-{n}"
         yield EvalItem(
             item_id,
             text_field(rec, "question", where),
@@ -207,7 +209,7 @@ def load_freshqa(path: str | Path, *, split: str | None = None, **_: Any) -> Ite
         }
         if "false_premise" in meta:
             meta["false_premise"] = meta["false_premise"].upper() == "TRUE"
-        item_id = (rec.get("id") or "").strip() or f"freshqa-{n}"
+        item_id = id_field(rec, "id", where) if (rec.get("id") or "").strip() else f"freshqa-{n}"
         yield EvalItem(item_id, text_field(rec, "question", where), golds, "freshqa", meta)
 
 

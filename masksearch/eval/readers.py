@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.errors import InputError
-from masksearch.jsonl import iter_jsonl, open_text
+from masksearch.jsonl import check_unicode, id_problem, iter_jsonl, open_text
 
 Where = tuple[str, int | None, int | None]  # (path, line, json index)
 
@@ -23,7 +23,17 @@ def fail(msg: str, where: Where, field: str | None = None) -> InputError:
     return InputError(msg, path=path, line=line, field=field)
 
 
-def text_field(obj: dict[str, Any], key: str, where: Where, *, allow_empty: bool = False) -> str:
+MAX_TEXT_CHARS = 20_000  # a question or answer longer than this is not a benchmark item
+
+
+def text_field(
+    obj: dict[str, Any],
+    key: str,
+    where: Where,
+    *,
+    allow_empty: bool = False,
+    max_chars: int = MAX_TEXT_CHARS,
+) -> str:
     if key not in obj or obj[key] is None:
         raise fail("missing required field", where, key)
     value = obj[key]
@@ -32,6 +42,23 @@ def text_field(obj: dict[str, Any], key: str, where: Where, *, allow_empty: bool
     value = str(value).strip()
     if not value and not allow_empty:
         raise fail("must not be empty", where, key)
+    if len(value) > max_chars:
+        raise fail(f"too long ({len(value):,} characters; at most {max_chars:,})", where, key)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise fail(
+            f"text is not valid Unicode (lone surrogate at character {e.start})", where, key
+        ) from None
+    return value
+
+
+def id_field(obj: dict[str, Any], key: str, where: Where) -> str:
+    """An item id: one printable line (no NUL, newline or bidi override)."""
+    value = text_field(obj, key, where, max_chars=1000)
+    problem = id_problem(value)
+    if problem:
+        raise fail(problem, where, key)
     return value
 
 
@@ -73,6 +100,10 @@ def json_items(path: str | Path) -> Iterator[tuple[Where, dict[str, Any]]]:
         where: Where = (str(path), None, i)
         if not isinstance(obj, dict):
             raise fail(f"expected a JSON object, got {type(obj).__name__}", where)
+        try:
+            check_unicode(obj)  # a lone surrogate (valid JSON) would fail at the results file
+        except InputError as e:
+            raise fail(e.reason, where, e.field) from None
         yield where, obj
 
 
