@@ -293,7 +293,7 @@ CASES = [
         "run-temperature-out-of-range",
         lambda e: (e.ev(B, extra=("--temperature", "5")), ["temperature", "[0.0, 2.0]"]),
     ),
-    ("run-top-k-zero", lambda e: (e.ev(B, extra=("--top-k", "0")), ["--top-k"])),
+    ("run-top-k-zero", lambda e: (e.ev(B, extra=("--top-k", "0")), ["top_k", "got 0"])),
     ("run-stage-without-base", lambda e: (e.ev(B, extra=("--post-train", "RL")), ["--base-model"])),
     (
         "run-aliases-not-2wiki",
