@@ -134,6 +134,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.ray:  # start Ray once, outside the timed runs
         import ray
 
+        os.environ.setdefault("RAY_worker_niceness", "0")  # as `generate --ray` does
         ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, args.ray))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -163,6 +163,9 @@ def connect(settings: ClusterSettings) -> bool:
         "logging_level": logging.WARNING,
     }
     if settings.address is None:
+        # Ray runs its workers at nice 15 by default (to keep its own daemons responsive); here
+        # the workers do all of the run's work, so they run at the driver's priority
+        os.environ.setdefault("RAY_worker_niceness", "0")
         kwargs["num_cpus"] = max(
             os.cpu_count() or 1, int(settings.workers * settings.cpus_per_worker + 0.999)
         )
