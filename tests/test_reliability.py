@@ -391,3 +391,18 @@ def test_mask_on_a_truncated_gz_keeps_and_reports_what_it_wrote(tmp_path, capsys
     kept = sum(1 for _ in out.open())
     assert kept > 0 and f"kept {kept} new examples" in err
     assert err.strip().splitlines()[-1].startswith(f"error: {corpus}:")
+
+
+def test_mask_skip_bad_counts_bad_corpus_records(tmp_path, capsys):
+    rows = TINY.read_text().splitlines()
+    bad = rows[:3] + ['{"id": "s", "contents": "T\\nlone \\ud800 surrogate"}', "{oops"] + rows[3:]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(bad) + "\n")
+    out = tmp_path / "o.jsonl"
+    argv = ["mask", "--corpus", str(corpus), "--out", str(out), "--no-progress", "--min-words", "5"]
+    assert run(argv) == 2
+    assert "c.jsonl:4: field 'contents'" in capsys.readouterr().err
+    assert run([*argv, "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "bad_input=2" in err and "c.jsonl:5" in err
+    assert sum(1 for _ in out.open()) > 0

@@ -120,9 +120,14 @@ def mask_command(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Skip (and count) bad corpus records instead of stopping."),
+    ] = False,
 ) -> None:
     from masksearch.errors import ConfigError, MaskSearchError
     from masksearch.fileio import atomic_write_text, check_output_file
+    from masksearch.jsonl import SkipCounter
     from masksearch.masking.runner import STRATEGIES, MaskSummary, mask_corpus
     from masksearch.masking.select import KDist, MaskConfig
 
@@ -149,7 +154,7 @@ def mask_command(
         extra = {"ppl_mode": ppl_mode, "batch_size": batch_size, "device": device}
     elif strategy == "llm":
         extra = {"max_concurrency": concurrency}
-    summary = MaskSummary()
+    summary, counter = MaskSummary(), SkipCounter()
     try:
         mask_corpus(
             corpus,
@@ -163,6 +168,8 @@ def mask_command(
             corpus_format=corpus_format,
             calibrate_on=calibrate,
             summary=summary,
+            skip_bad=skip_bad,
+            counter=counter,
             **extra,
         )
     except MaskSearchError:
@@ -170,6 +177,8 @@ def mask_command(
             typer.echo(summary.format(), err=True)
             typer.echo(f"kept {summary.written} new examples in {out}", err=True)
         raise
+    for example in counter.examples:
+        typer.echo(f"skipped bad input: {example}", err=True)
     typer.echo(summary.format(), err=True)
     typer.echo(
         f"wrote {summary.written} examples to {out} ({summary.existing + summary.written} in all)",

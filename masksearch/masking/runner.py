@@ -11,6 +11,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from masksearch.errors import ConfigError
+from masksearch.jsonl import SkipCounter
 from masksearch.masking.kdist import calibrate
 from masksearch.masking.rule import extract_rule_spans
 from masksearch.masking.select import (
@@ -215,15 +216,22 @@ def make_strategy(
     raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
-def iter_corpus(path: str | os.PathLike[str], fmt: str = "auto") -> Iterator[Passage]:
+def iter_corpus(
+    path: str | os.PathLike[str],
+    fmt: str = "auto",
+    *,
+    skip_bad: bool = False,
+    counter: SkipCounter | None = None,
+) -> Iterator[Passage]:
     """Passages of a corpus file: `masksearch.corpus.iter_passages` when available, else
-    FlashRAG jsonl (`id` + `contents` = "title\\ntext", or `id`, `title`, `text`)."""
+    FlashRAG jsonl (`id` + `contents` = "title\\ntext", or `id`, `title`, `text`). With
+    `skip_bad`, bad records are counted in `counter` instead of raising."""
     try:
         from masksearch.corpus import iter_passages  # type: ignore[attr-defined]
     except ImportError:
         iter_passages = None
     if iter_passages is not None:
-        yield from iter_passages(path, fmt)
+        yield from iter_passages(path, fmt, skip_bad=skip_bad, counter=counter)
         return
     yield from iter_flashrag_jsonl(path)
 
@@ -259,6 +267,8 @@ def mask_corpus(
     corpus_format: str = "auto",
     calibrate_on: int = 2000,
     summary: MaskSummary | None = None,
+    skip_bad: bool = False,
+    counter: SkipCounter | None = None,
     **strategy_kwargs: Any,
 ) -> MaskSummary:
     """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds.
@@ -290,12 +300,15 @@ def mask_corpus(
     if calibrate_on > 0 and strategy != "llm":
         # the first N corpus passages, whatever --limit says: weights stay the same on resume
         config, _ = calibrated_config(
-            islice(iter_corpus(corpus, corpus_format), calibrate_on), proposer, config
+            islice(iter_corpus(corpus, corpus_format, skip_bad=skip_bad), calibrate_on),
+            proposer,
+            config,
         )
         summary.sampling = config.k_dist.probabilities()
 
     def fresh() -> Iterator[Passage]:
-        for p in islice(iter_corpus(corpus, corpus_format), limit):
+        passages = iter_corpus(corpus, corpus_format, skip_bad=skip_bad, counter=counter)
+        for p in islice(passages, limit):
             if p.id in done:
                 summary.skipped["already_done" if p.id not in seen else "duplicate_id"] += 1
                 bar.update()
@@ -320,4 +333,6 @@ def mask_corpus(
             if max_examples is not None and summary.existing + summary.written >= max_examples:
                 break
     bar.close()
+    if counter is not None and counter.skipped:
+        summary.skipped["bad_input"] = counter.skipped
     return summary
