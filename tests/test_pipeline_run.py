@@ -191,3 +191,39 @@ def test_run_with_embedded_local_model(tmp_path, tiny_corpus_path):
         recs = list(st.records())
     assert all(r["models"]["planner"] == "local:default" for r in recs)
     assert all(r["usage"]["completion_tokens"] > 0 for r in recs)  # the model really generated
+
+
+@pytest.mark.slow
+def test_generate_on_a_local_ray_started_on_demand(tmp_path, tiny_corpus_path):
+    """`generate -p 2` starts a local Ray, runs 2 workers from the CLI and shuts it down."""
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+
+    script = fake_script(tmp_path / "team.json")
+    work = tmp_path / "work"
+    args = ["run", "--workdir", str(work), "--corpus", str(tiny_corpus_path), "--n", "6"]
+    args += ["--concurrency", "2", "--model", f"fake:{script}", "--no-progress"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    store, out_json = tmp_path / "ray.sqlite", tmp_path / "s.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "masksearch.cli",
+        "generate",
+        "--input",
+        str(work / "masked.jsonl"),
+    ]
+    cmd += ["--store", str(store), "--planner-model", f"fake:{script}", "-p", "2", "-c", "4"]
+    cmd += [
+        "--retriever",
+        f"bm25:{work / 'index'}",
+        "--no-progress",
+        "--summary-json",
+        str(out_json),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "over 2 Ray workers" in done.stderr
+    summary = json.loads(out_json.read_text())
+    assert summary["run"]["done"] == summary["store"]["count"] == 6

@@ -19,8 +19,6 @@ from masksearch.errors import InputError
 from masksearch.types import Passage
 
 PASSAGES = "passages.jsonl"
-_HEAD = b'{"id": "'  # how PassageWriter starts a line (json.dumps defaults)
-_SEP = b'", "contents": "'
 OFFSETS = "passages.offsets.npy"
 
 
@@ -107,15 +105,8 @@ class PassageStore:
         return Passage(fields[0], fields[1], fields[2], score)
 
     def _decode(self, row: int, raw: bytes) -> tuple[str, str, str]:
-        """(id, title, text) of one stored line. Lines written by `PassageWriter` without any
-        escape are sliced directly (no JSON parser); anything else goes through `json.loads`."""
-        if raw.startswith(_HEAD) and b"\\" not in raw:
-            body = raw[len(_HEAD) :].rstrip(b"\n")
-            cut = body.find(_SEP)
-            if cut >= 0 and body.endswith(b'"}'):
-                contents = body[cut + len(_SEP) : -2].decode("utf-8")
-                p = Passage.from_contents(body[:cut].decode("utf-8"), contents)
-                return p.id, p.title, p.text
+        """(id, title, text) of one stored line (json's C decoder: a hand-rolled slicer of
+        PassageWriter's lines measured slower)."""
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError:
