@@ -139,6 +139,11 @@ def test_rollout_student_rules_and_budgets(tok):
     assert t.turns[1]["role"] == "tool" and "previous action is invalid" in t.turns[1]["content"]
     model_text = tok.decode([i for i, m in zip(t.completion_ids, t.env_mask, strict=True) if m])
     assert "invalid" not in model_text
+    # a turn cut by the token limit inside <answer> is no answer (never re-closed)
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=1, max_turn_tokens=64)
+    (t,) = ro.run([PROMPT], scripted(tok, ["<think>a</think><answer>1889 and then"], eos=False))
+    assert t.status == "max_turns" and "<answer>" in t.turns[0]["content"]
+    assert t.turns[1]["role"] == "tool" and "invalid" in t.turns[1]["content"]
     # the token budget: cut, no EOS (DAPO overlong filtering drops it)
     ro = SearchRollout(
         FakeRetriever(), tok, max_turns=4, max_turn_tokens=64, max_completion_length=60

@@ -161,16 +161,21 @@ class SearchRollout:
                     break
             elif not active:
                 break
-            # one token of each budget stays free for the EOS that closes the episode
-            budget = [self.max_completion_length - 1 - len(t.completion_ids) for t in active]
             # forced-answer turns stop only at </answer>; one call per stop set keeps it batched
+            # (an episode that hits the turn limit in the first call is forced in the second)
             for forced in (False, True):
-                group = [(t, b) for t, b in zip(active, budget, strict=True) if t.forced == forced]
+                # each episode's own remaining budget, one token kept free for the closing EOS;
+                # the batch generates up to the largest and every episode is cut to its own
+                group = [
+                    (t, self.max_completion_length - 1 - len(t.completion_ids))
+                    for t in active
+                    if t.status == "running" and t.forced == forced
+                ]
                 if not group and sync is None:
                     continue
                 stop = FORCE_STOP if forced else STOP_STRINGS
                 contexts = [t.context for t, _ in group] or [self._dummy_ids]  # lockstep filler
-                room = min([self.max_turn_tokens, *(b for _, b in group)])
+                room = min(self.max_turn_tokens, max((b for _, b in group), default=1))
                 new, logprobs = generate(contexts, max(1, room), stop)
                 for i, (t, b) in enumerate(group):
                     lps = logprobs[i] if logprobs is not None else None
@@ -192,6 +197,16 @@ class SearchRollout:
         raw = self.tok.decode(ids, skip_special_tokens=True)
         step = student_step(raw, t.turn, self.max_turns, forced=t.forced)
         text = step.text.strip()
+        if (
+            not ended
+            and not raw.rstrip().endswith(STOP_STRINGS)
+            and step.kind in ("answer", "search")
+        ):
+            # cut by a token limit inside an open tag: `student_step` would re-close it as if a
+            # provider had dropped the stop sequence, but here the engines keep stop strings, so
+            # the turn has no action (Search-R1: a length-cut action is invalid)
+            step = student_step("", t.turn, self.max_turns, forced=t.forced)
+            text = raw.strip()
         if step.kind != "answer" and len(t.completion_ids) >= self.max_completion_length - 1:
             t.turns.append({"role": "assistant", "content": text})
             t.status = "truncated"  # cut by the token budget: no EOS, overlong filtering applies
