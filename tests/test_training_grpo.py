@@ -129,6 +129,10 @@ def test_rollout_student_rules_and_budgets(tok):
     assert t.completion_ids[-1] == tok.eos_token_id
     assert [m["role"] for m in t.turns][-2:] == ["user", "assistant"]
     assert "final answer" in t.turns[-2]["content"]
+    # the turn at the limit is dropped, as in the graph: the tokens are exactly the template
+    # rendering of the kept conversation (the forced-answer input the graph builds)
+    rendered = ro.renderer.render(PROMPT + t.turns).rstrip("\n")
+    assert tok.decode(t.prompt_ids + t.completion_ids) == rendered
     # ... and a forced answer that answers counts as answered
     (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, SEARCH, ANSWER]))
     assert t.status == "answered" and t.searches == 2
