@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from masksearch.context import Context
 from masksearch.errors import InputError, OutputError
 from masksearch.graph.records import failed_record
 from masksearch.jsonl import utf8_safe
@@ -42,7 +43,7 @@ T = TypeVar("T")
 
 async def generate(
     examples: Iterable[MaskedExample],
-    context: Any,
+    context: Context | None,
     store: RecordStore | str | Path,
     checkpointer_url: str | None = "memory",
     concurrency: int = 8,
@@ -97,6 +98,8 @@ async def generate(
         if run_one is not None:
             await _run_pool(examples, st, run_one, settings, stop, summary)
             return summary
+        if context is None:
+            raise ValueError("generate needs a Context to run the graph (or a run_one)")
         from masksearch.graph import build_graph
         from masksearch.graph.checkpoint import open_checkpointer
         from masksearch.graph.runner import run_example
@@ -125,11 +128,11 @@ async def generate(
             st.close()
 
 
-def _limit_models(models: list[Any], limiter: Limiter, context: Any) -> Callable[[], None]:
+def _limit_models(models: list[Any], limiter: Limiter, context: Context) -> Callable[[], None]:
     """Route every model call through `limiter`; returns the undo (models are shared objects)."""
     from masksearch.pipeline.ratelimit import RateLimitCallback, attach
 
-    handler = RateLimitCallback(limiter, max_tokens=int(getattr(context, "max_tokens", 512)))
+    handler = RateLimitCallback(limiter, max_tokens=context.max_tokens)
     saved = [(m, getattr(m, "callbacks", None)) for m in models]
     for m in models:
         attach(m, handler)
@@ -142,7 +145,7 @@ def _limit_models(models: list[Any], limiter: Limiter, context: Any) -> Callable
     return undo
 
 
-async def warm_up(context: Any, resources: Any = None) -> list[Any]:
+async def warm_up(context: Context, resources: Any = None) -> list[Any]:
     """Load the retriever and every model once, one at a time, before workers start: a bad spec or
     missing key fails here (not in every example), and first loads (local transformers models are
     not safe to import from two threads at once) cannot race."""
@@ -189,7 +192,7 @@ async def _run_pool(
     stop: asyncio.Event,
     summary: Summary,
     saver: Any = None,
-    context: Any = None,
+    context: Context | None = None,
 ) -> None:
     concurrency, limit = settings.concurrency, settings.limit
     retry_failed, keep_checkpoints = settings.retry_failed, settings.keep_checkpoints
@@ -281,7 +284,7 @@ async def _run_pool(
             failed = utf8_safe(
                 failed_record(ex, context, f"invalid record: {e}", record.get("thread_id", ""))
             )
-            record.clear()
+            record.clear()  # type: ignore[attr-defined]  # the caller's dict, refilled in place
             record.update(failed)
             return store.encode(record)
 
@@ -321,11 +324,11 @@ async def _run_pool(
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            raise broken[0].exception()
+            raise broken[0].exception() or RuntimeError("worker failed")
         if pending:  # the producer stopped on bad input: let the workers finish what they hold
             await asyncio.gather(*pending)
-        if producer.exception() is not None:
-            raise producer.exception()
+        if (error := producer.exception()) is not None:
+            raise error
     except asyncio.CancelledError:
         summary.interrupted = True
         for t in tasks:
@@ -385,7 +388,7 @@ async def sweep_finished_threads(saver: Any, store: RecordStore) -> int:
     return len(finished)
 
 
-async def _forget_threads(saver: Any, thread_ids: list[str | None]) -> None:
+async def _forget_threads(saver: Any, thread_ids: Sequence[str | None]) -> None:
     """Drop finished examples' checkpoints (their records are safely in the store), in one
     transaction when the saver supports it. A crash before this runs leaves threads that the
     next run's sweep removes."""

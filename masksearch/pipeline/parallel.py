@@ -240,7 +240,7 @@ def run_sharded(
         echo("\nterminated: stopping the workers now")
         hard_stop()
 
-    previous = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         for sig, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
             try:

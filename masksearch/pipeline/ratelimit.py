@@ -116,7 +116,7 @@ def start_shared_limiter(limits: RateLimits) -> Any:
     returns its handle, which travels to the workers inside their job (`RayLimiter`)."""
     import ray
 
-    actor = ray.remote(_LimiterActor).options(num_cpus=0).remote(limits)
+    actor: Any = ray.remote(_LimiterActor).options(num_cpus=0).remote(limits)
     ray.get(actor.settle.remote(0.0))  # it is up before any worker calls it
     return actor
 

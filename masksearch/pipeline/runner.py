@@ -12,6 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from masksearch.context import Context
 from masksearch.errors import MaskSearchError
 from masksearch.fileio import atomic_write_text
 from masksearch.jsonl import SkipCounter
@@ -45,7 +46,7 @@ def echo(msg: str = "") -> None:
 
 async def generate_with_signals(
     examples: Iterable[MaskedExample],
-    context: Any,
+    context: Context,
     store: RecordStore,
     checkpointer_url: str,
     summary: Summary,
@@ -59,6 +60,7 @@ async def generate_with_signals(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.current_task()
+    assert task is not None  # called from a coroutine
     presses = 0
 
     def on_interrupt() -> None:
@@ -103,7 +105,7 @@ class GenerateShard:
 
     input: Path
     store: str  # SQLite path or postgresql:// DSN
-    context: Any
+    context: Context
     checkpointer_url: str
     concurrency: int  # examples in flight in this worker
     limit: int | None = None  # the first N input examples (before sharding)
@@ -147,7 +149,7 @@ class GenerateShard:
 def run_generate(
     input: Path,
     store_path: Path | str,
-    context: Any,
+    context: Context,
     checkpointer_url: str,
     *,
     concurrency: int = 8,

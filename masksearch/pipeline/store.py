@@ -376,6 +376,8 @@ class PostgresTrajectoryStore(TrajectoryStore):
     needs the `postgres` extra (psycopg). `table` picks the table (default `trajectories`).
     """
 
+    _db: Any  # a psycopg connection (psycopg is an optional extra)
+
     def __init__(self, dsn: str, table: str = "trajectories") -> None:
         try:
             import psycopg
@@ -389,7 +391,7 @@ class PostgresTrajectoryStore(TrajectoryStore):
         self.dsn, self.table = dsn, table
         try:
             self._db = psycopg.connect(dsn, autocommit=True)
-            self._db.execute(_PG_SCHEMA.replace("trajectories", table))  # type: ignore[arg-type]
+            self._db.execute(_PG_SCHEMA.replace("trajectories", table))
         except psycopg.Error as e:
             raise ConfigError(
                 f"cannot open Postgres store {store_label(dsn)}: {_pg_error(e)}"
@@ -402,7 +404,7 @@ class PostgresTrajectoryStore(TrajectoryStore):
         return _pg_sql(sql).replace("trajectories", self.table)
 
     def put(self, record: TrajectoryRecord, *, overwrite: bool = False) -> bool:
-        cur = self._db.execute(self._sql(_UPSERT), _row(record, overwrite))  # type: ignore[arg-type]
+        cur = self._db.execute(self._sql(_UPSERT), _row(record, overwrite))
         return cur.rowcount > 0
 
     def write_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
@@ -413,7 +415,7 @@ class PostgresTrajectoryStore(TrajectoryStore):
         sql = self._sql(_UPSERT)
         try:
             with self._db.transaction():
-                return [self._db.execute(sql, row).rowcount > 0 for row in rows]  # type: ignore[arg-type]
+                return [self._db.execute(sql, row).rowcount > 0 for row in rows]
         except psycopg.OperationalError as e:
             raise OutputError(f"cannot write the trajectory store ({_pg_error(e)})") from None
 
@@ -421,13 +423,13 @@ class PostgresTrajectoryStore(TrajectoryStore):
         if not ids:
             return set()
         rows = self._db.execute(
-            self._sql("SELECT id, status FROM trajectories WHERE id = ANY(%s)"),  # type: ignore[arg-type]
+            self._sql("SELECT id, status FROM trajectories WHERE id = ANY(%s)"),
             (list(ids),),
         ).fetchall()
         return {i for i, status in rows if not (retry_failed and status == "failed")}
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        return self._db.execute(self._sql(sql), params).fetchone()  # type: ignore[arg-type]
+        return self._db.execute(self._sql(sql), params).fetchone()
 
     def get(self, example_id: str) -> TrajectoryRecord | None:
         row = self._one("SELECT record FROM trajectories WHERE id = ?", (example_id,))
@@ -447,12 +449,12 @@ class PostgresTrajectoryStore(TrajectoryStore):
         sql = "SELECT id FROM trajectories" + (
             "" if include_failed else " WHERE status != 'failed'"
         )
-        return {r[0] for r in self._db.execute(self._sql(sql))}  # type: ignore[arg-type]
+        return {r[0] for r in self._db.execute(self._sql(sql))}
 
     def records(self, *, accepted_only: bool = False) -> Iterator[TrajectoryRecord]:
         sql = "SELECT record FROM trajectories" + (" WHERE accepted = 1" if accepted_only else "")
         with self._db.cursor(name=None) as cur:
-            cur.execute(self._sql(sql + " ORDER BY rowid"))  # type: ignore[arg-type]
+            cur.execute(self._sql(sql + " ORDER BY rowid"))
             for (text,) in cur:
                 yield json.loads(text)
 
@@ -462,13 +464,13 @@ class PostgresTrajectoryStore(TrajectoryStore):
         by_status = {
             s: int(n)
             for s, n in self._db.execute(
-                q("SELECT status, COUNT(*) FROM trajectories GROUP BY status ORDER BY status")  # type: ignore[arg-type]
+                q("SELECT status, COUNT(*) FROM trajectories GROUP BY status ORDER BY status")
             )
         }
         by_k = {
             k: {"count": int(n), "accepted": int(a)}
             for k, n, a in self._db.execute(
-                q("SELECT k, COUNT(*), SUM(accepted) FROM trajectories GROUP BY k ORDER BY k")  # type: ignore[arg-type]
+                q("SELECT k, COUNT(*), SUM(accepted) FROM trajectories GROUP BY k ORDER BY k")
             )
         }
         count, accepted = int(count), int(accepted)
@@ -484,7 +486,7 @@ class PostgresTrajectoryStore(TrajectoryStore):
     def run_lock(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
         import psycopg
 
-        lock = psycopg.connect(self.dsn, autocommit=True)  # its own session: held until closed
+        lock: Any = psycopg.connect(self.dsn, autocommit=True)  # its own session: held until closed
         try:
             if not lock.execute("SELECT pg_try_advisory_lock(%s)", (self._run_key,)).fetchone()[0]:
                 raise ConfigError(
