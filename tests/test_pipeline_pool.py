@@ -215,3 +215,30 @@ async def test_cancel_loses_nothing_written(tmp_path):
     assert 0 < written < 100
     s = await generate(examples(100), Context(), path, run_one=fake_runner(), progress=False)
     assert s.skipped_existing == written and s.done == 100 - written
+
+
+async def test_after_a_stop_queued_examples_are_not_started(tmp_path):
+    """Issue 11 'Signals': a stop used to let the workers drain the queue (up to 2x the
+    concurrency more examples); now only the examples already running finish."""
+    stop = asyncio.Event()
+    calls: list[str] = []
+    base = fake_runner(delay=0.05, calls=calls)
+
+    async def run(ex):
+        if ex.id == "ex0":
+            stop.set()
+        return await base(ex)
+
+    s = await generate(
+        examples(100),
+        Context(),
+        tmp_path / "t.sqlite",
+        run_one=run,
+        concurrency=8,
+        stop=stop,
+        progress=False,
+    )
+    assert s.interrupted and s.done == len(calls)
+    assert len(calls) <= 8, calls  # the queue (8 more) was not drained
+    with TrajectoryStore(tmp_path / "t.sqlite") as st:
+        assert len(st) == s.done
