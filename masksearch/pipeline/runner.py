@@ -185,6 +185,11 @@ def run_generate(
         f"generate: {input} -> {store_label(store_spec)} (concurrency {concurrency}{where}, "
         f"checkpoint {_redact(checkpointer_url)})"
     )
+    if cluster is not None and cluster.address is not None and not is_postgres(store_spec):
+        echo(
+            "note: a SQLite store is a file on each node; if the workers run on more than one "
+            "machine, use a postgresql:// store (docs/scale.md)"
+        )
     try:
         with open_store(store_spec) as lock_store, lock_store.run_lock():
             if cluster is not None:
