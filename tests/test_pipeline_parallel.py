@@ -349,9 +349,11 @@ def test_rate_limit_is_shared_by_all_workers(tmp_path, ray_address):
         progress=False,
         cluster=cluster,
         summary_json=summary_json,
-        limits=RateLimits(requests_per_s=30, burst_s=0.5),
+        limits=RateLimits(requests_per_s=15, burst_s=0.5),
     )
     run = json.loads(summary_json.read_text())["run"]
     assert code == 0 and run["done"] == 20
-    # 60 calls at 30/s after a 15-call burst: >= 1.5 s from the first call to the last
-    assert run["elapsed_s"] >= 1.4, run["elapsed_s"]
+    # shared: 60 calls at 15/s after a 7.5-call burst = 3.5 s from the first call to the last;
+    # a limiter per worker would let each do its 30 in 1.5 s. The margin covers the workers
+    # starting up to a second apart (each measures its own pool time).
+    assert run["elapsed_s"] >= 2.5, run["elapsed_s"]
