@@ -271,3 +271,14 @@ def test_serve_cli_refuses_bad_port_and_open_bind(tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_stem_cache_is_bounded(monkeypatch):
+    from masksearch.retrievers import bm25
+
+    monkeypatch.setattr(bm25, "STEM_CACHE_WORDS", 100)
+    analyzer = bm25.Analyzer()
+    words = [f"word{i}x" for i in range(1000)] + ["z" * 40]
+    assert len(analyzer(" ".join(words))) == len(words)
+    assert len(analyzer._cache) == 100 and "z" * 40 not in analyzer._cache
+    assert analyzer("running") == analyzer("running") == ["run"]

@@ -28,6 +28,11 @@ class AnalyzerConfig:
     stemmer: str = "english"  # a PyStemmer language, or "none"
 
 
+# The per-word stem cache keeps at most this many words (the first seen, which include the
+# frequent ones), so a server answering many distinct queries keeps a bounded memory.
+STEM_CACHE_WORDS = 500_000
+
+
 class Analyzer:
     """Lowercase, regex-split, drop stopwords, stem (PyStemmer) with a per-word cache."""
 
@@ -59,7 +64,7 @@ class Analyzer:
             s = cache.get(w)
             if s is None:
                 s = self._stem(w)
-                if len(cache) < 2_000_000:
+                if len(cache) < STEM_CACHE_WORDS and len(w) <= 32:
                     cache[w] = s
             out.append(s)
         return out
