@@ -5,7 +5,8 @@
 | `openai:<model>` | OpenAI (key `OPENAI_API_KEY`) |
 | `dashscope:<model>[@<base_url>]` | DashScope's OpenAI-compatible endpoint (key `DASHSCOPE_API_KEY`; default the China region, pass e.g. `@https://dashscope-intl.aliyuncs.com/compatible-mode/v1` for Singapore) |
 | `openai-compatible:<model>@<base_url>` | vLLM / Ollama / any OpenAI-compatible server (key `OPENAI_API_KEY` or "EMPTY") |
-| `local:default` / `local:<path>` | embedded offline model (transformers, CPU ok): SmolLM2-135M-Instruct, or an HF dir / .gguf |
+| `local:default` / `local:<embedded name>` / `local:<file>.gguf` | in-process llama.cpp (`masksearch.models.llamacpp`; embedded models in `masksearch.models.embedded`) |
+| `local:<dir>` | an HF checkpoint directory (e.g. a trained student) on transformers, CPU or GPU |
 | `fake:<script.json>` | `ScriptedChatModel` replaying a script (tests, demos) |
 """
 
@@ -52,9 +53,9 @@ def load_chat_model(
 
         return ScriptedChatModel.from_file(name)
     if provider == "local":
-        from masksearch.models.local import LocalChatModel
+        from masksearch.models.local import chat_model
 
-        return LocalChatModel(model_path=name, **common, **kwargs)
+        return chat_model(name, **common, **kwargs)
 
     from langchain.chat_models import init_chat_model
 

