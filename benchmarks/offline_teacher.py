@@ -39,12 +39,14 @@ def uptime() -> str:
         return "load: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_job(workdir: Path, n: int, cache: Path | None, extra: list[str]) -> dict[str, Any]:
+def run_job(
+    workdir: Path, n: int, cache: Path | None, extra: list[str], model: str = MODEL
+) -> dict[str, Any]:
     env = dict(os.environ)
     if cache is not None:
         env["MASKSEARCH_CACHE"] = str(cache)
     cmd = [sys.executable, "-m", "masksearch.cli", "run", "--workdir", str(workdir), "--n", str(n)]
-    cmd += ["--no-progress", *extra]
+    cmd += ["--model", model, "--no-progress", *extra]
     load_before = uptime()
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -52,6 +54,7 @@ def run_job(workdir: Path, n: int, cache: Path | None, extra: list[str]) -> dict
     screen = proc.stdout + proc.stderr
     out: dict[str, Any] = {
         "n": n,
+        "model": model,
         "wall_s": round(wall, 1),
         "exit_code": proc.returncode,
         "tracebacks_on_screen": screen.count("Traceback (most recent call last)"),
@@ -74,21 +77,25 @@ def run_job(workdir: Path, n: int, cache: Path | None, extra: list[str]) -> dict
 
 
 def inspect_records(store_path: Path) -> dict[str, Any]:
-    """Malformed actions (model steps with a parse error) and local decode speed from the store."""
+    """Malformed actions (model steps with a parse error) and span accuracy from the store."""
     if not store_path.is_file():
         return {}
     from masksearch.pipeline.store import TrajectoryStore
 
     malformed: Counter[str] = Counter()
-    tokens = decode_s = 0.0
-    steps = 0
+    steps = spans = spans_right = 0
+    seconds = 0.0
     with TrajectoryStore(store_path) as st:
         records = list(st.records())
     for rec in records:
+        k = len(rec.get("answers") or [])
+        spans += k
+        spans_right += round(float((rec.get("scores") or {}).get("span_recall", 0.0)) * k)
         for s in rec.get("steps", []):
             if s.get("agent") == "search":
                 continue
             steps += 1
+            seconds += float(s.get("latency_s") or 0.0)
             if s.get("parse_error"):
                 malformed[s.get("agent", "?")] += 1
     return {
@@ -96,19 +103,20 @@ def inspect_records(store_path: Path) -> dict[str, Any]:
         "model_steps": steps,
         "malformed_actions": sum(malformed.values()),
         "malformed_by_agent": dict(malformed),
-        "decode_tokens": tokens,
-        "decode_s": decode_s,
+        "spans_right": spans_right,
+        "spans": spans,
+        "model_s_per_example": round(seconds / len(records), 1) if records else None,
     }
 
 
-def decode_speed(prompt_text: str, max_tokens: int = 128) -> dict[str, Any]:
+def decode_speed(prompt_text: str, max_tokens: int = 128, spec: str = MODEL) -> dict[str, Any]:
     """Our LangChain model against llama-cpp-python's own `create_completion`, same prompt,
     greedy, same number of new tokens (grammar off: the raw binding has none)."""
     from langchain_core.messages import HumanMessage
 
     from masksearch.models import load_chat_model
 
-    model = load_chat_model(MODEL, max_tokens=max_tokens)
+    model = load_chat_model(spec, max_tokens=max_tokens)
     rt = model.load()
     llm = rt.llm
     msgs = [HumanMessage(prompt_text)]
@@ -117,12 +125,9 @@ def decode_speed(prompt_text: str, max_tokens: int = 128) -> dict[str, Any]:
 
     def raw() -> tuple[int, float]:
         llm.reset()
-        t0 = time.perf_counter()
         first = None
         n = 0
-        for _ in llm.create_completion(
-            prompt, max_tokens=max_tokens, temperature=0.0, stream=True
-        ):
+        for _ in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
             n += 1
             if first is None:
                 first = time.perf_counter()
@@ -146,6 +151,7 @@ def decode_speed(prompt_text: str, max_tokens: int = 128) -> dict[str, Any]:
         "raw_tok_s": round(best["raw"], 2),
         "ours_tok_s": round(best["ours"], 2),
         "ratio": round(best["ours"] / best["raw"], 3) if best["raw"] else None,
+        "model": spec,
         "threads": rt.n_threads,
         "load": uptime(),
     }
@@ -163,9 +169,18 @@ def sample_prompt(workdir: Path) -> str:
     return prompts.PLANNER.substitute(question=question)
 
 
+def install_size(spec: str) -> int | None:
+    """Bytes of the GGUF file an embedded model spec loads (what the packages install)."""
+    from masksearch.models import embedded
+
+    model = embedded.lookup(spec.partition(":")[2])
+    return model.size if model else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--models", nargs="+", default=[MODEL], help="model specs to compare")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", type=Path, help="keep work directories under this directory")
@@ -175,35 +190,47 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load": uptime()}, "runs": []}
     print(f"machine: {os.cpu_count()} CPUs; {results['machine']['load']}", flush=True)
-    for i, n in enumerate(args.n):
-        if i == 0 and not args.no_cold:
-            r = run_job(base / f"cold-{n}", n, base / "empty-cache", args.run_args)
-            r["cache"] = "cold"
+    results["decode"] = []
+    for model in args.models:
+        tag = model.replace(":", "_").replace("/", "_")
+        for i, n in enumerate(args.n):
+            if i == 0 and not args.no_cold:
+                cache = base / f"empty-cache-{tag}"
+                r = run_job(base / f"cold-{tag}-{n}", n, cache, args.run_args, model)
+                r["cache"] = "cold"
+                results["runs"].append(r)
+                print(json.dumps(r), flush=True)
+            r = run_job(base / f"warm-{tag}-{n}", n, None, args.run_args, model)
+            r["cache"] = "warm"
             results["runs"].append(r)
             print(json.dumps(r), flush=True)
-        r = run_job(base / f"warm-{n}", n, None, args.run_args)
-        r["cache"] = "warm"
-        results["runs"].append(r)
-        print(json.dumps(r), flush=True)
-    results["decode"] = decode_speed(sample_prompt(base / f"warm-{args.n[0]}"))
-    print(json.dumps(results["decode"]), flush=True)
+        d = decode_speed(sample_prompt(base / f"warm-{tag}-{args.n[0]}"), spec=model)
+        d["install_bytes"] = install_size(model)
+        results["decode"].append(d)
+        print(json.dumps(d), flush=True)
     print()
-    print("| run | n | wall | accepted | by k | malformed | tracebacks | load before |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | cache | n | wall | accepted | by k | spans right | malformed | tracebacks | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         by_k = ", ".join(
             f"k={k} {v['accepted']}/{v['done']}" for k, v in (r.get("by_k") or {}).items()
         )
         print(
-            f"| {r['cache']} | {r['n']} | {r['wall_s']:.0f} s | {r.get('accepted')}/{r.get('done')} "
-            f"| {by_k} | {r.get('malformed_actions')} | {r['tracebacks_on_screen']} "
-            f"| {r['load_before'].split('load average:')[-1].strip()} |"
+            f"| {r['model']} | {r['cache']} | {r['n']} | {r['wall_s']:.0f} s "
+            f"| {r.get('accepted')}/{r.get('done')} | {by_k} "
+            f"| {r.get('spans_right')}/{r.get('spans')} | {r.get('malformed_actions')} "
+            f"| {r['tracebacks_on_screen']} | {r['load_before'].split('load average:')[-1].strip()} |"
         )
-    d = results["decode"]
-    print(
-        f"decode: ours {d['ours_tok_s']} tok/s vs raw llama-cpp-python {d['raw_tok_s']} tok/s "
-        f"= {d['ratio']}x ({d['threads']} threads, prompt {d['prompt_tokens']} tokens)"
-    )
+    for d in results["decode"]:
+        size = d["install_bytes"]
+        print(
+            f"decode {d['model']}: ours {d['ours_tok_s']} tok/s vs raw llama-cpp-python "
+            f"{d['raw_tok_s']} tok/s = {d['ratio']}x ({d['threads']} threads, prompt "
+            f"{d['prompt_tokens']} tokens; {d['load']})"
+            + (f"; weights {size / 1e6:.0f} MB" if size else "")
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

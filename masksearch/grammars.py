@@ -37,24 +37,36 @@ MAX_REWRITES = 5
 _TEXT = r"[^<>]"
 _LINE = r"[^<>\n]"
 
-_THINK = f'think ::= "<think>" {_TEXT}{{1,{MAX_THINK_CHARS}}} "</think>"'
-_SEARCH = f'search ::= "<search>" " "? [^<>\\n ] {_LINE}{{0,{MAX_QUERY_CHARS}}} "</search>"'
-_ANSWER = f'answer ::= "<answer>" " "? [^<>\\n ] {_LINE}{{0,{MAX_ANSWER_CHARS}}} "</answer>"'
 
-GRAMMARS: dict[str, str] = {
-    "action": "\n".join(['root ::= think "\\n" (search | answer)', _THINK, _SEARCH, _ANSWER]),
-    "search": "\n".join(['root ::= think "\\n" search', _THINK, _SEARCH]),
-    "answer": "\n".join(['root ::= think "\\n" answer', _THINK, _ANSWER]),
-    "answer_only": "\n".join(["root ::= answer", _ANSWER]),
-    "rewrites": "\n".join(
-        [
-            f'root ::= "{{\\"queries\\": [" q (", " q){{0,{MAX_REWRITES - 1}}} "]}}"',
-            f'q ::= "\\"" [^"\\\\<>\\n ] [^"\\\\<>\\n]{{0,{MAX_QUERY_CHARS}}} "\\""',
-        ]
-    ),
-    "verdict": 'root ::= "<verdict>" ("correct" | "incorrect") "</verdict>"',
-    "span": f"root ::= [^<>;\\n ] [^<>;\\n]{{0,{MAX_SPAN_CHARS}}}",
-}
+def build_grammars(
+    think: int = MAX_THINK_CHARS,
+    query: int = MAX_QUERY_CHARS,
+    answer: int = MAX_ANSWER_CHARS,
+    span: int = MAX_SPAN_CHARS,
+) -> dict[str, str]:
+    """The named grammars with these length bounds (characters of free text)."""
+    t = f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{think}}} "</think>"'
+    s = f'search ::= "<search>" " "? [^<>\\n ] {_LINE}{{0,{query}}} "</search>"'
+    a = f'answer ::= "<answer>" " "? [^<>\\n ] {_LINE}{{0,{answer}}} "</answer>"'
+    return {
+        "action": "\n".join(['root ::= think "\\n" (search | answer)', t, s, a]),
+        "search": "\n".join(['root ::= think "\\n" search', t, s]),
+        "answer": "\n".join(['root ::= think "\\n" answer', t, a]),
+        "answer_only": "\n".join(["root ::= answer", a]),
+        "rewrites": "\n".join(
+            [
+                f'root ::= "{{\\"queries\\": [" q (", " q){{0,{MAX_REWRITES - 1}}} "]}}"',
+                f'q ::= "\\"" [^"\\\\<>\\n ] [^"\\\\<>\\n]{{0,{query}}} "\\""',
+            ]
+        ),
+        "verdict": 'root ::= "<verdict>" ("correct" | "incorrect") "</verdict>"',
+        "span": f"root ::= [^<>;\\n ] [^<>;\\n]{{0,{span}}}",
+    }
+
+
+GRAMMARS: dict[str, str] = build_grammars()
+_THINK = GRAMMARS["search"].splitlines()[1]
+_SEARCH = GRAMMARS["search"].splitlines()[2]
 
 JSON_SCHEMAS: dict[str, dict[str, Any]] = {
     "rewrites": {
@@ -102,8 +114,13 @@ def json_schema_for(output_format: str | None) -> dict[str, Any] | None:
     return JSON_SCHEMAS.get(output_format or "")
 
 
+GRAMMAR_TOKENS = 1024  # budget for a grammar given as a string (think + answer spans)
+
+
 def token_budget(output_format: str | None, default: int) -> int:
     """Tokens to allow for a format: enough to finish it (at least `default`)."""
+    if output_format and "::=" in output_format:
+        return max(default, GRAMMAR_TOKENS)
     return max(default, MAX_TOKENS.get(output_format or "", 0))
 
 
@@ -115,14 +132,14 @@ def gbnf_literal(text: str) -> str:
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
-def passage_span_grammar(passages: Iterable[str]) -> str:
-    """Grammar of one contiguous run of words copied verbatim from one of `passages`.
+def passage_span_rules(passages: Iterable[str]) -> list[str]:
+    """GBNF rules whose rule `span` is one contiguous run of words copied verbatim from one of
+    `passages` (empty list when the passages hold no word).
 
     Passages are cut into words and punctuation marks keeping the separator between them, so
-    `Gustave Eiffel` or `1889` can be taken out of `by Gustave Eiffel in 1889,`. The grammar is
-    linear in the passages' length: rule `wI` is "token I, then optionally its separator and rule
-    wI+1"; a span starts at any word (not at punctuation). Its length is bounded by the caller's
-    token budget."""
+    `Gustave Eiffel` or `1889` can be taken out of `by Gustave Eiffel in 1889,`. The rules are
+    linear in the passages' length: `wI` is "token I, then optionally its separator and wI+1"; a
+    span starts at any word (not at punctuation). Its length is bounded by the token budget."""
     rules: list[str] = []
     starts: list[str] = []
     n = 0
@@ -130,15 +147,72 @@ def passage_span_grammar(passages: Iterable[str]) -> str:
         matches = list(_WORD.finditer(text))
         for i, m in enumerate(matches):
             token, name = m.group(0), f"w{n + i}"
-            if i + 1 < len(matches):
-                sep = text[m.end() : matches[i + 1].start()]
+            if i + 1 < len(matches) and ";" not in (token, matches[i + 1].group(0)):
+                sep = text[m.end() : matches[i + 1].start()]  # never across a `;` (the separator)
                 sep = " " if sep and not sep.strip() else sep  # newlines/tabs read as one space
-                rules.append(f"{name} ::= {gbnf_literal(token)} ({gbnf_literal(sep)} w{n + i + 1})?")
+                nxt = f"({gbnf_literal(sep)} w{n + i + 1})?"
+                rules.append(f"{name} ::= {gbnf_literal(token)} {nxt}")
             else:
                 rules.append(f"{name} ::= {gbnf_literal(token)}")
             if token[0].isalnum():
                 starts.append(name)
         n += len(matches)
     if not starts:
-        return GRAMMARS["span"]
-    return "\n".join([f"root ::= {' | '.join(starts)}", *rules])
+        return []
+    return [f"span ::= {' | '.join(starts)}", *rules]
+
+
+def passage_span_grammar(passages: Iterable[str]) -> str:
+    """One verbatim span of the passages (falls back to `span` when they hold no word)."""
+    rules = passage_span_rules(passages)
+    return "\n".join(["root ::= span", *rules]) if rules else GRAMMARS["span"]
+
+
+def ramp_grammar(
+    k: int, passages: Iterable[str] | None = None, *, may_search: bool, think: bool = True
+) -> str:
+    """A RAMP decision: `<think>…</think>` then either one `<search>` (if `may_search`) or
+    `<answer>s1 ; … ; sk</answer>` with exactly `k` spans, each copied verbatim from `passages`
+    (free short text when no passages are given). `think=False`: the answer alone."""
+    k = max(1, k)
+    rules = passage_span_rules(passages or [])
+    if not rules:
+        rules = [f"span ::= [^<>;\\n ] [^<>;\\n]{{0,{MAX_SPAN_CHARS}}}"]
+    answer = 'answer ::= "<answer>" span' + ' " ; " span' * (k - 1) + ' "</answer>"'
+    if not think:
+        return "\n".join(["root ::= answer", answer, *rules])
+    root = 'root ::= think "\\n" ' + ("(search | answer)" if may_search else "answer")
+    parts = [root, _THINK, answer, *rules]
+    if may_search:
+        parts.insert(2, _SEARCH)
+    return "\n".join(parts)
+
+
+def for_role(
+    role: str,
+    question: str,
+    passages: Iterable[str] = (),
+    *,
+    may_search: bool = True,
+) -> str:
+    """The output format of a teacher role for this question.
+
+    RAMP questions (with `[mask]`): the planner must search (the hidden words cannot be known
+    without retrieval); the observer and the forced answer answer with exactly `k` spans, each
+    copied from the passages retrieved so far. QA: the generic action / answer formats."""
+    from masksearch.prompts import count_masks
+
+    k = count_masks(question)
+    if role == "rewriter":
+        return "rewrites"
+    if role == "judge":
+        return "verdict"
+    if role == "planner":
+        return "search" if k else "action"
+    if role == "observer":
+        if k:
+            return ramp_grammar(k, list(passages), may_search=may_search)
+        return "action" if may_search else "answer"
+    if role == "answer":
+        return ramp_grammar(k, list(passages), may_search=False, think=False) if k else "answer_only"
+    raise ValueError(f"no output format for role {role!r}")

@@ -70,6 +70,49 @@ OBSERVER = Template(
     "$budget"
 )
 
+# RAMP (masked passage) additions for the teacher roles. The hidden words cannot be known without
+# retrieval, so a masked example searches first; the answer copies the words from the passage found.
+RAMP_PLANNER = (
+    "The [mask] words were removed from an encyclopedia passage: they cannot be known or guessed "
+    "without searching. Do not answer yet: think, then search with one short keyword query built "
+    "from the most distinctive words of the text (names, titles, places)."
+)
+
+RAMP_OBSERVER = Template(
+    "The question is a passage with $k hidden span(s), marked [mask 1] … [mask $k]:\n$numbered\n"
+    "If one of the search results is the same passage (same wording around the masks), copy for "
+    "each mask, in order, the exact words it hides from that result. Inside <think></think> name "
+    "the matching result and the words for each mask; then answer with exactly $k span(s) "
+    'separated by " ; ", e.g. <answer>$example</answer>. If no result matches, search again '
+    "with other distinctive words."
+)
+
+
+def masked_text(question: str) -> str:
+    """The passage part of a RAMP question (without the fill-in instruction)."""
+    return question.replace(RAMP_INSTRUCTION, "").strip()
+
+
+def number_masks(question: str) -> str:
+    """`… [mask] … [mask] …` → `… [mask 1] … [mask 2] …` (the teacher's view of the blanks)."""
+    parts = re.split(re.escape(MASK_TOKEN), masked_text(question), flags=re.IGNORECASE)
+    out = [parts[0]]
+    for i, part in enumerate(parts[1:], 1):
+        out.append(f"[mask {i}]{part}")
+    return "".join(out)
+
+
+def count_masks(question: str) -> int:
+    """How many spans a RAMP question hides (its `k`)."""
+    return masked_text(question).lower().count(MASK_TOKEN)
+
+
+def ramp_observer_note(question: str) -> str:
+    k = count_masks(question)
+    example = " ; ".join(f"words of mask {i}" for i in range(1, k + 1))
+    return RAMP_OBSERVER.substitute(k=k, numbered=number_masks(question), example=example)
+
+
 OBSERVER_BUDGET = Template("Search rounds left after this one: $left.")
 OBSERVER_LAST = "This was the last search round: you must answer now with <answer>...</answer>."
 

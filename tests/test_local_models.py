@@ -29,17 +29,21 @@ def wild():
     return m.model_copy(update={"top_k": 0, "top_p": 1.0})
 
 
+# the production grammars with shorter free-text bounds: a wild sampler fills every bound, and the
+# test is about the format, not the length
+SHORT = grammars.build_grammars(think=40, query=30, answer=30, span=20)
+
+
 def _ask(model, text: str, fmt: str) -> str:
-    return model.invoke([HumanMessage(text)], output_format=fmt).content
+    return model.invoke([HumanMessage(text)], output_format=SHORT[fmt]).content
 
 
+@pytest.mark.slow
 def test_grammar_makes_a_wild_sampler_emit_parseable_actions(wild):
-    for seed in range(3):
-        m = wild.model_copy(update={"seed": seed})
-        action = parse_action(_ask(m, "Who built the Eiffel Tower? Think, then search.", "action"))
-        assert action.kind in ("search", "answer") and action.think, action
-        search = parse_action(_ask(m, "Find the year the Eiffel Tower opened.", "search"))
-        assert search.kind == "search" and search.queries and search.think
+    action = parse_action(_ask(wild, "Who built the Eiffel Tower? Think, then act.", "action"))
+    assert action.kind in ("search", "answer") and action.think, action
+    search = parse_action(_ask(wild, "Find the year the Eiffel Tower opened.", "search"))
+    assert search.kind == "search" and search.queries and search.think
     rewrites = _ask(wild, "Rewrite 'Eiffel Tower architect' into search queries.", "rewrites")
     queries = parse_rewrites(rewrites, max_queries=grammars.MAX_REWRITES)
     assert 1 <= len(queries) <= grammars.MAX_REWRITES and json.loads(rewrites)["queries"]
@@ -47,20 +51,35 @@ def test_grammar_makes_a_wild_sampler_emit_parseable_actions(wild):
     assert parse_action(_ask(wild, "Answer now.", "answer_only")).kind == "answer"
 
 
+@pytest.mark.slow
 def test_unconstrained_wild_sampler_is_indeed_malformed(wild):
     """Control: without the grammar the same sampler does not produce a parseable action."""
     text = wild.invoke([HumanMessage("Who built the Eiffel Tower? Think, then search.")]).content
     assert parse_action(text).kind == "invalid"
 
 
+@pytest.mark.slow
 def test_passage_span_grammar_copies_a_verbatim_span(wild):
     passage = "The Eiffel Tower was designed by Gustave Eiffel's company and finished in 1889."
     g = grammars.passage_span_grammar([passage])
-    for seed in range(3):
+    for seed in range(2):
         out = wild.model_copy(update={"seed": seed, "max_tokens": 8}).invoke(
             [HumanMessage(f"{passage}\nWho designed it?")], output_format=g
         )
         assert out.content.strip() and out.content in passage
+    ramp = grammars.ramp_grammar(2, [passage], may_search=False, think=False)
+    out = wild.invoke([HumanMessage(f"{passage}\nFill the two blanks.")], output_format=ramp)
+    action = parse_action(out.content)
+    parts = action.answer.split(" ; ")
+    assert action.kind == "answer" and len(parts) == 2 and all(p in passage for p in parts)
+
+
+def test_greedy_decoding_under_the_action_grammar_parses():
+    """Cheap default-suite check (greedy, short bounds); the wild-sampler tests are slow."""
+    m = load_chat_model(SMALL, max_tokens=64)
+    out = m.invoke([HumanMessage("Who built the Eiffel Tower?")], output_format=SHORT["action"])
+    assert parse_action(out.content).kind in ("search", "answer")
+    assert out.response_metadata["output_format"] == SHORT["action"]
 
 
 def test_stream_matches_invoke_and_reports_usage():
@@ -96,10 +115,10 @@ async def test_timeout_cancels_generation_and_next_call_starts_at_once():
     start = time.perf_counter()
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(m.ainvoke(long), timeout=0.5)
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 2.0
     t = time.perf_counter()
     while any(s.busy for s in rt.slots):  # the worker stops between two tokens
-        assert time.perf_counter() - t < 2.0, "generation kept running after the timeout"
+        assert time.perf_counter() - t < 3.0, "generation kept running after the timeout"
         await asyncio.sleep(0.01)
     t = time.perf_counter()
     out = await m.ainvoke([HumanMessage("Say hi.")], max_tokens=4)

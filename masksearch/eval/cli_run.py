@@ -65,10 +65,9 @@ async def warm_up(methods: Sequence[Any]) -> None:
                 timeout=ctx.llm_timeout_s,
                 seed=ctx.seed,
             )
-            if spec.startswith("local:") and isinstance(getattr(model, "model_path", None), str):
-                from masksearch.models.local import load_weights  # weights load lazily otherwise
-
-                await asyncio.to_thread(load_weights, model.model_path)
+            load = getattr(model, "load", None)  # local models: weights load lazily otherwise
+            if spec.startswith("local:") and callable(load):
+                await asyncio.to_thread(load)
 
 
 async def build_and_run(

@@ -91,3 +91,19 @@ def _require_env(var: str, spec: str) -> str:
     if not value:
         raise ConfigError(f"model {spec!r} needs the environment variable {var} (not set)")
     return value
+
+
+def output_format_kwargs(model: Any, output_format: str | None) -> dict[str, Any]:
+    """Call kwargs asking `model` for an output format (`masksearch.grammars`): the format itself
+    for models that decode under grammars (`supports_output_format`), JSON mode for the JSON
+    formats on OpenAI-compatible APIs (OpenAI, DashScope, vLLM), nothing otherwise (the caller's
+    tag/JSON parser is the fallback)."""
+    if not output_format:
+        return {}
+    if getattr(model, "supports_output_format", False):
+        return {"output_format": output_format}
+    from masksearch.grammars import json_schema_for
+
+    if json_schema_for(output_format) is not None and hasattr(model, "openai_api_base"):
+        return {"response_format": {"type": "json_object"}}
+    return {}

@@ -87,7 +87,7 @@ MODELS: dict[str, EmbeddedModel] = {
         ),
     )
 }
-DEFAULT = "qwen2.5-coder-1.5b"
+DEFAULT = "smollm2-135m"
 ALIASES = {"default": DEFAULT}
 
 

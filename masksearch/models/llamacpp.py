@@ -397,10 +397,11 @@ class LlamaCppChatModel(BaseChatModel):
         try:
             async for chunk in stream:
                 parts.append(chunk.text)
-                if chunk.message.usage_metadata:
-                    meta = dict(chunk.message.response_metadata, usage=chunk.message.usage_metadata)
+                usage = getattr(chunk.message, "usage_metadata", None)
+                if usage:
+                    meta = dict(chunk.message.response_metadata, usage=usage)
         finally:
-            await stream.aclose()
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
         return ChatResult(generations=[ChatGeneration(message=_message("".join(parts), meta))])
 
 

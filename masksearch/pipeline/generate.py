@@ -163,11 +163,9 @@ async def warm_up(context: Context, resources: Any = None) -> list[Any]:
             timeout=context.llm_timeout_s,
             seed=context.seed,
         )
-        path = getattr(model, "model_path", None)
-        if spec.startswith("local:") and isinstance(path, str):
-            from masksearch.models.local import load_weights  # weights otherwise load on first call
-
-            await asyncio.to_thread(load_weights, path)
+        load = getattr(model, "load", None)  # local models: weights otherwise load on first call
+        if spec.startswith("local:") and callable(load):
+            await asyncio.to_thread(load)
         models.append(model)
     return models
 
