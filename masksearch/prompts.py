@@ -81,10 +81,8 @@ RAMP_PLANNER = (
 RAMP_OBSERVER = Template(
     "The question is a passage with $k hidden span(s), marked [mask 1] … [mask $k]:\n$numbered\n"
     "If one of the search results is the same passage (same wording around the masks), copy for "
-    "each mask, in order, the exact words it hides from that result. Inside <think></think> name "
-    "the matching result and the words for each mask; then answer with exactly $k span(s) "
-    'separated by " ; ", e.g. <answer>$example</answer>. If no result matches, search again '
-    "with other distinctive words."
+    "each mask, in order, the exact words it hides from that result. $how Answer with exactly $k "
+    'span(s) separated by " ; ", e.g. <answer>$example</answer>.$fallback'
 )
 
 
@@ -107,10 +105,21 @@ def count_masks(question: str) -> int:
     return masked_text(question).lower().count(MASK_TOKEN)
 
 
-def ramp_observer_note(question: str) -> str:
+def ramp_observer_note(question: str, *, may_search: bool = True) -> str:
+    """The RAMP instructions of the observer (`may_search=False`: the forced answer, no think)."""
     k = count_masks(question)
     example = " ; ".join(f"words of mask {i}" for i in range(1, k + 1))
-    return RAMP_OBSERVER.substitute(k=k, numbered=number_masks(question), example=example)
+    how = (
+        "Inside <think></think> name the matching result and the words for each mask."
+        if may_search
+        else "Use the closest result if none matches exactly."
+    )
+    fallback = (
+        " If no result matches, search again with other distinctive words." if may_search else ""
+    )
+    return RAMP_OBSERVER.substitute(
+        k=k, numbered=number_masks(question), example=example, how=how, fallback=fallback
+    )
 
 
 OBSERVER_BUDGET = Template("Search rounds left after this one: $left.")
@@ -120,7 +129,7 @@ FORCE_ANSWER = Template(
     "The search budget is used up. Answer the question from the information gathered; if a fact "
     "is still missing, give your best guess from your own knowledge.\n" + ANSWER_RULES + "\n\n"
     "Question:\n$question\n\nProgress so far:\n$history\n\n"
-    "Format:\n<think>...</think>\n<answer>...</answer>"
+    "Reply with the answer only:\n<answer>...</answer>"
 )
 
 AGENT_FORCE_ANSWER = (

@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.types import RetryPolicy
 
 from masksearch.context import Context
+from masksearch.models import output_format_kwargs
 from masksearch.redact import redact_exception
 from masksearch.resources import Resources
 from masksearch.state import GraphState
@@ -81,8 +82,13 @@ async def call_model(
     *,
     resources: Resources,
     stop: list[str] | None = None,
+    output_format: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Call the role's model with a per-call timeout; return (text, step metadata).
+
+    `output_format` (a `masksearch.grammars` name or GBNF grammar) is decoded under its grammar by
+    models that support it (local llama.cpp), sent as JSON mode to APIs for the JSON formats, and
+    otherwise only guides the caller's parser. A timeout cancels a local generation between tokens.
 
     The metadata holds `model`, `latency_s`, token counts and `message_id` (the reply's id, so
     the node's chat message matches the tokens streamed under `stream_mode="messages"`).
@@ -96,7 +102,8 @@ async def call_model(
     }
     model = await resources.amodel(spec, **settings)
     start = time.perf_counter()
-    kwargs = {"stop": stop} if stop else {}
+    kwargs: dict[str, Any] = {"stop": stop} if stop else {}
+    kwargs.update(output_format_kwargs(model, output_format))
     try:
         msg = await asyncio.wait_for(
             model.ainvoke(to_lc_messages(messages), **kwargs), timeout=ctx.llm_timeout_s

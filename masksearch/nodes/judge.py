@@ -40,7 +40,9 @@ async def judge(
         prompt = prompts.JUDGE.substitute(
             question=state["question"], gold=gold_text(answers, task), prediction=prediction
         )
-        text, meta = await call_model(ctx, "judge", user(prompt), resources=resources)
+        text, meta = await call_model(
+            ctx, "judge", user(prompt), resources=resources, output_format="verdict"
+        )
         verdict = parse_verdict(text)
         scores["judge"] = 1.0 if verdict else 0.0
         accepted = verdict is True

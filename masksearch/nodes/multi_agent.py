@@ -11,7 +11,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from masksearch import prompts
+from masksearch import grammars, prompts
 from masksearch.context import Context
 from masksearch.nodes.common import (
     ai_message,
@@ -34,8 +34,15 @@ async def planner(
     """First decision: a sub-query to search, or (rarely) a direct answer."""
     ctx = context_of(runtime)
     question = question_of(state)
+    prompt = prompts.PLANNER.substitute(question=question)
+    if prompts.count_masks(question):  # RAMP: the hidden words are unknowable without a search
+        prompt += "\n" + prompts.RAMP_PLANNER
     text, meta = await call_model(
-        ctx, "planner", user(prompts.PLANNER.substitute(question=question)), resources=resources
+        ctx,
+        "planner",
+        user(prompt),
+        resources=resources,
+        output_format=grammars.for_role("planner", question),
     )
     action = parse_action(text)
     if action.kind == "answer":
@@ -65,7 +72,9 @@ async def rewriter(
     prompt = prompts.REWRITER.substitute(
         question=question_of(state), subquery=subquery, num_rewrites=ctx.num_rewrites
     )
-    text, meta = await call_model(ctx, "rewriter", user(prompt), resources=resources)
+    text, meta = await call_model(
+        ctx, "rewriter", user(prompt), resources=resources, output_format="rewrites"
+    )
     try:
         queries, error = parse_rewrites(text, max_queries=ctx.num_rewrites), ""
     except ParseError as e:
@@ -102,7 +111,13 @@ async def observer(
         observation=latest["observation"],
         budget=budget,
     )
-    text, meta = await call_model(ctx, "observer", user(prompt), resources=resources)
+    question = question_of(state)
+    if prompts.count_masks(question):
+        prompt += "\n" + prompts.ramp_observer_note(question)
+    fmt = grammars.for_role("observer", question, passage_texts(rounds), may_search=left > 0)
+    text, meta = await call_model(
+        ctx, "observer", user(prompt), resources=resources, output_format=fmt
+    )
     action = parse_action(text)
     summary = action.think or strip_tags(text)
     if action.kind == "answer":  # kept even on the last turn
@@ -137,9 +152,24 @@ async def force_answer(
     ctx = context_of(runtime)
     rounds = state.get("rounds", [])
     history = prompts.render_history(with_summaries(rounds, state.get("summaries", [])))
-    prompt = prompts.FORCE_ANSWER.substitute(question=question_of(state), history=history)
-    text, meta = await call_model(ctx, "answer", user(prompt), resources=resources)
+    question = question_of(state)
+    prompt = prompts.FORCE_ANSWER.substitute(question=question, history=history)
+    if prompts.count_masks(question):
+        prompt += "\n" + prompts.ramp_observer_note(question, may_search=False)
+    fmt = grammars.for_role("answer", question, passage_texts(rounds))
+    text, meta = await call_model(
+        ctx, "answer", user(prompt), resources=resources, output_format=fmt
+    )
     return forced_answer_update(text, meta, state.get("turn", 0))
+
+
+def passage_texts(rounds: list[Round]) -> list[str]:
+    """Titles and texts of every passage retrieved so far (what a RAMP answer may copy)."""
+    out: list[str] = []
+    for r in rounds:
+        for p in r.get("passages", []):
+            out += [str(p.get(f, "")) for f in ("title", "text") if p.get(f)]
+    return list(dict.fromkeys(out))
 
 
 def with_summaries(rounds: list[Round], summaries: list[str]) -> list[dict[str, Any]]:
