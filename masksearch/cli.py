@@ -37,6 +37,17 @@ def _root(
     if not verbose:  # third-party loggers that set their own DEBUG level
         for name in ("bm25s", "httpx", "faiss"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_one_line_retries)
+
+
+def _one_line_retries(record: logging.LogRecord) -> bool:
+    """LangGraph logs each retry with the exception's traceback: without -v, a one-line warning."""
+    if record.name.startswith("langgraph") and record.exc_info:
+        record.exc_info = record.exc_text = None
+        record.msg, record.args = record.getMessage().splitlines()[0].strip(), ()
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def _register() -> None:

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-MAX_THINK_CHARS = 600
+MAX_THINK_CHARS = 400
 MAX_QUERY_CHARS = 160
 MAX_ANSWER_CHARS = 240
 MAX_SPAN_CHARS = 80

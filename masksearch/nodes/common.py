@@ -108,6 +108,10 @@ async def call_model(
         msg = await asyncio.wait_for(
             model.ainvoke(to_lc_messages(messages), **kwargs), timeout=ctx.llm_timeout_s
         )
+    except TimeoutError:  # a local generation is cancelled between tokens; retried (transient)
+        raise TimeoutError(
+            f"{role} model call exceeded llm_timeout_s={ctx.llm_timeout_s:g}s"
+        ) from None
     except Exception as e:  # an upstream error may echo the API key: scrub it before it is stored
         redact_exception(e)
         raise

@@ -19,6 +19,19 @@ def failure_reason(error: str | None) -> str:
     return first[:120]
 
 
+def reject_reason(record: TrajectoryRecord) -> str:
+    """Why a finished trajectory was not accepted: no answer, or how many masked spans it got."""
+    if record.get("status") != "answered":
+        return f"no answer ({record.get('status', '?')})"
+    scores = record.get("scores") or {}
+    k = len(record.get("answers") or [])
+    if "span_recall" in scores and k:
+        return f"answer judged wrong: {round(float(scores['span_recall']) * k)}/{k} spans right"
+    if "judge" in scores:
+        return "rejected by the LLM judge"
+    return "answer judged wrong"
+
+
 def count_turns(record: TrajectoryRecord) -> int:
     """Agent turns in a record: `meta.turns` when the graph sets it, else assistant messages."""
     turns = (record.get("meta") or {}).get("turns")
@@ -37,6 +50,7 @@ class Summary:
     by_status: Counter = field(default_factory=Counter)
     by_k: dict[int, list[int]] = field(default_factory=dict)  # k -> [done, accepted]
     fail_reasons: Counter = field(default_factory=Counter)
+    reject_reasons: Counter = field(default_factory=Counter)  # finished but not accepted
     turns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -57,6 +71,8 @@ class Summary:
         if status == "failed":
             self.failed += 1
             self.fail_reasons[failure_reason(record.get("error"))] += 1
+        elif not acc:
+            self.reject_reasons[reject_reason(record)] += 1
         k = int((record.get("meta") or {}).get("k", 0) or 0)
         slot = self.by_k.setdefault(k, [0, 0])
         slot[0] += 1
@@ -89,6 +105,7 @@ class Summary:
             "by_status": dict(self.by_status),
             "by_k": {str(k): {"done": d, "accepted": a} for k, (d, a) in sorted(self.by_k.items())},
             "fail_reasons": dict(self.fail_reasons.most_common(10)),
+            "reject_reasons": dict(self.reject_reasons.most_common(10)),
             "mean_turns": round(self.mean_turns, 3),
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "search_calls": self.search_calls,
@@ -130,6 +147,9 @@ class Summary:
         if self.fail_reasons:
             lines.append("top failure reasons:")
             lines += [f"  {n} x {reason}" for reason, n in self.fail_reasons.most_common(5)]
+        if self.reject_reasons:
+            lines.append("not accepted:")
+            lines += [f"  {n} x {reason}" for reason, n in self.reject_reasons.most_common(5)]
         if self.done and self.accept_rate < 0.2:
             lines.append(
                 "note: few trajectories passed the acceptance filter (every masked span right, in order; "
