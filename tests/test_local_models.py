@@ -82,6 +82,7 @@ def test_greedy_decoding_under_the_action_grammar_parses():
     assert out.response_metadata["output_format"] == SHORT["action"]
 
 
+@pytest.mark.slow
 def test_stream_matches_invoke_and_reports_usage():
     m = load_chat_model(SMALL, max_tokens=24)
     msgs = [SystemMessage("You are terse."), HumanMessage("Name three colours.")]
@@ -94,6 +95,7 @@ def test_stream_matches_invoke_and_reports_usage():
     assert full.response_metadata["decode_tok_s"] > 0
 
 
+@pytest.mark.slow
 def test_stop_strings_are_cut():
     m = load_chat_model(SMALL, max_tokens=40)
     out = m.invoke([HumanMessage("Count from 1 to 10 with digits, comma separated.")], stop=["5"])
@@ -125,6 +127,7 @@ async def test_timeout_cancels_generation_and_next_call_starts_at_once():
     assert out.content and time.perf_counter() - t < 3.0
 
 
+@pytest.mark.slow
 async def test_concurrent_async_calls_share_the_model():
     m = load_chat_model(SMALL, max_tokens=6)
     outs = await asyncio.gather(*(m.ainvoke([HumanMessage(f"Say {w}.")]) for w in ("a", "b", "c")))
