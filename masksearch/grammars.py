@@ -214,5 +214,7 @@ def for_role(
             return ramp_grammar(k, list(passages), may_search=may_search)
         return "action" if may_search else "answer"
     if role == "answer":
-        return ramp_grammar(k, list(passages), may_search=False, think=False) if k else "answer_only"
+        return (
+            ramp_grammar(k, list(passages), may_search=False, think=False) if k else "answer_only"
+        )
     raise ValueError(f"no output format for role {role!r}")
