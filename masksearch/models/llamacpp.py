@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 import time
@@ -116,6 +117,19 @@ def _common_prefix(llm: Any, tokens: Sequence[int]) -> int:
 
 _runtimes: dict[tuple[str, int, int], Runtime] = {}
 _runtimes_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the contexts before interpreter teardown (llama-cpp-python's own finalizers then run
+    with half-destroyed modules and print a TypeError traceback at exit)."""
+    for rt in list(_runtimes.values()):
+        for slot in rt.slots:
+            try:
+                slot.llm.close()
+            except Exception:  # noqa: BLE001, S110 - best effort at exit
+                pass
+    _runtimes.clear()
 
 
 def load_runtime(path: Path, *, n_ctx: int, n_threads: int | None, pool_size: int) -> Runtime:
