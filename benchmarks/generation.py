@@ -30,12 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from masksearch.graph import Context, resources
+from masksearch.graph import Context
 from masksearch.graph.checkpoint import open_checkpointer
 from masksearch.pipeline.generate import Durability, generate
 from masksearch.pipeline.parallel import ClusterSettings, merge, run_sharded
 from masksearch.pipeline.runner import GenerateShard
 from masksearch.pipeline.testing import CALLS_PER_EXAMPLE, TeamSetup
+from masksearch.resources import Resources
 from masksearch.types import MaskedExample, Span
 
 
@@ -51,11 +52,10 @@ def make_examples(n: int, prefix: str) -> list[MaskedExample]:
     ]
 
 
-def setup(latency: float, jitter: float = 0.0) -> tuple[Context, TeamSetup]:
-    """Register the simulated team here; the same `TeamSetup` runs in each Ray worker."""
-    resources.clear()
+def setup(latency: float, jitter: float = 0.0) -> tuple[Context, TeamSetup, Resources]:
+    """The simulated team: its `Resources` for in-process runs (one for the whole benchmark), and
+    the `TeamSetup` factory each Ray worker calls to make its own."""
     team = TeamSetup(latency_s=latency, jitter=jitter, passages=64)
-    team()
     context = Context(
         planner_model="fake:team",
         rewriter_model="fake:team",
@@ -64,7 +64,7 @@ def setup(latency: float, jitter: float = 0.0) -> tuple[Context, TeamSetup]:
         top_k=3,
         max_turns=2,
     )
-    return context, team
+    return context, team, team()
 
 
 async def _create_checkpointer(url: str) -> None:
@@ -82,6 +82,7 @@ def measure(
     ray_workers: int = 0,
     team: TeamSetup | None = None,
     durability: Durability = "exit",
+    resources: Resources | None = None,
 ) -> tuple[float, float]:
     """(examples per second, CPU seconds per example) for one run into a fresh store."""
     url = "memory" if checkpointer == "memory" else f"sqlite:///{workdir / f'{tag}.ckpt.sqlite'}"
@@ -97,6 +98,7 @@ def measure(
                 concurrency=concurrency,
                 progress=False,
                 durability=durability,
+                resources=resources,
             )
         )
         cpu = time.process_time() - cpu0
@@ -112,15 +114,16 @@ def measure(
             checkpointer_url=url,
             concurrency=-(-concurrency // ray_workers),
             durability=durability,
+            resources=team or Resources,
         )
-        out = run_sharded(job, ClusterSettings(workers=ray_workers, setup=team))
+        out = run_sharded(job, ClusterSettings(workers=ray_workers))
         s, cpu = merge(list(out.values.values())), out.cpu_s
     assert s.done == n and s.failed == 0, s.format()
     return s.throughput, cpu / n
 
 
 def main(args: argparse.Namespace) -> dict:
-    context, team = setup(args.latency, args.jitter)
+    context, team, res = setup(args.latency, args.jitter)
     ideal_per_worker = 1.0 / (CALLS_PER_EXAMPLE * args.latency)
     results: dict = {
         "latency_s": args.latency,
@@ -138,7 +141,7 @@ def main(args: argparse.Namespace) -> dict:
         ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, args.ray))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        measure(context, 4, 8, "sqlite", work, "warmup", args.ray, team)  # imports, first compile
+        measure(context, 4, 8, "sqlite", work, "warmup", args.ray, team, resources=res)
         where = f"{args.ray} Ray workers" if args.ray else "1 process"
         print(
             f"latency {args.latency * 1000:.0f} ms/call (jitter ±{args.jitter:.0%}), "
@@ -165,6 +168,7 @@ def main(args: argparse.Namespace) -> dict:
                         min(args.ray, c),
                         team,
                         args.durability,
+                        resources=res,
                     )
                     for r in range(args.repeats)
                 ]
@@ -185,7 +189,6 @@ def main(args: argparse.Namespace) -> dict:
                 row["sqlite_overhead"] = round(overhead, 4)
                 print(f"{'':>5} sqlite checkpointer overhead vs memory: {overhead:+.1%}")
             results["runs"].append(row)
-    resources.clear()
     results["load_avg_end"] = os.getloadavg()[0]
     return results
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from masksearch.errors import MaskSearchError
+
+if TYPE_CHECKING:
+    from masksearch.resources import Resources
 
 app = typer.Typer(
     name="masksearch",
@@ -84,10 +87,11 @@ def error_line(exc: BaseException) -> str | None:
     return None
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI on `argv`; return the exit code (2 with one `error:` line for expected failures)."""
+def run(argv: list[str] | None = None, resources: Resources | None = None) -> int:
+    """Run the CLI on `argv`; return the exit code (2 with one `error:` line for expected failures).
+    `resources`: the models and retrievers the commands use (default: each makes its own)."""
     try:
-        app(args=argv, prog_name="masksearch")
+        app(args=argv, prog_name="masksearch", obj=resources)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except (MaskSearchError, OSError, EOFError) as e:

@@ -26,6 +26,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from masksearch.context import DEFAULT_MODEL, Context
+from masksearch.resources import Resources
 
 ROLE_MODELS = ("planner_model", "rewriter_model", "observer_model")
 MODEL_HELP = (
@@ -146,3 +147,11 @@ def context_options(
         return typing.cast(F, wrapper)
 
     return decorate
+
+
+def command_resources(ctx: typer.Context) -> Resources:
+    """The `Resources` of this CLI invocation: the one a program embedding the CLI passed as the
+    typer app's `obj` (`masksearch.cli.run(argv, resources=...)`; test drivers inject models and
+    retrievers this way), else a fresh one."""
+    found = ctx.find_object(Resources)
+    return found if found is not None else Resources()

@@ -9,6 +9,10 @@ A batch of 1000 runs shares one loaded local model / index: loaded objects are c
     graph = build_graph(resources=res)
     Context(planner_model="fake:team", retriever="memory:tiny")
 
+There is no process-wide instance: whoever runs graphs creates one and passes it down (one per
+CLI invocation, per Ray worker, per eval run, per Studio server process), so a loaded model is
+reused across that caller's runs and nothing outlives it.
+
 `fake:<script.json>` models are scripts, not weights: they are reloaded when the file changes and
 `for_run()` gives each run a fresh copy (a server run never finds a script used up by the last one).
 """
@@ -122,11 +126,6 @@ class Resources:
         if found is not None:
             return found
         return await asyncio.to_thread(self.get_retriever, spec)
-
-
-DEFAULT = Resources()
-"""Process-wide instance used where a caller passes no `Resources` (transitional: the pipeline and
-eval commands, and the `masksearch.graph.resources` register/clear helpers, still use it)."""
 
 
 def model_key(

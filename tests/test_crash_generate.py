@@ -23,20 +23,22 @@ DRIVER = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 import typer
-from masksearch.graph import resources
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.pipeline import commands
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
+from masksearch.resources import Resources
 from masksearch.types import Passage
 
 # the same model/retriever a `fake:` spec would give, plus 80 ms of latency per call
-resources.register_model("fake:slow", LatencyChatModel(
-    respond=team_respond(lambda q: q.split()[1]), latency_s=0.08))
-resources.register_retriever("mem:crash", KeywordRetriever(
-    [Passage(f"p{i}", f"T{i}", f"Item {i} is about number {i}.") for i in range(50)]))
+res = Resources(
+    models={"fake:slow": LatencyChatModel(
+        respond=team_respond(lambda q: q.split()[1]), latency_s=0.08)},
+    retrievers={"mem:crash": KeywordRetriever(
+        [Passage(f"p{i}", f"T{i}", f"Item {i} is about number {i}.") for i in range(50)])},
+)
 app = typer.Typer()
 commands.register(app)
-app(sys.argv[1:], prog_name="masksearch")
+app(sys.argv[1:], prog_name="masksearch", obj=res)
 """
 
 

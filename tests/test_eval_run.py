@@ -18,8 +18,8 @@ from masksearch.eval.judge import LLMJudge
 from masksearch.eval.methods import build_method
 from masksearch.eval.report import write_report
 from masksearch.eval.runner import read_results, run_eval
-from masksearch.graph import resources
 from masksearch.models.fake import ScriptedChatModel
+from masksearch.resources import Resources
 from masksearch.types import Passage
 
 DATA = Path(__file__).parent / "data" / "eval"
@@ -99,14 +99,25 @@ def respond(messages):
     return "<think>I need to search</think>\n<search>first query\nsecond query</search>"
 
 
+class Fakes:
+    """The scripted `fake:eval` model and `memory:tiny` retriever, served by `resources`."""
+
+    def __init__(self, model: ScriptedChatModel, retriever: MemoryRetriever) -> None:
+        self.model, self.retriever = model, retriever
+        self.resources = Resources(
+            models={"fake:eval": model}, retrievers={"memory:tiny": retriever}
+        )
+
+    def run(self, out: Path, **kw):
+        return run(out, resources=self.resources, **kw)
+
+
 @pytest.fixture
-def fakes(tiny_corpus_path):
-    model = ScriptedChatModel(respond=respond, model_name="fake:eval")
-    retriever = MemoryRetriever(tiny_corpus_path)
-    resources.register_model("fake:eval", model)
-    resources.register_retriever("memory:tiny", retriever)
-    yield model, retriever
-    resources.clear()
+def fakes(tiny_corpus_path) -> Fakes:
+    return Fakes(
+        ScriptedChatModel(respond=respond, model_name="fake:eval"),
+        MemoryRetriever(tiny_corpus_path),
+    )
 
 
 def run(out: Path, datasets=(HOTPOT, BAMBOO), methods=("masksearch", "rag-pe", "agent-pe"), **kw):
@@ -143,9 +154,9 @@ def lines(path: Path) -> list[dict]:
 
 
 def test_scores_tables_chart_and_resume(fakes, tmp_path):
-    model, retriever = fakes
+    model = fakes.model
     out = tmp_path / "ev"
-    stats, written = run(out)
+    stats, written = fakes.run(out)
     assert (stats.ran, stats.failed, stats.done_before) == (15, 1, 0)
     rows = {(r["method"], r["dataset"], r["id"]): r for r in lines(out / "results.jsonl")}
     assert len(rows) == 15
@@ -199,14 +210,14 @@ def test_scores_tables_chart_and_resume(fakes, tmp_path):
 
     # Resume: nothing re-runs, no duplicate lines, the model is not called.
     calls = len(model.calls)
-    stats2, _ = run(out)
+    stats2, _ = fakes.run(out)
     assert (stats2.ran, stats2.done_before, stats2.skipped_failed) == (0, 15, 1)
     assert len(lines(out / "results.jsonl")) == 15 and len(model.calls) == calls
 
     # A crash left a torn line: it is dropped, and only the new dataset runs.
     with open(out / "results.jsonl", "a", encoding="utf-8") as fh:
         fh.write('{"method": "rag-pe", "dataset": "musique", "id": "2hop__1_2", "pred')
-    stats3, _ = run(
+    stats3, _ = fakes.run(
         out,
         datasets=(HOTPOT, BAMBOO, f"musique={DATA / 'musique_ans_v1.0_dev.jsonl'}"),
         methods=("rag-pe",),
@@ -225,11 +236,13 @@ def test_scores_tables_chart_and_resume(fakes, tmp_path):
 
 def test_retry_failed_reruns_and_compacts(fakes, tmp_path):
     out = tmp_path / "ev"
-    run(out, datasets=(BAMBOO,), methods=("agent-pe",))
+    fakes.run(out, datasets=(BAMBOO,), methods=("agent-pe",))
     assert [r["status"] for r in lines(out / "results.jsonl")].count("failed") == 1
     ANSWERS["observer"][Q_KHART] = "Khartoum"
     try:
-        stats, written = run(out, datasets=(BAMBOO,), methods=("agent-pe",), retry_failed=True)
+        stats, written = fakes.run(
+            out, datasets=(BAMBOO,), methods=("agent-pe",), retry_failed=True
+        )
     finally:
         del ANSWERS["observer"][Q_KHART]
     assert stats.ran == 1 and stats.failed == 0
@@ -263,7 +276,7 @@ async def test_judge_scores_and_table(fakes, tmp_path):
     )
     judge_model = _JudgeModel()
     stats = await run_eval(
-        [build_method("rag-pe", ctx)],
+        [build_method("rag-pe", ctx, resources=fakes.resources)],
         items,
         tmp_path,
         concurrency=2,
@@ -284,23 +297,23 @@ async def test_judge_scores_and_table(fakes, tmp_path):
 
 
 def test_bad_inputs_fail_before_any_model_call(fakes, tmp_path):
-    model, _ = fakes
+    model = fakes.model
     with pytest.raises(InputError) as err:
-        run(
+        fakes.run(
             tmp_path / "x",
             datasets=(HOTPOT, f"hotpotqa={DATA / 'bad' / 'hotpot_missing_answer.json'}"),
         )
     assert err.value.field == "--dataset"
     with pytest.raises(InputError) as err:
-        run(
+        fakes.run(
             tmp_path / "x",
             datasets=(f"musique={DATA / 'bad' / 'musique_bad_aliases.jsonl'}", HOTPOT),
         )
     assert err.value.line == 3 and err.value.field == "answer_aliases"
     with pytest.raises(InputError, match="METHOD=SPEC"):
-        run(tmp_path / "x", method_models=["nope=fake:eval"])
+        fakes.run(tmp_path / "x", method_models=["nope=fake:eval"])
     with pytest.raises(ConfigError, match="unknown retriever spec"):
-        run(tmp_path / "x", retriever="nope:x")
+        fakes.run(tmp_path / "x", retriever="nope:x")
     assert not model.calls and not (tmp_path / "x" / "results.jsonl").exists()
     with pytest.raises(InputError, match="no results"):
         write_report(tmp_path)
@@ -337,6 +350,7 @@ def test_cli_run_and_report(fakes, tmp_path):
             "--no-progress",
             "--no-messages",
         ],
+        obj=fakes.resources,
     )
     assert res.exit_code == 0, res.output
     assert "| rag-pe | 100.00 | 100.00 |" in res.output
@@ -349,22 +363,18 @@ def test_cli_run_and_report(fakes, tmp_path):
 @pytest.mark.slow
 def test_embedded_model_and_default_index(tmp_path):
     """Real components: the embedded local model and BM25 over the embedded corpus (CPU, minutes)."""
-    resources.clear()
-    try:
-        stats, written = run(
-            tmp_path / "local",
-            datasets=(BAMBOO,),
-            methods=("rag-pe", "masksearch"),
-            model="local:default",
-            retriever="bm25:default",
-            limit=1,
-            concurrency=2,
-            max_turns=1,
-            max_tokens=32,
-            timeout=600.0,
-        )
-    finally:
-        resources.clear()
+    stats, written = run(
+        tmp_path / "local",
+        datasets=(BAMBOO,),
+        methods=("rag-pe", "masksearch"),
+        model="local:default",
+        retriever="bm25:default",
+        limit=1,
+        concurrency=2,
+        max_turns=1,
+        max_tokens=32,
+        timeout=600.0,
+    )
     assert stats.ran == 2 and stats.failed == 0
     rows = lines(tmp_path / "local" / "results.jsonl")
     rag = next(r for r in rows if r["method"] == "rag-pe")
@@ -376,21 +386,20 @@ def test_embedded_model_and_default_index(tmp_path):
 
 
 def test_changed_configuration_is_refused_or_kept_apart(fakes, tmp_path):
-    model, _ = fakes
     out = tmp_path / "ev"
-    run(out, datasets=(BAMBOO,), methods=("rag-pe",))
+    fakes.run(out, datasets=(BAMBOO,), methods=("rag-pe",))
     before = (out / "results.jsonl").read_bytes()
     manifest = (out / "run.json").read_bytes()
     for change in ({"top_k": 2}, {"seed": 7}, {"max_turns": 2}, {"temperature": 0.5}):
         with pytest.raises(ConfigError, match=r"rag-pe \[fake:eval\] already has results") as err:
-            run(out, datasets=(BAMBOO,), methods=("rag-pe",), **change)
+            fakes.run(out, datasets=(BAMBOO,), methods=("rag-pe",), **change)
         assert next(iter(change)) in str(err.value)
     # nothing was written by the refused runs, and run.json still describes the rows
     assert (out / "results.jsonl").read_bytes() == before
     assert (out / "run.json").read_bytes() == manifest
 
     # the same change under another label is kept apart: both configurations are in the table
-    stats, written = run(out, datasets=(BAMBOO,), methods=("rag-pe",), top_k=2, label="k2")
+    stats, written = fakes.run(out, datasets=(BAMBOO,), methods=("rag-pe",), top_k=2, label="k2")
     assert stats.ran == 2 and stats.done_before == 0
     rows = lines(out / "results.jsonl")
     assert sorted({(r["label"], r["config"]) for r in rows})[0][0] == "fake:eval"
@@ -406,28 +415,30 @@ def test_changed_configuration_is_refused_or_kept_apart(fakes, tmp_path):
     with open(out / "results.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({**legacy, "model": "fake:other", "id": "bamboogle-0"}) + "\n")
     with pytest.raises(ConfigError, match="older version"):
-        run(out, datasets=(BAMBOO,), methods=("rag-pe",), model="fake:other")
+        fakes.run(out, datasets=(BAMBOO,), methods=("rag-pe",), model="fake:other")
 
     # another file under the same dataset name is refused too
     other = tmp_path / "other.csv"
     other.write_text("Question,Answer\nWhat is 1+1?,2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="dataset bamboogle was run from another file"):
-        run(out, datasets=(f"bamboogle={other}",), methods=("rag-pe",), label="k2", top_k=2)
+        fakes.run(out, datasets=(f"bamboogle={other}",), methods=("rag-pe",), label="k2", top_k=2)
 
 
 def test_models_are_not_loaded_when_everything_is_done(fakes, tmp_path):
     out = tmp_path / "ev"
-    run(out, datasets=(BAMBOO,), methods=("rag-pe", "masksearch"))
-    resources.clear()  # "fake:eval" and "memory:tiny" can no longer be loaded
+    fakes.run(out, datasets=(BAMBOO,), methods=("rag-pe", "masksearch"))
+    # fresh Resources: "fake:eval" and "memory:tiny" cannot be loaded (the run must not try)
     stats, written = run(out, datasets=(BAMBOO,), methods=("rag-pe", "masksearch"))
     assert (stats.ran, stats.done_before) == (0, 4) and written["markdown"].exists()
 
 
 def test_paper_layout_several_models_and_stages(fakes, tmp_path):
     out = tmp_path / "ev"
-    run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe", "agent-pe"), base_model="Qwen2.5-1.5B")
+    fakes.run(
+        out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe", "agent-pe"), base_model="Qwen2.5-1.5B"
+    )
     for pre, post in (("RL", "RL"), ("SFT", "SFT")):
-        run(
+        fakes.run(
             out,
             datasets=(BAMBOO, HOTPOT),
             methods=("masksearch",),
@@ -435,8 +446,8 @@ def test_paper_layout_several_models_and_stages(fakes, tmp_path):
             pre_train=pre,
             post_train=post,
         )
-    run(out, datasets=(BAMBOO,), methods=("rag-pe",), base_model="Qwen2.5-14B")
-    run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe",), base_model="Qwen2.5-3B")
+    fakes.run(out, datasets=(BAMBOO,), methods=("rag-pe",), base_model="Qwen2.5-14B")
+    fakes.run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe",), base_model="Qwen2.5-3B")
     md = (out / "summary.md").read_text(encoding="utf-8")
     recall = md.split("## Token-level recall")[1].split("##")[0].strip().splitlines()[2:]
     assert recall[0] == (
@@ -463,7 +474,7 @@ def test_report_is_byte_identical_whatever_the_finishing_order(fakes, tmp_path):
     import random
 
     out = tmp_path / "a"
-    run(out, methods=("rag-pe", "masksearch", "agent-pe"))
+    fakes.run(out, methods=("rag-pe", "masksearch", "agent-pe"))
     rows = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
     copies = []
     for seed in (1, 2):
@@ -482,8 +493,8 @@ def test_missing_cell_is_not_a_zero_bar(fakes, tmp_path):
     from masksearch.eval.report import chart_figure, summarize
 
     out = tmp_path / "ev"
-    run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe",))
-    run(out, datasets=(BAMBOO,), methods=("masksearch",))
+    fakes.run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe",))
+    fakes.run(out, datasets=(BAMBOO,), methods=("masksearch",))
     s = summarize(read_results(out).values())
     fig = chart_figure(s, "recall")
     ax = fig.axes[0]
@@ -504,7 +515,7 @@ def test_bogus_chart_metric_is_refused_before_writing(fakes, tmp_path):
     from masksearch.cli import app
 
     out = tmp_path / "ev"
-    run(out, datasets=(BAMBOO,), methods=("rag-pe",))
+    fakes.run(out, datasets=(BAMBOO,), methods=("rag-pe",))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(InputError, match="unknown chart metric 'bogus'.*recall, em, f1"):
         write_report(out, chart_metric="bogus")
@@ -516,7 +527,7 @@ def test_bogus_chart_metric_is_refused_before_writing(fakes, tmp_path):
 
 def test_agent_pe_stores_calls_that_ran_and_max_turns_keeps_raw_output(fakes, tmp_path):
     out = tmp_path / "ev"
-    run(out, datasets=(BAMBOO,), methods=("agent-pe",))
+    fakes.run(out, datasets=(BAMBOO,), methods=("agent-pe",))
     row = next(r for r in lines(out / "results.jsonl") if r["id"] == "bamboogle-0")
     assert "messages" not in row
     agents = [c["agent"] for c in row["calls"]]
@@ -529,8 +540,10 @@ def test_agent_pe_stores_calls_that_ran_and_max_turns_keeps_raw_output(fakes, tm
         respond=lambda m: "<think>still looking</think>\n<search>more</search>",
         model_name="fake:never",
     )
-    resources.register_model("fake:never", never)
-    run(out, datasets=(BAMBOO,), methods=("masksearch",), model="fake:never", max_turns=1, limit=1)
+    fakes.resources.add_model("fake:never", never)
+    fakes.run(
+        out, datasets=(BAMBOO,), methods=("masksearch",), model="fake:never", max_turns=1, limit=1
+    )
     row = next(r for r in lines(out / "results.jsonl") if r["model"] == "fake:never")
     assert row["status"] == "max_turns" and row["prediction"] == ""
     assert row["response"] == "<think>still looking</think>\n<search>more</search>"
@@ -540,5 +553,5 @@ def test_agent_pe_stores_calls_that_ran_and_max_turns_keeps_raw_output(fakes, tm
 def test_limit_must_be_positive(fakes, tmp_path):
     for bad in (0, -1):
         with pytest.raises(ConfigError, match="--limit must be at least 1"):
-            run(tmp_path / "x", limit=bad)
+            fakes.run(tmp_path / "x", limit=bad)
     assert not (tmp_path / "x").exists()

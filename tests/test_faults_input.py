@@ -9,7 +9,7 @@ import json
 import pytest
 
 from masksearch.errors import InputError
-from masksearch.graph import Context, resources
+from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.inputs import MAX_FIELD_CHARS, iter_examples
@@ -17,6 +17,7 @@ from masksearch.pipeline.runner import run_generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.pipeline.testing import masked_row as row
+from masksearch.resources import Resources
 from masksearch.types import Passage
 
 
@@ -78,16 +79,11 @@ def test_bad_utf8_and_empty_file(tmp_path):
 
 
 @pytest.fixture
-def team():
-    resources.clear()
-    resources.register_model(
-        "fake:team", LatencyChatModel(respond=team_respond(lambda q: q.split()[1]))
+def team() -> Resources:
+    return Resources(
+        models={"fake:team": LatencyChatModel(respond=team_respond(lambda q: q.split()[1]))},
+        retrievers={"mem:x": KeywordRetriever([Passage("p", "T", "Item 1 is about number 1.")])},
     )
-    resources.register_retriever(
-        "mem:x", KeywordRetriever([Passage("p", "T", "Item 1 is about number 1.")])
-    )
-    yield
-    resources.clear()
 
 
 def ctx() -> Context:
@@ -103,10 +99,10 @@ def ctx() -> Context:
 def test_generate_stops_on_bad_line_keeping_the_store(tmp_path, team, capsys):
     store = tmp_path / "t.sqlite"
     good = write(tmp_path / "good.jsonl", [row(i) for i in range(3)])
-    assert run_generate(good, store, ctx(), "memory", progress=False) == 0
+    assert run_generate(good, store, ctx(), "memory", progress=False, resources=team) == 0
     bad = write(tmp_path / "bad.jsonl", [row(3), row(4), "{oops", row(5)])
     with pytest.raises(InputError) as ei:
-        run_generate(bad, store, ctx(), "memory", concurrency=2, progress=False)
+        run_generate(bad, store, ctx(), "memory", concurrency=2, progress=False, resources=team)
     assert ei.value.line == 3 and ei.value.path == bad
     with TrajectoryStore(store) as st:
         assert st.ids() == {
@@ -118,7 +114,10 @@ def test_generate_stops_on_bad_line_keeping_the_store(tmp_path, team, capsys):
         }  # earlier rows kept, lines before the error done
     assert "done 2" in capsys.readouterr().err  # the summary is still printed
 
-    assert run_generate(bad, store, ctx(), "memory", skip_bad=True, progress=False) == 0
+    assert (
+        run_generate(bad, store, ctx(), "memory", skip_bad=True, progress=False, resources=team)
+        == 0
+    )
     err = capsys.readouterr().err
     assert "1 bad input lines" in err and "bad.jsonl:3" in err
     with TrajectoryStore(store) as st:

@@ -10,13 +10,14 @@ import threading
 import pytest
 from langgraph.types import RetryPolicy
 
-from masksearch.graph import Context, resources
+from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.models.fake import http_error
 from masksearch.nodes.common import is_transient
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
+from masksearch.resources import Resources
 from masksearch.types import MaskedExample, Passage, Span
 
 FAST = {
@@ -95,17 +96,14 @@ class FlakyRetriever(KeywordRetriever):
 
 
 @pytest.fixture
-def setup():
-    resources.clear()
+def setup() -> tuple[Faults, FlakyRetriever, Resources]:
     faults = Faults()
     model = LatencyChatModel(
         respond=team_respond(lambda q: str(item(q)), faults=faults), latency_s=0.002
     )
     retriever = FlakyRetriever(PASSAGES)
-    resources.register_model("fake:team", model)
-    resources.register_retriever("mem:flaky", retriever)
-    yield faults, retriever
-    resources.clear()
+    res = Resources(models={"fake:team": model}, retrievers={"mem:flaky": retriever})
+    return faults, retriever, res
 
 
 def context() -> Context:
@@ -120,11 +118,18 @@ def context() -> Context:
 
 
 async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
-    faults, retriever = setup
+    faults, retriever, res = setup
     store = tmp_path / "t.sqlite"
     ckpt = f"sqlite:///{tmp_path / 'ckpt.sqlite'}"
     s = await generate(
-        examples(), context(), store, ckpt, concurrency=4, progress=False, graph_options=FAST
+        examples(),
+        context(),
+        store,
+        ckpt,
+        concurrency=4,
+        progress=False,
+        graph_options=FAST,
+        resources=res,
     )
     assert s.done == N and not s.interrupted
     with TrajectoryStore(store) as st:
@@ -155,6 +160,7 @@ async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
         progress=False,
         retry_failed=True,
         graph_options=FAST,
+        resources=res,
     )
     assert s2.done == 3 and s2.skipped_existing == N - 3 and s2.failed == 0
     with TrajectoryStore(store) as st:
@@ -165,11 +171,26 @@ async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
 
 
 async def test_rerun_without_retry_failed_keeps_failures(tmp_path, setup):
+    res = setup[2]
     store = tmp_path / "t.sqlite"
     await generate(
-        examples(), context(), store, "memory", concurrency=2, progress=False, graph_options=FAST
+        examples(),
+        context(),
+        store,
+        "memory",
+        concurrency=2,
+        progress=False,
+        graph_options=FAST,
+        resources=res,
     )
     s = await generate(
-        examples(), context(), store, "memory", concurrency=2, progress=False, graph_options=FAST
+        examples(),
+        context(),
+        store,
+        "memory",
+        concurrency=2,
+        progress=False,
+        graph_options=FAST,
+        resources=res,
     )
     assert s.done == 0 and s.skipped_existing == N

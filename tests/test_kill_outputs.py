@@ -130,17 +130,18 @@ def test_export_killed_anywhere_is_absent_or_whole(tmp_path, kills):
 
 GEN_DRIVER = """
 import sys
-from masksearch.graph import resources
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
+from masksearch.resources import Resources
 from masksearch.types import Passage
-resources.register_model("fake:slow", LatencyChatModel(
-    respond=team_respond(lambda q: q.split()[1]), latency_s=0.03))
-resources.register_retriever("mem:kill", KeywordRetriever(
-    [Passage(f"p{i}", f"T{i}", f"Item {i} is about number {i}.") for i in range(40)]))
-from masksearch.cli import main
-sys.argv[0] = "masksearch"
-main()
+res = Resources(
+    models={"fake:slow": LatencyChatModel(
+        respond=team_respond(lambda q: q.split()[1]), latency_s=0.03)},
+    retrievers={"mem:kill": KeywordRetriever(
+        [Passage(f"p{i}", f"T{i}", f"Item {i} is about number {i}.") for i in range(40)])},
+)
+from masksearch.cli import run
+sys.exit(run(sys.argv[1:], resources=res))
 """
 
 

@@ -7,12 +7,13 @@ import sqlite3
 import pytest
 from langgraph.types import RetryPolicy
 
-from masksearch.graph import Context, resources
+from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.nodes.common import is_transient
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.store import TrajectoryStore, iter_records
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
+from masksearch.resources import Resources
 from masksearch.types import MaskedExample, Passage, Span
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False, retry_on=is_transient)
@@ -40,14 +41,21 @@ def right_for_even(question: str) -> str:
     return " ; ".join(ex.answers) if i % 2 == 0 else "wrong"
 
 
-@pytest.fixture(autouse=True)
-def team():
-    resources.clear()
-    model = LatencyChatModel(respond=team_respond(right_for_even), latency_s=0.005)
-    resources.register_model("fake:team", model)
-    resources.register_retriever("mem:tiny", KeywordRetriever(PASSAGES))
-    yield model
-    resources.clear()
+def team_resources(latency_s: float = 0.005) -> Resources:
+    model = LatencyChatModel(respond=team_respond(right_for_even), latency_s=latency_s)
+    return Resources(
+        models={"fake:team": model}, retrievers={"mem:tiny": KeywordRetriever(PASSAGES)}
+    )
+
+
+@pytest.fixture
+def res() -> Resources:
+    return team_resources()
+
+
+@pytest.fixture
+def team(res: Resources) -> LatencyChatModel:
+    return res.get_model("fake:team")
 
 
 def context(**kw) -> Context:
@@ -62,7 +70,7 @@ def context(**kw) -> Context:
     return Context(**{**base, **kw})
 
 
-async def test_generate_counts_accepts_and_exports(tmp_path, team):
+async def test_generate_counts_accepts_and_exports(tmp_path, res, team):
     store = tmp_path / "traj.sqlite"
     s = await generate(
         make_examples(10),
@@ -72,6 +80,7 @@ async def test_generate_counts_accepts_and_exports(tmp_path, team):
         concurrency=4,
         progress=False,
         graph_options={"retry_policy": FAST},
+        resources=res,
     )
     assert (s.done, s.accepted, s.failed) == (10, 5, 0)
     assert s.by_status == {"answered": 10}
@@ -87,11 +96,15 @@ async def test_generate_counts_accepts_and_exports(tmp_path, team):
     assert all(r["accepted"] and r["status"] == "answered" for r in recs)
 
 
-async def test_resume_with_sqlite_checkpointer_skips_done(tmp_path, team):
+async def test_resume_with_sqlite_checkpointer_skips_done(tmp_path, res, team):
     store, ckpt = tmp_path / "traj.sqlite", f"sqlite:///{tmp_path / 'ckpt.sqlite'}"
-    await generate(make_examples(4), context(), store, ckpt, concurrency=2, progress=False)
+    await generate(
+        make_examples(4), context(), store, ckpt, concurrency=2, progress=False, resources=res
+    )
     assert team.calls == 12
-    s = await generate(make_examples(6), context(), store, ckpt, concurrency=2, progress=False)
+    s = await generate(
+        make_examples(6), context(), store, ckpt, concurrency=2, progress=False, resources=res
+    )
     assert s.skipped_existing == 4 and s.done == 2 and team.calls == 18
     # finished threads are removed from the checkpointer (their records are in the store)
     db = sqlite3.connect(tmp_path / "ckpt.sqlite")
@@ -99,7 +112,7 @@ async def test_resume_with_sqlite_checkpointer_skips_done(tmp_path, team):
     db.close()
 
 
-async def test_judge_model_counts(tmp_path):
+async def test_judge_model_counts(tmp_path, res):
     s = await generate(
         make_examples(4),
         context(judge_model="fake:team"),
@@ -107,6 +120,7 @@ async def test_judge_model_counts(tmp_path):
         "memory",
         concurrency=2,
         progress=False,
+        resources=res,
     )
     assert s.accepted == 2
     with TrajectoryStore(tmp_path / "t.sqlite") as st:
@@ -115,9 +129,6 @@ async def test_judge_model_counts(tmp_path):
 
 
 async def test_high_concurrency_overlaps_calls(tmp_path):
-    resources.register_model(
-        "fake:team", LatencyChatModel(respond=team_respond(right_for_even), latency_s=0.1)
-    )
     s = await generate(
         make_examples(32),
         context(),
@@ -125,6 +136,7 @@ async def test_high_concurrency_overlaps_calls(tmp_path):
         "memory",
         concurrency=32,
         progress=False,
+        resources=team_resources(latency_s=0.1),
     )
     assert s.done == 32
     assert s.elapsed_s < 32 * 3 * 0.1 / 4  # far below serial time (9.6 s)

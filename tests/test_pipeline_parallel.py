@@ -123,8 +123,8 @@ def test_ray_workers_write_each_id_once_and_resume(tmp_path, ray_address):
     store = tmp_path / "t.sqlite"
     ckpt = f"sqlite:///{tmp_path / 'ckpt.sqlite'}"
     summary_json = tmp_path / "s.json"
-    setup = TeamSetup(latency_s=0.005)
-    cluster = ClusterSettings(workers=2, address=ray_address, setup=setup)
+    team = TeamSetup(latency_s=0.005)
+    cluster = ClusterSettings(workers=2, address=ray_address)
     code = run_generate(
         data,
         store,
@@ -135,6 +135,7 @@ def test_ray_workers_write_each_id_once_and_resume(tmp_path, ray_address):
         summary_json=summary_json,
         progress=False,
         cluster=cluster,
+        worker_resources=team,
     )
     assert code == 0
     s = json.loads(summary_json.read_text())
@@ -142,7 +143,7 @@ def test_ray_workers_write_each_id_once_and_resume(tmp_path, ray_address):
     with TrajectoryStore(store) as st:
         assert st.ids() == {f"ex{i}" for i in range(24)}
     # resume with another worker count: the 24 stored ids are skipped, the other 6 run
-    cluster3 = ClusterSettings(workers=3, address=ray_address, setup=setup, cpus_per_worker=0.5)
+    cluster3 = ClusterSettings(workers=3, address=ray_address, cpus_per_worker=0.5)
     code = run_generate(
         data,
         store,
@@ -152,6 +153,7 @@ def test_ray_workers_write_each_id_once_and_resume(tmp_path, ray_address):
         summary_json=summary_json,
         progress=False,
         cluster=cluster3,
+        worker_resources=team,
     )
     assert code == 0
     s = json.loads(summary_json.read_text())
@@ -171,11 +173,11 @@ from masksearch.pipeline.testing import TeamSetup
 data, store, export, calls, address = sys.argv[1:6]
 ctx = Context(planner_model="fake:team", rewriter_model="fake:team", observer_model="fake:team",
               retriever="mem:team", max_turns=2)
-setup = TeamSetup(latency_s=0.03, jitter=0.5, calls_log=calls)
-cluster = ClusterSettings(workers=2, address=address, setup=setup, stop_grace_s=5)
+team = TeamSetup(latency_s=0.03, jitter=0.5, calls_log=calls)
+cluster = ClusterSettings(workers=2, address=address, stop_grace_s=5)
 sys.exit(run_generate(Path(data), Path(store), ctx, "sqlite:///" + store + ".ckpt",
                       concurrency=16, export=Path(export), export_all=True, progress=False,
-                      cluster=cluster))
+                      cluster=cluster, worker_resources=team))
 """
 
 
@@ -302,7 +304,7 @@ def test_ray_workers_share_a_postgres_store(tmp_path, ray_address):
         if dsn is None:
             pytest.skip("no Postgres server or binaries")
         data = _write_input(tmp_path / "in.jsonl", 60)
-        cluster = ClusterSettings(workers=2, address=ray_address, setup=TeamSetup())
+        cluster = ClusterSettings(workers=2, address=ray_address)
         summary_json = tmp_path / "s.json"
         code = run_generate(
             data,
@@ -314,6 +316,7 @@ def test_ray_workers_share_a_postgres_store(tmp_path, ray_address):
             progress=False,
             cluster=cluster,
             summary_json=summary_json,
+            worker_resources=TeamSetup(),
         )
         assert code == 0 and json.loads(summary_json.read_text())["run"]["done"] == 40
         code = run_generate(
@@ -325,6 +328,7 @@ def test_ray_workers_share_a_postgres_store(tmp_path, ray_address):
             progress=False,
             cluster=cluster,
             summary_json=summary_json,
+            worker_resources=TeamSetup(),
             export=tmp_path / "all.jsonl",
         )
         s = json.loads(summary_json.read_text())

@@ -8,20 +8,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from masksearch.graph import resources
 from masksearch.graph.testing import OBSERVER_KEY, PLANNER_KEY, REWRITER_KEY
 from masksearch.pipeline import commands
 from masksearch.pipeline.store import TrajectoryStore, iter_records
 
 app = typer.Typer()  # only this area's commands: other areas' CLI changes can't break these tests
 commands.register(app)
-
-
-@pytest.fixture(autouse=True)
-def _clean_registry():
-    resources.clear()
-    yield
-    resources.clear()
 
 
 def fake_script(path, answer="Paris"):

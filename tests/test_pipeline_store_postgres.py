@@ -65,7 +65,7 @@ def test_one_run_per_store(pg_store):
 
 
 def test_generate_into_postgres_and_resume(pg_dsn):
-    TeamSetup()()
+    res = TeamSetup()()
     from masksearch.graph import Context
 
     ctx = Context(
@@ -86,9 +86,13 @@ def test_generate_into_postgres_and_resume(pg_dsn):
     ]
     with open_store(pg_dsn) as st:
         st._db.execute("DROP TABLE IF EXISTS trajectories")
-    s = asyncio.run(generate(examples[:8], ctx, pg_dsn, "memory", concurrency=4, progress=False))
+    s = asyncio.run(
+        generate(examples[:8], ctx, pg_dsn, "memory", concurrency=4, progress=False, resources=res)
+    )
     assert s.done == 8 and s.accepted == 8
-    s = asyncio.run(generate(examples, ctx, pg_dsn, "memory", concurrency=4, progress=False))
+    s = asyncio.run(
+        generate(examples, ctx, pg_dsn, "memory", concurrency=4, progress=False, resources=res)
+    )
     assert s.done == 4 and s.skipped_existing == 8
     records = list(iter_records(pg_dsn))
     assert sorted(r["id"] for r in records) == sorted(e.id for e in examples)

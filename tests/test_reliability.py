@@ -17,22 +17,15 @@ import pytest
 from masksearch.cli import run
 from masksearch.errors import InputError, OutputError
 from masksearch.fileio import atomic_write, atomic_write_text
-from masksearch.graph import resources
 from masksearch.jsonl import JsonlAppender, SkipCounter, iter_jsonl, repair_tail, write_jsonl
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import masked_row, team_script
+from masksearch.resources import Resources
 from masksearch.types import MaskedExample
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_corpus.jsonl"
-
-
-@pytest.fixture(autouse=True)
-def _clean_registry():
-    resources.clear()
-    yield
-    resources.clear()
 
 
 @pytest.fixture(scope="module")
@@ -291,9 +284,7 @@ def test_an_echoed_api_key_is_stored_and_printed_nowhere(tmp_path, index_dir, mo
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-9f8e7d6c5b4a")
     echo = f"Incorrect API key provided: {KEY}. Also tok-9f8e7d6c5b4a, Bearer abcdefghijkl1234"
-    resources.register_model(
-        "fake:leaky", ScriptedChatModel(respond=lambda _: http_error(401, echo))
-    )
+    leaky = ScriptedChatModel(respond=lambda _: http_error(401, echo))
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(masked_row(i)) + "\n" for i in range(3)))
     handler = logging.StreamHandler()  # what the CLI logs through (root handler + filter)
@@ -303,7 +294,7 @@ def test_an_echoed_api_key_is_stored_and_printed_nowhere(tmp_path, index_dir, mo
         argv = gen_args(tmp_path, data, index_dir, "--planner-model", "fake:leaky")
         argv += ["--export", str(tmp_path / "x.jsonl"), "--export-all"]
         argv += ["--summary-json", str(tmp_path / "summary.json")]
-        assert run(argv) == 0
+        assert run(argv, resources=Resources(models={"fake:leaky": leaky})) == 0
     finally:
         logging.getLogger().removeHandler(handler)
     printed = capsys.readouterr()

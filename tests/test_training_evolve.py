@@ -168,14 +168,14 @@ def test_one_round_with_real_sft_on_a_tiny_model(tmp_path):
 
 def test_one_round_end_to_end_with_the_trained_teacher_in_the_graph(tmp_path):
     """Real SFT, then the real graph generating with the teacher as `local:<dir>`, judged, stored."""
-    from masksearch.graph import resources
     from masksearch.graph.testing import KeywordRetriever
+    from masksearch.resources import Resources
     from masksearch.training.evolve import graph_generate_fn, sft_train_fn
     from masksearch.types import Passage
 
     sft = _tiny_sft_settings(tmp_path)
-    resources.register_retriever(
-        "mem:evo", KeywordRetriever([Passage("p0", "Number", "The number 0.")])
+    res = Resources(
+        retrievers={"mem:evo": KeywordRetriever([Passage("p0", "Number", "The number 0.")])}
     )
     settings = EvolveSettings(
         out_dir=str(tmp_path / "evo"),
@@ -184,16 +184,13 @@ def test_one_round_end_to_end_with_the_trained_teacher_in_the_graph(tmp_path):
         concurrency=2,
         context={"retriever": "mem:evo", "max_turns": 1, "max_tokens": 8},
     )
-    try:
-        stats = evolve(
-            [example_record(1)],
-            examples(2),
-            settings,
-            train_fn=sft_train_fn(sft),
-            generate_fn=graph_generate_fn(settings),
-        )
-    finally:
-        resources.clear()
+    stats = evolve(
+        [example_record(1)],
+        examples(2),
+        settings,
+        train_fn=sft_train_fn(sft),
+        generate_fn=graph_generate_fn(settings, res),
+    )
     store = tmp_path / "evo" / "round_1"
     records = [
         r

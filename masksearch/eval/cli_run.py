@@ -24,6 +24,7 @@ from masksearch.eval.methods import METHODS, build_method
 from masksearch.eval.report import write_report
 from masksearch.eval.runner import RunStats, pending_work, read_results, run_eval
 from masksearch.fileio import atomic_write_text, check_output_dir
+from masksearch.resources import Resources
 
 
 def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
@@ -50,11 +51,9 @@ async def warm_up(methods: Sequence[Any]) -> None:
     loads (not thread-safe for local transformers models) cannot race."""
     import asyncio
 
-    from masksearch.resources import DEFAULT
-
     for method in methods:
         ctx = method.context
-        resources = getattr(method, "resources", DEFAULT)
+        resources = method.resources
         await asyncio.to_thread(resources.get_retriever, ctx.retriever)
         for spec in dict.fromkeys(ctx.models().values()):
             model = await asyncio.to_thread(
@@ -88,9 +87,12 @@ async def build_and_run(
     pre_train: str | None = None,
     post_train: str | None = None,
     aliases: Sequence[str] = (),
+    resources: Resources | None = None,
 ) -> tuple[RunStats, dict[str, Path]]:
     """`context` holds the graph settings every method shares (its planner model is the model of
-    every method without a `method_models` override); `judge_model` is eval's own LLM judge."""
+    every method without a `method_models` override); `judge_model` is eval's own LLM judge;
+    `resources` serves every method's models and retriever (default a fresh one for this run,
+    so a model two methods share is loaded once)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(
@@ -118,6 +120,7 @@ async def build_and_run(
         }
         for s in specs
     }
+    resources = resources if resources is not None else Resources()
     built = []
     for name in dict.fromkeys(methods):
         spec = overrides.get(name)
@@ -127,7 +130,7 @@ async def build_and_run(
             else context
         )
         spec = spec or context.planner_model
-        method = build_method(name, ctx)
+        method = build_method(name, ctx, resources=resources)
         row_label, tags = make_label(
             spec, label=label, base_model=base_model, pre_train=pre_train, post_train=post_train
         )

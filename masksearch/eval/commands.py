@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from masksearch.context import Context
-from masksearch.context_options import context_options
+from masksearch.context_options import command_resources, context_options
 
 eval_app = typer.Typer(
     help="Evaluate on open-domain multi-hop QA (HotpotQA, FanoutQA, MuSiQue, 2Wiki, "
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
     aliases={"llm_timeout_s": ["--timeout"]},
 )
 def run_cmd(
+    ctx: typer.Context,
     dataset: Annotated[list[str], typer.Option("--dataset", "-d", help=_DATASET_HELP)],
     out: Annotated[
         Path,
@@ -132,6 +133,7 @@ def run_cmd(
             pre_train=pre_train,
             post_train=post_train,
             aliases=aliases or [],
+            resources=command_resources(ctx),
         )
     )
     typer.echo(

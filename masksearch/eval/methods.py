@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from masksearch.context import Context
 from masksearch.eval.items import EvalItem
 from masksearch.records import Step
-from masksearch.resources import DEFAULT, Resources
+from masksearch.resources import Resources
 from masksearch.tagformat import final_answer
 
 METHODS = ("masksearch", "rag-pe", "agent-pe")
@@ -42,6 +42,7 @@ class Method(Protocol):
     name: str
     model: str
     context: Context
+    resources: Resources  # serves the context's models and retriever
 
     async def answer(self, item: EvalItem) -> MethodOutput: ...
 
@@ -86,7 +87,7 @@ class GraphMethod:
 
         self.name, self.context = name, context
         self.model = context.planner_model
-        self.resources = resources if resources is not None else DEFAULT
+        self.resources = resources if resources is not None else Resources()
         self.graph = (
             graph if graph is not None else build_graph(checkpointer=None, resources=self.resources)
         )
@@ -133,7 +134,7 @@ class RagPE:
         self.context = context
         self.model = context.planner_model
         self.attempts = attempts
-        self.resources = resources if resources is not None else DEFAULT
+        self.resources = resources if resources is not None else Resources()
 
     async def answer(self, item: EvalItem) -> MethodOutput:
         from masksearch import prompts
@@ -185,7 +186,8 @@ def build_method(
     name: str, context: Context, *, graph: Any = None, resources: Resources | None = None
 ) -> Method:
     """A method by name, sharing `context` (models, retriever, top_k, max_turns, sampling) and
-    `resources` (the loaded models and retriever; default the process-wide `DEFAULT`)."""
+    `resources` (the loaded models and retriever: pass one to share it between methods; default
+    a fresh one per method)."""
     if name == "masksearch":
         return GraphMethod(name, replace(context, agent_mode="single_agent"), graph, resources)
     if name == "agent-pe":

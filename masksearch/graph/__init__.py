@@ -1,8 +1,8 @@
 """masksearch.graph: the LangGraph trajectory graph.
 
 Public API (imported lazily so `masksearch --help` stays fast):
-`Context`, `Resources`, `build_graph`, `thread_id_for`, `run_example`, `state_to_record`, `open_checkpointer`,
-`register_model`, `register_retriever`.
+`Context`, `Resources`, `build_graph`, `thread_id_for`, `run_example`, `state_to_record`,
+`open_checkpointer`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ _LAZY = {
     "run_example": "masksearch.graph.runner",
     "state_to_record": "masksearch.graph.records",
     "open_checkpointer": "masksearch.graph.checkpoint",
-    "register_model": "masksearch.graph.resources",
-    "register_retriever": "masksearch.graph.resources",
 }
 
 

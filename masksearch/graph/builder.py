@@ -22,7 +22,7 @@ from masksearch.nodes.prepare import prepare
 from masksearch.nodes.review import review
 from masksearch.nodes.search import search
 from masksearch.nodes.single_agent import agent, agent_force_answer
-from masksearch.resources import DEFAULT, Resources
+from masksearch.resources import Resources
 from masksearch.state import GraphState, InputState
 
 
@@ -82,7 +82,7 @@ def build_graph(
     (default: 3 attempts, exponential backoff, only transient errors). `node_timeout_s` caps one
     node attempt (None = only the per-call `Context.llm_timeout_s`).
     """
-    res = resources if resources is not None else DEFAULT
+    res = resources if resources is not None else Resources()
     retry = retry_policy or default_retry_policy()
     builder = StateGraph(GraphState, context_schema=Context, input_schema=InputState)
     opts: dict[str, Any] = {"retry_policy": retry}

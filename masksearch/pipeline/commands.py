@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from masksearch.context import Context
-from masksearch.context_options import context_options
+from masksearch.context_options import command_resources, context_options
 
 # `masksearch run`'s graph settings where they differ from `Context`'s (a small local model)
 RUN_DEFAULTS = {"max_turns": 2, "top_k": 3, "max_tokens": 192}
@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     @context_options(exclude={"review_queries"})
     def generate_cmd(
+        ctx: typer.Context,
         input: Annotated[
             Path, typer.Option("--input", "-i", help="Masked data JSONL (from `masksearch mask`).")
         ],
@@ -162,6 +163,7 @@ def register(app: typer.Typer) -> None:
             cluster=cluster,
             durability=durability,  # type: ignore[arg-type]
             limits=RateLimits(max_rps, max_tpm) if (max_rps or max_tpm) else None,
+            resources=command_resources(ctx),
         )
         raise typer.Exit(code)
 

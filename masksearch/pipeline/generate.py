@@ -28,6 +28,7 @@ from masksearch.pipeline.ratelimit import Limiter
 from masksearch.pipeline.store import RecordStore, open_store
 from masksearch.pipeline.summary import Summary
 from masksearch.records import TrajectoryRecord
+from masksearch.resources import Resources
 from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ async def generate(
     graph_options: dict[str, Any] | None = None,
     durability: Durability = "exit",
     limiter: Limiter | None = None,
+    resources: Resources | None = None,
 ) -> Summary:
     """Run the graph over `examples` with `concurrency` workers; write each record to `store`.
 
@@ -68,9 +70,9 @@ async def generate(
     - `stop`: when set, no new example is started; in-flight ones finish and are written.
     - `run_one`: override the per-example runner (tests, benchmarks); by default the graph from
       `masksearch.graph.build_graph` with the checkpointer opened from `checkpointer_url`.
-    - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`,
-      `resources`: the `masksearch.resources.Resources` serving the Context's specs; default the
-      process-wide `DEFAULT`, which a Ray worker's setup fills).
+    - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`).
+    - `resources`: the `Resources` serving the Context's model and retriever specs (the caller's:
+      one per CLI invocation or Ray worker); default a fresh one for this call.
     - `durability`: when LangGraph writes each example's checkpoints (docs/pipeline.md,
       "Durability"): `exit` (default: once, when the example ends; cheapest; an example killed
       mid-run restarts from its first step), `sync` (after every step, before the next: a
@@ -103,14 +105,12 @@ async def generate(
         from masksearch.graph import build_graph
         from masksearch.graph.checkpoint import open_checkpointer
         from masksearch.graph.runner import run_example
-        from masksearch.resources import DEFAULT
 
-        options = dict(graph_options or {})
-        options.setdefault("resources", DEFAULT)
-        models = await warm_up(context, options["resources"])
+        res = resources if resources is not None else Resources()
+        models = await warm_up(context, res)
         detach = _limit_models(models, limiter, context) if limiter is not None else None
         async with open_checkpointer(checkpointer_url or "memory") as saver:
-            graph = build_graph(checkpointer=saver, **options)
+            graph = build_graph(checkpointer=saver, resources=res, **(graph_options or {}))
             if not keep_checkpoints:
                 await sweep_finished_threads(saver, st)
 
@@ -145,13 +145,10 @@ def _limit_models(models: list[Any], limiter: Limiter, context: Context) -> Call
     return undo
 
 
-async def warm_up(context: Context, resources: Any = None) -> list[Any]:
+async def warm_up(context: Context, resources: Resources) -> list[Any]:
     """Load the retriever and every model once, one at a time, before workers start: a bad spec or
     missing key fails here (not in every example), and first loads (local transformers models are
     not safe to import from two threads at once) cannot race."""
-    from masksearch.resources import DEFAULT
-
-    resources = resources if resources is not None else DEFAULT
     await asyncio.to_thread(resources.get_retriever, context.retriever)
     models: list[Any] = []
     for spec in dict.fromkeys(context.models().values()):

@@ -100,7 +100,6 @@ class ClusterSettings:
     address: str | None = None  # None: start a local Ray; "auto" or "ray://host:10001": join one
     cpus_per_worker: float = 1.0  # Ray CPUs reserved per actor (actors spread over nodes)
     max_restarts: int = 3  # times a dead worker's shard is restarted on a fresh actor
-    setup: Callable[[], None] | None = None  # runs once in each actor before its job (tests)
     stop_grace_s: float = 10.0  # after a hard stop, how long cancelled jobs get to clean up
 
 
@@ -118,10 +117,8 @@ class ShardedResult(Generic[R]):
 class _ShardActor:
     """One worker process: runs one shard job at a time; `stop` asks it to wind down."""
 
-    def __init__(self, setup: Callable[[], None] | None) -> None:
+    def __init__(self) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        if setup is not None:
-            setup()
         self._stop: asyncio.Event | None = None
 
     def pid(self) -> int:
@@ -208,7 +205,7 @@ def run_sharded(
     state = {"presses": 0, "hard_at": 0.0}
 
     def launch(i: int) -> None:
-        actor = actor_cls.remote(settings.setup)
+        actor = actor_cls.remote()
         actors[i] = actor
         refs[actor.run.remote(job, i, shards)] = i
 

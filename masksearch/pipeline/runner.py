@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -35,6 +35,7 @@ from masksearch.pipeline.ratelimit import (
 from masksearch.pipeline.store import RecordStore, is_postgres, open_store, store_label
 from masksearch.pipeline.summary import Summary
 from masksearch.redact import redact
+from masksearch.resources import Resources
 from masksearch.types import MaskedExample
 
 EXIT_INTERRUPTED = 130
@@ -112,6 +113,7 @@ class GenerateShard:
     skip_bad: bool = False
     retry_failed: bool = False
     durability: Durability = "exit"
+    resources: Callable[[], Resources] = Resources  # makes the worker's Resources (runs there)
     limits: RateLimits | None = None  # limits for this worker alone (no shared limiter)
     limiter_actor: Any = None  # the run's shared Ray limiter actor (a handle)
 
@@ -141,6 +143,7 @@ class GenerateShard:
                 summary=summary,
                 durability=self.durability,
                 limiter=self.limiter(),
+                resources=self.resources(),  # one per actor: an actor runs one shard job
             )
         summary.skipped_bad = counter.skipped
         return summary
@@ -163,13 +166,17 @@ def run_generate(
     cluster: ClusterSettings | None = None,
     durability: Durability = "exit",
     limits: RateLimits | None = None,
+    resources: Resources | None = None,
+    worker_resources: Callable[[], Resources] = Resources,
 ) -> int:
     """Generate for a masked-data file into a store; print the summary; return an exit code.
 
     `store_path`: a SQLite file or a `postgresql://` DSN. `cluster`: run on Ray workers (the
     examples split by id hash, each worker running `ceil(concurrency / workers)` at a time;
     see `parallel`); None runs in this process. `limits`: requests/s and tokens/min for the
-    whole run (with `cluster`, one limiter actor shared by every worker).
+    whole run (with `cluster`, one limiter actor shared by every worker). `resources` serves the
+    models and retriever of a run in this process (default a fresh `Resources`);
+    `worker_resources` (picklable) makes each Ray worker's own.
     """
     check_generate_args(input, store_path, checkpointer_url, export, summary_json, limit)
     counter = SkipCounter()
@@ -205,6 +212,7 @@ def run_generate(
                         retry_failed=retry_failed,
                         durability=durability,
                         limits=limits,
+                        resources=worker_resources,
                     ),
                     cluster,
                     progress,
@@ -227,6 +235,7 @@ def run_generate(
                             progress=progress,
                             durability=durability,
                             limiter=LocalLimiter(limits) if limits else None,
+                            resources=resources,
                         )
                     )
                 summary.skipped_bad = counter.skipped

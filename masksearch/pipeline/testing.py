@@ -25,6 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from masksearch.graph.testing import JUDGE_KEY, OBSERVER_KEY, PLANNER_KEY, REWRITER_KEY
 from masksearch.models.fake import messages_text
+from masksearch.resources import Resources
 
 CALLS_PER_EXAMPLE = 3  # planner, rewriter, observer
 Respond = Callable[[list[BaseMessage]], Any]
@@ -142,8 +143,9 @@ def team_respond(
 
 @dataclass(frozen=True)
 class TeamSetup:
-    """Register the scripted team as `fake:team` and a keyword retriever over "Item i is about
-    number i." passages as `mem:team`, in whatever process calls it (a Ray worker's setup).
+    """A `Resources` factory: the scripted team as `fake:team` and a keyword retriever over
+    "Item i is about number i." passages as `mem:team` (picklable: a Ray worker calls it to make
+    its own, `run_generate(worker_resources=TeamSetup())`).
 
     The observer answers the number in the question (so every example is accepted); with
     `calls_log`, each model call appends "<role>\\t<question>" to that file (O_APPEND: safe from
@@ -154,8 +156,7 @@ class TeamSetup:
     passages: int = 64
     calls_log: str | None = None
 
-    def __call__(self) -> None:
-        from masksearch.graph import resources
+    def __call__(self) -> Resources:
         from masksearch.graph.testing import KeywordRetriever
         from masksearch.types import Passage
 
@@ -180,18 +181,13 @@ class TeamSetup:
                     os.close(fd)
             return inner(messages)
 
-        resources.register_model(
-            "fake:team",
-            LatencyChatModel(respond=respond, latency_s=self.latency_s, jitter=self.jitter),
-        )
-        resources.register_retriever(
-            "mem:team",
-            KeywordRetriever(
-                [
-                    Passage(f"p{i}", f"Topic {i}", f"Item {i} is about number {i}.")
-                    for i in range(self.passages)
-                ]
-            ),
+        model = LatencyChatModel(respond=respond, latency_s=self.latency_s, jitter=self.jitter)
+        passages = [
+            Passage(f"p{i}", f"Topic {i}", f"Item {i} is about number {i}.")
+            for i in range(self.passages)
+        ]
+        return Resources(
+            models={"fake:team": model}, retrievers={"mem:team": KeywordRetriever(passages)}
         )
 
 

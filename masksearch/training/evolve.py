@@ -22,6 +22,7 @@ from typing import Any
 from masksearch.errors import InputError
 from masksearch.jsonl import JsonlAppender, iter_jsonl, write_jsonl
 from masksearch.records import TrajectoryRecord
+from masksearch.resources import Resources
 from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
@@ -189,10 +190,13 @@ def sft_train_fn(base_settings: Any) -> TrainFn:
     return train
 
 
-def graph_generate_fn(settings: EvolveSettings) -> GenerateFn:
-    """Generate with the pipeline's async `generate` (store, resume, concurrency) and our graph."""
+def graph_generate_fn(settings: EvolveSettings, resources: Resources | None = None) -> GenerateFn:
+    """Generate with the pipeline's async `generate` (store, resume, concurrency) and our graph.
+    `resources` serves the retriever and models of every round (default a fresh one)."""
     from masksearch.context import Context
     from masksearch.pipeline.generate import generate
+
+    res = resources if resources is not None else Resources()
 
     async def run(batch: list[MaskedExample], spec: str, store: Path, round_: int) -> Any:
         fields = {"agent_mode": "single_agent", **settings.context, "planner_model": spec}
@@ -205,6 +209,7 @@ def graph_generate_fn(settings: EvolveSettings) -> GenerateFn:
             concurrency=settings.concurrency,
             checkpointer_url="memory",
             progress=True,
+            resources=res,
         )
 
     return run
