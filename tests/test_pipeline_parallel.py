@@ -342,7 +342,7 @@ def test_rate_limit_is_shared_by_all_workers(tmp_path, ray_address):
     from masksearch.pipeline.ratelimit import RateLimits
 
     data = _write_input(tmp_path / "in.jsonl", 20)
-    cluster = ClusterSettings(workers=2, address=ray_address, setup=TeamSetup())
+    cluster = ClusterSettings(workers=2, address=ray_address)
     summary_json = tmp_path / "s.json"
     code = run_generate(
         data,
@@ -354,6 +354,7 @@ def test_rate_limit_is_shared_by_all_workers(tmp_path, ray_address):
         cluster=cluster,
         summary_json=summary_json,
         limits=RateLimits(requests_per_s=15, burst_s=0.5),
+        worker_resources=TeamSetup(),
     )
     run = json.loads(summary_json.read_text())["run"]
     assert code == 0 and run["done"] == 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from masksearch.graph import Context, resources
+from masksearch.graph import Context
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.ratelimit import LocalLimiter, RateLimiter, RateLimits
 from masksearch.pipeline.testing import TeamSetup
@@ -30,7 +30,7 @@ def test_tokens_per_minute_estimate_then_settle():
 
 
 def test_generate_paces_model_calls(tmp_path):
-    TeamSetup()()  # fake:team, no latency
+    res = TeamSetup()()  # fake:team, no latency
     ctx = Context(
         planner_model="fake:team",
         rewriter_model="fake:team",
@@ -50,12 +50,20 @@ def test_generate_paces_model_calls(tmp_path):
     t0 = time.perf_counter()
     limiter = LocalLimiter(RateLimits(requests_per_s=20, burst_s=0.5))
     s = asyncio.run(
-        generate(examples, ctx, tmp_path / "t.sqlite", "memory", 8, progress=False, limiter=limiter)
+        generate(
+            examples,
+            ctx,
+            tmp_path / "t.sqlite",
+            "memory",
+            8,
+            progress=False,
+            limiter=limiter,
+            resources=res,
+        )
     )
     elapsed = time.perf_counter() - t0
     assert s.done == 10
     # 30 calls at 20/s after a 10-call burst: at least 1 s (unlimited, this takes ~0.1 s)
     assert elapsed >= 0.95, elapsed
-    model = resources.get_model("fake:team")
+    model = res.get_model("fake:team")
     assert not getattr(model, "callbacks", None)  # the limit does not outlive the run
-    resources.clear()
