@@ -23,9 +23,12 @@ import asyncio
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from masksearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from masksearch.context import Context
 
 ModelKey = tuple[str, float | None, int | None, float | None, int | None]
 
@@ -126,6 +129,29 @@ class Resources:
         if found is not None:
             return found
         return await asyncio.to_thread(self.get_retriever, spec)
+
+    async def warm_up(self, context: Context) -> list[Any]:
+        """Load the run's retriever and every model once, one at a time, before workers start:
+        a bad spec or missing key fails here (not in every example), and first loads (local
+        models are not safe to load from two threads at once) cannot race. Returns the models."""
+        await asyncio.to_thread(self.get_retriever, context.retriever)
+        models: list[Any] = []
+        for spec in dict.fromkeys(context.models().values()):
+            model = await asyncio.to_thread(
+                self.get_model,
+                spec,
+                temperature=context.temperature,
+                max_tokens=context.max_tokens,
+                timeout=context.llm_timeout_s,
+                seed=context.seed,
+            )
+            load = getattr(
+                model, "load", None
+            )  # local models: weights otherwise load on first call
+            if spec.startswith("local:") and callable(load):
+                await asyncio.to_thread(load)
+            models.append(model)
+        return models
 
 
 def model_key(

@@ -49,24 +49,8 @@ async def warm_up(methods: Sequence[Any]) -> None:
     """Load every model and retriever once, one at a time, before questions run concurrently:
     a bad spec or a missing key fails here instead of in every question, and concurrent first
     loads (not thread-safe for local transformers models) cannot race."""
-    import asyncio
-
     for method in methods:
-        ctx = method.context
-        resources = method.resources
-        await asyncio.to_thread(resources.get_retriever, ctx.retriever)
-        for spec in dict.fromkeys(ctx.models().values()):
-            model = await asyncio.to_thread(
-                resources.get_model,
-                spec,
-                temperature=ctx.temperature,
-                max_tokens=ctx.max_tokens,
-                timeout=ctx.llm_timeout_s,
-                seed=ctx.seed,
-            )
-            load = getattr(model, "load", None)  # local models: weights load lazily otherwise
-            if spec.startswith("local:") and callable(load):
-                await asyncio.to_thread(load)
+        await method.resources.warm_up(method.context)
 
 
 async def build_and_run(

@@ -107,7 +107,7 @@ async def generate(
         from masksearch.graph.runner import run_example
 
         res = resources if resources is not None else Resources()
-        models = await warm_up(context, res)
+        models = await res.warm_up(context)
         detach = _limit_models(models, limiter, context) if limiter is not None else None
         async with open_checkpointer(checkpointer_url or "memory") as saver:
             graph = build_graph(checkpointer=saver, resources=res, **(graph_options or {}))
@@ -143,28 +143,6 @@ def _limit_models(models: list[Any], limiter: Limiter, context: Context) -> Call
                 m.callbacks = callbacks
 
     return undo
-
-
-async def warm_up(context: Context, resources: Resources) -> list[Any]:
-    """Load the retriever and every model once, one at a time, before workers start: a bad spec or
-    missing key fails here (not in every example), and first loads (local transformers models are
-    not safe to import from two threads at once) cannot race."""
-    await asyncio.to_thread(resources.get_retriever, context.retriever)
-    models: list[Any] = []
-    for spec in dict.fromkeys(context.models().values()):
-        model = await asyncio.to_thread(
-            resources.get_model,
-            spec,
-            temperature=context.temperature,
-            max_tokens=context.max_tokens,
-            timeout=context.llm_timeout_s,
-            seed=context.seed,
-        )
-        load = getattr(model, "load", None)  # local models: weights otherwise load on first call
-        if spec.startswith("local:") and callable(load):
-            await asyncio.to_thread(load)
-        models.append(model)
-    return models
 
 
 @dataclass(frozen=True)
