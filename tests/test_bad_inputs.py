@@ -16,10 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import Tmpfs
 
 from masksearch.cli import run
 from masksearch.pipeline.testing import masked_row, team_script
@@ -72,21 +73,11 @@ def shared(tmp_path_factory):
     return base
 
 
-def _mount(target: Path, opts: str) -> bool:
-    target.mkdir(parents=True, exist_ok=True)
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        return False
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target)], capture_output=True
-    )
-    return done.returncode == 0
-
-
 @dataclass
 class Env:
     tmp: Path
     shared: Path
-    mounts: list[Path] = field(default_factory=list)
+    fs: Tmpfs
 
     def gen(self, input: Path, *extra: str, store: Path | None = None) -> list[str]:
         return [
@@ -131,12 +122,12 @@ class Env:
         f.write_text("x")
         return f
 
+    @property
+    def mounts(self) -> list[Path]:
+        return self.fs.mounts
+
     def tmpfs(self, opts: str) -> Path:
-        d = self.tmp / f"mnt{len(self.mounts)}"
-        if not _mount(d, opts):
-            pytest.skip("cannot mount a tmpfs here")
-        self.mounts.append(d)
-        return d
+        return self.fs.mount(opts)
 
     def readonly(self) -> Path:
         return self.tmpfs("ro,size=1m")
@@ -147,20 +138,13 @@ class Env:
         (d / "out.jsonl").write_text('{"old": 1}\n')
         if copy is not None:
             shutil.copy(copy, d / copy.name)
-        with open(d / "filler", "wb") as fh:
-            try:
-                fh.write(b"\0" * (1 << 20))
-            except OSError:
-                pass
+        Tmpfs.fill(d)
         return d
 
 
 @pytest.fixture
-def env(tmp_path, shared):
-    e = Env(tmp_path, shared)
-    yield e
-    for m in reversed(e.mounts):
-        subprocess.run(["umount", "-l", str(m)], capture_output=True)
+def env(tmp_path, shared, tmpfs):
+    return Env(tmp_path, shared, tmpfs)
 
 
 def mask(out: Path, corpus: Path = TINY, *extra: str) -> list[str]:

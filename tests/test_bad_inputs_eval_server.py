@@ -15,10 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import Tmpfs
 
 from masksearch.cli import run
 
@@ -59,21 +60,11 @@ def eval_args(shared: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _mount(target: Path, opts: str) -> bool:
-    target.mkdir(parents=True, exist_ok=True)
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        return False
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target)], capture_output=True
-    )
-    return done.returncode == 0
-
-
 @dataclass
 class Env:
     tmp: Path
     shared: Path
-    mounts: list[Path] = field(default_factory=list)
+    fs: Tmpfs
 
     def out(self) -> Path:
         """A copy of the finished run (whose files must survive every failed command)."""
@@ -96,32 +87,25 @@ class Env:
     def not_dir(self) -> Path:
         return self.file("plainfile", "x")
 
+    @property
+    def mounts(self) -> list[Path]:
+        return self.fs.mounts
+
     def tmpfs(self, opts: str) -> Path:
-        d = self.tmp / f"mnt{len(self.mounts)}"
-        if not _mount(d, opts):
-            pytest.skip("cannot mount a tmpfs here")
-        self.mounts.append(d)
-        return d
+        return self.fs.mount(opts)
 
     def full(self) -> Path:
         """A 64 KiB file system holding a finished run, then filled up."""
         d = self.tmpfs("size=64k")
         for f in ("results.jsonl", "run.json"):
             shutil.copy(self.shared / "ev" / f, d / f)
-        with open(d / "filler", "wb") as fh:
-            try:
-                fh.write(b"\0" * (1 << 20))
-            except OSError:
-                pass
+        Tmpfs.fill(d)
         return d
 
 
 @pytest.fixture
-def env(tmp_path, shared):
-    e = Env(tmp_path, shared)
-    yield e
-    for m in reversed(e.mounts):
-        subprocess.run(["umount", "-l", str(m)], capture_output=True)
+def env(tmp_path, shared, tmpfs):
+    return Env(tmp_path, shared, tmpfs)
 
 
 def hotpot_rows(**over) -> list[dict]:
