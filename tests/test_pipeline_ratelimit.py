@@ -8,8 +8,8 @@ import time
 from masksearch.graph import Context
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.ratelimit import LocalLimiter, RateLimiter, RateLimits
-from masksearch.pipeline.testing import TeamSetup
-from masksearch.types import MaskedExample, Span
+from masksearch.pipeline.testing import TeamSetup, masked_row
+from masksearch.types import MaskedExample
 
 
 def test_requests_per_second_after_the_burst():
@@ -38,15 +38,7 @@ def test_generate_paces_model_calls(tmp_path):
         retriever="mem:team",
         max_turns=1,
     )
-    examples = [
-        MaskedExample(
-            id=f"ex{i}",
-            question=f"Item {i} is about number [mask].",
-            answers=[str(i)],
-            spans=[Span(0, len(str(i)), str(i))],
-        )
-        for i in range(10)
-    ]
+    examples = [MaskedExample.from_dict(masked_row(i)) for i in range(10)]
     t0 = time.perf_counter()
     limiter = LocalLimiter(RateLimits(requests_per_s=20, burst_s=0.5))
     s = asyncio.run(

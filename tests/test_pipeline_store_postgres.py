@@ -13,8 +13,8 @@ from test_pipeline_store import make_record  # tests/ is on sys.path (pytest roo
 from masksearch.errors import ConfigError
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.store import PostgresTrajectoryStore, iter_records, open_store
-from masksearch.pipeline.testing import TeamSetup, local_postgres
-from masksearch.types import MaskedExample, Span
+from masksearch.pipeline.testing import TeamSetup, local_postgres, masked_row
+from masksearch.types import MaskedExample
 
 pytest.importorskip("psycopg")
 
@@ -75,15 +75,7 @@ def test_generate_into_postgres_and_resume(pg_dsn):
         retriever="mem:team",
         max_turns=1,
     )
-    examples = [
-        MaskedExample(
-            id=f"ex{i}",
-            question=f"Item {i} is about number [mask].",
-            answers=[str(i)],
-            spans=[Span(0, len(str(i)), str(i))],
-        )
-        for i in range(12)
-    ]
+    examples = [MaskedExample.from_dict(masked_row(i)) for i in range(12)]
     with open_store(pg_dsn) as st:
         st._db.execute("DROP TABLE IF EXISTS trajectories")
     s = asyncio.run(
