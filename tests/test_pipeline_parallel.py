@@ -207,14 +207,18 @@ def _wait_rows(proc: subprocess.Popen, store: Path, rows: int) -> None:
 
 def _worker_pids(store: Path) -> set[int]:
     """Processes holding the store's worker lock (the Ray workers writing it)."""
-    lock = f"{store}.workers.lock"
+    return _holders({f"{store}.workers.lock"})
+
+
+def _holders(paths: set[str]) -> set[int]:
+    """Processes with one of `paths` open."""
     pids = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == lock:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in paths:
                     pids.add(int(pid))
         except OSError:
             continue
@@ -362,3 +366,149 @@ def test_rate_limit_is_shared_by_all_workers(tmp_path, ray_address):
     # a limiter per worker would let each do its 30 in 1.5 s. The margin covers the workers
     # starting up to a second apart (each measures its own pool time).
     assert run["elapsed_s"] >= 2.5, run["elapsed_s"]
+
+
+def _part_rows(out: Path) -> list[dict]:
+    rows = []
+    for part in out.parent.glob(out.name + ".part-*"):
+        rows += [json.loads(line) for line in part.read_text().splitlines() if line.endswith("}")]
+    return rows
+
+
+def _kill_driver_midway(cmd: list[str], out: Path, rows: int) -> list[dict]:
+    """Start the driver, SIGKILL it once its workers' parts hold `rows` rows, check that no
+    worker outlives it; returns the rows finished before the kill (in `out` and the parts)."""
+    proc = _start(cmd)
+    deadline = time.monotonic() + 120
+    while len(_part_rows(out)) < rows:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+    writers = _holders({str(p) for p in out.parent.glob(out.name + ".part-*")})
+    assert len(writers) == 2, writers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    assert _gone(writers), f"workers outlived the driver: {writers}"
+    kept = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return kept + _part_rows(out)
+
+
+MASK_DRIVER = """
+import sys
+from masksearch.masking.runner import mask_corpus
+from masksearch.pipeline.parallel import ClusterSettings
+from masksearch.pipeline.testing import span_model
+
+corpus, out, calls, address = sys.argv[1:5]
+cluster = ClusterSettings(workers=2, address=address, stop_grace_s=5)
+s = mask_corpus(corpus, out, strategy="llm", model=span_model(0.03, calls), progress=False,
+                cluster=cluster, max_concurrency=2)
+print(f"written {s.written} existing {s.existing}", flush=True)
+sys.exit(130 if s.interrupted else 0)
+"""
+
+
+def test_mask_llm_on_ray_kill_driver_then_resume(tmp_path, ray_address):
+    """`mask --strategy llm` on 2 workers: kill -9 the driver, rerun: every passage once, the
+    same examples as one process makes, no model call again for a finished passage."""
+    from masksearch.masking.runner import mask_corpus
+    from masksearch.pipeline.testing import corpus_row, span_model
+
+    n = 240
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(corpus_row(i)) + "\n" for i in range(n)))
+    out, calls, script = tmp_path / "masked.jsonl", tmp_path / "calls.txt", tmp_path / "d.py"
+    script.write_text(MASK_DRIVER)
+    cmd = [sys.executable, str(script), str(corpus), str(out), str(calls), ray_address]
+    finished = {r["source_id"] for r in _kill_driver_midway(cmd, out, 64)}
+    assert 64 <= len(finished) < n
+
+    rerun = _start(cmd)
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["source_id"] for r in rows) == sorted(f"d{i}" for i in range(n))
+    assert not list(tmp_path.glob("masked.jsonl.part-*"))  # merged and removed
+    titles = Counter(calls.read_text().splitlines())
+    assert {titles[f"Topic {i[1:]}"] for i in finished} == {1}  # never asked again
+    # the examples one process makes (each passage's RNG is seeded by its id)
+    alone = tmp_path / "alone.jsonl"
+    mask_corpus(corpus, alone, strategy="llm", model=span_model(), progress=False)
+    key = lambda r: r["source_id"]  # noqa: E731
+    assert sorted(rows, key=key) == sorted(map(json.loads, alone.read_text().splitlines()), key=key)
+
+
+def test_mask_ppl_cli_on_ray_matches_one_process(tmp_path, ray_address, tiny_lm, tiny_corpus_path):
+    """`masksearch mask --strategy ppl --ray-address A -p 2`: each worker loads the model once;
+    the output is the one-process output, and a rerun adds nothing."""
+    from typer.testing import CliRunner
+
+    from masksearch.cli import app
+
+    model, tok = tiny_lm
+    model_dir = tmp_path / "tiny-gpt2"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    args = ["mask", "--corpus", str(tiny_corpus_path), "--strategy", "ppl", "--model"]
+    args += [str(model_dir), "--device", "cpu", "--no-progress", "--min-words", "10"]
+    ray_args = ["--ray-address", ray_address, "-p", "2"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "ray.jsonl"), *ray_args])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "one.jsonl")])
+    assert res.exit_code == 0, res.output
+    on_ray = sorted((tmp_path / "ray.jsonl").read_text().splitlines())
+    assert len(on_ray) >= 12 and on_ray == sorted((tmp_path / "one.jsonl").read_text().splitlines())
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "ray.jsonl"), *ray_args])
+    assert res.exit_code == 0 and "wrote 0 examples" in res.output, res.output
+    assert sorted((tmp_path / "ray.jsonl").read_text().splitlines()) == on_ray
+
+
+EVAL_DRIVER = """
+import asyncio, sys
+from pathlib import Path
+from masksearch.eval.cli_run import build_and_run
+from masksearch.graph import Context
+from masksearch.pipeline.parallel import ClusterSettings
+from masksearch.pipeline.testing import TeamSetup
+
+data, out, calls, address = sys.argv[1:5]
+ctx = Context(planner_model="fake:team", retriever="mem:team", max_turns=2)
+stats, _ = asyncio.run(build_and_run(
+    datasets=["bamboogle=" + data], methods=["masksearch"], context=ctx, method_models=[],
+    out=Path(out), concurrency=4, limit=None, judge_model=None, retry_failed=False,
+    save_messages=True, progress=False,
+    cluster=ClusterSettings(workers=2, address=address, stop_grace_s=5),
+    worker_resources=TeamSetup(latency_s=0.08, calls_log=calls)))
+print(f"ran {stats.ran} done_before {stats.done_before}", flush=True)
+sys.exit(130 if stats.interrupted else 0)
+"""
+
+
+def test_eval_run_on_ray_kill_driver_then_resume(tmp_path, ray_address):
+    """`eval run` on 2 workers: kill -9 the driver, rerun: one row per question, all correct,
+    no model call again for a finished question, the report covers every question."""
+    n = 160
+    data = tmp_path / "bamboogle.csv"
+    data.write_text(
+        "Question,Answer\n" + "".join(f"Item {i} is about number what?,{i}\n" for i in range(n))
+    )
+    out, calls, script = tmp_path / "eval", tmp_path / "calls.tsv", tmp_path / "d.py"
+    script.write_text(EVAL_DRIVER)
+    cmd = [sys.executable, str(script), str(data), str(out), str(calls), ray_address]
+    finished = {r["question"] for r in _kill_driver_midway(cmd, out / "results.jsonl", 30)}
+    assert 30 <= len(finished) < n
+
+    rerun = _start(cmd)
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["question"] for r in rows) == sorted(
+        f"Item {i} is about number what?" for i in range(n)
+    )
+    assert all(r["status"] == "answered" and r["scores"]["em"] == 1.0 for r in rows)
+    assert not list(out.glob("results.jsonl.part-*"))
+    asked = Counter(line.split("\t", 1)[1] for line in calls.read_text().splitlines())
+    assert {asked[q] for q in finished} == {1}
+    assert f"ran {n - len(finished)} done_before {len(finished)}" in log

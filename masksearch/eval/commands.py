@@ -9,6 +9,13 @@ import typer
 
 from masksearch.context import Context
 from masksearch.context_options import command_resources, context_options
+from masksearch.pipeline.commands import (
+    EXIT_INTERRUPTED,
+    ProcessesOption,
+    RayAddressOption,
+    RayOption,
+    cluster_settings,
+)
 
 eval_app = typer.Typer(
     help="Evaluate on open-domain multi-hop QA (HotpotQA, FanoutQA, MuSiQue, 2Wiki, "
@@ -107,6 +114,9 @@ def run_cmd(
             help="2Wiki id_aliases.json as [NAME=]PATH (default: the file next to the data).",
         ),
     ] = None,
+    processes: ProcessesOption = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
     context: Context = None,  # type: ignore[assignment]  # built from the options
 ) -> None:
     """Run methods on benchmarks. Resumable: re-running skips questions already in OUT/results.jsonl
@@ -134,6 +144,7 @@ def run_cmd(
             post_train=post_train,
             aliases=aliases or [],
             resources=command_resources(ctx),
+            cluster=cluster_settings(processes, ray, ray_address),
         )
     )
     typer.echo(
@@ -141,6 +152,9 @@ def run_cmd(
     )
     typer.echo(Path(written["markdown"]).read_text(encoding="utf-8"))
     typer.echo("wrote " + ", ".join(str(p) for p in written.values()))
+    if stats.interrupted:
+        typer.echo("interrupted: rerun the same command to resume (finished questions are kept).")
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @eval_app.command("report")

@@ -46,7 +46,11 @@ def variant_of(method: Method) -> Variant:
 def read_results(out_dir: str | Path) -> dict[Key, dict[str, Any]]:
     """Rows of `results.jsonl`, last one per key. An unterminated last line (a crash mid-write)
     is ignored; any other bad line is a located error."""
-    path = Path(out_dir) / RESULTS
+    return read_result_file(Path(out_dir) / RESULTS)
+
+
+def read_result_file(path: Path) -> dict[Key, dict[str, Any]]:
+    """`read_results` of one file (`results.jsonl` or a Ray worker's part of it)."""
     rows: dict[Key, dict[str, Any]] = {}
     if not path.exists():
         return rows
@@ -80,6 +84,16 @@ class RunStats:
     failed: int = 0
     skipped_failed: int = 0
     per_method: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False  # Ray workers stopped by a signal (rerun to resume)
+
+    def add(self, other: RunStats) -> None:
+        """Add a Ray worker's counts."""
+        self.done_before += other.done_before
+        self.ran += other.ran
+        self.failed += other.failed
+        self.skipped_failed += other.skipped_failed
+        for name, n in other.per_method.items():
+            self.per_method[name] = self.per_method.get(name, 0) + n
 
 
 def result_row(
@@ -121,15 +135,20 @@ def pending_work(
     done: Mapping[Key, Mapping[str, Any]],
     *,
     retry_failed: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[tuple[Method, EvalItem]], int, int]:
-    """(questions to run, done before, failures kept); refuses a done row of other settings."""
+    """(questions to run, done before, failures kept); refuses a done row of other settings.
+    `shard` (i, n): only the questions of Ray worker i of n (`key_shard`)."""
     todo: list[tuple[Method, EvalItem]] = []
     done_before = skipped_failed = 0
     for method in methods:
         variant = variant_of(method)
         for items in datasets.values():
             for item in items:
-                prev = done.get((variant.label, method.name, item.dataset, item.id))
+                key = (variant.label, method.name, item.dataset, item.id)
+                if shard is not None and key_shard(key, shard[1]) != shard[0]:
+                    continue
+                prev = done.get(key)
                 if prev is not None and prev.get("config") != variant.fingerprint:
                     raise ConfigError(
                         f"{method.name} [{variant.label}] {item.dataset}/{item.id} was run with "
@@ -143,6 +162,13 @@ def pending_work(
     return todo, done_before, skipped_failed
 
 
+def key_shard(key: Key, shards: int) -> int:
+    """The Ray worker (of `shards`) that runs a question: a stable hash of its key."""
+    from masksearch.pipeline.parallel import shard_of
+
+    return shard_of("\x1f".join(key), shards)
+
+
 async def run_eval(
     methods: Sequence[Method],
     datasets: Mapping[str, Sequence[EvalItem]],
@@ -153,15 +179,28 @@ async def run_eval(
     retry_failed: bool = False,
     save_messages: bool = True,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunStats:
-    """Run every method on every item not yet in `out_dir/results.jsonl`."""
+    """Run every method on every item not yet in `out_dir/results.jsonl`.
+
+    `shard` (i, n): run as Ray worker i of n: only its questions, appended to its own part file
+    (`pipeline.parallel.part_path`) that the driver merges into `results.jsonl`. `stop` set:
+    start no new question."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS
+    done = read_results(out_dir)
+    if shard is not None:
+        from masksearch.pipeline.parallel import part_path
+
+        path = part_path(path, shard[0])
+        if path.exists():  # a restarted worker: what it wrote before counts as done
+            done.update(read_result_file(path))
     stats = RunStats()
     with JsonlAppender(path) as appender:  # opening repairs a torn last line first
         todo, stats.done_before, stats.skipped_failed = pending_work(
-            methods, datasets, read_results(out_dir), retry_failed=retry_failed
+            methods, datasets, done, retry_failed=retry_failed, shard=shard
         )
         queue: asyncio.Queue[tuple[Method, EvalItem]] = asyncio.Queue()
         for job in todo:
@@ -174,7 +213,7 @@ async def run_eval(
         bar = _progress(total, progress)
 
         async def worker() -> None:
-            while True:
+            while stop is None or not stop.is_set():
                 try:
                     method, item = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -200,7 +239,7 @@ async def run_eval(
         finally:
             if bar is not None:
                 bar.close()
-    if retry_failed and stats.ran:
+    if retry_failed and stats.ran and shard is None:  # sharded: the driver, after merging
         compact_results(out_dir)
     return stats
 

@@ -8,6 +8,14 @@ from typing import Annotated
 
 import typer
 
+from masksearch.pipeline.commands import (
+    EXIT_INTERRUPTED,
+    ProcessesOption,
+    RayAddressOption,
+    RayOption,
+    cluster_settings,
+)
+
 
 def register(app: typer.Typer) -> None:
     """Attach this area's commands to the root app."""
@@ -112,8 +120,14 @@ def mask_command(
     ] = 16,
     device: Annotated[str, typer.Option("--device", help="ppl: cpu | cuda | auto.")] = "auto",
     concurrency: Annotated[
-        int, typer.Option("--concurrency", help="llm: concurrent model calls.")
+        int,
+        typer.Option(
+            "--concurrency", help="llm: concurrent model calls (shared among the Ray workers)."
+        ),
     ] = 8,
+    processes: ProcessesOption = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
     summary_json: Annotated[
         Path | None, typer.Option("--summary-json", help="Also write the run summary as JSON here.")
     ] = None,
@@ -154,6 +168,14 @@ def mask_command(
         extra = {"ppl_mode": ppl_mode, "batch_size": batch_size, "device": device}
     elif strategy == "llm":
         extra = {"max_concurrency": concurrency}
+    cluster = cluster_settings(processes, ray, ray_address)
+    if cluster is not None:
+        from dataclasses import replace
+
+        if strategy == "ppl" and device == "cuda":
+            cluster = replace(cluster, gpus_per_worker=1.0)
+        if strategy == "llm":
+            extra["max_concurrency"] = -(-concurrency // cluster.workers)
     summary, counter = MaskSummary(), SkipCounter()
     try:
         mask_corpus(
@@ -170,6 +192,7 @@ def mask_command(
             summary=summary,
             skip_bad=skip_bad,
             counter=counter,
+            cluster=cluster,
             **extra,
         )
     except MaskSearchError:
@@ -186,3 +209,8 @@ def mask_command(
     )
     if summary_json is not None:
         atomic_write_text(summary_json, json.dumps(summary.to_dict(), indent=2) + "\n")
+    if summary.interrupted:
+        typer.echo(
+            "interrupted: rerun the same command to resume (written examples are kept).", err=True
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from masksearch.errors import ConfigError
 from masksearch.jsonl import SkipCounter
@@ -24,6 +24,9 @@ from masksearch.masking.select import (
     plan_passage,
 )
 from masksearch.types import MaskedExample, Passage, Span
+
+if TYPE_CHECKING:
+    from masksearch.pipeline.parallel import ClusterSettings
 
 STRATEGIES = ("rule", "spacy", "llm", "ppl")
 
@@ -55,6 +58,7 @@ class MaskSummary:
     by_k: Counter[int] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     rejected_spans: Counter[str] = field(default_factory=Counter)
+    interrupted: bool = False  # Ray workers stopped by a signal (rerun to resume)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,6 +273,7 @@ def mask_corpus(
     summary: MaskSummary | None = None,
     skip_bad: bool = False,
     counter: SkipCounter | None = None,
+    cluster: ClusterSettings | None = None,
     **strategy_kwargs: Any,
 ) -> MaskSummary:
     """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds.
@@ -277,9 +282,13 @@ def mask_corpus(
     count), so kill-and-rerun converges on the same total. With `calibrate_on` > 0 (not for
     `llm`, whose proposals cost model calls), the first `calibrate_on` corpus passages are
     scanned first to calibrate the k sampling weights.
-    """
-    from tqdm import tqdm
 
+    `cluster`: run on Ray workers (`pipeline.parallel`): passages are split by a stable hash
+    of their id, each worker loads the strategy's model once and appends to its own part file
+    next to `out`; the parts are merged into `out` (each source id once) when the workers stop,
+    and parts left by a killed run are merged first. `model` (a spec, or a picklable model
+    object) travels to the workers, which load it once each.
+    """
     from masksearch.fileio import check_output_file
     from masksearch.jsonl import JsonlAppender
     from masksearch.masking.io import existing_source_ids
@@ -289,14 +298,34 @@ def mask_corpus(
             raise ConfigError(f"{name} must be at least 1 (got {value}); leave it out for no limit")
     if calibrate_on < 0:
         raise ConfigError(f"--calibrate must be 0 (off) or more (got {calibrate_on})")
+    if cluster is not None:
+        if max_examples is not None:
+            raise ConfigError(
+                "--max-examples cannot be used with Ray workers (each worker masks its own "
+                "share): use --limit (the first N corpus passages)"
+            )
+        if strategy in ("llm", "ppl") and model is None:
+            raise ConfigError(f"--strategy {strategy} needs --model")
     config = config or MaskConfig()
     check_output_file(out, what="--out")  # before reading it: /dev/full, a FIFO, a folder
+    if cluster is not None:
+        from masksearch.pipeline.parallel import merge_parts
+
+        merge_parts(out, _source_id)  # what a killed sharded run left in its parts
     done = existing_source_ids(out)
     summary = summary if summary is not None else MaskSummary()
     summary.target, summary.existing = config.k_dist.probabilities(), len(done)
     if max_examples is not None and summary.existing >= max_examples:
         return summary  # already holds the requested total
-    proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
+    if cluster is not None:
+        # the driver only calibrates (rule or spaCy candidates); the workers load the model
+        proposer, scorer = (
+            (RuleSpanProposer(), None)
+            if strategy in ("llm", "ppl")
+            else make_strategy(strategy, model=model)
+        )
+    else:
+        proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
     if calibrate_on > 0 and strategy != "llm":
         # the first N corpus passages, whatever --limit says: weights stay the same on resume
         config, _ = calibrated_config(
@@ -305,34 +334,172 @@ def mask_corpus(
             config,
         )
         summary.sampling = config.k_dist.probabilities()
+    if cluster is not None:
+        return _mask_on_cluster(
+            MaskShard(
+                corpus=str(corpus),
+                out=str(out),
+                strategy=strategy,
+                config=config,
+                model=model,
+                limit=limit,
+                corpus_format=corpus_format,
+                skip_bad=skip_bad,
+                strategy_kwargs=strategy_kwargs,
+            ),
+            cluster,
+            summary,
+            counter,
+        )
 
-    def fresh() -> Iterator[Passage]:
-        passages = iter_corpus(corpus, corpus_format, skip_bad=skip_bad, counter=counter)
-        for p in islice(passages, limit):
-            if p.id in done:
-                summary.skipped["already_done" if p.id not in seen else "duplicate_id"] += 1
-                bar.update()
-                continue
-            done.add(p.id)
-            seen.add(p.id)
-            yield p
+    from tqdm import tqdm
 
-    seen: set[str] = set()
     bar = tqdm(total=limit, desc=f"mask ({strategy})", unit="passage", disable=not progress)
+    passages = islice(iter_corpus(corpus, corpus_format, skip_bad=skip_bad, counter=counter), limit)
     with JsonlAppender(out) as sink:
-        for ex in mask_passages(
-            fresh(),
+        mask_stream(
+            passages,
+            sink,
             proposer,
             config,
             scorer=scorer,
             strategy=strategy,
             summary=summary,
+            done=done,
+            max_examples=max_examples,
             on_passage=bar.update,
-        ):
-            sink.write(ex.to_dict())
-            if max_examples is not None and summary.existing + summary.written >= max_examples:
-                break
+        )
     bar.close()
     if counter is not None and counter.skipped:
         summary.skipped["bad_input"] = counter.skipped
+    return summary
+
+
+def _source_id(row: dict[str, Any]) -> Any:
+    return row.get("source_id")
+
+
+def mask_stream(
+    passages: Iterable[Passage],
+    sink: Any,
+    proposer: SpanProposer,
+    config: MaskConfig,
+    *,
+    scorer: Scorer | None,
+    strategy: str,
+    summary: MaskSummary,
+    done: set[str],
+    max_examples: int | None = None,
+    on_passage: Callable[[], None] | None = None,
+    keep: Callable[[Passage], bool] | None = None,
+    stop: Any = None,
+) -> None:
+    """Mask the passages whose id is not in `done` (nor seen before in this stream) and write
+    each example to `sink`. `keep` selects a shard's passages (the others are not counted);
+    `stop` (an event) set: start no new chunk."""
+    seen: set[str] = set()
+
+    def fresh() -> Iterator[Passage]:
+        for p in passages:
+            if keep is not None and not keep(p):
+                continue
+            if stop is not None and stop.is_set():
+                return
+            if p.id in done:
+                summary.skipped["already_done" if p.id not in seen else "duplicate_id"] += 1
+                if on_passage is not None:
+                    on_passage()
+                continue
+            done.add(p.id)
+            seen.add(p.id)
+            yield p
+
+    for ex in mask_passages(
+        fresh(),
+        proposer,
+        config,
+        scorer=scorer,
+        strategy=strategy,
+        summary=summary,
+        on_passage=on_passage,
+    ):
+        sink.write(ex.to_dict())
+        if max_examples is not None and summary.existing + summary.written >= max_examples:
+            break
+
+
+@dataclass(frozen=True)
+class MaskShard:
+    """One Ray worker's share of a `mask` run (picklable; `pipeline.parallel.ShardJob`)."""
+
+    corpus: str
+    out: str
+    strategy: str
+    config: MaskConfig
+    model: Any = None  # a spec (the worker loads it) or a picklable model object
+    limit: int | None = None  # the first N corpus passages (before sharding)
+    corpus_format: str = "auto"
+    skip_bad: bool = False
+    strategy_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    async def __call__(self, shard: int, shards: int, stop: Any) -> MaskSummary:
+        import asyncio
+
+        # masking is synchronous (batched model calls): a thread keeps the actor's loop free
+        # to receive `stop`
+        return await asyncio.to_thread(self.run, shard, shards, stop)
+
+    def run(self, shard: int, shards: int, stop: Any) -> MaskSummary:
+        from masksearch.jsonl import JsonlAppender
+        from masksearch.masking.io import existing_source_ids
+        from masksearch.pipeline.parallel import part_path, shard_of
+
+        part = part_path(self.out, shard)
+        done = existing_source_ids(self.out) | existing_source_ids(part)  # a restarted worker
+        proposer, scorer = make_strategy(self.strategy, model=self.model, **self.strategy_kwargs)
+        summary, counter = MaskSummary(), SkipCounter()
+        passages = islice(
+            iter_corpus(self.corpus, self.corpus_format, skip_bad=self.skip_bad, counter=counter),
+            self.limit,
+        )
+        with JsonlAppender(part) as sink:
+            mask_stream(
+                passages,
+                sink,
+                proposer,
+                self.config,
+                scorer=scorer,
+                strategy=self.strategy,
+                summary=summary,
+                done=done,
+                keep=lambda p: shard_of(p.id, shards) == shard,
+                stop=stop,
+            )
+        if counter.skipped:
+            summary.skipped["bad_input"] = counter.skipped
+        return summary
+
+
+def _mask_on_cluster(
+    job: MaskShard, cluster: ClusterSettings, summary: MaskSummary, counter: SkipCounter | None
+) -> MaskSummary:
+    from masksearch.pipeline.parallel import merge_parts, run_sharded
+
+    try:
+        result = run_sharded(job, cluster)
+    finally:
+        merge_parts(job.out, _source_id)  # what every worker wrote, even after an error
+    for part in result.values.values():
+        summary.read += part.read
+        summary.written += part.written
+        summary.by_k.update(part.by_k)
+        summary.rejected_spans.update(part.rejected_spans)
+        bad = part.skipped.pop("bad_input", 0)  # every worker reads every line
+        summary.skipped.update(part.skipped)
+        summary.skipped["bad_input"] = max(summary.skipped.get("bad_input", 0), bad)
+        if counter is not None:
+            counter.skipped = max(counter.skipped, bad)
+    if not summary.skipped.get("bad_input"):
+        summary.skipped.pop("bad_input", None)
+    summary.interrupted = result.interrupted
     return summary

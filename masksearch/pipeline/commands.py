@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from masksearch.context import Context
 from masksearch.context_options import command_resources, context_options
+from masksearch.pipeline.parallel import EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from masksearch.pipeline.parallel import ClusterSettings
+
+__all__ = ["EXIT_INTERRUPTED", "ProcessesOption", "RayAddressOption", "RayOption", "register"]
 
 # `masksearch run`'s graph settings where they differ from `Context`'s (a small local model)
 RUN_DEFAULTS = {"max_turns": 2, "top_k": 3, "max_tokens": 192}
@@ -19,6 +25,44 @@ def _cluster_cpus() -> int:
     import os
 
     return max(1, min(64, os.cpu_count() or 1))
+
+
+# the Ray options of every command that runs on `pipeline.parallel` (generate, mask, eval run)
+ProcessesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        "-p",
+        min=1,
+        max=4096,
+        help="Ray workers (implies --ray): the work is split over them by a stable hash of each item's id and the concurrency is shared among them. Default with --ray: one per CPU of this machine, at most 64.",
+    ),
+]
+RayOption = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run on Ray workers; starts a local Ray instance (pip install 'masksearch\\[ray]').",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Join this Ray cluster (auto, or ray://host:10001); implies --ray. Every node needs the input files (same paths) and masksearch installed; see docs/scale.md.",
+    ),
+]
+
+
+def cluster_settings(
+    processes: int | None, ray: bool, ray_address: str | None
+) -> ClusterSettings | None:
+    """The Ray settings the options ask for, or None (run in this process)."""
+    if not (ray or ray_address or processes is not None):
+        return None
+    from masksearch.pipeline.parallel import ClusterSettings
+
+    return ClusterSettings(workers=processes or _cluster_cpus(), address=ray_address)
 
 
 def register(app: typer.Typer) -> None:
@@ -70,30 +114,9 @@ def register(app: typer.Typer) -> None:
         retry_failed: Annotated[
             bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")
         ] = False,
-        processes: Annotated[
-            int | None,
-            typer.Option(
-                "--processes",
-                "-p",
-                min=1,
-                max=4096,
-                help="Ray workers (implies --ray): the examples are split over them by id hash and the concurrency is shared among them. Use more than 1 when --concurrency is high (> 16). Default with --ray: one per CPU of the cluster, at most 64.",
-            ),
-        ] = None,
-        ray: Annotated[
-            bool,
-            typer.Option(
-                "--ray",
-                help="Run on Ray workers; starts a local Ray instance (pip install 'masksearch[ray]').",
-            ),
-        ] = False,
-        ray_address: Annotated[
-            str | None,
-            typer.Option(
-                "--ray-address",
-                help="Join this Ray cluster (auto, or ray://host:10001); implies --ray. Every node needs the input file and masksearch installed; use a postgresql:// --store across machines.",
-            ),
-        ] = None,
+        processes: ProcessesOption = None,
+        ray: RayOption = False,
+        ray_address: RayAddressOption = None,
         max_rps: Annotated[
             float | None,
             typer.Option(
@@ -139,11 +162,7 @@ def register(app: typer.Typer) -> None:
 
         if durability not in ("sync", "async", "exit"):
             raise ConfigError(f"--durability must be sync, async or exit, not {durability!r}")
-        cluster = None
-        if ray or ray_address or processes is not None:
-            from masksearch.pipeline.parallel import ClusterSettings
-
-            cluster = ClusterSettings(workers=processes or _cluster_cpus(), address=ray_address)
+        cluster = cluster_settings(processes, ray, ray_address)
 
         if checkpoint is None and is_postgres(store):
             checkpoint = store  # the checkpoint tables live next to the trajectories

@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -39,6 +39,7 @@ from masksearch.pipeline.summary import Summary
 from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
+EXIT_INTERRUPTED = 130  # exit code of a run stopped by a signal (rerun the command to resume)
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
@@ -99,6 +100,7 @@ class ClusterSettings:
     workers: int = 2  # actors (= shards)
     address: str | None = None  # None: start a local Ray; "auto" or "ray://host:10001": join one
     cpus_per_worker: float = 1.0  # Ray CPUs reserved per actor (actors spread over nodes)
+    gpus_per_worker: float = 0.0  # Ray GPUs reserved per actor (a local model on a GPU)
     max_restarts: int = 3  # times a dead worker's shard is restarted on a fresh actor
     stop_grace_s: float = 10.0  # after a hard stop, how long cancelled jobs get to clean up
 
@@ -194,7 +196,10 @@ def run_sharded(
 
     started = connect(settings)
     actor_cls = ray.remote(_ShardActor).options(
-        num_cpus=settings.cpus_per_worker, max_restarts=0, scheduling_strategy="SPREAD"
+        num_cpus=settings.cpus_per_worker,
+        num_gpus=settings.gpus_per_worker,
+        max_restarts=0,
+        scheduling_strategy="SPREAD",
     )
     shards = settings.workers
     actors: dict[int, Any] = {}
@@ -296,6 +301,54 @@ def run_sharded(
     return result
 
 
+def part_path(out: str | Path, shard: int) -> Path:
+    """Where shard `shard` of a sharded run appends the rows bound for the JSONL file `out`."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.part-{shard}")
+
+
+def merge_parts(out: str | Path, key_of: Callable[[dict[str, Any]], Hashable]) -> int:
+    """Append to `out` every row of its part files (`part_path`, any shard count) whose key is
+    not in `out` yet, fsync it, then delete the parts; returns the rows appended.
+
+    The driver calls it before its workers start (parts a killed run left) and after they stop.
+    Exactly once: a row is in `out` or in a part, never lost; a crash between the append and
+    the delete leaves rows that the next merge finds already in `out` and drops.
+    """
+    from glob import escape
+
+    from masksearch.jsonl import JsonlAppender, SkipCounter, iter_jsonl
+
+    out = Path(out)
+    parts = sorted(out.parent.glob(escape(out.name) + ".part-*"))
+    if not parts:
+        return 0
+
+    def rows(path: Path) -> Iterator[dict[str, Any]]:
+        if path.exists():  # a torn last line (a worker killed mid-write) is skipped
+            for _, row in iter_jsonl(path, skip_bad=True, counter=SkipCounter(), allow_empty=True):
+                yield row
+
+    seen = {key_of(row) for row in rows(out)}
+    added = 0
+    with JsonlAppender(out) as sink:
+        for part in parts:
+            for row in rows(part):
+                key = key_of(row)
+                if key not in seen:
+                    seen.add(key)
+                    sink.write(row)
+                    added += 1
+    fd = os.open(out, os.O_RDONLY)  # the rows are on disk before their parts go
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return added
+
+
 def store_count(path: str | Path) -> int:
     """Rows in a SQLite trajectory store (read-only; 0 before it exists)."""
     import sqlite3
@@ -311,12 +364,15 @@ def store_count(path: str | Path) -> int:
 
 
 __all__ = [
+    "EXIT_INTERRUPTED",
     "ClusterSettings",
     "ShardJob",
     "ShardedResult",
     "connect",
     "import_ray",
     "merge",
+    "merge_parts",
+    "part_path",
     "run_sharded",
     "shard_of",
     "store_count",

@@ -19,6 +19,7 @@ from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.generate import Durability, generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
 from masksearch.pipeline.parallel import (
+    EXIT_INTERRUPTED,
     ClusterSettings,
     connect,
     merge,
@@ -37,8 +38,6 @@ from masksearch.pipeline.summary import Summary
 from masksearch.redact import redact
 from masksearch.resources import Resources
 from masksearch.types import MaskedExample
-
-EXIT_INTERRUPTED = 130
 
 
 def echo(msg: str = "") -> None:

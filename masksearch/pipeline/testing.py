@@ -98,11 +98,14 @@ def team_respond(
     answers: Mapping[str, str] | Callable[[str], str],
     *,
     faults: Callable[[str, str], Any] | None = None,
+    question: Callable[[str], str] = question_of,
 ) -> Respond:
-    """Respond as planner / rewriter / observer (and judge: 'correct').
+    """Respond as planner / rewriter / observer (and judge: 'correct'); any other prompt (the
+    single-agent student) gets the observer's answer.
 
     `answers` maps a question (or a function of it) to the answer the observer gives.
     `faults(role, question)` may return an exception or a raw string to inject instead.
+    `question(prompt)` finds the question in a prompt.
     """
 
     def answer_for(question: str) -> str:
@@ -125,18 +128,18 @@ def team_respond(
             ),
             "other",
         )
-        question = question_of(text)
+        q = question(text)
         if faults is not None:
-            injected = faults(role, question)
+            injected = faults(role, q)
             if injected is not None:
                 return injected
         if role == "planner":
-            return f"<think>Look it up.</think>\n<search>{question[:80]}</search>"
+            return f"<think>Look it up.</think>\n<search>{q[:80]}</search>"
         if role == "rewriter":
-            return '{"queries": ["' + " ".join(question.replace('"', " ").split()[:6]) + '"]}'
+            return '{"queries": ["' + " ".join(q.replace('"', " ").split()[:6]) + '"]}'
         if role == "judge":
             return "correct"
-        return f"<think>Found it.</think>\n<answer>{answer_for(question)}</answer>"
+        return f"<think>Found it.</think>\n<answer>{answer_for(q)}</answer>"
 
     return respond
 
@@ -160,7 +163,7 @@ class TeamSetup:
         from masksearch.graph.testing import KeywordRetriever
         from masksearch.types import Passage
 
-        inner = team_respond(lambda q: q.split()[1])
+        inner = team_respond(lambda q: q.split()[1], question=item_question)
         log_path = self.calls_log
 
         def respond(messages: list[BaseMessage]) -> Any:
@@ -174,11 +177,7 @@ class TeamSetup:
                     ),
                     "observer",
                 )
-                fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, f"{role}\t{question_of(text)}\n".encode())
-                finally:
-                    os.close(fd)
+                log_line(log_path, f"{role}\t{item_question(text)}")
             return inner(messages)
 
         model = LatencyChatModel(respond=respond, latency_s=self.latency_s, jitter=self.jitter)
@@ -189,6 +188,55 @@ class TeamSetup:
         return Resources(
             models={"fake:team": model}, retrievers={"mem:team": KeywordRetriever(passages)}
         )
+
+
+def item_question(prompt: str) -> str:
+    """The question of a role prompt, or else the first "Item <i> is about number ..." line
+    (a single-agent student prompt: `TeamSetup`'s questions are these)."""
+    import re
+
+    found = question_of(prompt)
+    if not found and (m := re.search(r"Item \d+ is about number[^\n]*", prompt)):
+        found = m.group(0).strip()
+    return found
+
+
+def log_line(path: str, line: str) -> None:
+    """Append one line to `path` (O_APPEND: whole lines from many processes)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def corpus_row(i: int) -> dict[str, str]:
+    """A FlashRAG corpus line `d<i>` whose maskable words are `Alpha<i>`, `Beta<i>`, `Gamma<i>`
+    and a number (input for masking tests; `span_model` proposes the three names)."""
+    return {
+        "id": f"d{i}",
+        "contents": f"Topic {i}\nThe river Alpha{i} flows for {7 * i + 3} kilometres through the "
+        f"valley of Beta{i} before it reaches the sea near the old town of Gamma{i}, where "
+        "fishermen have lived for many centuries.",
+    }
+
+
+def span_model(latency_s: float = 0.0, calls_log: str | None = None) -> LatencyChatModel:
+    """A chat model for `mask --strategy llm`: proposes the passage's `<Word><digits>` names
+    (see `corpus_row`); with `calls_log`, each call appends the passage title to that file."""
+    import json
+    import re
+
+    def respond(messages: list[BaseMessage]) -> str:
+        text = messages_text(messages)
+        title = re.search(r"Passage title: (.*)", text)
+        body = text.split('Passage:\n"""', 1)[-1].split('"""', 1)[0]
+        if calls_log is not None and title:
+            log_line(calls_log, title.group(1).strip())
+        names = list(dict.fromkeys(re.findall(r"\b[A-Z][a-z]+\d+\b", body)))
+        return json.dumps({"spans": [{"text": n, "label": "LOC"} for n in names]})
+
+    return LatencyChatModel(respond=respond, latency_s=latency_s, model_name="fake:spans")
 
 
 @contextlib.contextmanager
