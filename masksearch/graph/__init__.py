@@ -8,6 +8,7 @@ Public API (imported lazily so `masksearch --help` stays fast):
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,17 @@ def thread_id_for(example_id: str, context: Context) -> str:
     Re-running the same example with the same settings resumes its checkpoint instead of
     duplicating it; changing a model, retriever or limit gives a new thread.
     """
-    return str(uuid.uuid5(THREAD_NAMESPACE, f"{example_id}\x1f{context.fingerprint()}"))
+    try:
+        fingerprint = _fingerprint(context)
+    except TypeError:  # a Context holding an unhashable value
+        fingerprint = context.fingerprint()
+    return str(uuid.uuid5(THREAD_NAMESPACE, f"{example_id}\x1f{fingerprint}"))
+
+
+@lru_cache(maxsize=64)
+def _fingerprint(context: Context) -> str:
+    """`Context.fingerprint`, once per Context (frozen): a batch run asks for every example."""
+    return context.fingerprint()
 
 
 def __getattr__(name: str) -> Any:

@@ -105,9 +105,8 @@ async def call_model(
     kwargs: dict[str, Any] = {"stop": stop} if stop else {}
     kwargs.update(output_format_kwargs(model, output_format))
     try:
-        msg = await asyncio.wait_for(
-            model.ainvoke(to_lc_messages(messages), **kwargs), timeout=ctx.llm_timeout_s
-        )
+        async with asyncio.timeout(ctx.llm_timeout_s):  # no extra task, unlike wait_for
+            msg = await model.ainvoke(to_lc_messages(messages), **kwargs)
     except TimeoutError:  # a local generation is cancelled between tokens; retried (transient)
         raise TimeoutError(
             f"{role} model call exceeded llm_timeout_s={ctx.llm_timeout_s:g}s"
