@@ -15,6 +15,11 @@ parser as the fallback; API models get JSON mode for the JSON formats (`json_sch
 | `verdict` | `<verdict>correct</verdict>` or `<verdict>incorrect</verdict>` |
 | `span` | a short span on one line (one masked blank) |
 
+RAMP with a grammar-capable (local) model answers one blank at a time (`masksearch.nodes.ramp`):
+`ramp_decision` (think, then a search or the bare `<answer>` opening), `choice` (which search result
+is the masked passage), `fill_grammar` (one verbatim span of that result, at most
+`MAX_FILL_TOKENS` tokens).
+
 `passage_span_grammar(passages)` builds the grammar of "a contiguous run of words copied from one
 of these passages" (RAMP answers are verbatim spans of the source passage). A grammar string
 (containing `::=`) is accepted wherever a format name is.
@@ -188,6 +193,38 @@ def ramp_grammar(
     return "\n".join(parts)
 
 
+MAX_FILL_TOKENS = 16  # one masked span: names, dates, numbers, short phrases
+RAMP_THINK_CHARS = 200  # a RAMP thought names the search or the matching result: keep it short
+
+
+def ramp_decision(*, may_search: bool, think: int = RAMP_THINK_CHARS) -> str:
+    """`<think>…</think>` then one `<search>` (if `may_search`) or the bare `<answer>` opening:
+    the spans are filled afterwards, one blank at a time (`fill_grammar`)."""
+    t = f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{think}}} "</think>"'
+    if not may_search:
+        return "\n".join(['root ::= think "\\n" "<answer>"', t])
+    return "\n".join(['root ::= think "\\n" (search | "<answer>")', t, _SEARCH])
+
+
+def ramp_search(think: int = RAMP_THINK_CHARS) -> str:
+    """A masked example's first step: a short `<think>…</think>`, then one `<search>`."""
+    t = f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{think}}} "</think>"'
+    return "\n".join(['root ::= think "\\n" search', t, _SEARCH])
+
+
+def choice(n: int) -> str:
+    """One of the numbers 1..n."""
+    return "root ::= " + " | ".join(f'"{i}"' for i in range(n, 0, -1))
+
+
+def fill_grammar(passages: Iterable[str]) -> str:
+    """One verbatim span of `passages` (a leading space allowed: it continues a phrase)."""
+    rules = passage_span_rules(passages)
+    if not rules:
+        return GRAMMARS["span"]
+    return "\n".join(['root ::= " "? span', *rules])
+
+
 def for_role(
     role: str,
     question: str,
@@ -208,7 +245,7 @@ def for_role(
     if role == "judge":
         return "verdict"
     if role == "planner":
-        return "search" if k else "action"
+        return ramp_search() if k else "action"
     if role == "observer":
         if k:
             return ramp_grammar(k, list(passages), may_search=may_search)

@@ -79,11 +79,40 @@ RAMP_PLANNER = (
 )
 
 RAMP_OBSERVER = Template(
-    "The question is a passage with $k hidden span(s), marked [mask 1] … [mask $k]:\n$numbered\n"
+    "The question is a passage with $k hidden span(s): [mask 1] … [mask $k], in order.\n"
     "If one of the search results is the same passage (same wording around the masks), copy for "
     "each mask, in order, the exact words it hides from that result. $how Answer with exactly $k "
     'span(s) separated by " ; ", e.g. <answer>$example</answer>.$fallback'
 )
+
+
+# RAMP, one blank at a time (models that decode under grammars: `masksearch.nodes.ramp`). Appended to
+# the reader's own prompt, so the search results it has read are a reused prompt prefix.
+RAMP_WHICH_DOC = (
+    "Which search result is the same passage as the question's text (the same wording around the "
+    "[mask]s)? Reply with its number."
+)
+RAMP_FILL = Template(
+    "Doc $doc is the same passage. Copy from Doc $doc the words hidden by [mask $i], between "
+    '"$left" and "$right": continue the phrase exactly as Doc $doc writes it.'
+)
+
+
+def mask_context(
+    question: str, filled: Sequence[str], i: int, *, left_words: int = 8, right_words: int = 2
+) -> tuple[str, str]:
+    """(the words before blank `i` — earlier blanks replaced by `filled` —, the first words after
+    it, up to the next blank). A reader continuing the left phrase from the source passage writes
+    the hidden words and then the right words, which end the span."""
+    parts = re.split(re.escape(MASK_TOKEN), masked_text(question), flags=re.IGNORECASE)
+    left = "".join(p + f for p, f in zip(parts[:i], filled, strict=False)) + parts[i]
+    left = " ".join(left.rstrip().split(" ")[-left_words:])
+    after = parts[i + 1] if i + 1 < len(parts) else ""
+    words = after.split()
+    right = " ".join(words[:right_words])
+    if after[:1] in ",.;:)!?'\"" and words:  # punctuation right after the blank ends it
+        right = words[0]
+    return left, right
 
 
 def masked_text(question: str) -> str:
@@ -117,9 +146,7 @@ def ramp_observer_note(question: str, *, may_search: bool = True) -> str:
     fallback = (
         " If no result matches, search again with other distinctive words." if may_search else ""
     )
-    return RAMP_OBSERVER.substitute(
-        k=k, numbered=number_masks(question), example=example, how=how, fallback=fallback
-    )
+    return RAMP_OBSERVER.substitute(k=k, example=example, how=how, fallback=fallback)
 
 
 OBSERVER_BUDGET = Template("Search rounds left after this one: $left.")

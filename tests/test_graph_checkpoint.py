@@ -122,13 +122,14 @@ async def test_no_secret_in_checkpoint_or_record(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 async def test_local_default_model_end_to_end(tmp_path, tiny_corpus_path):
-    """The embedded SmolLM2 model drives the single-agent graph offline; whatever it writes, the
-    run ends within its turn budget with a valid record."""
+    """An embedded model (SmolLM2, the smallest) drives the single-agent graph offline; whatever
+    it writes, the run ends within its turn budget with a valid record."""
     from masksearch.retrievers.build import build_index
 
     build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
     context = Context(
         agent_mode="single_agent",
+        planner_model="local:smollm2-135m",
         retriever=f"bm25:{tmp_path / 'idx'}",
         max_turns=1,
         max_tokens=24,
@@ -137,6 +138,6 @@ async def test_local_default_model_end_to_end(tmp_path, tiny_corpus_path):
     async with open_checkpointer(f"sqlite:///{tmp_path / 'c.db'}") as saver:
         rec = await run_example(build_graph(saver), EX, context)
     assert rec["status"] in ("answered", "max_turns") and rec["error"] is None
-    assert rec["models"] == {"agent": "local:default"}
+    assert rec["models"] == {"agent": "local:smollm2-135m"}
     assert all(s.get("completion_tokens", 1) <= 24 for s in rec["steps"])
     assert rec["usage"]["llm_calls"] >= 1

@@ -187,10 +187,64 @@ def test_local_dir_loads_an_hf_checkpoint_through_transformers(tmp_path):
     assert isinstance(out.content, str) and out.usage_metadata["output_tokens"] == 5
 
 
-def test_every_named_grammar_compiles():
-    from masksearch.models.llamacpp import _grammar
+def test_every_grammar_compiles_in_llama_cpp():
+    from masksearch.models.llamacpp import _GrammarCheck
 
-    for name in grammars.GRAMMARS:
-        assert _grammar(grammars.grammar_for(name)) is not None
+    llm = load_chat_model(SMALL).load().llm
+    passage = "The Eiffel Tower was finished in 1889; it is in Paris."
+    built = [grammars.grammar_for(name) for name in grammars.GRAMMARS] + [
+        grammars.ramp_grammar(2, [passage], may_search=True),
+        grammars.ramp_decision(may_search=True),
+        grammars.ramp_decision(may_search=False),
+        grammars.ramp_search(),
+        grammars.choice(12),
+        grammars.fill_grammar([passage]),
+    ]
+    for gbnf in built:
+        _GrammarCheck(llm, gbnf).close()
+    with pytest.raises(ConfigError):
+        _GrammarCheck(llm, 'root ::= "unclosed')
     with pytest.raises(ValueError):
         grammars.grammar_for("nope")
+
+
+class _OnlyAllowed:
+    """A stand-in grammar check that allows a fixed set of tokens."""
+
+    def __init__(self, allowed: set[int]) -> None:
+        self.ok, self.asked = allowed, []
+
+    def allowed(self, ids, logits):
+        import numpy as np
+
+        self.asked.append(len(ids))
+        return np.where(np.isin(ids, list(self.ok)), logits, -np.inf).astype(np.float32)
+
+
+def test_sampler_checks_the_top_pick_then_the_best_candidates_then_everything():
+    import numpy as np
+
+    from masksearch.models.llamacpp import CHECK_FIRST, _pick
+
+    logits = np.linspace(0.0, 1.0, 1000, dtype=np.float32)  # token 999 is the most likely
+    eog, rng = np.array([0], dtype=np.int32), np.random.default_rng(0)
+    check = _OnlyAllowed({999, 998})
+    assert _pick(logits, check, eog, rng, 0.0, 40, 0.95) == 999 and check.asked == [1]
+    check = _OnlyAllowed({990, 995})  # the top pick is rejected: the best allowed candidate wins
+    assert _pick(logits, check, eog, rng, 0.0, 40, 0.95) == 995
+    assert check.asked == [1, CHECK_FIRST + 1]  # the top candidates and the end-of-generation
+    check = _OnlyAllowed({3})  # far down the list: the whole vocabulary is checked
+    assert _pick(logits, check, eog, rng, 0.0, 40, 0.95) == 3 and check.asked[-1] == 1000
+    assert _pick(logits, _OnlyAllowed(set()), eog, rng, 0.0, 40, 0.95) == -1
+    sampled = {_pick(logits, _OnlyAllowed({10, 20}), eog, rng, 1.0, 40, 1.0) for _ in range(50)}
+    assert sampled <= {10, 20}
+
+
+def test_a_conversation_ending_with_an_assistant_turn_is_continued():
+    m = load_chat_model(SMALL, max_tokens=8)
+    rt = m.load()
+    ask = [{"role": "user", "content": "Spell the alphabet."}]
+    fresh = rt.format(ask)
+    cont = rt.format([*ask, {"role": "assistant", "content": "A B C D"}])
+    assert cont[: len(fresh)] == fresh  # the same turn, then the assistant's own text
+    assert rt.llm.detokenize(cont[len(fresh) :]).decode().strip() == "A B C D"

@@ -103,8 +103,8 @@ def test_openai_compatible_spec(monkeypatch):
         load_chat_model("openai-compatible:model-without-url")
 
 
-def test_local_default_model_generates_offline():
-    m = load_chat_model("local:default", max_tokens=24)
+def test_local_embedded_model_generates_offline():
+    m = load_chat_model("local:smollm2-135m", max_tokens=24)
     r = m.invoke([HumanMessage("What is the capital of France? Answer in one sentence.")])
     assert "Paris" in r.content
     assert r.usage_metadata["input_tokens"] > 5 and 0 < r.usage_metadata["output_tokens"] <= 24

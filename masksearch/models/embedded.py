@@ -87,7 +87,7 @@ MODELS: dict[str, EmbeddedModel] = {
         ),
     )
 }
-DEFAULT = "smollm2-135m"
+DEFAULT = "qwen2.5-coder-1.5b"  # chosen by measurement: docs/offline-teacher.md
 ALIASES = {"default": DEFAULT}
 
 

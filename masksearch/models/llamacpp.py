@@ -10,24 +10,28 @@
 - KV prefix reuse: each llama.cpp context keeps the tokens it last evaluated; a call whose prompt
   starts the same way (the system prompt, a role's instructions, a passage already read) evaluates
   only the new suffix;
-- concurrency: `pool_size` contexts share the memory-mapped weights; a call takes a free one,
-  preferring the context with the longest common prefix (default 1: on a 2-core machine one
-  context already uses every core).
+- prompt caches and concurrency: `pool_size` contexts (default 3) share the memory-mapped weights,
+  each keeping the prompt it last read; a call takes the free context holding the longest prefix
+  of its prompt, so the roles of a trajectory (planner, rewriter, observer) each find their own
+  context warm. At most `parallel` calls generate at once (default 1: on a small machine one
+  generation already uses every core, and two would only slow each other down).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -70,6 +74,7 @@ def physical_cores() -> int:
 class _Slot:
     llm: Any
     busy: bool = False
+    used: int = 0
 
 
 @dataclass
@@ -82,18 +87,26 @@ class Runtime:
     slots: list[_Slot] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
     load_s: float = 0.0
+    parallel: int = 1
+    clock: int = 0
 
     @property
     def llm(self) -> Any:
         return self.slots[0].llm
 
     def acquire(self, prompt: Sequence[int]) -> _Slot:
+        """A free context, the one holding the longest prefix of `prompt` (ties: the least
+        recently used), once fewer than `parallel` calls are running."""
         with self.cond:
-            while all(s.busy for s in self.slots):
+            while sum(s.busy for s in self.slots) >= self.parallel or all(
+                s.busy for s in self.slots
+            ):
                 self.cond.wait()
             free = [s for s in self.slots if not s.busy]
-            slot = max(free, key=lambda s: _common_prefix(s.llm, prompt))
+            slot = max(free, key=lambda s: (_common_prefix(s.llm, prompt), -s.used))
             slot.busy = True
+            self.clock += 1
+            slot.used = self.clock
             return slot
 
     def release(self, slot: _Slot) -> None:
@@ -102,7 +115,12 @@ class Runtime:
             self.cond.notify()
 
     def format(self, messages: list[dict[str, str]]) -> list[int]:
-        text = _formatter(str(self.path), self.llm)(messages=messages).prompt
+        """The prompt tokens of a conversation. One that ends with an assistant turn is continued
+        (prefill): the reply goes on from that turn's text instead of starting a new turn."""
+        prefill = ""
+        if messages and messages[-1]["role"] == "assistant":
+            messages, prefill = messages[:-1], messages[-1]["content"]
+        text = _formatter(str(self.path), self.llm)(messages=messages).prompt + prefill
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
 
@@ -132,8 +150,11 @@ def _close_all() -> None:
     _runtimes.clear()
 
 
-def load_runtime(path: Path, *, n_ctx: int, n_threads: int | None, pool_size: int) -> Runtime:
-    """Load (once per process) `pool_size` llama.cpp contexts for the GGUF at `path`."""
+def load_runtime(
+    path: Path, *, n_ctx: int, n_threads: int | None, pool_size: int, parallel: int = 1
+) -> Runtime:
+    """Load (once per process) `pool_size` llama.cpp contexts for the GGUF at `path`, of which
+    `parallel` may generate at the same time (the others keep their prompt caches)."""
     try:
         from llama_cpp import Llama
     except ImportError as e:
@@ -146,6 +167,7 @@ def load_runtime(path: Path, *, n_ctx: int, n_threads: int | None, pool_size: in
         rt = _runtimes.get(key)
         if rt is None:
             rt = _runtimes[key] = Runtime(path=path, n_ctx=n_ctx, n_threads=threads)
+        rt.parallel = max(rt.parallel, parallel)
         while len(rt.slots) < pool_size:
             start = time.perf_counter()
             try:
@@ -182,11 +204,175 @@ def _formatter(path: str, llm: Any) -> Any:
     )
 
 
-@lru_cache(maxsize=64)
-def _grammar(gbnf: str) -> Any:
-    from llama_cpp import LlamaGrammar
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+CHECK_FIRST = 64  # candidates checked against the grammar before the whole vocabulary
 
-    return LlamaGrammar.from_string(gbnf, verbose=False)
+
+class _GrammarCheck:
+    """A llama.cpp grammar sampler used as a filter: which of these tokens may come next?
+
+    llama-cpp-python's sampler chain runs the grammar over the whole vocabulary at every step (cost
+    ~ vocabulary × grammar stacks: seconds per token for a span grammar over many passages). Here
+    the sampler asks only about the few tokens it is about to pick, as llama.cpp's own
+    `common_sampler` does, and falls back to the whole vocabulary only when none of them fits."""
+
+    def __init__(self, llm: Any, gbnf: str) -> None:
+        from llama_cpp import llama_cpp as capi
+
+        self._capi = capi
+        self._ptr = capi.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode("utf-8"), b"root")
+        if not self._ptr:
+            raise ConfigError(f"invalid output grammar: {gbnf[:200]!r}")
+
+    def allowed(self, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The logits of `ids`, -inf where the grammar rejects the token."""
+        data = np.zeros(len(ids), dtype=_TOKEN_DATA)
+        data["id"], data["logit"] = ids, logits
+        capi = self._capi
+        arr = capi.llama_token_data_array(
+            data=data.ctypes.data_as(ctypes.POINTER(capi.llama_token_data)),
+            size=len(ids),
+            selected=-1,
+            sorted=False,
+        )
+        capi.llama_sampler_apply(self._ptr, ctypes.byref(arr))
+        return data["logit"].copy()
+
+    def accept(self, token: int) -> None:
+        self._capi.llama_sampler_accept(self._ptr, token)
+
+    def close(self) -> None:
+        if self._ptr:
+            self._capi.llama_sampler_free(self._ptr)
+            self._ptr = None
+
+
+def _sample(
+    llm: Any,
+    prompt: Sequence[int],
+    *,
+    grammar: str | None,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    repeat_penalty: float,
+    seed: int | None,
+) -> Generator[int, None, None]:
+    """Yield sampled tokens (then -1 at end of generation), evaluating each one; the context must
+    hold `prompt[:-1]` (see `_eval_prompt`).
+
+    Greedy at temperature 0, else top-k / top-p / temperature sampling. Under a grammar, the
+    token about to be picked is checked first, then the `CHECK_FIRST` most likely ones, then the
+    whole vocabulary, so a constrained step costs about what an unconstrained one does."""
+    from llama_cpp import llama_cpp as capi
+
+    n_vocab = llm.n_vocab()
+    vocab = llm._model.vocab
+    eog = _eog_tokens(llm)
+    rng = np.random.default_rng(seed)
+    check = _GrammarCheck(llm, grammar) if grammar else None
+    recent: list[int] = []
+    try:
+        llm.eval([prompt[-1]])
+        while True:
+            ptr = capi.llama_get_logits_ith(llm._ctx.ctx, -1)
+            logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+            if repeat_penalty != 1.0 and recent:
+                logits = logits.copy()
+                ids = np.array(recent[-64:], dtype=np.int32)
+                vals = logits[ids]
+                logits[ids] = np.where(vals > 0, vals / repeat_penalty, vals * repeat_penalty)
+            token = _pick(logits, check, eog, rng, temperature, top_k, top_p)
+            if token < 0 or capi.llama_vocab_is_eog(vocab, token):
+                yield -1
+                return
+            if check is not None:
+                check.accept(token)
+            recent.append(token)
+            yield token
+            llm.eval([token])
+    finally:
+        if check is not None:
+            check.close()
+
+
+_eog_cache: dict[int, np.ndarray] = {}
+
+
+def _eog_tokens(llm: Any) -> np.ndarray:
+    """The model's end-of-generation tokens (EOS, EOT, `<|im_end|>`, …), found once per model."""
+    key = id(llm._model)
+    if key not in _eog_cache:
+        from llama_cpp import llama_cpp as capi
+
+        vocab = llm._model.vocab
+        ids = [t for t in range(llm.n_vocab()) if capi.llama_vocab_is_eog(vocab, t)]
+        _eog_cache[key] = np.array(ids, dtype=np.int32)
+    return _eog_cache[key]
+
+
+def _pick(
+    logits: np.ndarray,
+    check: _GrammarCheck | None,
+    eog: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> int:
+    """One token: the first of (the sampler's own pick, its `CHECK_FIRST` best candidates, the
+    whole vocabulary) that leaves a candidate the grammar allows. -1: nothing is allowed."""
+    n = len(logits)
+    k = n if top_k <= 0 else min(top_k, n)
+    if temperature <= 0:
+        first = np.array([int(np.argmax(logits))], dtype=np.int32)
+    else:
+        first = _truncate(logits, k, top_p, temperature)
+    stages = [first]
+    if check is not None:
+        m = min(max(CHECK_FIRST, k if k < n else 0), n)
+        top = np.argpartition(-logits, m - 1)[:m].astype(np.int32) if m < n else None
+        if top is not None:
+            stages.append(np.union1d(top, eog).astype(np.int32))
+        stages.append(np.arange(n, dtype=np.int32))
+    for ids in stages:
+        vals = logits[ids].astype(np.float32)
+        if check is not None:
+            vals = check.allowed(ids, vals)
+        ok = np.isfinite(vals)
+        if not ok.any():
+            continue
+        ids, vals = ids[ok], vals[ok]
+        if temperature <= 0:
+            return int(ids[int(np.argmax(vals))])
+        if len(ids) > k:  # the truncation the sampler applies, over the allowed tokens
+            keep = np.argpartition(-vals, k - 1)[:k]
+            ids, vals = ids[keep], vals[keep]
+        probs = _softmax(vals / temperature)
+        if top_p < 1.0:
+            order = np.argsort(-probs)
+            cut = int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1
+            ids, probs = ids[order[:cut]], _softmax(np.log(probs[order[:cut]]))
+        return int(rng.choice(ids, p=probs))
+    return -1
+
+
+def _truncate(logits: np.ndarray, k: int, top_p: float, temperature: float) -> np.ndarray:
+    """The candidates top-k / top-p sampling may pick (the sampler's first guess)."""
+    ids = np.argpartition(-logits, k - 1)[:k].astype(np.int32) if k < len(logits) else None
+    if ids is None:
+        ids = np.arange(len(logits), dtype=np.int32)
+    if top_p >= 1.0:
+        return ids
+    probs = _softmax(logits[ids] / temperature)
+    order = np.argsort(-probs)
+    cut = int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1
+    return ids[order[:cut]]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - np.max(x))
+    return e / e.sum()
 
 
 class LlamaCppChatModel(BaseChatModel):
@@ -201,7 +387,8 @@ class LlamaCppChatModel(BaseChatModel):
     repeat_penalty: float = 1.0
     n_ctx: int = 4096
     n_threads: int | None = None
-    pool_size: int = 1
+    pool_size: int = 3
+    parallel: int = 1
     supports_output_format: ClassVar[bool] = True
 
     @property
@@ -227,6 +414,7 @@ class LlamaCppChatModel(BaseChatModel):
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
             pool_size=self.pool_size,
+            parallel=self.parallel,
         )
 
     # --- the token loop (runs in a worker thread for async callers) -----------------------------
@@ -246,12 +434,11 @@ class LlamaCppChatModel(BaseChatModel):
         prompt = rt.format(chat)
         output_format = kwargs.get("output_format")
         max_new = int(kwargs.get("max_tokens") or self.max_tokens)
-        if output_format:
+        if output_format and not kwargs.get("max_tokens"):  # a per-call limit is kept as given
             max_new = token_budget(output_format, max_new)
         if len(prompt) + 1 >= rt.n_ctx:
             raise ConfigError(f"prompt of {len(prompt)} tokens does not fit n_ctx={rt.n_ctx}")
         max_new = min(max_new, rt.n_ctx - len(prompt) - 1)
-        grammar = _grammar(grammar_for(output_format)) if output_format else None
         temperature = float(kwargs.get("temperature", self.temperature))
         stops = [s for s in (stop or []) if s]
         hold = max((len(s) for s in stops), default=1) - 1
@@ -263,25 +450,22 @@ class LlamaCppChatModel(BaseChatModel):
             cached = _eval_prompt(llm, prompt, cancel)
             t1 = time.perf_counter()
             seed = kwargs.get("seed", self.seed)
-            if seed is not None:
-                llm.set_seed(int(seed))
             completion: list[int] = []
             text, emitted, finish = "", 0, "length"
-            gen = llm.generate(
+            gen = _sample(
+                llm,
                 prompt,
-                temp=temperature,
-                top_p=self.top_p,
+                grammar=grammar_for(output_format) if output_format else None,
+                temperature=temperature,
                 top_k=self.top_k,
+                top_p=self.top_p,
                 repeat_penalty=self.repeat_penalty,
-                grammar=grammar,
+                seed=None if seed is None else int(seed),
             )
-            from llama_cpp import llama_cpp as capi
-
-            vocab = llm._model.vocab
             for token in gen:
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled()
-                if capi.llama_vocab_is_eog(vocab, token):
+                if token < 0:  # end of generation (EOS, or the grammar is complete)
                     finish = "stop"
                     break
                 completion.append(token)

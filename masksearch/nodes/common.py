@@ -83,12 +83,16 @@ async def call_model(
     resources: Resources,
     stop: list[str] | None = None,
     output_format: str | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Call the role's model with a per-call timeout; return (text, step metadata).
 
     `output_format` (a `masksearch.grammars` name or GBNF grammar) is decoded under its grammar by
     models that support it (local llama.cpp), sent as JSON mode to APIs for the JSON formats, and
     otherwise only guides the caller's parser. A timeout cancels a local generation between tokens.
+    `max_tokens` caps this call (default: the Context's limit, raised to what the format needs).
+    A conversation ending with an assistant turn is continued from it by models that can
+    (llama.cpp): the reply is the continuation.
 
     The metadata holds `model`, `latency_s`, token counts and `message_id` (the reply's id, so
     the node's chat message matches the tokens streamed under `stream_mode="messages"`).
@@ -103,6 +107,8 @@ async def call_model(
     model = await resources.amodel(spec, **settings)
     start = time.perf_counter()
     kwargs: dict[str, Any] = {"stop": stop} if stop else {}
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
     kwargs.update(output_format_kwargs(model, output_format))
     try:
         async with asyncio.timeout(ctx.llm_timeout_s):  # no extra task, unlike wait_for

@@ -23,6 +23,9 @@ from masksearch.nodes.common import (
     step,
     user,
 )
+from masksearch.nodes.ramp import fill_masks, fills_one_blank_at_a_time, merge_meta
+from masksearch.nodes.search import NO_RESULTS
+from masksearch.prompts import format_docs
 from masksearch.resources import Resources
 from masksearch.state import GraphState, Pending, Round
 from masksearch.tagformat import ParseError, parse_action, parse_rewrites, strip_tags
@@ -112,12 +115,23 @@ async def observer(
         budget=budget,
     )
     question = question_of(state)
+    by_blank = False
     if prompts.count_masks(question):
         prompt += "\n" + prompts.ramp_observer_note(question)
-    fmt = grammars.for_role("observer", question, passage_texts(rounds), may_search=left > 0)
+        by_blank = await fills_one_blank_at_a_time(ctx, "observer", resources)
+    if by_blank:
+        fmt = grammars.ramp_decision(may_search=left > 0)
+    else:
+        fmt = grammars.for_role("observer", question, passage_texts(rounds), may_search=left > 0)
     text, meta = await call_model(
         ctx, "observer", user(prompt), resources=resources, output_format=fmt
     )
+    if by_blank and text.rstrip().endswith("<answer>"):
+        spans, fill_meta = await fill_masks(
+            ctx, "observer", prompt, question, latest.get("passages", []), resources=resources
+        )
+        text = text.rstrip() + " ; ".join(spans) + "</answer>"
+        meta = merge_meta([meta, fill_meta])
     action = parse_action(text)
     summary = action.think or strip_tags(text)
     if action.kind == "answer":  # kept even on the last turn
@@ -156,6 +170,14 @@ async def force_answer(
     prompt = prompts.FORCE_ANSWER.substitute(question=question, history=history)
     if prompts.count_masks(question):
         prompt += "\n" + prompts.ramp_observer_note(question, may_search=False)
+        if await fills_one_blank_at_a_time(ctx, "answer", resources):
+            passages = unique_passages(rounds)
+            prompt += "\n\nSearch results:\n" + (format_docs(passages) or NO_RESULTS)
+            spans, meta = await fill_masks(
+                ctx, "answer", prompt, question, passages, resources=resources
+            )
+            text = "<answer>" + " ; ".join(spans) + "</answer>"
+            return forced_answer_update(text, meta, state.get("turn", 0))
     fmt = grammars.for_role("answer", question, passage_texts(rounds))
     text, meta = await call_model(
         ctx, "answer", user(prompt), resources=resources, output_format=fmt
@@ -170,6 +192,15 @@ def passage_texts(rounds: list[Round]) -> list[str]:
         for p in r.get("passages", []):
             out += [str(p.get(f, "")) for f in ("title", "text") if p.get(f)]
     return list(dict.fromkeys(out))
+
+
+def unique_passages(rounds: list[Round]) -> list[dict[str, Any]]:
+    """Every passage retrieved so far, once each (by id), in retrieval order."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rounds:
+        for p in r.get("passages", []):
+            seen.setdefault(str(p.get("id") or p.get("text")), dict(p))
+    return list(seen.values())
 
 
 def with_summaries(rounds: list[Round], summaries: list[str]) -> list[dict[str, Any]]:

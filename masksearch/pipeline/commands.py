@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_INTERRUPTED", "ProcessesOption", "RayAddressOption", "RayOption", "register"]
 
 # `masksearch run`'s graph settings where they differ from `Context`'s (a small local model)
-RUN_DEFAULTS = {"max_turns": 2, "top_k": 3, "max_tokens": 192}
+RUN_DEFAULTS = {"max_turns": 2, "top_k": 2, "max_tokens": 192}
 
 
 def _cluster_cpus() -> int:
@@ -220,11 +220,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The whole offline pipeline on the embedded default: ingest → index → mask → generate.
 
-        Needs no network and no API key: the corpus is the embedded Wikipedia summaries and the model the embedded SmolLM2-135M-Instruct (`local:default`). Idempotent: a rerun reuses the built index and masked data and resumes generation.
+        Needs no network and no API key: the corpus is the embedded Wikipedia summaries and the model the embedded Qwen2.5-Coder-1.5B-Instruct (`local:default`, GGUF on llama.cpp). Idempotent: a rerun reuses the built index and masked data and resumes generation.
 
         Every graph setting is an option (the retriever is the index built here; --max-passages limits the corpus, and the graph's per-round passage cap is 2 x --top-k).
 
-        A 135M model rarely follows the search/answer format, so most trajectories are rejected; the summary says how many. Use --model with a real model for usable data.
+        Every role decodes under a grammar, so every action parses; a masked example searches first and answers one blank at a time, copying each span from the retrieved passage it names. The summary says how many trajectories were accepted and why the others failed.
         """
         from masksearch.pipeline.offline import run_offline
 
