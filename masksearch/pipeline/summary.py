@@ -153,7 +153,8 @@ class Summary:
         if self.done and self.accept_rate < 0.2:
             lines.append(
                 "note: few trajectories passed the acceptance filter (every masked span right, in order; "
-                "then the LLM judge if set). With a small model such as local:default most "
-                "answers are wrong or never given (status max_turns): expected, not a bug."
+                "then the LLM judge if set). Small local models often name the wrong passage or "
+                "copy the wrong words; the reasons above say which. A stronger model (--model) "
+                "raises the rate."
             )
         return "\n".join(lines)
