@@ -225,18 +225,14 @@ def fill_grammar(passages: Iterable[str]) -> str:
     return "\n".join(['root ::= " "? span', *rules])
 
 
-def for_role(
-    role: str,
-    question: str,
-    passages: Iterable[str] = (),
-    *,
-    may_search: bool = True,
-) -> str:
-    """The output format of a teacher role for this question.
+def for_role(role: str, question: str, *, may_search: bool = True) -> str:
+    """The output format of a teacher role for this question, on a model that decodes under
+    grammars.
 
     RAMP questions (with `[mask]`): the planner must search (the hidden words cannot be known
-    without retrieval); the observer and the forced answer answer with exactly `k` spans, each
-    copied from the passages retrieved so far. QA: the generic action / answer formats."""
+    without retrieval); the observer decides between a search and the bare `<answer>` opening,
+    whose spans are then filled one blank at a time (`masksearch.nodes.ramp`). QA: the generic
+    action / answer formats. (`ramp_grammar` is the one-call alternative: all `k` spans at once.)"""
     from masksearch.prompts import count_masks
 
     k = count_masks(question)
@@ -248,10 +244,8 @@ def for_role(
         return ramp_search() if k else "action"
     if role == "observer":
         if k:
-            return ramp_grammar(k, list(passages), may_search=may_search)
+            return ramp_decision(may_search=may_search)
         return "action" if may_search else "answer"
     if role == "answer":
-        return (
-            ramp_grammar(k, list(passages), may_search=False, think=False) if k else "answer_only"
-        )
+        return "answer_only"
     raise ValueError(f"no output format for role {role!r}")

@@ -95,15 +95,22 @@ class Runtime:
         return self.slots[0].llm
 
     def acquire(self, prompt: Sequence[int]) -> _Slot:
-        """A free context, the one holding the longest prefix of `prompt` (ties: the least
-        recently used), once fewer than `parallel` calls are running."""
+        """A free context, once fewer than `parallel` calls are running: the one holding the
+        longest prefix of `prompt` if that is at least half of it, else the least recently used
+        (as llama.cpp's server picks slots). Every prompt shares the chat template's first
+        tokens, so "longest prefix" alone would send every call to one context and make each
+        evict the last."""
         with self.cond:
             while sum(s.busy for s in self.slots) >= self.parallel or all(
                 s.busy for s in self.slots
             ):
                 self.cond.wait()
             free = [s for s in self.slots if not s.busy]
-            slot = max(free, key=lambda s: (_common_prefix(s.llm, prompt), -s.used))
+            best = max(free, key=lambda s: (_common_prefix(s.llm, prompt), -s.used))
+            if 2 * _common_prefix(best.llm, prompt) >= len(prompt):
+                slot = best
+            else:
+                slot = min(free, key=lambda s: s.used)
             slot.busy = True
             self.clock += 1
             slot.used = self.clock

@@ -119,10 +119,9 @@ async def observer(
     if prompts.count_masks(question):
         prompt += "\n" + prompts.ramp_observer_note(question)
         by_blank = await fills_one_blank_at_a_time(ctx, "observer", resources)
-    if by_blank:
-        fmt = grammars.ramp_decision(may_search=left > 0)
-    else:
-        fmt = grammars.for_role("observer", question, passage_texts(rounds), may_search=left > 0)
+    # without grammar support the RAMP answer comes in one call: the generic format names then
+    # only guide the tag parser
+    fmt = grammars.for_role("observer", question if by_blank else "", may_search=left > 0)
     text, meta = await call_model(
         ctx, "observer", user(prompt), resources=resources, output_format=fmt
     )
@@ -178,20 +177,10 @@ async def force_answer(
             )
             text = "<answer>" + " ; ".join(spans) + "</answer>"
             return forced_answer_update(text, meta, state.get("turn", 0))
-    fmt = grammars.for_role("answer", question, passage_texts(rounds))
     text, meta = await call_model(
-        ctx, "answer", user(prompt), resources=resources, output_format=fmt
+        ctx, "answer", user(prompt), resources=resources, output_format="answer_only"
     )
     return forced_answer_update(text, meta, state.get("turn", 0))
-
-
-def passage_texts(rounds: list[Round]) -> list[str]:
-    """Titles and texts of every passage retrieved so far (what a RAMP answer may copy)."""
-    out: list[str] = []
-    for r in rounds:
-        for p in r.get("passages", []):
-            out += [str(p.get(f, "")) for f in ("title", "text") if p.get(f)]
-    return list(dict.fromkeys(out))
 
 
 def unique_passages(rounds: list[Round]) -> list[dict[str, Any]]:
