@@ -115,6 +115,15 @@ class Context:
     def passage_cap(self) -> int:
         return self.max_passages if self.max_passages is not None else 2 * self.top_k
 
+    def model_settings(self) -> dict[str, Any]:
+        """The settings every model of this run is built with (`Resources.amodel(spec, **…)`)."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "timeout": self.llm_timeout_s,
+            "seed": self.seed,
+        }
+
     def model_for(self, role: str) -> str:
         """Model spec serving a role (`agent`/`answer` map to the planner/observer model)."""
         if self.agent_mode == "single_agent" or role == "agent":

@@ -137,14 +137,7 @@ class Resources:
         await asyncio.to_thread(self.get_retriever, context.retriever)
         models: list[Any] = []
         for spec in dict.fromkeys(context.models().values()):
-            model = await asyncio.to_thread(
-                self.get_model,
-                spec,
-                temperature=context.temperature,
-                max_tokens=context.max_tokens,
-                timeout=context.llm_timeout_s,
-                seed=context.seed,
-            )
+            model = await asyncio.to_thread(self.get_model, spec, **context.model_settings())
             load = getattr(
                 model, "load", None
             )  # local models: weights otherwise load on first call

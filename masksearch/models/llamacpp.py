@@ -355,12 +355,8 @@ def _pick(
         if len(ids) > k:  # the truncation the sampler applies, over the allowed tokens
             keep = np.argpartition(-vals, k - 1)[:k]
             ids, vals = ids[keep], vals[keep]
-        probs = _softmax(vals / temperature)
-        if top_p < 1.0:
-            order = np.argsort(-probs)
-            cut = int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1
-            ids, probs = ids[order[:cut]], _softmax(np.log(probs[order[:cut]]))
-        return int(rng.choice(ids, p=probs))
+        ids, probs = _nucleus(ids, _softmax(vals / temperature), top_p)
+        return int(rng.choice(ids, p=probs / probs.sum()))
     return -1
 
 
@@ -369,12 +365,16 @@ def _truncate(logits: np.ndarray, k: int, top_p: float, temperature: float) -> n
     ids = np.argpartition(-logits, k - 1)[:k].astype(np.int32) if k < len(logits) else None
     if ids is None:
         ids = np.arange(len(logits), dtype=np.int32)
+    return _nucleus(ids, _softmax(logits[ids] / temperature), top_p)[0]
+
+
+def _nucleus(ids: np.ndarray, probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The most likely `ids` whose probabilities first reach `top_p` (all of them at 1.0)."""
     if top_p >= 1.0:
-        return ids
-    probs = _softmax(logits[ids] / temperature)
+        return ids, probs
     order = np.argsort(-probs)
     cut = int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1
-    return ids[order[:cut]]
+    return ids[order[:cut]], probs[order[:cut]]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

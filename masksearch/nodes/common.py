@@ -98,13 +98,7 @@ async def call_model(
     the node's chat message matches the tokens streamed under `stream_mode="messages"`).
     """
     spec = ctx.model_for(role)
-    settings = {
-        "temperature": ctx.temperature,
-        "max_tokens": ctx.max_tokens,
-        "timeout": ctx.llm_timeout_s,
-        "seed": ctx.seed,
-    }
-    model = await resources.amodel(spec, **settings)
+    model = await resources.amodel(spec, **ctx.model_settings())
     start = time.perf_counter()
     kwargs: dict[str, Any] = {"stop": stop} if stop else {}
     if max_tokens is not None:

@@ -79,13 +79,7 @@ async def prepare(
         ctx.retriever
     )  # a bad retriever spec fails here, before any model call
     for spec in dict.fromkeys(ctx.models().values()):
-        await resources.amodel(
-            spec,
-            temperature=ctx.temperature,
-            max_tokens=ctx.max_tokens,
-            timeout=ctx.llm_timeout_s,
-            seed=ctx.seed,
-        )
+        await resources.amodel(spec, **ctx.model_settings())
     run_input = {"question": question, **given}
     update: dict[str, Any] = {
         **run_input,

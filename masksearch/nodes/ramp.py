@@ -25,13 +25,7 @@ from masksearch.resources import Resources
 
 async def fills_one_blank_at_a_time(ctx: Context, role: str, resources: Resources) -> bool:
     """Whether the role's model decodes under grammars (then RAMP answers go blank by blank)."""
-    model = await resources.amodel(
-        ctx.model_for(role),
-        temperature=ctx.temperature,
-        max_tokens=ctx.max_tokens,
-        timeout=ctx.llm_timeout_s,
-        seed=ctx.seed,
-    )
+    model = await resources.amodel(ctx.model_for(role), **ctx.model_settings())
     return bool(getattr(model, "supports_output_format", False))
 
 
