@@ -8,6 +8,13 @@ in-memory one at the same concurrency. With a fixed latency every worker moves i
 64 do their CPU work at the same moment: a worst case); `--jitter 0.5` spreads the calls over
 ±50 % like a real API with the same mean, so the same ideal applies.
 
+`ceiling` is the best any pool of c workers can do with these latencies and no CPU cost at all
+(simulated: n examples, each 3 draws of latency × U(1 − jitter, 1 + jitter), every worker taking
+the next example when it finishes one; mean of 50 seeds), as a fraction of the ideal: the
+examples still running when the input runs out leave workers idle at the end (with `--jitter
+0.5 --rounds 10` the ceiling is ~94 % at c = 64; more rounds bring it closer to 100 %).
+`of ceil.` is the measured throughput against it: what the pipeline's own CPU costs.
+
 `cpu/ex` is the CPU time of the process(es) running the examples (`time.process_time`; summed
 over Ray workers) divided by the examples: the per-example cost that caps one core's throughput.
 `--ray N` runs each setting on N Ray workers (local Ray, started once; `masksearch generate -p N`)
@@ -33,8 +40,8 @@ from pathlib import Path
 from masksearch.graph import Context
 from masksearch.graph.checkpoint import open_checkpointer
 from masksearch.pipeline.generate import Durability, generate
-from masksearch.pipeline.parallel import ClusterSettings, merge, run_sharded
-from masksearch.pipeline.runner import GenerateShard
+from masksearch.pipeline.parallel import ClusterSettings, merge, run_sharded, shard_of
+from masksearch.pipeline.runner import GenerateShard, run_async
 from masksearch.pipeline.testing import CALLS_PER_EXAMPLE, TeamSetup
 from masksearch.resources import Resources
 from masksearch.types import MaskedExample, Span
@@ -50,6 +57,34 @@ def make_examples(n: int, prefix: str) -> list[MaskedExample]:
         )
         for i in range(n)
     ]
+
+
+def ceiling(
+    concurrency: int, n: int, latency: float, jitter: float, shards: list[int] | None = None
+) -> float:
+    """Simulated zero-CPU throughput as a fraction of the ideal (see the module doc). `shards`:
+    the examples of each Ray worker (the id hash splits them unevenly), each worker running
+    `ceil(concurrency / workers)` at a time; the run ends with the slowest."""
+    import heapq
+    import random
+
+    shards = shards or [n]
+    per_worker = -(-concurrency // len(shards))
+    ratios = []
+    for seed in range(50):
+        rng = random.Random(seed)
+        end = 0.0
+        for size in shards:
+            free_at = [0.0] * per_worker  # when each slot is next free (a heap)
+            for _ in range(size):
+                start = heapq.heappop(free_at)
+                took = sum(
+                    latency * rng.uniform(1 - jitter, 1 + jitter) for _ in range(CALLS_PER_EXAMPLE)
+                )
+                heapq.heappush(free_at, start + took)
+            end = max(end, *free_at)
+        ratios.append(n / end / (concurrency / (CALLS_PER_EXAMPLE * latency)))
+    return statistics.fmean(ratios)
 
 
 def setup(latency: float, jitter: float = 0.0) -> tuple[Context, TeamSetup, Resources]:
@@ -89,7 +124,7 @@ def measure(
     store = workdir / f"{tag}.sqlite"
     if not ray_workers:
         cpu0 = time.process_time()
-        s = asyncio.run(
+        s = run_async(  # as `masksearch generate` runs it
             generate(
                 make_examples(n, tag),
                 context,
@@ -150,12 +185,24 @@ def main(args: argparse.Namespace) -> dict:
         )
         print(
             f"{'conc':>5} {'ckpt':>7} {'examples':>8} {'ex/s':>8} {'ideal':>8} {'of ideal':>9} "
-            f"{'cpu/ex':>8}"
+            f"{'ceiling':>8} {'of ceil.':>9} {'cpu/ex':>8}"
         )
         for c in args.concurrency:
             n = max(args.min_examples, c * args.rounds)
             ideal = c * ideal_per_worker
-            row: dict = {"concurrency": c, "examples": n, "ideal_per_s": round(ideal, 3)}
+            workers = min(args.ray, c)
+            sizes = None
+            if workers:  # the ids each worker gets (the tags of the runs below differ only in
+                # the checkpointer and the repeat: the split of the first run is representative)
+                ids = [ex.id for ex in make_examples(n, f"c{c}-{args.checkpointers[0]}-0")]
+                sizes = [sum(1 for i in ids if shard_of(i, workers) == w) for w in range(workers)]
+            ceil = ceiling(c, n, args.latency, args.jitter, sizes)
+            row: dict = {
+                "concurrency": c,
+                "examples": n,
+                "ideal_per_s": round(ideal, 3),
+                "ceiling_of_ideal": round(ceil, 4),
+            }
             for ckpt in args.checkpointers:
                 runs = [
                     measure(
@@ -177,12 +224,13 @@ def main(args: argparse.Namespace) -> dict:
                 row[ckpt] = {
                     "per_s": round(tput, 3),
                     "of_ideal": round(tput / ideal, 4),
+                    "of_ceiling": round(tput / ideal / ceil, 4),
                     "cpu_ms_per_example": round(cpu * 1000, 3),
                     "runs": [round(t, 3) for t, _ in runs],
                 }
                 print(
                     f"{c:>5} {ckpt:>7} {n:>8} {tput:>8.2f} {ideal:>8.2f} {tput / ideal:>9.1%} "
-                    f"{cpu * 1000:>6.2f}ms"
+                    f"{ceil:>8.1%} {tput / ideal / ceil:>9.1%} {cpu * 1000:>6.2f}ms"
                 )
             if "memory" in row and "sqlite" in row:
                 overhead = 1 - row["sqlite"]["per_s"] / row["memory"]["per_s"]

@@ -10,6 +10,7 @@ import pytest
 from langgraph.types import RetryPolicy
 
 from masksearch import prompts
+from masksearch.errors import ConfigError
 from masksearch.graph import Context, Resources, build_graph, run_example
 from masksearch.graph.testing import KeywordRetriever, scripted_team
 from masksearch.models.fake import ScriptedChatModel, http_error
@@ -326,3 +327,30 @@ async def test_node_timeout_is_retried():
     graph = build_graph(resources=res(model), retry_policy=FAST, node_timeout_s=0.2)
     rec = await run_example(graph, EX, ctx())
     assert rec["status"] == "answered" and len(calls) == 2
+
+
+def _multi_agent_team():
+    return scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[ANSWER])
+
+
+def _student():
+    return ScriptedChatModel(responses=["<think>t</think><search>Eiffel</search>", ANSWER])
+
+
+@pytest.mark.parametrize(
+    ("mode", "model", "absent"),
+    [("multi_agent", _multi_agent_team, "agent"), ("single_agent", _student, "planner")],
+)
+async def test_one_mode_graph_runs_like_the_two_mode_graph(mode, model, absent):
+    """A batch's one-mode graph (`build_graph(agent_mode=...)`): the other mode's nodes are left
+    out, and the record is the one the two-mode graph gives."""
+    records = []
+    for agent_mode in (None, mode):
+        graph = build_graph(resources=res(model()), agent_mode=agent_mode)
+        assert (absent in graph.nodes) is (agent_mode is None)
+        rec = await run_example(graph, EX, ctx(agent_mode=mode))
+        rec["steps"] = [{k: v for k, v in s.items() if k != "latency_s"} for s in rec["steps"]]
+        records.append({k: v for k, v in rec.items() if k not in ("created_at", "timings")})
+    assert records[0] == records[1] and records[0]["status"] == "answered"
+    with pytest.raises(ConfigError):
+        build_graph(agent_mode="both")

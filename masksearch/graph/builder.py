@@ -4,6 +4,11 @@ Nodes return partial state updates; conditional edges route by reading the state
 (`decision`, `pending`, and the question's `agent_mode`/`review_queries` that `prepare` copies
 from the Context). Routing therefore works the same after a human edit
 (`update_state` at a breakpoint, or a fork of an earlier checkpoint) as after a node's own update.
+
+A batch run, whose Context fixes the agent mode for every example, compiles only that mode's
+path (`build_graph(agent_mode=...)`): the same nodes and decision routers, with the mode's own
+branches as plain edges (fewer nodes and channels for LangGraph to scan at every step, and two
+routing decisions fewer per example).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any, Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import RetryPolicy
 
-from masksearch.context import Context
+from masksearch.context import AgentMode, Context
+from masksearch.errors import ConfigError
 from masksearch.nodes.common import default_retry_policy
 from masksearch.nodes.judge import judge
 from masksearch.nodes.multi_agent import force_answer, observer, planner, rewriter
@@ -85,42 +91,56 @@ def build_graph(
     resources: Resources | None = None,
     retry_policy: RetryPolicy | None = None,
     node_timeout_s: float | None = None,
+    agent_mode: AgentMode | None = None,
 ) -> Any:
     """Compile the graph (context_schema=`Context`).
 
     `resources` serves the models and retrievers the Context names (default: a private
     `Resources` that loads them on first use). `retry_policy` applies to every model/search node
     (default: 3 attempts, exponential backoff, only transient errors). `node_timeout_s` caps one
-    node attempt (None = only the per-call `Context.llm_timeout_s`).
+    node attempt (None = only the per-call `Context.llm_timeout_s`). `agent_mode`: compile only
+    that mode's path, for runs whose Contexts all use it (a batch); None: both, chosen per run by
+    the question's mode (Studio, chat). A one-mode graph runs every question in its own mode.
     """
+    if agent_mode not in (None, "multi_agent", "single_agent"):
+        raise ConfigError(
+            f"agent_mode must be multi_agent, single_agent or None, got {agent_mode!r}"
+        )
     res = resources if resources is not None else Resources()
     retry = retry_policy or default_retry_policy()
     builder = StateGraph(GraphState, context_schema=Context, input_schema=InputState)
     opts: dict[str, Any] = {"retry_policy": retry}
     if node_timeout_s is not None:
         opts["timeout"] = node_timeout_s
-    for name, fn in (
-        ("prepare", prepare),
-        ("planner", planner),
-        ("rewriter", rewriter),
-        ("search", search),
-        ("observer", observer),
-        ("force_answer", force_answer),
-        ("agent", agent),
-        ("agent_force_answer", agent_force_answer),
-        ("judge", judge),
-    ):
+    multi = agent_mode in (None, "multi_agent")
+    single = agent_mode in (None, "single_agent")
+    nodes: list[tuple[str, Any]] = [("prepare", prepare)]
+    if multi:
+        nodes += [("planner", planner), ("rewriter", rewriter)]
+    nodes.append(("search", search))
+    if multi:
+        nodes += [("observer", observer), ("force_answer", force_answer)]
+    if single:
+        nodes += [("agent", agent), ("agent_force_answer", agent_force_answer)]
+    nodes.append(("judge", judge))
+    for name, fn in nodes:
         builder.add_node(name, partial(fn, resources=res), **opts)
     builder.add_node("review", review)
     builder.add_edge(START, "prepare")
-    builder.add_conditional_edges("prepare", _router(after_prepare))
-    builder.add_conditional_edges("planner", _router(after_planner))
-    builder.add_conditional_edges("rewriter", _router(to_search))
+    if multi and single:  # the question's mode picks the path
+        builder.add_conditional_edges("prepare", _router(after_prepare))
+        builder.add_conditional_edges("search", _router(after_search))
+    else:
+        builder.add_edge("prepare", "planner" if multi else "agent")
+        builder.add_edge("search", "observer" if multi else "agent")
     builder.add_edge("review", "search")
-    builder.add_conditional_edges("search", _router(after_search))
-    builder.add_conditional_edges("observer", _router(after_observer))
-    builder.add_edge("force_answer", "judge")
-    builder.add_conditional_edges("agent", _router(after_agent))
-    builder.add_edge("agent_force_answer", "judge")
+    if multi:
+        builder.add_conditional_edges("planner", _router(after_planner))
+        builder.add_conditional_edges("rewriter", _router(to_search))
+        builder.add_conditional_edges("observer", _router(after_observer))
+        builder.add_edge("force_answer", "judge")
+    if single:
+        builder.add_conditional_edges("agent", _router(after_agent))
+        builder.add_edge("agent_force_answer", "judge")
     builder.add_edge("judge", END)
     return builder.compile(checkpointer=checkpointer, name="masksearch")

@@ -30,6 +30,17 @@ def run_config(thread_id: str, context: Context) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * context.max_turns + 10}
 
 
+async def _has_checkpoint(graph: Any, config: dict[str, Any]) -> bool:
+    """Whether the thread has a checkpoint: one lookup, without building a state snapshot (most
+    examples of a batch are new)."""
+    saver = graph.checkpointer
+    if saver is None:
+        return False
+    if not hasattr(saver, "aget_tuple"):
+        return True  # let `aget_state` decide
+    return await saver.aget_tuple(config) is not None
+
+
 async def run_example(
     graph: Any, example: MaskedExample, context: Context, *, durability: str = "sync"
 ) -> TrajectoryRecord:
@@ -43,7 +54,7 @@ async def run_example(
     config = run_config(thread_id, context)
     payload: dict[str, Any] | None = graph_input(example)
     state: dict[str, Any] = {}
-    if graph.checkpointer is not None:
+    if await _has_checkpoint(graph, config):
         snapshot = await graph.aget_state(config)
         finished = not snapshot.next and snapshot.values.get("status") not in (None, "running")
         if finished:
