@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from masksearch.graph import Context
-from masksearch.pipeline.parallel import ClusterSettings, shard_of, store_count
+from masksearch.pipeline import parallel
+from masksearch.pipeline.parallel import ClusterSettings, shard_of, store_count, throttled
 from masksearch.pipeline.runner import run_generate
 from masksearch.pipeline.store import TrajectoryStore, iter_records
 from masksearch.pipeline.testing import TeamSetup
@@ -34,6 +35,33 @@ def test_shards_are_stable_and_cover_everything():
     shards = [shard_of(i, 4) for i in ids]
     assert set(shards) == {0, 1, 2, 3} and min(shards.count(k) for k in range(4)) > 200
     assert shards == [shard_of(i, 4) for i in ids]
+
+
+def test_progress_poll_is_throttled_by_its_own_cost(monkeypatch):
+    """A slow poll (a row count over a huge store) runs at most 5 % of the time; a fast one
+    every 0.5 s."""
+    clock = [0.0]
+    monkeypatch.setattr(parallel.time, "monotonic", lambda: clock[0])
+    calls: list[float] = []
+    cost = [2.0]  # seconds one poll takes
+
+    def poll() -> None:
+        calls.append(clock[0])
+        clock[0] += cost[0]
+
+    call = throttled(poll)
+    for _ in range(800):  # the driver's loop: a call every 0.125 s
+        call()
+        clock[0] += 0.125
+    assert len(calls) > 1 and all(b - a >= 40 for a, b in zip(calls, calls[1:], strict=False))
+    assert len(calls) * cost[0] <= 0.05 * clock[0] + cost[0]
+    calls.clear()
+    cost[0] = 0.0
+    call = throttled(poll)
+    for _ in range(80):
+        call()
+        clock[0] += 0.125
+    assert len(calls) == 20  # 10 s of driver loop, one poll per 0.5 s
 
 
 def _free_port() -> int:

@@ -301,6 +301,26 @@ def run_sharded(
     return result
 
 
+def throttled(
+    fn: Callable[[], None], *, min_interval_s: float = 0.5, budget: float = 0.05
+) -> Callable[[], None]:
+    """`fn` called at most every `min_interval_s`, and rarely enough that it takes at most
+    `budget` of the time (a progress poll that counts a store's rows: a `COUNT(*)` over millions
+    of Postgres rows takes seconds, which a fixed 0.5 s poll would spend over and over)."""
+    due = 0.0
+
+    def call() -> None:
+        nonlocal due
+        now = time.monotonic()
+        if now < due:
+            return
+        fn()
+        took = time.monotonic() - now
+        due = now + max(min_interval_s, took / budget)
+
+    return call
+
+
 def part_path(out: str | Path, shard: int) -> Path:
     """Where shard `shard` of a sharded run appends the rows bound for the JSONL file `out`."""
     out = Path(out)
@@ -377,4 +397,5 @@ __all__ = [
     "shard_of",
     "store_count",
     "take_shard",
+    "throttled",
 ]

@@ -26,6 +26,7 @@ from masksearch.pipeline.parallel import (
     merge,
     run_sharded,
     take_shard,
+    throttled,
 )
 from masksearch.pipeline.ratelimit import (
     Limiter,
@@ -368,7 +369,7 @@ def _run_cluster_connected(job: GenerateShard, cluster: ClusterSettings, progres
                 bar.refresh()
 
         try:
-            result = run_sharded(job, cluster, on_poll=poll, echo=echo)
+            result = run_sharded(job, cluster, on_poll=throttled(poll), echo=echo)
         finally:
             if bar is not None:
                 poll()
