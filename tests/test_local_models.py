@@ -248,3 +248,48 @@ def test_a_conversation_ending_with_an_assistant_turn_is_continued():
     cont = rt.format([*ask, {"role": "assistant", "content": "A B C D"}])
     assert cont[: len(fresh)] == fresh  # the same turn, then the assistant's own text
     assert rt.llm.detokenize(cont[len(fresh) :]).decode().strip() == "A B C D"
+
+
+def test_lookup_draft_proposes_what_followed_the_last_ngram():
+    from masksearch.models.llamacpp import _lookup_draft
+
+    assert _lookup_draft([1, 2, 3, 4, 5, 9, 1, 2, 3], 3) == [4, 5, 9]
+    assert _lookup_draft([7, 1, 2, 3, 8, 1, 2, 3, 6, 1, 2, 3], 2) == [6, 1]  # latest occurrence
+    assert _lookup_draft([1, 2, 3, 4, 5, 6], 3) == []  # the tail never occurred before
+    assert _lookup_draft([1, 2], 3) == []
+
+
+def test_prompt_lookup_keeps_the_context_consistent_after_rejected_drafts():
+    """A copying reply drafts from the prompt; rejected drafts are removed from the context, so
+    the same call again (its prompt now a cached prefix) gives the same reply as a fresh context."""
+    text = "The quick brown fox jumps over the lazy dog near the river bank at dawn. " * 3
+    ask = [HumanMessage(f"Repeat this text exactly, then add one sentence of your own:\n{text}")]
+    m = load_chat_model(SMALL, max_tokens=60)
+    first = m.invoke(ask)
+    meta = first.response_metadata
+    assert meta["lookup_drafted"] > 0 and 0 < meta["lookup_kept"] <= meta["lookup_drafted"]
+    again = m.invoke(ask)
+    assert again.response_metadata["prompt_cached_tokens"] > 0
+    assert again.content == first.content
+
+
+def test_a_call_goes_to_the_context_holding_its_prompt_not_one_sharing_a_word_more():
+    from masksearch.models.llamacpp import REUSE_MARGIN, Runtime, _Slot
+
+    class Ctx:
+        def __init__(self, tokens: list[int]) -> None:
+            self.input_ids, self.n_tokens = tokens, len(tokens)
+
+    head = list(range(30))  # what every prompt shares (the chat template, a system prompt)
+    question_a = head + [100 + i for i in range(2 * REUSE_MARGIN)]
+    slots = [
+        _Slot(Ctx(question_a), used=1),
+        _Slot(Ctx([*head, 7]), used=3),
+        _Slot(Ctx(head), used=2),
+    ]
+    rt = Runtime(path=None, n_ctx=4096, n_threads=1, slots=slots, clock=3)  # type: ignore[arg-type]
+    observer_a = [*question_a, *range(500, 900)]
+    assert rt.acquire(observer_a) is slots[0]
+    rt.release(slots[0])
+    planner_b = [*head, 7, *range(1000, 1200)]  # shares one token more with slots[1] only
+    assert rt.acquire(planner_b) is slots[2]  # the least recently used, not slots[0] or [1]

@@ -39,7 +39,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from masksearch.errors import ConfigError
 
 _ROLE = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
-EVAL_CHUNK = 64  # prompt tokens evaluated between two cancellation checks
+EVAL_CHUNK = 128  # prompt tokens evaluated between two cancellation checks
+REUSE_MARGIN = 32  # prompt tokens a context must hold beyond the others' to be picked for them
 
 
 class GenerationCancelled(Exception):
@@ -96,18 +97,21 @@ class Runtime:
 
     def acquire(self, prompt: Sequence[int]) -> _Slot:
         """A free context, once fewer than `parallel` calls are running: the one holding the
-        longest prefix of `prompt` if that is at least half of it, else the least recently used
-        (as llama.cpp's server picks slots). Every prompt shares the chat template's first
-        tokens, so "longest prefix" alone would send every call to one context and make each
-        evict the last."""
+        longest prefix of `prompt` if it holds more of it than the others do (by `REUSE_MARGIN`
+        tokens, or half the prompt), else the least recently used (as llama.cpp's server picks
+        slots). Every prompt shares the chat template's first tokens (and a common system prompt),
+        so "longest prefix" alone would send a new question to whichever context happens to share
+        a word more, evicting a question still in use."""
         with self.cond:
             while sum(s.busy for s in self.slots) >= self.parallel or all(
                 s.busy for s in self.slots
             ):
                 self.cond.wait()
             free = [s for s in self.slots if not s.busy]
-            best = max(free, key=lambda s: (_common_prefix(s.llm, prompt), -s.used))
-            if 2 * _common_prefix(best.llm, prompt) >= len(prompt):
+            shared = {id(s): _common_prefix(s.llm, prompt) for s in free}
+            best = max(free, key=lambda s: (shared[id(s)], -s.used))
+            lead = shared[id(best)] - min(shared.values())
+            if lead >= REUSE_MARGIN or 2 * shared[id(best)] >= len(prompt):
                 slot = best
             else:
                 slot = min(free, key=lambda s: s.used)
@@ -264,13 +268,24 @@ def _sample(
     top_p: float,
     repeat_penalty: float,
     seed: int | None,
+    lookup: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> Generator[int, None, None]:
     """Yield sampled tokens (then -1 at end of generation), evaluating each one; the context must
     hold `prompt[:-1]` (see `_eval_prompt`).
 
     Greedy at temperature 0, else top-k / top-p / temperature sampling. Under a grammar, the
     token about to be picked is checked first, then the `CHECK_FIRST` most likely ones, then the
-    whole vocabulary, so a constrained step costs about what an unconstrained one does."""
+    whole vocabulary, so a constrained step costs about what an unconstrained one does.
+
+    Greedy decoding also drafts by prompt lookup (`lookup`): when the text so far ends with an
+    n-gram seen earlier in prompt or reply, and the model's own next token is the one that
+    followed it there, the next `LOOKUP_DRAFT` tokens of that earlier occurrence are evaluated in
+    one batch and kept as far as they are what greedy decoding picks anyway (the output is the
+    same token for token, up to the rounding differences between a batched and a one-token
+    evaluation). A teacher copies a lot — the question's words into its queries, a passage's
+    words into its summary and spans — and a batch of a few tokens costs about one. `stats`
+    counts the tokens drafted and kept."""
     from llama_cpp import llama_cpp as capi
 
     n_vocab = llm.n_vocab()
@@ -279,28 +294,104 @@ def _sample(
     rng = np.random.default_rng(seed)
     check = _GrammarCheck(llm, grammar) if grammar else None
     recent: list[int] = []
+    seq = list(prompt)
+    lookup = lookup and temperature <= 0
+    stats = stats if stats is not None else {}
+    stats.setdefault("drafted", 0)
+    stats.setdefault("kept", 0)
+
+    def pick(row: np.ndarray) -> int:
+        if repeat_penalty != 1.0 and recent:
+            row = row.copy()
+            ids = np.array(recent[-64:], dtype=np.int32)
+            vals = row[ids]
+            row[ids] = np.where(vals > 0, vals / repeat_penalty, vals * repeat_penalty)
+        token = _pick(row, check, eog, rng, temperature, top_k, top_p)
+        return -1 if token < 0 or capi.llama_vocab_is_eog(vocab, token) else token
+
+    def take(token: int) -> None:
+        if check is not None:
+            check.accept(token)
+        recent.append(token)
+        seq.append(token)
+
     try:
         llm.eval([prompt[-1]])
+        logits = np.ctypeslib.as_array(capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,))
         while True:
-            ptr = capi.llama_get_logits_ith(llm._ctx.ctx, -1)
-            logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
-            if repeat_penalty != 1.0 and recent:
-                logits = logits.copy()
-                ids = np.array(recent[-64:], dtype=np.int32)
-                vals = logits[ids]
-                logits[ids] = np.where(vals > 0, vals / repeat_penalty, vals * repeat_penalty)
-            token = _pick(logits, check, eog, rng, temperature, top_k, top_p)
-            if token < 0 or capi.llama_vocab_is_eog(vocab, token):
+            token = pick(logits)
+            if token < 0:
                 yield -1
                 return
-            if check is not None:
-                check.accept(token)
-            recent.append(token)
+            take(token)
+            yield token
+            draft = _lookup_draft(seq, LOOKUP_DRAFT) if lookup else []
+            if not draft:
+                llm.eval([token])
+                logits = np.ctypeslib.as_array(
+                    capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,)
+                )
+                continue
+            rows = _eval_rows(llm, [token, *draft])  # row i: the logits after draft[:i]
+            stats["drafted"] += len(draft)
+            kept = 0
+            for i, guess in enumerate(draft):
+                token = pick(rows[i])
+                if token != guess:
+                    break
+                take(token)
+                kept += 1
+                stats["kept"] += 1
+                yield token
+            else:
+                logits = rows[len(draft)]
+                continue
+            # draft[kept] was not greedy's pick: drop it and what follows from the context; the
+            # pick made from rows[kept] is the next token (it is evaluated like any other)
+            llm.n_tokens -= len(draft) - kept
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            if token < 0:
+                yield -1
+                return
+            take(token)
             yield token
             llm.eval([token])
+            logits = np.ctypeslib.as_array(capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,))
     finally:
         if check is not None:
             check.close()
+
+
+LOOKUP_NGRAM = 3  # tokens that must repeat before the reply drafts what followed them
+LOOKUP_DRAFT = 6  # tokens drafted per lookup
+
+
+def _lookup_draft(seq: Sequence[int], n_draft: int, ngram: int = LOOKUP_NGRAM) -> list[int]:
+    """The tokens that followed the latest earlier occurrence of `seq`'s last `ngram` tokens."""
+    if len(seq) <= ngram:
+        return []
+    tail = list(seq[-ngram:])
+    first = tail[0]
+    for start in range(len(seq) - ngram - 1, -1, -1):
+        if seq[start] == first and list(seq[start : start + ngram]) == tail:
+            follow = list(seq[start + ngram : start + ngram + n_draft])
+            return follow
+    return []
+
+
+def _eval_rows(llm: Any, tokens: Sequence[int]) -> np.ndarray:
+    """Evaluate `tokens` in one batch; return the logits after each of them (a copy)."""
+    from llama_cpp import llama_cpp as capi
+
+    llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+    n_past, n = llm.n_tokens, len(tokens)
+    llm._batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=True)
+    llm._ctx.decode(llm._batch)
+    llm.input_ids[n_past : n_past + n] = tokens
+    llm.n_tokens += n
+    n_vocab = llm.n_vocab()
+    ptr = capi.llama_get_logits(llm._ctx.ctx)
+    return np.ctypeslib.as_array(ptr, shape=(n, n_vocab)).copy()
 
 
 _eog_cache: dict[int, np.ndarray] = {}
@@ -396,6 +487,8 @@ class LlamaCppChatModel(BaseChatModel):
     n_threads: int | None = None
     pool_size: int = 3
     parallel: int = 1
+    prompt_lookup: bool = True
+    """Greedy decoding drafts tokens by prompt lookup (see `_sample`)."""
     supports_output_format: ClassVar[bool] = True
 
     @property
@@ -459,6 +552,7 @@ class LlamaCppChatModel(BaseChatModel):
             seed = kwargs.get("seed", self.seed)
             completion: list[int] = []
             text, emitted, finish = "", 0, "length"
+            lookup: dict[str, int] = {}
             gen = _sample(
                 llm,
                 prompt,
@@ -468,6 +562,8 @@ class LlamaCppChatModel(BaseChatModel):
                 top_p=self.top_p,
                 repeat_penalty=self.repeat_penalty,
                 seed=None if seed is None else int(seed),
+                lookup=self.prompt_lookup,
+                stats=lookup,
             )
             for token in gen:
                 if cancel is not None and cancel.is_set():
@@ -515,6 +611,8 @@ class LlamaCppChatModel(BaseChatModel):
                 "prompt_eval_s": round(t1 - t0, 4),
                 "decode_s": round(decode_s, 4),
                 "decode_tok_s": round(len(completion) / decode_s, 2) if decode_s > 0 else None,
+                "lookup_drafted": lookup.get("drafted", 0),
+                "lookup_kept": lookup.get("kept", 0),
                 "output_format": output_format,
             },
         )
