@@ -273,7 +273,7 @@ def test_prompt_lookup_keeps_the_context_consistent_after_rejected_drafts():
     assert again.content == first.content
 
 
-def test_a_call_goes_to_the_context_holding_its_prompt_not_one_sharing_a_word_more():
+def test_a_call_goes_to_the_context_holding_its_conversation_else_to_a_spare_one():
     from masksearch.models.llamacpp import REUSE_MARGIN, Runtime, _Slot
 
     class Ctx:
@@ -281,15 +281,20 @@ def test_a_call_goes_to_the_context_holding_its_prompt_not_one_sharing_a_word_mo
             self.input_ids, self.n_tokens = tokens, len(tokens)
 
     head = list(range(30))  # what every prompt shares (the chat template, a system prompt)
-    question_a = head + [100 + i for i in range(2 * REUSE_MARGIN)]
-    slots = [
-        _Slot(Ctx(question_a), used=1),
-        _Slot(Ctx([*head, 7]), used=3),
-        _Slot(Ctx(head), used=2),
-    ]
-    rt = Runtime(path=None, n_ctx=4096, n_threads=1, slots=slots, clock=3)  # type: ignore[arg-type]
-    observer_a = [*question_a, *range(500, 900)]
+    question_a = [*head, *range(100, 100 + 2 * REUSE_MARGIN)]
+    slots = [_Slot(Ctx(question_a), used=1), _Slot(Ctx([])), _Slot(Ctx([]))]
+    rt = Runtime(path=None, n_ctx=4096, n_threads=1, slots=slots, clock=1)  # type: ignore[arg-type]
+    planner_b = [*head, *range(1000, 1200)]  # a second conversation starts: a spare context
+    b = rt.acquire(planner_b)
+    assert b is not slots[0]
+    b.llm = Ctx(planner_b)
+    rt.release(b)
+    observer_a = [*question_a, *range(500, 900)]  # less than half of it is cached, but its own
     assert rt.acquire(observer_a) is slots[0]
     rt.release(slots[0])
-    planner_b = [*head, 7, *range(1000, 1200)]  # shares one token more with slots[1] only
-    assert rt.acquire(planner_b) is slots[2]  # the least recently used, not slots[0] or [1]
+    slots[0].llm = Ctx(observer_a)
+    third = [*head, 7, *range(2000, 2100)]
+    slots[1 if b is slots[2] else 2].llm = Ctx([*head, 7])  # one word more than the others
+    spare = rt.acquire(third)
+    assert spare is (slots[2] if b is slots[1] else slots[1])
+    assert spare.used == max(s.used for s in slots)  # it was the least recently used one

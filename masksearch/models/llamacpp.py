@@ -97,11 +97,12 @@ class Runtime:
 
     def acquire(self, prompt: Sequence[int]) -> _Slot:
         """A free context, once fewer than `parallel` calls are running: the one holding the
-        longest prefix of `prompt` if it holds more of it than the others do (by `REUSE_MARGIN`
-        tokens, or half the prompt), else the least recently used (as llama.cpp's server picks
-        slots). Every prompt shares the chat template's first tokens (and a common system prompt),
-        so "longest prefix" alone would send a new question to whichever context happens to share
-        a word more, evicting a question still in use."""
+        longest prefix of `prompt` if that is half the prompt or `REUSE_MARGIN` tokens more than
+        the least recently used context would give, else that least recently used one (as
+        llama.cpp's server picks slots). Every prompt shares the chat template's first tokens
+        and often a system prompt; an empty context counts as sharing what the least of the
+        others share. So a new conversation goes to a spare context instead of evicting one whose
+        conversation is still going on, and a conversation's next call finds its own context."""
         with self.cond:
             while sum(s.busy for s in self.slots) >= self.parallel or all(
                 s.busy for s in self.slots
@@ -110,11 +111,10 @@ class Runtime:
             free = [s for s in self.slots if not s.busy]
             shared = {id(s): _common_prefix(s.llm, prompt) for s in free}
             best = max(free, key=lambda s: (shared[id(s)], -s.used))
-            lead = shared[id(best)] - min(shared.values())
-            if lead >= REUSE_MARGIN or 2 * shared[id(best)] >= len(prompt):
-                slot = best
-            else:
-                slot = min(free, key=lambda s: s.used)
+            lru = min(free, key=lambda s: s.used)
+            head = min((shared[id(s)] for s in free if s.llm.n_tokens), default=0)
+            lead = shared[id(best)] - (shared[id(lru)] if lru.llm.n_tokens else head)
+            slot = best if lead >= REUSE_MARGIN or 2 * shared[id(best)] >= len(prompt) else lru
             slot.busy = True
             self.clock += 1
             slot.used = self.clock
