@@ -102,10 +102,26 @@ MAX_TOKENS: dict[str, int] = {
 }
 
 
+def rewrites(n: int) -> str:
+    """The rewriter's format for at most `n` queries (`rewrites:n`; the plain `rewrites` allows
+    `MAX_REWRITES`): a local model stops after the queries that will be used."""
+    n = max(1, min(int(n), MAX_REWRITES))
+    return "rewrites" if n == MAX_REWRITES else f"rewrites:{n}"
+
+
+def _rewrites_count(output_format: str) -> int | None:
+    name, _, count = output_format.partition(":")
+    return int(count) if name == "rewrites" and count.isdigit() else None
+
+
 def grammar_for(output_format: str) -> str:
     """The GBNF grammar of a format name, or `output_format` itself if it is a grammar."""
     if "::=" in output_format:
         return output_format
+    n = _rewrites_count(output_format)
+    if n is not None:
+        first, rest = GRAMMARS["rewrites"].split("\n", 1)
+        return first.replace(f"{{0,{MAX_REWRITES - 1}}}", f"{{0,{n - 1}}}") + "\n" + rest
     try:
         return GRAMMARS[output_format]
     except KeyError:
@@ -116,6 +132,11 @@ def grammar_for(output_format: str) -> str:
 
 def json_schema_for(output_format: str | None) -> dict[str, Any] | None:
     """The JSON schema of a JSON format (for providers' structured output), else None."""
+    n = _rewrites_count(output_format or "")
+    if n is not None:
+        schema = json.loads(json.dumps(JSON_SCHEMAS["rewrites"]))
+        schema["properties"]["queries"]["maxItems"] = n
+        return schema
     return JSON_SCHEMAS.get(output_format or "")
 
 
@@ -126,6 +147,9 @@ def token_budget(output_format: str | None, default: int) -> int:
     """Tokens to allow for a format: enough to finish it (at least `default`)."""
     if output_format and "::=" in output_format:
         return max(default, GRAMMAR_TOKENS)
+    n = _rewrites_count(output_format or "")
+    if n is not None:
+        return max(default, n * (MAX_QUERY_CHARS + 6) + 20)
     return max(default, MAX_TOKENS.get(output_format or "", 0))
 
 
@@ -237,7 +261,7 @@ def for_role(role: str, question: str, *, may_search: bool = True) -> str:
 
     k = count_masks(question)
     if role == "rewriter":
-        return "rewrites"
+        return "rewrites"  # `rewrites(n)` for at most n queries
     if role == "judge":
         return "verdict"
     if role == "planner":

@@ -298,3 +298,16 @@ def test_a_call_goes_to_the_context_holding_its_conversation_else_to_a_spare_one
     spare = rt.acquire(third)
     assert spare is (slots[2] if b is slots[1] else slots[1])
     assert spare.used == max(s.used for s in slots)  # it was the least recently used one
+
+
+def test_the_rewriter_grammar_stops_after_the_queries_that_are_used():
+    m = load_chat_model(SMALL, temperature=2.0, max_tokens=200, seed=3)
+    m = m.model_copy(update={"top_k": 0, "top_p": 1.0})
+    for seed in range(3):
+        out = m.invoke(
+            [HumanMessage("Rewrite 'Eiffel Tower architect' into five search queries.")],
+            output_format=grammars.rewrites(2),
+            seed=seed,
+        ).content
+        assert 1 <= len(json.loads(out)["queries"]) <= 2
+    assert grammars.json_schema_for(grammars.rewrites(2))["properties"]["queries"]["maxItems"] == 2

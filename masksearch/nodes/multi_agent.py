@@ -76,7 +76,11 @@ async def rewriter(
         question=question_of(state), subquery=subquery, num_rewrites=ctx.num_rewrites
     )
     text, meta = await call_model(
-        ctx, "rewriter", user(prompt), resources=resources, output_format="rewrites"
+        ctx,
+        "rewriter",
+        user(prompt),
+        resources=resources,
+        output_format=grammars.rewrites(ctx.num_rewrites),
     )
     try:
         queries, error = parse_rewrites(text, max_queries=ctx.num_rewrites), ""

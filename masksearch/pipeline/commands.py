@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_INTERRUPTED", "ProcessesOption", "RayAddressOption", "RayOption", "register"]
 
 # `masksearch run`'s graph settings where they differ from `Context`'s (a small local model)
-RUN_DEFAULTS = {"max_turns": 2, "top_k": 2, "max_tokens": 192}
+RUN_DEFAULTS = {"max_turns": 2, "top_k": 2, "num_rewrites": 2, "max_tokens": 192}
 
 
 def _cluster_cpus() -> int:
