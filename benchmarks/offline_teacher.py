@@ -166,7 +166,7 @@ def sample_prompt(workdir: Path) -> str:
     if masked.is_file():
         with masked.open() as f:
             question = json.loads(f.readline())["question"]
-    return prompts.PLANNER.substitute(question=question)
+    return prompts.PLANNER.substitute(question=question, rules=prompts.answer_rules(question))
 
 
 def install_size(spec: str) -> int | None:

@@ -23,6 +23,9 @@ ANSWER_RULES = (
     "(for example <answer> Paris ; 1889 </answer>). Otherwise answer with a short span "
     "(a name, date, number or phrase), not a sentence."
 )
+# What a teacher role reads for a question without [mask] (a small model copies the RAMP example
+# "Paris ; 1889" into a plain answer otherwise).
+QA_ANSWER_RULES = "Answer with a short span (a name, date, number or phrase), not a sentence."
 
 # The student prompt holds exactly ONE complete `<answer>…</answer>` (from "an <answer> tag" to the
 # example's close): Search-R1's reward decodes prompt + response and takes the last of >= 2 matches,
@@ -40,8 +43,7 @@ AGENT_SYSTEM = Template(
 PLANNER = Template(
     "Question:\n$question\n\n"
     "You are the planner of a search team. Break the question into the first thing to look up.\n"
-    + ANSWER_RULES
-    + "\n\n"
+    "$rules\n\n"
     "Write your reasoning inside <think></think>: what is asked, which facts are missing, and the "
     "plan of searches. Then either give the first sub-query as one natural-language sentence inside "
     "<search></search>, or, only if you are certain without searching, the final answer inside "
@@ -61,7 +63,7 @@ REWRITER = Template(
 OBSERVER = Template(
     "Question:\n$question\n\n"
     "You are the observer of a search team. Read the new search results, keep what is relevant, "
-    "and decide the next step.\n" + ANSWER_RULES + "\n\n"
+    "and decide the next step.\n$rules\n\n"
     "Progress so far:\n$history\n\n"
     "Latest sub-query: $subquery\nSearch queries: $queries\n"
     "Search results:\n$observation\n\n"
@@ -157,7 +159,7 @@ OBSERVER_LAST = "This was the last search round: you must answer now with <answe
 
 FORCE_ANSWER = Template(
     "The search budget is used up. Answer the question from the information gathered; if a fact "
-    "is still missing, give your best guess from your own knowledge.\n" + ANSWER_RULES + "\n\n"
+    "is still missing, give your best guess from your own knowledge.\n$rules\n\n"
     "Question:\n$question\n\nProgress so far:\n$history\n\n"
     "Reply with the answer only:\n<answer>...</answer>"
 )
@@ -183,6 +185,12 @@ JUDGE = Template(
 
 def is_mask_question(question: str) -> bool:
     return MASK_TOKEN in question.lower()
+
+
+def answer_rules(question: str) -> str:
+    """The answer rules in a teacher role's prompt (`$rules`): the RAMP span list for a masked
+    passage, a short span otherwise."""
+    return ANSWER_RULES if is_mask_question(question) else QA_ANSWER_RULES
 
 
 def agent_system_prompt() -> str:

@@ -354,3 +354,22 @@ async def test_one_mode_graph_runs_like_the_two_mode_graph(mode, model, absent):
     assert records[0] == records[1] and records[0]["status"] == "answered"
     with pytest.raises(ConfigError):
         build_graph(agent_mode="both")
+
+
+async def test_teacher_prompts_give_qa_the_short_span_rule_and_ramp_the_span_list(_registry):
+    """A plain question's teacher prompts carry no RAMP example to copy ("Paris ; 1889")."""
+    model = scripted_team(
+        planner=["<think>Find where the tower is.</think>\n<search>Eiffel Tower</search>"],
+        rewriter=['{"queries": ["Eiffel Tower"]}'],
+        observer=["<think>Doc 1 says Paris.</think>\n<answer>Paris</answer>"],
+    )
+    qa = MaskedExample(
+        id="qa1", question="Where is the Eiffel Tower?", answers=["Paris"], task="qa"
+    )
+    await run(model, qa)
+    role_prompts = [str(c[-1].content) for c in model.calls if "of a search team" in c[-1].content]
+    assert len(role_prompts) == 2
+    for text in role_prompts:
+        assert prompts.QA_ANSWER_RULES in text and prompts.ANSWER_RULES not in text
+    masked = "The tower stands in [mask].\n\n" + prompts.RAMP_INSTRUCTION
+    assert prompts.answer_rules(masked) == prompts.ANSWER_RULES

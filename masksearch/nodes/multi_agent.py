@@ -37,7 +37,7 @@ async def planner(
     """First decision: a sub-query to search, or (rarely) a direct answer."""
     ctx = context_of(runtime)
     question = question_of(state)
-    prompt = prompts.PLANNER.substitute(question=question)
+    prompt = prompts.PLANNER.substitute(question=question, rules=prompts.answer_rules(question))
     if prompts.count_masks(question):  # RAMP: the hidden words are unknowable without a search
         prompt += "\n" + prompts.RAMP_PLANNER
     text, meta = await call_model(
@@ -112,6 +112,7 @@ async def observer(
     history = prompts.render_history(with_summaries(rounds[:-1], state.get("summaries", [])))
     prompt = prompts.OBSERVER.substitute(
         question=question_of(state),
+        rules=prompts.answer_rules(question_of(state)),
         history=history,
         subquery=latest.get("subquery", ""),
         queries="; ".join(latest.get("queries", [])),
@@ -170,7 +171,9 @@ async def force_answer(
     rounds = state.get("rounds", [])
     history = prompts.render_history(with_summaries(rounds, state.get("summaries", [])))
     question = question_of(state)
-    prompt = prompts.FORCE_ANSWER.substitute(question=question, history=history)
+    prompt = prompts.FORCE_ANSWER.substitute(
+        question=question, history=history, rules=prompts.answer_rules(question)
+    )
     if prompts.count_masks(question):
         prompt += "\n" + prompts.ramp_observer_note(question, may_search=False)
         if await fills_one_blank_at_a_time(ctx, "answer", resources):
