@@ -27,6 +27,7 @@ of these passages" (RAMP answers are verbatim spans of the source passage). A gr
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterable
@@ -43,6 +44,22 @@ _TEXT = r"[^<>]"
 _LINE = r"[^<>\n]"
 
 
+def _think_rule(chars: int) -> str:
+    return f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{chars}}} "</think>"'
+
+
+def _rewrites_rules(n: int, query: int) -> list[str]:
+    """`{"queries": [...]}` with 1..n query strings of at most `query` + 1 characters."""
+    return [
+        f'root ::= "{{\\"queries\\": [" q (", " q){{0,{n - 1}}} "]}}"',
+        f'q ::= "\\"" [^"\\\\<>\\n ] [^"\\\\<>\\n]{{0,{query}}} "\\""',
+    ]
+
+
+def _rewrites_tokens(n: int) -> int:
+    return n * (MAX_QUERY_CHARS + 6) + 20
+
+
 def build_grammars(
     think: int = MAX_THINK_CHARS,
     query: int = MAX_QUERY_CHARS,
@@ -50,7 +67,7 @@ def build_grammars(
     span: int = MAX_SPAN_CHARS,
 ) -> dict[str, str]:
     """The named grammars with these length bounds (characters of free text)."""
-    t = f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{think}}} "</think>"'
+    t = _think_rule(think)
     s = f'search ::= "<search>" " "? [^<>\\n ] {_LINE}{{0,{query}}} "</search>"'
     a = f'answer ::= "<answer>" " "? [^<>\\n ] {_LINE}{{0,{answer}}} "</answer>"'
     return {
@@ -58,12 +75,7 @@ def build_grammars(
         "search": "\n".join(['root ::= think "\\n" search', t, s]),
         "answer": "\n".join(['root ::= think "\\n" answer', t, a]),
         "answer_only": "\n".join(["root ::= answer", a]),
-        "rewrites": "\n".join(
-            [
-                f'root ::= "{{\\"queries\\": [" q (", " q){{0,{MAX_REWRITES - 1}}} "]}}"',
-                f'q ::= "\\"" [^"\\\\<>\\n ] [^"\\\\<>\\n]{{0,{query}}} "\\""',
-            ]
-        ),
+        "rewrites": "\n".join(_rewrites_rules(MAX_REWRITES, query)),
         "verdict": 'root ::= "<verdict>" ("correct" | "incorrect") "</verdict>"',
         "span": f"root ::= [^<>;\\n ] [^<>;\\n]{{0,{span}}}",
     }
@@ -96,7 +108,7 @@ MAX_TOKENS: dict[str, int] = {
     "search": MAX_THINK_CHARS + MAX_QUERY_CHARS + 40,
     "answer": MAX_THINK_CHARS + MAX_ANSWER_CHARS + 40,
     "answer_only": MAX_ANSWER_CHARS + 20,
-    "rewrites": MAX_REWRITES * (MAX_QUERY_CHARS + 6) + 20,
+    "rewrites": _rewrites_tokens(MAX_REWRITES),
     "verdict": 10,
     "span": MAX_SPAN_CHARS + 2,
 }
@@ -120,8 +132,7 @@ def grammar_for(output_format: str) -> str:
         return output_format
     n = _rewrites_count(output_format)
     if n is not None:
-        first, rest = GRAMMARS["rewrites"].split("\n", 1)
-        return first.replace(f"{{0,{MAX_REWRITES - 1}}}", f"{{0,{n - 1}}}") + "\n" + rest
+        return "\n".join(_rewrites_rules(n, MAX_QUERY_CHARS))
     try:
         return GRAMMARS[output_format]
     except KeyError:
@@ -134,7 +145,7 @@ def json_schema_for(output_format: str | None) -> dict[str, Any] | None:
     """The JSON schema of a JSON format (for providers' structured output), else None."""
     n = _rewrites_count(output_format or "")
     if n is not None:
-        schema = json.loads(json.dumps(JSON_SCHEMAS["rewrites"]))
+        schema = copy.deepcopy(JSON_SCHEMAS["rewrites"])
         schema["properties"]["queries"]["maxItems"] = n
         return schema
     return JSON_SCHEMAS.get(output_format or "")
@@ -149,7 +160,7 @@ def token_budget(output_format: str | None, default: int) -> int:
         return max(default, GRAMMAR_TOKENS)
     n = _rewrites_count(output_format or "")
     if n is not None:
-        return max(default, n * (MAX_QUERY_CHARS + 6) + 20)
+        return max(default, _rewrites_tokens(n))
     return max(default, MAX_TOKENS.get(output_format or "", 0))
 
 
@@ -224,7 +235,7 @@ RAMP_THINK_CHARS = 200  # a RAMP thought names the search or the matching result
 def ramp_decision(*, may_search: bool, think: int = RAMP_THINK_CHARS) -> str:
     """`<think>…</think>` then one `<search>` (if `may_search`) or the bare `<answer>` opening:
     the spans are filled afterwards, one blank at a time (`fill_grammar`)."""
-    t = f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{think}}} "</think>"'
+    t = _think_rule(think)
     if not may_search:
         return "\n".join(['root ::= think "\\n" "<answer>"', t])
     return "\n".join(['root ::= think "\\n" (search | "<answer>")', t, _SEARCH])
@@ -232,8 +243,7 @@ def ramp_decision(*, may_search: bool, think: int = RAMP_THINK_CHARS) -> str:
 
 def ramp_search(think: int = RAMP_THINK_CHARS) -> str:
     """A masked example's first step: a short `<think>…</think>`, then one `<search>`."""
-    t = f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{think}}} "</think>"'
-    return "\n".join(['root ::= think "\\n" search', t, _SEARCH])
+    return "\n".join(['root ::= think "\\n" search', _think_rule(think), _SEARCH])
 
 
 def choice(n: int) -> str:
