@@ -11,9 +11,9 @@
   starts the same way (the system prompt, a role's instructions, a passage already read) evaluates
   only the new suffix;
 - prompt caches and concurrency: `pool_size` contexts (default 3) share the memory-mapped weights,
-  each keeping the prompt it last read; a call takes the free context holding the longest prefix
-  of its prompt, so the roles of a trajectory (planner, rewriter, observer) each find their own
-  context warm. At most `parallel` calls generate at once (default 1: on a small machine one
+  each keeping the prompt it last read; a call goes to the context holding its conversation, or to
+  the least recently used one (`Runtime.acquire`), so the roles of a trajectory (planner,
+  rewriter, observer) find their context warm while another trajectory uses its own. At most `parallel` calls generate at once (default 1: on a small machine one
   generation already uses every core, and two would only slow each other down).
 """
 
@@ -315,9 +315,13 @@ def _sample(
         recent.append(token)
         seq.append(token)
 
+    def evaluate(token: int) -> np.ndarray:
+        """Evaluate one token; the logits after it (a view into llama.cpp's buffer)."""
+        llm.eval([token])
+        return np.ctypeslib.as_array(capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,))
+
     try:
-        llm.eval([prompt[-1]])
-        logits = np.ctypeslib.as_array(capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,))
+        logits = evaluate(prompt[-1])
         while True:
             token = pick(logits)
             if token < 0:
@@ -327,10 +331,7 @@ def _sample(
             yield token
             draft = _lookup_draft(seq, LOOKUP_DRAFT) if lookup else []
             if not draft:
-                llm.eval([token])
-                logits = np.ctypeslib.as_array(
-                    capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,)
-                )
+                logits = evaluate(token)
                 continue
             rows = _eval_rows(llm, [token, *draft])  # row i: the logits after draft[:i]
             stats["drafted"] += len(draft)
@@ -355,8 +356,7 @@ def _sample(
                 return
             take(token)
             yield token
-            llm.eval([token])
-            logits = np.ctypeslib.as_array(capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,))
+            logits = evaluate(token)
     finally:
         if check is not None:
             check.close()
@@ -374,8 +374,7 @@ def _lookup_draft(seq: Sequence[int], n_draft: int, ngram: int = LOOKUP_NGRAM) -
     first = tail[0]
     for start in range(len(seq) - ngram - 1, -1, -1):
         if seq[start] == first and list(seq[start : start + ngram]) == tail:
-            follow = list(seq[start + ngram : start + ngram + n_draft])
-            return follow
+            return list(seq[start + ngram : start + ngram + n_draft])
     return []
 
 

@@ -110,16 +110,16 @@ async def observer(
     left = ctx.max_turns - turn
     budget = prompts.OBSERVER_LAST if left <= 0 else prompts.OBSERVER_BUDGET.substitute(left=left)
     history = prompts.render_history(with_summaries(rounds[:-1], state.get("summaries", [])))
+    question = question_of(state)
     prompt = prompts.OBSERVER.substitute(
-        question=question_of(state),
-        rules=prompts.answer_rules(question_of(state)),
+        question=question,
+        rules=prompts.answer_rules(question),
         history=history,
         subquery=latest.get("subquery", ""),
         queries="; ".join(latest.get("queries", [])),
         observation=latest["observation"],
         budget=budget,
     )
-    question = question_of(state)
     by_blank = False
     if prompts.count_masks(question):
         prompt += "\n" + prompts.ramp_observer_note(question)
