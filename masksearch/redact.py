@@ -26,14 +26,29 @@ _PATTERNS = re.compile(
 )
 
 
+_secrets_cache: tuple[Any, list[str]] | None = None  # (the environment it was read from, secrets)
+
+
 def configured_secrets() -> list[str]:
-    """Values of the secret-looking environment variables, longest first."""
+    """Values of the secret-looking environment variables, longest first.
+
+    Read again only when the environment changed since the last call (a snapshot of its raw
+    entries is compared: ~1 µs instead of ~35 µs to decode and match every variable; every
+    store row is redacted)."""
+    global _secrets_cache
+    raw = getattr(os.environ, "_data", None)  # CPython's encoded entries
+    snapshot = tuple(raw.items()) if isinstance(raw, dict) else None
+    if snapshot is not None and _secrets_cache is not None and _secrets_cache[0] == snapshot:
+        return list(_secrets_cache[1])
     values = {
         v.strip()
         for k, v in os.environ.items()
         if _SECRET_ENV.search(k.upper()) and v and len(v.strip()) >= _MIN_SECRET_CHARS
     }
-    return sorted(values, key=len, reverse=True)
+    found = sorted(values, key=len, reverse=True)
+    if snapshot is not None:
+        _secrets_cache = (snapshot, found)
+    return list(found)
 
 
 def redact(text: str, secrets: list[str] | None = None) -> str:

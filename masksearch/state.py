@@ -50,20 +50,38 @@ class Pending(TypedDict):
     queries: list[str]
 
 
-class InputState(TypedDict, total=False):
-    """What a caller passes: the question, and optionally gold answers for scoring.
-
-    A chat client may send `messages` instead: the last human message becomes the question.
-    """
+class QuestionInput(TypedDict, total=False):
+    """The question and, optionally, gold answers for scoring (a batch run's input)."""
 
     question: Required[str]
     answers: list[str]  # gold: masked spans in order (ramp) or answer aliases (qa)
     task: Task  # inferred from [mask] in the question when absent
     example_id: str
+
+
+class InputState(QuestionInput, total=False):
+    """What a caller passes: the question, and optionally gold answers for scoring.
+
+    A chat client may send `messages` instead: the last human message becomes the question.
+    """
+
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-class GraphState(InputState, total=False):
+class RouteView(TypedDict, total=False):
+    """The fields the graph's routers read (their input schema). LangGraph hands a router a
+    fresh copy of exactly these channels with the finishing node's writes applied, instead of
+    the whole state with every message, round and step."""
+
+    decision: Decision
+    pending: Pending | None
+    agent_mode: AgentMode
+    review_queries: bool
+
+
+class RunFields(TypedDict, total=False):
+    """What one question's run adds to its input (the teacher and student views, the outcome)."""
+
     rounds: Annotated[list[Round], operator.add]
     summaries: Annotated[list[str], operator.add]  # observer summary per search round
     steps: Annotated[list[Step], operator.add]  # every node call (teacher view)
@@ -79,3 +97,14 @@ class GraphState(InputState, total=False):
     agent_mode: AgentMode  # this question's mode (copied from the Context; the routers read it)
     review_queries: bool  # pause before each search for a human review (copied from the Context)
     run_input: dict[str, Any]  # the question and gold fields this question's run started with
+
+
+class GraphState(InputState, RunFields, total=False):
+    """The whole state: input, run fields and the `messages` chat view (Studio, chat)."""
+
+
+class BatchState(QuestionInput, RunFields, total=False):
+    """`GraphState` without the `messages` chat view: what a batch run (`generate`) keeps and
+    checkpoints. Records are built from the rounds and steps, so the chat view (a third copy of
+    every observation) would only cost a reducer call per node and checkpoint bytes; the nodes'
+    `messages` updates are dropped by the graph."""

@@ -8,7 +8,10 @@ from the Context). Routing therefore works the same after a human edit
 A batch run, whose Context fixes the agent mode for every example, compiles only that mode's
 path (`build_graph(agent_mode=...)`): the same nodes and decision routers, with the mode's own
 branches as plain edges (fewer nodes and channels for LangGraph to scan at every step, and two
-routing decisions fewer per example).
+routing decisions fewer per example). A batch that never pauses for a human review
+(`review=False`) also leaves out the review node: the rewriter hands its queries straight to
+the search (one routing decision fewer); and it keeps no chat view (`chat=False`: the
+`messages` channel is left out, see `state.BatchState`).
 """
 
 from __future__ import annotations
@@ -25,32 +28,32 @@ from masksearch.nodes.common import default_retry_policy
 from masksearch.nodes.judge import judge
 from masksearch.nodes.multi_agent import force_answer, observer, planner, rewriter
 from masksearch.nodes.prepare import prepare
-from masksearch.nodes.review import review
+from masksearch.nodes.review import review as review_node
 from masksearch.nodes.search import search
 from masksearch.nodes.single_agent import agent, agent_force_answer
 from masksearch.resources import Resources
-from masksearch.state import GraphState, InputState
+from masksearch.state import BatchState, GraphState, InputState, QuestionInput, RouteView
 
 
-def after_prepare(state: GraphState) -> Literal["planner", "agent"]:
+def after_prepare(state: RouteView) -> Literal["planner", "agent"]:
     """multi_agent starts at the planner, single_agent at the agent."""
     return "agent" if state.get("agent_mode") == "single_agent" else "planner"
 
 
-def after_planner(state: GraphState) -> Literal["rewriter", "judge"]:
+def after_planner(state: RouteView) -> Literal["rewriter", "judge"]:
     return "judge" if state.get("decision") == "answer" else "rewriter"
 
 
-def to_search(state: GraphState) -> Literal["review", "search"]:
+def to_search(state: RouteView) -> Literal["review", "search"]:
     """With `review_queries` a human approves or edits the queries first."""
     return "review" if state.get("review_queries") else "search"
 
 
-def after_search(state: GraphState) -> Literal["observer", "agent"]:
+def after_search(state: RouteView) -> Literal["observer", "agent"]:
     return "agent" if state.get("agent_mode") == "single_agent" else "observer"
 
 
-def after_observer(state: GraphState) -> Literal["rewriter", "force_answer", "judge"]:
+def after_observer(state: RouteView) -> Literal["rewriter", "force_answer", "judge"]:
     decision = state.get("decision")
     if decision == "answer":
         return "judge"
@@ -61,7 +64,7 @@ def after_observer(state: GraphState) -> Literal["rewriter", "force_answer", "ju
 
 
 def after_agent(
-    state: GraphState,
+    state: RouteView,
 ) -> Literal["review", "search", "agent", "agent_force_answer", "judge"]:
     decision = state.get("decision")
     if decision == "answer":
@@ -92,6 +95,8 @@ def build_graph(
     retry_policy: RetryPolicy | None = None,
     node_timeout_s: float | None = None,
     agent_mode: AgentMode | None = None,
+    review: bool = True,
+    chat: bool = True,
 ) -> Any:
     """Compile the graph (context_schema=`Context`).
 
@@ -101,6 +106,9 @@ def build_graph(
     node attempt (None = only the per-call `Context.llm_timeout_s`). `agent_mode`: compile only
     that mode's path, for runs whose Contexts all use it (a batch); None: both, chosen per run by
     the question's mode (Studio, chat). A one-mode graph runs every question in its own mode.
+    `review=False`: no review node (for runs whose Contexts all have `review_queries` off).
+    `chat=False`: state without the `messages` chat view (`state.BatchState`; batch runs, whose
+    records come from the rounds and steps).
     """
     if agent_mode not in (None, "multi_agent", "single_agent"):
         raise ConfigError(
@@ -108,7 +116,10 @@ def build_graph(
         )
     res = resources if resources is not None else Resources()
     retry = retry_policy or default_retry_policy()
-    builder = StateGraph(GraphState, context_schema=Context, input_schema=InputState)
+    state: type[Any] = GraphState if chat else BatchState
+    builder = StateGraph(
+        state, context_schema=Context, input_schema=InputState if chat else QuestionInput
+    )
     opts: dict[str, Any] = {"retry_policy": retry}
     if node_timeout_s is not None:
         opts["timeout"] = node_timeout_s
@@ -125,7 +136,8 @@ def build_graph(
     nodes.append(("judge", judge))
     for name, fn in nodes:
         builder.add_node(name, partial(fn, resources=res), **opts)
-    builder.add_node("review", review)
+    if review:
+        builder.add_node("review", review_node, input_schema=state)
     builder.add_edge(START, "prepare")
     if multi and single:  # the question's mode picks the path
         builder.add_conditional_edges("prepare", _router(after_prepare))
@@ -133,14 +145,20 @@ def build_graph(
     else:
         builder.add_edge("prepare", "planner" if multi else "agent")
         builder.add_edge("search", "observer" if multi else "agent")
-    builder.add_edge("review", "search")
+    if review:
+        builder.add_edge("review", "search")
     if multi:
         builder.add_conditional_edges("planner", _router(after_planner))
-        builder.add_conditional_edges("rewriter", _router(to_search))
+        if review:
+            builder.add_conditional_edges("rewriter", _router(to_search))
+        else:
+            builder.add_edge("rewriter", "search")
         builder.add_conditional_edges("observer", _router(after_observer))
         builder.add_edge("force_answer", "judge")
     if single:
-        builder.add_conditional_edges("agent", _router(after_agent))
+        # without a review node, `after_agent` never picks it (review_queries is off)
+        ends = None if review else ["search", "agent", "agent_force_answer", "judge"]
+        builder.add_conditional_edges("agent", _router(after_agent), ends)
         builder.add_edge("agent_force_answer", "judge")
     builder.add_edge("judge", END)
     return builder.compile(checkpointer=checkpointer, name="masksearch")

@@ -71,7 +71,8 @@ async def generate(
     - `run_one`: override the per-example runner (tests, benchmarks); by default the graph from
       `masksearch.graph.build_graph` with the checkpointer opened from `checkpointer_url`.
     - `graph_options`: keyword arguments for `build_graph` (e.g. `retry_policy`, `node_timeout_s`;
-      the graph is compiled for the Context's `agent_mode` alone).
+      the graph is compiled for the Context's `agent_mode` alone, without the `messages` chat
+      view, and without the review node unless the Context has `review_queries`).
     - `resources`: the `Resources` serving the Context's model and retriever specs (the caller's:
       one per CLI invocation or Ray worker); default a fresh one for this call.
     - `durability`: when LangGraph writes each example's checkpoints (docs/pipeline.md,
@@ -111,7 +112,12 @@ async def generate(
         models = await res.warm_up(context)
         detach = _limit_models(models, limiter, context) if limiter is not None else None
         async with open_checkpointer(checkpointer_url or "memory") as saver:
-            options = {"agent_mode": context.agent_mode, **(graph_options or {})}
+            options = {
+                "agent_mode": context.agent_mode,
+                "review": context.review_queries,
+                "chat": False,  # records come from rounds and steps: no chat view to keep
+                **(graph_options or {}),
+            }
             graph = build_graph(checkpointer=saver, resources=res, **options)
             if not keep_checkpoints:
                 await sweep_finished_threads(saver, st)
