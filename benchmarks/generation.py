@@ -15,6 +15,12 @@ examples still running when the input runs out leave workers idle at the end (wi
 0.5 --rounds 10` the ceiling is ~94 % at c = 64; more rounds bring it closer to 100 %).
 `of ceil.` is the measured throughput against it: what the pipeline's own CPU costs.
 
+`steady` is the throughput while every slot is busy, as a fraction of the ideal: from the moment
+the first c examples have finished (each slot has started over once) to the moment the input
+runs out (`Summary.steady_throughput`; summed over Ray workers), with its own zero-CPU ceiling
+(`st. ceil.`, ~99 %): the pipeline's rate without the tail of a finite batch. It is reported
+beside the end-to-end figure, not instead of it.
+
 `cpu/ex` is the CPU time of the process(es) running the examples (`time.process_time`; summed
 over Ray workers) divided by the examples: the per-example cost that caps one core's throughput.
 `--ray N` runs each setting on N Ray workers (local Ray, started once; `masksearch generate -p N`)
@@ -61,30 +67,42 @@ def make_examples(n: int, prefix: str) -> list[MaskedExample]:
 
 def ceiling(
     concurrency: int, n: int, latency: float, jitter: float, shards: list[int] | None = None
-) -> float:
-    """Simulated zero-CPU throughput as a fraction of the ideal (see the module doc). `shards`:
-    the examples of each Ray worker (the id hash splits them unevenly), each worker running
-    `ceil(concurrency / workers)` at a time; the run ends with the slowest."""
+) -> tuple[float, float]:
+    """Simulated zero-CPU throughput as a fraction of the ideal (see the module doc): (end to
+    end, steady). `shards`: the examples of each Ray worker (the id hash splits them unevenly),
+    each worker running `ceil(concurrency / workers)` at a time; the run ends with the slowest.
+    Steady: the workers' summed rates over the window `Summary.steady_throughput` measures."""
+    import bisect
     import heapq
     import random
 
     shards = shards or [n]
     per_worker = -(-concurrency // len(shards))
-    ratios = []
+    ideal = concurrency / (CALLS_PER_EXAMPLE * latency)
+    ratios, steady = [], []
     for seed in range(50):
         rng = random.Random(seed)
-        end = 0.0
+        end, rate = 0.0, 0.0
         for size in shards:
             free_at = [0.0] * per_worker  # when each slot is next free (a heap)
+            ends, last_start = [], 0.0
             for _ in range(size):
                 start = heapq.heappop(free_at)
+                last_start = start
                 took = sum(
                     latency * rng.uniform(1 - jitter, 1 + jitter) for _ in range(CALLS_PER_EXAMPLE)
                 )
                 heapq.heappush(free_at, start + took)
+                ends.append(start + took)
             end = max(end, *free_at)
-        ratios.append(n / end / (concurrency / (CALLS_PER_EXAMPLE * latency)))
-    return statistics.fmean(ratios)
+            ends.sort()
+            if len(ends) >= per_worker and last_start > ends[per_worker - 1]:
+                t1 = ends[per_worker - 1]
+                done = bisect.bisect_right(ends, last_start) - per_worker
+                rate += done / (last_start - t1)
+        ratios.append(n / end / ideal)
+        steady.append(rate / ideal)
+    return statistics.fmean(ratios), statistics.fmean(steady)
 
 
 def setup(latency: float, jitter: float = 0.0) -> tuple[Context, TeamSetup, Resources]:
@@ -118,8 +136,9 @@ def measure(
     team: TeamSetup | None = None,
     durability: Durability = "exit",
     resources: Resources | None = None,
-) -> tuple[float, float]:
-    """(examples per second, CPU seconds per example) for one run into a fresh store."""
+) -> tuple[float, float, float]:
+    """(examples per second, CPU seconds per example, steady examples per second) for one run
+    into a fresh store."""
     url = "memory" if checkpointer == "memory" else f"sqlite:///{workdir / f'{tag}.ckpt.sqlite'}"
     store = workdir / f"{tag}.sqlite"
     if not ray_workers:
@@ -154,7 +173,7 @@ def measure(
         out = run_sharded(job, ClusterSettings(workers=ray_workers))
         s, cpu = merge(list(out.values.values())), out.cpu_s
     assert s.done == n and s.failed == 0, s.format()
-    return s.throughput, cpu / n
+    return s.throughput, cpu / n, s.steady_throughput
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -185,7 +204,7 @@ def main(args: argparse.Namespace) -> dict:
         )
         print(
             f"{'conc':>5} {'ckpt':>7} {'examples':>8} {'ex/s':>8} {'ideal':>8} {'of ideal':>9} "
-            f"{'ceiling':>8} {'of ceil.':>9} {'cpu/ex':>8}"
+            f"{'ceiling':>8} {'of ceil.':>9} {'steady':>7} {'st. ceil.':>9} {'cpu/ex':>8}"
         )
         for c in args.concurrency:
             n = max(args.min_examples, c * args.rounds)
@@ -196,12 +215,13 @@ def main(args: argparse.Namespace) -> dict:
                 # the checkpointer and the repeat: the split of the first run is representative)
                 ids = [ex.id for ex in make_examples(n, f"c{c}-{args.checkpointers[0]}-0")]
                 sizes = [sum(1 for i in ids if shard_of(i, workers) == w) for w in range(workers)]
-            ceil = ceiling(c, n, args.latency, args.jitter, sizes)
+            ceil, steady_ceil = ceiling(c, n, args.latency, args.jitter, sizes)
             row: dict = {
                 "concurrency": c,
                 "examples": n,
                 "ideal_per_s": round(ideal, 3),
                 "ceiling_of_ideal": round(ceil, 4),
+                "steady_ceiling_of_ideal": round(steady_ceil, 4),
             }
             for ckpt in args.checkpointers:
                 runs = [
@@ -219,18 +239,22 @@ def main(args: argparse.Namespace) -> dict:
                     )
                     for r in range(args.repeats)
                 ]
-                tput = statistics.median(t for t, _ in runs)
-                cpu = statistics.median(c_ for _, c_ in runs)
+                tput = statistics.median(t for t, _, _ in runs)
+                cpu = statistics.median(c_ for _, c_, _ in runs)
+                steady = statistics.median(st for _, _, st in runs)
                 row[ckpt] = {
                     "per_s": round(tput, 3),
                     "of_ideal": round(tput / ideal, 4),
                     "of_ceiling": round(tput / ideal / ceil, 4),
+                    "steady_per_s": round(steady, 3),
+                    "steady_of_ideal": round(steady / ideal, 4),
                     "cpu_ms_per_example": round(cpu * 1000, 3),
-                    "runs": [round(t, 3) for t, _ in runs],
+                    "runs": [round(t, 3) for t, _, _ in runs],
                 }
                 print(
                     f"{c:>5} {ckpt:>7} {n:>8} {tput:>8.2f} {ideal:>8.2f} {tput / ideal:>9.1%} "
-                    f"{ceil:>8.1%} {tput / ideal / ceil:>9.1%} {cpu * 1000:>6.2f}ms"
+                    f"{ceil:>8.1%} {tput / ideal / ceil:>9.1%} {steady / ideal:>7.1%} "
+                    f"{steady_ceil:>9.1%} {cpu * 1000:>6.2f}ms"
                 )
             if "memory" in row and "sqlite" in row:
                 overhead = 1 - row["sqlite"]["per_s"] / row["memory"]["per_s"]

@@ -343,15 +343,19 @@ def _student():
 )
 async def test_one_mode_graph_runs_like_the_two_mode_graph(mode, model, absent):
     """A batch's one-mode graph (`build_graph(agent_mode=...)`): the other mode's nodes are left
-    out, and the record is the one the two-mode graph gives."""
+    out, and the record is the one the two-mode graph gives; so with no review node and no
+    `messages` chat view (`review=False, chat=False`, as `generate` compiles it)."""
     records = []
-    for agent_mode in (None, mode):
-        graph = build_graph(resources=res(model()), agent_mode=agent_mode)
+    for agent_mode, batch in ((None, False), (mode, False), (mode, True)):
+        graph = build_graph(
+            resources=res(model()), agent_mode=agent_mode, review=not batch, chat=not batch
+        )
         assert (absent in graph.nodes) is (agent_mode is None)
+        assert ("review" in graph.nodes) is ("messages" in graph.channels) is (not batch)
         rec = await run_example(graph, EX, ctx(agent_mode=mode))
         rec["steps"] = [{k: v for k, v in s.items() if k != "latency_s"} for s in rec["steps"]]
         records.append({k: v for k, v in rec.items() if k not in ("created_at", "timings")})
-    assert records[0] == records[1] and records[0]["status"] == "answered"
+    assert records[0] == records[1] == records[2] and records[0]["status"] == "answered"
     with pytest.raises(ConfigError):
         build_graph(agent_mode="both")
 

@@ -140,3 +140,41 @@ async def test_high_concurrency_overlaps_calls(tmp_path):
     )
     assert s.done == 32
     assert s.elapsed_s < 32 * 3 * 0.1 / 4  # far below serial time (9.6 s)
+
+
+async def test_steady_throughput_counts_only_the_window_with_every_slot_busy(tmp_path):
+    """`Summary.steady_throughput`: from when the first `concurrency` examples had finished to
+    the last start; none for a batch no larger than the pool; Ray workers' rates add up."""
+    import asyncio
+
+    from masksearch.graph.records import failed_record
+    from masksearch.pipeline.parallel import merge
+    from masksearch.pipeline.summary import Summary
+
+    async def run_one(ex):  # a 20 ms example (its record's content does not matter here)
+        await asyncio.sleep(0.02)
+        return failed_record(ex, None, "stand-in")
+
+    s = await generate(
+        make_examples(40),
+        None,
+        tmp_path / "a.sqlite",
+        concurrency=4,
+        progress=False,
+        run_one=run_one,
+    )
+    assert s.done == 40 and 0 < s.steady_done < 40 and 0 < s.steady_s < s.elapsed_s
+    assert s.steady_throughput > 0
+    small = await generate(
+        make_examples(4),
+        None,
+        tmp_path / "b.sqlite",
+        concurrency=4,
+        progress=False,
+        run_one=run_one,
+    )
+    assert small.done == 4 and small.steady_throughput == 0
+    both = merge(
+        [Summary(done=5, steady_done=10, steady_s=1.0), Summary(steady_done=10, steady_s=0.5)]
+    )
+    assert both.steady_throughput == pytest.approx(30.0)

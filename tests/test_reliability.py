@@ -319,6 +319,18 @@ def test_redact_patterns():
     assert redact("a task-based sk-learn bearer of news") == "a task-based sk-learn bearer of news"
 
 
+def test_redact_follows_the_environment(monkeypatch):
+    """The configured secrets are cached, but a key set, changed or removed is seen at once."""
+    from masksearch.redact import redact
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-first-value")
+    assert redact("a tok-first-value b") == "a [REDACTED] b"
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-second-value")
+    assert redact("tok-first-value tok-second-value") == "tok-first-value [REDACTED]"
+    monkeypatch.delenv("MY_SERVICE_TOKEN")
+    assert redact("tok-second-value") == "tok-second-value"
+
+
 def test_store_rows_are_redacted_even_when_the_record_was_not(tmp_path, monkeypatch):
     from masksearch.pipeline.generate import failed_record
 

@@ -184,6 +184,11 @@ async def _run_pool(
     # ids queued, running, or finished but not yet committed: bounded by concurrency, the
     # queue and one write batch (no per-input memory)
     in_flight: set[str] = set()
+    # the steady window (`Summary.steady_throughput`): examples finished so far, and
+    # (time, finished) when the first `concurrency` had finished and at the latest start
+    finished = 0
+    all_turned: tuple[float, int] | None = None
+    last_start: tuple[float, int] = (0.0, 0)
 
     async def produce() -> None:
         try:
@@ -270,10 +275,12 @@ async def _run_pool(
             return store.encode(record)
 
     async def work() -> None:
+        nonlocal finished, all_turned, last_start
         while (ex := await queue.get()) is not None:
             if stop.is_set():  # queued but not started: left for the next run
                 in_flight.discard(ex.id)
                 continue
+            last_start = (time.perf_counter(), finished)
             try:
                 record = await run_one(ex)
             except asyncio.CancelledError:
@@ -288,6 +295,9 @@ async def _run_pool(
                     f"runner returned a record for another id: "
                     f"{record.get('id') if isinstance(record, dict) else record!r}",
                 )
+            finished += 1
+            if finished == concurrency:
+                all_turned = (time.perf_counter(), finished)
             row = encode(ex, record)
             unwritten.append((record, row))
             if len(unwritten) >= WRITE_BATCH:
@@ -324,6 +334,9 @@ async def _run_pool(
             await _forget_threads(saver, finished_threads)
         summary.elapsed_s = time.perf_counter() - t0
         summary.interrupted = summary.interrupted or stop.is_set()
+        if all_turned is not None and last_start[0] > all_turned[0]:
+            summary.steady_s = last_start[0] - all_turned[0]
+            summary.steady_done = last_start[1] - all_turned[1]
         if bar is not None:
             bar.close()
 

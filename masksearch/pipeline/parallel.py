@@ -81,6 +81,10 @@ def merge(summaries: list[Summary]) -> Summary:
             slot[1] += a
         out.elapsed_s = max(out.elapsed_s, s.elapsed_s)
         out.interrupted = out.interrupted or s.interrupted
+    # steady throughput: the workers' rates add up
+    rate = sum(s.steady_throughput for s in summaries)
+    out.steady_done = sum(s.steady_done for s in summaries)
+    out.steady_s = out.steady_done / rate if rate > 0 else 0.0
     if summaries:
         out.skipped_bad = summaries[0].skipped_bad  # every worker reads every line
     return out

@@ -61,6 +61,10 @@ class Summary:
     not_written: int = 0  # a finished record for the id was already stored (kept)
     elapsed_s: float = 0.0
     interrupted: bool = False
+    # while every worker slot was busy: from the moment the first `concurrency` examples had
+    # finished (each slot started over once) to the last example's start (the input ran out)
+    steady_done: int = 0  # examples finished in that window
+    steady_s: float = 0.0  # its length
 
     def add(self, record: TrajectoryRecord) -> None:
         self.done += 1
@@ -96,6 +100,12 @@ class Summary:
         """Examples per second of wall time."""
         return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def steady_throughput(self) -> float:
+        """Examples per second while every slot was busy (no start-up or end-of-input tail);
+        0 when the run was too short to have such a window."""
+        return self.steady_done / self.steady_s if self.steady_s > 0 else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "done": self.done,
@@ -117,6 +127,7 @@ class Summary:
             },
             "elapsed_s": round(self.elapsed_s, 3),
             "throughput_per_s": round(self.throughput, 4),
+            "steady_throughput_per_s": round(self.steady_throughput, 4),
             "interrupted": self.interrupted,
         }
 
