@@ -35,6 +35,7 @@ from typing import Any
 
 MAX_THINK_CHARS = 400
 MAX_QUERY_CHARS = 160
+MAX_KEYWORD_CHARS = 80  # a keyword query (rewriter, RAMP search): a few distinctive words
 MAX_ANSWER_CHARS = 240
 MAX_SPAN_CHARS = 80
 MAX_REWRITES = 5
@@ -49,15 +50,21 @@ def _think_rule(chars: int) -> str:
 
 
 def _rewrites_rules(n: int, query: int) -> list[str]:
-    """`{"queries": [...]}` with 1..n query strings of at most `query` + 1 characters."""
+    """`{"queries": [...]}` with 1..n keyword queries of at most `query` + 1 characters, none
+    holding a `;` (two queries glued into one: each query is its own string)."""
     return [
         f'root ::= "{{\\"queries\\": [" q (", " q){{0,{n - 1}}} "]}}"',
-        f'q ::= "\\"" [^"\\\\<>\\n ] [^"\\\\<>\\n]{{0,{query}}} "\\""',
+        f'q ::= "\\"" [^"\\\\<>\\n; ] [^"\\\\<>\\n;]{{0,{query}}} "\\""',
     ]
 
 
 def _rewrites_tokens(n: int) -> int:
-    return n * (MAX_QUERY_CHARS + 6) + 20
+    return n * (MAX_KEYWORD_CHARS + 6) + 20
+
+
+def _keyword_search_rule(chars: int = MAX_KEYWORD_CHARS) -> str:
+    """One keyword query in `<search>`: one line, no `;`, at most `chars` + 1 characters."""
+    return f'search ::= "<search>" " "? [^<>\\n; ] [^<>\\n;]{{0,{chars}}} "</search>"'
 
 
 def build_grammars(
@@ -75,7 +82,7 @@ def build_grammars(
         "search": "\n".join(['root ::= think "\\n" search', t, s]),
         "answer": "\n".join(['root ::= think "\\n" answer', t, a]),
         "answer_only": "\n".join(["root ::= answer", a]),
-        "rewrites": "\n".join(_rewrites_rules(MAX_REWRITES, query)),
+        "rewrites": "\n".join(_rewrites_rules(MAX_REWRITES, MAX_KEYWORD_CHARS)),
         "verdict": 'root ::= "<verdict>" ("correct" | "incorrect") "</verdict>"',
         "span": f"root ::= [^<>;\\n ] [^<>;\\n]{{0,{span}}}",
     }
@@ -83,7 +90,7 @@ def build_grammars(
 
 GRAMMARS: dict[str, str] = build_grammars()
 _THINK = GRAMMARS["search"].splitlines()[1]
-_SEARCH = GRAMMARS["search"].splitlines()[2]
+_KEYWORD_SEARCH = _keyword_search_rule()
 
 JSON_SCHEMAS: dict[str, dict[str, Any]] = {
     "rewrites": {
@@ -91,7 +98,7 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "queries": {
                 "type": "array",
-                "items": {"type": "string"},
+                "items": {"type": "string", "maxLength": MAX_KEYWORD_CHARS + 1},
                 "minItems": 1,
                 "maxItems": MAX_REWRITES,
             }
@@ -132,7 +139,7 @@ def grammar_for(output_format: str) -> str:
         return output_format
     n = _rewrites_count(output_format)
     if n is not None:
-        return "\n".join(_rewrites_rules(n, MAX_QUERY_CHARS))
+        return "\n".join(_rewrites_rules(n, MAX_KEYWORD_CHARS))
     try:
         return GRAMMARS[output_format]
     except KeyError:
@@ -224,7 +231,7 @@ def ramp_grammar(
     root = 'root ::= think "\\n" ' + ("(search | answer)" if may_search else "answer")
     parts = [root, _THINK, answer, *rules]
     if may_search:
-        parts.insert(2, _SEARCH)
+        parts.insert(2, _KEYWORD_SEARCH)
     return "\n".join(parts)
 
 
@@ -238,12 +245,12 @@ def ramp_decision(*, may_search: bool, think: int = RAMP_THINK_CHARS) -> str:
     t = _think_rule(think)
     if not may_search:
         return "\n".join(['root ::= think "\\n" "<answer>"', t])
-    return "\n".join(['root ::= think "\\n" (search | "<answer>")', t, _SEARCH])
+    return "\n".join(['root ::= think "\\n" (search | "<answer>")', t, _KEYWORD_SEARCH])
 
 
 def ramp_search(think: int = RAMP_THINK_CHARS) -> str:
     """A masked example's first step: a short `<think>…</think>`, then one `<search>`."""
-    return "\n".join(['root ::= think "\\n" search', _think_rule(think), _SEARCH])
+    return "\n".join(['root ::= think "\\n" search', _think_rule(think), _KEYWORD_SEARCH])
 
 
 def choice(n: int) -> str:
