@@ -259,6 +259,42 @@ def test_lookup_draft_proposes_what_followed_the_last_ngram():
     assert _lookup_draft([1, 2], 3) == []
 
 
+def test_lookup_draft_falls_back_to_earlier_completions_newest_first():
+    from masksearch.models.llamacpp import _lookup_draft
+
+    history = [[5, 1, 2, 3, 8, 9], [1, 2, 3, 4, 4, 4]]  # newest first
+    assert _lookup_draft([7, 1, 2, 3], 2, history=history) == [8, 9]
+    assert _lookup_draft([1, 2, 3, 6, 1, 2, 3], 2, history=history) == [6, 1]  # own text first
+    assert _lookup_draft([0, 1, 2, 3], 3, history=[[1, 2, 3], [1, 2, 3, 4]]) == [4]  # skip empty
+    assert _lookup_draft([0, 7, 7, 7], 2, history=history) == []
+
+
+def test_two_models_take_turns_on_the_cores(monkeypatch):
+    """`parallel` bounds the generations of every loaded model together (a team of a small and a
+    large model must not run two llama.cpp thread pools on the same cores)."""
+    import threading
+
+    from masksearch.models import llamacpp
+    from masksearch.models.llamacpp import Runtime, _Slot
+
+    class Ctx:
+        input_ids: list[int] = []
+        n_tokens = 0
+
+    small = Runtime(path=None, n_ctx=512, n_threads=1, slots=[_Slot(Ctx())])  # type: ignore[arg-type]
+    large = Runtime(path=None, n_ctx=512, n_threads=1, slots=[_Slot(Ctx())])  # type: ignore[arg-type]
+    monkeypatch.setitem(llamacpp._runtimes, ("small", 0, 0), small)
+    monkeypatch.setitem(llamacpp._runtimes, ("large", 0, 0), large)
+    held = small.acquire([1, 2, 3])
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: (large.acquire([4]), got.set()), daemon=True)
+    waiter.start()
+    assert not got.wait(0.3)  # the large model waits while the small one generates
+    small.release(held)
+    assert got.wait(5)
+    waiter.join(5)
+
+
 def test_prompt_lookup_keeps_the_context_consistent_after_rejected_drafts():
     """A copying reply drafts from the prompt; rejected drafts are removed from the context, so
     the same call again (its prompt now a cached prefix) gives the same reply as a fresh context."""
@@ -309,5 +345,8 @@ def test_the_rewriter_grammar_stops_after_the_queries_that_are_used():
             output_format=grammars.rewrites(2),
             seed=seed,
         ).content
-        assert 1 <= len(json.loads(out)["queries"]) <= 2
+        queries = json.loads(out)["queries"]
+        assert 1 <= len(queries) <= 2
+        # keyword queries: short, and never two glued with `;`
+        assert all(";" not in q and len(q) <= grammars.MAX_KEYWORD_CHARS + 1 for q in queries)
     assert grammars.json_schema_for(grammars.rewrites(2))["properties"]["queries"]["maxItems"] == 2

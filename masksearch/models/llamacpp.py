@@ -13,8 +13,11 @@
 - prompt caches and concurrency: `pool_size` contexts (default 3) share the memory-mapped weights,
   each keeping the prompt it last read; a call goes to the context holding its conversation, or to
   the least recently used one (`Runtime.acquire`), so the roles of a trajectory (planner,
-  rewriter, observer) find their context warm while another trajectory uses its own. At most `parallel` calls generate at once (default 1: on a small machine one
-  generation already uses every core, and two would only slow each other down).
+  rewriter, observer) find their context warm while another trajectory uses its own. At most
+  `parallel` calls generate at once, over every loaded model (default 1: on a small machine one
+  generation already uses every core, and two would only slow each other down);
+- prompt-lookup drafting for greedy decoding (`_sample`), from the prompt, the reply so far and
+  the latest completions.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -78,6 +82,11 @@ class _Slot:
     used: int = 0
 
 
+# one condition for every loaded model: `parallel` bounds the generations running at once across
+# all of them (a team of two models on one machine takes turns on its cores, as one model does)
+_CPU = threading.Condition()
+
+
 @dataclass
 class Runtime:
     """The loaded model: a small pool of llama.cpp contexts over one GGUF file."""
@@ -86,17 +95,21 @@ class Runtime:
     n_ctx: int
     n_threads: int
     slots: list[_Slot] = field(default_factory=list)
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    cond: threading.Condition = field(default=_CPU)
     load_s: float = 0.0
     parallel: int = 1
     clock: int = 0
+    recent: deque[list[int]] = field(default_factory=lambda: deque(maxlen=LOOKUP_HISTORY))
+    """The latest completions, newest first: prompt-lookup drafts from them when the prompt has
+    no match (a role repeats its own phrasing from one example to the next)."""
 
     @property
     def llm(self) -> Any:
         return self.slots[0].llm
 
     def acquire(self, prompt: Sequence[int]) -> _Slot:
-        """A free context, once fewer than `parallel` calls are running: the one holding the
+        """A free context, once fewer than `parallel` calls are running (over every loaded model:
+        a team of two models takes turns on the cores): the one holding the
         longest prefix of `prompt` if that is half the prompt or `REUSE_MARGIN` tokens more than
         the least recently used context would give, else that least recently used one (as
         llama.cpp's server picks slots). Every prompt shares the chat template's first tokens
@@ -104,9 +117,7 @@ class Runtime:
         others share. So a new conversation goes to a spare context instead of evicting one whose
         conversation is still going on, and a conversation's next call finds its own context."""
         with self.cond:
-            while sum(s.busy for s in self.slots) >= self.parallel or all(
-                s.busy for s in self.slots
-            ):
+            while _running(self) >= self.parallel or all(s.busy for s in self.slots):
                 self.cond.wait()
             free = [s for s in self.slots if not s.busy]
             shared = {id(s): _common_prefix(s.llm, prompt) for s in free}
@@ -123,7 +134,7 @@ class Runtime:
     def release(self, slot: _Slot) -> None:
         with self.cond:
             slot.busy = False
-            self.cond.notify()
+            self.cond.notify_all()  # waiters of other models wait for other slots
 
     def format(self, messages: list[dict[str, str]]) -> list[int]:
         """The prompt tokens of a conversation. One that ends with an assistant turn is continued
@@ -133,6 +144,14 @@ class Runtime:
             messages, prefill = messages[:-1], messages[-1]["content"]
         text = _formatter(str(self.path), self.llm)(messages=messages).prompt + prefill
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def _running(rt: Runtime) -> int:
+    """Generations running now, over every loaded model and `rt` (call with `_CPU` held)."""
+    runtimes = list(_runtimes.values())
+    if not any(r is rt for r in runtimes):
+        runtimes.append(rt)
+    return sum(s.busy for r in runtimes for s in r.slots)
 
 
 def _common_prefix(llm: Any, tokens: Sequence[int]) -> int:
@@ -195,7 +214,7 @@ def load_runtime(
             rt.load_s += time.perf_counter() - start
             with rt.cond:
                 rt.slots.append(_Slot(llm))
-                rt.cond.notify()
+                rt.cond.notify_all()
         return rt
 
 
@@ -269,6 +288,7 @@ def _sample(
     repeat_penalty: float,
     seed: int | None,
     lookup: bool = True,
+    history: Sequence[Sequence[int]] = (),
     stats: dict[str, int] | None = None,
 ) -> Generator[int, None, None]:
     """Yield sampled tokens (then -1 at end of generation), evaluating each one; the context must
@@ -279,9 +299,9 @@ def _sample(
     whole vocabulary, so a constrained step costs about what an unconstrained one does.
 
     Greedy decoding also drafts by prompt lookup (`lookup`): when the text so far ends with an
-    n-gram seen earlier in prompt or reply, and the model's own next token is the one that
-    followed it there, the next `LOOKUP_DRAFT` tokens of that earlier occurrence are evaluated in
-    one batch and kept as far as they are what greedy decoding picks anyway (the output is the
+    n-gram seen earlier in prompt or reply (else in one of `history`, earlier completions), the
+    `LOOKUP_DRAFT` tokens that followed it there are evaluated in one batch after the model's own
+    next token and kept as far as they are what greedy decoding picks anyway (the output is the
     same token for token, up to the rounding differences between a batched and a one-token
     evaluation). A teacher copies a lot — the question's words into its queries, a passage's
     words into its summary and spans — and a batch of a few tokens costs about one. `stats`
@@ -329,7 +349,7 @@ def _sample(
                 return
             take(token)
             yield token
-            draft = _lookup_draft(seq, LOOKUP_DRAFT) if lookup else []
+            draft = _lookup_draft(seq, LOOKUP_DRAFT, history=history) if lookup else []
             if not draft:
                 logits = evaluate(token)
                 continue
@@ -363,18 +383,30 @@ def _sample(
 
 
 LOOKUP_NGRAM = 3  # tokens that must repeat before the reply drafts what followed them
-LOOKUP_DRAFT = 6  # tokens drafted per lookup
+# tokens drafted per lookup: on a 2-core CPU a batch of 4 tokens costs ~1.3 single-token steps, a
+# batch of 7 ~2.1 (benchmarks/offline_teacher.py notes), so short drafts pay off at lower hit rates
+LOOKUP_DRAFT = 3
+LOOKUP_HISTORY = 32  # earlier completions searched when the prompt and reply have no match
 
 
-def _lookup_draft(seq: Sequence[int], n_draft: int, ngram: int = LOOKUP_NGRAM) -> list[int]:
-    """The tokens that followed the latest earlier occurrence of `seq`'s last `ngram` tokens."""
+def _lookup_draft(
+    seq: Sequence[int],
+    n_draft: int,
+    ngram: int = LOOKUP_NGRAM,
+    history: Iterable[Sequence[int]] = (),
+) -> list[int]:
+    """The tokens that followed the latest earlier occurrence of `seq`'s last `ngram` tokens in
+    `seq`, else in the first of `history` (earlier completions, newest first) that has one."""
     if len(seq) <= ngram:
         return []
     tail = list(seq[-ngram:])
-    first = tail[0]
-    for start in range(len(seq) - ngram - 1, -1, -1):
-        if seq[start] == first and list(seq[start : start + ngram]) == tail:
-            return list(seq[start + ngram : start + ngram + n_draft])
+    for source, end in ((seq, len(seq) - ngram - 1), *((h, len(h) - ngram - 1) for h in history)):
+        first = tail[0]
+        for start in range(end, -1, -1):
+            if source[start] == first and list(source[start : start + ngram]) == tail:
+                draft = list(source[start + ngram : start + ngram + n_draft])
+                if draft:
+                    return draft
     return []
 
 
@@ -562,6 +594,7 @@ class LlamaCppChatModel(BaseChatModel):
                 repeat_penalty=self.repeat_penalty,
                 seed=None if seed is None else int(seed),
                 lookup=self.prompt_lookup,
+                history=list(rt.recent),
                 stats=lookup,
             )
             for token in gen:
@@ -588,6 +621,8 @@ class LlamaCppChatModel(BaseChatModel):
                     emitted = safe
             gen.close()
             t2 = time.perf_counter()
+            if completion:
+                rt.recent.appendleft(completion)
         finally:
             rt.release(slot)
         text = llm.detokenize(completion, prev_tokens=prompt).decode("utf-8", errors="ignore")
