@@ -26,6 +26,9 @@ ANSWER_RULES = (
 # What a teacher role reads for a question without [mask] (a small model copies the RAMP example
 # "Paris ; 1889" into a plain answer otherwise).
 QA_ANSWER_RULES = "Answer with a short span (a name, date, number or phrase), not a sentence."
+# ... and for a masked passage: the RAMP notes (`RAMP_PLANNER`, `RAMP_OBSERVER`) that follow say
+# the rest, so the rule stays one line (every prompt line is read again for every example)
+RAMP_ANSWER_RULES = 'Answer with the masked spans only, in order, separated by " ; ".'
 
 # The student prompt holds exactly ONE complete `<answer>…</answer>` (from "an <answer> tag" to the
 # example's close): Search-R1's reward decodes prompt + response and takes the last of >= 2 matches,
@@ -188,9 +191,9 @@ def is_mask_question(question: str) -> bool:
 
 
 def answer_rules(question: str) -> str:
-    """The answer rules in a teacher role's prompt (`$rules`): the RAMP span list for a masked
-    passage, a short span otherwise."""
-    return ANSWER_RULES if is_mask_question(question) else QA_ANSWER_RULES
+    """The answer rules in a teacher role's prompt (`$rules`): the masked spans in order for a
+    masked passage (its RAMP note gives the details), a short span otherwise."""
+    return RAMP_ANSWER_RULES if is_mask_question(question) else QA_ANSWER_RULES
 
 
 def agent_system_prompt() -> str:

@@ -376,4 +376,4 @@ async def test_teacher_prompts_give_qa_the_short_span_rule_and_ramp_the_span_lis
     for text in role_prompts:
         assert prompts.QA_ANSWER_RULES in text and prompts.ANSWER_RULES not in text
     masked = "The tower stands in [mask].\n\n" + prompts.RAMP_INSTRUCTION
-    assert prompts.answer_rules(masked) == prompts.ANSWER_RULES
+    assert prompts.answer_rules(masked) == prompts.RAMP_ANSWER_RULES
