@@ -309,6 +309,43 @@ def test_prompt_lookup_keeps_the_context_consistent_after_rejected_drafts():
     assert again.content == first.content
 
 
+def test_running_generations_share_the_cores_step_by_step(monkeypatch):
+    """Alone, a generation steps on every core; two running at once step on half each, and a
+    step already running on every core finishes before the newcomer's first step starts."""
+    import threading
+
+    from masksearch.models import llamacpp
+    from masksearch.models.llamacpp import Runtime, _Slot
+
+    class Ctx:
+        input_ids: list[int] = []
+        n_tokens = 0
+
+    monkeypatch.setattr(llamacpp, "_set_threads", lambda llm, n: None)
+    rt = Runtime(path=None, n_ctx=512, n_threads=2, slots=[_Slot(Ctx()), _Slot(Ctx())], parallel=2)  # type: ignore[arg-type]
+    a = rt.acquire([1])
+    with rt.cores(a.llm) as n:
+        assert n == 2
+        b = rt.acquire([2])  # a second generation starts while a's 2-thread step runs
+        started = threading.Event()
+
+        def step_b() -> None:
+            with rt.cores(b.llm) as m:
+                assert m == 1
+                started.set()
+
+        waiter = threading.Thread(target=step_b, daemon=True)
+        waiter.start()
+        assert not started.wait(0.3)  # no third thread on two cores
+    assert started.wait(5)
+    waiter.join(5)
+    with rt.cores(a.llm) as n1, rt.cores(b.llm) as n2:
+        assert (n1, n2) == (1, 1)  # side by side, one core each
+    rt.release(b)
+    with rt.cores(a.llm) as n:
+        assert n == 2
+
+
 def test_a_call_goes_to_the_context_holding_its_conversation_else_to_a_spare_one():
     from masksearch.models.llamacpp import REUSE_MARGIN, Runtime, _Slot
 

@@ -13,9 +13,11 @@
 - prompt caches and concurrency: `pool_size` contexts (default 3) share the memory-mapped weights,
   each keeping the prompt it last read; a call goes to the context holding its conversation, or to
   the least recently used one (`Runtime.acquire`), so the roles of a trajectory (planner,
-  rewriter, observer) find their context warm while another trajectory uses its own. At most
-  `parallel` calls generate at once, over every loaded model (default 1: on a small machine one
-  generation already uses every core, and two would only slow each other down);
+  rewriter, observer) find their context warm while another trajectory uses its own;
+- cores shared step by step (`Runtime.cores`): up to `parallel` calls (default `pool_size`)
+  generate at once, over every loaded model; a generation running alone steps on every core, two
+  running at once step on half the cores each (llama.cpp's threads wait for each other at spinning
+  barriers, so two thread pools on the same cores slow each other down several times over);
 - prompt-lookup drafting for greedy decoding (`_sample`), from the prompt, the reply so far and
   the latest completions.
 """
@@ -29,9 +31,10 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,8 +86,9 @@ class _Slot:
 
 
 # one condition for every loaded model: `parallel` bounds the generations running at once across
-# all of them (a team of two models on one machine takes turns on its cores, as one model does)
+# all of them, and `_cores` shares the cores among them, step by step
 _CPU = threading.Condition()
+_cores_used = 0  # threads of the llama.cpp steps running now (guarded by _CPU)
 
 
 @dataclass
@@ -136,6 +140,32 @@ class Runtime:
             slot.busy = False
             self.cond.notify_all()  # waiters of other models wait for other slots
 
+    @contextmanager
+    def cores(self, llm: Any) -> Iterator[int]:
+        """Run one llama.cpp step (a prompt chunk, a token, a draft) on a fair share of the cores:
+        all `n_threads` when this is the only generation running, else `n_threads` divided among
+        the running ones, waiting until the others' current steps leave that many free.
+
+        llama.cpp's threads wait for each other at spinning barriers: two 2-thread steps on two
+        cores (or one next to any other busy thread) run several times slower than one, while
+        two 1-thread steps run side by side at full speed each — and decoding, bound by memory
+        reads, gets more done per second that way than one 2-thread step at a time."""
+        global _cores_used
+        with _CPU:
+            while True:
+                want = max(1, self.n_threads // max(1, _running(self)))
+                if _cores_used == 0 or _cores_used + want <= self.n_threads:
+                    break
+                _CPU.wait()
+            _cores_used += want
+        try:
+            _set_threads(llm, want)
+            yield want
+        finally:
+            with _CPU:
+                _cores_used -= want
+                _CPU.notify_all()
+
     def format(self, messages: list[dict[str, str]]) -> list[int]:
         """The prompt tokens of a conversation. One that ends with an assistant turn is continued
         (prefill): the reply goes on from that turn's text instead of starting a new turn."""
@@ -144,6 +174,14 @@ class Runtime:
             messages, prefill = messages[:-1], messages[-1]["content"]
         text = _formatter(str(self.path), self.llm)(messages=messages).prompt + prefill
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def _set_threads(llm: Any, n: int) -> None:
+    if getattr(llm, "_masksearch_threads", None) != n:
+        from llama_cpp import llama_cpp as capi
+
+        capi.llama_set_n_threads(llm._ctx.ctx, n, n)
+        llm._masksearch_threads = n
 
 
 def _running(rt: Runtime) -> int:
@@ -181,10 +219,10 @@ def _close_all() -> None:
 
 
 def load_runtime(
-    path: Path, *, n_ctx: int, n_threads: int | None, pool_size: int, parallel: int = 1
+    path: Path, *, n_ctx: int, n_threads: int | None, pool_size: int, parallel: int | None = None
 ) -> Runtime:
     """Load (once per process) `pool_size` llama.cpp contexts for the GGUF at `path`, of which
-    `parallel` may generate at the same time (the others keep their prompt caches)."""
+    `parallel` (default: all) may generate at the same time, sharing the cores (`Runtime.cores`)."""
     try:
         from llama_cpp import Llama
     except ImportError as e:
@@ -196,8 +234,9 @@ def load_runtime(
     with _runtimes_lock:
         rt = _runtimes.get(key)
         if rt is None:
-            rt = _runtimes[key] = Runtime(path=path, n_ctx=n_ctx, n_threads=threads)
-        rt.parallel = max(rt.parallel, parallel)
+            rt = Runtime(path=path, n_ctx=n_ctx, n_threads=threads, parallel=parallel or pool_size)
+            _runtimes[key] = rt
+        rt.parallel = max(rt.parallel, parallel or pool_size)
         while len(rt.slots) < pool_size:
             start = time.perf_counter()
             try:
@@ -290,6 +329,7 @@ def _sample(
     lookup: bool = True,
     history: Sequence[Sequence[int]] = (),
     stats: dict[str, int] | None = None,
+    cores: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Generator[int, None, None]:
     """Yield sampled tokens (then -1 at end of generation), evaluating each one; the context must
     hold `prompt[:-1]` (see `_eval_prompt`).
@@ -337,7 +377,8 @@ def _sample(
 
     def evaluate(token: int) -> np.ndarray:
         """Evaluate one token; the logits after it (a view into llama.cpp's buffer)."""
-        llm.eval([token])
+        with cores():
+            llm.eval([token])
         return np.ctypeslib.as_array(capi.llama_get_logits_ith(llm._ctx.ctx, -1), (n_vocab,))
 
     try:
@@ -353,7 +394,8 @@ def _sample(
             if not draft:
                 logits = evaluate(token)
                 continue
-            rows = _eval_rows(llm, [token, *draft])  # row i: the logits after draft[:i]
+            with cores():
+                rows = _eval_rows(llm, [token, *draft])  # row i: the logits after draft[:i]
             stats["drafted"] += len(draft)
             kept = 0
             for i, guess in enumerate(draft):
@@ -517,7 +559,9 @@ class LlamaCppChatModel(BaseChatModel):
     n_ctx: int = 4096
     n_threads: int | None = None
     pool_size: int = 3
-    parallel: int = 1
+    parallel: int | None = None
+    """Generations that may run at once (default: `pool_size`); they share the cores step by step
+    (`Runtime.cores`). 1: one after another, each on every core."""
     prompt_lookup: bool = True
     """Greedy decoding drafts tokens by prompt lookup (see `_sample`)."""
     supports_output_format: ClassVar[bool] = True
@@ -545,7 +589,7 @@ class LlamaCppChatModel(BaseChatModel):
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
             pool_size=self.pool_size,
-            parallel=self.parallel,
+            parallel=self.parallel or self.pool_size,
         )
 
     # --- the token loop (runs in a worker thread for async callers) -----------------------------
@@ -578,7 +622,8 @@ class LlamaCppChatModel(BaseChatModel):
         try:
             llm = slot.llm
             t0 = time.perf_counter()
-            cached = _eval_prompt(llm, prompt, cancel)
+            cores = partial(rt.cores, llm)
+            cached = _eval_prompt(llm, prompt, cancel, cores)
             t1 = time.perf_counter()
             seed = kwargs.get("seed", self.seed)
             completion: list[int] = []
@@ -596,6 +641,7 @@ class LlamaCppChatModel(BaseChatModel):
                 lookup=self.prompt_lookup,
                 history=list(rt.recent),
                 stats=lookup,
+                cores=cores,
             )
             for token in gen:
                 if cancel is not None and cancel.is_set():
@@ -742,7 +788,12 @@ class LlamaCppChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=_message("".join(parts), meta))])
 
 
-def _eval_prompt(llm: Any, prompt: Sequence[int], cancel: threading.Event | None) -> int:
+def _eval_prompt(
+    llm: Any,
+    prompt: Sequence[int],
+    cancel: threading.Event | None,
+    cores: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> int:
     """Bring the context to `prompt[:-1]` evaluated, reusing the longest cached prefix and checking
     `cancel` between chunks; return how many prompt tokens were reused. `generate` then finds the
     prompt cached and evaluates only its last token."""
@@ -758,7 +809,8 @@ def _eval_prompt(llm: Any, prompt: Sequence[int], cancel: threading.Event | None
         if cancel is not None and cancel.is_set():
             llm.reset()  # a half-read prompt is not a reusable prefix of anything we know
             raise GenerationCancelled()
-        llm.eval(todo[i : i + EVAL_CHUNK])
+        with cores():
+            llm.eval(todo[i : i + EVAL_CHUNK])
     return keep
 
 
