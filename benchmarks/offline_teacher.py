@@ -136,6 +136,7 @@ def decode_speed(prompt_text: str, max_tokens: int = 128, spec: str = MODEL) -> 
 
     def ours() -> tuple[int, float]:
         llm.reset()
+        rt.recent.clear()  # no earlier completion to draft from: the reply is new, as in the job
         out = model.invoke(msgs)
         return out.usage_metadata["output_tokens"], out.response_metadata["decode_tok_s"]
 
@@ -158,7 +159,7 @@ def decode_speed(prompt_text: str, max_tokens: int = 128, spec: str = MODEL) -> 
 
 
 def sample_prompt(workdir: Path) -> str:
-    """A real observer-sized prompt: a masked question with retrieved passages."""
+    """The first masked example's planner prompt (the job's first model call)."""
     from masksearch import prompts
 
     masked = workdir / "masked.jsonl"
@@ -166,7 +167,7 @@ def sample_prompt(workdir: Path) -> str:
     if masked.is_file():
         with masked.open() as f:
             question = json.loads(f.readline())["question"]
-    return prompts.PLANNER.substitute(question=question, rules=prompts.answer_rules(question))
+    return prompts.planner_prompt(question)
 
 
 def install_size(spec: str) -> int | None:

@@ -196,6 +196,13 @@ def answer_rules(question: str) -> str:
     return RAMP_ANSWER_RULES if is_mask_question(question) else QA_ANSWER_RULES
 
 
+def planner_prompt(question: str) -> str:
+    """The planner's prompt; a masked passage adds `RAMP_PLANNER` (search first: the hidden words
+    are unknowable without retrieval)."""
+    prompt = PLANNER.substitute(question=question, rules=answer_rules(question))
+    return prompt + "\n" + RAMP_PLANNER if count_masks(question) else prompt
+
+
 def agent_system_prompt() -> str:
     return AGENT_SYSTEM.substitute()
 

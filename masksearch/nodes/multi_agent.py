@@ -37,13 +37,10 @@ async def planner(
     """First decision: a sub-query to search, or (rarely) a direct answer."""
     ctx = context_of(runtime)
     question = question_of(state)
-    prompt = prompts.PLANNER.substitute(question=question, rules=prompts.answer_rules(question))
-    if prompts.count_masks(question):  # RAMP: the hidden words are unknowable without a search
-        prompt += "\n" + prompts.RAMP_PLANNER
     text, meta = await call_model(
         ctx,
         "planner",
-        user(prompt),
+        user(prompts.planner_prompt(question)),
         resources=resources,
         output_format=grammars.for_role("planner", question),
     )
