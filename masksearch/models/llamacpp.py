@@ -426,7 +426,7 @@ def _sample(
 
 LOOKUP_NGRAM = 3  # tokens that must repeat before the reply drafts what followed them
 # tokens drafted per lookup: on a 2-core CPU a batch of 4 tokens costs ~1.3 single-token steps, a
-# batch of 7 ~2.1 (benchmarks/offline_teacher.py notes), so short drafts pay off at lower hit rates
+# batch of 7 ~2.1 (docs/offline-teacher.md), so short drafts pay off at lower hit rates
 LOOKUP_DRAFT = 3
 LOOKUP_HISTORY = 32  # earlier completions searched when the prompt and reply have no match
 
