@@ -37,11 +37,18 @@ def _root(
     from masksearch.redact import install_log_redaction
 
     install_log_redaction()  # no configured key or bearer token ever reaches a log line
-    if not verbose:  # third-party loggers that set their own DEBUG level
-        for name in ("bm25s", "httpx", "faiss"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    if not verbose:
         for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_third_party)
             handler.addFilter(_one_line_retries)
+
+
+_CHATTY = ("bm25s", "httpx", "faiss")  # set their own DEBUG level, when imported (often later)
+
+
+def _quiet_third_party(record: logging.LogRecord) -> bool:
+    """Without -v, these libraries' records below WARNING are dropped."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(_CHATTY)
 
 
 def _one_line_retries(record: logging.LogRecord) -> bool:

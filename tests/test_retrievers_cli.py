@@ -85,3 +85,23 @@ def test_failed_rebuild_keeps_the_previous_index(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     res = runner.invoke(app, ["index", "--corpus", str(good), "--out", str(tmp_path / "other")])
     assert res.exit_code != 0 and "not empty" in str(res.exception)
+
+
+def test_index_output_has_no_third_party_debug_lines_without_verbose(tmp_path):
+    """bm25s sets its own logger to DEBUG when it is imported (after the CLI configured logging):
+    without -v its records below WARNING stay off the screen; -v shows them."""
+    import subprocess
+    import sys
+
+    corpus = _corpus(tmp_path, bad=False)
+
+    def run(*flags: str) -> str:
+        out = tmp_path / f"idx{len(flags)}"
+        cmd = [sys.executable, "-m", "masksearch.cli", *flags, "index"]
+        cmd += ["--corpus", str(corpus), "--out", str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    assert "DEBUG" not in run()
+    assert "DEBUG bm25s" in run("-v")
