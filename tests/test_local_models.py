@@ -269,9 +269,9 @@ def test_lookup_draft_falls_back_to_earlier_completions_newest_first():
     assert _lookup_draft([0, 7, 7, 7], 2, history=history) == []
 
 
-def test_two_models_take_turns_on_the_cores(monkeypatch):
-    """`parallel` bounds the generations of every loaded model together (a team of a small and a
-    large model must not run two llama.cpp thread pools on the same cores)."""
+def test_parallel_bounds_the_generations_of_every_loaded_model_together(monkeypatch):
+    """With `parallel=1` a team of two models takes turns: the second model's call waits for the
+    first's generation to end (with more, their steps share the cores: the next test)."""
     import threading
 
     from masksearch.models import llamacpp
