@@ -271,7 +271,8 @@ def test_lookup_draft_falls_back_to_earlier_completions_newest_first():
 
 def test_parallel_bounds_the_generations_of_every_loaded_model_together(monkeypatch):
     """With `parallel=1` a team of two models takes turns: the second model's call waits for the
-    first's generation to end (with more, their steps share the cores: the next test)."""
+    first's generation to end (with more, their steps share the cores: see
+    `test_running_generations_share_the_cores_step_by_step`)."""
     import threading
 
     from masksearch.models import llamacpp
