@@ -373,7 +373,7 @@ def test_embedded_model_and_default_index(tmp_path):
         concurrency=2,
         max_turns=1,
         max_tokens=32,
-        timeout=600.0,
+        llm_timeout_s=600.0,
     )
     assert stats.ran == 2 and stats.failed == 0
     rows = lines(tmp_path / "local" / "results.jsonl")
