@@ -86,7 +86,7 @@ class _Slot:
 
 
 # one condition for every loaded model: `parallel` bounds the generations running at once across
-# all of them, and `_cores` shares the cores among them, step by step
+# all of them, and `Runtime.cores` shares the cores among them, step by step
 _CPU = threading.Condition()
 _cores_used = 0  # threads of the llama.cpp steps running now (guarded by _CPU)
 
@@ -112,8 +112,8 @@ class Runtime:
         return self.slots[0].llm
 
     def acquire(self, prompt: Sequence[int]) -> _Slot:
-        """A free context, once fewer than `parallel` calls are running (over every loaded model:
-        a team of two models takes turns on the cores): the one holding the
+        """A free context, once fewer than `parallel` calls are running (counted over every
+        loaded model; their steps share the cores, `cores`): the one holding the
         longest prefix of `prompt` if that is half the prompt or `REUSE_MARGIN` tokens more than
         the least recently used context would give, else that least recently used one (as
         llama.cpp's server picks slots). Every prompt shares the chat template's first tokens
