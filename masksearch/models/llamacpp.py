@@ -99,7 +99,6 @@ class Runtime:
     n_ctx: int
     n_threads: int
     slots: list[_Slot] = field(default_factory=list)
-    cond: threading.Condition = field(default=_CPU)
     load_s: float = 0.0
     parallel: int = 1
     clock: int = 0
@@ -120,9 +119,9 @@ class Runtime:
         and often a system prompt; an empty context counts as sharing what the least of the
         others share. So a new conversation goes to a spare context instead of evicting one whose
         conversation is still going on, and a conversation's next call finds its own context."""
-        with self.cond:
+        with _CPU:
             while _running(self) >= self.parallel or all(s.busy for s in self.slots):
-                self.cond.wait()
+                _CPU.wait()
             free = [s for s in self.slots if not s.busy]
             shared = {id(s): _common_prefix(s.llm, prompt) for s in free}
             best = max(free, key=lambda s: (shared[id(s)], -s.used))
@@ -136,9 +135,9 @@ class Runtime:
             return slot
 
     def release(self, slot: _Slot) -> None:
-        with self.cond:
+        with _CPU:
             slot.busy = False
-            self.cond.notify_all()  # waiters of other models wait for other slots
+            _CPU.notify_all()  # waiters of other models wait for other slots
 
     @contextmanager
     def cores(self, llm: Any) -> Iterator[int]:
@@ -251,9 +250,9 @@ def load_runtime(
             except (ValueError, RuntimeError) as e:
                 raise ConfigError(f"cannot load GGUF model {path}: {e}") from None
             rt.load_s += time.perf_counter() - start
-            with rt.cond:
+            with _CPU:
                 rt.slots.append(_Slot(llm))
-                rt.cond.notify_all()
+                _CPU.notify_all()
         return rt
 
 
@@ -353,17 +352,17 @@ def _sample(
     eog = _eog_tokens(llm)
     rng = np.random.default_rng(seed)
     check = _GrammarCheck(llm, grammar) if grammar else None
-    recent: list[int] = []
-    seq = list(prompt)
+    seq = list(prompt)  # prompt + reply so far
+    n_prompt = len(seq)
     lookup = lookup and temperature <= 0
     stats = stats if stats is not None else {}
     stats.setdefault("drafted", 0)
     stats.setdefault("kept", 0)
 
     def pick(row: np.ndarray) -> int:
-        if repeat_penalty != 1.0 and recent:
+        if repeat_penalty != 1.0 and len(seq) > n_prompt:
             row = row.copy()
-            ids = np.array(recent[-64:], dtype=np.int32)
+            ids = np.array(seq[max(n_prompt, len(seq) - 64) :], dtype=np.int32)
             vals = row[ids]
             row[ids] = np.where(vals > 0, vals / repeat_penalty, vals * repeat_penalty)
         token = _pick(row, check, eog, rng, temperature, top_k, top_p)
@@ -372,7 +371,6 @@ def _sample(
     def take(token: int) -> None:
         if check is not None:
             check.accept(token)
-        recent.append(token)
         seq.append(token)
 
     def evaluate(token: int) -> np.ndarray:
@@ -442,9 +440,9 @@ def _lookup_draft(
     if len(seq) <= ngram:
         return []
     tail = list(seq[-ngram:])
-    for source, end in ((seq, len(seq) - ngram - 1), *((h, len(h) - ngram - 1) for h in history)):
-        first = tail[0]
-        for start in range(end, -1, -1):
+    first = tail[0]
+    for source in (seq, *history):  # `seq`'s own tail starts after the range: never matched
+        for start in range(len(source) - ngram - 1, -1, -1):
             if source[start] == first and list(source[start : start + ngram]) == tail:
                 draft = list(source[start + ngram : start + ngram + n_draft])
                 if draft:
@@ -589,7 +587,7 @@ class LlamaCppChatModel(BaseChatModel):
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
             pool_size=self.pool_size,
-            parallel=self.parallel or self.pool_size,
+            parallel=self.parallel,
         )
 
     # --- the token loop (runs in a worker thread for async callers) -----------------------------
