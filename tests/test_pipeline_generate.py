@@ -155,24 +155,16 @@ async def test_steady_throughput_counts_only_the_window_with_every_slot_busy(tmp
         await asyncio.sleep(0.02)
         return failed_record(ex, None, "stand-in")
 
-    s = await generate(
-        make_examples(40),
-        None,
-        tmp_path / "a.sqlite",
-        concurrency=4,
-        progress=False,
-        run_one=run_one,
-    )
+    async def run(n: int) -> Summary:  # n examples, 4 at a time
+        store = tmp_path / f"{n}.sqlite"
+        return await generate(
+            make_examples(n), None, store, concurrency=4, progress=False, run_one=run_one
+        )
+
+    s = await run(40)
     assert s.done == 40 and 0 < s.steady_done < 40 and 0 < s.steady_s < s.elapsed_s
     assert s.steady_throughput > 0
-    small = await generate(
-        make_examples(4),
-        None,
-        tmp_path / "b.sqlite",
-        concurrency=4,
-        progress=False,
-        run_one=run_one,
-    )
+    small = await run(4)
     assert small.done == 4 and small.steady_throughput == 0
     both = merge(
         [Summary(done=5, steady_done=10, steady_s=1.0), Summary(steady_done=10, steady_s=0.5)]
