@@ -13,6 +13,7 @@ from langgraph.types import RetryPolicy
 
 from masksearch.context import Context
 from masksearch.models import output_format_kwargs
+from masksearch.models.invoke import ainvoke_chat
 from masksearch.redact import redact_exception
 from masksearch.resources import Resources
 from masksearch.state import GraphState
@@ -106,7 +107,7 @@ async def call_model(
     kwargs.update(output_format_kwargs(model, output_format))
     try:
         async with asyncio.timeout(ctx.llm_timeout_s):  # no extra task, unlike wait_for
-            msg = await model.ainvoke(to_lc_messages(messages), **kwargs)
+            msg = await ainvoke_chat(model, to_lc_messages(messages), **kwargs)
     except TimeoutError:  # a local generation is cancelled between tokens; retried (transient)
         raise TimeoutError(
             f"{role} model call exceeded llm_timeout_s={ctx.llm_timeout_s:g}s"
