@@ -343,8 +343,9 @@ def _student():
 )
 async def test_one_mode_graph_runs_like_the_two_mode_graph(mode, model, absent):
     """A batch's one-mode graph (`build_graph(agent_mode=...)`): the other mode's nodes are left
-    out, and the record is the one the two-mode graph gives; so with no review node and no
-    `messages` chat view (`review=False, chat=False`, as `generate` compiles it)."""
+    out, and the record is the one the two-mode graph gives; so with no review node, no
+    `messages` chat view and no `prepare` node (`review=False, chat=False`, as `generate`
+    compiles it)."""
     records = []
     for agent_mode, batch in ((None, False), (mode, False), (mode, True)):
         graph = build_graph(
@@ -352,6 +353,7 @@ async def test_one_mode_graph_runs_like_the_two_mode_graph(mode, model, absent):
         )
         assert (absent in graph.nodes) is (agent_mode is None)
         assert ("review" in graph.nodes) is ("messages" in graph.channels) is (not batch)
+        assert ("prepare" in graph.nodes) is (not batch)  # a batch graph's input is the start
         rec = await run_example(graph, EX, ctx(agent_mode=mode))
         rec["steps"] = [{k: v for k, v in s.items() if k != "latency_s"} for s in rec["steps"]]
         records.append({k: v for k, v in rec.items() if k not in ("created_at", "timings")})

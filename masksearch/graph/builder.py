@@ -12,6 +12,12 @@ routing decisions fewer per example). A batch that never pauses for a human revi
 (`review=False`) also leaves out the review node: the rewriter hands its queries straight to
 the search (one routing decision fewer); and it keeps no chat view (`chat=False`: the
 `messages` channel is left out, see `state.BatchState`).
+
+A batch graph (`chat=False`) also has no `prepare` node: its runner has already validated
+each example and loaded the models and retriever once (`Resources.warm_up`), and every
+example is the first question of its own thread, so the graph takes the question's start state
+(`nodes.prepare.start_state`, built by `graph.runner.run_example`) as its input and starts at
+the first agent: one superstep fewer per example.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from masksearch.nodes.review import review as review_node
 from masksearch.nodes.search import search
 from masksearch.nodes.single_agent import agent, agent_force_answer
 from masksearch.resources import Resources
-from masksearch.state import BatchState, GraphState, InputState, QuestionInput, RouteView
+from masksearch.state import BatchState, GraphState, InputState, RouteView
 
 
 def after_prepare(state: RouteView) -> Literal["planner", "agent"]:
@@ -108,7 +114,8 @@ def build_graph(
     the question's mode (Studio, chat). A one-mode graph runs every question in its own mode.
     `review=False`: no review node (for runs whose Contexts all have `review_queries` off).
     `chat=False`: state without the `messages` chat view (`state.BatchState`; batch runs, whose
-    records come from the rounds and steps).
+    records come from the rounds and steps), and no `prepare` node: the input is the question's
+    start state (`nodes.prepare.start_state`; `graph.runner.run_example` builds it).
     """
     if agent_mode not in (None, "multi_agent", "single_agent"):
         raise ConfigError(
@@ -117,15 +124,13 @@ def build_graph(
     res = resources if resources is not None else Resources()
     retry = retry_policy or default_retry_policy()
     state: type[Any] = GraphState if chat else BatchState
-    builder = StateGraph(
-        state, context_schema=Context, input_schema=InputState if chat else QuestionInput
-    )
+    builder = StateGraph(state, context_schema=Context, input_schema=InputState if chat else state)
     opts: dict[str, Any] = {"retry_policy": retry}
     if node_timeout_s is not None:
         opts["timeout"] = node_timeout_s
     multi = agent_mode in (None, "multi_agent")
     single = agent_mode in (None, "single_agent")
-    nodes: list[tuple[str, Any]] = [("prepare", prepare)]
+    nodes: list[tuple[str, Any]] = [("prepare", prepare)] if chat else []
     if multi:
         nodes += [("planner", planner), ("rewriter", rewriter)]
     nodes.append(("search", search))
@@ -138,12 +143,14 @@ def build_graph(
         builder.add_node(name, partial(fn, resources=res), **opts)
     if review:
         builder.add_node("review", review_node, input_schema=state)
-    builder.add_edge(START, "prepare")
+    first = "prepare" if chat else START  # a batch graph's input is the start state
+    if chat:
+        builder.add_edge(START, "prepare")
     if multi and single:  # the question's mode picks the path
-        builder.add_conditional_edges("prepare", _router(after_prepare))
+        builder.add_conditional_edges(first, _router(after_prepare))
         builder.add_conditional_edges("search", _router(after_search))
     else:
-        builder.add_edge("prepare", "planner" if multi else "agent")
+        builder.add_edge(first, "planner" if multi else "agent")
         builder.add_edge("search", "observer" if multi else "agent")
     if review:
         builder.add_edge("review", "search")

@@ -8,6 +8,7 @@ from typing import Any
 from masksearch.context import Context
 from masksearch.graph import thread_id_for
 from masksearch.graph.records import state_to_record
+from masksearch.nodes.prepare import start_state
 from masksearch.records import TrajectoryRecord
 from masksearch.redact import redact
 from masksearch.types import MaskedExample
@@ -52,7 +53,11 @@ async def run_example(
     """
     thread_id = thread_id_for(example.id, context)
     config = run_config(thread_id, context)
-    payload: dict[str, Any] | None = graph_input(example)
+    given = graph_input(example)
+    # a batch graph (no `prepare` node) takes the question's start state as its input
+    payload: dict[str, Any] | None = (
+        given if "prepare" in graph.nodes else start_state(given, context)
+    )
     state: dict[str, Any] = {}
     if await _has_checkpoint(graph, config):
         snapshot = await graph.aget_state(config)

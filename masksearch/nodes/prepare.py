@@ -64,6 +64,31 @@ def incoming_question(state: GraphState) -> tuple[Any, bool]:
     return question, False
 
 
+def start_state(run_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """A question's run fields at its start: its input (`question` and the gold fields it came
+    with), the Context's mode and review flag that the routers read, and every per-question
+    field restarted. `prepare` writes it; a batch graph (no `prepare` node, see
+    `graph.builder`) takes it as its input."""
+    return {
+        **run_input,
+        "run_input": dict(run_input),
+        "agent_mode": ctx.agent_mode,
+        "review_queries": ctx.review_queries,
+        "rounds": Overwrite([]),
+        "summaries": Overwrite([]),
+        "steps": Overwrite([]),
+        "turn": 0,
+        "pending": None,
+        "decision": "search",
+        "final_think": "",
+        "final_answer": "",
+        "forced": False,
+        "status": "running",
+        "scores": {},
+        "accepted": False,
+    }
+
+
 async def prepare(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
@@ -80,25 +105,7 @@ async def prepare(
     )  # a bad retriever spec fails here, before any model call
     for spec in dict.fromkeys(ctx.models().values()):
         await resources.amodel(spec, **ctx.model_settings())
-    run_input = {"question": question, **given}
-    update: dict[str, Any] = {
-        **run_input,
-        "run_input": run_input,
-        "agent_mode": ctx.agent_mode,
-        "review_queries": ctx.review_queries,
-        "rounds": Overwrite([]),
-        "summaries": Overwrite([]),
-        "steps": Overwrite([]),
-        "turn": 0,
-        "pending": None,
-        "decision": "search",
-        "final_think": "",
-        "final_answer": "",
-        "forced": False,
-        "status": "running",
-        "scores": {},
-        "accepted": False,
-    }
+    update = start_state({"question": question, **given}, ctx)
     if not from_chat:
         update["messages"] = [HumanMessage(question)]
     return update
