@@ -20,9 +20,11 @@ _WORD = re.compile(r"\w+")
 
 
 class KeywordRetriever:
-    """Ranks passages by query-word overlap (ties by corpus order); implements `Retriever`."""
+    """Ranks passages by query-word overlap (ties by corpus order); implements `Retriever`.
+    Meant for a handful of passages: its search runs on the event loop (`inline`)."""
 
     name = "keyword"
+    inline = True
 
     def __init__(self, passages: Sequence[Passage]) -> None:
         self.passages = list(passages)

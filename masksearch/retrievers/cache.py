@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from masksearch.retrievers.base import Retriever
+from masksearch.retrievers.base import Retriever, asearch
 from masksearch.types import Passage
 
 
@@ -32,6 +32,25 @@ class CachedRetriever:
         self.hits = self.misses = 0
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
+        results, missing = self._lookup(queries, k)
+        if missing:
+            todo = list(missing)
+            self._fill(results, missing, todo, self.inner.search(todo, k), k)
+        return [r if r is not None else [] for r in results]
+
+    async def asearch(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
+        """Hits are served on the event loop (no thread hand-off); the misses go to the wrapped
+        retriever as one batch, the way `base.asearch` runs it."""
+        results, missing = self._lookup(queries, k)
+        if missing:
+            todo = list(missing)
+            self._fill(results, missing, todo, await asearch(self.inner, todo, k), k)
+        return [r if r is not None else [] for r in results]
+
+    def _lookup(
+        self, queries: Sequence[str], k: int
+    ) -> tuple[list[list[Passage] | None], dict[str, list[int]]]:
+        """(the cached results, None where missing; each missing query's positions)."""
         results: list[list[Passage] | None] = [None] * len(queries)
         missing: dict[str, list[int]] = {}
         with self._lock:
@@ -43,16 +62,22 @@ class CachedRetriever:
                     self.hits += 1
                 else:
                     missing.setdefault(q, []).append(i)
-        if missing:
-            todo = list(missing)
-            found = self.inner.search(todo, k)
-            with self._lock:
-                for q, res in zip(todo, found, strict=True):
-                    self.misses += 1
-                    for i in missing[q]:
-                        results[i] = list(res)
-                    self._put((q, k), res)
-        return [r if r is not None else [] for r in results]
+        return results, missing
+
+    def _fill(
+        self,
+        results: list[list[Passage] | None],
+        missing: dict[str, list[int]],
+        todo: list[str],
+        found: list[list[Passage]],
+        k: int,
+    ) -> None:
+        with self._lock:
+            for q, res in zip(todo, found, strict=True):
+                self.misses += 1
+                for i in missing[q]:
+                    results[i] = list(res)
+                self._put((q, k), res)
 
     def _put(self, key: tuple[str, int], res: list[Passage]) -> None:
         size = _entry_bytes(key[0], res)
@@ -70,7 +95,8 @@ class CachedRetriever:
             self.nbytes -= self._sizes.pop(evicted)
 
     def __len__(self) -> int:
-        return len(self.inner)  # type: ignore[arg-type]  (TypeError if the inner has no size)
+        # a TypeError if the wrapped retriever has no size
+        return len(self.inner)  # type: ignore[arg-type]
 
     def clear(self) -> None:
         with self._lock:
