@@ -28,6 +28,9 @@ class KeywordRetriever:
 
     def __init__(self, passages: Sequence[Passage]) -> None:
         self.passages = list(passages)
+        self._words = [
+            {w.lower() for w in _WORD.findall(f"{p.title} {p.text}")} for p in self.passages
+        ]
         self.calls: list[list[str]] = []
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
@@ -36,8 +39,8 @@ class KeywordRetriever:
         for q in queries:
             words = {w.lower() for w in _WORD.findall(q)}
             scored = []
-            for i, p in enumerate(self.passages):
-                overlap = len(words & {w.lower() for w in _WORD.findall(f"{p.title} {p.text}")})
+            for i, (p, doc) in enumerate(zip(self.passages, self._words, strict=True)):
+                overlap = len(words & doc)
                 if overlap:
                     scored.append((-overlap, i, p))
             scored.sort(key=lambda t: (t[0], t[1]))
