@@ -82,6 +82,20 @@ def test_config_loading_and_overrides(tmp_path):
         load_settings("rl", None, {})
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """`--set learning_rate=5e-6` (the docs' own example) and `learning_rate: 1e-5` in a YAML
+    file are floats, not the strings PyYAML's YAML 1.1 rules make of them (a string learning rate
+    reached the optimizer and broke the first PPO step on the GPU machine)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: m\nlearning_rate: 1e-5\nppo:\n  critic_lr: 2E-5\n")
+    s = load_settings("rl", cfg)
+    assert s.args.learning_rate == 1e-5 and s.ppo.critic_lr == 2e-5
+    s = load_settings("rl", cfg, parse_overrides(["learning_rate=5e-6", "warmup_steps=1e-1"]))
+    assert isinstance(s.args.learning_rate, float) and s.args.learning_rate == 5e-6
+    assert s.args.warmup_steps == 0.1
+    assert parse_overrides(["run_name='1e-5'", "seed=3"]) == {"run_name": "1e-5", "seed": 3}
+
+
 def test_shipped_configs_load():
     from pathlib import Path
 
@@ -112,6 +126,33 @@ def test_shipped_configs_load():
     assert rl.args.eval_strategy == "steps" and rl.args.reward_weights == [1.0, 0.0, 1.0]
     for ds in (Path(pkg.__file__).parent / "configs").glob("ds_zero*.json"):
         assert json.loads(ds.read_text())["zero_optimization"]["stage"] in (2, 3)
+
+
+def test_checkpointing_key_follows_the_installed_transformers():
+    """transformers renamed `gradient_checkpointing` to `activation_checkpointing` (5.24 keeps
+    the old name as a deprecated alias); 5.17 knows only the old name. The shipped configs
+    use the new name and must load on both sides of the rename (found on the GPU machine)."""
+    from pathlib import Path
+
+    import masksearch.training as pkg
+    from masksearch.training.config import installed_names
+
+    new = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"x": 1}, "lr": 1}
+    old_only = {"gradient_checkpointing", "gradient_checkpointing_kwargs", "lr"}
+    assert installed_names(new, old_only) == {
+        "gradient_checkpointing": True,
+        "gradient_checkpointing_kwargs": {"x": 1},
+        "lr": 1,
+    }
+    both = old_only | {"activation_checkpointing", "activation_checkpointing_kwargs"}
+    assert installed_names(new, both) == new
+    assert installed_names({"gradient_checkpointing": True}, {"activation_checkpointing"}) == {
+        "activation_checkpointing": True
+    }
+    shipped = Path(pkg.__file__).parent / "configs" / "sft_qwen2.5-1.5b.yaml"
+    assert load_settings("sft", shipped).args.gradient_checkpointing is True
+    off = load_settings("sft", shipped, {"activation_checkpointing": False})
+    assert off.args.gradient_checkpointing is False
 
 
 def test_export_cli(tmp_path):

@@ -17,6 +17,7 @@ import dataclasses
 import importlib.util
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,12 @@ RL_TRAINER_DEFAULTS: dict[str, Any] = {
 }
 _RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 folded the ratio into warmup_steps
 _LEGACY = {"dtype": "mixed_precision"}
+# transformers renamed these trainer keys (5.24 has both, the old names as deprecated aliases);
+# 5.17 knows only the old names. Each pair: (new name, old name).
+_TRANSFORMERS_ALIASES = (
+    ("activation_checkpointing", "gradient_checkpointing"),
+    ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"),
+)
 _DERIVED = {"args", "source"}
 
 
@@ -202,6 +209,31 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """PyYAML's safe loader, but `1e-5` is a float (YAML 1.2) rather than the string '1e-5'
+    (YAML 1.1 wants a dot: `1.0e-5`); a learning rate written `1e-5` would otherwise reach the
+    optimizer as a string."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML (safe loader; `1e-5` is a float)."""
+    return yaml.load(text, Loader=_Yaml12Floats)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     """`a.b=value` pairs (values parsed as YAML) → nested dict."""
     out: dict[str, Any] = {}
@@ -213,7 +245,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        node[parts[-1]] = load_yaml(raw) if raw else ""
     return out
 
 
@@ -266,6 +298,7 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
     from trl import TrlParser
 
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    trainer = installed_names(trainer, set(fields))
     for key, value in list(trainer.items()):  # YAML reads a bare `no` as false
         if value is False and key in fields and isinstance(fields[key].default, str):
             trainer[key] = "none" if key == "report_to" else "no"
@@ -282,6 +315,18 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
         raise ConfigError(f"{where}: invalid trainer settings: {e}") from None
     settings.source = data
     return settings
+
+
+def installed_names(trainer: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """Trainer keys under the names the installed transformers knows: `activation_checkpointing`
+    (what the shipped configs use) becomes `gradient_checkpointing` where the config class has
+    only the old name, and the reverse, so a config works on either side of the rename."""
+    out = dict(trainer)
+    for new, old in _TRANSFORMERS_ALIASES:
+        for given, other in ((new, old), (old, new)):
+            if given in out and given not in known and other in known and other not in out:
+                out[other] = out.pop(given)
+    return out
 
 
 def _derive(settings: SFTSettings | RLSettings, trainer: dict[str, Any]) -> None:
@@ -328,7 +373,7 @@ def load_settings(
         if not p.exists():
             raise InputError("config file not found", path=str(p))
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = load_yaml(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             raise InputError(
