@@ -8,9 +8,11 @@ CPU (any box):
   tiny model as policy, an in-memory retriever): assistant turns generated per second, and
   generated tokens per second.
 
-GPU (`--gpu`): the 1.5B recipe's SFT config (`recipes/qwen2.5-1.5b/sft.yaml`) for a few steps on
-the local model directory or hub id given by `--model`, reporting tokens/s and MFU
-(6 × parameters × tokens/s ÷ the GPU's peak dense bf16 FLOP/s, `--peak-tflops`).
+GPU (`--gpu`): `sft` runs the 1.5B recipe's SFT config (`recipes/qwen2.5-1.5b/sft.yaml`) for a
+few steps on the local model directory or hub id given by `--model`, reporting tokens/s and MFU
+(6 × parameters × tokens/s ÷ the GPU's peak dense bf16 FLOP/s, `--peak-tflops`); `rollout` runs
+the same rollout as above with that model as the policy (fp32 weights, as training holds them)
+on the GPU.
 
     python benchmarks/training.py                       # sft (1 vs 2 processes) + rollout
     python benchmarks/training.py sft --steps 8 --json out.json
@@ -133,7 +135,11 @@ def run_sft(procs: int, steps: int, batch: int, max_length: int) -> dict[str, An
 # -- rollout turns/s ----------------------------------------------------------------------------
 
 
-def run_rollout(prompts: int, max_turns: int, turn_tokens: int) -> dict[str, Any]:
+def run_rollout(
+    prompts: int, max_turns: int, turn_tokens: int, model_dir: str | None = None
+) -> dict[str, Any]:
+    """Rollout throughput: the tiny model on CPU, or (`model_dir`) that policy loaded as training
+    loads it (fp32 weights) on the accelerator's device (the GPU when there is one)."""
     from types import SimpleNamespace
 
     from accelerate import Accelerator
@@ -142,12 +148,22 @@ def run_rollout(prompts: int, max_turns: int, turn_tokens: int) -> dict[str, Any
     from masksearch.training.rollout import SearchRollout
     from masksearch.training.smoke import FakeRetriever, offline_tokenizer, tiny_model
 
-    tok = offline_tokenizer()
+    if model_dir is None:
+        accelerator = Accelerator(cpu=True)
+        tok = offline_tokenizer()
+        model = tiny_model(tok, hidden=256, layers=4)
+    else:
+        from masksearch.training.config import ModelSettings
+        from masksearch.training.modeling import load_model, load_tokenizer
+
+        accelerator = Accelerator()
+        tok = load_tokenizer(ModelSettings(model=model_dir))
+        model = load_model(ModelSettings(model=model_dir))
     tok.padding_side = "left"
-    model = tiny_model(tok, hidden=256, layers=4).eval()
+    model = model.to(accelerator.device).eval()
     trainer = SimpleNamespace(
         model_wrapped=model,
-        accelerator=Accelerator(cpu=True),
+        accelerator=accelerator,
         args=SimpleNamespace(ds3_gather_for_generation=True),
     )
     ro = SearchRollout(
@@ -167,6 +183,7 @@ def run_rollout(prompts: int, max_turns: int, turn_tokens: int) -> dict[str, Any
     turns = sum(sum(1 for m in t.turns if m["role"] == "assistant") for t in trajs)
     generated = sum(sum(t.env_mask) for t in trajs)
     return {
+        "device": str(accelerator.device),
         "prompts": prompts,
         "turns": turns,
         "generated_tokens": generated,
@@ -250,8 +267,13 @@ def main() -> None:
         ap.error("what: choose sft and/or rollout")
     results: dict[str, Any] = {}
     if args.gpu:
-        results["gpu_sft"] = run_gpu(args.model, args.records, args.steps, args.peak_tflops)
-        print("gpu sft:", results["gpu_sft"])
+        if "sft" in args.what:
+            results["gpu_sft"] = run_gpu(args.model, args.records, args.steps, args.peak_tflops)
+            print("gpu sft:", results["gpu_sft"])
+        if "rollout" in args.what:
+            r = run_rollout(args.prompts, args.max_turns, args.turn_tokens, model_dir=args.model)
+            results["gpu_rollout"] = r
+            print("gpu rollout:", r)
     else:
         if "sft" in args.what:
             for procs in (1, 2):
