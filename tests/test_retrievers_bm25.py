@@ -126,3 +126,53 @@ def test_default_spec_indexes_the_embedded_corpus_once(tmp_path):
     assert index_dirs == [f"{Path(default_corpus(tmp_path)).stem}-bm25"]
     again = load_retriever("bm25:default", cache_dir=tmp_path, cache_size=0)
     assert again.search(["lattice tower on the Champ de Mars in Paris"], 3) == [hits]
+
+
+FAKE_JAX = {
+    "jax/__init__.py": (
+        "import os\n"
+        "from pathlib import Path\n"
+        "p = Path(os.environ['FAKE_JAX_LOG'])\n"
+        "p.write_text(p.read_text() + os.environ.get('JAX_PLATFORMS', '<unset>') + '\\n')\n"
+        "from . import lax\n"
+    ),
+    "jax/lax.py": (
+        "import numpy as np\n"
+        "def top_k(x, k):\n"
+        "    x = np.asarray(x)\n"
+        "    i = np.argsort(-x, kind='stable')[:k]\n"
+        "    return x[i], i\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("preset", [None, "cuda"])
+def test_jax_is_kept_off_the_gpu_unless_the_user_says_otherwise(bm25_dir, tmp_path, preset):
+    """With JAX installed, importing bm25s starts JAX's default backend (a top-k at import); on a
+    CUDA box that backend takes most of the GPU's memory inside a training process. The retriever
+    imports bm25s with JAX_PLATFORMS=cpu unless the user set it (a stand-in `jax` records it)."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake"
+    for rel, text in FAKE_JAX.items():
+        (fake / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fake / rel).write_text(text)
+    log = tmp_path / "jax.log"
+    log.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    env["FAKE_JAX_LOG"] = str(log)
+    env["PYTHONPATH"] = os.pathsep.join([str(fake), env.get("PYTHONPATH", "")])
+    if preset:
+        env["JAX_PLATFORMS"] = preset
+    code = (
+        "import sys; from masksearch.retrievers.bm25 import BM25Retriever; "
+        "print(BM25Retriever(sys.argv[1]).search(['Who designed the Eiffel Tower'], 1)[0][0].title)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(bm25_dir)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "Eiffel Tower"
+    assert log.read_text().split() == [preset or "cpu"]

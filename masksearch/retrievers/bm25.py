@@ -6,6 +6,7 @@ manifest and the very same analyzer is rebuilt at load time, so "designed" match
 
 from __future__ import annotations
 
+import os
 import re
 from array import array
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,20 @@ from masksearch.retrievers.store import PASSAGES, PassageStore
 from masksearch.types import Passage
 
 BM25_SUBDIR = "bm25s"
+
+
+def _bm25s() -> Any:
+    """`bm25s`, imported with JAX kept off the accelerator.
+
+    Where JAX is installed, importing bm25s runs a JAX top-k (`bm25s.selection`), which starts
+    JAX's default backend. On a CUDA machine that is the GPU, where JAX by default preallocates
+    75 % of the memory, inside our process (JAX was seen starting in RL runs on an H100; the
+    memory it took was not measured). BM25 needs no accelerator: unless `JAX_PLATFORMS` is set
+    already, JAX gets the CPU only (the variable counts only before JAX first starts)."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import bm25s
+
+    return bm25s
 
 
 @dataclass(frozen=True)
@@ -40,9 +55,7 @@ class Analyzer:
         self.config = config or AnalyzerConfig()
         self._split = re.compile(self.config.pattern).findall
         if self.config.stopwords == "en":
-            from bm25s.stopwords import STOPWORDS_EN
-
-            self._stop = frozenset(STOPWORDS_EN)
+            self._stop = frozenset(_bm25s().stopwords.STOPWORDS_EN)
         else:
             self._stop = frozenset()
         self._stem = None
@@ -87,8 +100,7 @@ def build_bm25(
     The passages themselves must already be in `passages_file` (relative to `out_dir`), written
     by `masksearch.retrievers.build.build_index` or a `PassageWriter`. Returns the count.
     """
-    import bm25s
-
+    bm25s = _bm25s()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ana = Analyzer(analyzer)
@@ -121,8 +133,7 @@ class BM25Retriever:
     name = "bm25"
 
     def __init__(self, index_dir: str | Path, *, mmap: bool = False, n_threads: int = 0) -> None:
-        import bm25s
-
+        bm25s = _bm25s()
         self.dir = Path(index_dir)
         self.manifest: dict[str, Any] = read_manifest(self.dir, kind="bm25")
         self.analyzer = Analyzer(AnalyzerConfig(**self.manifest["tokenizer"]))
