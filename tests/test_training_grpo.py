@@ -256,6 +256,27 @@ def test_gae_skips_environment_tokens():
     assert adv.tolist() == [[1.0, 0.0, 1.0, 1.0]] and ret.tolist() == adv.tolist()
 
 
+def test_gae_matches_the_recursion_over_each_rows_agent_tokens():
+    """γ, λ < 1, several rows: the recursion steps only through each row's masked positions."""
+    import torch
+
+    from masksearch.training.ppo import gae
+
+    gen = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(3, 7, generator=gen), torch.randn(3, 7, generator=gen)
+    mask = (torch.rand(3, 7, generator=gen) > 0.4).float()
+    adv, ret = gae(rewards, values, mask, 0.9, 0.8)
+    for b in range(3):
+        idx = [t for t in range(7) if mask[b, t]]
+        last = nxt = 0.0
+        for t in reversed(idx):
+            last = float(rewards[b, t]) + 0.9 * nxt - float(values[b, t]) + 0.72 * last
+            assert adv[b, t].item() == pytest.approx(last, abs=1e-5)
+            nxt = float(values[b, t])
+        assert all(adv[b, t].item() == 0.0 for t in range(7) if t not in idx)
+    assert torch.allclose(ret, adv + values) and adv.dtype == rewards.dtype
+
+
 @pytest.mark.slow
 def test_ppo_adapter_smoke_run_changes_weights(tok, tmp_path):
     from masksearch.training.config import build_settings

@@ -36,18 +36,24 @@ def _torch():
 
 def gae(rewards, values, mask, gamma: float, lam: float):
     """Advantages and returns over the positions where `mask` is 1 (others are skipped, not
-    stepped through): [B, T] tensors in, [B, T] out (zeros where mask is 0)."""
+    stepped through): [B, T] tensors in, [B, T] out (zeros where mask is 0).
+
+    The recursion runs on the host over plain floats, after one copy of each tensor: indexing
+    a GPU tensor element by element would launch and wait for a kernel per token."""
     torch = _torch()
-    adv = torch.zeros_like(rewards)
-    for b in range(rewards.size(0)):
-        idx = mask[b].nonzero().flatten().tolist()
+    r = rewards.detach().double().cpu().tolist()
+    v = values.detach().double().cpu().tolist()
+    m = mask.detach().cpu().tolist()
+    adv = [[0.0] * len(row) for row in r]
+    for b, row in enumerate(adv):
         last, nxt_value = 0.0, 0.0
-        for t in reversed(idx):
-            delta = rewards[b, t] + gamma * nxt_value - values[b, t]
-            last = delta + gamma * lam * last
-            adv[b, t] = last
-            nxt_value = values[b, t]
-    return adv, adv + values
+        for t in range(len(row) - 1, -1, -1):
+            if m[b][t]:
+                last = r[b][t] + gamma * nxt_value - v[b][t] + gamma * lam * last
+                row[t] = last
+                nxt_value = v[b][t]
+    out = torch.tensor(adv, dtype=rewards.dtype, device=rewards.device)
+    return out, out + values
 
 
 def masked_whiten(x, mask, eps: float = 1e-8):
