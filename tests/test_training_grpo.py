@@ -472,3 +472,36 @@ def test_lora_keeps_trained_weights_fp32_over_a_bf16_base(tmp_path):
     check_trainable_fp32(model)
     full = load_model(build_settings("sft", {"model": str(tmp_path / "m")}))
     assert all(p.dtype == torch.float32 for p in full.parameters())  # no LoRA: all fp32
+
+
+def test_lora_base_is_fp32_under_zero3(tmp_path, monkeypatch):
+    """ZeRO-3 keeps one dtype for all parameters (TRL then makes the adapters in the base's
+    dtype): `auto` loads an fp32 base there, an explicit bf16 base is refused."""
+    import torch
+    import transformers.integrations
+
+    from masksearch.errors import ConfigError
+    from masksearch.training.config import build_settings
+    from masksearch.training.modeling import load_model, lora_base_dtype
+    from masksearch.training.smoke import offline_tokenizer
+
+    assert lora_base_dtype("auto", bf16=True, zero3=False) == "bfloat16"
+    assert lora_base_dtype("auto", bf16=True, zero3=True) == "float32"
+    assert lora_base_dtype("auto", bf16=False, zero3=False) == "float32"
+    assert lora_base_dtype("float32", bf16=True, zero3=False) == "float32"
+    with pytest.raises(ConfigError, match="ZeRO-3"):
+        lora_base_dtype("bfloat16", bf16=True, zero3=True)
+    with pytest.raises(ConfigError, match="lora.base_dtype"):
+        lora_base_dtype("fp16", bf16=True, zero3=False)
+
+    tiny_model(offline_tokenizer(), hidden=16, layers=1).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    lora = {"enabled": True, "r": 4, "base_dtype": "bfloat16"}
+    settings = build_settings("sft", {"model": str(tmp_path / "m"), "lora": lora})
+    with pytest.raises(ConfigError, match="ZeRO-3"):
+        load_model(settings, lora=settings.lora)
+    settings = build_settings(
+        "sft", {"model": str(tmp_path / "m"), "lora": {**lora, "base_dtype": "auto"}}
+    )
+    base = load_model(settings, lora=settings.lora)
+    assert all(p.dtype == torch.float32 for p in base.parameters())

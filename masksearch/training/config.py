@@ -36,8 +36,9 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
-    # Frozen base weights: `auto` = bf16 when training with bf16 autocast, else fp32. The adapters
-    # (the only trained parameters) are kept in fp32 by peft either way.
+    # Frozen base weights: `auto` = bf16 when training with bf16 autocast, else fp32, and fp32
+    # under DeepSpeed ZeRO-3 (`modeling.lora_base_dtype`). The adapters (the only trained
+    # parameters) are kept in fp32.
     base_dtype: str = "auto"
 
 

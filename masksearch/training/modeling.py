@@ -86,11 +86,15 @@ def load_model(settings: ModelSettings, *, lora: LoraSettings | None = None) -> 
     from transformers import AutoModelForCausalLM
 
     dtype = torch.float32
-    if lora is not None and lora.enabled and lora.base_dtype != "float32":
-        if lora.base_dtype == "bfloat16" or (
-            lora.base_dtype == "auto" and use_bf16(settings.mixed_precision)
-        ):
-            dtype = torch.bfloat16
+    if lora is not None and lora.enabled:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        name = lora_base_dtype(
+            lora.base_dtype,
+            bf16=use_bf16(settings.mixed_precision),
+            zero3=is_deepspeed_zero3_enabled(),
+        )
+        dtype = torch.bfloat16 if name == "bfloat16" else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
     if settings.gguf_file:
         kwargs["gguf_file"] = settings.gguf_file
@@ -103,6 +107,24 @@ def load_model(settings: ModelSettings, *, lora: LoraSettings | None = None) -> 
     if settings.gguf_file:
         model.hf_quantizer = None  # dequantized GGUF weights are plain tensors; allow saving
     return model
+
+
+def lora_base_dtype(base_dtype: str, *, bf16: bool, zero3: bool) -> str:
+    """The dtype a LoRA run loads its frozen base in (`lora.base_dtype`): `auto` is bf16 under
+    bf16 autocast, fp32 otherwise, and fp32 under DeepSpeed ZeRO-3. ZeRO-3 gathers parameters in
+    one dtype, so TRL creates the adapters in the base's dtype there; an fp32 base keeps them fp32
+    until DeepSpeed's bf16 mode casts the module and keeps fp32 master copies of what it trains.
+    An explicit `bfloat16` base under ZeRO-3 would give bf16 adapters: refused."""
+    if base_dtype not in ("auto", "bfloat16", "float32"):
+        raise ConfigError(f"lora.base_dtype must be auto, bfloat16 or float32, got {base_dtype!r}")
+    if base_dtype == "bfloat16" and zero3:
+        raise ConfigError(
+            "lora.base_dtype: bfloat16 cannot be used under DeepSpeed ZeRO-3, which keeps the "
+            "LoRA adapters in the base's dtype (bf16, no fp32 copy): use auto or float32"
+        )
+    if base_dtype == "bfloat16" or (base_dtype == "auto" and bf16 and not zero3):
+        return "bfloat16"
+    return "float32"
 
 
 def check_trainable_fp32(model: Any) -> None:
