@@ -12,8 +12,8 @@ and no one is listening: a plain `BaseChatModel` (not a binding or wrapper) with
 no tracing or callback hook in the run's configuration (`AsyncCallbackManager.configure` finds no
 handler: LangSmith tracing, LangGraph's `stream_mode="messages"`, `get_usage_metadata_callback`,
 a rate-limit callback all make one), no cache, no rate limiter, no streaming, the default
-output format and plain-text messages. The reply gets the same `response_metadata` as through `ainvoke`. Anything else
-goes through `model.ainvoke` unchanged.
+output format and plain-text messages. The reply gets the same `response_metadata` as through
+`ainvoke`. Anything else goes through `model.ainvoke` unchanged.
 """
 
 from __future__ import annotations
