@@ -493,6 +493,8 @@ def test_lora_base_is_fp32_under_zero3(tmp_path, monkeypatch):
         lora_base_dtype("bfloat16", bf16=True, zero3=True)
     with pytest.raises(ConfigError, match="lora.base_dtype"):
         lora_base_dtype("fp16", bf16=True, zero3=False)
+    with pytest.raises(ConfigError, match="lora.base_dtype must be one of"):  # at config time
+        build_settings("sft", {"model": "m", "lora": {"base_dtype": "fp16"}}, "run.yaml")
 
     tiny_model(offline_tokenizer(), hidden=16, layers=1).save_pretrained(tmp_path / "m")
     monkeypatch.setattr(transformers.integrations, "is_deepspeed_zero3_enabled", lambda: True)

@@ -29,6 +29,9 @@ from masksearch.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 
+LORA_BASE_DTYPES = ("auto", "bfloat16", "float32")
+
+
 @dataclass
 class LoraSettings:
     enabled: bool = False
@@ -286,6 +289,11 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
     ours = {k: v for k, v in data.items() if k in ours_names}
     rest = {k: v for k, v in data.items() if k not in ours_names}
     settings = _build(cls, ours, where)
+    if settings.lora.base_dtype not in LORA_BASE_DTYPES:
+        raise ConfigError(
+            f"{where or 'config'}: lora.base_dtype must be one of {', '.join(LORA_BASE_DTYPES)}, "
+            f"got {settings.lora.base_dtype!r}"
+        )
     from masksearch.training.modeling import resolve_precision
 
     precision = resolve_precision(settings.mixed_precision)
