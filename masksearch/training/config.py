@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 LORA_BASE_DTYPES = ("auto", "bfloat16", "float32")
 
 
+def check_lora_base_dtype(value: str, where: str = "") -> None:
+    """`ConfigError` unless `value` is one of `LORA_BASE_DTYPES` (`where`: the config file)."""
+    if value not in LORA_BASE_DTYPES:
+        raise ConfigError(
+            f"{where + ': ' if where else ''}lora.base_dtype must be one of "
+            f"{', '.join(LORA_BASE_DTYPES)}, got {value!r}"
+        )
+
+
 @dataclass
 class LoraSettings:
     enabled: bool = False
@@ -289,11 +298,7 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
     ours = {k: v for k, v in data.items() if k in ours_names}
     rest = {k: v for k, v in data.items() if k not in ours_names}
     settings = _build(cls, ours, where)
-    if settings.lora.base_dtype not in LORA_BASE_DTYPES:
-        raise ConfigError(
-            f"{where or 'config'}: lora.base_dtype must be one of {', '.join(LORA_BASE_DTYPES)}, "
-            f"got {settings.lora.base_dtype!r}"
-        )
+    check_lora_base_dtype(settings.lora.base_dtype, where or "config")
     from masksearch.training.modeling import resolve_precision
 
     precision = resolve_precision(settings.mixed_precision)

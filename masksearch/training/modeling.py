@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.errors import ConfigError
-from masksearch.training.config import LORA_BASE_DTYPES, LoraSettings, ModelSettings
+from masksearch.training.config import LoraSettings, ModelSettings, check_lora_base_dtype
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,7 @@ def lora_base_dtype(base_dtype: str, *, bf16: bool, zero3: bool) -> str:
     one dtype, so TRL creates the adapters in the base's dtype there; an fp32 base keeps them fp32
     until DeepSpeed's bf16 mode casts the module and keeps fp32 master copies of what it trains.
     An explicit `bfloat16` base under ZeRO-3 would give bf16 adapters: refused."""
-    if base_dtype not in LORA_BASE_DTYPES:
-        raise ConfigError(
-            f"lora.base_dtype must be one of {', '.join(LORA_BASE_DTYPES)}, got {base_dtype!r}"
-        )
+    check_lora_base_dtype(base_dtype)
     if base_dtype == "bfloat16" and zero3:
         raise ConfigError(
             "lora.base_dtype: bfloat16 cannot be used under DeepSpeed ZeRO-3, which keeps the "
