@@ -34,8 +34,7 @@ class CachedRetriever:
     def search(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         results, missing = self._lookup(queries, k)
         if missing:
-            todo = list(missing)
-            self._fill(results, missing, todo, self.inner.search(todo, k), k)
+            self._fill(results, missing, self.inner.search(list(missing), k), k)
         return [r if r is not None else [] for r in results]
 
     async def asearch(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
@@ -43,8 +42,7 @@ class CachedRetriever:
         retriever as one batch, the way `base.asearch` runs it."""
         results, missing = self._lookup(queries, k)
         if missing:
-            todo = list(missing)
-            self._fill(results, missing, todo, await asearch(self.inner, todo, k), k)
+            self._fill(results, missing, await asearch(self.inner, list(missing), k), k)
         return [r if r is not None else [] for r in results]
 
     def _lookup(
@@ -68,12 +66,13 @@ class CachedRetriever:
         self,
         results: list[list[Passage] | None],
         missing: dict[str, list[int]],
-        todo: list[str],
         found: list[list[Passage]],
         k: int,
     ) -> None:
+        """Put the results of the missing queries (`found`, in `missing`'s order) in place and
+        in the cache."""
         with self._lock:
-            for q, res in zip(todo, found, strict=True):
+            for q, res in zip(missing, found, strict=True):
                 self.misses += 1
                 for i in missing[q]:
                     results[i] = list(res)
