@@ -51,7 +51,8 @@ class Pending(TypedDict):
 
 
 class QuestionInput(TypedDict, total=False):
-    """The question and, optionally, gold answers for scoring (a batch run's input)."""
+    """The question and, optionally, gold answers for scoring: what every run's input holds
+    (Studio and chat add `messages`; a batch graph takes the whole start state)."""
 
     question: Required[str]
     answers: list[str]  # gold: masked spans in order (ramp) or answer aliases (qa)
