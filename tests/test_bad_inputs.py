@@ -841,6 +841,13 @@ CASES += [
         ),
     ),
     (
+        "train-sft-output-dir-is-a-file",
+        lambda e: (
+            ["train", "sft", "--config", str(yaml_config(e, "")), "--output-dir", str(e.not_dir())],
+            ["plainfile", "output_dir", "not a directory"],
+        ),
+    ),
+    (
         "train-config-fifo",
         lambda e: (
             ["train", "sft", "--config", str(os.mkfifo(e.tmp / "c.yaml") or e.tmp / "c.yaml")],

@@ -405,4 +405,8 @@ def load_settings(
     settings = build_settings(kind, _merge(data, overrides or {}), where)
     if not settings.model:
         raise ConfigError("no model given (set `model:` in the config or pass --model)")
+    from masksearch.fileio import check_output_dir
+
+    # a file, under a file, read-only: refused now, not after the model has loaded
+    check_output_dir(settings.args.output_dir, what="output_dir")
     return settings
