@@ -324,7 +324,9 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
             f"{where}: unknown setting(s) {unknown}: neither a masksearch setting "
             f"({sorted(ours_names)}) nor a {config_cls.__name__} argument"
         )
-    check_fields(config_cls, rest, where)  # TRL's own field types; parse_dict checks none
+    given = set(installed_names(rest, known))  # the user's keys, under the installed names
+    # TRL's own field types (parse_dict checks none), after a YAML `no` became "no"
+    check_fields(config_cls, {k: v for k, v in trainer.items() if k in given}, where)
     try:
         (settings.args,) = TrlParser([config_cls]).parse_dict(trainer)
     except (TypeError, ValueError) as e:
