@@ -106,7 +106,7 @@ def run(argv: list[str] | None = None, resources: Resources | None = None) -> in
         if line is None:
             raise
         typer.secho(line, fg=typer.colors.RED, err=True)
-        return 2
+        return int(getattr(e, "exit_code", 2))  # 3: a run stopped early (errors.RunStopped)
     return 0
 
 

@@ -31,3 +31,10 @@ class ConfigError(MaskSearchError, ValueError):
 
 class OutputError(InputError):
     """An output that cannot be written (read-only, not a regular file, disk full), located by path."""
+
+
+class RunStopped(MaskSearchError):
+    """A run stopped early because it could not succeed (every first model call refused the
+    same way: a wrong key, an unknown model); the CLI exits with `exit_code` (3)."""
+
+    exit_code = 3

@@ -36,9 +36,9 @@ class SkipCounter:
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
     """Open a text file, transparently gunzipping `.gz`; UTF-8 strictly (errors raise), a
     leading byte-order mark dropped."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", path=str(p))
+    from masksearch.fileio import check_input_file
+
+    p = check_input_file(path)
     if p.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8-sig", errors="strict")
     return open(p, encoding="utf-8-sig", errors="strict")
@@ -143,11 +143,9 @@ def _bounded_lines(fh: IO[bytes], path: str, limit: int) -> Iterator[bytes | Non
 
 
 def _open_binary(path: str) -> IO[bytes]:
-    p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", path=str(p))
-    if p.is_dir():
-        raise InputError("is a directory, not a file", path=str(p))
+    from masksearch.fileio import check_input_file
+
+    p = check_input_file(path)
     try:
         fh: IO[bytes] = gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")  # type: ignore[assignment]
         return fh

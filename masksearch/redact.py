@@ -2,7 +2,8 @@
 
 `redact(text)` removes the value of every configured secret (`OPENAI_API_KEY`,
 `DASHSCOPE_API_KEY` and any environment variable named `*_API_KEY`, `*_TOKEN`, `*_SECRET` or
-`*_PASSWORD`) and anything shaped like a bearer key (`sk-…`, `Bearer …`, `Authorization: …`).
+`*_PASSWORD`), anything shaped like a bearer key (`sk-…`, `Bearer …`, `Authorization: …`), the
+password of a `scheme://user:password@host` URL and secret-named query values (`?api_key=…`).
 It is applied where text leaves the process: model errors as they are raised (so graph state,
 checkpoints, store rows, exports and summaries never see the key), the store's row writer, the
 CLI's error line, and a logging filter on the root handlers.
@@ -24,6 +25,24 @@ _PATTERNS = re.compile(
     r"|(?i:\bbearer\s+)[A-Za-z0-9._~+/=\-]{6,}"
     r"|(?i:\bauthorization[\"']?\s*[:=]\s*[\"']?(?:basic\s+|token\s+)?)[A-Za-z0-9._~+/=\-]{8,}"
 )
+
+
+# `scheme://user:PASSWORD@host` (a model or store URL) and `?api_key=…`-style query values
+_URL_PASSWORD = re.compile(
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:'\"]*:)([^\s/'\"]+)(?=@[^\s/@'\"]*(?:[/\s'\"?#]|$))"
+)
+_URL_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:api[_-]?key|key|token|access_token|password|passwd|secret|sig)=)([^&#\s'\"]+)"
+)
+
+
+def redact_url_credentials(text: str, mask: str = REDACTED) -> str:
+    """`text` with the password of every `scheme://user:password@host` URL and the value of
+    secret-named query parameters (`api_key=`, `token=`, `password=`…) replaced by `mask`."""
+    if "://" not in text and "=" not in text:
+        return text
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + mask, text)
+    return _URL_QUERY_SECRET.sub(lambda m: m.group(1) + mask, text)
 
 
 _secrets_cache: tuple[Any, list[str]] | None = None  # (the environment it was read from, secrets)
@@ -59,6 +78,8 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
     for secret in configured_secrets() if secrets is None else secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "://" in text or "=" in text:
+        text = redact_url_credentials(text)
     # every pattern needs one of these words: skip the (slow, per-position) regex without them
     lower = text.lower()
     if "sk-" not in lower and "bearer" not in lower and "authorization" not in lower:

@@ -553,6 +553,310 @@ CASES = [
 ]
 
 
+# ---- an output that is an input, or an existing file of another kind (refused before anything
+# is read or written; the inputs are checked byte for byte by the test)
+INPUTS = ("in.jsonl", "c.jsonl", "corpus.jsonl", "w/corpus.jsonl", "foreign.jsonl", "lg.sqlite")
+
+
+def corpus_copy(e: Env, name: str = "c.jsonl") -> Path:
+    dst = e.tmp / name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        shutil.copy(TINY, dst)
+    return dst
+
+
+def link(e: Env, target: Path, name: str, *, hard: bool = False) -> Path:
+    dst = e.tmp / name
+    if hard:
+        os.link(target, dst)
+    else:
+        dst.symlink_to(target)
+    return dst
+
+
+def foreign(e: Env) -> Path:
+    """65 KB of binary data under a JSONL name (e.g. a mistyped output path)."""
+    path = e.tmp / "foreign.jsonl"
+    path.write_bytes(bytes(range(256)) * 256)
+    return path
+
+
+def langgraph_db(e: Env) -> Path:
+    """A LangGraph-style checkpoint database (its tables, no `trajectories`)."""
+    import sqlite3
+
+    path = e.tmp / "lg.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE checkpoints (thread_id TEXT, checkpoint BLOB);"
+        "CREATE TABLE writes (thread_id TEXT, value BLOB);"
+        "INSERT INTO checkpoints VALUES ('t', x'00');"
+    )
+    db.commit()
+    db.close()
+    return path
+
+
+SAME = "same file as"
+CASES += [
+    ("gen-export-is-input", lambda e: (e.gen(e.masked(), "--export", str(e.masked())), [SAME])),
+    (
+        "gen-export-hardlink-to-input",
+        lambda e: (
+            e.gen(e.masked(), "--export", str(link(e, e.masked(), "hl.jsonl", hard=True))),
+            ["--export", SAME, "--input"],
+        ),
+    ),
+    (
+        "gen-export-symlink-to-input",
+        lambda e: (
+            e.gen(e.masked(), "--export", str(link(e, e.masked(), "sl.jsonl"))),
+            ["--export", SAME, "--input"],
+        ),
+    ),
+    ("gen-store-is-input", lambda e: (e.gen(e.masked(), store=e.masked()), ["--store", SAME])),
+    (
+        "gen-summary-is-input",
+        lambda e: (e.gen(e.masked(), "--summary-json", str(e.masked())), ["--summary-json", SAME]),
+    ),
+    (
+        "gen-checkpoint-is-store",
+        lambda e: (
+            e.gen(e.masked(), "--checkpoint", f"sqlite:///{e.store()}"),
+            ["--checkpoint", SAME, "--store"],
+        ),
+    ),
+    (
+        "gen-export-binary-file",
+        lambda e: (
+            e.gen(e.masked(), "--export", str(foreign(e))),
+            ["foreign.jsonl", "--export", "not JSONL"],
+        ),
+    ),
+    (
+        "gen-store-is-langgraph-db",
+        lambda e: (
+            e.gen(e.masked(), store=langgraph_db(e)),
+            ["lg.sqlite", "not a trajectory store", "checkpoints"],
+        ),
+    ),
+    (
+        "gen-checkpoint-is-trajectory-store",
+        lambda e: (
+            e.gen(e.masked(), "--checkpoint", f"sqlite:///{e.shared / 'store.sqlite'}"),
+            ["--checkpoint", "not a LangGraph checkpoint database", "trajectories"],
+        ),
+    ),
+    (
+        "gen-checkpoint-host-part",
+        lambda e: (e.gen(e.masked(), "--checkpoint", "sqlite://c.sqlite"), ["host part"]),
+    ),
+    (
+        "gen-checkpoint-ambiguous-slashes",
+        lambda e: (
+            e.gen(e.masked(), "--checkpoint", f"sqlite://{e.tmp}/nowhere/c.sqlite"),
+            ["ambiguous", "sqlite:////"],
+        ),
+    ),
+    ("gen-input-dev-zero", lambda e: (e.gen(Path("/dev/zero")), ["/dev/zero", "not a regular"])),
+    (
+        "gen-input-fifo",
+        lambda e: (
+            e.gen(os.mkfifo(e.tmp / "fifo") or e.tmp / "fifo"),
+            ["fifo", "a FIFO"],
+        ),
+    ),
+    ("mask-out-is-corpus", lambda e: (mask(corpus_copy(e), corpus_copy(e)), ["--out", SAME])),
+    (
+        "mask-out-symlink-to-corpus",
+        lambda e: (
+            mask(link(e, corpus_copy(e), "sl.jsonl"), corpus_copy(e)),
+            ["--out", SAME, "--corpus"],
+        ),
+    ),
+    (
+        "mask-out-binary-file",
+        lambda e: (mask(foreign(e)), ["foreign.jsonl", "not JSONL", "binary"]),
+    ),
+    (
+        "mask-summary-is-corpus",
+        lambda e: (
+            [*mask(e.mask_out(), corpus_copy(e)), "--summary-json", str(corpus_copy(e))],
+            ["--summary-json", SAME],
+        ),
+    ),
+    ("mask-corpus-dev-zero", lambda e: (mask(e.mask_out(), Path("/dev/zero")), ["/dev/zero"])),
+    (
+        "export-out-is-records",
+        lambda e: (export(e.masked(), e.masked()), ["--out", SAME, "--records"]),
+    ),
+    (
+        "export-out-binary-file",
+        lambda e: (export(e.store(), foreign(e)), ["foreign.jsonl", "not JSONL"]),
+    ),
+    (
+        "export-sharegpt-out-binary-file",
+        lambda e: (export(e.store(), foreign(e), "sharegpt"), ["foreign.jsonl", "not JSON"]),
+    ),
+    (
+        "run-corpus-is-workdir-output",
+        lambda e: (
+            [
+                "run",
+                "--workdir",
+                str(e.tmp / "w"),
+                "--corpus",
+                str(corpus_copy(e, "w/corpus.jsonl")),
+                "--no-progress",
+            ],
+            ["corpus.jsonl", "--corpus", "writes"],
+        ),
+    ),
+]
+
+
+# ---- damaged index files (retrieve, generate, serve) and training values of the wrong type or
+# range: one line naming the file (and the key), when the index or the config is read
+DAMAGED = "damaged index file"
+
+
+def damaged_index(e: Env, pick: str, how: str = "half") -> tuple[Path, Path]:
+    """A copy of the shared index with one file (the first matching `pick`) cut in half or
+    emptied; returns (index folder, damaged file)."""
+    d = e.tmp / "dmg"
+    if not d.exists():
+        shutil.copytree(e.shared / "index", d)
+    victim = sorted(d.glob(pick))[0]
+    data = victim.read_bytes()
+    victim.write_bytes(b"" if how == "empty" else data[: len(data) // 2])
+    return d, victim
+
+
+def retrieve(index_dir: Path) -> list[str]:
+    return ["retrieve", "Eiffel tower", "--index", f"bm25:{index_dir}"]
+
+
+def with_retriever(argv: list[str], index_dir: Path) -> list[str]:
+    i = argv.index("--retriever")
+    return [*argv[:i], "--retriever", f"bm25:{index_dir}", *argv[i + 2 :]]
+
+
+def damaged(build_argv, pick: str, how: str = "half"):
+    def case(e: Env):
+        d, victim = damaged_index(e, pick, how)
+        return build_argv(e, d), [victim.name, DAMAGED]
+
+    return case
+
+
+def yaml_config(e: Env, text: str, kind: str = "sft") -> Path:
+    path = e.tmp / "c.yaml"
+    data = "records: r.jsonl" if kind == "sft" else "questions: q.jsonl"
+    path.write_text(f"model: tiny\n{data}\n" + text)
+    return path
+
+
+CASES += [
+    (
+        "retrieve-truncated-bm25s-json",
+        damaged(lambda e, d: retrieve(d), "bm25s/vocab*.json"),
+    ),
+    ("retrieve-truncated-bm25s-npy", damaged(lambda e, d: retrieve(d), "bm25s/data*.npy")),
+    ("retrieve-truncated-offsets", damaged(lambda e, d: retrieve(d), "passages.offsets.npy")),
+    ("retrieve-empty-passages", damaged(lambda e, d: retrieve(d), "passages.jsonl", "empty")),
+    ("retrieve-truncated-passages", damaged(lambda e, d: retrieve(d), "passages.jsonl")),
+    (
+        "gen-truncated-bm25s-json",
+        damaged(lambda e, d: with_retriever(e.gen(e.masked()), d), "bm25s/vocab*.json"),
+    ),
+    (
+        "gen-empty-passages",
+        damaged(lambda e, d: with_retriever(e.gen(e.masked()), d), "passages.jsonl", "empty"),
+    ),
+    (
+        "serve-truncated-bm25s-npy",
+        damaged(lambda e, d: ["serve", "--index", f"bm25:{d}", "--port", "1"], "bm25s/*.npy"),
+    ),
+    (
+        "serve-empty-passages",
+        damaged(
+            lambda e, d: ["serve", "--index", f"bm25:{d}", "--port", "1"], "passages.jsonl", "empty"
+        ),
+    ),
+    (
+        "train-sft-learning-rate-word",
+        lambda e: (
+            ["train", "sft", "--config", str(yaml_config(e, "learning_rate: fast\n"))],
+            ["c.yaml", "'learning_rate'", "a number", "fast"],
+        ),
+    ),
+    (
+        "train-sft-learning-rate-word-via-set",
+        lambda e: (
+            [
+                "train",
+                "sft",
+                "--config",
+                str(yaml_config(e, "")),
+                "--set",
+                "learning_rate=fast",
+            ],
+            ["c.yaml", "--set", "'learning_rate'", "fast"],
+        ),
+    ),
+    (
+        "train-sft-batch-size-0",
+        lambda e: (
+            ["train", "sft", "--config", str(yaml_config(e, "per_device_train_batch_size: 0\n"))],
+            ["c.yaml", "'per_device_train_batch_size'", "at least 1"],
+        ),
+    ),
+    (
+        "train-sft-epochs-list",
+        lambda e: (
+            ["train", "sft", "--config", str(yaml_config(e, "num_train_epochs: [1, 2]\n"))],
+            ["c.yaml", "'num_train_epochs'"],
+        ),
+    ),
+    (
+        "train-sft-lora-r-string",
+        lambda e: (
+            ["train", "sft", "--config", str(yaml_config(e, "lora:\n  r: sixteen\n"))],
+            ["c.yaml", "'r'", "an integer"],
+        ),
+    ),
+    (
+        "train-rl-max-turns-0",
+        lambda e: (
+            ["train", "rl", "--config", str(yaml_config(e, "max_turns: 0\n", "rl"))],
+            ["c.yaml", "'max_turns'", "at least 1"],
+        ),
+    ),
+    (
+        "train-rl-scheduler-unknown",
+        lambda e: (
+            ["train", "rl", "--config", str(yaml_config(e, "lr_scheduler_type: fastest\n", "rl"))],
+            ["c.yaml", "'lr_scheduler_type'", "fastest"],
+        ),
+    ),
+    (
+        "train-sft-output-dir-is-a-file",
+        lambda e: (
+            ["train", "sft", "--config", str(yaml_config(e, "")), "--output-dir", str(e.not_dir())],
+            ["plainfile", "output_dir", "not a directory"],
+        ),
+    ),
+    (
+        "train-config-fifo",
+        lambda e: (
+            ["train", "sft", "--config", str(os.mkfifo(e.tmp / "c.yaml") or e.tmp / "c.yaml")],
+            ["c.yaml", "FIFO"],
+        ),
+    ),
+]
+
+
 def _snapshot(paths: list[Path]) -> dict[Path, object]:
     return {p: _content(p) for p in paths if p.is_file()}
 
@@ -591,10 +895,13 @@ def test_bad_input_is_one_located_line(env, capsys, name, build):
         ]
         + [m / name for m in env.mounts for name in ("out.jsonl", "store.sqlite")]
     )
+    inputs = {p: p.read_bytes() for p in (env.tmp / n for n in INPUTS) if p.is_file()}
     code = run([str(a) for a in argv])
     captured = capsys.readouterr()
     text = captured.out + captured.err
     assert code == 2, text
+    for path, data in inputs.items():  # every input byte-identical (not even appended to)
+        assert path.read_bytes() == data, path
     assert "Traceback" not in text, text
     errors = [line for line in text.splitlines() if line.startswith("error:")]
     if errors:

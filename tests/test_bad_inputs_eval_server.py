@@ -267,6 +267,24 @@ CASES = [
     ),
     ("run-bad-model-spec", lambda e: (e.ev(B, extra=("--model", "nocolon")), ["provider:model"])),
     (
+        "run-dataset-is-its-results-file",
+        lambda e: (
+            e.ev(f"bamboogle={e.out() / 'results.jsonl'}"),
+            ["results.jsonl", "--dataset", "writes"],
+        ),
+    ),
+    (
+        "run-dataset-dev-zero",
+        lambda e: (e.ev("bamboogle=/dev/zero", out=e.tmp / "fresh"), ["/dev/zero", "regular"]),
+    ),
+    (
+        "run-bad-model-spec-with-password",
+        lambda e: (
+            e.ev(B, extra=("--model", "openai-compatible:m@http://u:PASSWORD9@h/v1")),
+            ["bad model spec", "[REDACTED]"],
+        ),
+    ),
+    (
         "run-unknown-retriever",
         lambda e: (
             e.ev(B, extra=("--retriever", "nope:x"), out=e.tmp / "fresh"),

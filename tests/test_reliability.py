@@ -294,7 +294,8 @@ def test_an_echoed_api_key_is_stored_and_printed_nowhere(tmp_path, index_dir, mo
         argv = gen_args(tmp_path, data, index_dir, "--planner-model", "fake:leaky")
         argv += ["--export", str(tmp_path / "x.jsonl"), "--export-all"]
         argv += ["--summary-json", str(tmp_path / "summary.json")]
-        assert run(argv, resources=Resources(models={"fake:leaky": leaky})) == 0
+        # every call refused: the run stops after its first 3 examples (exit 3, one line)
+        assert run(argv, resources=Resources(models={"fake:leaky": leaky})) == 3
     finally:
         logging.getLogger().removeHandler(handler)
     printed = capsys.readouterr()

@@ -191,6 +191,7 @@ async def build_and_run(
     )
     setup.check()
     check_output_dir(out, what="--out")  # a file, /dev/full, read-only: refused before any work
+    check_datasets_not_outputs(setup.datasets, out)
     resources = resources if resources is not None else Resources()
     built, items, dataset_info = setup.build(resources)
     variants = [m.variant for m in built]  # type: ignore[attr-defined]
@@ -316,3 +317,29 @@ def parse_aliases(pairs: Sequence[str], names: Sequence[str]) -> dict[str, Path]
             raise InputError("aliases file not found", path=path, field="--aliases")
         out[name] = Path(path)
     return out
+
+
+_WRITTEN = (RESULTS, MANIFEST, "summary.md", "scores.csv", "table_*.csv", "*.png", "*.part*")
+
+
+def check_datasets_not_outputs(datasets: tuple[str, ...], out: Path) -> None:
+    """Refuse a dataset file that is one of the files `eval run` writes in `out` (results,
+    manifest, report tables, charts): the run would overwrite what it reads."""
+    import fnmatch
+
+    from masksearch.fileio import same_file
+
+    for text in datasets:
+        try:
+            path = DatasetSpec.parse(text).path
+        except InputError:
+            continue  # reported, located, when the datasets are read
+        if not same_file(path.parent, out):
+            continue
+        if any(fnmatch.fnmatch(path.name, pattern) for pattern in _WRITTEN):
+            raise InputError(
+                f"is a file `eval run` writes in --out {out}: a command never writes over what "
+                "it reads (copy the dataset elsewhere)",
+                path=str(path),
+                field="--dataset",
+            )

@@ -200,11 +200,12 @@ def check_text_file(path: str | Path, sample: int = 64 * 1024) -> None:
     before any parser sees it; `.parquet` files are checked by their magic bytes instead."""
     import gzip
 
+    from masksearch.fileio import check_input_file
+
     p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", path=str(p))
     if p.is_dir():
         raise InputError("is a directory, expected a dataset file", path=str(p))
+    check_input_file(p)  # missing, a device (/dev/zero), a FIFO
     try:
         if ".parquet" in p.suffixes:
             with open(p, "rb") as fh:

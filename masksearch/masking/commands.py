@@ -154,7 +154,12 @@ def mask_command(
             f"unknown --title-in-question {title_in_question!r} (auto | always | never)"
         )
     if summary_json is not None:
-        check_output_file(summary_json, what="--summary-json")
+        check_output_file(
+            summary_json,
+            what="--summary-json",
+            inputs={"--corpus": corpus, "--out": out},
+            kind="json",
+        )
     config = MaskConfig(
         k_dist=KDist.parse(k_dist),
         seed=seed,

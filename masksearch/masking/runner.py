@@ -307,7 +307,8 @@ def mask_corpus(
         if strategy in ("llm", "ppl") and model is None:
             raise ConfigError(f"--strategy {strategy} needs --model")
     config = config or MaskConfig()
-    check_output_file(out, what="--out")  # before reading it: /dev/full, a FIFO, a folder
+    # before reading anything: /dev/full, a FIFO, a folder, the corpus itself, a foreign file
+    check_output_file(out, what="--out", inputs={"--corpus": corpus}, kind="jsonl")
     if cluster is not None:
         from masksearch.pipeline.parallel import merge_parts
 

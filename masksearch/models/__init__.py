@@ -76,6 +76,11 @@ def load_chat_model(
             **kwargs,
         )
     model, at, base_url = name.rpartition("@")
+    if "://" in model:  # user:password@host in the URL (the error line redacts the password)
+        raise ConfigError(
+            f"bad model spec {spec!r}: no credentials in the URL; the key comes from "
+            "OPENAI_API_KEY (openai-compatible:<model>@http(s)://host:port/v1)"
+        )
     if not at or not model or not base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"bad model spec {spec!r}: expected openai-compatible:<model>@http(s)://host:port/v1"

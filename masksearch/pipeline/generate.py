@@ -24,6 +24,7 @@ from masksearch.context import Context
 from masksearch.errors import InputError, OutputError
 from masksearch.graph.records import failed_record
 from masksearch.jsonl import utf8_safe
+from masksearch.pipeline.failfast import DEFAULT_THRESHOLD, FailureStreak
 from masksearch.pipeline.ratelimit import Limiter
 from masksearch.pipeline.store import RecordStore, open_store
 from masksearch.pipeline.summary import Summary
@@ -163,6 +164,7 @@ class PoolSettings:
     total: int | None = None  # input size, for the progress bar
     progress: bool = True  # tqdm bar
     keep_checkpoints: bool = False  # keep finished examples' checkpoint threads
+    stop_after_failures: int = DEFAULT_THRESHOLD  # `FailureStreak`: 0 never stops early
 
 
 async def _run_pool(
@@ -180,6 +182,7 @@ async def _run_pool(
     queue: asyncio.Queue[MaskedExample | None] = asyncio.Queue(maxsize=concurrency)
     bar = _progress_bar(settings.total, limit, settings.progress)
     t0 = time.perf_counter()
+    streak = FailureStreak(settings.stop_after_failures)  # a wrong key or model: stop early
 
     # ids queued, running, or finished but not yet committed: bounded by concurrency, the
     # queue and one write batch (no per-input memory)
@@ -302,6 +305,7 @@ async def _run_pool(
             unwritten.append((record, row))
             if len(unwritten) >= WRITE_BATCH:
                 await flush()
+            streak.observe(record)  # raises RunStopped: the batch stops, the record is kept
 
     flusher = asyncio.create_task(flush_every())
     producer = asyncio.create_task(produce())

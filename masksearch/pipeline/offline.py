@@ -34,6 +34,7 @@ from typing import Any
 from masksearch.context import Context
 from masksearch.jsonl import write_jsonl
 from masksearch.pipeline.runner import echo, run_generate
+from masksearch.redact import redact
 
 STAGES = "stages.json"
 MASK_SETTINGS = {"strategy": "rule", "seed": 0, "config": "default"}  # what `run` masks with
@@ -215,11 +216,19 @@ def run_offline(
 ) -> int:
     """Run the four steps into `workdir`; return the exit code of the generation step.
     `context` holds the graph settings; its retriever is replaced by the index built here."""
-    from masksearch.fileio import check_output_dir
+    from masksearch.fileio import check_output_dir, same_file
     from masksearch.graph.checkpoint import default_checkpoint_url
 
     workdir = Path(workdir)
     check_output_dir(workdir, what="--workdir")
+    written = (*GENERATE_OUTPUTS, "corpus.jsonl", "masked.jsonl", STAGES)
+    if corpus is not None and any(same_file(corpus, workdir / name) for name in written):
+        from masksearch.errors import InputError
+
+        raise InputError(
+            "--corpus is one of the files `run` writes in --workdir (copy it elsewhere first)",
+            path=str(corpus),
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     stages = Stages(workdir)
     corpus_file = prepare_corpus(workdir, corpus, max_passages, stages)
@@ -233,7 +242,8 @@ def run_offline(
         "index": digest(stages.get("index") or {}),
         "context": {k: v for k, v in context.to_dict().items() if k != "retriever"},
     }
-    fp = json.loads(json.dumps(fp, default=str))  # as stored (tuples become lists)
+    # as stored: tuples become lists, a password in a model URL is redacted
+    fp = json.loads(redact(json.dumps(fp, default=str)))
     if stages.get("generate") != fp:
         outputs = [workdir / name for name in GENERATE_OUTPUTS if (workdir / name).exists()]
         if outputs:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from masksearch.errors import ConfigError, InputError, MaskSearchError
+from masksearch.errors import ConfigError, InputError, MaskSearchError, RunStopped
 from masksearch.pipeline.summary import Summary
 from masksearch.types import MaskedExample
 
@@ -301,7 +301,11 @@ def run_sharded(
         result.interrupted = True
     if errors:
         name, message = errors[0]
-        raise InputError(message) if name == "InputError" else MaskSearchError(message)
+        kinds: dict[str, type[MaskSearchError]] = {
+            "InputError": InputError,
+            "RunStopped": RunStopped,
+        }
+        raise kinds.get(name, MaskSearchError)(message)  # (RunStopped keeps its exit code 3)
     return result
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from masksearch.context import Context
 from masksearch.errors import MaskSearchError
-from masksearch.fileio import atomic_write_text
+from masksearch.fileio import OutputKind, atomic_write_text
 from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.generate import Durability, generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
@@ -35,7 +35,13 @@ from masksearch.pipeline.ratelimit import (
     RayLimiter,
     start_shared_limiter,
 )
-from masksearch.pipeline.store import RecordStore, is_postgres, open_store, store_label
+from masksearch.pipeline.store import (
+    RecordStore,
+    check_is_trajectory_store,
+    is_postgres,
+    open_store,
+    store_label,
+)
 from masksearch.pipeline.summary import Summary
 from masksearch.redact import redact
 from masksearch.resources import Resources
@@ -304,25 +310,40 @@ def check_generate_args(
 ) -> None:
     """Refuse a missing input, unwritable or non-regular outputs and impossible limits before
     any work starts (nothing is created for a command that cannot run)."""
-    from masksearch.errors import ConfigError, InputError
-    from masksearch.fileio import check_output_file
+    from masksearch.errors import ConfigError
+    from masksearch.fileio import check_input_file, check_output_file
 
-    if not Path(input).exists():
-        raise InputError("file not found", path=str(input), field="--input")
-    if Path(input).is_dir():
-        raise InputError("is a directory, not a file", path=str(input), field="--input")
+    check_input_file(input, what="--input")
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit}); leave it out for no limit")
-    if not is_postgres(store_path):
-        check_output_file(store_path, what="--store")
-    if checkpointer_url.startswith("sqlite:///"):
+    outputs: dict[str, Path | str | None] = {
+        "--store": None if is_postgres(store_path) else store_path,
+        "--checkpoint": None,
+        "--export": export,
+        "--summary-json": summary_json,
+    }
+    if checkpointer_url.startswith("sqlite:"):
         from masksearch.graph.checkpoint import sqlite_path
 
-        check_output_file(sqlite_path(checkpointer_url), what="--checkpoint")
-    for path, what in ((export, "--export"), (summary_json, "--summary-json")):
-        if path is not None:
-            check_output_file(path, what=what)
+        outputs["--checkpoint"] = sqlite_path(checkpointer_url)
+    kinds: dict[str, OutputKind] = {
+        "--store": "sqlite",
+        "--checkpoint": "sqlite",
+        "--export": "jsonl",
+        "--summary-json": "json",
+    }
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        others = {k: v for k, v in outputs.items() if k != what and v is not None}
+        check_output_file(path, what=what, inputs={"--input": input, **others}, kind=kinds[what])
+    if outputs["--store"] is not None:
+        check_is_trajectory_store(outputs["--store"])
+    if outputs["--checkpoint"] is not None:
+        from masksearch.graph.checkpoint import check_is_checkpoint_db
+
+        check_is_checkpoint_db(outputs["--checkpoint"])
 
 
 def _run_cluster(job: GenerateShard, cluster: ClusterSettings, progress: bool) -> Summary:

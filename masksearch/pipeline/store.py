@@ -115,12 +115,25 @@ def open_store(spec: str | os.PathLike[str]) -> TrajectoryStore:
 
 def store_label(spec: str | os.PathLike[str]) -> str:
     """A store or checkpointer URL for printing (a password hidden)."""
-    text = str(spec)
-    if "://" in text and "@" in text.split("://", 1)[1]:
-        scheme, rest = text.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return text
+    from masksearch.redact import redact_url_credentials
+
+    return redact_url_credentials(str(spec), mask="***")
+
+
+def check_is_trajectory_store(path: str | os.PathLike[str], what: str = "--store") -> None:
+    """Refuse an existing SQLite file that holds tables but no `trajectories` table (a LangGraph
+    checkpoint database, another program's database): opening it as a store would add a table
+    to a foreign file. A missing or empty file is fine (a new store)."""
+    from masksearch.fileio import sqlite_tables
+
+    tables = sqlite_tables(path, what=what)
+    if tables and "trajectories" not in tables:
+        hint = " (a LangGraph checkpoint database?)" if "checkpoints" in tables else ""
+        raise OutputError(
+            f"{what}: not a trajectory store: it holds tables {', '.join(sorted(tables)[:5])}"
+            f"{hint}; refusing to add a table to it",
+            path=str(path),
+        )
 
 
 class TrajectoryStore:
@@ -553,8 +566,10 @@ def iter_records(
 
 
 def _iter_sqlite(p: Path, accepted_only: bool, skip_bad: bool) -> Iterator[TrajectoryRecord]:
+    from masksearch.fileio import open_sqlite_readonly
+
     try:
-        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        db = open_sqlite_readonly(p)  # an archived store on a read-only disk exports too
         rows = db.execute(
             "SELECT rowid, id, record FROM trajectories"
             + (" WHERE accepted = 1" if accepted_only else "")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from masksearch.retrievers.manifest import read_manifest, write_manifest
+from masksearch.retrievers.manifest import loading_index, read_manifest, write_manifest
 from masksearch.retrievers.store import PASSAGES, PassageStore
 from masksearch.types import Passage
 
@@ -136,10 +136,11 @@ class BM25Retriever:
         bm25s = _bm25s()
         self.dir = Path(index_dir)
         self.manifest: dict[str, Any] = read_manifest(self.dir, kind="bm25")
-        self.analyzer = Analyzer(AnalyzerConfig(**self.manifest["tokenizer"]))
-        self.model = bm25s.BM25.load(str(self.dir / BM25_SUBDIR), mmap=mmap, load_corpus=False)
-        self.store = PassageStore(self.dir / self.manifest.get("passages", PASSAGES))
-        self._n = int(self.model.scores["num_docs"])
+        with loading_index(self.dir):  # a damaged file: one line naming it
+            self.analyzer = Analyzer(AnalyzerConfig(**self.manifest["tokenizer"]))
+            self.model = bm25s.BM25.load(str(self.dir / BM25_SUBDIR), mmap=mmap, load_corpus=False)
+            self.store = PassageStore(self.dir / self.manifest.get("passages", PASSAGES))
+            self._n = int(self.model.scores["num_docs"])
         self.n_threads = n_threads
 
     def __len__(self) -> int:

@@ -130,6 +130,19 @@ def serve(
         int,
         typer.Option("--cache-size", min=0, help="Cached (query, k) results (LRU; 0 = none)."),
     ] = 4096,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout",
+            min=0.1,
+            help="Seconds a client has to send its request headers (closed after), and the "
+            "longest pause inside a body (408 after).",
+        ),
+    ] = 10.0,
+    max_connections: Annotated[
+        int,
+        typer.Option("--max-connections", min=1, help="Open connections; more are closed."),
+    ] = 256,
 ) -> None:
     """Serve an index over HTTP with Search-R1's /retrieve API (plus GET /health)."""
     import os
@@ -146,7 +159,12 @@ def serve(
     check_bind(host, token)
     retriever = _load(index_spec, mmap=mmap, cache_size=cache_size)
     limits = ServerLimits(
-        max_body_bytes=max_body_bytes, max_queries=max_queries, max_query_chars=max_query_chars
+        max_body_bytes=max_body_bytes,
+        max_queries=max_queries,
+        max_query_chars=max_query_chars,
+        header_timeout_s=read_timeout,
+        body_timeout_s=read_timeout,
+        max_connections=max_connections,
     )
     run_server(retriever, host=host, port=port, default_top_k=top_k, token=token, limits=limits)
 

@@ -13,9 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from masksearch.errors import ConfigError
+from masksearch.errors import ConfigError, InputError
 from masksearch.retrievers.embeddings import Encoder, encoder_from_settings
-from masksearch.retrievers.manifest import read_manifest, write_manifest
+from masksearch.retrievers.manifest import (
+    REBUILD,
+    loading_index,
+    read_manifest,
+    write_manifest,
+)
 from masksearch.retrievers.store import PASSAGES, PassageStore
 from masksearch.types import Passage
 
@@ -142,13 +147,20 @@ class DenseRetriever:
                 f"encoder dim {self.encoder.dim} != index dim {self.manifest['embedding']['dim']}"
             )
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        self.index = faiss.read_index(str(self.dir / FAISS_FILE), flags)
+        try:
+            self.index = faiss.read_index(str(self.dir / FAISS_FILE), flags)
+        except RuntimeError as e:  # faiss names no file: a truncated or foreign index file
+            raise InputError(
+                f"damaged index file ({str(e).strip().splitlines()[-1][:160]}); {REBUILD}",
+                path=str(self.dir / FAISS_FILE),
+            ) from None
         fs = self.manifest.get("faiss", {})
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = nprobe or fs.get("nprobe", 16)
         if hasattr(self.index, "hnsw"):
             self.index.hnsw.efSearch = ef_search or fs.get("ef_search", 64)
-        self.store = PassageStore(self.dir / self.manifest.get("passages", PASSAGES))
+        with loading_index(self.dir):
+            self.store = PassageStore(self.dir / self.manifest.get("passages", PASSAGES))
 
     def __len__(self) -> int:
         return int(self.index.ntotal)

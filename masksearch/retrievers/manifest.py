@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from masksearch import __version__
-from masksearch.errors import InputError
+from masksearch.errors import InputError, MaskSearchError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -47,6 +49,8 @@ def read_manifest(directory: str | Path, *, kind: str | None = None) -> dict[str
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON ({e.msg})", path=str(path), line=e.lineno) from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise InputError(f"unreadable manifest ({_first_line(e)})", path=str(path)) from None
     if not isinstance(manifest, dict) or "kind" not in manifest:
         raise InputError("missing required field", path=str(path), field="kind")
     if kind is not None and manifest["kind"] != kind:
@@ -75,3 +79,52 @@ def update_manifest(directory: str | Path, **settings: Any) -> dict[str, Any]:
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, d / MANIFEST)
     return manifest
+
+
+REBUILD = "rebuild the index with `masksearch index`"
+
+
+@contextlib.contextmanager
+def loading_index(directory: str | Path) -> Iterator[None]:
+    """Turn any failure while loading an index's files (a truncated bm25s JSON or `.npy`, an
+    empty or shortened `passages.jsonl`, a damaged FAISS file) into one `InputError` naming
+    the damaged file (found by `find_damaged_file`, else the folder)."""
+    try:
+        yield
+    except MaskSearchError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+        bad = find_damaged_file(directory)
+        where, why = bad if bad else (str(directory), _first_line(e))
+        raise InputError(f"damaged index file ({why}); {REBUILD}", path=where) from None
+
+
+def find_damaged_file(directory: str | Path) -> tuple[str, str] | None:
+    """(path, reason) of the first index file under `directory` that does not load: a JSON file
+    that does not parse, a `.npy` whose data is shorter than its header says, `passages.jsonl`
+    whose size differs from the end its offsets record; None when all of them load."""
+    import numpy as np
+
+    root = Path(directory)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:  # each file on its own first
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_bytes())
+            elif path.suffix == ".npy":
+                np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError, UnicodeDecodeError) as e:
+            return str(path), _first_line(e)
+    for path in files:  # then passages against their offsets
+        offsets = path.with_suffix(".offsets.npy")
+        if path.suffix == ".jsonl" and offsets.is_file():
+            loaded = np.load(offsets, mmap_mode="r")
+            end, size = (int(loaded[-1]) if len(loaded) else 0), path.stat().st_size
+            if size != end:
+                return str(path), f"{size:,} bytes where the offsets end at {end:,}"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= 160 else text[:157] + "..."

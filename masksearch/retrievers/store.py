@@ -79,6 +79,13 @@ class PassageStore:
             # a plain ndarray view of the memory map (numpy's memmap subclass makes every
             # gather several times slower)
             self._offsets = np.asarray(np.load(offsets_path, mmap_mode="r"))
+        size, end = self.path.stat().st_size, int(self._offsets[-1]) if len(self._offsets) else 0
+        if size != end or len(self._offsets) == 0:  # emptied, cut short or appended to
+            raise InputError(
+                f"damaged index file ({size:,} bytes where its offsets end at {end:,}); "
+                "rebuild the index with `masksearch index`",
+                path=str(self.path),
+            )
         self._fh = open(self.path, "rb")
         # The text is memory-mapped: lookups are slices served from the page cache (no RAM copy,
         # no seek/read syscalls, safe to share between threads).

@@ -19,12 +19,12 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from masksearch.errors import ConfigError, InputError
+from masksearch.training.value_check import check_fields
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    check_fields(cls, data, where)  # `topk: three`, `max_turns: 0`: refused here, named
     kwargs = {}
     for key, value in data.items():
         default = (
@@ -323,6 +324,9 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
             f"{where}: unknown setting(s) {unknown}: neither a masksearch setting "
             f"({sorted(ours_names)}) nor a {config_cls.__name__} argument"
         )
+    given = set(installed_names(rest, known))  # the user's keys, under the installed names
+    # TRL's own field types (parse_dict checks none), after a YAML `no` became "no"
+    check_fields(config_cls, {k: v for k, v in trainer.items() if k in given}, where)
     try:
         (settings.args,) = TrlParser([config_cls]).parse_dict(trainer)
     except (TypeError, ValueError) as e:
@@ -383,9 +387,9 @@ def load_settings(
     """Read a YAML config for `kind` ("sft" or "rl") and apply overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise InputError("config file not found", path=str(p))
+        from masksearch.fileio import check_input_file
+
+        p = check_input_file(path, what="--config")  # missing, a folder, /dev/zero, a FIFO
         try:
             data = load_yaml(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
@@ -397,7 +401,14 @@ def load_settings(
             ) from None
         if not isinstance(data, dict):
             raise InputError("config must be a YAML mapping", path=str(p))
-    settings = build_settings(kind, _merge(data, overrides or {}), str(path or kind))
+    where = str(path) if path is not None else f"{kind} options"
+    if path is not None and overrides:
+        where += " (or --set)"  # a bad value may come from either: the message names the key
+    settings = build_settings(kind, _merge(data, overrides or {}), where)
     if not settings.model:
         raise ConfigError("no model given (set `model:` in the config or pass --model)")
+    from masksearch.fileio import check_output_dir
+
+    # a file, under a file, read-only: refused now, not after the model has loaded
+    check_output_dir(settings.args.output_dir, what="output_dir")
     return settings

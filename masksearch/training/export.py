@@ -319,12 +319,21 @@ def export(
     system_in_user: bool = True,
 ) -> int:
     """Read records (store or JSONL) and write `fmt` (`trl`, `sharegpt`, `verl`); returns the count."""
-    from masksearch.fileio import check_output_file
+    from masksearch.fileio import OutputKind, check_output_file
     from masksearch.training.data import load_questions, load_training_records
 
     if fmt not in ("trl", "sharegpt", "verl"):
         raise InputError(f"unknown format {fmt!r} (choose trl, sharegpt or verl)", field="format")
-    check_output_file(out, what="--out")  # before reading: a folder, /dev/full, read-only
+    kind: OutputKind = {"trl": "jsonl", "sharegpt": "json", "verl": "parquet"}[fmt]  # type: ignore[assignment]
+    # before reading: a folder, /dev/full, read-only, the records themselves, a foreign file
+    check_output_file(out, what="--out", inputs={"--records": records_path}, kind=kind)
+    if fmt == "sharegpt":
+        check_output_file(
+            Path(out).parent / "dataset_info.json",
+            what="dataset_info.json",
+            inputs={"--records": records_path},
+            kind="json",
+        )
     if fmt == "verl":
         rows = load_questions(records_path, accepted_only=accepted_only)
         return write_verl(rows, out, split=split, system_in_user=system_in_user)
