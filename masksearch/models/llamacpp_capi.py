@@ -173,7 +173,13 @@ class Model:
 
 
 class Context:
-    """A llama.cpp context with `n_seq` KV sequences in one unified cache, and its batch."""
+    """A llama.cpp context with `n_seq` KV sequences, and its batch.
+
+    `unified=False` (default): each sequence attends only over its own part of the KV cache. In
+    one unified cache every token's attention runs over the cells of all sequences (masked), which
+    made the main job's steps much slower once several long observer prompts were cached
+    (benchmarks/RESULTS.md); the price is that llama.cpp splits a step into ubatches holding the
+    same number of tokens of consecutive sequences."""
 
     def __init__(
         self,
@@ -185,7 +191,7 @@ class Context:
         n_ubatch: int | None = None,
         n_threads: int,
         flash_attn: bool = True,
-        unified: bool = True,
+        unified: bool = False,
     ) -> None:
         c = capi()
         params = c.llama_context_default_params()

@@ -1,13 +1,14 @@
 """Batched generation on llama.cpp: the running generations of a model advance together, one shared
 decode step at a time.
 
-Decoding a quantized model on a CPU is bound by reading its weights: a step that evaluates one
-token for each of four sequences costs little more than a step for one. So an `Engine` owns one
-llama.cpp context holding `n_seq` KV sequences (one per cached conversation, in one unified cache)
-and a scheduler thread. Each step it puts into one `llama_decode` batch every running generation's
-next token (with its prompt-lookup draft) and as much of the waiting prompts as the batch holds
-(`chunk` tokens per prompt per step: decoding sequences ride along with a prompt being read), then
-lets each generation's `Decoder` choose its tokens from its own logits under its own grammar.
+An `Engine` owns one llama.cpp context holding `n_seq` KV sequences (one per cached
+conversation) and a scheduler thread. Each step it puts into one `llama_decode` batch every
+running generation's next token (with its prompt-lookup draft) and as much of the waiting prompts
+as the batch holds (`chunk` tokens per prompt per step), then lets each generation's `Decoder`
+choose its tokens from its own logits under its own grammar. Where decoding is bound by reading
+the weights, tokens of several sequences in one step share that read; on the 2-core AVX-512 box
+the project is measured on, a step's cost grows about linearly with its rows up to 8
+(benchmarks/RESULTS.md), so the batch mostly saves threads and switching, not weight reads.
 
 - **prompt-prefix reuse**: a sequence keeps the tokens it last held; a call goes to the free
   sequence holding the longest prefix of its prompt if that is half the prompt or `REUSE_MARGIN`
@@ -22,6 +23,7 @@ lets each generation's `Decoder` choose its tokens from its own logits under its
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -156,6 +158,7 @@ class Engine:
                 self._admit()
             try:
                 self._step()
+                os.sched_yield()  # let the callers' threads (and the event loop) run between steps
             except Exception as e:  # noqa: BLE001 - handed to every running call
                 for r in list(self._running):
                     self._finish(r, ("error", e))
