@@ -4,8 +4,8 @@
 - grammar-constrained decoding: `invoke(..., output_format="action")` (a name from
   `masksearch.grammars` or any GBNF string) decodes under that grammar, so the output always parses;
 - batched generation (`masksearch.models.llamacpp_engine`): the calls running at once share one
-  llama.cpp context, one KV sequence each, and advance together in one decode step (decoding a
-  quantized model on a CPU is bound by reading the weights, which a step reads once for all);
+  llama.cpp context, one KV sequence each, and advance together in one decode step per round
+  (`exact=True`: a call's tokens do not depend on what is batched with it);
 - real cancellation: a cancelled or timed-out async call (e.g. `asyncio.wait_for`) leaves the
   batch between two tokens (or two prompt chunks) and frees its sequence for the next call at
   once; sync callers can pass a `threading.Event` as `cancel=`;
