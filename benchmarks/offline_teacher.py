@@ -110,24 +110,32 @@ def inspect_records(store_path: Path) -> dict[str, Any]:
 
 
 def decode_speed(prompt_text: str, max_tokens: int = 128, spec: str = MODEL) -> dict[str, Any]:
-    """Our LangChain model against llama-cpp-python's own `create_completion`, same prompt,
-    greedy, same number of new tokens (grammar off: the raw binding has none)."""
+    """Our LangChain model against llama-cpp-python's own `Llama.create_completion` (its public
+    API, a second copy of the weights), same prompt, greedy, same number of new tokens (grammar
+    off: see `grammar_speed`), one call at a time."""
     from langchain_core.messages import HumanMessage
+    from llama_cpp import Llama
 
     from masksearch.models import load_chat_model
 
     model = load_chat_model(spec, max_tokens=max_tokens)
     rt = model.load()
-    llm = rt.llm
     msgs = [HumanMessage(prompt_text)]
     tokens = rt.format([{"role": "user", "content": prompt_text}])
-    prompt = llm.detokenize(tokens, special=True).decode("utf-8", errors="ignore")
+    llm = Llama(
+        model_path=str(rt.path),
+        n_ctx=rt.n_ctx,
+        n_threads=rt.n_threads,
+        n_threads_batch=rt.n_threads,
+        n_batch=512,
+        verbose=False,
+    )
 
     def raw() -> tuple[int, float]:
         llm.reset()
         first = None
         n = 0
-        for _ in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
+        for _ in llm.create_completion(tokens, max_tokens=max_tokens, temperature=0.0, stream=True):
             n += 1
             if first is None:
                 first = time.perf_counter()
@@ -135,16 +143,16 @@ def decode_speed(prompt_text: str, max_tokens: int = 128, spec: str = MODEL) -> 
         return n, (n - 1) / (t1 - first) if first and n > 1 else 0.0
 
     def ours() -> tuple[int, float]:
-        llm.reset()
         rt.recent.clear()  # no earlier completion to draft from: the reply is new, as in the job
         out = model.invoke(msgs)
         return out.usage_metadata["output_tokens"], out.response_metadata["decode_tok_s"]
 
     ours()  # warm-up
-    results = {"raw": [], "ours": []}
+    results: dict[str, list[float]] = {"raw": [], "ours": []}
     for _ in range(3):
         results["raw"].append(raw()[1])
         results["ours"].append(ours()[1])
+    llm.close()
     best = {k: max(v) for k, v in results.items()}
     return {
         "prompt_tokens": len(tokens),

@@ -188,9 +188,9 @@ def test_local_dir_loads_an_hf_checkpoint_through_transformers(tmp_path):
 
 
 def test_every_grammar_compiles_in_llama_cpp():
-    from masksearch.models.llamacpp import _GrammarCheck
+    from masksearch.models.llamacpp_capi import GrammarCheck
 
-    llm = load_chat_model(SMALL).load().llm
+    model = load_chat_model(SMALL).load().model
     passage = "The Eiffel Tower was finished in 1889; it is in Paris."
     built = [grammars.grammar_for(name) for name in grammars.GRAMMARS] + [
         grammars.ramp_grammar(2, [passage], may_search=True),
@@ -201,9 +201,9 @@ def test_every_grammar_compiles_in_llama_cpp():
         grammars.fill_grammar([passage]),
     ]
     for gbnf in built:
-        _GrammarCheck(llm, gbnf).close()
+        GrammarCheck(model, gbnf).close()
     with pytest.raises(ConfigError):
-        _GrammarCheck(llm, 'root ::= "unclosed')
+        GrammarCheck(model, 'root ::= "unclosed')
     with pytest.raises(ValueError):
         grammars.grammar_for("nope")
 
@@ -224,19 +224,19 @@ class _OnlyAllowed:
 def test_sampler_checks_the_top_pick_then_the_best_candidates_then_everything():
     import numpy as np
 
-    from masksearch.models.llamacpp import CHECK_FIRST, _pick
+    from masksearch.models.llamacpp_sampling import CHECK_FIRST, pick
 
     logits = np.linspace(0.0, 1.0, 1000, dtype=np.float32)  # token 999 is the most likely
     eog, rng = np.array([0], dtype=np.int32), np.random.default_rng(0)
     check = _OnlyAllowed({999, 998})
-    assert _pick(logits, check, eog, rng, 0.0, 40, 0.95) == 999 and check.asked == [1]
+    assert pick(logits, check, eog, rng, 0.0, 40, 0.95) == 999 and check.asked == [1]
     check = _OnlyAllowed({990, 995})  # the top pick is rejected: the best allowed candidate wins
-    assert _pick(logits, check, eog, rng, 0.0, 40, 0.95) == 995
+    assert pick(logits, check, eog, rng, 0.0, 40, 0.95) == 995
     assert check.asked == [1, CHECK_FIRST + 1]  # the top candidates and the end-of-generation
     check = _OnlyAllowed({3})  # far down the list: the whole vocabulary is checked
-    assert _pick(logits, check, eog, rng, 0.0, 40, 0.95) == 3 and check.asked[-1] == 1000
-    assert _pick(logits, _OnlyAllowed(set()), eog, rng, 0.0, 40, 0.95) == -1
-    sampled = {_pick(logits, _OnlyAllowed({10, 20}), eog, rng, 1.0, 40, 1.0) for _ in range(50)}
+    assert pick(logits, check, eog, rng, 0.0, 40, 0.95) == 3 and check.asked[-1] == 1000
+    assert pick(logits, _OnlyAllowed(set()), eog, rng, 0.0, 40, 0.95) == -1
+    sampled = {pick(logits, _OnlyAllowed({10, 20}), eog, rng, 1.0, 40, 1.0) for _ in range(50)}
     assert sampled <= {10, 20}
 
 
@@ -247,53 +247,26 @@ def test_a_conversation_ending_with_an_assistant_turn_is_continued():
     fresh = rt.format(ask)
     cont = rt.format([*ask, {"role": "assistant", "content": "A B C D"}])
     assert cont[: len(fresh)] == fresh  # the same turn, then the assistant's own text
-    assert rt.llm.detokenize(cont[len(fresh) :]).decode().strip() == "A B C D"
+    assert rt.detokenize(cont[len(fresh) :]).decode().strip() == "A B C D"
 
 
 def test_lookup_draft_proposes_what_followed_the_last_ngram():
-    from masksearch.models.llamacpp import _lookup_draft
+    from masksearch.models.llamacpp_sampling import lookup_draft
 
-    assert _lookup_draft([1, 2, 3, 4, 5, 9, 1, 2, 3], 3) == [4, 5, 9]
-    assert _lookup_draft([7, 1, 2, 3, 8, 1, 2, 3, 6, 1, 2, 3], 2) == [6, 1]  # latest occurrence
-    assert _lookup_draft([1, 2, 3, 4, 5, 6], 3) == []  # the tail never occurred before
-    assert _lookup_draft([1, 2], 3) == []
+    assert lookup_draft([1, 2, 3, 4, 5, 9, 1, 2, 3], 3) == [4, 5, 9]
+    assert lookup_draft([7, 1, 2, 3, 8, 1, 2, 3, 6, 1, 2, 3], 2) == [6, 1]  # latest occurrence
+    assert lookup_draft([1, 2, 3, 4, 5, 6], 3) == []  # the tail never occurred before
+    assert lookup_draft([1, 2], 3) == []
 
 
 def test_lookup_draft_falls_back_to_earlier_completions_newest_first():
-    from masksearch.models.llamacpp import _lookup_draft
+    from masksearch.models.llamacpp_sampling import lookup_draft
 
     history = [[5, 1, 2, 3, 8, 9], [1, 2, 3, 4, 4, 4]]  # newest first
-    assert _lookup_draft([7, 1, 2, 3], 2, history=history) == [8, 9]
-    assert _lookup_draft([1, 2, 3, 6, 1, 2, 3], 2, history=history) == [6, 1]  # own text first
-    assert _lookup_draft([0, 1, 2, 3], 3, history=[[1, 2, 3], [1, 2, 3, 4]]) == [4]  # skip empty
-    assert _lookup_draft([0, 7, 7, 7], 2, history=history) == []
-
-
-def test_parallel_bounds_the_generations_of_every_loaded_model_together(monkeypatch):
-    """With `parallel=1` a team of two models takes turns: the second model's call waits for the
-    first's generation to end (with more, their steps share the cores: see
-    `test_running_generations_share_the_cores_step_by_step`)."""
-    import threading
-
-    from masksearch.models import llamacpp
-    from masksearch.models.llamacpp import Runtime, _Slot
-
-    class Ctx:
-        input_ids: list[int] = []
-        n_tokens = 0
-
-    small = Runtime(path=None, n_ctx=512, n_threads=1, slots=[_Slot(Ctx())])  # type: ignore[arg-type]
-    large = Runtime(path=None, n_ctx=512, n_threads=1, slots=[_Slot(Ctx())])  # type: ignore[arg-type]
-    monkeypatch.setitem(llamacpp._runtimes, ("small", 0, 0), small)
-    monkeypatch.setitem(llamacpp._runtimes, ("large", 0, 0), large)
-    held = small.acquire([1, 2, 3])
-    got = threading.Event()
-    waiter = threading.Thread(target=lambda: (large.acquire([4]), got.set()), daemon=True)
-    waiter.start()
-    assert not got.wait(0.3)  # the large model waits while the small one generates
-    small.release(held)
-    assert got.wait(5)
-    waiter.join(5)
+    assert lookup_draft([7, 1, 2, 3], 2, history=history) == [8, 9]
+    assert lookup_draft([1, 2, 3, 6, 1, 2, 3], 2, history=history) == [6, 1]  # own text first
+    assert lookup_draft([0, 1, 2, 3], 3, history=[[1, 2, 3], [1, 2, 3, 4]]) == [4]  # skip empty
+    assert lookup_draft([0, 7, 7, 7], 2, history=history) == []
 
 
 def test_prompt_lookup_keeps_the_context_consistent_after_rejected_drafts():
@@ -308,70 +281,6 @@ def test_prompt_lookup_keeps_the_context_consistent_after_rejected_drafts():
     again = m.invoke(ask)
     assert again.response_metadata["prompt_cached_tokens"] > 0
     assert again.content == first.content
-
-
-def test_running_generations_share_the_cores_step_by_step(monkeypatch):
-    """Alone, a generation steps on every core; two running at once step on half each, and a
-    step already running on every core finishes before the newcomer's first step starts."""
-    import threading
-
-    from masksearch.models import llamacpp
-    from masksearch.models.llamacpp import Runtime, _Slot
-
-    class Ctx:
-        input_ids: list[int] = []
-        n_tokens = 0
-
-    monkeypatch.setattr(llamacpp, "_set_threads", lambda llm, n: None)
-    rt = Runtime(path=None, n_ctx=512, n_threads=2, slots=[_Slot(Ctx()), _Slot(Ctx())], parallel=2)  # type: ignore[arg-type]
-    a = rt.acquire([1])
-    with rt.cores(a.llm) as n:
-        assert n == 2
-        b = rt.acquire([2])  # a second generation starts while a's 2-thread step runs
-        started = threading.Event()
-
-        def step_b() -> None:
-            with rt.cores(b.llm) as m:
-                assert m == 1
-                started.set()
-
-        waiter = threading.Thread(target=step_b, daemon=True)
-        waiter.start()
-        assert not started.wait(0.3)  # no third thread on two cores
-    assert started.wait(5)
-    waiter.join(5)
-    with rt.cores(a.llm) as n1, rt.cores(b.llm) as n2:
-        assert (n1, n2) == (1, 1)  # side by side, one core each
-    rt.release(b)
-    with rt.cores(a.llm) as n:
-        assert n == 2
-
-
-def test_a_call_goes_to_the_context_holding_its_conversation_else_to_a_spare_one():
-    from masksearch.models.llamacpp import REUSE_MARGIN, Runtime, _Slot
-
-    class Ctx:
-        def __init__(self, tokens: list[int]) -> None:
-            self.input_ids, self.n_tokens = tokens, len(tokens)
-
-    head = list(range(30))  # what every prompt shares (the chat template, a system prompt)
-    question_a = [*head, *range(100, 100 + 2 * REUSE_MARGIN)]
-    slots = [_Slot(Ctx(question_a), used=1), _Slot(Ctx([])), _Slot(Ctx([]))]
-    rt = Runtime(path=None, n_ctx=4096, n_threads=1, slots=slots, clock=1)  # type: ignore[arg-type]
-    planner_b = [*head, *range(1000, 1200)]  # a second conversation starts: a spare context
-    b = rt.acquire(planner_b)
-    assert b is not slots[0]
-    b.llm = Ctx(planner_b)
-    rt.release(b)
-    observer_a = [*question_a, *range(500, 900)]  # less than half of it is cached, but its own
-    assert rt.acquire(observer_a) is slots[0]
-    rt.release(slots[0])
-    slots[0].llm = Ctx(observer_a)
-    third = [*head, 7, *range(2000, 2100)]
-    slots[1 if b is slots[2] else 2].llm = Ctx([*head, 7])  # one word more than the others
-    spare = rt.acquire(third)
-    assert spare is (slots[2] if b is slots[1] else slots[1])
-    assert spare.used == max(s.used for s in slots)  # it was the least recently used one
 
 
 def test_the_rewriter_grammar_stops_after_the_queries_that_are_used():
