@@ -298,6 +298,9 @@ MAX_FILL_TOKENS = 16  # one masked span: names, dates, numbers, short phrases
 # (`masksearch.nodes.thought`), so a stored thought always ends at a sentence end.
 THINK_TOKENS = {"planner": 96, "observer": 64, "qa": 128}
 ACTION_TOKENS = 48  # `<search>` with one keyword query, or the bare `<answer>` opening
+# a continuation's budget: enough for any action the formats allow (a token is at least one
+# character), so it always completes
+REST_TOKENS = MAX_ANSWER_CHARS + 40
 
 
 def ramp_decision(*, may_search: bool, context: str | None = None, think: int | None = None) -> str:

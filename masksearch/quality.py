@@ -183,6 +183,8 @@ def quote_around(
         if cand <= end or '"' in text[end:cand]:
             break
         end = cand
+    while end > best[1] and text[end - 1] in ".,;:":  # no trailing punctuation past the span
+        end -= 1
     quote = text[start:end].strip()
     return quote if quote and '"' not in quote else None
 

@@ -17,7 +17,7 @@ Nothing here reads the gold spans.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from masksearch import prompts
@@ -56,7 +56,7 @@ def wording_matches(question: str, text: str) -> list[bool]:
     return found
 
 
-def _blanks(indices: Sequence[int]) -> str:
+def _blanks(indices: Iterable[int]) -> str:
     names = [f"[mask {i + 1}]" for i in indices]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
@@ -85,7 +85,7 @@ def answer_thought(
         if quote:
             parts.append(f'for [mask {i + 1}] it reads "{quote}"')
         else:
-            parts.append(f"for [mask {i + 1}] I copy {span} from it")
+            parts.append(f"for [mask {i + 1}] I give {span}")
     body = "; ".join(parts)
     return f"{lead} {body[0].upper()}{body[1:]}. {_end('So the masked spans are ' + ' ; '.join(spans))}"
 
@@ -100,6 +100,8 @@ def search_thought(question: str, passages: Sequence[Mapping[str, Any]], query: 
     if m == 0:
         lead = (
             f"None of the {len(passages)} results has the passage's wording around the blanks."
+            if len(passages) > 1
+            else "The result lacks the passage's wording around the blanks."
             if passages
             else "The search returned no results."
         )
@@ -107,19 +109,22 @@ def search_thought(question: str, passages: Sequence[Mapping[str, Any]], query: 
     else:
         cite = citation(best + 1, str(passages[best].get("title", "")))
         if m == k:
-            lead = f"{cite} has the passage's wording around every blank, but I look for a closer copy."
-            missing = list(range(k))
+            lead = (
+                f"{cite} has the passage's wording around every blank, but I search once more "
+                f"to confirm the words hidden by {_blanks(range(k))}."
+            )
+            missing = []
         else:
             lead = f"{cite} has the passage's wording around {m} of the {k} blanks only."
             missing = [i for i, ok in enumerate(per_doc[best]) if not ok]
     still = f"Still missing: the words hidden by {_blanks(missing)}." if missing else ""
     passage_words = word_set(prompts.masked_text(question))
-    carried = [
-        w
-        for w in dict.fromkeys(query.split())
-        if w.casefold().strip(".,;:()'\"") in passage_words
-        and w.casefold().strip(".,;:()'\"") not in _STOPWORDS
-    ]
+    carried_by_key: dict[str, str] = {}
+    for w in query.split():
+        key = w.casefold().strip(".,;:()'\"")
+        if key in passage_words and key not in _STOPWORDS:
+            carried_by_key.setdefault(key, w.strip(".,;:()'\""))
+    carried = list(carried_by_key.values())
     if carried:
         words = ", ".join(carried[:-1]) + (" and " if len(carried) > 1 else "") + carried[-1]
         why = (

@@ -11,6 +11,8 @@ the action's. A reply cut by that budget is completed by continuing the same ass
   for after it; a thought cut inside its first sentence may finish that sentence
   (`grammars.thought_tail`, a few more words) before `</think>`.
 
+A continuation's budget covers the longest text its grammar allows, so it always completes.
+
 So a stored thought never stops mid-sentence or mid-word however long the model writes. Models
 without grammar support get the prompt alone; their thought is cut back to its last complete
 sentence when it has one (`complete_thought`).
@@ -74,11 +76,11 @@ async def think_then_act(
     kept = body.strip() if closed else last_complete_sentence(body)
     if kept:
         prefix, fmt = f"<think>{kept}</think>\n", grammars.after_thought(output_format)
-        budget = action_tokens
+        budget = grammars.REST_TOKENS
     else:  # cut inside the first sentence: let it finish that sentence
         prefix = "<think>" + body.lstrip()
         fmt = grammars.thought_tail(output_format, context)
-        budget = grammars.THINK_TAIL_CHARS // 2 + action_tokens
+        budget = grammars.THINK_TAIL_CHARS + 12 + grammars.REST_TOKENS
     more, meta2 = await call_model(
         ctx,
         role,
