@@ -296,7 +296,7 @@ MAX_FILL_TOKENS = 16  # one masked span: names, dates, numbers, short phrases
 # Token budgets of a thought (the whole call gets this plus what its action needs). A thought that
 # runs past it is cut back to its last complete sentence and the action is asked for after it
 # (`masksearch.nodes.thought`), so a stored thought always ends at a sentence end.
-THINK_TOKENS = {"planner": 96, "observer": 64, "qa": 128}
+THINK_TOKENS = {"planner": 64, "observer": 48, "qa": 128}
 ACTION_TOKENS = 48  # `<search>` with one keyword query, or the bare `<answer>` opening
 # a continuation's budget: enough for any action the formats allow (a token is at least one
 # character), so it always completes

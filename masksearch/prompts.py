@@ -76,7 +76,7 @@ OBSERVER = Template(
     "find it. Then do ONE of:\n"
     "- answer, if the facts now suffice: <answer>...</answer>\n"
     "- search the next sub-query (or, if this one failed, a reformulated one after reflecting on "
-    "why): <search>one natural-language sub-query</search>\n"
+    "why): <search>...</search>\n"
     "$budget"
 )
 

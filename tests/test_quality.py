@@ -20,7 +20,7 @@ from masksearch.graph.testing import KeywordRetriever
 from masksearch.masking.io import load_masked
 from masksearch.models.fake import ScriptedChatModel
 from masksearch.nodes.common import is_transient
-from masksearch.nodes.evidence import answer_thought, search_thought
+from masksearch.nodes.evidence import answer_thought, holds_every_blank, search_thought
 from masksearch.pipeline.generate import generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.summary import Summary
@@ -142,6 +142,13 @@ def test_the_search_again_thought_says_what_is_missing_and_why_the_query_should_
     assert "The result lacks the passage's wording around the blanks." in thought
     assert "Still missing: the words hidden by [mask 1] and [mask 2]." in thought
     assert "Eiffel, Tower and lattice" in thought and quality.ends_sentence(thought)
+
+
+def test_a_result_holds_every_blank_only_with_the_words_on_both_sides():
+    assert holds_every_blank(QUESTION, [P_OTHER, P_TOWER])
+    assert not holds_every_blank(QUESTION, [P_OTHER])
+    half = {"text": "The Eiffel Tower is a lattice tower in Paris, finished in 1889 for the fair."}
+    assert not holds_every_blank(QUESTION, [half])  # "completed in" is not there
 
 
 # -- the graph with a grammar-capable scripted model ---------------------------------------------

@@ -41,19 +41,22 @@ def blank_contexts(question: str) -> list[tuple[str, str]]:
     return out
 
 
-def wording_matches(question: str, text: str) -> list[bool]:
-    """Per blank: does `text` hold the words just before or just after it (case-insensitive)?
-    A context cut by a neighbouring blank still counts when it is at least two words long."""
+def wording_matches(question: str, text: str, *, both: bool = False) -> list[bool]:
+    """Per blank: does `text` hold the words just before or just after it (case-insensitive;
+    `both`: every one of them)? A context cut short by a neighbouring blank or the passage's
+    edge counts when it is at least two words long."""
     hay = normalize_space(text).casefold()
     found = []
     for left, right in blank_contexts(question):
-        hits = [
-            len(c.split()) >= 2 and c.casefold() in hay
-            for c in (left, right)
-            if prompts.MASK_TOKEN not in c
-        ]
-        found.append(any(hits))
+        hits = [c.casefold() in hay for c in (left, right) if len(c.split()) >= 2]
+        found.append(bool(hits) and (all(hits) if both else any(hits)))
     return found
+
+
+def holds_every_blank(question: str, passages: Sequence[Mapping[str, Any]]) -> bool:
+    """Does one of `passages` hold the words on both sides of every blank (the masked passage
+    itself, by its wording)?"""
+    return any(all(wording_matches(question, str(p.get("text", "")), both=True)) for p in passages)
 
 
 def _blanks(indices: Iterable[int]) -> str:
@@ -87,7 +90,8 @@ def answer_thought(
         else:
             parts.append(f"for [mask {i + 1}] I give {span}")
     body = "; ".join(parts)
-    return f"{lead} {body[0].upper()}{body[1:]}. {_end('So the masked spans are ' + ' ; '.join(spans))}"
+    so = "So the masked span is " if k == 1 else "So the masked spans are "
+    return f"{lead} {body[0].upper()}{body[1:]}. {_end(so + ' ; '.join(spans))}"
 
 
 def search_thought(question: str, passages: Sequence[Mapping[str, Any]], query: str) -> str:

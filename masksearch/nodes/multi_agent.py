@@ -24,7 +24,13 @@ from masksearch.nodes.common import (
     step,
     user,
 )
-from masksearch.nodes.evidence import answer_thought, qa_evidence, quoted, search_thought
+from masksearch.nodes.evidence import (
+    answer_thought,
+    holds_every_blank,
+    qa_evidence,
+    quoted,
+    search_thought,
+)
 from masksearch.nodes.ramp import fill_masks, fills_one_blank_at_a_time, merge_meta
 from masksearch.nodes.search import NO_RESULTS
 from masksearch.nodes.thought import complete_thought, think_then_act
@@ -157,6 +163,15 @@ async def observer(
     )
     passages = list(latest.get("passages", []))
     thought = ""
+    if (
+        by_blank
+        and not text.rstrip().endswith("<answer>")
+        and holds_every_blank(question, passages)
+    ):
+        # a result has the passage's wording on both sides of every blank: copy from it now
+        # (a small model often searches on anyway, and then answers from worse results)
+        text = text.partition("</think>")[0] + "</think>\n<answer>"
+        meta = {**meta, "answered_on_evidence": True}
     if by_blank and text.rstrip().endswith("<answer>"):
         spans, doc, fill_meta = await fill_masks(
             ctx, "observer", prompt, question, passages, resources=resources
