@@ -120,8 +120,9 @@ def _rewrites_tokens(n: int) -> int:
 
 
 def _keyword_search_rule(chars: int = MAX_KEYWORD_CHARS) -> str:
-    """One keyword query in `<search>`: one line, no `;`, at most `chars` + 1 characters."""
-    return f'search ::= "<search>" " "? [^<>\\n; ] [^<>\\n;]{{0,{chars}}} "</search>"'
+    """One keyword query in `<search>`: one line, no `;`, `(`, `)` or `:` (a small model copies a
+    result's `Doc 2(Title: …)` line into its query otherwise), at most `chars` + 1 characters."""
+    return f'search ::= "<search>" " "? [^<>\\n;():\\x20] [^<>\\n;():]{{0,{chars}}} "</search>"'
 
 
 def build_grammars(
