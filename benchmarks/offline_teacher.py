@@ -8,7 +8,10 @@ does, in a fresh work directory:
 - warm: a fresh work directory with the caches already filled (what every later run costs).
 
 It prints wall time, accepted trajectories by k (the judge's rule, unchanged), malformed actions
-(steps with a parse error), tracebacks on screen, and the local model's decode speed against the
+(steps with a parse error), tracebacks on screen, the data-quality report by task and k
+(`masksearch.quality`, the same checks as the run's summary: thoughts cut mid-sentence, thoughts
+with foreign-script letters, answering observer thoughts quoting evidence found in the cited
+result, near-duplicate rewrite pairs, mean thought length), and the local model's decode speed against the
 binding's raw `create_completion` on the same prompt. Machine load (`uptime`) is printed beside the
 figures: the numbers mean little on a busy machine.
 
@@ -98,8 +101,11 @@ def inspect_records(store_path: Path) -> dict[str, Any]:
             seconds += float(s.get("latency_s") or 0.0)
             if s.get("parse_error"):
                 malformed[s.get("agent", "?")] += 1
+    from masksearch.quality import quality_report
+
     return {
         "records": len(records),
+        "quality": quality_report(records).to_dict(),
         "model_steps": steps,
         "malformed_actions": sum(malformed.values()),
         "malformed_by_agent": dict(malformed),
@@ -232,6 +238,20 @@ def main() -> None:
             f"| {r.get('spans_right')}/{r.get('spans')} | {r.get('malformed_actions')} "
             f"| {r['tracebacks_on_screen']} | {r['load_before'].split('load average:')[-1].strip()} |"
         )
+    print()
+    print(
+        "| model | cache | n | group | thoughts | cut mid-sentence | foreign script "
+        "| answers quoting evidence | near-duplicate rewrite pairs | mean thought tokens | accepted |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        for name, g in ((r.get("quality") or {}).get("by_group") or {}).items():
+            print(
+                f"| {r['model']} | {r['cache']} | {r['n']} | {name} | {g['thoughts']} | {g['cut']} "
+                f"| {g['foreign']} | {g['evidence']}/{g['answering']} "
+                f"| {g['near_duplicates']}/{g['rewrite_pairs']} | {g['mean_thought_tokens']} "
+                f"| {g['accepted']}/{g['records']} |"
+            )
     for d in results["decode"]:
         size = d["install_bytes"]
         print(

@@ -45,8 +45,65 @@ _TEXT = r"[^<>]"
 _LINE = r"[^<>\n]"
 
 
-def _think_rule(chars: int) -> str:
-    return f'think ::= "<think>" [ \\n]? [^<>\\n ] {_TEXT}{{0,{chars}}} "</think>"'
+# Free text of a thought in the question's script(s) (`think_charset`): ASCII, common punctuation
+# and symbols, and the letters of the scripts the writer has read. Letters of any other script —
+# a Cyrillic word fragment in an English thought — cannot be sampled.
+_COMMON = (
+    "\\x20-\\x3B\\x3D\\x3F-\\x7E\\n"  # ASCII without < and >
+    "\\u00A0-\\u00BF\\u00D7\\u00F7"  # Latin-1 punctuation and symbols
+    "\\u2010-\\u2027\\u2030-\\u205E\\u2070-\\u20CF\\u2100-\\u214F\\u2190-\\u22FF"
+)
+SCRIPT_RANGES: dict[str, str] = {
+    "LATIN": "\\u00C0-\\u00D6\\u00D8-\\u00F6\\u00F8-\\u024F\\u1E00-\\u1EFF",
+    "GREEK": "\\u0370-\\u03FF\\u1F00-\\u1FFF",
+    "COPTIC": "\\u0370-\\u03FF\\u2C80-\\u2CFF",
+    "CYRILLIC": "\\u0400-\\u052F",
+    "ARMENIAN": "\\u0530-\\u058F",
+    "HEBREW": "\\u0590-\\u05FF",
+    "ARABIC": "\\u0600-\\u06FF\\u0750-\\u077F",
+    "DEVANAGARI": "\\u0900-\\u097F",
+    "BENGALI": "\\u0980-\\u09FF",
+    "TAMIL": "\\u0B80-\\u0BFF",
+    "THAI": "\\u0E00-\\u0E7F",
+    "GEORGIAN": "\\u10A0-\\u10FF",
+    "HANGUL": "\\u1100-\\u11FF\\u3130-\\u318F\\uAC00-\\uD7AF",
+    "HIRAGANA": "\\u3000-\\u303F\\u3040-\\u309F\\uFF00-\\uFFEF",
+    "KATAKANA": "\\u3000-\\u303F\\u30A0-\\u30FF\\uFF00-\\uFFEF",
+    "CJK": "\\u3000-\\u303F\\u3400-\\u4DBF\\u4E00-\\u9FFF\\uFF00-\\uFFEF",
+}
+SENTENCE_END = "[.!?] [\"')\\]]?"  # a thought ends at a sentence end (closing quote allowed)
+THINK_TAIL_CHARS = 120  # a thought cut by its budget may finish its sentence within this
+
+
+def think_charset(context: str | None = None) -> str:
+    """The characters (GBNF class body) a thought may hold: `context` None → anything but `<`
+    and `>`; else ASCII, common punctuation and the letters of the scripts in `context` (the
+    question and the passages the writer read; a script without a range here: its letters)."""
+    if context is None:
+        return "^<>"
+    from masksearch.quality import script_of
+
+    ranges = [_COMMON]
+    extra: set[str] = set()
+    for script in sorted({script_of(ch) for ch in set(context)} - {""}):
+        if script in SCRIPT_RANGES:
+            ranges.append(SCRIPT_RANGES[script])
+        else:
+            extra |= {ch for ch in set(context) if ch.isalpha() and script_of(ch) == script}
+    ranges += [
+        f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}" for ch in sorted(extra)
+    ]
+    return "".join(ranges)
+
+
+def _think_rule(chars: int | None = None, context: str | None = None) -> str:
+    """`<think>` free text `</think>` ending at a sentence end: at most `chars` + 2 characters
+    (None: unbounded — the caller's token budget and `thought_tail` bound it)."""
+    body = think_charset(context)
+    first = body if body.startswith("^") else body.replace("\\x20-", "\\x21-").replace("\\n", "")
+    first = first + " \\n" if first.startswith("^") else first
+    rep = "*" if chars is None else f"{{0,{chars}}}"
+    return f'think ::= "<think>" [ \\n]? [{first}] [{body}]{rep} {SENTENCE_END} "</think>"'
 
 
 def _rewrites_rules(n: int, query: int) -> list[str]:
@@ -63,8 +120,9 @@ def _rewrites_tokens(n: int) -> int:
 
 
 def _keyword_search_rule(chars: int = MAX_KEYWORD_CHARS) -> str:
-    """One keyword query in `<search>`: one line, no `;`, at most `chars` + 1 characters."""
-    return f'search ::= "<search>" " "? [^<>\\n; ] [^<>\\n;]{{0,{chars}}} "</search>"'
+    """One keyword query in `<search>`: one line, no `;`, `(`, `)` or `:` (a small model copies a
+    result's `Doc 2(Title: …)` line into its query otherwise), at most `chars` + 1 characters."""
+    return f'search ::= "<search>" " "? [^<>\\n;():\\x20] [^<>\\n;():]{{0,{chars}}} "</search>"'
 
 
 def build_grammars(
@@ -236,21 +294,57 @@ def ramp_grammar(
 
 
 MAX_FILL_TOKENS = 16  # one masked span: names, dates, numbers, short phrases
-RAMP_THINK_CHARS = 200  # a RAMP thought names the search or the matching result: keep it short
+# Token budgets of a thought (the whole call gets this plus what its action needs). A thought that
+# runs past it is cut back to its last complete sentence and the action is asked for after it
+# (`masksearch.nodes.thought`), so a stored thought always ends at a sentence end.
+THINK_TOKENS = {"planner": 64, "observer": 48, "qa": 128}
+ACTION_TOKENS = 48  # `<search>` with one keyword query, or the bare `<answer>` opening
+# a continuation's budget: enough for any action the formats allow (a token is at least one
+# character), so it always completes
+REST_TOKENS = MAX_ANSWER_CHARS + 40
 
 
-def ramp_decision(*, may_search: bool, think: int = RAMP_THINK_CHARS) -> str:
+def ramp_decision(*, may_search: bool, context: str | None = None, think: int | None = None) -> str:
     """`<think>…</think>` then one `<search>` (if `may_search`) or the bare `<answer>` opening:
     the spans are filled afterwards, one blank at a time (`fill_grammar`)."""
-    t = _think_rule(think)
+    t = _think_rule(think, context)
     if not may_search:
         return "\n".join(['root ::= think "\\n" "<answer>"', t])
     return "\n".join(['root ::= think "\\n" (search | "<answer>")', t, _KEYWORD_SEARCH])
 
 
-def ramp_search(think: int = RAMP_THINK_CHARS) -> str:
-    """A masked example's first step: a short `<think>…</think>`, then one `<search>`."""
-    return "\n".join(['root ::= think "\\n" search', _think_rule(think), _KEYWORD_SEARCH])
+def ramp_search(context: str | None = None, think: int | None = None) -> str:
+    """A masked example's first step: `<think>…</think>`, then one `<search>`."""
+    return "\n".join(['root ::= think "\\n" search', _think_rule(think, context), _KEYWORD_SEARCH])
+
+
+def thinking(grammar: str, context: str | None = None) -> str:
+    """A format that starts with `<think>` (`root ::= think "\\n" …`) with its thought limited to
+    the scripts of `context` (unbounded in length: the caller's token budget bounds it)."""
+    lines = [ln for ln in grammar.splitlines() if not ln.startswith("think ::=")]
+    return "\n".join([*lines, _think_rule(None, context)])
+
+
+def after_thought(grammar: str) -> str:
+    """What follows `</think>\\n` in a thinking format: its root without the thought."""
+    root, *rules = grammar.splitlines()
+    head = 'root ::= think "\\n" '
+    if not root.startswith(head):
+        raise ValueError("not a thinking format: " + root)
+    return "\n".join(
+        ["root ::= " + root[len(head) :], *[r for r in rules if not r.startswith("think ::=")]]
+    )
+
+
+def thought_tail(grammar: str, context: str | None = None) -> str:
+    """The rest of a thought cut inside its first sentence: at most `THINK_TAIL_CHARS` more
+    characters to a sentence end, `</think>`, then what the format has after the thought."""
+    rest = after_thought(grammar).splitlines()
+    body = think_charset(context)
+    tail = f"tail ::= [{body}]{{0,{THINK_TAIL_CHARS}}} {SENTENCE_END}"
+    return "\n".join(
+        ['root ::= tail "</think>\\n" ' + rest[0][len("root ::= ") :], tail, *rest[1:]]
+    )
 
 
 def choice(n: int) -> str:
@@ -266,14 +360,18 @@ def fill_grammar(passages: Iterable[str]) -> str:
     return "\n".join(['root ::= " "? span', *rules])
 
 
-def for_role(role: str, question: str, *, may_search: bool = True) -> str:
+def for_role(
+    role: str, question: str, *, may_search: bool = True, context: str | None = None
+) -> str:
     """The output format of a teacher role for this question, on a model that decodes under
     grammars.
 
     RAMP questions (with `[mask]`): the planner must search (the hidden words cannot be known
     without retrieval); the observer decides between a search and the bare `<answer>` opening,
     whose spans are then filled one blank at a time (`masksearch.nodes.ramp`). QA: the generic
-    action / answer formats. (`ramp_grammar` is the one-call alternative: all `k` spans at once.)"""
+    action / answer formats. (`ramp_grammar` is the one-call alternative: all `k` spans at once.)
+    `context`: the text the role has read (question, passages); its thought keeps to their
+    scripts (`think_charset`). Thinking formats bound the thought by tokens, not characters."""
     from masksearch.prompts import count_masks
 
     k = count_masks(question)
@@ -282,11 +380,11 @@ def for_role(role: str, question: str, *, may_search: bool = True) -> str:
     if role == "judge":
         return "verdict"
     if role == "planner":
-        return ramp_search() if k else "action"
+        return ramp_search(context) if k else thinking(GRAMMARS["action"], context)
     if role == "observer":
         if k:
-            return ramp_decision(may_search=may_search)
-        return "action" if may_search else "answer"
+            return ramp_decision(may_search=may_search, context=context)
+        return thinking(GRAMMARS["action" if may_search else "answer"], context)
     if role == "answer":
         return "answer_only"
     raise ValueError(f"no output format for role {role!r}")

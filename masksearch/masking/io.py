@@ -94,7 +94,10 @@ def parse_example(
     answers = obj["answers"]
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise fail("must be a non-empty list of strings", "answers")
-    task = obj.get("task", "ramp")
+    # no `task`: a question with [mask] blanks is RAMP, any other a plain QA question (so a
+    # user's {id, question, answers} file needs nothing more)
+    task = obj.get("task") or ("ramp" if "[mask]" in question.lower() else "qa")
+    obj = {**obj, "task": task}
     if task not in ("ramp", "qa"):
         raise fail(f"unknown task {task!r} (ramp | qa)", "task")
     for key in ("source_id", "title", "text", "masked_text", "strategy"):

@@ -7,6 +7,7 @@ routes the same way a produced one does.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -23,12 +24,21 @@ from masksearch.nodes.common import (
     step,
     user,
 )
+from masksearch.nodes.evidence import (
+    answer_thought,
+    holds_every_blank,
+    qa_evidence,
+    quoted,
+    search_thought,
+)
 from masksearch.nodes.ramp import fill_masks, fills_one_blank_at_a_time, merge_meta
 from masksearch.nodes.search import NO_RESULTS
+from masksearch.nodes.thought import complete_thought, think_then_act
 from masksearch.prompts import format_docs
+from masksearch.quality import citation, distinct_queries
 from masksearch.resources import Resources
 from masksearch.state import GraphState, Pending, Round
-from masksearch.tagformat import ParseError, parse_action, parse_rewrites, strip_tags
+from masksearch.tagformat import Action, ParseError, parse_action, parse_rewrites, strip_tags
 
 
 async def planner(
@@ -37,19 +47,24 @@ async def planner(
     """First decision: a sub-query to search, or (rarely) a direct answer."""
     ctx = context_of(runtime)
     question = question_of(state)
-    text, meta = await call_model(
+    text, meta = await think_then_act(
         ctx,
         "planner",
         user(prompts.planner_prompt(question)),
+        grammars.for_role("planner", question, context=question),
         resources=resources,
-        output_format=grammars.for_role("planner", question),
+        context=question,
+        think_tokens=grammars.THINK_TOKENS["planner" if prompts.count_masks(question) else "qa"],
+        action_tokens=grammars.ACTION_TOKENS if prompts.count_masks(question) else QA_ACTION_TOKENS,
     )
     action = parse_action(text)
     if action.kind == "answer":
-        return answered(action, "planner", 0, text, meta)
+        return answered(
+            with_think(action, complete_thought(action.think)), "planner", 0, text, meta
+        )
     if action.kind == "search":
         subquery = "; ".join(action.queries)
-        think, error = action.think, ""
+        think, error = complete_thought(action.think), ""
     else:  # malformed: search the question itself, keep the prose as the thought
         subquery, think, error = question, action.think or strip_tags(text), action.error
     pending: Pending = {"think": think, "subquery": subquery, "queries": []}
@@ -81,6 +96,7 @@ async def rewriter(
     )
     try:
         queries, error = parse_rewrites(text, max_queries=ctx.num_rewrites), ""
+        queries = distinct_queries(queries)  # near-duplicates add nothing to a round
     except ParseError as e:
         queries, error = [subquery], f"fallback to sub-query: {e}"
     turn = state.get("turn", 0) + 1
@@ -96,10 +112,17 @@ async def rewriter(
     }
 
 
+QA_ACTION_TOKENS = 96  # `<search>` with a sentence sub-query, or a short `<answer>`
+
+
 async def observer(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
-    """Summarize the latest results with ALL earlier summaries in view; answer or search again."""
+    """Summarize the latest results with ALL earlier summaries in view; answer or search again.
+
+    A local RAMP observer's thought is composed from its choices and the results
+    (`masksearch.nodes.evidence`): the cited result and the quoted words around each blank when
+    it answers, what is still missing and why the next query should find it when it searches."""
     ctx = context_of(runtime)
     rounds = state.get("rounds", [])
     latest = rounds[-1]
@@ -118,22 +141,55 @@ async def observer(
         budget=budget,
     )
     by_blank = False
-    if prompts.count_masks(question):
+    ramp = bool(prompts.count_masks(question))
+    if ramp:
         prompt += "\n" + prompts.ramp_observer_note(question)
         by_blank = await fills_one_blank_at_a_time(ctx, "observer", resources)
+    read = question + "\n" + "\n".join(str(r.get("observation", "")) for r in rounds)
     # without grammar support the RAMP answer comes in one call: the generic format names then
     # only guide the tag parser
-    fmt = grammars.for_role("observer", question if by_blank else "", may_search=left > 0)
-    text, meta = await call_model(
-        ctx, "observer", user(prompt), resources=resources, output_format=fmt
+    fmt = grammars.for_role(
+        "observer", question if by_blank else "", may_search=left > 0, context=read
     )
+    text, meta = await think_then_act(
+        ctx,
+        "observer",
+        user(prompt),
+        fmt,
+        resources=resources,
+        context=read,
+        think_tokens=grammars.THINK_TOKENS["observer" if by_blank else "qa"],
+        action_tokens=grammars.ACTION_TOKENS if by_blank else QA_ACTION_TOKENS,
+    )
+    passages = list(latest.get("passages", []))
+    thought = ""
+    if (
+        by_blank
+        and not text.rstrip().endswith("<answer>")
+        and holds_every_blank(question, passages)
+    ):
+        # a result has the passage's wording on both sides of every blank: copy from it now
+        # (a small model often searches on anyway, and then answers from worse results)
+        text = text.partition("</think>")[0] + "</think>\n<answer>"
+        meta = {**meta, "answered_on_evidence": True}
     if by_blank and text.rstrip().endswith("<answer>"):
-        spans, fill_meta = await fill_masks(
-            ctx, "observer", prompt, question, latest.get("passages", []), resources=resources
+        spans, doc, fill_meta = await fill_masks(
+            ctx, "observer", prompt, question, passages, resources=resources
         )
         text = text.rstrip() + " ; ".join(spans) + "</answer>"
         meta = merge_meta([meta, fill_meta])
+        if passages:
+            cite = citation(doc + 1, str(passages[doc].get("title", "")))
+            thought = answer_thought(question, spans, passages[doc], cite)
     action = parse_action(text)
+    if by_blank and action.kind == "search" and action.queries:
+        thought = search_thought(question, passages, "; ".join(action.queries))
+    elif not thought:
+        thought = complete_thought(action.think)
+        if action.kind == "answer" and not ramp:
+            quote = qa_evidence(action.answer, passages, None)
+            thought = f"{thought} {quote}".strip() if quote else thought
+    action = with_think(action, thought)
     summary = action.think or strip_tags(text)
     if action.kind == "answer":  # kept even on the last turn
         return {**answered(action, "observer", turn, text, meta), "summaries": [summary]}
@@ -160,6 +216,11 @@ async def observer(
     }
 
 
+def with_think(action: Action, think: str) -> Action:
+    """The action with its thought replaced (the stored thought; the step keeps the raw text)."""
+    return replace(action, think=think)
+
+
 async def force_answer(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
@@ -176,15 +237,54 @@ async def force_answer(
         if await fills_one_blank_at_a_time(ctx, "answer", resources):
             passages = unique_passages(rounds)
             prompt += "\n\nSearch results:\n" + (format_docs(passages) or NO_RESULTS)
-            spans, meta = await fill_masks(
+            spans, doc, meta = await fill_masks(
                 ctx, "answer", prompt, question, passages, resources=resources
             )
-            text = "<answer>" + " ; ".join(spans) + "</answer>"
+            answer = " ; ".join(spans)
+            think = ""
+            if passages:
+                search, number = where_retrieved(rounds, passages[doc])
+                cite = citation(number, str(passages[doc].get("title", "")), search)
+                think = answer_thought(question, spans, passages[doc], cite)
+            text = (
+                f"<think>{think}</think>\n<answer>{answer}</answer>"
+                if think
+                else (f"<answer>{answer}</answer>")
+            )
             return forced_answer_update(text, meta, state.get("turn", 0))
     text, meta = await call_model(
         ctx, "answer", user(prompt), resources=resources, output_format="answer_only"
     )
+    action = parse_action(text)
+    if action.kind == "answer" and not action.think:  # the forced answer writes no thought
+        passages = unique_passages(rounds)
+        quote = ""
+        for p in passages:
+            search, number = where_retrieved(rounds, p)
+            quote = quoted(action.answer, p, citation(number, str(p.get("title", "")), search))
+            if quote:
+                break
+        think = quote or FORCED_NO_EVIDENCE
+        text = f"<think>{think}</think>\n<answer>{action.answer}</answer>"
     return forced_answer_update(text, meta, state.get("turn", 0))
+
+
+FORCED_NO_EVIDENCE = (
+    "The searches are used up and no result states the answer word for word, so I answer from "
+    "what they found and what I know."
+)
+
+
+def where_retrieved(rounds: list[Round], passage: dict[str, Any]) -> tuple[int | None, int]:
+    """(the search round that first retrieved `passage` — None for the latest —, its number
+    Doc N in that round's results), as the student's `<information>` blocks show it."""
+    key = str(passage.get("id") or passage.get("text"))
+    searches = [r for r in rounds if r.get("kind") == "search"]
+    for n, r in enumerate(searches, 1):
+        for i, p in enumerate(r.get("passages", []), 1):
+            if str(p.get("id") or p.get("text")) == key:
+                return (None if n == len(searches) else n), i
+    return None, 1
 
 
 def unique_passages(rounds: list[Round]) -> list[dict[str, Any]]:

@@ -37,9 +37,10 @@ async def fill_masks(
     passages: Sequence[dict[str, Any]],
     *,
     resources: Resources,
-) -> tuple[list[str], dict[str, Any]]:
+) -> tuple[list[str], int, dict[str, Any]]:
     """The `k` spans of a RAMP question, copied from the passage among `passages` (numbered
-    Doc 1.. in `prompt`) that the model names; returns (spans, merged call metadata)."""
+    Doc 1.. in `prompt`) that the model names; returns (spans, the index of that passage in
+    `passages`, merged call metadata)."""
     k = prompts.count_masks(question)
     metas: list[dict[str, Any]] = []
     base = prompt + "\n\n"
@@ -73,7 +74,7 @@ async def fill_masks(
         )
         metas.append(meta)
         spans.append(" ".join(text.replace(";", ",").split()))
-    return spans, merge_meta(metas)
+    return spans, doc, merge_meta(metas)
 
 
 def merge_meta(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def merge(summaries: list[Summary]) -> Summary:
             setattr(out, name, getattr(out, name) + getattr(s, name))
         out.by_status.update(s.by_status)
         out.fail_reasons.update(s.fail_reasons)
+        out.quality.merge(s.quality)
         for k, (d, a) in s.by_k.items():
             slot = out.by_k.setdefault(k, [0, 0])
             slot[0] += d

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from masksearch.quality import QualityReport
 from masksearch.records import TrajectoryRecord
 
 
@@ -65,6 +66,7 @@ class Summary:
     # finished (each slot started over once) to the last example's start (the input ran out)
     steady_done: int = 0  # examples finished in that window
     steady_s: float = 0.0  # its length
+    quality: QualityReport = field(default_factory=QualityReport)  # data quality by task and k
 
     def add(self, record: TrajectoryRecord) -> None:
         self.done += 1
@@ -86,6 +88,7 @@ class Summary:
         self.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
         self.completion_tokens += int(usage.get("completion_tokens", 0) or 0)
         self.search_calls += int(usage.get("search_calls", 0) or 0)
+        self.quality.add(record)
 
     @property
     def accept_rate(self) -> float:
@@ -129,6 +132,7 @@ class Summary:
             "throughput_per_s": round(self.throughput, 4),
             "steady_throughput_per_s": round(self.steady_throughput, 4),
             "interrupted": self.interrupted,
+            "quality": self.quality.to_dict(),
         }
 
     def format(self) -> str:
@@ -155,6 +159,9 @@ class Summary:
         ]
         if skipped:
             lines.append("skipped: " + ", ".join(f"{n} {what}" for n, what in skipped))
+        if self.quality.groups:
+            lines.append("data quality (masksearch.quality):")
+            lines += self.quality.format()
         if self.fail_reasons:
             lines.append("top failure reasons:")
             lines += [f"  {n} x {reason}" for reason, n in self.fail_reasons.most_common(5)]

@@ -1,0 +1,156 @@
+"""Observer thoughts composed from the model's own choices and the retrieved text.
+
+A small model asked to justify its RAMP decision writes `Doc 1`, or pastes a passage. Here the
+node writes the thought from what the model chose — which search result it copies from, which
+words it copied, which query it searches next — and from the search results themselves, so every
+statement about what was retrieved is checked against it:
+
+- **answering**: the cited result (`Doc N (Title: T)`, as the student's `<information>` block
+  numbers it), how many blanks it has the passage's wording around, and for each blank a verbatim
+  quote of that result around the copied words (`quality.quote_around`);
+- **searching again**: how close the best result came (the blanks whose surrounding words it
+  has), which blanks are still missing, and which of the passage's own words the next query
+  carries (why it should find the passage).
+
+Nothing here reads the gold spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from masksearch import prompts
+from masksearch.quality import citation, normalize_space, quote_around, word_set
+
+_STOPWORDS = set(
+    "a an and are as at be by for from has have in is it its of on or that the this to was were "
+    "which with who his her their".split()
+)
+
+
+def blank_contexts(question: str) -> list[tuple[str, str]]:
+    """(the last 3 words before, the first 2 words after) each blank of a RAMP question, as
+    they read with the other blanks still masked."""
+    parts = prompts.masked_text(question).split(prompts.MASK_TOKEN)
+    out = []
+    for i in range(len(parts) - 1):
+        left = " ".join(parts[i].split()[-3:])
+        right = " ".join(parts[i + 1].split()[:2])
+        out.append((left, right))
+    return out
+
+
+def wording_matches(question: str, text: str, *, both: bool = False) -> list[bool]:
+    """Per blank: does `text` hold the words just before or just after it (case-insensitive;
+    `both`: every one of them)? A context cut short by a neighbouring blank or the passage's
+    edge counts when it is at least two words long."""
+    hay = normalize_space(text).casefold()
+    found = []
+    for left, right in blank_contexts(question):
+        hits = [c.casefold() in hay for c in (left, right) if len(c.split()) >= 2]
+        found.append(bool(hits) and (all(hits) if both else any(hits)))
+    return found
+
+
+def holds_every_blank(question: str, passages: Sequence[Mapping[str, Any]]) -> bool:
+    """Does one of `passages` hold the words on both sides of every blank (the masked passage
+    itself, by its wording)?"""
+    return any(all(wording_matches(question, str(p.get("text", "")), both=True)) for p in passages)
+
+
+def _blanks(indices: Iterable[int]) -> str:
+    names = [f"[mask {i + 1}]" for i in indices]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _end(text: str) -> str:
+    return text if text.rstrip().endswith((".", "!", "?")) else text + "."
+
+
+def answer_thought(
+    question: str, spans: Sequence[str], passage: Mapping[str, Any], cite: str
+) -> str:
+    """The thought of a RAMP answer copied from `passage` (cited as `cite`)."""
+    text = str(passage.get("text", ""))
+    k = len(spans)
+    matched = sum(wording_matches(question, text))
+    if matched == k:
+        lead = f"{cite} has the passage's wording around every blank."
+    elif matched:
+        lead = f"{cite} has the passage's wording around {matched} of the {k} blanks."
+    else:
+        lead = f"{cite} is the closest result, though it lacks the wording around the blanks."
+    parts = []
+    for i, span in enumerate(spans):
+        left, _ = prompts.mask_context(question, list(spans[:i]), i)
+        quote = quote_around(text, span, left_hint=left)
+        if quote:
+            parts.append(f'for [mask {i + 1}] it reads "{quote}"')
+        else:
+            parts.append(f"for [mask {i + 1}] I give {span}")
+    body = "; ".join(parts)
+    so = "So the masked span is " if k == 1 else "So the masked spans are "
+    return f"{lead} {body[0].upper()}{body[1:]}. {_end(so + ' ; '.join(spans))}"
+
+
+def search_thought(question: str, passages: Sequence[Mapping[str, Any]], query: str) -> str:
+    """The thought of a RAMP observer that searches again with `query` after reading
+    `passages` (the latest results, numbered Doc 1..)."""
+    k = prompts.count_masks(question)
+    per_doc = [wording_matches(question, str(p.get("text", ""))) for p in passages]
+    best = max(range(len(per_doc)), key=lambda j: sum(per_doc[j]), default=-1)
+    m = sum(per_doc[best]) if best >= 0 else 0
+    if m == 0:
+        lead = (
+            f"None of the {len(passages)} results has the passage's wording around the blanks."
+            if len(passages) > 1
+            else "The result lacks the passage's wording around the blanks."
+            if passages
+            else "The search returned no results."
+        )
+        missing = list(range(k))
+    else:
+        cite = citation(best + 1, str(passages[best].get("title", "")))
+        if m == k:
+            lead = (
+                f"{cite} has the passage's wording around every blank, but I search once more "
+                f"to confirm the words hidden by {_blanks(range(k))}."
+            )
+            missing = []
+        else:
+            lead = f"{cite} has the passage's wording around {m} of the {k} blanks only."
+            missing = [i for i, ok in enumerate(per_doc[best]) if not ok]
+    still = f"Still missing: the words hidden by {_blanks(missing)}." if missing else ""
+    passage_words = word_set(prompts.masked_text(question))
+    carried_by_key: dict[str, str] = {}
+    for w in query.split():
+        key = w.casefold().strip(".,;:()'\"")
+        if key in passage_words and key not in _STOPWORDS:
+            carried_by_key.setdefault(key, w.strip(".,;:()'\""))
+    carried = list(carried_by_key.values())
+    if carried:
+        words = ", ".join(carried[:-1]) + (" and " if len(carried) > 1 else "") + carried[-1]
+        why = (
+            f"So I search for {query}: it has the passage's own words {words}, "
+            "which should retrieve the passage that holds them."
+        )
+    else:
+        why = f"So I search for {query}, other words for the subject of the passage."
+    return " ".join(x for x in (lead, still, why) if x)
+
+
+def quoted(answer: str, passage: Mapping[str, Any], cite: str) -> str:
+    """`<cite> reads "…answer…".` when the passage holds the answer verbatim, else ""."""
+    quote = quote_around(str(passage.get("text", "")), answer.strip())
+    return f'{cite} reads "{quote}".' if quote else ""
+
+
+def qa_evidence(answer: str, passages: Sequence[Mapping[str, Any]], search: int | None) -> str:
+    """A sentence quoting the first result (of `passages`, numbered Doc 1..) that holds the
+    answer verbatim, or "" when none does."""
+    for j, p in enumerate(passages):
+        sentence = quoted(answer, p, citation(j + 1, str(p.get("title", "")), search))
+        if sentence:
+            return sentence
+    return ""
