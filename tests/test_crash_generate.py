@@ -13,8 +13,7 @@ import sys
 import time
 
 from masksearch.graph import Context, thread_id_for
-from masksearch.pipeline.parallel import store_count
-from masksearch.pipeline.store import iter_records
+from masksearch.pipeline.store import iter_records, store_count
 from masksearch.types import MaskedExample, Span
 
 N = 40

@@ -148,8 +148,7 @@ async def test_steady_throughput_counts_only_the_window_with_every_slot_busy(tmp
     import asyncio
 
     from masksearch.graph.records import failed_record
-    from masksearch.pipeline.parallel import merge
-    from masksearch.pipeline.summary import Summary
+    from masksearch.pipeline.summary import Summary, merge
 
     async def run_one(ex):  # a 20 ms example (its record's content does not matter here)
         await asyncio.sleep(0.02)

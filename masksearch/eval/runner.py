@@ -164,7 +164,7 @@ def pending_work(
 
 def key_shard(key: Key, shards: int) -> int:
     """The Ray worker (of `shards`) that runs a question: a stable hash of its key."""
-    from masksearch.pipeline.parallel import shard_of
+    from masksearch.workers.cluster import shard_of
 
     return shard_of("\x1f".join(key), shards)
 
@@ -185,14 +185,14 @@ async def run_eval(
     """Run every method on every item not yet in `out_dir/results.jsonl`.
 
     `shard` (i, n): run as Ray worker i of n: only its questions, appended to its own part file
-    (`pipeline.parallel.part_path`) that the driver merges into `results.jsonl`. `stop` set:
+    (`workers.cluster.part_path`) that the driver merges into `results.jsonl`. `stop` set:
     start no new question."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS
     done = read_results(out_dir)
     if shard is not None:
-        from masksearch.pipeline.parallel import part_path
+        from masksearch.workers.cluster import part_path
 
         path = part_path(path, shard[0])
         if path.exists():  # a restarted worker: what it wrote before counts as done

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from masksearch.pipeline.commands import (
+from masksearch.workers.options import (
     EXIT_INTERRUPTED,
     ProcessesOption,
     RayAddressOption,

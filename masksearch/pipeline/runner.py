@@ -19,15 +19,6 @@ from masksearch.fileio import atomic_write_text
 from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.generate import Durability, generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
-from masksearch.pipeline.parallel import (
-    EXIT_INTERRUPTED,
-    ClusterSettings,
-    connect,
-    merge,
-    run_sharded,
-    take_shard,
-    throttled,
-)
 from masksearch.pipeline.ratelimit import (
     Limiter,
     LocalLimiter,
@@ -36,10 +27,18 @@ from masksearch.pipeline.ratelimit import (
     start_shared_limiter,
 )
 from masksearch.pipeline.store import RecordStore, is_postgres, open_store, store_label
-from masksearch.pipeline.summary import Summary
+from masksearch.pipeline.summary import Summary, merge
 from masksearch.redact import redact
 from masksearch.resources import Resources
 from masksearch.types import MaskedExample
+from masksearch.workers.cluster import (
+    EXIT_INTERRUPTED,
+    ClusterSettings,
+    connect,
+    run_sharded,
+    take_shard,
+    throttled,
+)
 
 T = TypeVar("T")
 

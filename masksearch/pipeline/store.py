@@ -523,6 +523,20 @@ def _pg_error(e: Exception) -> str:
     return re.sub(r"password=\S+", "password=***", line)[:200]
 
 
+def store_count(path: str | Path) -> int:
+    """Rows in a SQLite trajectory store (read-only; 0 before it exists)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
 def iter_records(
     path: str | os.PathLike[str], *, accepted_only: bool = False, skip_bad: bool = False
 ) -> Iterator[TrajectoryRecord]:
