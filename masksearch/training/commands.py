@@ -30,7 +30,7 @@ def _settings(kind: str, config: Path | None, sets: list[str] | None, **direct):
 
 
 def _announce() -> None:
-    from masksearch.training.modeling import device_summary
+    from masksearch.training.devices import device_summary
 
     typer.secho(device_summary(), fg=typer.colors.CYAN, err=True)
 

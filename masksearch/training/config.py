@@ -299,7 +299,7 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
     rest = {k: v for k, v in data.items() if k not in ours_names}
     settings = _build(cls, ours, where)
     check_lora_base_dtype(settings.lora.base_dtype, where or "config")
-    from masksearch.training.modeling import resolve_precision
+    from masksearch.training.devices import resolve_precision
 
     precision = resolve_precision(settings.mixed_precision)
     trainer: dict[str, Any] = dict(SFT_TRAINER_DEFAULTS if kind == "sft" else RL_TRAINER_DEFAULTS)

@@ -7,9 +7,14 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from masksearch.training.config import CurriculumSettings
 
 try:  # torch is a core dependency, but keep the pure ordering importable without it
     from torch.utils.data import Sampler
@@ -74,6 +79,26 @@ def curriculum_order(
         boundaries.append(len(order))
         order.extend(chunk)
     return CurriculumPlan(order=order, boundaries=boundaries, stages=list(stages))
+
+
+Row = TypeVar("Row", bound=dict[str, Any])
+log = logging.getLogger(__name__)
+
+
+def curriculum_rows(rows: list[Row], settings: CurriculumSettings, *, seed: int) -> list[Row]:
+    """`rows` (each with its mask count `k`) in curriculum order when `settings.enabled`, else
+    as given."""
+    if not settings.enabled:
+        return rows
+    plan = curriculum_order(
+        [r["k"] for r in rows],
+        settings.stages,
+        mode=settings.mode,
+        shuffle_within_stage=settings.shuffle_within_stage,
+        seed=seed,
+    )
+    log.info("curriculum: stages %s start at rows %s", plan.stages, plan.boundaries)
+    return [rows[i] for i in plan.order]
 
 
 class CurriculumSampler(Sampler):  # type: ignore[misc]

@@ -112,8 +112,8 @@ class PPOAdapter:
         from accelerate import Accelerator
         from transformers import get_scheduler
 
-        from masksearch.training.grpo import make_rollout
         from masksearch.training.modeling import check_trainable_fp32, lora_config
+        from masksearch.training.rlsetup import make_rollout
 
         self.s, self.h, self.args = settings, settings.ppo, settings.args
         args = self.args
@@ -430,12 +430,17 @@ def train_ppo(
 ) -> dict[str, Any]:
     """PPO counterpart of `train_grpo` (same inputs, same rewards, same rollout)."""
     from masksearch.training.data import load_questions
-    from masksearch.training.grpo import build_rewards, build_rl_rows, resolve_retriever
+    from masksearch.training.devices import device_summary
     from masksearch.training.modeling import (
-        device_summary,
         load_model,
         load_tokenizer,
         resolve_resume,
+    )
+    from masksearch.training.rlsetup import (
+        build_rewards,
+        build_rl_rows,
+        load_judge_model,
+        resolve_retriever,
     )
 
     log.info("%s", device_summary())
@@ -448,11 +453,7 @@ def train_ppo(
     model = model if model is not None else load_model(settings, lora=settings.lora)
     _torch().manual_seed(settings.args.seed)
     random.seed(settings.args.seed)
-    if judge_model is None and settings.judge_model:
-        from masksearch.models import load_chat_model
-
-        judge_model = load_chat_model(settings.judge_model)
-    funcs, weights = build_rewards(settings, judge_model)
+    funcs, weights = build_rewards(settings, load_judge_model(settings, judge_model))
     adapter = PPOAdapter(
         settings,
         model=model,

@@ -234,7 +234,8 @@ def _launched_run(kind: str, out_dir: str) -> None:
             save=False,
         )
     else:
-        from masksearch.training.grpo import make_rollout, train_grpo
+        from masksearch.training.grpo import train_grpo
+        from masksearch.training.rlsetup import make_rollout
         from masksearch.training.rollout import SearchRollout
 
         settings = build_settings(
