@@ -45,7 +45,7 @@ from pathlib import Path
 
 from masksearch.graph import Context
 from masksearch.graph.checkpoint import open_checkpointer
-from masksearch.pipeline.generate import Durability, generate
+from masksearch.pipeline.generate import Durability, GenerateSettings, generate
 from masksearch.pipeline.runner import GenerateShard, run_async
 from masksearch.pipeline.summary import merge
 from masksearch.pipeline.testing import CALLS_PER_EXAMPLE, TeamSetup
@@ -149,10 +149,12 @@ def measure(
                 make_examples(n, tag),
                 context,
                 store,
-                url,
-                concurrency=concurrency,
-                progress=False,
-                durability=durability,
+                GenerateSettings(
+                    checkpointer_url=url,
+                    concurrency=concurrency,
+                    progress=False,
+                    durability=durability,
+                ),
                 resources=resources,
             )
         )

@@ -17,7 +17,7 @@ from masksearch.context import Context
 from masksearch.errors import MaskSearchError
 from masksearch.fileio import atomic_write_text
 from masksearch.jsonl import SkipCounter
-from masksearch.pipeline.generate import Durability, generate
+from masksearch.pipeline.generate import Durability, GenerateSettings, generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
 from masksearch.pipeline.ratelimit import (
     Limiter,
@@ -65,7 +65,7 @@ async def generate_with_signals(
     examples: Iterable[MaskedExample],
     context: Context,
     store: RecordStore,
-    checkpointer_url: str,
+    settings: GenerateSettings,
     summary: Summary,
     **kwargs: Any,
 ) -> None:
@@ -107,7 +107,13 @@ async def generate_with_signals(
             pass
     try:
         await generate(
-            examples, context, store, checkpointer_url, stop=stop, summary=summary, **kwargs
+            examples,
+            context,
+            store,
+            settings,
+            stop=stop,
+            summary=summary,
+            **kwargs,
         )
     except asyncio.CancelledError:
         summary.interrupted = True
@@ -151,13 +157,15 @@ class GenerateShard:
                 take_shard(examples, shard, shards),
                 self.context,
                 store,
-                self.checkpointer_url,
-                concurrency=self.concurrency,
-                retry_failed=self.retry_failed,
-                progress=False,
+                GenerateSettings(
+                    checkpointer_url=self.checkpointer_url,
+                    concurrency=self.concurrency,
+                    retry_failed=self.retry_failed,
+                    progress=False,
+                    durability=self.durability,
+                ),
                 stop=stop,
                 summary=summary,
-                durability=self.durability,
                 limiter=self.limiter(),
                 resources=self.resources(),  # one per actor: an actor runs one shard job
             )
@@ -242,14 +250,16 @@ def run_generate(
                             examples,
                             context,
                             store,
-                            checkpointer_url,
+                            GenerateSettings(
+                                checkpointer_url=checkpointer_url,
+                                concurrency=concurrency,
+                                limit=limit,
+                                retry_failed=retry_failed,
+                                total=total,
+                                progress=progress,
+                                durability=durability,
+                            ),
                             summary,
-                            concurrency=concurrency,
-                            limit=limit,
-                            retry_failed=retry_failed,
-                            total=total,
-                            progress=progress,
-                            durability=durability,
                             limiter=LocalLimiter(limits) if limits else None,
                             resources=resources,
                         )

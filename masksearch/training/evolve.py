@@ -194,7 +194,7 @@ def graph_generate_fn(settings: EvolveSettings, resources: Resources | None = No
     """Generate with the pipeline's async `generate` (store, resume, concurrency) and our graph.
     `resources` serves the retriever and models of every round (default a fresh one)."""
     from masksearch.context import Context
-    from masksearch.pipeline.generate import generate
+    from masksearch.pipeline.generate import GenerateSettings, generate
 
     res = resources if resources is not None else Resources()
 
@@ -206,9 +206,9 @@ def graph_generate_fn(settings: EvolveSettings, resources: Resources | None = No
             batch,
             context,
             store,
-            concurrency=settings.concurrency,
-            checkpointer_url="memory",
-            progress=True,
+            GenerateSettings(
+                concurrency=settings.concurrency, checkpointer_url="memory", progress=True
+            ),
             resources=res,
         )
 
