@@ -230,14 +230,9 @@ def iter_corpus(
     """Passages of a corpus file: `masksearch.corpus.iter_passages` when available, else
     FlashRAG jsonl (`id` + `contents` = "title\\ntext", or `id`, `title`, `text`). With
     `skip_bad`, bad records are counted in `counter` instead of raising."""
-    try:
-        from masksearch.corpus import iter_passages  # type: ignore[attr-defined]
-    except ImportError:
-        iter_passages = None
-    if iter_passages is not None:
-        yield from iter_passages(path, fmt, skip_bad=skip_bad, counter=counter)
-        return
-    yield from iter_flashrag_jsonl(path)
+    from masksearch.corpus import iter_passages
+
+    yield from iter_passages(path, fmt, skip_bad=skip_bad, counter=counter)
 
 
 def iter_flashrag_jsonl(path: str | os.PathLike[str]) -> Iterator[Passage]:

@@ -214,7 +214,9 @@ async def _run_batch(
             )
         return record, encode(ex, record)
 
-    async def commit(batch: list[tuple[MaskedExample, tuple[TrajectoryRecord, dict[str, Any]]]]):
+    async def commit(
+        batch: list[tuple[MaskedExample, tuple[TrajectoryRecord, dict[str, Any]]]],
+    ) -> None:
         written = store.write_rows([row for _, (_, row) in batch])
         for (_, (record, _)), ok in zip(batch, written, strict=True):
             if ok:

@@ -382,7 +382,7 @@ def store_count(path: str | Path) -> int:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
         try:
-            return db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
+            return int(db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0])
         finally:
             db.close()
     except sqlite3.Error:

@@ -47,10 +47,10 @@ class Summary:
     done: int = 0
     accepted: int = 0
     failed: int = 0
-    by_status: Counter = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
     by_k: dict[int, list[int]] = field(default_factory=dict)  # k -> [done, accepted]
-    fail_reasons: Counter = field(default_factory=Counter)
-    reject_reasons: Counter = field(default_factory=Counter)  # finished but not accepted
+    fail_reasons: Counter[str] = field(default_factory=Counter)
+    reject_reasons: Counter[str] = field(default_factory=Counter)  # finished but not accepted
     turns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

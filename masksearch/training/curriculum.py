@@ -16,10 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from masksearch.training.config import CurriculumSettings
 
-try:  # torch is a core dependency, but keep the pure ordering importable without it
-    from torch.utils.data import Sampler
-except ImportError:  # pragma: no cover
-    Sampler = object  # type: ignore[assignment,misc]
+from torch.utils.data import Sampler
 
 
 def stage_of(k: int, stages: Sequence[int]) -> int:
@@ -101,7 +98,7 @@ def curriculum_rows(rows: list[Row], settings: CurriculumSettings, *, seed: int)
     return [rows[i] for i in plan.order]
 
 
-class CurriculumSampler(Sampler):  # type: ignore[misc]
+class CurriculumSampler(Sampler[int]):
     """Yields dataset indices stage by stage; `set_epoch` reshuffles within stages."""
 
     def __init__(

@@ -55,7 +55,7 @@ def load_model(settings: ModelSettings, *, lora: LoraSettings | None = None) -> 
     if settings.attn_implementation:
         kwargs["attn_implementation"] = settings.attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(settings.model, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(settings.model, **kwargs)
     except OSError as e:
         raise ConfigError(f"cannot load model {settings.model!r}: {e}") from None
     if settings.gguf_file:

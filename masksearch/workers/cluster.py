@@ -290,13 +290,13 @@ def throttled(
     return call
 
 
-def part_path(out: str | Path, shard: int) -> Path:
+def part_path(out: str | os.PathLike[str], shard: int) -> Path:
     """Where shard `shard` of a sharded run appends the rows bound for the JSONL file `out`."""
     out = Path(out)
     return out.with_name(f"{out.name}.part-{shard}")
 
 
-def merge_parts(out: str | Path, key_of: Callable[[dict[str, Any]], Hashable]) -> int:
+def merge_parts(out: str | os.PathLike[str], key_of: Callable[[dict[str, Any]], Hashable]) -> int:
     """Append to `out` every row of its part files (`part_path`, any shard count) whose key is
     not in `out` yet, fsync it, then delete the parts; returns the rows appended.
 
