@@ -106,32 +106,39 @@ SCORERS: dict[str, Callable[[str | None, Sequence[str], bool], float]] = {
 # -- TRL reward functions ---------------------------------------------------------------------
 
 
-def recall_reward(
-    prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
-) -> list[float]:
-    """Token-level recall of the masked spans (RAMP) or of the gold answer (QA)."""
-    return [answer_recall(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+def _answer_reward(
+    name: str, score: Callable[[str | None, Sequence[str], bool], float], doc: str
+) -> RewardFn:
+    """A TRL reward function named `name`: `score` of each sample's final answer."""
+
+    def reward(
+        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
+    ) -> list[float]:
+        return [score(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+
+    reward.__name__ = reward.__qualname__ = name  # TRL logs each reward under its name
+    reward.__doc__ = doc
+    return reward
 
 
-def em_reward(
-    prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
-) -> list[float]:
-    """Exact match (SQuAD normalisation; RAMP compares the ` ; `-joined span list)."""
-    return [answer_em(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
-
-
-def f1_reward(
-    prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
-) -> list[float]:
-    """Token F1 with the HotpotQA yes/no rule, max over aliases."""
-    return [answer_f1(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
-
-
-def correct_reward(
-    prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
-) -> list[float]:
-    """1.0 for a correct answer by the acceptance rule (`masksearch.scoring.answer_correct`)."""
-    return [answer_is_correct(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+recall_reward = _answer_reward(
+    "recall_reward",
+    answer_recall,
+    "Token-level recall of the masked spans (RAMP) or of the gold answer (QA).",
+)
+em_reward = _answer_reward(
+    "em_reward",
+    answer_em,
+    "Exact match (SQuAD normalisation; RAMP compares the ` ; `-joined span list).",
+)
+f1_reward = _answer_reward(
+    "f1_reward", answer_f1, "Token F1 with the HotpotQA yes/no rule, max over aliases."
+)
+correct_reward = _answer_reward(
+    "correct_reward",
+    answer_is_correct,
+    "1.0 for a correct answer by the acceptance rule (`masksearch.scoring.answer_correct`).",
+)
 
 
 def format_reward(
