@@ -119,7 +119,7 @@ def example_record(i: int = 0, *, accepted: bool = True) -> TrajectoryRecord:
         "meta": {"k": 2},
         "created_at": "2026-01-01T00:00:00+00:00",
     }
-    return cast(TrajectoryRecord, record)  # the schema, as `validate_record` checks it
+    return cast("TrajectoryRecord", record)  # the schema, as `validate_record` checks it
 
 
 # -- launched smoke runs: `accelerate launch … -m masksearch.training.smoke sft|grpo <dir>` -------
