@@ -45,12 +45,13 @@ from pathlib import Path
 
 from masksearch.graph import Context
 from masksearch.graph.checkpoint import open_checkpointer
-from masksearch.pipeline.generate import Durability, generate
-from masksearch.pipeline.parallel import ClusterSettings, merge, run_sharded, shard_of
+from masksearch.pipeline.generate import Durability, GenerateSettings, generate
 from masksearch.pipeline.runner import GenerateShard, run_async
+from masksearch.pipeline.summary import merge
 from masksearch.pipeline.testing import CALLS_PER_EXAMPLE, TeamSetup
 from masksearch.resources import Resources
 from masksearch.types import MaskedExample, Span
+from masksearch.workers.cluster import ClusterSettings, run_sharded, shard_of
 
 
 def make_examples(n: int, prefix: str) -> list[MaskedExample]:
@@ -148,10 +149,12 @@ def measure(
                 make_examples(n, tag),
                 context,
                 store,
-                url,
-                concurrency=concurrency,
-                progress=False,
-                durability=durability,
+                GenerateSettings(
+                    checkpointer_url=url,
+                    concurrency=concurrency,
+                    progress=False,
+                    durability=durability,
+                ),
                 resources=resources,
             )
         )

@@ -64,11 +64,20 @@ def _register() -> None:
     from masksearch.eval import commands as eval_cmds
     from masksearch.graph import commands as graph_cmds
     from masksearch.masking import commands as mask_cmds
+    from masksearch.offline import commands as offline_cmds
     from masksearch.pipeline import commands as pipeline_cmds
     from masksearch.retrievers import commands as retr_cmds
     from masksearch.training import commands as train_cmds
 
-    for module in (retr_cmds, mask_cmds, pipeline_cmds, graph_cmds, eval_cmds, train_cmds):
+    for module in (
+        retr_cmds,
+        mask_cmds,
+        pipeline_cmds,
+        offline_cmds,
+        graph_cmds,
+        eval_cmds,
+        train_cmds,
+    ):
         module.register(app)
 
 

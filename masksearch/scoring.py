@@ -12,6 +12,8 @@ The graph's judge node, the RL rewards and eval all score through here.
   span's tokens, so a pasted passage (or a list of candidates) fails however much it recalls.
 - `answer_correct(prediction, answers, task)`: `ramp_correct` for RAMP; for QA, token recall
   >= `recall_threshold` (max over aliases), the graph's QA acceptance rule.
+- `task_of(state)`: the task an example is scored as (`ramp` or `qa`), from its `task` field
+  or, when that is empty, from its question.
 - `parse_verdict`: an LLM judge's reply → True / False / None (unclear).
 """
 
@@ -21,9 +23,10 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
-from masksearch.prompts import SPAN_SEPARATOR
+from masksearch.prompts import SPAN_SEPARATOR, is_mask_question
 from masksearch.tagformat import extract_tag
 
 _PUNCT = set(string.punctuation)
@@ -271,3 +274,12 @@ def parse_verdict(text: str) -> bool | None:
         return lines.pop() == "correct" if len(lines) == 1 else None
     m = _VERDICT_ONLY.match(text)
     return None if m is None else m.group(1).lower() == "correct"
+
+
+def task_of(example: Mapping[str, Any]) -> str:
+    """The task an example (a graph state or a record) is scored as: its `task`, or `ramp` when
+    its question has mask blanks and `qa` otherwise."""
+    task = example.get("task")
+    if task:
+        return str(task)
+    return "ramp" if is_mask_question(example.get("question", "")) else "qa"

@@ -91,3 +91,49 @@ def tiny_lm():
         pad_token_id=tok.pad_token_id,
     )
     return transformers.GPT2LMHeadModel(cfg).eval(), tok
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A Postgres server for the session (`MASKSEARCH_TEST_POSTGRES_DSN`, else a throwaway one
+    started from the installed `initdb`/`pg_ctl`): its DSN, or None when there is neither."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        yield None
+        return
+    from masksearch.pipeline.testing import local_postgres
+
+    with local_postgres(tmp_path_factory.mktemp("pg")) as dsn:
+        yield dsn
+
+
+NO_POSTGRES = (
+    "no Postgres: install psycopg and the PostgreSQL server binaries (Debian: apt-get install "
+    "postgresql), or set MASKSEARCH_TEST_POSTGRES_DSN"
+)
+
+
+def fresh_database(dsn: str) -> str:
+    """A new empty database on `dsn`'s server; its DSN (a test's own tables and locks)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_spec(request, tmp_path) -> str:
+    """A new, empty trajectory store of each kind: a SQLite file, then a Postgres database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "t.sqlite")
+    dsn = request.getfixturevalue("pg_server")
+    if dsn is None:
+        pytest.skip(NO_POSTGRES)
+    return fresh_database(dsn)

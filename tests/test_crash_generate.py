@@ -1,6 +1,7 @@
 """Crash test: `generate` in a subprocess with simulated model latency, killed with SIGKILL
 mid-batch, then restarted with the same command → every example exactly once (0 lost,
-0 duplicated), the in-flight ones resumed from the checkpointer."""
+0 duplicated), the in-flight ones resumed from the checkpointer. The kill test runs against
+both stores (`store_spec`: SQLite with its SQLite checkpointer, Postgres with Postgres's)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import sys
 import time
 
 from masksearch.graph import Context, thread_id_for
-from masksearch.pipeline.parallel import store_count
-from masksearch.pipeline.store import iter_records
+from masksearch.pipeline.store import is_postgres, iter_records
 from masksearch.types import MaskedExample, Span
 
 N = 40
@@ -37,13 +37,41 @@ res = Resources(
         [Passage(f"p{i}", f"T{i}", f"Item {i} is about number {i}.") for i in range(50)])},
 )
 app = typer.Typer()
+app.callback()(lambda: None)  # `generate` stays a subcommand (the only one registered here)
 commands.register(app)
 app(sys.argv[1:], prog_name="masksearch", obj=res)
 """
 
 
-def _generate_cmd(tmp_path):
-    """Write N masked examples and the driver; return (generate command, store path)."""
+def _query(spec, sql: str) -> list[tuple]:
+    """Rows of `sql` on a SQLite file or a Postgres DSN; none before its table exists."""
+    if is_postgres(spec):
+        import psycopg
+
+        try:
+            with psycopg.connect(spec) as db:
+                return list(db.execute(sql))
+        except psycopg.errors.UndefinedTable:
+            return []
+    if not os.path.exists(spec):
+        return []
+    db = sqlite3.connect(f"file:{spec}?mode=ro", uri=True, timeout=5)
+    try:
+        return list(db.execute(sql))
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+    finally:
+        db.close()
+
+
+def store_count(spec) -> int:
+    return len(_query(spec, "SELECT id FROM trajectories"))
+
+
+def _generate_cmd(tmp_path, store=None):
+    """Write N masked examples and the driver; return (generate command, store spec)."""
     data = tmp_path / "masked.jsonl"
     with data.open("w") as fh:
         for i in range(N):
@@ -56,7 +84,7 @@ def _generate_cmd(tmp_path):
             fh.write(json.dumps(ex.to_dict()) + "\n")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    store = tmp_path / "traj.sqlite"
+    store = store or str(tmp_path / "traj.sqlite")
     cmd = [
         sys.executable,
         str(driver),
@@ -80,8 +108,10 @@ def _generate_cmd(tmp_path):
     return cmd, store
 
 
-def test_kill_9_mid_batch_then_resume(tmp_path):
-    cmd, store = _generate_cmd(tmp_path)
+def test_kill_9_mid_batch_then_resume(tmp_path, store_spec):
+    cmd, store = _generate_cmd(tmp_path, store_spec.replace("t.sqlite", "traj.sqlite"))
+    # the checkpointer: next to a SQLite store, in a Postgres store's database
+    ckpt = store if is_postgres(store) else str(tmp_path / "traj.ckpt.sqlite")
     cmd += ["--export", str(tmp_path / "all.jsonl"), "--export-all"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -96,12 +126,8 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
     proc.stdout.close()
     written = store_count(store)
     assert 8 <= written < N, written
-    db = sqlite3.connect(store)
-    stored = {r[0] for r in db.execute("SELECT id FROM trajectories")}
-    db.close()
-    ckpt = sqlite3.connect(tmp_path / "traj.ckpt.sqlite")
-    threads = {r[0] for r in ckpt.execute("SELECT DISTINCT thread_id FROM checkpoints")}
-    ckpt.close()
+    stored = {r[0] for r in _query(store, "SELECT id FROM trajectories")}
+    threads = {r[0] for r in _query(ckpt, "SELECT DISTINCT thread_id FROM checkpoints")}
     # the CLI's context for these flags (same fingerprint -> same deterministic thread ids)
     ctx = Context(
         planner_model="fake:slow",
@@ -128,15 +154,10 @@ def test_kill_9_mid_batch_then_resume(tmp_path):
     ids = [r["id"] for r in records]
     assert len(ids) == N and set(ids) == {f"ex{i}" for i in range(N)}  # 0 lost, 0 duplicated
     assert all(r["status"] == "answered" and r["accepted"] for r in records)
-    db = sqlite3.connect(store)
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert db.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM trajectories").fetchone() == (N, N)
-    db.close()
-    ckpt = sqlite3.connect(tmp_path / "traj.ckpt.sqlite")
-    assert (
-        ckpt.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0
-    )  # finished threads cleaned
-    ckpt.close()
+    if not is_postgres(store):
+        assert _query(store, "PRAGMA integrity_check")[0][0] == "ok"
+    assert _query(store, "SELECT COUNT(*), COUNT(DISTINCT id) FROM trajectories") == [(N, N)]
+    assert _query(ckpt, "SELECT COUNT(*) FROM checkpoints") == [(0,)]  # finished threads cleaned
 
 
 def test_ctrl_c_finishes_in_flight_then_resume(tmp_path):

@@ -14,7 +14,7 @@ from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.models.fake import http_error
 from masksearch.nodes.common import is_transient
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.resources import Resources
@@ -125,10 +125,7 @@ async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
         examples(),
         context(),
         store,
-        ckpt,
-        concurrency=4,
-        progress=False,
-        graph_options=FAST,
+        GenerateSettings(checkpointer_url=ckpt, concurrency=4, progress=False, graph_options=FAST),
         resources=res,
     )
     assert s.done == N and not s.interrupted
@@ -155,11 +152,13 @@ async def test_batch_survives_faults_and_retry_failed_recovers(tmp_path, setup):
         examples(),
         context(),
         store,
-        ckpt,
-        concurrency=4,
-        progress=False,
-        retry_failed=True,
-        graph_options=FAST,
+        GenerateSettings(
+            checkpointer_url=ckpt,
+            concurrency=4,
+            progress=False,
+            retry_failed=True,
+            graph_options=FAST,
+        ),
         resources=res,
     )
     assert s2.done == 3 and s2.skipped_existing == N - 3 and s2.failed == 0
@@ -177,20 +176,18 @@ async def test_rerun_without_retry_failed_keeps_failures(tmp_path, setup):
         examples(),
         context(),
         store,
-        "memory",
-        concurrency=2,
-        progress=False,
-        graph_options=FAST,
+        GenerateSettings(
+            checkpointer_url="memory", concurrency=2, progress=False, graph_options=FAST
+        ),
         resources=res,
     )
     s = await generate(
         examples(),
         context(),
         store,
-        "memory",
-        concurrency=2,
-        progress=False,
-        graph_options=FAST,
+        GenerateSettings(
+            checkpointer_url="memory", concurrency=2, progress=False, graph_options=FAST
+        ),
         resources=res,
     )
     assert s.done == 0 and s.skipped_existing == N

@@ -10,7 +10,7 @@ from langgraph.types import RetryPolicy
 from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.nodes.common import is_transient
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.store import TrajectoryStore, iter_records
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.resources import Resources
@@ -76,10 +76,12 @@ async def test_generate_counts_accepts_and_exports(tmp_path, res, team):
         make_examples(10),
         context(),
         store,
-        "memory",
-        concurrency=4,
-        progress=False,
-        graph_options={"retry_policy": FAST},
+        GenerateSettings(
+            checkpointer_url="memory",
+            concurrency=4,
+            progress=False,
+            graph_options={"retry_policy": FAST},
+        ),
         resources=res,
     )
     assert (s.done, s.accepted, s.failed) == (10, 5, 0)
@@ -99,11 +101,19 @@ async def test_generate_counts_accepts_and_exports(tmp_path, res, team):
 async def test_resume_with_sqlite_checkpointer_skips_done(tmp_path, res, team):
     store, ckpt = tmp_path / "traj.sqlite", f"sqlite:///{tmp_path / 'ckpt.sqlite'}"
     await generate(
-        make_examples(4), context(), store, ckpt, concurrency=2, progress=False, resources=res
+        make_examples(4),
+        context(),
+        store,
+        GenerateSettings(checkpointer_url=ckpt, concurrency=2, progress=False),
+        resources=res,
     )
     assert team.calls == 12
     s = await generate(
-        make_examples(6), context(), store, ckpt, concurrency=2, progress=False, resources=res
+        make_examples(6),
+        context(),
+        store,
+        GenerateSettings(checkpointer_url=ckpt, concurrency=2, progress=False),
+        resources=res,
     )
     assert s.skipped_existing == 4 and s.done == 2 and team.calls == 18
     # finished threads are removed from the checkpointer (their records are in the store)
@@ -117,9 +127,7 @@ async def test_judge_model_counts(tmp_path, res):
         make_examples(4),
         context(judge_model="fake:team"),
         tmp_path / "t.sqlite",
-        "memory",
-        concurrency=2,
-        progress=False,
+        GenerateSettings(checkpointer_url="memory", concurrency=2, progress=False),
         resources=res,
     )
     assert s.accepted == 2
@@ -133,9 +141,7 @@ async def test_high_concurrency_overlaps_calls(tmp_path):
         make_examples(32),
         context(),
         tmp_path / "t.sqlite",
-        "memory",
-        concurrency=32,
-        progress=False,
+        GenerateSettings(checkpointer_url="memory", concurrency=32, progress=False),
         resources=team_resources(latency_s=0.1),
     )
     assert s.done == 32
@@ -148,8 +154,7 @@ async def test_steady_throughput_counts_only_the_window_with_every_slot_busy(tmp
     import asyncio
 
     from masksearch.graph.records import failed_record
-    from masksearch.pipeline.parallel import merge
-    from masksearch.pipeline.summary import Summary
+    from masksearch.pipeline.summary import Summary, merge
 
     async def run_one(ex):  # a 20 ms example (its record's content does not matter here)
         await asyncio.sleep(0.02)
@@ -158,7 +163,11 @@ async def test_steady_throughput_counts_only_the_window_with_every_slot_busy(tmp
     async def run(n: int) -> Summary:  # n examples, 4 at a time
         store = tmp_path / f"{n}.sqlite"
         return await generate(
-            make_examples(n), None, store, concurrency=4, progress=False, run_one=run_one
+            make_examples(n),
+            None,
+            store,
+            GenerateSettings(concurrency=4, progress=False),
+            run_one=run_one,
         )
 
     s = await run(40)

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from masksearch.graph import Context
-from masksearch.pipeline import parallel
-from masksearch.pipeline.parallel import ClusterSettings, shard_of, store_count, throttled
 from masksearch.pipeline.runner import run_generate
-from masksearch.pipeline.store import TrajectoryStore, iter_records
+from masksearch.pipeline.store import TrajectoryStore, iter_records, store_count
 from masksearch.pipeline.testing import TeamSetup
 from masksearch.types import MaskedExample, Span
+from masksearch.workers import cluster as parallel
+from masksearch.workers.cluster import ClusterSettings, shard_of, throttled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ DRIVER = """
 import sys
 from pathlib import Path
 from masksearch.graph import Context
-from masksearch.pipeline.parallel import ClusterSettings
+from masksearch.workers.cluster import ClusterSettings
 from masksearch.pipeline.runner import run_generate
 from masksearch.pipeline.testing import TeamSetup
 
@@ -425,7 +425,7 @@ def _kill_driver_midway(cmd: list[str], out: Path, rows: int) -> list[dict]:
 MASK_DRIVER = """
 import sys
 from masksearch.masking.runner import mask_corpus
-from masksearch.pipeline.parallel import ClusterSettings
+from masksearch.workers.cluster import ClusterSettings
 from masksearch.pipeline.testing import span_model
 
 corpus, out, calls, address = sys.argv[1:5]
@@ -498,7 +498,7 @@ import asyncio, sys
 from pathlib import Path
 from masksearch.eval.cli_run import build_and_run
 from masksearch.graph import Context
-from masksearch.pipeline.parallel import ClusterSettings
+from masksearch.workers.cluster import ClusterSettings
 from masksearch.pipeline.testing import TeamSetup
 
 data, out, calls, address = sys.argv[1:5]

@@ -10,7 +10,7 @@ import pytest
 from masksearch.context import Context
 from masksearch.errors import InputError
 from masksearch.graph.records import failed_record
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.types import MaskedExample, Span
 
@@ -65,7 +65,11 @@ def fake_runner(
 async def test_counts_and_summary(tmp_path):
     run = fake_runner(fail=lambda ex: ex.id == "ex3")
     s = await generate(
-        examples(10), Context(), tmp_path / "t.sqlite", run_one=run, concurrency=3, progress=False
+        examples(10),
+        Context(),
+        tmp_path / "t.sqlite",
+        GenerateSettings(concurrency=3, progress=False),
+        run_one=run,
     )
     assert (s.done, s.accepted, s.failed) == (10, 5, 1)  # even ids accepted; ex3 failed
     assert s.by_status == {"answered": 9, "failed": 1}
@@ -84,11 +88,15 @@ async def test_resume_skips_done_and_retry_failed(tmp_path):
         examples(6),
         Context(),
         path,
+        GenerateSettings(progress=False),
         run_one=fake_runner(fail=lambda ex: ex.id == "ex1"),
-        progress=False,
     )
     s = await generate(
-        examples(10), Context(), path, run_one=fake_runner(calls=calls), progress=False
+        examples(10),
+        Context(),
+        path,
+        GenerateSettings(progress=False),
+        run_one=fake_runner(calls=calls),
     )
     assert sorted(calls) == [f"ex{i}" for i in range(6, 10)]
     assert s.skipped_existing == 6 and s.done == 4
@@ -97,9 +105,8 @@ async def test_resume_skips_done_and_retry_failed(tmp_path):
         examples(10),
         Context(),
         path,
+        GenerateSettings(retry_failed=True, progress=False),
         run_one=fake_runner(calls=calls),
-        retry_failed=True,
-        progress=False,
     )
     assert calls == ["ex1"] and s.done == 1
     with TrajectoryStore(path) as st:
@@ -111,10 +118,16 @@ async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
     calls: list[str] = []
     data = examples(5) + examples(2)  # ex0, ex1 repeated
     s = await generate(
-        data, Context(), path, run_one=fake_runner(calls=calls), limit=3, progress=False
+        data,
+        Context(),
+        path,
+        GenerateSettings(limit=3, progress=False),
+        run_one=fake_runner(calls=calls),
     )
     assert calls == ["ex0", "ex1", "ex2"] and s.done == 3
-    s = await generate(data, Context(), path, run_one=fake_runner(calls=calls), progress=False)
+    s = await generate(
+        data, Context(), path, GenerateSettings(progress=False), run_one=fake_runner(calls=calls)
+    )
     assert s.done == 2 and s.skipped_existing == 5  # ex0..ex2 stored before; the repeats too
     calls.clear()
     dup = examples(3, start=10) * 2  # the repeats arrive while the first copies are running
@@ -122,9 +135,8 @@ async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
         dup,
         Context(),
         path,
+        GenerateSettings(concurrency=4, progress=False),
         run_one=fake_runner(calls=calls, delay=0.05),
-        concurrency=4,
-        progress=False,
     )
     assert sorted(calls) == ["ex10", "ex11", "ex12"] and s.done == 3 and s.skipped_duplicate == 3
 
@@ -132,7 +144,11 @@ async def test_limit_means_first_n_inputs_and_duplicates_skipped(tmp_path):
 async def test_concurrency_bound_is_reached_and_respected(tmp_path):
     run = fake_runner(delay=0.05)
     s = await generate(
-        examples(24), Context(), tmp_path / "t.sqlite", run_one=run, concurrency=8, progress=False
+        examples(24),
+        Context(),
+        tmp_path / "t.sqlite",
+        GenerateSettings(concurrency=8, progress=False),
+        run_one=run,
     )
     assert run.state["peak"] == 8 and s.done == 24
     assert s.elapsed_s < 24 * 0.05 / 2  # clearly parallel
@@ -146,7 +162,13 @@ async def test_runner_exception_is_recorded_not_raised(tmp_path):
             raise KeyError("bug in a node")
         return await base(ex)
 
-    s = await generate(examples(4), Context(), tmp_path / "t.sqlite", run_one=flaky, progress=False)
+    s = await generate(
+        examples(4),
+        Context(),
+        tmp_path / "t.sqlite",
+        GenerateSettings(progress=False),
+        run_one=flaky,
+    )
     assert s.done == 4 and s.failed == 1
     assert "KeyError" in next(iter(s.fail_reasons))
 
@@ -162,9 +184,8 @@ async def test_bad_input_mid_stream_keeps_written_records(tmp_path):
             stream(),
             Context(),
             path,
+            GenerateSettings(concurrency=2, progress=False),
             run_one=fake_runner(delay=0.01),
-            concurrency=2,
-            progress=False,
         )
     with TrajectoryStore(path) as st:
         assert st.ids() == {"ex0", "ex1", "ex2"}
@@ -184,10 +205,9 @@ async def test_stop_event_finishes_in_flight_and_starts_nothing_new(tmp_path):
         examples(50),
         Context(),
         tmp_path / "t.sqlite",
+        GenerateSettings(concurrency=2, progress=False),
         run_one=run,
-        concurrency=2,
         stop=stop,
-        progress=False,
     )
     assert s.interrupted and s.done == len(calls) and s.done < 10
     with TrajectoryStore(tmp_path / "t.sqlite") as st:
@@ -201,9 +221,8 @@ async def test_cancel_loses_nothing_written(tmp_path):
             examples(100),
             Context(),
             path,
+            GenerateSettings(concurrency=4, progress=False),
             run_one=fake_runner(delay=0.01),
-            concurrency=4,
-            progress=False,
         )
     )
     await asyncio.sleep(0.08)
@@ -213,7 +232,9 @@ async def test_cancel_loses_nothing_written(tmp_path):
     with TrajectoryStore(path) as st:
         written = len(st)
     assert 0 < written < 100
-    s = await generate(examples(100), Context(), path, run_one=fake_runner(), progress=False)
+    s = await generate(
+        examples(100), Context(), path, GenerateSettings(progress=False), run_one=fake_runner()
+    )
     assert s.skipped_existing == written and s.done == 100 - written
 
 
@@ -233,10 +254,9 @@ async def test_after_a_stop_queued_examples_are_not_started(tmp_path):
         examples(100),
         Context(),
         tmp_path / "t.sqlite",
+        GenerateSettings(concurrency=8, progress=False),
         run_one=run,
-        concurrency=8,
         stop=stop,
-        progress=False,
     )
     assert s.interrupted and s.done == len(calls)
     assert len(calls) <= 8, calls  # the queue (8 more) was not drained

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from masksearch.graph import Context
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.ratelimit import LocalLimiter, RateLimiter, RateLimits
 from masksearch.pipeline.testing import TeamSetup, masked_row
 from masksearch.types import MaskedExample
@@ -46,9 +46,7 @@ def test_generate_paces_model_calls(tmp_path):
             examples,
             ctx,
             tmp_path / "t.sqlite",
-            "memory",
-            8,
-            progress=False,
+            GenerateSettings(checkpointer_url="memory", concurrency=8, progress=False),
             limiter=limiter,
             resources=res,
         )

@@ -1,4 +1,5 @@
-"""Trajectory store: upsert rules, dedup, stats, atomic export, iter_records and its errors."""
+"""Trajectory store: upsert rules, dedup, stats, atomic export, iter_records and its errors.
+The write rules run against both stores (`store_spec`: SQLite, then Postgres)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from masksearch.context import Context
 from masksearch.errors import InputError
 from masksearch.graph.records import failed_record
-from masksearch.pipeline.store import TrajectoryStore, iter_records
+from masksearch.pipeline.store import TrajectoryStore, iter_records, open_store
 from masksearch.types import MaskedExample, Span
 
 
@@ -29,8 +30,8 @@ def make_record(i: int | str, status: str = "answered", accepted: bool = True, k
     return rec
 
 
-def test_put_insert_and_dedup(tmp_path):
-    with TrajectoryStore(tmp_path / "t.sqlite") as st:
+def test_put_insert_and_dedup(store_spec):
+    with open_store(store_spec) as st:
         assert st.put(make_record(1))
         assert not st.put(make_record(1, final_answer="other"))  # finished record is kept
         assert len(st) == 1
@@ -40,8 +41,8 @@ def test_put_insert_and_dedup(tmp_path):
         assert len(st) == 1
 
 
-def test_failed_is_replaced_but_never_replaces_success(tmp_path):
-    with TrajectoryStore(tmp_path / "t.sqlite") as st:
+def test_failed_is_replaced_but_never_replaces_success(store_spec):
+    with open_store(store_spec) as st:
         assert st.put(make_record("f", status="failed", accepted=False))
         assert st.put(make_record("f", status="failed", accepted=False, error="second"))
         assert st.get("f")["error"] == "second"
@@ -52,8 +53,8 @@ def test_failed_is_replaced_but_never_replaces_success(tmp_path):
         assert st.ids(include_failed=False) == {"f"}
 
 
-def test_stats_ids_and_put_many(tmp_path):
-    with TrajectoryStore(tmp_path / "t.sqlite") as st:
+def test_stats_ids_and_put_many(store_spec):
+    with open_store(store_spec) as st:
         n = st.put_many(
             [
                 make_record(1, k=1),
@@ -69,6 +70,10 @@ def test_stats_ids_and_put_many(tmp_path):
         assert s["by_k"] == {1: {"count": 1, "accepted": 1}, 2: {"count": 2, "accepted": 0}}
         assert st.ids() == {"1", "2", "3"} and st.ids(include_failed=False) == {"1", "2"}
         assert "3" in st and "9" not in st
+        assert st.done_among(["1", "3", "9"]) == {"1", "3"}
+        assert st.done_among(["1", "3", "9"], retry_failed=True) == {"1"}  # a failure is redone
+        assert [r["id"] for r in st.records()] == ["1", "2", "3"]  # insertion order
+        assert [r["id"] for r in st.records(accepted_only=True)] == ["1"]
 
 
 def test_store_rejects_invalid_record(tmp_path):

@@ -1,6 +1,7 @@
 """The Postgres trajectory store: the SQLite store's write rules on a real server, one run per
-store (advisory locks), and `generate` end to end. Uses `MASKSEARCH_TEST_POSTGRES_DSN`, else
-starts a throwaway server from the installed binaries; skipped when neither is available."""
+store (advisory locks), and `generate` end to end, each in a database of its own. Uses
+`MASKSEARCH_TEST_POSTGRES_DSN`, else starts a throwaway server from the installed binaries
+(`conftest.pg_server`); skipped, saying so, when neither is available."""
 
 from __future__ import annotations
 
@@ -8,23 +9,23 @@ import asyncio
 import json
 
 import pytest
-from test_pipeline_store import make_record  # tests/ is on sys.path (pytest rootdir)
+from conftest import NO_POSTGRES, fresh_database  # tests/ is on sys.path (pytest rootdir)
+from test_pipeline_store import make_record
 
 from masksearch.errors import ConfigError
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.store import PostgresTrajectoryStore, iter_records, open_store
-from masksearch.pipeline.testing import TeamSetup, local_postgres, masked_row
+from masksearch.pipeline.testing import TeamSetup, masked_row
 from masksearch.types import MaskedExample
 
 pytest.importorskip("psycopg")
 
 
-@pytest.fixture(scope="module")
-def pg_dsn(tmp_path_factory):
-    with local_postgres(tmp_path_factory.mktemp("pg")) as dsn:
-        if dsn is None:
-            pytest.skip("no Postgres server or binaries")
-        yield dsn
+@pytest.fixture
+def pg_dsn(pg_server):
+    if pg_server is None:
+        pytest.skip(NO_POSTGRES)
+    return fresh_database(pg_server)
 
 
 @pytest.fixture
@@ -79,11 +80,23 @@ def test_generate_into_postgres_and_resume(pg_dsn):
     with open_store(pg_dsn) as st:
         st._db.execute("DROP TABLE IF EXISTS trajectories")
     s = asyncio.run(
-        generate(examples[:8], ctx, pg_dsn, "memory", concurrency=4, progress=False, resources=res)
+        generate(
+            examples[:8],
+            ctx,
+            pg_dsn,
+            GenerateSettings(checkpointer_url="memory", concurrency=4, progress=False),
+            resources=res,
+        )
     )
     assert s.done == 8 and s.accepted == 8
     s = asyncio.run(
-        generate(examples, ctx, pg_dsn, "memory", concurrency=4, progress=False, resources=res)
+        generate(
+            examples,
+            ctx,
+            pg_dsn,
+            GenerateSettings(checkpointer_url="memory", concurrency=4, progress=False),
+            resources=res,
+        )
     )
     assert s.done == 4 and s.skipped_existing == 8
     records = list(iter_records(pg_dsn))

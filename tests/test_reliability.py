@@ -18,7 +18,7 @@ from masksearch.cli import run
 from masksearch.errors import InputError, OutputError
 from masksearch.fileio import atomic_write, atomic_write_text
 from masksearch.jsonl import JsonlAppender, SkipCounter, iter_jsonl, repair_tail, write_jsonl
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import masked_row, team_script
 from masksearch.resources import Resources
@@ -81,7 +81,9 @@ def test_a_record_the_store_cannot_take_is_stored_as_failed_and_the_batch_goes_o
 
     exs = [MaskedExample(f"ex{i}", f"Item {i} [mask]", [str(i)]) for i in range(4)]
     summary = asyncio.run(
-        generate(exs, None, tmp_path / "s.sqlite", run_one=run_one, progress=False)
+        generate(
+            exs, None, tmp_path / "s.sqlite", GenerateSettings(progress=False), run_one=run_one
+        )
     )
     assert summary.done == 4
     with TrajectoryStore(tmp_path / "s.sqlite") as st:
@@ -369,7 +371,11 @@ def test_a_store_that_fills_up_mid_batch_stops_with_one_line_and_keeps_what_it_h
 
     exs = [MaskedExample(f"ex{i}", f"Item {i} [mask]", [str(i)]) for i in range(6)]
     with pytest.raises(OutputError, match="disk is full") as ei:
-        asyncio.run(generate(exs, None, store, run_one=run_one, concurrency=1, progress=False))
+        asyncio.run(
+            generate(
+                exs, None, store, GenerateSettings(concurrency=1, progress=False), run_one=run_one
+            )
+        )
     assert ei.value.path == str(tmp_path / "s.sqlite")
     store._db = real_db
     assert store.ids() == {"ex0", "ex1"}

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.nodes.common import is_transient
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.runner import _redact, run_generate
 from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
@@ -86,11 +86,13 @@ def test_keys_never_written(tmp_path, keys, caplog, capfd):
             examples(2),
             ctx,
             out / "t.sqlite",
-            f"sqlite:///{out / 'ckpt.sqlite'}",
-            concurrency=2,
-            progress=False,
-            keep_checkpoints=True,
-            graph_options=FAST,
+            GenerateSettings(
+                checkpointer_url=f"sqlite:///{out / 'ckpt.sqlite'}",
+                concurrency=2,
+                progress=False,
+                keep_checkpoints=True,
+                graph_options=FAST,
+            ),
             resources=keys,
         )
     )
@@ -150,7 +152,13 @@ async def test_retrieved_text_is_data_not_code(tmp_path, keys):
         max_turns=1,
     )
     store = tmp_path / "t.sqlite"
-    s = await generate(examples(2)[1:], ctx, store, "memory", progress=False, resources=keys)
+    s = await generate(
+        examples(2)[1:],
+        ctx,
+        store,
+        GenerateSettings(checkpointer_url="memory", progress=False),
+        resources=keys,
+    )
     assert s.done == 1
     assert not marker.exists()  # nothing was executed
     with TrajectoryStore(store) as st:

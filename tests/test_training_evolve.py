@@ -104,8 +104,8 @@ def test_graph_generate_builds_the_single_agent_context(tmp_path, monkeypatch):
 
     seen = {}
 
-    async def fake_generate(batch, context, store, **kw):
-        seen.update(batch=batch, context=context, store=store, kw=kw)
+    async def fake_generate(batch, context, store, settings, **kw):
+        seen.update(batch=batch, context=context, store=store, settings=settings, kw=kw)
 
     monkeypatch.setattr(gen_mod, "generate", fake_generate)
     settings = EvolveSettings(
@@ -122,7 +122,7 @@ def test_graph_generate_builds_the_single_agent_context(tmp_path, monkeypatch):
     ctx = seen["context"]
     assert ctx.agent_mode == "single_agent" and ctx.planner_model == spec
     assert ctx.retriever == "bm25:idx" and ctx.judge_model == "fake:j.json"
-    assert seen["kw"]["concurrency"] == 3 and len(seen["batch"]) == 2
+    assert seen["settings"].concurrency == 3 and len(seen["batch"]) == 2
 
 
 def _tiny_sft_settings(tmp_path):

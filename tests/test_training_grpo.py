@@ -280,9 +280,9 @@ def test_gae_matches_the_recursion_over_each_rows_agent_tokens():
 @pytest.mark.slow
 def test_ppo_adapter_smoke_run_changes_weights(tok, tmp_path):
     from masksearch.training.config import build_settings
-    from masksearch.training.grpo import build_rl_rows
     from masksearch.training.ppo import PPOAdapter
     from masksearch.training.rewards import build_reward_funcs
+    from masksearch.training.rlsetup import build_rl_rows
 
     class HalfScriptedPPO(PPOAdapter):
         def _generate(self, contexts, max_new, stop):

@@ -136,9 +136,9 @@ def _one_step_fraction(settings, kind: str, tmp_path) -> float:
 
         train_sft(settings, records=[example_record(i) for i in range(2)], model=model, save=False)
     else:  # one PPO iteration = one optimizer step (batch <= mini-batch, 1 epoch)
-        from masksearch.training.grpo import build_rl_rows
         from masksearch.training.ppo import PPOAdapter
         from masksearch.training.rewards import build_reward_funcs
+        from masksearch.training.rlsetup import build_rl_rows
         from masksearch.training.smoke import FakeRetriever
 
         class Scripted(PPOAdapter):  # even rows answer correctly: reward variance

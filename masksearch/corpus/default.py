@@ -92,7 +92,7 @@ def default_corpus(cache: str | os.PathLike[str] | None = None, *, source: str =
     out = cache_dir(cache) / "corpus" / f"{name}.jsonl"
     if out.is_file() and out.stat().st_size > 0:
         return out
-    rows = _wiki_rows(wiki) if use_wiki else _pydoc_rows()
+    rows = _wiki_rows(wiki) if wiki is not None and use_wiki else _pydoc_rows()
     write_jsonl(out, rows)
     if use_wiki:
         (out.parent / f"{name}.LICENSE.txt").write_text(ATTRIBUTION + "\n", encoding="utf-8")

@@ -37,7 +37,7 @@ from masksearch.fileio import atomic_write_text, check_output_dir
 from masksearch.resources import Resources
 
 if TYPE_CHECKING:
-    from masksearch.pipeline.parallel import ClusterSettings
+    from masksearch.workers.cluster import ClusterSettings
 
 
 def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
@@ -172,7 +172,7 @@ async def build_and_run(
     `resources` serves every method's models and retriever (default a fresh one for this run,
     so a model two methods share is loaded once).
 
-    `cluster`: run the questions on Ray workers (`pipeline.parallel`), split by a stable hash
+    `cluster`: run the questions on Ray workers (`workers.cluster`), split by a stable hash
     of their key, `ceil(concurrency / workers)` in flight in each; each worker loads the models
     once (`worker_resources`, picklable, makes them) and appends to its own part of
     `results.jsonl`, merged into it (each row once) when the workers stop."""
@@ -196,7 +196,7 @@ async def build_and_run(
     built, items, dataset_info = setup.build(resources)
     variants = [m.variant for m in built]  # type: ignore[attr-defined]
     if cluster is not None and out.is_dir():
-        from masksearch.pipeline.parallel import merge_parts
+        from masksearch.workers.cluster import merge_parts
 
         merge_parts(out / RESULTS, row_identity)  # what a killed sharded run left in its parts
     done = read_results(out) if out.is_dir() else {}
@@ -248,7 +248,7 @@ def row_identity(row: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class EvalShard:
-    """One Ray worker's share of an `eval run` (picklable; `pipeline.parallel.ShardJob`)."""
+    """One Ray worker's share of an `eval run` (picklable; `workers.cluster.ShardJob`)."""
 
     setup: EvalSetup
     out: Path
@@ -286,7 +286,7 @@ class EvalShard:
 def run_on_cluster(job: EvalShard, cluster: ClusterSettings) -> RunStats:
     """Run `job` on Ray workers, then merge their parts into `results.jsonl` (also after an
     error or a signal: what they finished is kept)."""
-    from masksearch.pipeline.parallel import merge_parts, run_sharded
+    from masksearch.workers.cluster import merge_parts, run_sharded
 
     try:
         result = run_sharded(job, cluster)

@@ -9,7 +9,7 @@ import typer
 
 from masksearch.context import Context
 from masksearch.context_options import command_resources, context_options
-from masksearch.pipeline.commands import (
+from masksearch.workers.options import (
     EXIT_INTERRUPTED,
     ProcessesOption,
     RayAddressOption,

@@ -176,12 +176,13 @@ def _official(src: Source, work: Path, timeout: float, name: str) -> Path:
     if src.member is None:
         raw.replace(work / src.filename)
     else:
-        _extract(raw, src, work)
+        _extract(raw, src, src.member, work)
         raw.unlink()
     return work / src.filename
 
 
-def _extract(archive: Path, src: Source, work: Path) -> None:
+def _extract(archive: Path, src: Source, main: str, work: Path) -> None:
+    """Unpack `main` (the split's file, as `src.filename`) and `src.extra_members`."""
     if not zipfile.is_zipfile(archive):
         raise DownloadError(
             f"{src.url} did not return a zip archive (the host may ask for a manual "
@@ -189,7 +190,7 @@ def _extract(archive: Path, src: Source, work: Path) -> None:
         )
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
-        for member, dest in [(src.member, src.filename), *((m, m) for m in src.extra_members)]:
+        for member, dest in [(main, src.filename), *((m, m) for m in src.extra_members)]:
             found = next((n for n in names if n == member or n.endswith("/" + member)), None)
             if found is None:
                 raise DownloadError(f"{member} not found in the archive from {src.url}")

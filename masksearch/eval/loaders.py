@@ -44,7 +44,7 @@ def parse_hotpotqa(obj: dict[str, Any], where: Where, dataset: str = "hotpotqa")
             where,
             "answer",
         )
-    meta = {k: obj[k] for k in ("type", "level", "supporting_facts") if k in obj}
+    meta: dict[str, Any] = {k: obj[k] for k in ("type", "level", "supporting_facts") if k in obj}
     return EvalItem(
         _id(obj, "_id", where),
         text_field(obj, "question", where),

@@ -357,7 +357,9 @@ def write_report(out_dir: str | Path, *, chart_metric: str = "recall") -> dict[s
         for r in s.rows:
             for d in s.datasets:
                 cell = s.cells.get(((r.label, r.method), d))
-                for metric in s.metrics() if cell else ():
+                if cell is None:
+                    continue
+                for metric in s.metrics():
                     if metric in cell:
                         w.writerow(
                             [

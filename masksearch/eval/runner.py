@@ -1,4 +1,4 @@
-"""Evaluate methods on benchmarks: bounded async concurrency, resumable per-question results.
+"""Evaluate methods on benchmarks on the worker pool (`workers.pool`), resumable per question.
 
 `DIR/results.jsonl` gets one line per (label, method, dataset, id), appended as each question
 finishes (a crash loses at most the questions in flight). The label names the model
@@ -24,6 +24,7 @@ from masksearch.eval.judge import LLMJudge
 from masksearch.eval.methods import Method, timed
 from masksearch.eval.scoring import score_prediction, zero_scores
 from masksearch.jsonl import JsonlAppender, iter_jsonl, write_jsonl
+from masksearch.workers.pool import PoolSettings, run_pool
 
 log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
@@ -164,7 +165,7 @@ def pending_work(
 
 def key_shard(key: Key, shards: int) -> int:
     """The Ray worker (of `shards`) that runs a question: a stable hash of its key."""
-    from masksearch.pipeline.parallel import shard_of
+    from masksearch.workers.cluster import shard_of
 
     return shard_of("\x1f".join(key), shards)
 
@@ -185,14 +186,14 @@ async def run_eval(
     """Run every method on every item not yet in `out_dir/results.jsonl`.
 
     `shard` (i, n): run as Ray worker i of n: only its questions, appended to its own part file
-    (`pipeline.parallel.part_path`) that the driver merges into `results.jsonl`. `stop` set:
+    (`workers.cluster.part_path`) that the driver merges into `results.jsonl`. `stop` set:
     start no new question."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS
     done = read_results(out_dir)
     if shard is not None:
-        from masksearch.pipeline.parallel import part_path
+        from masksearch.workers.cluster import part_path
 
         path = part_path(path, shard[0])
         if path.exists():  # a restarted worker: what it wrote before counts as done
@@ -202,43 +203,41 @@ async def run_eval(
         todo, stats.done_before, stats.skipped_failed = pending_work(
             methods, datasets, done, retry_failed=retry_failed, shard=shard
         )
-        queue: asyncio.Queue[tuple[Method, EvalItem]] = asyncio.Queue()
-        for job in todo:
-            queue.put_nowait(job)
-        total = queue.qsize()
         if stats.skipped_failed:
             log.info(
                 "%d earlier failures kept (use --retry-failed to re-run them)", stats.skipped_failed
             )
-        bar = _progress(total, progress)
 
-        async def worker() -> None:
-            while stop is None or not stop.is_set():
-                try:
-                    method, item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                out, latency = await timed(method, item)
-                row = result_row(method, item, out, latency, save_messages=save_messages)
-                if judge is not None and out.status == "failed":
-                    row["scores"]["judge"] = 0.0  # a failed question is not correct
-                elif judge is not None:
-                    verdict = await judge.grade(item.question, item.golden_answers, out.prediction)
-                    row["scores"]["judge"] = verdict.score  # None (no clear verdict) is left out
-                    row["judge"] = {"model": judge.name, "raw": verdict.raw, "error": verdict.error}
+        async def work(job: tuple[Method, EvalItem]) -> dict[str, Any]:
+            method, item = job
+            out, latency = await timed(method, item)
+            row = result_row(method, item, out, latency, save_messages=save_messages)
+            if judge is not None and out.status == "failed":
+                row["scores"]["judge"] = 0.0  # a failed question is not correct
+            elif judge is not None:
+                verdict = await judge.grade(item.question, item.golden_answers, out.prediction)
+                row["scores"]["judge"] = verdict.score  # None (no clear verdict) is left out
+                row["judge"] = {"model": judge.name, "raw": verdict.raw, "error": verdict.error}
+            return row
+
+        async def commit(batch: list[tuple[tuple[Method, EvalItem], dict[str, Any]]]) -> None:
+            for (method, _), row in batch:
                 appender.write(row)
                 stats.ran += 1
-                stats.failed += out.status == "failed"
+                stats.failed += row["status"] == "failed"
                 stats.per_method[method.name] = stats.per_method.get(method.name, 0) + 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(failed=stats.failed, refresh=False)
 
-        try:
-            await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, total or 1)))))
-        finally:
-            if bar is not None:
-                bar.close()
+        settings = PoolSettings(
+            concurrency=max(1, min(concurrency, len(todo) or 1)),
+            total=len(todo),
+            progress=progress,
+            desc="eval",
+            unit="q",
+            write_batch=1,  # each row appended as its question finishes
+        )
+        await run_pool(
+            todo, work, commit, settings, stop=stop, postfix=lambda: {"failed": stats.failed}
+        )
     if retry_failed and stats.ran and shard is None:  # sharded: the driver, after merging
         compact_results(out_dir)
     return stats
@@ -248,11 +247,3 @@ def compact_results(out_dir: str | Path) -> int:
     """Rewrite `results.jsonl` atomically with one line per key (the last)."""
     rows = read_results(out_dir)
     return write_jsonl(Path(out_dir) / RESULTS, rows.values())
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="eval", unit="q", dynamic_ncols=True)

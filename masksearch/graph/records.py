@@ -7,7 +7,6 @@ from typing import Any, cast
 
 from masksearch import prompts
 from masksearch.context import Context
-from masksearch.nodes.judge import task_of
 from masksearch.records import (
     SCHEMA_VERSION,
     Message,
@@ -16,7 +15,7 @@ from masksearch.records import (
     TrajectoryRecord,
     validate_record,
 )
-from masksearch.scoring import score_answer
+from masksearch.scoring import score_answer, task_of
 from masksearch.student import student_messages
 from masksearch.types import MaskedExample
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 SHARED = Resources()
 
 
-def graph(runtime: ServerRuntime) -> Any:
+def graph(runtime: ServerRuntime[Any]) -> Any:
     context = getattr(runtime, "context", None)
     if isinstance(context, dict) and context:
         Context.from_dict(context)  # raises ConfigError naming the bad key or value

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
-from masksearch.pipeline.commands import (
+from masksearch.workers.options import (
     EXIT_INTERRUPTED,
     ProcessesOption,
     RayAddressOption,
@@ -142,8 +142,9 @@ def mask_command(
     from masksearch.errors import ConfigError, MaskSearchError
     from masksearch.fileio import atomic_write_text, check_output_file
     from masksearch.jsonl import SkipCounter
+    from masksearch.masking.kdist import KDist, OnFew
     from masksearch.masking.runner import STRATEGIES, MaskSummary, mask_corpus
-    from masksearch.masking.select import KDist, MaskConfig
+    from masksearch.masking.select import MaskConfig, TitleMode
 
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown --strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -165,10 +166,10 @@ def mask_command(
         seed=seed,
         min_words=min_words,
         max_span_chars=max_span_chars,
-        on_few=on_few,  # type: ignore[arg-type]
-        title_in_question=title_in_question,
-    )  # type: ignore[arg-type]
-    extra: dict = {}
+        on_few=cast(OnFew, on_few),  # checked above
+        title_in_question=cast(TitleMode, title_in_question),
+    )
+    extra: dict[str, Any] = {}
     if strategy == "ppl":
         extra = {"ppl_mode": ppl_mode, "batch_size": batch_size, "device": device}
     elif strategy == "llm":

@@ -11,6 +11,7 @@ from typing import Any
 from masksearch.errors import ConfigError
 from masksearch.prompts import SPAN_EXTRACTION_SYSTEM, SPAN_EXTRACTION_USER
 from masksearch.types import Passage, Span
+from masksearch.workers.pool import PoolSettings, pool_map_sync
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,10 @@ class LLMSpanProposer:
         return [("system", SPAN_EXTRACTION_SYSTEM), ("human", user)]
 
     def propose(self, passages: Sequence[Passage]) -> list[list[Span] | str]:
-        """Spans for each passage, or a skip reason ("llm_error", "llm_bad_output")."""
-        replies = self.model.batch(
-            [self.messages(p) for p in passages],
-            config={"max_concurrency": self.max_concurrency},
-            return_exceptions=True,
-        )
+        """Spans for each passage, or a skip reason ("llm_error", "llm_bad_output"); the model
+        calls run on the worker pool, `max_concurrency` at a time."""
+        settings = PoolSettings(concurrency=self.max_concurrency, progress=False)
+        replies = pool_map_sync(passages, self._ask, settings)
         out: list[list[Span] | str] = []
         for p, reply in zip(passages, replies, strict=True):
             if isinstance(reply, BaseException):
@@ -173,6 +172,13 @@ class LLMSpanProposer:
             self.rejected_spans += rejected
             out.append(spans)
         return out
+
+    async def _ask(self, passage: Passage) -> Any:
+        """The model's reply for one passage, or the exception its call raised."""
+        try:
+            return await self.model.ainvoke(self.messages(passage))
+        except Exception as e:  # counted as "llm_error" by `propose`
+            return e
 
 
 def _load_model(spec: str) -> Any:

@@ -26,7 +26,7 @@ from masksearch.masking.select import (
 from masksearch.types import MaskedExample, Passage, Span
 
 if TYPE_CHECKING:
-    from masksearch.pipeline.parallel import ClusterSettings
+    from masksearch.workers.cluster import ClusterSettings
 
 STRATEGIES = ("rule", "spacy", "llm", "ppl")
 
@@ -230,14 +230,9 @@ def iter_corpus(
     """Passages of a corpus file: `masksearch.corpus.iter_passages` when available, else
     FlashRAG jsonl (`id` + `contents` = "title\\ntext", or `id`, `title`, `text`). With
     `skip_bad`, bad records are counted in `counter` instead of raising."""
-    try:
-        from masksearch.corpus import iter_passages  # type: ignore[attr-defined]
-    except ImportError:
-        iter_passages = None
-    if iter_passages is not None:
-        yield from iter_passages(path, fmt, skip_bad=skip_bad, counter=counter)
-        return
-    yield from iter_flashrag_jsonl(path)
+    from masksearch.corpus import iter_passages
+
+    yield from iter_passages(path, fmt, skip_bad=skip_bad, counter=counter)
 
 
 def iter_flashrag_jsonl(path: str | os.PathLike[str]) -> Iterator[Passage]:
@@ -283,7 +278,7 @@ def mask_corpus(
     `llm`, whose proposals cost model calls), the first `calibrate_on` corpus passages are
     scanned first to calibrate the k sampling weights.
 
-    `cluster`: run on Ray workers (`pipeline.parallel`): passages are split by a stable hash
+    `cluster`: run on Ray workers (`workers.cluster`): passages are split by a stable hash
     of their id, each worker loads the strategy's model once and appends to its own part file
     next to `out`; the parts are merged into `out` (each source id once) when the workers stop,
     and parts left by a killed run are merged first. `model` (a spec, or a picklable model
@@ -310,7 +305,7 @@ def mask_corpus(
     # before reading anything: /dev/full, a FIFO, a folder, the corpus itself, a foreign file
     check_output_file(out, what="--out", inputs={"--corpus": corpus}, kind="jsonl")
     if cluster is not None:
-        from masksearch.pipeline.parallel import merge_parts
+        from masksearch.workers.cluster import merge_parts
 
         merge_parts(out, _source_id)  # what a killed sharded run left in its parts
     done = existing_source_ids(out)
@@ -431,7 +426,7 @@ def mask_stream(
 
 @dataclass(frozen=True)
 class MaskShard:
-    """One Ray worker's share of a `mask` run (picklable; `pipeline.parallel.ShardJob`)."""
+    """One Ray worker's share of a `mask` run (picklable; `workers.cluster.ShardJob`)."""
 
     corpus: str
     out: str
@@ -453,7 +448,7 @@ class MaskShard:
     def run(self, shard: int, shards: int, stop: Any) -> MaskSummary:
         from masksearch.jsonl import JsonlAppender
         from masksearch.masking.io import existing_source_ids
-        from masksearch.pipeline.parallel import part_path, shard_of
+        from masksearch.workers.cluster import part_path, shard_of
 
         part = part_path(self.out, shard)
         done = existing_source_ids(self.out) | existing_source_ids(part)  # a restarted worker
@@ -484,7 +479,7 @@ class MaskShard:
 def _mask_on_cluster(
     job: MaskShard, cluster: ClusterSettings, summary: MaskSummary, counter: SkipCounter | None
 ) -> MaskSummary:
-    from masksearch.pipeline.parallel import merge_parts, run_sharded
+    from masksearch.workers.cluster import merge_parts, run_sharded
 
     try:
         result = run_sharded(job, cluster)

@@ -60,7 +60,7 @@ def title_regions(text: str, title: str) -> list[tuple[int, int]]:
             and (word[0].isupper() or word[0].isdigit())
         ):
             variants.add(word)
-    regions = []
+    regions: list[tuple[int, int]] = []
     for v in variants:
         if v:
             regions.extend(m.span() for m in _phrase_regex(v, plural=True).finditer(text))

@@ -43,7 +43,7 @@ def load_chat_model(
 ) -> Any:
     """Build a LangChain chat model for `spec`. Needs the provider's key env var (not at import)."""
     provider, name = parse_spec(spec)
-    common = {
+    common: dict[str, Any] = {
         k: v
         for k, v in (("temperature", temperature), ("max_tokens", max_tokens), ("seed", seed))
         if v is not None

@@ -136,7 +136,8 @@ def context_of(runtime: Any) -> Context:
         return Context()
     if isinstance(ctx, dict):
         return Context.from_dict(ctx)
-    return ctx
+    context: Context = ctx  # LangGraph's `Runtime[Context]`
+    return context
 
 
 def step(agent: str, turn: int, output: str, meta: dict[str, Any], **extra: Any) -> dict[str, Any]:

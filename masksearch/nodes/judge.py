@@ -11,15 +11,8 @@ from masksearch import prompts
 from masksearch.context import Context
 from masksearch.nodes.common import call_model, context_of, step, user
 from masksearch.resources import Resources
-from masksearch.scoring import answer_correct, gold_text, parse_verdict, score_answer
+from masksearch.scoring import answer_correct, gold_text, parse_verdict, score_answer, task_of
 from masksearch.state import GraphState
-
-
-def task_of(state: GraphState | dict[str, Any]) -> str:
-    task = state.get("task")
-    if task:
-        return task
-    return "ramp" if prompts.is_mask_question(state.get("question", "")) else "qa"
 
 
 async def judge(

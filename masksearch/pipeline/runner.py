@@ -17,17 +17,8 @@ from masksearch.context import Context
 from masksearch.errors import MaskSearchError
 from masksearch.fileio import OutputKind, atomic_write_text
 from masksearch.jsonl import SkipCounter
-from masksearch.pipeline.generate import Durability, generate
+from masksearch.pipeline.generate import Durability, GenerateSettings, generate
 from masksearch.pipeline.inputs import count_lines, iter_examples
-from masksearch.pipeline.parallel import (
-    EXIT_INTERRUPTED,
-    ClusterSettings,
-    connect,
-    merge,
-    run_sharded,
-    take_shard,
-    throttled,
-)
 from masksearch.pipeline.ratelimit import (
     Limiter,
     LocalLimiter,
@@ -42,10 +33,18 @@ from masksearch.pipeline.store import (
     open_store,
     store_label,
 )
-from masksearch.pipeline.summary import Summary
+from masksearch.pipeline.summary import Summary, merge
 from masksearch.redact import redact
 from masksearch.resources import Resources
 from masksearch.types import MaskedExample
+from masksearch.workers.cluster import (
+    EXIT_INTERRUPTED,
+    ClusterSettings,
+    connect,
+    run_sharded,
+    take_shard,
+    throttled,
+)
 
 T = TypeVar("T")
 
@@ -72,7 +71,7 @@ async def generate_with_signals(
     examples: Iterable[MaskedExample],
     context: Context,
     store: RecordStore,
-    checkpointer_url: str,
+    settings: GenerateSettings,
     summary: Summary,
     **kwargs: Any,
 ) -> None:
@@ -114,7 +113,13 @@ async def generate_with_signals(
             pass
     try:
         await generate(
-            examples, context, store, checkpointer_url, stop=stop, summary=summary, **kwargs
+            examples,
+            context,
+            store,
+            settings,
+            stop=stop,
+            summary=summary,
+            **kwargs,
         )
     except asyncio.CancelledError:
         summary.interrupted = True
@@ -158,13 +163,15 @@ class GenerateShard:
                 take_shard(examples, shard, shards),
                 self.context,
                 store,
-                self.checkpointer_url,
-                concurrency=self.concurrency,
-                retry_failed=self.retry_failed,
-                progress=False,
+                GenerateSettings(
+                    checkpointer_url=self.checkpointer_url,
+                    concurrency=self.concurrency,
+                    retry_failed=self.retry_failed,
+                    progress=False,
+                    durability=self.durability,
+                ),
                 stop=stop,
                 summary=summary,
-                durability=self.durability,
                 limiter=self.limiter(),
                 resources=self.resources(),  # one per actor: an actor runs one shard job
             )
@@ -249,14 +256,16 @@ def run_generate(
                             examples,
                             context,
                             store,
-                            checkpointer_url,
+                            GenerateSettings(
+                                checkpointer_url=checkpointer_url,
+                                concurrency=concurrency,
+                                limit=limit,
+                                retry_failed=retry_failed,
+                                total=total,
+                                progress=progress,
+                                durability=durability,
+                            ),
                             summary,
-                            concurrency=concurrency,
-                            limit=limit,
-                            retry_failed=retry_failed,
-                            total=total,
-                            progress=progress,
-                            durability=durability,
                             limiter=LocalLimiter(limits) if limits else None,
                             resources=resources,
                         )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -36,34 +35,13 @@ from typing import Any, Protocol
 
 from masksearch.errors import ConfigError, InputError, OutputError
 from masksearch.jsonl import iter_jsonl, write_jsonl
+from masksearch.pipeline.store_sql import statements
 from masksearch.records import TrajectoryRecord, validate_record
 from masksearch.redact import redact
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 LOCK_WAIT_S = 30.0  # how long a new run waits for an earlier run's workers to stop
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS trajectories (
-    id TEXT PRIMARY KEY,
-    accepted INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    k INTEGER NOT NULL,
-    record JSON NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS trajectories_accepted ON trajectories(accepted);
-"""
-
-# Insert, or replace only a stored failure (or anything, when :overwrite is 1).
-_UPSERT = """
-INSERT INTO trajectories (id, accepted, status, k, record, created_at)
-VALUES (:id, :accepted, :status, :k, :record, :created_at)
-ON CONFLICT(id) DO UPDATE SET
-    accepted = excluded.accepted, status = excluded.status, k = excluded.k,
-    record = excluded.record, created_at = excluded.created_at
-WHERE trajectories.status = 'failed' OR :overwrite
-"""
 
 
 def _row(record: TrajectoryRecord, overwrite: bool) -> dict[str, Any]:
@@ -137,7 +115,13 @@ def check_is_trajectory_store(path: str | os.PathLike[str], what: str = "--store
 
 
 class TrajectoryStore:
-    """SQLite-backed trajectory store keyed by example id (one shared connection)."""
+    """SQLite-backed trajectory store keyed by example id (one shared connection).
+
+    Every read and write runs a statement of `store_sql.STATEMENTS` by name, in the store's
+    dialect; `PostgresTrajectoryStore` differs only in its connection and its locks."""
+
+    _sql: dict[str, str] = statements("sqlite")
+    _write_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -149,7 +133,7 @@ class TrajectoryStore:
                 )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(_SCHEMA)
+                self._db.executescript(self._sql["schema"])
                 break
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) or attempt == 49:
@@ -168,12 +152,10 @@ class TrajectoryStore:
         (disk full, read-only) raises `OutputError`."""
         row = _row(record, overwrite)
         try:
-            cur = self._db.execute(_UPSERT, row)
-        except sqlite3.OperationalError as e:
-            raise OutputError(
-                f"cannot write the trajectory store ({e})", path=str(self.path)
-            ) from None
-        return cur.rowcount > 0
+            cur = self._db.execute(self._sql["upsert"], row)
+        except self._write_errors as e:
+            raise self._write_error(e) from None
+        return bool(cur.rowcount > 0)
 
     def put_many(self, records: Iterable[TrajectoryRecord], *, overwrite: bool = False) -> int:
         """Store several records in one transaction; return how many were written."""
@@ -190,43 +172,30 @@ class TrajectoryStore:
         before the error if it still can."""
         if not rows:
             return []
-        db = self._db
+        db, upsert = self._db, self._sql["upsert"]
         try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise OutputError(
-                f"cannot write the trajectory store ({e})", path=str(self.path)
-            ) from None
+            db.execute(self._sql["begin_write"])
+        except self._write_errors as e:
+            raise self._write_error(e) from None
         written: list[bool] = []
         try:
             for row in rows:
-                written.append(db.execute(_UPSERT, row).rowcount > 0)
-        except sqlite3.OperationalError as e:  # e.g. disk full: keep the rows written before it
-            try:
+                written.append(db.execute(upsert, row).rowcount > 0)
+        except self._write_errors as e:  # e.g. disk full: keep the rows written before it
+            try:  # (SQLite commits them; an aborted Postgres transaction rolls back)
                 db.execute("COMMIT")
-            except sqlite3.Error:
-                with contextlib.suppress(sqlite3.Error):
+            except Exception:  # noqa: BLE001 - the connection may be gone too
+                with contextlib.suppress(Exception):
                     db.execute("ROLLBACK")
-            raise OutputError(
-                f"cannot write the trajectory store ({e})", path=str(self.path)
-            ) from None
+            raise self._write_error(e) from None
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         return written
 
-    def _transaction(self):
-        db = self._db
-
-        class _Tx:
-            def __enter__(self):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type, *_):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Tx()
+    def _write_error(self, e: Exception) -> OutputError:
+        return OutputError(f"cannot write the trajectory store ({e})", path=str(self.path))
 
     # -- one run at a time ------------------------------------------------------
     @contextlib.contextmanager
@@ -272,65 +241,49 @@ class TrajectoryStore:
             os.close(fd)
 
     # -- reading ---------------------------------------------------------------
+    def _one(self, name: str, **params: Any) -> Any:
+        return self._db.execute(self._sql[name], params).fetchone()
+
     def get(self, example_id: str) -> TrajectoryRecord | None:
-        row = self._db.execute(
-            "SELECT record FROM trajectories WHERE id = ?", (example_id,)
-        ).fetchone()
+        row = self._one("record_of", id=example_id)
         return json.loads(row[0]) if row else None
 
     def __contains__(self, example_id: object) -> bool:
-        return (
-            self._db.execute("SELECT 1 FROM trajectories WHERE id = ?", (example_id,)).fetchone()
-            is not None
-        )
+        return self._one("status_of", id=example_id) is not None
 
     def is_done(self, example_id: str, *, retry_failed: bool = False) -> bool:
         """True if `example_id` is stored (and, with `retry_failed`, did not fail)."""
-        row = self._db.execute(
-            "SELECT status FROM trajectories WHERE id = ?", (example_id,)
-        ).fetchone()
+        row = self._one("status_of", id=example_id)
         return row is not None and not (retry_failed and row[0] == "failed")
 
     def done_among(self, ids: list[str], *, retry_failed: bool = False) -> set[str]:
-        """Those of `ids` that `is_done` (one query for a batch of at most 500 ids)."""
+        """Those of `ids` that `is_done` (one query)."""
         if not ids:
             return set()
-        marks = ",".join("?" * len(ids))
-        rows = self._db.execute(
-            f"SELECT id, status FROM trajectories WHERE id IN ({marks})", ids
-        ).fetchall()
+        rows = self._db.execute(self._sql["status_among"], {"ids": json.dumps(list(ids))})
         return {i for i, status in rows if not (retry_failed and status == "failed")}
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
+        return int(self._one("count")[0])
 
     def ids(self, *, include_failed: bool = True) -> set[str]:
         """Ids already stored (optionally leaving out failed ones, which a retry may redo)."""
-        sql = "SELECT id FROM trajectories" + (
-            "" if include_failed else " WHERE status != 'failed'"
-        )
+        sql = self._sql["ids" if include_failed else "ids_not_failed"]
         return {r[0] for r in self._db.execute(sql)}
 
     def records(self, *, accepted_only: bool = False) -> Iterator[TrajectoryRecord]:
         """Records in insertion order."""
-        sql = "SELECT record FROM trajectories" + (" WHERE accepted = 1" if accepted_only else "")
-        for (text,) in self._db.execute(sql + " ORDER BY rowid"):
+        sql = self._sql["accepted_records" if accepted_only else "records"]
+        for (text,) in self._db.execute(sql):
             yield json.loads(text)
 
     def stats(self) -> dict[str, Any]:
         """count, accepted, accept_rate, by_status {status: n}, by_k {k: {count, accepted}}."""
-        db = self._db
-        count, accepted = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(accepted), 0) FROM trajectories"
-        ).fetchone()
-        by_status = dict(
-            db.execute("SELECT status, COUNT(*) FROM trajectories GROUP BY status ORDER BY status")
-        )
+        count, accepted = (int(v) for v in self._one("totals"))
+        by_status = {s: int(n) for s, n in self._db.execute(self._sql["by_status"])}
         by_k = {
-            k: {"count": n, "accepted": a}
-            for k, n, a in db.execute(
-                "SELECT k, COUNT(*), SUM(accepted) FROM trajectories GROUP BY k ORDER BY k"
-            )
+            int(k): {"count": int(n), "accepted": int(a)}
+            for k, n, a in self._db.execute(self._sql["by_k"])
         }
         return {
             "count": count,
@@ -358,30 +311,6 @@ def _flock_file(store: Path, name: str) -> int:
     return os.open(store.with_name(f"{store.name}.{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
 
 
-_PG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS trajectories (
-    seq BIGSERIAL,
-    id TEXT PRIMARY KEY,
-    accepted INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    k INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS trajectories_seq ON trajectories(seq);
-CREATE INDEX IF NOT EXISTS trajectories_accepted ON trajectories(accepted);
-"""
-
-
-@functools.lru_cache(maxsize=64)
-def _pg_sql(sql: str) -> str:
-    """SQLite placeholders (`?`, `:name`) → psycopg's (`%s`, `%(name)s`); rowid → seq."""
-    sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("?", "%s"))
-    return sql.replace("ORDER BY rowid", "ORDER BY seq").replace(
-        "OR %(overwrite)s", "OR %(overwrite)s::int = 1"
-    )
-
-
 class PostgresTrajectoryStore(TrajectoryStore):
     """The same store in Postgres (`postgresql://user@host/db`), for workers on several machines.
 
@@ -402,9 +331,11 @@ class PostgresTrajectoryStore(TrajectoryStore):
             raise ConfigError(f"bad table name {table!r}")
         self.path = Path(store_label(dsn))  # for messages only
         self.dsn, self.table = dsn, table
+        self._sql = statements("postgres", table)
+        self._write_errors = (psycopg.OperationalError,)
         try:
             self._db = psycopg.connect(dsn, autocommit=True)
-            self._db.execute(_PG_SCHEMA.replace("trajectories", table))
+            self._db.execute(self._sql["schema"])
         except psycopg.Error as e:
             raise ConfigError(
                 f"cannot open Postgres store {store_label(dsn)}: {_pg_error(e)}"
@@ -413,87 +344,8 @@ class PostgresTrajectoryStore(TrajectoryStore):
         self._run_key = int.from_bytes(key, "big")
         self._workers_key = self._run_key + 1
 
-    def _sql(self, sql: str) -> str:
-        return _pg_sql(sql).replace("trajectories", self.table)
-
-    def put(self, record: TrajectoryRecord, *, overwrite: bool = False) -> bool:
-        cur = self._db.execute(self._sql(_UPSERT), _row(record, overwrite))
-        return cur.rowcount > 0
-
-    def write_rows(self, rows: list[dict[str, Any]]) -> list[bool]:
-        import psycopg
-
-        if not rows:
-            return []
-        sql = self._sql(_UPSERT)
-        try:
-            with self._db.transaction():
-                return [self._db.execute(sql, row).rowcount > 0 for row in rows]
-        except psycopg.OperationalError as e:
-            raise OutputError(f"cannot write the trajectory store ({_pg_error(e)})") from None
-
-    def done_among(self, ids: list[str], *, retry_failed: bool = False) -> set[str]:
-        if not ids:
-            return set()
-        rows = self._db.execute(
-            self._sql("SELECT id, status FROM trajectories WHERE id = ANY(%s)"),
-            (list(ids),),
-        ).fetchall()
-        return {i for i, status in rows if not (retry_failed and status == "failed")}
-
-    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        return self._db.execute(self._sql(sql), params).fetchone()
-
-    def get(self, example_id: str) -> TrajectoryRecord | None:
-        row = self._one("SELECT record FROM trajectories WHERE id = ?", (example_id,))
-        return json.loads(row[0]) if row else None
-
-    def __contains__(self, example_id: object) -> bool:
-        return self._one("SELECT 1 FROM trajectories WHERE id = ?", (example_id,)) is not None
-
-    def is_done(self, example_id: str, *, retry_failed: bool = False) -> bool:
-        row = self._one("SELECT status FROM trajectories WHERE id = ?", (example_id,))
-        return row is not None and not (retry_failed and row[0] == "failed")
-
-    def __len__(self) -> int:
-        return int(self._one("SELECT COUNT(*) FROM trajectories")[0])
-
-    def ids(self, *, include_failed: bool = True) -> set[str]:
-        sql = "SELECT id FROM trajectories" + (
-            "" if include_failed else " WHERE status != 'failed'"
-        )
-        return {r[0] for r in self._db.execute(self._sql(sql))}
-
-    def records(self, *, accepted_only: bool = False) -> Iterator[TrajectoryRecord]:
-        sql = "SELECT record FROM trajectories" + (" WHERE accepted = 1" if accepted_only else "")
-        with self._db.cursor(name=None) as cur:
-            cur.execute(self._sql(sql + " ORDER BY rowid"))
-            for (text,) in cur:
-                yield json.loads(text)
-
-    def stats(self) -> dict[str, Any]:
-        count, accepted = self._one("SELECT COUNT(*), COALESCE(SUM(accepted), 0) FROM trajectories")
-        q = self._sql
-        by_status = {
-            s: int(n)
-            for s, n in self._db.execute(
-                q("SELECT status, COUNT(*) FROM trajectories GROUP BY status ORDER BY status")
-            )
-        }
-        by_k = {
-            k: {"count": int(n), "accepted": int(a)}
-            for k, n, a in self._db.execute(
-                q("SELECT k, COUNT(*), SUM(accepted) FROM trajectories GROUP BY k ORDER BY k")
-            )
-        }
-        count, accepted = int(count), int(accepted)
-        return {
-            "count": count,
-            "accepted": accepted,
-            "accept_rate": accepted / count if count else 0.0,
-            "by_status": by_status,
-            "by_k": by_k,
-        }
+    def _write_error(self, e: Exception) -> OutputError:
+        return OutputError(f"cannot write the trajectory store ({_pg_error(e)})")
 
     @contextlib.contextmanager
     def run_lock(self, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
@@ -534,6 +386,20 @@ def _pg_error(e: Exception) -> str:
     """The first line of a driver error, without anything that echoes a password."""
     line = (str(e).strip().splitlines() or [type(e).__name__])[0]
     return re.sub(r"password=\S+", "password=***", line)[:200]
+
+
+def store_count(path: str | Path) -> int:
+    """Rows in a SQLite trajectory store (read-only; 0 before it exists)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
 
 
 def iter_records(

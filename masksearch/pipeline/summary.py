@@ -48,10 +48,10 @@ class Summary:
     done: int = 0
     accepted: int = 0
     failed: int = 0
-    by_status: Counter = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
     by_k: dict[int, list[int]] = field(default_factory=dict)  # k -> [done, accepted]
-    fail_reasons: Counter = field(default_factory=Counter)
-    reject_reasons: Counter = field(default_factory=Counter)  # finished but not accepted
+    fail_reasons: Counter[str] = field(default_factory=Counter)
+    reject_reasons: Counter[str] = field(default_factory=Counter)  # finished but not accepted
     turns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -176,3 +176,38 @@ class Summary:
                 "raises the rate."
             )
         return "\n".join(lines)
+
+
+def merge(summaries: list[Summary]) -> Summary:
+    """Add up per-worker summaries (elapsed = the longest)."""
+    out = Summary()
+    for s in summaries:
+        for name in (
+            "done",
+            "accepted",
+            "failed",
+            "turns",
+            "prompt_tokens",
+            "completion_tokens",
+            "search_calls",
+            "skipped_existing",
+            "skipped_duplicate",
+            "not_written",
+        ):
+            setattr(out, name, getattr(out, name) + getattr(s, name))
+        out.by_status.update(s.by_status)
+        out.fail_reasons.update(s.fail_reasons)
+        out.quality.merge(s.quality)
+        for k, (d, a) in s.by_k.items():
+            slot = out.by_k.setdefault(k, [0, 0])
+            slot[0] += d
+            slot[1] += a
+        out.elapsed_s = max(out.elapsed_s, s.elapsed_s)
+        out.interrupted = out.interrupted or s.interrupted
+    # steady throughput: the workers' rates add up
+    rate = sum(s.steady_throughput for s in summaries)
+    out.steady_done = sum(s.steady_done for s in summaries)
+    out.steady_s = out.steady_done / rate if rate > 0 else 0.0
+    if summaries:
+        out.skipped_bad = summaries[0].skipped_bad  # every worker reads every line
+    return out

@@ -276,9 +276,12 @@ def local_postgres(workdir: str | os.PathLike[str]) -> Iterator[str | None]:
             os.chmod(parent, os.stat(parent).st_mode | 0o711)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", 5400 + os.getpid() % 500
-    run = lambda *cmd: subprocess.run(  # noqa: E731
-        [*prefix, *cmd], capture_output=True, text=True, timeout=120, cwd=root
-    )
+
+    def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, *cmd], capture_output=True, text=True, timeout=120, cwd=root
+        )
+
     made = run(initdb, "-D", str(data), "-A", "trust", "-U", "test")
     if made.returncode != 0:
         print(f"local_postgres: initdb failed: {made.stderr.strip()[-300:]}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,21 +104,10 @@ def build_index(
             embedding_model, batch_size=batch_size
         )  # fail early, before ingesting
     try:
-        summary = _build_into(
-            out_dir,
-            final_dir,
-            corpus,
-            kind,
-            fmt,
-            words,
-            faiss_type,
-            batch_size,
-            skip_bad,
-            counter,
-            show_progress,
-            encoder,
-            corpus_str,
+        job = _Build(
+            corpus, kind, fmt, words, faiss_type, batch_size, skip_bad, counter, show_progress
         )
+        summary = _build_into(out_dir, final_dir, job, encoder, corpus_str)
     except BaseException as e:
         shutil.rmtree(out_dir, ignore_errors=True)  # the previous index (if any) is untouched
         if isinstance(e, OSError):
@@ -201,69 +191,76 @@ def recover_swap(final_dir: Path) -> str | None:
     return done
 
 
+@dataclass(frozen=True)
+class _Build:
+    """What `build_index` was asked to build (its options, passed on whole)."""
+
+    corpus: str | os.PathLike[str]
+    kind: str
+    fmt: str
+    words: int
+    faiss_type: str
+    batch_size: int
+    skip_bad: bool
+    counter: SkipCounter
+    show_progress: bool
+
+
 def _build_into(
-    out_dir: Path,
-    final_dir: Path,
-    corpus,
-    kind,
-    fmt,
-    words,
-    faiss_type,
-    batch_size,
-    skip_bad,
-    counter,
-    show_progress,
-    encoder,
-    corpus_str,
+    out_dir: Path, final_dir: Path, job: _Build, encoder: Any, corpus_str: str
 ) -> dict[str, Any]:
     count = write_passages(
-        corpus,
+        job.corpus,
         out_dir,
-        fmt=fmt,
-        words=words,
-        skip_bad=skip_bad,
-        counter=counter,
-        show_progress=show_progress,
+        fmt=job.fmt,
+        words=job.words,
+        skip_bad=job.skip_bad,
+        counter=job.counter,
+        show_progress=job.show_progress,
     )
     store = PassageStore(out_dir / PASSAGES)
-    summary: dict[str, Any] = {"passages": count, "skipped": counter.skipped, "out": str(final_dir)}
+    summary: dict[str, Any] = {
+        "passages": count,
+        "skipped": job.counter.skipped,
+        "out": str(final_dir),
+    }
     try:
-        if kind in ("bm25", "both"):
+        if job.kind in ("bm25", "both"):
             from masksearch.retrievers.bm25 import build_bm25
 
-            target = out_dir / "bm25" if kind == "both" else out_dir
-            rel = "../" + PASSAGES if kind == "both" else PASSAGES
-            with _progress(show_progress, "bm25 tokenize", count) as bar:
+            target = out_dir / "bm25" if job.kind == "both" else out_dir
+            rel = "../" + PASSAGES if job.kind == "both" else PASSAGES
+            with _progress(job.show_progress, "bm25 tokenize", count) as bar:
                 build_bm25(
                     _tracked(iter(store), bar),
                     target,
                     corpus=corpus_str,
                     passages_file=rel,
-                    show_progress=show_progress,
+                    show_progress=job.show_progress,
                 )
-            update_manifest(target, format=fmt, words_per_passage=words)
-            summary["bm25"] = str(final_dir / "bm25" if kind == "both" else final_dir)
-        if kind in ("dense", "both"):
+            update_manifest(target, format=job.fmt, words_per_passage=job.words)
+            summary["bm25"] = str(final_dir / "bm25" if job.kind == "both" else final_dir)
+        if job.kind in ("dense", "both"):
             from masksearch.retrievers.dense import build_dense
 
-            target = out_dir / "dense" if kind == "both" else out_dir
-            rel = "../" + PASSAGES if kind == "both" else PASSAGES
-            with _progress(show_progress, "dense encode", count) as bar:
+            target = out_dir / "dense" if job.kind == "both" else out_dir
+            rel = "../" + PASSAGES if job.kind == "both" else PASSAGES
+            with _progress(job.show_progress, "dense encode", count) as bar:
                 build_dense(
                     iter(store),
                     target,
                     encoder,
                     corpus=corpus_str,
                     passages_file=rel,
-                    faiss_type=faiss_type,
-                    batch_size=batch_size,
+                    faiss_type=job.faiss_type,
+                    batch_size=job.batch_size,
                     progress=bar,
                 )
-            update_manifest(target, format=fmt, words_per_passage=words)
-            summary["dense"] = str(final_dir / "dense" if kind == "both" else final_dir)
+            update_manifest(target, format=job.fmt, words_per_passage=job.words)
+            summary["dense"] = str(final_dir / "dense" if job.kind == "both" else final_dir)
     finally:
         store.close()
-    if kind == "both":
+    if job.kind == "both":
         write_manifest(
             out_dir,
             kind="both",
@@ -271,7 +268,7 @@ def _build_into(
             count=count,
             passages=PASSAGES,
             parts={"bm25": "bm25", "dense": "dense"},
-            format=fmt,
-            words_per_passage=words,
+            format=job.fmt,
+            words_per_passage=job.words,
         )
     return summary

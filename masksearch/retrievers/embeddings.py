@@ -171,7 +171,7 @@ def encoder_from_settings(settings: dict[str, Any], **overrides: Any) -> Encoder
     model = settings["model"]
     if model.startswith("openai:"):
         return OpenAIEncoder(model.split(":", 1)[1], dim=settings.get("dim"))
-    kwargs = {
+    kwargs: dict[str, Any] = {
         k: settings[k] for k in ("max_length", "query_prefix", "passage_prefix") if k in settings
     }
     kwargs.update(overrides)

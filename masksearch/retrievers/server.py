@@ -243,9 +243,9 @@ def create_app(
             raise HTTPException(
                 status_code=503, detail=f"{type(e).__name__}: {e}"[:MAX_DETAIL_CHARS]
             ) from None
-        out: list[list[Any]] = []
+        out: list[list[dict[str, Any]]] = []
         for hits in results:
-            docs = [{"id": p.id, "contents": p.contents} for p in hits]
+            docs: list[dict[str, Any]] = [{"id": p.id, "contents": p.contents} for p in hits]
             if req.return_scores:
                 out.append(
                     [

@@ -48,9 +48,10 @@ class ChatRenderer:
         return out
 
     def render(self, messages: list[dict[str, Any]], *, generation_prompt: bool = False) -> str:
-        return self.tok.apply_chat_template(
+        text: str = self.tok.apply_chat_template(
             self._msgs(messages), tokenize=False, add_generation_prompt=generation_prompt
         )
+        return text
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=False)["input_ids"]) if text else []

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, overload
 
 import typer
 
 from masksearch.context import Context
 from masksearch.context_options import context_options
+
+if TYPE_CHECKING:
+    from masksearch.training.config import RLSettings, SFTSettings
 
 train_app = typer.Typer(
     help="Train a search agent on trajectories (SFT) or with search rollouts (GRPO/DAPO, PPO).",
@@ -21,7 +24,17 @@ CONFIG_HELP = (
 SET_HELP = "Override a setting: --set key=value (repeatable; dotted keys, e.g. lora.enabled=true)."
 
 
-def _settings(kind: str, config: Path | None, sets: list[str] | None, **direct):
+@overload
+def _settings(
+    kind: Literal["sft"], config: Path | None, sets: list[str] | None, **direct: Any
+) -> SFTSettings: ...
+@overload
+def _settings(
+    kind: Literal["rl"], config: Path | None, sets: list[str] | None, **direct: Any
+) -> RLSettings: ...
+def _settings(
+    kind: str, config: Path | None, sets: list[str] | None, **direct: Any
+) -> SFTSettings | RLSettings:
     from masksearch.training.config import load_settings, parse_overrides
 
     overrides = parse_overrides(sets or [])
@@ -30,7 +43,7 @@ def _settings(kind: str, config: Path | None, sets: list[str] | None, **direct):
 
 
 def _announce() -> None:
-    from masksearch.training.modeling import device_summary
+    from masksearch.training.devices import device_summary
 
     typer.secho(device_summary(), fg=typer.colors.CYAN, err=True)
 
@@ -174,7 +187,7 @@ def export_cmd(
     ] = "masksearch",
 ) -> None:
     """Export trajectories for other trainers: TRL, LLaMA-Factory (ShareGPT), Search-R1/veRL."""
-    from masksearch.training.export import export
+    from masksearch.training.export import Style, export
 
     if style not in ("tags", "tool_calls"):
         raise typer.BadParameter("--style must be tags or tool_calls")
@@ -183,7 +196,7 @@ def export_cmd(
         fmt,
         out,
         accepted_only=not all_records,
-        style=style,
+        style=cast("Style", style),  # checked above
         split=split,
         dataset_name=name,
     )

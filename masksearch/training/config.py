@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import yaml
 
@@ -181,6 +181,12 @@ RL_TRAINER_DEFAULTS: dict[str, Any] = {
 }
 _RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5 folded the ratio into warmup_steps
 _LEGACY = {"dtype": "mixed_precision"}
+
+
+def _renamed(key: str) -> str:
+    return _RENAMED.get(key, key)
+
+
 # transformers renamed these trainer keys (5.24 has both, the old names as deprecated aliases);
 # 5.17 knows only the old names. Each pair: (new name, old name).
 _TRANSFORMERS_ALIASES = (
@@ -210,11 +216,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     check_fields(cls, data, where)  # `topk: three`, `max_turns: 0`: refused here, named
     kwargs = {}
     for key, value in data.items():
-        default = (
-            names[key].default_factory()
-            if names[key].default_factory is not dataclasses.MISSING
-            else None
-        )
+        factory = names[key].default_factory
+        default = factory() if callable(factory) else None
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: '{key}' must be a mapping")
@@ -272,7 +275,8 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _trainer_config_class(kind: str) -> type:
+def _trainer_config_class(kind: str) -> Any:
+    """TRL's config class for `kind` (`SFTConfig` or `GRPOConfig`)."""
     try:
         from trl import GRPOConfig, SFTConfig
     except ImportError:
@@ -280,6 +284,14 @@ def _trainer_config_class(kind: str) -> type:
     return SFTConfig if kind == "sft" else GRPOConfig
 
 
+@overload
+def build_settings(kind: Literal["sft"], data: dict[str, Any], where: str = "") -> SFTSettings: ...
+@overload
+def build_settings(kind: Literal["rl"], data: dict[str, Any], where: str = "") -> RLSettings: ...
+@overload
+def build_settings(
+    kind: str, data: dict[str, Any], where: str = ""
+) -> SFTSettings | RLSettings: ...
 def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSettings | RLSettings:
     """Settings from a flat mapping (the YAML content with overrides applied)."""
     cls = {"sft": SFTSettings, "rl": RLSettings}[kind]
@@ -294,13 +306,13 @@ def build_settings(kind: str, data: dict[str, Any], where: str = "") -> SFTSetti
         extra = data.pop("trainer_args") or {}
         if not isinstance(extra, dict):
             raise ConfigError(f"{where}: 'trainer_args' must be a mapping")
-        data.update({_RENAMED.get(k, k): v for k, v in extra.items()})
+        data.update({_renamed(k): v for k, v in extra.items()})
     ours_names = {f.name for f in dataclasses.fields(cls) if f.name not in _DERIVED}
     ours = {k: v for k, v in data.items() if k in ours_names}
     rest = {k: v for k, v in data.items() if k not in ours_names}
-    settings = _build(cls, ours, where)
+    settings: SFTSettings | RLSettings = _build(cls, ours, where)
     check_lora_base_dtype(settings.lora.base_dtype, where or "config")
-    from masksearch.training.modeling import resolve_precision
+    from masksearch.training.devices import resolve_precision
 
     precision = resolve_precision(settings.mixed_precision)
     trainer: dict[str, Any] = dict(SFT_TRAINER_DEFAULTS if kind == "sft" else RL_TRAINER_DEFAULTS)
@@ -381,6 +393,24 @@ def replace_settings(settings: SFTSettings | RLSettings, **changes: Any) -> Any:
     return build_settings(kind, _merge(settings.source, changes))
 
 
+@overload
+def load_settings(
+    kind: Literal["sft"],
+    path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> SFTSettings: ...
+@overload
+def load_settings(
+    kind: Literal["rl"],
+    path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RLSettings: ...
+@overload
+def load_settings(
+    kind: str,
+    path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> SFTSettings | RLSettings: ...
 def load_settings(
     kind: str, path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> SFTSettings | RLSettings:

@@ -7,14 +7,16 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-try:  # torch is a core dependency, but keep the pure ordering importable without it
-    from torch.utils.data import Sampler
-except ImportError:  # pragma: no cover
-    Sampler = object  # type: ignore[assignment,misc]
+if TYPE_CHECKING:
+    from masksearch.training.config import CurriculumSettings
+
+from torch.utils.data import Sampler
 
 
 def stage_of(k: int, stages: Sequence[int]) -> int:
@@ -76,7 +78,27 @@ def curriculum_order(
     return CurriculumPlan(order=order, boundaries=boundaries, stages=list(stages))
 
 
-class CurriculumSampler(Sampler):  # type: ignore[misc]
+Row = TypeVar("Row", bound=dict[str, Any])
+log = logging.getLogger(__name__)
+
+
+def curriculum_rows(rows: list[Row], settings: CurriculumSettings, *, seed: int) -> list[Row]:
+    """`rows` (each with its mask count `k`) in curriculum order when `settings.enabled`, else
+    as given."""
+    if not settings.enabled:
+        return rows
+    plan = curriculum_order(
+        [r["k"] for r in rows],
+        settings.stages,
+        mode=settings.mode,
+        shuffle_within_stage=settings.shuffle_within_stage,
+        seed=seed,
+    )
+    log.info("curriculum: stages %s start at rows %s", plan.stages, plan.boundaries)
+    return [rows[i] for i in plan.order]
+
+
+class CurriculumSampler(Sampler[int]):
     """Yields dataset indices stage by stage; `set_epoch` reshuffles within stages."""
 
     def __init__(

@@ -49,17 +49,9 @@ def iter_training_records(
     path: str | os.PathLike[str], *, accepted_only: bool = True
 ) -> Iterator[TrajectoryRecord]:
     """Validated records from a store or JSONL export (accepted ones only by default)."""
-    try:
-        from masksearch.pipeline.store import iter_records
-    except ImportError:  # pipeline not installed in this checkout: plain JSONL
-        iter_records = None
-    if iter_records is not None:
-        yield from iter_records(path, accepted_only=accepted_only)
-        return
-    for lineno, obj in iter_jsonl(path):
-        rec = validate_record(obj, path=str(path), line=lineno)
-        if not accepted_only or rec["accepted"]:
-            yield rec
+    from masksearch.pipeline.store import iter_records
+
+    yield from iter_records(path, accepted_only=accepted_only)
 
 
 def load_training_records(
@@ -135,7 +127,7 @@ def record_messages(record: TrajectoryRecord) -> list[dict[str, str]]:
 def record_k(record: TrajectoryRecord | dict[str, Any]) -> int:
     """Number of masks of a record or question row (0 for QA)."""
     meta = record.get("meta") or {}
-    k = record.get("k", meta.get("k", 0))
+    k: Any = record.get("k", meta.get("k", 0))
     try:
         return int(k or 0)
     except (TypeError, ValueError):

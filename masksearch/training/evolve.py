@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from masksearch.errors import InputError
 from masksearch.jsonl import JsonlAppender, iter_jsonl, write_jsonl
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # train(pool records, teacher output dir, round) -> {"train_loss": float, ...}
 TrainFn = Callable[[list[TrajectoryRecord], Path, int], dict[str, Any]]
 # generate(batch, teacher model spec, store path, round) -> None (records land in the store)
-GenerateFn = Callable[[list[MaskedExample], str, Path, int], Awaitable[Any]]
+GenerateFn = Callable[[list[MaskedExample], str, Path, int], Coroutine[Any, Any, Any]]
 
 
 @dataclass
@@ -111,7 +111,8 @@ def evolve(
     pool_path, rounds_path = out / "pool.jsonl", out / "rounds.jsonl"
     done = _done_rounds(rounds_path)
     if pool_path.exists() and done:
-        pool = [obj for _, obj in iter_jsonl(pool_path, allow_empty=True)]
+        # the pool this function wrote on an earlier run (records of the seed and the stores)
+        pool = [cast(TrajectoryRecord, obj) for _, obj in iter_jsonl(pool_path, allow_empty=True)]
     else:
         pool = [r for r in seed_records if r["accepted"]]
         write_jsonl(pool_path, pool)
@@ -161,7 +162,7 @@ def evolve(
     return stats
 
 
-def _run(coro: Awaitable[Any]) -> Any:
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a coroutine to completion, also from code that is itself inside an event loop."""
     try:
         asyncio.get_running_loop()
@@ -194,7 +195,7 @@ def graph_generate_fn(settings: EvolveSettings, resources: Resources | None = No
     """Generate with the pipeline's async `generate` (store, resume, concurrency) and our graph.
     `resources` serves the retriever and models of every round (default a fresh one)."""
     from masksearch.context import Context
-    from masksearch.pipeline.generate import generate
+    from masksearch.pipeline.generate import GenerateSettings, generate
 
     res = resources if resources is not None else Resources()
 
@@ -206,9 +207,9 @@ def graph_generate_fn(settings: EvolveSettings, resources: Resources | None = No
             batch,
             context,
             store,
-            concurrency=settings.concurrency,
-            checkpointer_url="memory",
-            progress=True,
+            GenerateSettings(
+                concurrency=settings.concurrency, checkpointer_url="memory", progress=True
+            ),
             resources=res,
         )
 

@@ -24,38 +24,15 @@ from typing import Any
 
 from masksearch.errors import ConfigError, InputError
 from masksearch.training.config import RLSettings
+from masksearch.training.rlsetup import (
+    build_rewards,
+    build_rl_rows,
+    load_judge_model,
+    make_rollout,
+    resolve_retriever,
+)
 
 log = logging.getLogger(__name__)
-
-
-def build_rl_rows(questions: list[dict[str, Any]], settings: RLSettings) -> list[dict[str, Any]]:
-    """Dataset rows with the student prompt the graph uses, ordered by curriculum if enabled."""
-    from masksearch.prompts import render_student_prompt
-    from masksearch.training.curriculum import curriculum_order
-
-    rows = [
-        {
-            "prompt": render_student_prompt(q["question"]),
-            "question": q["question"],
-            "answers": list(q["answers"]),
-            "task": q.get("task", "ramp"),
-            "k": int(q.get("k", 0)),
-            "id": str(q.get("id", i)),
-        }
-        for i, q in enumerate(questions)
-    ]
-    cur = settings.curriculum
-    if cur.enabled:
-        plan = curriculum_order(
-            [r["k"] for r in rows],
-            cur.stages,
-            mode=cur.mode,
-            shuffle_within_stage=cur.shuffle_within_stage,
-            seed=settings.args.seed,
-        )
-        rows = [rows[i] for i in plan.order]
-        log.info("curriculum: stages %s start at rows %s", plan.stages, plan.boundaries)
-    return rows
 
 
 def grpo_args(settings: RLSettings) -> Any:
@@ -72,66 +49,6 @@ def grpo_args(settings: RLSettings) -> Any:
                 f"num_generations ({args.num_generations}), or set dapo.dynamic_sampling: false"
             )
     return args
-
-
-def make_rollout(
-    settings: RLSettings,
-    retriever: Any,
-    tokenizer: Any,
-    *,
-    score_fn: Any = None,
-    rows: list[dict[str, Any]] | None = None,
-    cls: type | None = None,
-) -> Any:
-    from masksearch.training.rollout import SearchRollout
-
-    args = settings.args
-    return (cls or SearchRollout)(
-        retriever,
-        tokenizer,
-        topk=settings.topk,
-        max_turns=settings.max_turns,
-        max_turn_tokens=settings.max_turn_tokens,
-        max_obs_tokens=settings.max_obs_tokens,
-        max_completion_length=args.max_completion_length,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        tool_role=settings.tool_role,
-        max_passages=settings.max_passages,
-        num_generations=args.num_generations,
-        score_fn=score_fn,
-        refill_rows=rows,
-        max_resample_rounds=settings.dapo.max_resample_rounds,
-        seed=args.seed,
-    )
-
-
-def build_rewards(settings: RLSettings, judge_model: Any = None) -> tuple[list[Any], list[float]]:
-    """Reward functions and their weights: the configured rewards, plus DAPO's soft overlong
-    penalty (TRL's `get_soft_overlong_punishment`) when `dapo.overlong_buffer` > 0."""
-    from masksearch.training.rewards import build_reward_funcs
-
-    funcs = build_reward_funcs(
-        settings.rewards,
-        hybrid=settings.hybrid,
-        judge_model=judge_model,
-        judge_timeout_s=settings.judge_timeout_s,
-        judge_batch_size=settings.judge_batch_size,
-    )
-    if settings.dapo.overlong_buffer > 0:
-        from trl.rewards import get_soft_overlong_punishment
-
-        funcs.append(
-            get_soft_overlong_punishment(
-                settings.args.max_completion_length, settings.dapo.overlong_buffer
-            )
-        )
-    weights = list(settings.args.reward_weights or [1.0] * len(funcs))
-    if len(weights) != len(funcs):
-        raise ConfigError(
-            f"reward_weights has {len(weights)} value(s) for {len(funcs)} reward function(s)"
-        )
-    return funcs, weights
 
 
 def make_score_fn(reward_funcs: list[Any], weights: list[float]) -> Any:
@@ -155,18 +72,6 @@ def make_score_fn(reward_funcs: list[Any], weights: list[float]) -> Any:
         ]
 
     return score
-
-
-def resolve_retriever(settings: RLSettings, retriever: Any = None) -> Any:
-    if retriever is not None:
-        return retriever
-    if not settings.retriever:
-        raise ConfigError(
-            "RL needs a retriever (set `retriever:` to a spec such as bm25:<index_dir>)"
-        )
-    from masksearch.retrievers import load_retriever
-
-    return load_retriever(settings.retriever)
 
 
 def load_eval_sets(settings: RLSettings) -> dict[str, list[dict[str, Any]]]:
@@ -196,9 +101,9 @@ def build_grpo_trainer(
     from trl import GRPOTrainer
 
     from masksearch.training.data import load_questions
+    from masksearch.training.devices import device_summary
     from masksearch.training.modeling import (
         check_trainable_fp32,
-        device_summary,
         load_model,
         load_tokenizer,
         lora_config,
@@ -217,11 +122,7 @@ def build_grpo_trainer(
     retriever = resolve_retriever(settings, retriever)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
     tokenizer.padding_side = "left"
-    if judge_model is None and settings.judge_model:
-        from masksearch.models import load_chat_model
-
-        judge_model = load_chat_model(settings.judge_model)
-    reward_funcs, weights = build_rewards(settings, judge_model)
+    reward_funcs, weights = build_rewards(settings, load_judge_model(settings, judge_model))
     rows = build_rl_rows(questions, settings)
     dataset = Dataset.from_list(rows)
     eval_dataset = (

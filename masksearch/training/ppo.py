@@ -20,27 +20,26 @@ import json
 import logging
 import random
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from masksearch.training.config import RLSettings
 
 log = logging.getLogger(__name__)
+Tensor = torch.Tensor
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-def gae(rewards, values, mask, gamma: float, lam: float):
+def gae(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
+) -> tuple[Tensor, Tensor]:
     """Advantages and returns over the positions where `mask` is 1 (others are skipped, not
     stepped through): [B, T] tensors in, [B, T] out (zeros where mask is 0).
 
     The recursion runs on the host over plain floats, after one copy of each tensor: indexing
     a GPU tensor element by element would launch and wait for a kernel per token."""
-    torch = _torch()
     r = rewards.detach().double().cpu().tolist()
     v = values.detach().double().cpu().tolist()
     m = mask.detach().cpu().tolist()
@@ -56,39 +55,38 @@ def gae(rewards, values, mask, gamma: float, lam: float):
     return out, out + values
 
 
-def masked_whiten(x, mask, eps: float = 1e-8):
+def masked_whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     n = mask.sum().clamp(min=1)
     mean = (x * mask).sum() / n
     var = (((x - mean) * mask) ** 2).sum() / n
     return (x - mean) / (var.sqrt() + eps) * mask
 
 
-def _value_model(policy: Any) -> Any:
+class PolicyWithValue(torch.nn.Module):
     """The policy plus a zero-initialised linear value head, as one module (one optimizer, one
     accelerate/DeepSpeed engine)."""
-    torch = _torch()
 
-    class PolicyWithValue(torch.nn.Module):
-        def __init__(self, policy: Any) -> None:
-            super().__init__()
-            self.policy = policy
-            hidden = policy.config.hidden_size
-            self.v_head = torch.nn.Linear(hidden, 1)
-            torch.nn.init.zeros_(self.v_head.weight)
-            torch.nn.init.zeros_(self.v_head.bias)
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+        hidden = policy.config.hidden_size
+        self.v_head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.v_head.weight)
+        torch.nn.init.zeros_(self.v_head.bias)
 
-        def forward(self, input_ids, attention_mask):
-            out = self.policy(
-                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
-            )
-            hidden = out.hidden_states[-1]
-            return out.logits, self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.policy(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        hidden = out.hidden_states[-1]
+        return out.logits, self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
 
+
+def _value_model(policy: Any) -> PolicyWithValue:
     return PolicyWithValue(policy)
 
 
-def _token_logps(logits, ids):
-    torch = _torch()
+def _token_logps(logits: Tensor, ids: Tensor) -> Tensor:
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
@@ -108,12 +106,11 @@ class PPOAdapter:
         rollout: Any = None,
         accelerator: Any = None,
     ) -> None:
-        torch = _torch()
         from accelerate import Accelerator
         from transformers import get_scheduler
 
-        from masksearch.training.grpo import make_rollout
         from masksearch.training.modeling import check_trainable_fp32, lora_config
+        from masksearch.training.rlsetup import make_rollout
 
         self.s, self.h, self.args = settings, settings.ppo, settings.args
         args = self.args
@@ -187,8 +184,7 @@ class PPOAdapter:
     def _policy(self) -> Any:
         return self.acc.unwrap_model(self.model).policy
 
-    def _ref_logps(self, ids, attn):
-        torch = _torch()
+    def _ref_logps(self, ids: Tensor, attn: Tensor) -> Tensor | None:
         with torch.no_grad(), self.acc.autocast():
             if self.lora:
                 with self._policy().disable_adapter():
@@ -199,10 +195,11 @@ class PPOAdapter:
                 return None
         return _token_logps(logits, ids)
 
-    def _generate(self, contexts: list[list[int]], max_new: int, stop) -> tuple[list, None]:
+    def _generate(
+        self, contexts: list[list[int]], max_new: int, stop: Sequence[str]
+    ) -> tuple[list[list[int]], None]:
         import contextlib
 
-        torch = _torch()
         from transformers.integrations import is_deepspeed_zero3_enabled
 
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
@@ -233,7 +230,7 @@ class PPOAdapter:
         self.model.train()
         return [row.tolist() for row in out[:, width:]], None
 
-    def _sync(self):
+    def _sync(self) -> Callable[[int], bool] | None:
         """Ranks generate in lockstep under ZeRO-3 (generation gathers the sharded weights)."""
         if self.acc.num_processes <= 1:
             return None
@@ -241,14 +238,12 @@ class PPOAdapter:
 
         if not is_deepspeed_zero3_enabled():
             return None
-        torch = _torch()
         return lambda n: bool(
             self.acc.gather(torch.tensor([n], device=self.acc.device)).sum().item()
         )
 
     # -- one PPO iteration -----------------------------------------------------------------------------
     def step(self, rows: list[dict[str, Any]]) -> dict[str, float]:
-        torch = _torch()
         trajs = self.rollout.run([r["prompt"] for r in rows], self._generate, sync=self._sync())
         cols = {k: [r[k] for r in rows] for k in ("answers", "task", "k", "question")}
         comps = [[{"role": "assistant", "content": ""}] for _ in trajs]
@@ -406,7 +401,6 @@ class PPOAdapter:
 
     def save_model(self, output_dir: str) -> None:
         """The policy (full weights, or the LoRA adapter) + the value head; works under ZeRO-3."""
-        torch = _torch()
         state = self.acc.get_state_dict(self.model)
         self.acc.wait_for_everyone()
         if not self.acc.is_main_process:
@@ -430,12 +424,17 @@ def train_ppo(
 ) -> dict[str, Any]:
     """PPO counterpart of `train_grpo` (same inputs, same rewards, same rollout)."""
     from masksearch.training.data import load_questions
-    from masksearch.training.grpo import build_rewards, build_rl_rows, resolve_retriever
+    from masksearch.training.devices import device_summary
     from masksearch.training.modeling import (
-        device_summary,
         load_model,
         load_tokenizer,
         resolve_resume,
+    )
+    from masksearch.training.rlsetup import (
+        build_rewards,
+        build_rl_rows,
+        load_judge_model,
+        resolve_retriever,
     )
 
     log.info("%s", device_summary())
@@ -446,13 +445,9 @@ def train_ppo(
     retriever = resolve_retriever(settings, retriever)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
     model = model if model is not None else load_model(settings, lora=settings.lora)
-    _torch().manual_seed(settings.args.seed)
+    torch.manual_seed(settings.args.seed)
     random.seed(settings.args.seed)
-    if judge_model is None and settings.judge_model:
-        from masksearch.models import load_chat_model
-
-        judge_model = load_chat_model(settings.judge_model)
-    funcs, weights = build_rewards(settings, judge_model)
+    funcs, weights = build_rewards(settings, load_judge_model(settings, judge_model))
     adapter = PPOAdapter(
         settings,
         model=model,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from masksearch.prompts import SPAN_SEPARATOR
@@ -35,7 +35,9 @@ def _is_ramp(task: Any, k: Any) -> bool:
     return task == "ramp" or (task in (None, "") and bool(k))
 
 
-def _rows(completions: Sequence[Any], kwargs: dict[str, Any]):
+def _rows(
+    completions: Sequence[Any], kwargs: dict[str, Any]
+) -> Iterator[tuple[Any, list[str], bool]]:
     """Yield (completion, answers, is_ramp) per sample."""
     trajectories = kwargs.get("trajectory")
     answers = kwargs.get("answers")
@@ -104,27 +106,44 @@ SCORERS: dict[str, Callable[[str | None, Sequence[str], bool], float]] = {
 # -- TRL reward functions ---------------------------------------------------------------------
 
 
-def recall_reward(prompts=None, completions=None, **kwargs) -> list[float]:
-    """Token-level recall of the masked spans (RAMP) or of the gold answer (QA)."""
-    return [answer_recall(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+def _answer_reward(
+    name: str, score: Callable[[str | None, Sequence[str], bool], float], doc: str
+) -> RewardFn:
+    """A TRL reward function named `name`: `score` of each sample's final answer."""
+
+    def reward(
+        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
+    ) -> list[float]:
+        return [score(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+
+    reward.__name__ = reward.__qualname__ = name  # TRL logs each reward under its name
+    reward.__doc__ = doc
+    return reward
 
 
-def em_reward(prompts=None, completions=None, **kwargs) -> list[float]:
-    """Exact match (SQuAD normalisation; RAMP compares the ` ; `-joined span list)."""
-    return [answer_em(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+recall_reward = _answer_reward(
+    "recall_reward",
+    answer_recall,
+    "Token-level recall of the masked spans (RAMP) or of the gold answer (QA).",
+)
+em_reward = _answer_reward(
+    "em_reward",
+    answer_em,
+    "Exact match (SQuAD normalisation; RAMP compares the ` ; `-joined span list).",
+)
+f1_reward = _answer_reward(
+    "f1_reward", answer_f1, "Token F1 with the HotpotQA yes/no rule, max over aliases."
+)
+correct_reward = _answer_reward(
+    "correct_reward",
+    answer_is_correct,
+    "1.0 for a correct answer by the acceptance rule (`masksearch.scoring.answer_correct`).",
+)
 
 
-def f1_reward(prompts=None, completions=None, **kwargs) -> list[float]:
-    """Token F1 with the HotpotQA yes/no rule, max over aliases."""
-    return [answer_f1(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
-
-
-def correct_reward(prompts=None, completions=None, **kwargs) -> list[float]:
-    """1.0 for a correct answer by the acceptance rule (`masksearch.scoring.answer_correct`)."""
-    return [answer_is_correct(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
-
-
-def format_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+def format_reward(
+    prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
+) -> list[float]:
     """1.0 for a valid think→(search→information→think)*→answer trajectory, else 0.0."""
     out = []
     for comp in kwargs.get("trajectory") or completions:
@@ -133,7 +152,12 @@ def format_reward(prompts=None, completions=None, **kwargs) -> list[float]:
 
 
 def length_penalty_reward(
-    prompts=None, completions=None, *, max_ratio: float = 2.0, slack: int = 2, **kwargs
+    prompts: Sequence[Any] | None = None,
+    completions: Sequence[Any] = (),
+    *,
+    max_ratio: float = 2.0,
+    slack: int = 2,
+    **kwargs: Any,
 ) -> list[float]:
     """0 for answers within budget, down to -1 for answers far longer than the gold spans."""
     return [
@@ -178,7 +202,9 @@ def make_judge_reward(
                 out.append(1.0 if parse_verdict(getattr(reply, "content", str(reply))) else 0.0)
         return out
 
-    def judge_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    def judge_reward(
+        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
+    ) -> list[float]:
         questions = kwargs.get("question") or [None] * len(completions)
         out = [0.0] * len(completions)
         todo: list[tuple[int, tuple[str, str, str], str]] = []
@@ -234,7 +260,9 @@ def make_hybrid_reward(
             f"unknown answer_metric {answer_metric!r}; choose {sorted(SCORERS)} or judge"
         )
 
-    def hybrid_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    def hybrid_reward(
+        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
+    ) -> list[float]:
         rows = list(_rows(completions, kwargs))
         if judge is not None and answer_metric == "judge":
             scores = judge(prompts=prompts, completions=completions, **kwargs)

@@ -330,11 +330,13 @@ class SearchRollout:
         """Episodes for `prompts` (groups of `num_generations` consecutive copies); groups whose
         rewards are all equal carry no GRPO signal and are replaced by groups of fresh questions,
         for up to `max_resample_rounds` extra rounds (then the best we have is kept)."""
-        g = self.num_generations
+        g, score_fn = self.num_generations, self.score_fn
+        if score_fn is None:
+            raise ValueError("dynamic sampling needs a score_fn")
         if rows is None:
             rows = [self.row_for(p) for p in prompts]
         trajs = self.run(prompts, generate, sync=sync)
-        scores = self.score_fn(rows, trajs)  # type: ignore[misc]
+        scores = score_fn(rows, trajs)
         kept: list[tuple[list[dict[str, Any]], list[Trajectory], list[float]]] = []
         flat: list[tuple[list[dict[str, Any]], list[Trajectory], list[float]]] = []
         for i in range(0, len(trajs), g):
@@ -350,7 +352,7 @@ class SearchRollout:
             fresh = [self._rng.choice(self.refill_rows) for _ in range(need)]
             new_rows = [r for r in fresh for _ in range(g)]
             new_trajs = self.run([r["prompt"] for r in new_rows], generate, sync=sync)
-            new_scores = self.score_fn(new_rows, new_trajs)
+            new_scores = score_fn(new_rows, new_trajs)
             for i in range(0, len(new_trajs), g):
                 group = (new_rows[i : i + g], new_trajs[i : i + g], new_scores[i : i + g])
                 (kept if _varies(group[2]) else flat).append(group)
@@ -384,7 +386,7 @@ class SearchRollout:
 
         def generate(
             contexts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
-        ) -> tuple[list[list[int]], list[list[float | None]]]:
+        ) -> tuple[list[list[int]], list[list[float | None]] | None]:
             saved = engine.max_completion_length, engine.generation_kwargs
             engine.max_completion_length = max_new_tokens
             engine.generation_kwargs = {

@@ -63,10 +63,10 @@ def train_sft(
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from masksearch.training.curriculum import curriculum_order
+    from masksearch.training.curriculum import curriculum_rows
+    from masksearch.training.devices import device_summary
     from masksearch.training.modeling import (
         check_trainable_fp32,
-        device_summary,
         load_model,
         load_tokenizer,
         lora_config,
@@ -82,16 +82,7 @@ def train_sft(
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
     renderer = ChatRenderer(tokenizer, tool_role=settings.tool_role)
     rows = build_sft_rows(records, renderer, max_length=args.max_length)
-    cur = settings.curriculum
-    if cur.enabled:
-        plan = curriculum_order(
-            [r["k"] for r in rows],
-            cur.stages,
-            mode=cur.mode,
-            shuffle_within_stage=cur.shuffle_within_stage,
-            seed=args.seed,
-        )
-        rows = [rows[i] for i in plan.order]
+    rows = curriculum_rows(rows, settings.curriculum, seed=args.seed)
     dataset = Dataset.from_list(
         [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
     )

@@ -6,9 +6,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from masksearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from masksearch.records import TrajectoryRecord
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -57,7 +60,7 @@ def tiny_model(tokenizer: Any, *, hidden: int = 32, layers: int = 2, seed: int =
     return LlamaForCausalLM(cfg)
 
 
-def example_record(i: int = 0, *, accepted: bool = True) -> dict[str, Any]:
+def example_record(i: int = 0, *, accepted: bool = True) -> TrajectoryRecord:
     """A well-formed two-search RAMP trajectory record (student view rendered with our prompts)."""
     from masksearch.prompts import (
         assistant_answer_turn,
@@ -96,7 +99,7 @@ def example_record(i: int = 0, *, accepted: bool = True) -> dict[str, Any]:
         },
         {"role": "assistant", "content": assistant_answer_turn("Eiffel, 1889.", "Eiffel ; 1889")},
     ]
-    return {
+    record = {
         "schema_version": SCHEMA_VERSION,
         "id": f"ex{i}",
         "thread_id": f"t{i}",
@@ -116,6 +119,7 @@ def example_record(i: int = 0, *, accepted: bool = True) -> dict[str, Any]:
         "meta": {"k": 2},
         "created_at": "2026-01-01T00:00:00+00:00",
     }
+    return cast("TrajectoryRecord", record)  # the schema, as `validate_record` checks it
 
 
 # -- launched smoke runs: `accelerate launch … -m masksearch.training.smoke sft|grpo <dir>` -------
@@ -180,7 +184,7 @@ def scripted_half(rollout_cls: type, tokenizer: Any) -> type:
     search = "<think>look it up</think>\n<search>eiffel tower built</search>"
     answer = "<think>found</think>\n<answer>1889</answer>"
 
-    class ScriptedHalf(rollout_cls):  # type: ignore[misc,valid-type]
+    class ScriptedHalf(rollout_cls):  # type: ignore[misc]
         def trainer_generate(self, trainer: Any) -> Any:
             real = super().trainer_generate(trainer)
 
@@ -234,10 +238,11 @@ def _launched_run(kind: str, out_dir: str) -> None:
             save=False,
         )
     else:
-        from masksearch.training.grpo import make_rollout, train_grpo
+        from masksearch.training.grpo import train_grpo
+        from masksearch.training.rlsetup import make_rollout
         from masksearch.training.rollout import SearchRollout
 
-        settings = build_settings(
+        rl_settings = build_settings(
             "rl",
             {
                 **common,
@@ -261,9 +266,9 @@ def _launched_run(kind: str, out_dir: str) -> None:
             }
             for i in range(4)
         ]
-        rollout = make_rollout(settings, retriever, tok, cls=scripted_half(SearchRollout, tok))
+        rollout = make_rollout(rl_settings, retriever, tok, cls=scripted_half(SearchRollout, tok))
         stats = train_grpo(
-            settings,
+            rl_settings,
             questions=questions,
             model=model,
             tokenizer=tok,

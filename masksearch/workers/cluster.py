@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from masksearch.errors import ConfigError, InputError, MaskSearchError, RunStopped
-from masksearch.pipeline.summary import Summary
 from masksearch.types import MaskedExample
 
 log = logging.getLogger(__name__)
@@ -54,41 +53,6 @@ def take_shard(
     examples: Iterable[MaskedExample], shard: int, shards: int
 ) -> Iterator[MaskedExample]:
     return (ex for ex in examples if shard_of(ex.id, shards) == shard)
-
-
-def merge(summaries: list[Summary]) -> Summary:
-    """Add up per-worker summaries (elapsed = the longest)."""
-    out = Summary()
-    for s in summaries:
-        for name in (
-            "done",
-            "accepted",
-            "failed",
-            "turns",
-            "prompt_tokens",
-            "completion_tokens",
-            "search_calls",
-            "skipped_existing",
-            "skipped_duplicate",
-            "not_written",
-        ):
-            setattr(out, name, getattr(out, name) + getattr(s, name))
-        out.by_status.update(s.by_status)
-        out.fail_reasons.update(s.fail_reasons)
-        out.quality.merge(s.quality)
-        for k, (d, a) in s.by_k.items():
-            slot = out.by_k.setdefault(k, [0, 0])
-            slot[0] += d
-            slot[1] += a
-        out.elapsed_s = max(out.elapsed_s, s.elapsed_s)
-        out.interrupted = out.interrupted or s.interrupted
-    # steady throughput: the workers' rates add up
-    rate = sum(s.steady_throughput for s in summaries)
-    out.steady_done = sum(s.steady_done for s in summaries)
-    out.steady_s = out.steady_done / rate if rate > 0 else 0.0
-    if summaries:
-        out.skipped_bad = summaries[0].skipped_bad  # every worker reads every line
-    return out
 
 
 class ShardJob(Protocol[R_co]):
@@ -330,13 +294,13 @@ def throttled(
     return call
 
 
-def part_path(out: str | Path, shard: int) -> Path:
+def part_path(out: str | os.PathLike[str], shard: int) -> Path:
     """Where shard `shard` of a sharded run appends the rows bound for the JSONL file `out`."""
     out = Path(out)
     return out.with_name(f"{out.name}.part-{shard}")
 
 
-def merge_parts(out: str | Path, key_of: Callable[[dict[str, Any]], Hashable]) -> int:
+def merge_parts(out: str | os.PathLike[str], key_of: Callable[[dict[str, Any]], Hashable]) -> int:
     """Append to `out` every row of its part files (`part_path`, any shard count) whose key is
     not in `out` yet, fsync it, then delete the parts; returns the rows appended.
 
@@ -378,20 +342,6 @@ def merge_parts(out: str | Path, key_of: Callable[[dict[str, Any]], Hashable]) -
     return added
 
 
-def store_count(path: str | Path) -> int:
-    """Rows in a SQLite trajectory store (read-only; 0 before it exists)."""
-    import sqlite3
-
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            return db.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-
-
 __all__ = [
     "EXIT_INTERRUPTED",
     "ClusterSettings",
@@ -399,12 +349,10 @@ __all__ = [
     "ShardedResult",
     "connect",
     "import_ray",
-    "merge",
     "merge_parts",
     "part_path",
     "run_sharded",
     "shard_of",
-    "store_count",
     "take_shard",
     "throttled",
 ]
