@@ -12,6 +12,9 @@ The graph's judge node, the RL rewards and eval all score through here.
   span's tokens, so a pasted passage (or a list of candidates) fails however much it recalls.
 - `answer_correct(prediction, answers, task)`: `ramp_correct` for RAMP; for QA, token recall
   >= `recall_threshold` (max over aliases), the graph's QA acceptance rule.
+- `is_prompt_example`: an answer that copies an example shown in the student's prompt
+  (`prompts.STUDENT_PROMPT_EXAMPLES`) is no answer: `score_answer` gives it 0 on every metric and
+  `answer_correct` rejects it, so a copied example can never be right.
 - `parse_verdict`: an LLM judge's reply → True / False / None (unclear).
 """
 
@@ -23,7 +26,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
-from masksearch.prompts import SPAN_SEPARATOR
+from masksearch.prompts import SPAN_SEPARATOR, STUDENT_PROMPT_EXAMPLES
 from masksearch.tagformat import extract_tag
 
 _PUNCT = set(string.punctuation)
@@ -41,6 +44,13 @@ def normalize_answer(s: str) -> str:
     s = "".join(ch for ch in s if ch not in _PUNCT)
     s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
+
+
+def is_prompt_example(prediction: str | None) -> bool:
+    """Does the answer copy an answer the student prompt shows (`prompts.STUDENT_PROMPT_EXAMPLES`)?
+    Compared after normalisation, so `<answer> And. </answer>` is a copy too."""
+    p = normalize_answer(prediction or "")
+    return bool(p) and any(p == normalize_answer(e) for e in STUDENT_PROMPT_EXAMPLES)
 
 
 def _golds(gold: str | Sequence[str]) -> list[str]:
@@ -138,6 +148,17 @@ def span_recall(prediction: str, spans: Sequence[str]) -> float:
     return sum(matches) / len(matches) if matches else 0.0
 
 
+def span_score(prediction: str, spans: Sequence[str]) -> float:
+    """The strict span rule with partial credit: spans filled in order (`span_matches`) over
+    max(#spans, #parts), so extra parts (a padded list of candidates) cost credit as missing ones
+    do. 1.0 exactly when `ramp_correct`; a reversed answer fills nothing."""
+    spans = [s for s in spans if s.strip()]
+    if not spans or not prediction:
+        return 0.0
+    parts = split_spans(prediction)
+    return sum(span_matches(prediction, spans)) / max(len(spans), len(parts))
+
+
 def ramp_correct(prediction: str, spans: Sequence[str]) -> bool:
     """THE RAMP acceptance rule (see module docstring): one part per span, each matched in order."""
     spans = [s for s in spans if s.strip()]
@@ -157,7 +178,7 @@ def score_answer(prediction: str, answers: Sequence[str], task: str) -> dict[str
     answers = [a for a in answers if a.strip()]
     if not answers:
         return {}
-    prediction = prediction or ""
+    prediction = "" if is_prompt_example(prediction) else (prediction or "")
     if task == "ramp":
         gold = SPAN_SEPARATOR.join(answers)
         return {
@@ -179,8 +200,9 @@ def score_answer(prediction: str, answers: Sequence[str], task: str) -> dict[str
 def answer_correct(
     prediction: str | None, answers: Sequence[str], task: str, *, recall_threshold: float = 0.5
 ) -> bool:
-    """Is the answer correct? RAMP: `ramp_correct`. QA: token recall >= `recall_threshold`."""
-    if not prediction:
+    """Is the answer correct? RAMP: `ramp_correct`. QA: token recall >= `recall_threshold`. A copy
+    of a prompt example (`is_prompt_example`) never is."""
+    if not prediction or is_prompt_example(prediction):
         return False
     if task == "ramp":
         return ramp_correct(prediction, answers)

@@ -8,7 +8,7 @@ import pytest
 
 from masksearch.errors import InputError
 from masksearch.jsonl import read_jsonl, write_jsonl
-from masksearch.prompts import agent_system_prompt
+from masksearch.prompts import student_system_prompt
 from masksearch.training.export import export, to_sharegpt, to_trl, to_verl
 from masksearch.training.smoke import example_record
 
@@ -26,7 +26,8 @@ def test_trl_rows_are_prompt_completion_per_assistant_turn(records_path, tmp_pat
     rows = read_jsonl(out)
     assert [r["id"] for r in rows[:3]] == ["ex0:2", "ex0:4", "ex0:6"]
     last = rows[2]
-    assert last["prompt"][0] == {"role": "system", "content": agent_system_prompt()}
+    ramp_prompt = student_system_prompt(example_record()["question"])
+    assert last["prompt"][0] == {"role": "system", "content": ramp_prompt}
     assert [m["role"] for m in last["prompt"]] == [
         "system",
         "user",
@@ -92,7 +93,7 @@ def test_sharegpt_roles_system_tools_and_dataset_info(records_path, tmp_path):
     conv = rows[0]["conversations"]
     assert [c["from"] for c in conv] == ["human", "gpt", "human", "gpt", "human", "gpt"]
     assert conv[2]["value"].startswith("<information>")
-    assert rows[0]["system"] == agent_system_prompt()
+    assert rows[0]["system"] == student_system_prompt(example_record()["question"])
     assert "tools" not in rows[0]  # the tag format needs no tool schema
     # LLaMA-Factory rule: odd positions human/observation, even positions gpt/function_call
     assert all(c["from"] in ("human", "observation") for c in conv[0::2])
@@ -145,7 +146,9 @@ def test_verl_parquet_matches_search_r1_schema(tmp_path):
         and r["extra_info"]["k"] == 1
     )
     assert len(r["prompt"]) == 1 and r["prompt"][0]["role"] == "user"
-    assert agent_system_prompt() in r["prompt"][0]["content"]
+    assert student_system_prompt("The [mask] Tower") in r["prompt"][0]["content"]
+    assert student_system_prompt("capital of france") in rows[1]["prompt"][0]["content"]
+    assert "[mask]" not in student_system_prompt("capital of france")
     assert "The [mask] Tower is in Paris." in r["prompt"][0]["content"]
     assert rows[1]["data_source"] == "nq" and rows[1]["extra_info"]["k"] == 0
     two = to_verl({"question": "q", "answers": ["a"]}, 5, system_in_user=False)
@@ -196,12 +199,15 @@ def test_verl_row_through_the_shipped_compute_score(tmp_path):
 
     right = "<think>found it</think>\n<answer>Eiffel ; 1889</answer>"
     assert run(ramp, right) == 1.0
-    assert run(ramp, "<think>x</think><answer>Eiffel</answer>") == 0.5  # recall of the spans
+    # one span of two, valid format: 0.8 * 1/2 + 0.2 (the project's hybrid reward)
+    assert run(ramp, "<think>x</think><answer>Eiffel</answer>") == pytest.approx(0.6)
     assert run(ramp, "<think>no answer</think>") == 0.0
     planted = "<search>q</search><information><answer>Eiffel ; 1889</answer></information>"
     assert run(ramp, planted) == 0.0  # retrieved text never supplies the answer
     assert qa["data_source"] == "hotpotqa"
-    assert run(qa, "<answer>Eiffel</answer>") == 1.0 and run(qa, "<answer>Paris</answer>") == 0.0
+    assert run(qa, "<think>t</think><answer>Eiffel</answer>") == 1.0
+    assert run(qa, "<answer>Eiffel</answer>") == pytest.approx(0.8)  # no <think>: format 0
+    assert run(qa, "<think>t</think><answer>Paris</answer>") == pytest.approx(0.2)
     # Search-R1's own reward manager decodes prompt + response: the prompt's one example is
     # never taken for the answer, and the response's answer is read
     prompt = ramp["prompt"][0]["content"]

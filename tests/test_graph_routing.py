@@ -117,7 +117,7 @@ async def test_search_then_research_then_answer(_registry):
     assert info.startswith(
         "<information>Doc 1(Title: Eiffel Tower) The Eiffel Tower"
     ) and info.endswith("</information>")
-    assert rec["messages"][0]["content"] == prompts.agent_system_prompt()
+    assert rec["messages"][0]["content"] == prompts.student_system_prompt(rec["question"])
     # the second observer prompt carries the first round's summary (all previous observations)
     observer_prompts = [
         c[-1].content for c in model.calls if "observer of a search team" in c[-1].content
@@ -376,6 +376,6 @@ async def test_teacher_prompts_give_qa_the_short_span_rule_and_ramp_the_span_lis
     role_prompts = [str(c[-1].content) for c in model.calls if "of a search team" in c[-1].content]
     assert len(role_prompts) == 2
     for text in role_prompts:
-        assert prompts.QA_ANSWER_RULES in text and prompts.ANSWER_RULES not in text
+        assert prompts.QA_ANSWER_RULES in text and "Paris ; 1889" not in text
     masked = "The tower stands in [mask].\n\n" + prompts.RAMP_INSTRUCTION
     assert prompts.answer_rules(masked) == prompts.RAMP_ANSWER_RULES

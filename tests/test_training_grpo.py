@@ -507,3 +507,47 @@ def test_lora_base_is_fp32_under_zero3(tmp_path, monkeypatch):
     )
     base = load_model(settings, lora=settings.lora)
     assert all(p.dtype == torch.float32 for p in base.parameters())
+
+
+class LongRetriever(FakeRetriever):
+    def search(self, queries, k):
+        self.calls.append(list(queries))
+        text = " ".join(f"word{j}" for j in range(200))
+        return [[Passage(id=f"{q}-{j}", title="T", text=text) for j in range(k)] for q in queries]
+
+
+def test_overlong_penalty_counts_only_the_models_tokens(tok):
+    """Long `<information>` blocks and short model turns: no DAPO overlong penalty (TRL's own
+    punishment, which counts every completion token, would punish the retrieved text)."""
+    from trl.rewards import get_soft_overlong_punishment
+
+    from masksearch.training.config import build_settings
+    from masksearch.training.grpo import build_rewards, make_score_fn
+
+    ro = SearchRollout(
+        LongRetriever(), tok, topk=3, max_turns=3, max_turn_tokens=64, max_obs_tokens=400,
+        max_completion_length=1024,
+    )
+    (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, SEARCH, ANSWER], eos=True))
+    assert t.status == "answered" and t.searches == 2
+    assert t.model_tokens < 100 < 600 < len(t.completion_ids)  # mostly retrieved text
+    settings = build_settings(
+        "rl",
+        {
+            **TINY_RL,
+            "max_completion_length": 1024,
+            "dapo": {"overlong_buffer": 256, "overlong_penalty": 1.0},
+        },
+    )
+    funcs, weights = build_rewards(settings)
+    penalty = funcs[-1]
+    assert penalty.__name__ == "overlong_penalty"
+    row = {"prompt": PROMPT, "answers": ["1889"], "task": "qa", "k": 0, "question": "q"}
+    assert penalty(completion_ids=[t.completion_ids], env_mask=[t.env_mask]) == [0.0]
+    assert penalty(model_tokens=[t.model_tokens]) == [0.0]
+    trl_pen = get_soft_overlong_punishment(1024, 256)
+    assert trl_pen(completion_ids=[t.completion_ids])[0] < -0.1  # what this replaces
+    # the weighted score the trainer (and dynamic sampling) sees: correct, valid, no penalty
+    assert make_score_fn(funcs, weights)([row], [t]) == [pytest.approx(1.0)]
+    # the model's own tokens past the threshold are penalised, linearly up to -penalty
+    assert penalty(model_tokens=[768, 896, 1024, 2000]) == pytest.approx([0.0, -0.5, -1.0, -1.0])

@@ -126,7 +126,7 @@ class RLSettings(ModelSettings):
     rewards: list[str] = field(default_factory=lambda: ["hybrid"])
     hybrid: dict[str, Any] = field(
         default_factory=lambda: {
-            "answer_metric": "recall",
+            "answer_metric": "span",
             "format_weight": 0.2,
             "length_penalty": True,
             "max_ratio": 2.0,

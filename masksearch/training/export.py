@@ -15,8 +15,8 @@
 In the tags style, `<information>` turns go out as user turns: the graph sends retrieved text back
 to the model as a user turn, so the exported tokens are the ones the model sees at inference.
 
-All use the prompts the graph used: records already carry the rendered system prompt, and RL rows
-are rendered with `masksearch.prompts.render_student_prompt`.
+All use the student prompt the graph, RL and eval render (`masksearch.prompts.render_student_prompt`,
+one per task): a record's stored system prompt is replaced by the current one for its task.
 """
 
 from __future__ import annotations
@@ -47,13 +47,17 @@ def _split_search_turn(content: str) -> tuple[str, list[str]] | None:
 
 
 def _student_view(record: TrajectoryRecord, style: Style) -> list[dict[str, Any]]:
-    """The record's messages with the tag-format system prompt first; tags style sends tool
-    turns as user turns (what the graph sends)."""
-    from masksearch.prompts import agent_system_prompt
+    """The record's messages behind the student system prompt of its task as it is rendered now
+    (`prompts.student_system_prompt`: the RAMP prompt for a masked passage, the QA prompt
+    otherwise) — a record stored with an older prompt trains on the prompt eval and RL use; tags
+    style sends tool turns as user turns (what the graph sends)."""
+    from masksearch.prompts import student_system_prompt
 
     messages = record_messages(record)
-    if not messages or messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": agent_system_prompt()}, *messages]
+    if messages and messages[0]["role"] == "system":
+        messages = messages[1:]
+    system = student_system_prompt(record["question"], record.get("task") or None)
+    messages = [{"role": "system", "content": system}, *messages]
     if style == "tags":
         messages = [
             {"role": "user", "content": m["content"]} if m["role"] == "tool" else m
@@ -176,14 +180,16 @@ def sharegpt_dataset_info(name: str, file_name: str, *, style: Style = "tags") -
     }
 
 
-def verl_prompt(question: str, *, system_in_user: bool = True) -> list[dict[str, str]]:
+def verl_prompt(
+    question: str, *, system_in_user: bool = True, task: str | None = None
+) -> list[dict[str, str]]:
     """The student prompt as veRL rows carry it. Search-R1's rollout reads one user message, so by
     default the system prompt leads the user turn, ending like Search-R1's prefix with
-    `Question: <question>` (its answer extractor needs exactly one `<answer>` example in the
-    prompt, which `prompts.AGENT_SYSTEM` has); `system_in_user=False` keeps both messages."""
+    `Question: <question>` (its answer extractor needs exactly one complete `<answer>` tag in the
+    prompt, which each student prompt has); `system_in_user=False` keeps both messages."""
     from masksearch.prompts import render_student_prompt
 
-    msgs = render_student_prompt(question)
+    msgs = render_student_prompt(question, task)
     if not system_in_user:
         return msgs
     system = "\n\n".join(m["content"] for m in msgs if m["role"] == "system")
@@ -221,7 +227,7 @@ def to_verl(
     ramp = task == "ramp"
     return {
         "data_source": data_source or verl_data_source(row),
-        "prompt": verl_prompt(row["question"], system_in_user=system_in_user),
+        "prompt": verl_prompt(row["question"], system_in_user=system_in_user, task=task),
         "ability": "fact-reasoning",
         "reward_model": {
             "style": "rule",

@@ -5,8 +5,10 @@ DAPO, each piece behind a setting:
 - token-level loss: `loss_type: dapo` — a `GRPOConfig` key;
 - overlong filtering: `mask_truncated_completions` — a `GRPOConfig` key (only episodes cut by the
   token budget end without EOS, see `rollout.py`);
-- soft overlong penalty: `dapo.overlong_buffer` > 0 adds TRL's `get_soft_overlong_punishment`
-  reward over the last `overlong_buffer` tokens before `max_completion_length`;
+- soft overlong penalty: `dapo.overlong_buffer` > 0 adds `rewards.make_overlong_penalty`, a ramp to
+  `-dapo.overlong_penalty` over the last `overlong_buffer` tokens before `max_completion_length`,
+  counted over the model's own tokens only (retrieved `<information>` text excluded: TRL's
+  `get_soft_overlong_punishment` counts every completion token, tool turns included);
 - dynamic sampling: `dapo.dynamic_sampling` — groups whose rewards are all equal are dropped and
   refilled with fresh questions inside the rollout (`SearchRollout.run_dynamic`).
 
@@ -35,7 +37,7 @@ def build_rl_rows(questions: list[dict[str, Any]], settings: RLSettings) -> list
 
     rows = [
         {
-            "prompt": render_student_prompt(q["question"]),
+            "prompt": render_student_prompt(q["question"], q.get("task")),
             "question": q["question"],
             "answers": list(q["answers"]),
             "task": q.get("task", "ramp"),
@@ -108,8 +110,9 @@ def make_rollout(
 
 def build_rewards(settings: RLSettings, judge_model: Any = None) -> tuple[list[Any], list[float]]:
     """Reward functions and their weights: the configured rewards, plus DAPO's soft overlong
-    penalty (TRL's `get_soft_overlong_punishment`) when `dapo.overlong_buffer` > 0."""
-    from masksearch.training.rewards import build_reward_funcs
+    penalty over the model's own tokens (`rewards.make_overlong_penalty`) when
+    `dapo.overlong_buffer` > 0."""
+    from masksearch.training.rewards import build_reward_funcs, make_overlong_penalty
 
     funcs = build_reward_funcs(
         settings.rewards,
@@ -119,11 +122,11 @@ def build_rewards(settings: RLSettings, judge_model: Any = None) -> tuple[list[A
         judge_batch_size=settings.judge_batch_size,
     )
     if settings.dapo.overlong_buffer > 0:
-        from trl.rewards import get_soft_overlong_punishment
-
         funcs.append(
-            get_soft_overlong_punishment(
-                settings.args.max_completion_length, settings.dapo.overlong_buffer
+            make_overlong_penalty(
+                settings.args.max_completion_length,
+                settings.dapo.overlong_buffer,
+                settings.dapo.overlong_penalty,
             )
         )
     weights = list(settings.args.reward_weights or [1.0] * len(funcs))
@@ -145,6 +148,8 @@ def make_score_fn(reward_funcs: list[Any], weights: list[float]) -> Any:
             prompts=[r["prompt"] for r in rows],
             completions=[[{"role": "assistant", "content": ""}] for _ in trajs],
             completion_ids=[t.completion_ids for t in trajs],
+            env_mask=[t.env_mask for t in trajs],
+            model_tokens=[t.model_tokens for t in trajs],
             trajectory=[t.turns for t in trajs],
             **cols,
         )

@@ -112,7 +112,7 @@ class PPOAdapter:
         from accelerate import Accelerator
         from transformers import get_scheduler
 
-        from masksearch.training.grpo import make_rollout
+        from masksearch.training.grpo import make_rollout, make_score_fn
         from masksearch.training.modeling import check_trainable_fp32, lora_config
 
         self.s, self.h, self.args = settings, settings.ppo, settings.args
@@ -148,6 +148,7 @@ class PPOAdapter:
         self.rollout = rollout or make_rollout(settings, retriever, tokenizer)
         self.reward_funcs = reward_funcs
         self.weights = reward_weights or [1.0] * len(reward_funcs)
+        self._score = make_score_fn(self.reward_funcs, self.weights)
         vm = _value_model(model)
         opt = torch.optim.AdamW(
             [
@@ -250,22 +251,8 @@ class PPOAdapter:
     def step(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         torch = _torch()
         trajs = self.rollout.run([r["prompt"] for r in rows], self._generate, sync=self._sync())
-        cols = {k: [r[k] for r in rows] for k in ("answers", "task", "k", "question")}
-        comps = [[{"role": "assistant", "content": ""}] for _ in trajs]
-        per_func = [
-            f(
-                prompts=[r["prompt"] for r in rows],
-                completions=comps,
-                completion_ids=[t.completion_ids for t in trajs],
-                trajectory=[t.turns for t in trajs],
-                **cols,
-            )
-            for f in self.reward_funcs
-        ]
-        scores = [
-            sum(w * float(fr[i] or 0.0) for w, fr in zip(self.weights, per_func, strict=True))
-            for i in range(len(rows))
-        ]
+        # the reward columns GRPO's dynamic sampling builds (env_mask/model_tokens included)
+        scores = self._score(rows, trajs)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         seqs = [t.prompt_ids + t.completion_ids for t in trajs]
         width = max(len(s) for s in seqs)

@@ -50,6 +50,11 @@ class Trajectory:
     forced: bool = False  # the next generation is the forced answer
 
     @property
+    def model_tokens(self) -> int:
+        """Tokens the policy generated (`env_mask` 1): what DAPO's overlong penalty counts."""
+        return sum(self.env_mask)
+
+    @property
     def context(self) -> list[int]:
         return self.prompt_ids + self.completion_ids
 
@@ -127,6 +132,7 @@ class SearchRollout:
             "num_searches": [t.searches for t in trajs],
             "rollout_status": [t.status for t in trajs],
             "completion_tokens": [len(t.completion_ids) for t in trajs],
+            "model_tokens": [t.model_tokens for t in trajs],
         }
         if rows is not None:  # refilled groups carry their own gold columns to the rewards
             for key in ("question", "answers", "task", "k", "id"):
