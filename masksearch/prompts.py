@@ -184,7 +184,6 @@ INVALID_ACTION = (
 )
 
 
-
 def _answer_examples(*texts: str) -> tuple[str, ...]:
     found = (
         " ".join(m.split())

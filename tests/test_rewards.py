@@ -210,7 +210,10 @@ def test_verl_compute_score_is_the_project_reward_reversed_and_padded_score_belo
     # one implementation: TRL's hybrid reward gives the same numbers on the same text
     hybrid = make_hybrid_reward()
     cols = {"answers": [gt["spans"]] * 3, "task": ["ramp"] * 3, "k": [2] * 3}
-    texts = [f"<think>t</think>\n<answer>{a}</answer>" for a in ("Eiffel ; 1889", "1889 ; Eiffel", "Eiffel ; 1889 ; Paris")]
+    texts = [
+        f"<think>t</think>\n<answer>{a}</answer>"
+        for a in ("Eiffel ; 1889", "1889 ; Eiffel", "Eiffel ; 1889 ; Paris")
+    ]
     assert hybrid(None, texts, **cols) == pytest.approx([exact, reversed_, short_pad])
     assert hybrid_score(texts[0], gt["spans"], True) == pytest.approx(exact)
     # a chat-template-decoded response (Qwen markers between turns) is still a valid format
@@ -223,7 +226,9 @@ def test_verl_compute_score_is_the_project_reward_reversed_and_padded_score_belo
     # QA: a padded list of candidates loses reward through the length factor
     qa_gt = {"target": ["Gustave Eiffel"], "spans": []}
     qa_info = {"task": "qa", "question": "Who?"}
-    right = compute_score("hotpotqa", "<think>t</think><answer>Gustave Eiffel</answer>", qa_gt, qa_info)
+    right = compute_score(
+        "hotpotqa", "<think>t</think><answer>Gustave Eiffel</answer>", qa_gt, qa_info
+    )
     pad = " ".join(["Gustave Eiffel"] + [f"name{i}" for i in range(20)])
     padded_qa = compute_score("hotpotqa", f"<think>t</think><answer>{pad}</answer>", qa_gt, qa_info)
     assert right == pytest.approx(1.0) and padded_qa < 0.5
@@ -254,4 +259,6 @@ def test_an_answer_copying_the_student_prompt_example_is_never_right():
             for name in ("recall", "em", "f1", "correct"):
                 assert build_reward_funcs([name])[0](None, [text], **cols) == [0.0]
             gt = {"target": gold, "spans": gold if task == "ramp" else []}
-            assert compute_score("nq", text, gt, {"task": task}) == pytest.approx(0.2)  # format only
+            assert compute_score("nq", text, gt, {"task": task}) == pytest.approx(
+                0.2
+            )  # format only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from masksearch.student import Decoding
 from masksearch.training.rollout import SearchRollout
 from masksearch.training.smoke import offline_tokenizer, tiny_model
 from masksearch.types import Passage
@@ -435,14 +436,19 @@ def test_vllm_generation_goes_through_trls_engine(tok):
 
     engine = FakeEngine()
     trainer = SimpleNamespace(use_vllm=True, vllm_generation=engine, model=None, accelerator=None)
-    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=48)
+    decoding = Decoding(temperature=0.7, top_p=0.9)
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=48, decoding=decoding)
     out = ro([PROMPT, PROMPT], trainer)
     assert [c[0] for c in engine.calls] == [2, 2] and engine.calls[0][1] == 48
-    assert engine.calls[0][2] == {
+    assert engine.calls[0][2] == {  # the one decoding config: sampling values and stop strings
         "seed": 1,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "repetition_penalty": 1.0,
         "stop": ["</search>", "</answer>"],
         "include_stop_str_in_output": True,
     }
+    assert out["model_tokens"] == [sum(m) for m in out["env_mask"]]  # what the penalty counts
     assert engine.max_completion_length == 2048 and engine.generation_kwargs == {"seed": 1}
     assert out["rollout_status"] == ["answered", "answered"]
     lps, mask = out["logprobs"][0], out["env_mask"][0]
@@ -525,7 +531,12 @@ def test_overlong_penalty_counts_only_the_models_tokens(tok):
     from masksearch.training.grpo import build_rewards, make_score_fn
 
     ro = SearchRollout(
-        LongRetriever(), tok, topk=3, max_turns=3, max_turn_tokens=64, max_obs_tokens=400,
+        LongRetriever(),
+        tok,
+        topk=3,
+        max_turns=3,
+        max_turn_tokens=64,
+        max_obs_tokens=400,
         max_completion_length=1024,
     )
     (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, SEARCH, ANSWER], eos=True))

@@ -85,6 +85,7 @@ def make_rollout(
     rows: list[dict[str, Any]] | None = None,
     cls: type | None = None,
 ) -> Any:
+    from masksearch.student import Decoding
     from masksearch.training.rollout import SearchRollout
 
     args = settings.args
@@ -96,8 +97,7 @@ def make_rollout(
         max_turn_tokens=settings.max_turn_tokens,
         max_obs_tokens=settings.max_obs_tokens,
         max_completion_length=args.max_completion_length,
-        temperature=args.temperature,
-        top_p=args.top_p,
+        decoding=Decoding.from_trl_args(args),
         tool_role=settings.tool_role,
         max_passages=settings.max_passages,
         num_generations=args.num_generations,
@@ -278,10 +278,22 @@ def train_grpo(
     """Run GRPO/DAPO with search rollouts; returns run stats. `parts` are `build_grpo_trainer`'s
     keyword arguments (questions, model, tokenizer, retriever, rollout, …)."""
     from masksearch.training.modeling import check_trainable_fp32, resolve_resume
+    from masksearch.training.plan import announce, rl_plan
 
     trainer = build_grpo_trainer(settings, **parts)
     args, tokenizer = trainer.args, trainer.processing_class
     check_trainable_fp32(trainer.model)
+    rollout = getattr(trainer, "rollout_func", None)
+    decoding = getattr(rollout, "decoding", None)
+    plan = announce(
+        rl_plan(
+            args,
+            len(trainer.train_dataset),
+            prompt_tokens=_prompt_lengths(tokenizer, trainer.train_dataset),
+            world_size=getattr(args, "world_size", 1),
+            decoding=decoding.to_dict() if decoding is not None else None,
+        )
+    )
     result = trainer.train(
         resume_from_checkpoint=resolve_resume(settings.resume_from_checkpoint, args.output_dir)
     )
@@ -293,6 +305,21 @@ def train_grpo(
         "prompts": len(trainer.train_dataset),
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
+        "planned_steps": plan.optimizer_steps,
     }
     log.info("GRPO done: %s", stats)
     return stats
+
+
+def _prompt_lengths(tokenizer: Any, dataset: Any, sample: int = 64) -> list[int]:
+    """Token counts of (up to `sample`) rendered prompts, for the run plan's token estimate."""
+    from masksearch.training.chat import ChatRenderer
+
+    renderer = ChatRenderer(tokenizer)
+    out = []
+    for i in range(min(sample, len(dataset))):
+        try:
+            out.append(len(renderer.prompt_ids(list(dataset[i]["prompt"]))))
+        except Exception:  # noqa: BLE001 - an estimate only; never stops training
+            return out
+    return out

@@ -222,9 +222,7 @@ class PPOAdapter:
                 input_ids=ids,
                 attention_mask=attn,
                 max_new_tokens=max_new,
-                do_sample=True,
-                temperature=self.args.temperature,
-                top_p=self.args.top_p,
+                **self.rollout.decoding.hf_generate_kwargs(),
                 stop_strings=list(stop),
                 tokenizer=self.tok,
                 pad_token_id=pad,
@@ -360,6 +358,17 @@ class PPOAdapter:
         if not self.s.curriculum.enabled:
             rows = random.Random(args.seed).sample(rows, len(rows))
         rank, world = self.acc.process_index, self.acc.num_processes
+        from masksearch.training.plan import announce, rl_plan
+
+        announce(
+            rl_plan(
+                args,
+                len(rows),
+                world_size=world,
+                kind="ppo",
+                decoding=self.rollout.decoding.to_dict(),
+            )
+        )
         start = self.resume(resume)
         if self.acc.log_with:
             self.acc.init_trackers("masksearch-ppo", config={"learning_rate": args.learning_rate})

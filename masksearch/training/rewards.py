@@ -262,7 +262,11 @@ def hybrid_score(
     answer = answer_of(completion)
     if score is None:
         score = SCORERS[answer_metric](answer, gold, ramp)
-    lf = length_factor(answer, gold, ramp, max_ratio=max_ratio, slack=slack) if length_penalty else 1.0
+    lf = (
+        length_factor(answer, gold, ramp, max_ratio=max_ratio, slack=slack)
+        if length_penalty
+        else 1.0
+    )
     fmt = 1.0 if check_format(completion)[0] else 0.0
     return (1.0 - format_weight) * score * lf + format_weight * fmt
 
@@ -328,9 +332,7 @@ def make_overlong_penalty(max_tokens: int, buffer: int, penalty: float = 1.0) ->
             counts = [sum(int(x) for x in m) for m in kwargs["env_mask"]]
         if counts is None:
             counts = [len(ids) for ids in kwargs.get("completion_ids") or []]
-        return [
-            0.0 if n <= start else -penalty * min(1.0, (n - start) / buffer) for n in counts
-        ]
+        return [0.0 if n <= start else -penalty * min(1.0, (n - start) / buffer) for n in counts]
 
     return overlong_penalty
 

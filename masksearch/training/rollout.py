@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from masksearch.prompts import format_docs, information_block
-from masksearch.student import FORCE_STOP, STOP_STRINGS, student_step
+from masksearch.student import Decoding, student_step
 from masksearch.training.chat import ChatRenderer
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ class SearchRollout:
         max_turn_tokens: int = 500,
         max_obs_tokens: int = 500,
         max_completion_length: int = 2048,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
+        decoding: Decoding | None = None,
         tool_role: str = "user",
         max_passages: int | None = None,
         generate_fn: GenerateFn | None = None,
@@ -96,7 +95,7 @@ class SearchRollout:
         self.max_passages = max_passages or 2 * topk  # the graph's default cap after merging
         self.max_turn_tokens, self.max_obs_tokens = max_turn_tokens, max_obs_tokens
         self.max_completion_length = max_completion_length
-        self.temperature, self.top_p = temperature, top_p
+        self.decoding = decoding or Decoding()  # sampling values + stop strings (student.Decoding)
         self.generate_fn = generate_fn
         self.eos_id = tokenizer.eos_token_id
         # DAPO dynamic sampling (on when a score function is given)
@@ -179,7 +178,7 @@ class SearchRollout:
                 ]
                 if not group and sync is None:
                     continue
-                stop = FORCE_STOP if forced else STOP_STRINGS
+                stop = self.decoding.force_stop if forced else self.decoding.stop
                 contexts = [t.context for t, _ in group] or [self._dummy_ids]  # lockstep filler
                 room = min(self.max_turn_tokens, max((b for _, b in group), default=1))
                 new, logprobs = generate(contexts, max(1, room), stop)
@@ -205,7 +204,7 @@ class SearchRollout:
         text = step.text.strip()
         if (
             not ended
-            and not raw.rstrip().endswith(STOP_STRINGS)
+            and not raw.rstrip().endswith((*self.decoding.stop, *self.decoding.force_stop))
             and step.kind in ("answer", "search")
         ):
             # cut by a token limit inside an open tag: `student_step` would re-close it as if a
@@ -395,6 +394,7 @@ class SearchRollout:
             engine.max_completion_length = max_new_tokens
             engine.generation_kwargs = {
                 **(saved[1] or {}),
+                **self.decoding.vllm_sampling_kwargs(),
                 "stop": list(stop),
                 "include_stop_str_in_output": True,
             }
@@ -435,9 +435,7 @@ class SearchRollout:
                     input_ids=ids,
                     attention_mask=mask,
                     max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    temperature=self.temperature,
-                    top_p=self.top_p,
+                    **self.decoding.hf_generate_kwargs(),
                     stop_strings=list(stop),
                     tokenizer=self.tok,
                     pad_token_id=pad,
