@@ -104,8 +104,9 @@ def test_sharegpt_roles_system_tools_and_dataset_info(records_path, tmp_path):
     row = to_sharegpt(example_record(), style="tool_calls")
     fc = row["conversations"]
     assert fc[1]["from"] == "function_call" and fc[2]["from"] == "observation"
-    think = "<think>Which tower in Paris?</think>"
-    assert fc[1]["value"].startswith(think)  # the thought is kept, LLaMA-Factory renders it
+    # LLaMA-Factory's layout: `<think>\n…\n</think>\n\n` then the JSON call
+    think = "<think>\nWhich tower in Paris?\n</think>\n\n"
+    assert fc[1]["value"].startswith(think)
     assert json.loads(fc[1]["value"][len(think) :]) == {
         "name": "search",
         "arguments": {"queries": ["famous tower Paris"]},
@@ -261,3 +262,95 @@ def test_records_without_a_trainable_view_are_skipped(tmp_path, caplog):
     write_jsonl(p, [cut])
     with pytest.raises(InputError, match="last turn must be the assistant"):
         load_training_records(p)
+
+
+# LLaMA-Factory's rules for a ShareGPT row, as its code applies them (0.9.5: `SharegptDatasetConverter`
+# and `FunctionFormatter`, default thought words): a row breaking one is dropped or fails to load.
+LF_THOUGHT = ("<think>\n", "\n</think>\n\n")
+
+
+def _lf_function_call(content: str) -> list[dict]:
+    """`FunctionFormatter.apply`: the thought (between the thought words) is cut off, the rest
+    must be JSON: one call or a list of calls, each with `name` and `arguments`."""
+    import re
+
+    m = re.search(rf"{re.escape(LF_THOUGHT[0])}(.*?){re.escape(LF_THOUGHT[1])}", content, re.S)
+    json_part = content.replace(m.group(0), "") if m else content
+    calls = json.loads(json_part)  # LLaMA-Factory: "Invalid JSON format in function message"
+    calls = calls if isinstance(calls, list) else [calls]
+    assert all(set(c) >= {"name", "arguments"} for c in calls)
+    return calls
+
+
+def _lf_accepts(row: dict) -> None:
+    conv = row["conversations"]
+    odd, even = ("human", "observation"), ("gpt", "function_call")
+    for i, turn in enumerate(conv):  # human/observation, then gpt/function_call, alternating
+        assert turn["from"] in (odd, even)[i % 2], (i, turn["from"])
+    assert len(conv) % 2 == 0  # "Invalid message count"
+    for turn in conv:
+        if turn["from"] == "function_call":
+            _lf_function_call(turn["value"])
+    if "tools" in row:
+        assert all({"name", "parameters"} <= set(t) for t in json.loads(row["tools"]))
+
+
+@pytest.mark.parametrize("style", ["tags", "tool_calls"])
+def test_sharegpt_rows_follow_llamafactorys_format_rules(style):
+    from masksearch.training.export import THOUGHT_WORDS, function_call_value
+
+    assert THOUGHT_WORDS == LF_THOUGHT
+    for i in range(3):
+        _lf_accepts(to_sharegpt(example_record(i), style=style))
+    # the layout LLaMA-Factory needs before a call, and a call without a thought
+    call = '{"name": "search", "arguments": {"queries": ["q"]}}'
+    assert function_call_value("<think>why</think>", call) == f"<think>\nwhy\n</think>\n\n{call}"
+    assert function_call_value("", call) == call
+    assert (
+        _lf_function_call(function_call_value("<think>a\nb</think>", call))[0]["name"] == "search"
+    )
+    with pytest.raises(json.JSONDecodeError):  # the old layout, which LLaMA-Factory refused
+        _lf_function_call("<think>why</think>" + call)
+
+
+def _llamafactory_python() -> str | None:
+    import importlib.util
+    import os
+    import sys
+
+    env = os.environ.get("LLAMAFACTORY_PYTHON")
+    if env:
+        return env
+    return sys.executable if importlib.util.find_spec("llamafactory") else None
+
+
+@pytest.mark.slow
+def test_sharegpt_exports_load_and_tokenize_in_llamafactory(tmp_path):
+    """Both styles through LLaMA-Factory's own loader (`tests/llamafactory_check.py`) under its
+    qwen and llama3 templates. Needs a Python with `llamafactory` (this one, or the
+    LLAMAFACTORY_PYTHON environment variable: it pins its own torch, so keep it in a venv)."""
+    import subprocess
+    from pathlib import Path
+
+    from masksearch.training.export import write_sharegpt
+    from masksearch.training.smoke import offline_tokenizer
+
+    python = _llamafactory_python()
+    if python is None:
+        pytest.skip("llamafactory not installed (set LLAMAFACTORY_PYTHON to a venv's python)")
+    records = [example_record(i) for i in range(3)]
+    data = tmp_path / "data"
+    write_sharegpt(records, data / "tags.json", style="tags", dataset_name="ms_tags")
+    write_sharegpt(records, data / "calls.json", style="tool_calls", dataset_name="ms_calls")
+    offline_tokenizer().save_pretrained(tmp_path / "tok")
+    script = Path(__file__).with_name("llamafactory_check.py")
+    args = ["--dataset-dir", str(data), "--tokenizer", str(tmp_path / "tok")]
+    args += ["--dataset", "ms_tags", "--dataset", "ms_calls", "--template", "qwen"]
+    args += ["--template", "llama3"]
+    r = subprocess.run(
+        [python, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("llamafactory")]
+    assert r.returncode == 0 and len(lines) == 4 and all(ln.endswith(": ok") for ln in lines), (
+        r.stdout[-2000:] + r.stderr[-2000:]
+    )

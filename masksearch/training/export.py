@@ -7,7 +7,9 @@
   the system prompt) or OpenAI-style `tool_calls` (with the `tools` schema).
 - LLaMA-Factory ShareGPT JSON (`conversations`, `system`; `tools` only for `tool_calls`) plus its
   `dataset_info.json` entry. LLaMA-Factory trains only `gpt`/`function_call` turns; a
-  `function_call` keeps the turn's `<think>` in front of the call (LLaMA-Factory's thought words).
+  `function_call` is `<think>\n…\n</think>\n\n` then the JSON call — LLaMA-Factory's thought
+  words (`THOUGHT_WORDS`), which its `FunctionFormatter` cuts off before parsing the JSON (any
+  other layout fails to load: "Invalid JSON format in function message").
 - Search-R1 / veRL parquet (`data_source`, `prompt`, `ability`, `reward_model`, `extra_info`), for
   a stock Search-R1 checkout (its `data_source` names and EM reward) and for upstream veRL with
   our `masksearch/training/verl_reward.py` (`custom_reward_function.path`).
@@ -34,6 +36,8 @@ from masksearch.tagformat import extract_tag, split_queries
 from masksearch.training.data import SEARCH_TOOL, record_k, record_messages
 
 Style = Literal["tags", "tool_calls"]
+# LLaMA-Factory's default `thought_words` (template.py): the reasoning in front of a function call
+THOUGHT_WORDS = ("<think>\n", "\n</think>\n\n")
 _ROLE_TO_SHAREGPT = {"user": "human", "assistant": "gpt", "tool": "observation"}
 
 
@@ -148,13 +152,26 @@ def to_sharegpt(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str,
                 {"name": SEARCH_TOOL_NAME, "arguments": {"queries": parsed[1]}},
                 ensure_ascii=False,
             )
-            conversations.append({"from": "function_call", "value": parsed[0] + call})
+            conversations.append(
+                {"from": "function_call", "value": function_call_value(*parsed[:1], call)}
+            )
         else:
             conversations.append({"from": _ROLE_TO_SHAREGPT[m["role"]], "value": m["content"]})
     row = {"conversations": conversations, "system": system}
     if style == "tool_calls":
         row["tools"] = json.dumps([SEARCH_TOOL["function"]], ensure_ascii=False)
     return row
+
+
+def function_call_value(head: str, call: str) -> str:
+    """A `function_call` turn as LLaMA-Factory parses it: the thought between its thought words,
+    then the JSON call (no thought: the call alone)."""
+    think = extract_tag(head, "think")
+    if think is None:  # text without <think> tags before the call
+        think = head.strip()
+    if not think:
+        return call
+    return f"{THOUGHT_WORDS[0]}{think}{THOUGHT_WORDS[1]}{call}"
 
 
 def sharegpt_dataset_info(name: str, file_name: str, *, style: Style = "tags") -> dict[str, Any]:
