@@ -562,3 +562,42 @@ def test_overlong_penalty_counts_only_the_models_tokens(tok):
     assert make_score_fn(funcs, weights)([row], [t]) == [pytest.approx(1.0)]
     # the model's own tokens past the threshold are penalised, linearly up to -penalty
     assert penalty(model_tokens=[768, 896, 1024, 2000]) == pytest.approx([0.0, -0.5, -1.0, -1.0])
+
+
+def test_hf_rollout_generates_in_bounded_batches(tok):
+    """`rollout_batch_size` caps the contexts of one HF `generate` call (its KV cache and, on
+    CPU, the attention scores grow with it: benchmarks/rl_memory.py); every context still gets
+    its turn, in order. On CPU the default is `CPU_ROLLOUT_BATCH`."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from masksearch.training.rollout import CPU_ROLLOUT_BATCH
+
+    model = tiny_model(tok)
+    sizes = []
+    real = model.generate
+
+    def counting(**kw):
+        sizes.append(kw["input_ids"].shape[0])
+        return real(**kw)
+
+    model.generate = counting
+    trainer = SimpleNamespace(
+        accelerator=Accelerator(cpu=True),
+        model_wrapped=model,
+        args=SimpleNamespace(ds3_gather_for_generation=True),
+        use_vllm=False,
+    )
+    contexts = [
+        tok(f"question {i} " * (i + 1), add_special_tokens=False)["input_ids"] for i in range(5)
+    ]
+    ro = SearchRollout(None, tok, rollout_batch_size=2, decoding=Decoding(temperature=0.0))
+    out, _ = ro.trainer_generate(trainer)(contexts, 3, ("</search>",))
+    assert sizes == [2, 2, 1] and len(out) == 5 and all(1 <= len(o) <= 3 for o in out)
+    sizes.clear()
+    default = SearchRollout(None, tok, decoding=Decoding(temperature=0.0))
+    default.trainer_generate(trainer)(contexts, 2, ("</search>",))
+    assert (
+        max(sizes) == CPU_ROLLOUT_BATCH == default.generate_batch_size(trainer.accelerator.device)
+    )

@@ -98,6 +98,7 @@ def make_rollout(
         max_obs_tokens=settings.max_obs_tokens,
         max_completion_length=args.max_completion_length,
         decoding=Decoding.from_trl_args(args),
+        rollout_batch_size=settings.rollout_batch_size,
         tool_role=settings.tool_role,
         max_passages=settings.max_passages,
         num_generations=args.num_generations,

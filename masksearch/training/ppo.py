@@ -201,6 +201,14 @@ class PPOAdapter:
         return _token_logps(logits, ids)
 
     def _generate(self, contexts: list[list[int]], max_new: int, stop) -> tuple[list, None]:
+        """The policy's turns, at most the rollout's `generate_batch_size` contexts per call."""
+        n = self.rollout.generate_batch_size(self.acc.device)
+        out: list = []
+        for start in range(0, len(contexts), n):
+            out += self._generate_chunk(contexts[start : start + n], max_new, stop)[0]
+        return out, None
+
+    def _generate_chunk(self, contexts: list[list[int]], max_new: int, stop) -> tuple[list, None]:
         import contextlib
 
         torch = _torch()

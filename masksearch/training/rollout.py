@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # generate(contexts, max_new_tokens, stop_strings) -> (new token ids, their logprobs or None)
 GenerateFn = Callable[[list[list[int]], int, Sequence[str]], tuple[list[list[int]], Any]]
+# HF `generate` calls on CPU take at most this many contexts unless `rollout_batch_size` says
+CPU_ROLLOUT_BATCH = 4
 # score(rows, trajectories) -> one reward per trajectory (the trainer's reward functions, weighted)
 ScoreFn = Callable[[list[dict[str, Any]], list["Trajectory"]], list[float]]
 
@@ -80,6 +82,7 @@ class SearchRollout:
         max_obs_tokens: int = 500,
         max_completion_length: int = 2048,
         decoding: Decoding | None = None,
+        rollout_batch_size: int | None = None,
         tool_role: str = "user",
         max_passages: int | None = None,
         generate_fn: GenerateFn | None = None,
@@ -96,6 +99,8 @@ class SearchRollout:
         self.max_turn_tokens, self.max_obs_tokens = max_turn_tokens, max_obs_tokens
         self.max_completion_length = max_completion_length
         self.decoding = decoding or Decoding()  # sampling values + stop strings (student.Decoding)
+        # contexts per HF `generate` call: its KV cache and (on CPU) attention scores grow with it
+        self.rollout_batch_size = rollout_batch_size
         self.generate_fn = generate_fn
         self.eos_id = tokenizer.eos_token_id
         # DAPO dynamic sampling (on when a score function is given)
@@ -409,13 +414,21 @@ class SearchRollout:
 
         return generate
 
+    def generate_batch_size(self, device: Any) -> int:
+        """Contexts per HF `generate` call: `rollout_batch_size`, else all of them on a GPU and
+        `CPU_ROLLOUT_BATCH` on CPU, where attention over a padded batch materialises every
+        layer's (batch × heads × length²) fp32 scores (benchmarks/rl_memory.py)."""
+        if self.rollout_batch_size:
+            return int(self.rollout_batch_size)
+        return CPU_ROLLOUT_BATCH if getattr(device, "type", "cpu") == "cpu" else 1 << 30
+
     def _hf_generate(self, trainer: Any) -> GenerateFn:
         import torch
         from trl.models import unwrap_model_for_generation
 
-        def generate(
+        def generate_chunk(
             contexts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
-        ) -> tuple[list[list[int]], None]:
+        ) -> list[list[int]]:
             device = trainer.accelerator.device
             width = max(len(c) for c in contexts)
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_id
@@ -441,7 +454,16 @@ class SearchRollout:
                     pad_token_id=pad,
                     eos_token_id=self.eos_id,
                 )
-            return [row.tolist() for row in out[:, width:]], None
+            return [row.tolist() for row in out[:, width:]]
+
+        def generate(
+            contexts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+        ) -> tuple[list[list[int]], None]:
+            n = self.generate_batch_size(trainer.accelerator.device)
+            out: list[list[int]] = []
+            for start in range(0, len(contexts), n):
+                out += generate_chunk(contexts[start : start + n], max_new_tokens, stop)
+            return out, None
 
         return generate
 
