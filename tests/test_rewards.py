@@ -262,3 +262,12 @@ def test_an_answer_copying_the_student_prompt_example_is_never_right():
             assert compute_score("nq", text, gt, {"task": task}) == pytest.approx(
                 0.2
             )  # format only
+
+
+def test_eval_scores_a_copied_prompt_example_zero():
+    from masksearch.eval.items import EvalItem
+    from masksearch.eval.scoring import score_prediction
+
+    item = EvalItem(dataset="d", id="1", question="q", golden_answers=["Romeo and Juliet"])
+    assert score_prediction("Romeo and Juliet", item)["em"] == 1.0
+    assert not any(score_prediction("and", item).values())  # "and" would recall 1/3 otherwise
