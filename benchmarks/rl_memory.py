@@ -7,8 +7,8 @@ padding mask materialises the (batch × heads × length × length) scores of a l
 KV cache holds (batch × length) tokens of every layer, so one call over 40 contexts of 3,500 tokens
 needs tens of GB for a 135M policy. `rollout_batch_size` caps the contexts per `generate` call.
 
-    python benchmarks/rl_memory.py --model smollm2 --episodes 16 --context 1024 --chunk 0
-    python benchmarks/rl_memory.py --model smollm2 --episodes 16 --context 1024 --chunk 4
+    python benchmarks/rl_memory.py --model tiny --episodes 32 --context 2048 --chunk 0
+    python benchmarks/rl_memory.py --model tiny --episodes 32 --context 2048 --chunk 4
 
 Each run is one process (peak RSS = `ru_maxrss`), one rollout turn per episode: `--episodes`
 contexts of `--context` tokens (a long retrieved block), `--new` generated tokens each. Prints
@@ -70,7 +70,7 @@ def main() -> None:
     filler = tok(" ".join(f"word{i}" for i in range(args.context)), add_special_tokens=False)
     contexts = [filler["input_ids"][: args.context] for _ in range(args.episodes)]
     contexts = [c[: args.context - i] for i, c in enumerate(contexts)]  # ragged: padding masks
-    rollout = SearchRollout(None, tok, rollout_batch_size=args.chunk or None)
+    rollout = SearchRollout(None, tok, rollout_batch_size=args.chunk or len(contexts))
     trainer = SimpleNamespace(
         accelerator=Accelerator(cpu=True),
         model_wrapped=model,
