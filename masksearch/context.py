@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, Literal
 
 from masksearch.errors import ConfigError
+from masksearch.student import Decoding
 
 AgentMode = Literal["multi_agent", "single_agent"]
 DEFAULT_MODEL = "local:default"
@@ -75,6 +76,12 @@ class Context:
         "masked span matched: masksearch.scoring.ramp_correct).",
     )
     temperature: float = _describe(0.0, "Sampling temperature of every model call.")
+    top_p: float = _describe(1.0, "Nucleus sampling top-p of every model call (1 = off).")
+    repetition_penalty: float = _describe(
+        1.0,
+        "Repetition penalty of every model call (1 = none; a penalty discourages copying a span "
+        "just read). Local models and OpenAI-compatible servers (vLLM) apply it.",
+    )
     max_tokens: int = _describe(512, "Generation limit (tokens) of every model call.")
     llm_timeout_s: float = _describe(120.0, "Time limit (seconds) of one model call.")
     seed: int | None = _describe(0, "Sampling seed (empty = none).")
@@ -107,6 +114,8 @@ class Context:
             _check_int("seed", self.seed, 0, 2**63 - 1)
         _check_float("recall_threshold", self.recall_threshold, 0.0, 1.0)
         _check_float("temperature", self.temperature, 0.0, 2.0)
+        _check_float("top_p", self.top_p, 1e-6, 1.0)
+        _check_float("repetition_penalty", self.repetition_penalty, 1e-3, 10.0)
         _check_float("llm_timeout_s", self.llm_timeout_s, 1e-3, 86_400.0)
         if not isinstance(self.review_queries, bool):
             raise ConfigError(f"review_queries must be true or false, got {self.review_queries!r}")
@@ -115,10 +124,21 @@ class Context:
     def passage_cap(self) -> int:
         return self.max_passages if self.max_passages is not None else 2 * self.top_k
 
+    def decoding(self) -> Decoding:
+        """The student turn's decoding (`masksearch.student.Decoding`), as eval reports it."""
+        return Decoding(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+        )
+
     def model_settings(self) -> dict[str, Any]:
-        """The settings every model of this run is built with (`Resources.amodel(spec, **…)`)."""
+        """The settings every model of this run is built with (`Resources.amodel(spec, **…)`):
+        `decoding()`'s sampling values, the token limit, timeout and seed."""
         return {
             "temperature": self.temperature,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
             "max_tokens": self.max_tokens,
             "timeout": self.llm_timeout_s,
             "seed": self.seed,

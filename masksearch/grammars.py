@@ -360,6 +360,18 @@ def fill_grammar(passages: Iterable[str]) -> str:
     return "\n".join(['root ::= " "? span', *rules])
 
 
+def for_student(question: str, turn: int, *, forced: bool = False) -> str:
+    """The student's (single agent's) format on a model that decodes under grammars — the
+    teacher's action grammar: `action` (think, then one search or the answer); a masked passage's
+    first turn must search (`search`: its hidden words cannot be known without retrieval); the
+    forced answer is `answer` (think, then the answer)."""
+    from masksearch.prompts import count_masks
+
+    if forced:
+        return "answer"
+    return "search" if turn == 0 and count_masks(question) else "action"
+
+
 def for_role(
     role: str, question: str, *, may_search: bool = True, context: str | None = None
 ) -> str:

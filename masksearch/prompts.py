@@ -17,12 +17,6 @@ from typing import Any
 MASK_TOKEN = "[mask]"
 SPAN_SEPARATOR = " ; "
 
-ANSWER_RULES = (
-    "If the question contains [mask] tokens, find the text hidden behind every [mask] and answer "
-    'with the masked spans only, in order of appearance, separated by " ; " '
-    "(for example <answer> Paris ; 1889 </answer>). Otherwise answer with a short span "
-    "(a name, date, number or phrase), not a sentence."
-)
 # What a teacher role reads for a question without [mask] (a small model copies the RAMP example
 # "Paris ; 1889" into a plain answer otherwise).
 QA_ANSWER_RULES = "Answer with a short span (a name, date, number or phrase), not a sentence."
@@ -30,17 +24,29 @@ QA_ANSWER_RULES = "Answer with a short span (a name, date, number or phrase), no
 # the rest, so the rule stays one line (every prompt line is read again for every example)
 RAMP_ANSWER_RULES = 'Answer with the masked spans only, in order, separated by " ; ".'
 
-# The student prompt holds exactly ONE complete `<answer>…</answer>` (from "an <answer> tag" to the
-# example's close): Search-R1's reward decodes prompt + response and takes the last of >= 2 matches,
-# so one in the prompt means a response without an answer scores 0 and one with an answer is read.
-AGENT_SYSTEM = Template(
+# The student (single-agent) prompt, one per task: a plain question never sees the RAMP instruction
+# and neither prompt holds an example answer a model could copy (a trained SmolLM2 answered
+# "Paris ; 1889", the old prompt's RAMP example, to an unrelated question). Each holds exactly ONE
+# complete `<answer>…</answer>`: "<answer> and </answer>", whose content ("and") is no answer;
+# Search-R1's reward decodes prompt + response and takes the last of >= 2 matches, so a response
+# without an answer scores 0 and one with an answer is read. `STUDENT_PROMPT_EXAMPLES` lists every
+# answer a student prompt shows; `masksearch.scoring.is_prompt_example` scores a copy of one as
+# no answer, so it can never be right.
+_STUDENT_HEAD = (
     "You are a search agent. Solve the user's question step by step. Reason inside <think> and "
     "</think> first, every time you get new information. If you lack knowledge, call the search "
     "engine with <search> query </search> (one query per line, several lines allowed); the results "
     "come back between <information> and </information>. Search as often as you need. When you "
-    "can answer, give the answer in an <answer> tag without further explanation. " + ANSWER_RULES
+    "can answer, write the final answer inside <answer> and </answer> without further explanation"
 )
-
+STUDENT_QA_SYSTEM = Template(
+    _STUDENT_HEAD + ": a short span (a name, date, number or phrase), not a sentence."
+)
+STUDENT_RAMP_SYSTEM = Template(
+    _STUDENT_HEAD + ". The question is a passage in which [mask] tokens hide words; they cannot be "
+    "known without searching. Answer with the hidden words only, one span per [mask] in order of "
+    'appearance, separated by " ; ".'
+)
 # Every teacher prompt starts with the question: a local model's prompt cache then reuses it from
 # one role's call to the next (masksearch.models.llamacpp).
 PLANNER = Template(
@@ -179,6 +185,22 @@ INVALID_ACTION = (
     "and </answer>. Let me try again."
 )
 
+
+def _answer_examples(*texts: str) -> tuple[str, ...]:
+    found = (
+        " ".join(m.split())
+        for t in texts
+        for m in re.findall(r"<answer>(.*?)</answer>", t, re.DOTALL | re.IGNORECASE)
+    )
+    return tuple(dict.fromkeys(found))
+
+
+# Every answer the student's messages show (a complete `<answer>` tag's content): a reply that
+# copies one is no answer (`masksearch.scoring.is_prompt_example`).
+STUDENT_PROMPT_EXAMPLES: tuple[str, ...] = _answer_examples(
+    STUDENT_QA_SYSTEM.template, STUDENT_RAMP_SYSTEM.template, AGENT_FORCE_ANSWER, INVALID_ACTION
+)
+
 JUDGE = Template(
     "You grade a model's answer against the reference answer.\n\n"
     "Question:\n$question\n\nReference answer:\n$gold\n\nModel answer:\n$prediction\n\n"
@@ -205,14 +227,18 @@ def planner_prompt(question: str) -> str:
     return prompt + "\n" + RAMP_PLANNER if count_masks(question) else prompt
 
 
-def agent_system_prompt() -> str:
-    return AGENT_SYSTEM.substitute()
+def student_system_prompt(question: str, task: str | None = None) -> str:
+    """The student's system prompt for this question: the RAMP prompt for a masked passage (or
+    `task="ramp"`), the QA prompt otherwise."""
+    ramp = task == "ramp" if task else is_mask_question(question)
+    return (STUDENT_RAMP_SYSTEM if ramp else STUDENT_QA_SYSTEM).substitute()
 
 
-def render_student_prompt(question: str) -> list[dict[str, str]]:
-    """The single-agent (student) prompt: system + user question. Exporters and eval use this."""
+def render_student_prompt(question: str, task: str | None = None) -> list[dict[str, str]]:
+    """The single-agent (student) prompt: system + user question. The graph's student step, the
+    RL rollout, the exporters and eval all render it here."""
     return [
-        {"role": "system", "content": agent_system_prompt()},
+        {"role": "system", "content": student_system_prompt(question, task)},
         {"role": "user", "content": question.strip()},
     ]
 

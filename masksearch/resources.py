@@ -30,7 +30,9 @@ from masksearch.errors import ConfigError
 if TYPE_CHECKING:
     from masksearch.context import Context
 
-ModelKey = tuple[str, float | None, int | None, float | None, int | None]
+ModelKey = tuple[
+    str, float | None, int | None, float | None, int | None, float | None, float | None
+]
 
 
 class Resources:
@@ -76,7 +78,7 @@ class Resources:
     # -- models --------------------------------------------------------------------------
     def loaded_model(self, spec: str, **settings: Any) -> Any | None:
         """The model if injected or already loaded, else None (never loads: safe on the loop).
-        `settings`: `temperature`, `max_tokens`, `timeout`, `seed` (part of the cache key)."""
+        `settings`: `Context.model_settings()` (part of the cache key)."""
         key = model_key(spec, **settings)
         if spec in self._models:
             return self._models[spec]
@@ -154,9 +156,11 @@ def model_key(
     max_tokens: int | None = None,
     timeout: float | None = None,
     seed: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
 ) -> ModelKey:
     """Cache key of a loaded model: the spec and the sampling settings it was built with."""
-    return (spec, temperature, max_tokens, timeout, seed)
+    return (spec, temperature, max_tokens, timeout, seed, top_p, repetition_penalty)
 
 
 def _mtime_ns(spec: str) -> int:

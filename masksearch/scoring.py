@@ -14,6 +14,9 @@ The graph's judge node, the RL rewards and eval all score through here.
   >= `recall_threshold` (max over aliases), the graph's QA acceptance rule.
 - `task_of(state)`: the task an example is scored as (`ramp` or `qa`), from its `task` field
   or, when that is empty, from its question.
+- `is_prompt_example`: an answer that copies an example shown in the student's prompt
+  (`prompts.STUDENT_PROMPT_EXAMPLES`) is no answer: `score_answer` gives it 0 on every metric and
+  `answer_correct` rejects it, so a copied example can never be right.
 - `parse_verdict`: an LLM judge's reply → True / False / None (unclear).
 """
 
@@ -26,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from masksearch.prompts import SPAN_SEPARATOR, is_mask_question
+from masksearch.prompts import SPAN_SEPARATOR, STUDENT_PROMPT_EXAMPLES, is_mask_question
 from masksearch.tagformat import extract_tag
 
 _PUNCT = set(string.punctuation)
@@ -44,6 +47,13 @@ def normalize_answer(s: str) -> str:
     s = "".join(ch for ch in s if ch not in _PUNCT)
     s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
+
+
+def is_prompt_example(prediction: str | None) -> bool:
+    """Does the answer copy an answer the student prompt shows (`prompts.STUDENT_PROMPT_EXAMPLES`)?
+    Compared after normalisation, so `<answer> And. </answer>` is a copy too."""
+    p = normalize_answer(prediction or "")
+    return bool(p) and any(p == normalize_answer(e) for e in STUDENT_PROMPT_EXAMPLES)
 
 
 def _golds(gold: str | Sequence[str]) -> list[str]:
@@ -141,6 +151,17 @@ def span_recall(prediction: str, spans: Sequence[str]) -> float:
     return sum(matches) / len(matches) if matches else 0.0
 
 
+def span_score(prediction: str, spans: Sequence[str]) -> float:
+    """The strict span rule with partial credit: spans filled in order (`span_matches`) over
+    max(#spans, #parts), so extra parts (a padded list of candidates) cost credit as missing ones
+    do. 1.0 exactly when `ramp_correct`; a reversed answer fills nothing."""
+    spans = [s for s in spans if s.strip()]
+    if not spans or not prediction:
+        return 0.0
+    parts = split_spans(prediction)
+    return sum(span_matches(prediction, spans)) / max(len(spans), len(parts))
+
+
 def ramp_correct(prediction: str, spans: Sequence[str]) -> bool:
     """THE RAMP acceptance rule (see module docstring): one part per span, each matched in order."""
     spans = [s for s in spans if s.strip()]
@@ -160,7 +181,7 @@ def score_answer(prediction: str, answers: Sequence[str], task: str) -> dict[str
     answers = [a for a in answers if a.strip()]
     if not answers:
         return {}
-    prediction = prediction or ""
+    prediction = "" if is_prompt_example(prediction) else (prediction or "")
     if task == "ramp":
         gold = SPAN_SEPARATOR.join(answers)
         return {
@@ -182,8 +203,9 @@ def score_answer(prediction: str, answers: Sequence[str], task: str) -> dict[str
 def answer_correct(
     prediction: str | None, answers: Sequence[str], task: str, *, recall_threshold: float = 0.5
 ) -> bool:
-    """Is the answer correct? RAMP: `ramp_correct`. QA: token recall >= `recall_threshold`."""
-    if not prediction:
+    """Is the answer correct? RAMP: `ramp_correct`. QA: token recall >= `recall_threshold`. A copy
+    of a prompt example (`is_prompt_example`) never is."""
+    if not prediction or is_prompt_example(prediction):
         return False
     if task == "ramp":
         return ramp_correct(prediction, answers)

@@ -13,14 +13,20 @@ evaluated under the same rules (Search-R1's `run_llm_loop`):
 - at the turn limit, a turn that does not answer leads to ONE forced generation
   (`force_answer_messages`, stop `FORCE_STOP`): it answers, or the episode ends without answer.
 
+`Decoding` is THE decoding config of a student turn (temperature, top-p, repetition penalty,
+stop strings): the graph's student step (and so eval) takes it from `Context.decoding()`, the RL
+rollouts from the trainer's config (`Decoding.from_trl_args`), and eval reports it in `run.json`.
+No runtime adds a penalty of its own (a repetition penalty discourages copying a span the
+student just read).
+
 Token-level details (env masks, EOS kept on the last turn) belong to `training/rollout.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from masksearch import prompts
 from masksearch.tagformat import (
@@ -37,6 +43,7 @@ SEARCH_TOOL_NAME = "search"
 StepKind = Literal["search", "answer", "invalid", "force_answer", "no_answer"]
 
 __all__ = [
+    "Decoding",
     "FORCE_STOP",
     "STOP_STRINGS",
     "StudentStep",
@@ -44,6 +51,77 @@ __all__ = [
     "student_messages",
     "student_step",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """How a student turn is decoded, the same in RL rollouts, eval and the graph's student step.
+
+    `temperature` 0 is greedy (top-p then has no effect); `repetition_penalty` 1.0 is none.
+    `stop` ends a normal turn after its action, `force_stop` the forced answer."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = field(default=STOP_STRINGS)
+    force_stop: tuple[str, ...] = field(default=FORCE_STOP)
+
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "temperature": (0.0, 2.0),
+        "top_p": (1e-6, 1.0),
+        "repetition_penalty": (1e-3, 10.0),
+    }
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in self.RANGES.items():
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not lo <= value <= hi
+            ):
+                raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """As reported (eval's `run.json`, the trainer's start-up summary)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+            "stop": list(self.stop),
+            "force_stop": list(self.force_stop),
+        }
+
+    def hf_generate_kwargs(self) -> dict[str, Any]:
+        """`transformers` `generate` sampling arguments (stop strings are passed per call)."""
+        kw: dict[str, Any] = {"repetition_penalty": self.repetition_penalty}
+        if self.greedy:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
+        return kw
+
+    def vllm_sampling_kwargs(self) -> dict[str, Any]:
+        """vLLM `SamplingParams` arguments."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+    @classmethod
+    def from_trl_args(cls, args: Any) -> Decoding:
+        """The RL rollouts' decoding from a TRL `GRPOConfig` (`temperature`, `top_p`,
+        `repetition_penalty`)."""
+        return cls(
+            temperature=float(getattr(args, "temperature", 1.0)),
+            top_p=float(getattr(args, "top_p", 1.0) or 1.0),
+            repetition_penalty=float(getattr(args, "repetition_penalty", 1.0) or 1.0),
+        )
 
 
 def student_messages(question: str, rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ import pytest
 
 from masksearch.errors import InputError
 from masksearch.jsonl import read_jsonl, write_jsonl
-from masksearch.prompts import agent_system_prompt
+from masksearch.prompts import student_system_prompt
 from masksearch.training.export import export, to_sharegpt, to_trl, to_verl
 from masksearch.training.smoke import example_record
 
@@ -26,7 +26,8 @@ def test_trl_rows_are_prompt_completion_per_assistant_turn(records_path, tmp_pat
     rows = read_jsonl(out)
     assert [r["id"] for r in rows[:3]] == ["ex0:2", "ex0:4", "ex0:6"]
     last = rows[2]
-    assert last["prompt"][0] == {"role": "system", "content": agent_system_prompt()}
+    ramp_prompt = student_system_prompt(example_record()["question"])
+    assert last["prompt"][0] == {"role": "system", "content": ramp_prompt}
     assert [m["role"] for m in last["prompt"]] == [
         "system",
         "user",
@@ -92,7 +93,7 @@ def test_sharegpt_roles_system_tools_and_dataset_info(records_path, tmp_path):
     conv = rows[0]["conversations"]
     assert [c["from"] for c in conv] == ["human", "gpt", "human", "gpt", "human", "gpt"]
     assert conv[2]["value"].startswith("<information>")
-    assert rows[0]["system"] == agent_system_prompt()
+    assert rows[0]["system"] == student_system_prompt(example_record()["question"])
     assert "tools" not in rows[0]  # the tag format needs no tool schema
     # LLaMA-Factory rule: odd positions human/observation, even positions gpt/function_call
     assert all(c["from"] in ("human", "observation") for c in conv[0::2])
@@ -103,8 +104,9 @@ def test_sharegpt_roles_system_tools_and_dataset_info(records_path, tmp_path):
     row = to_sharegpt(example_record(), style="tool_calls")
     fc = row["conversations"]
     assert fc[1]["from"] == "function_call" and fc[2]["from"] == "observation"
-    think = "<think>Which tower in Paris?</think>"
-    assert fc[1]["value"].startswith(think)  # the thought is kept, LLaMA-Factory renders it
+    # LLaMA-Factory's layout: `<think>\n…\n</think>\n\n` then the JSON call
+    think = "<think>\nWhich tower in Paris?\n</think>\n\n"
+    assert fc[1]["value"].startswith(think)
     assert json.loads(fc[1]["value"][len(think) :]) == {
         "name": "search",
         "arguments": {"queries": ["famous tower Paris"]},
@@ -145,7 +147,9 @@ def test_verl_parquet_matches_search_r1_schema(tmp_path):
         and r["extra_info"]["k"] == 1
     )
     assert len(r["prompt"]) == 1 and r["prompt"][0]["role"] == "user"
-    assert agent_system_prompt() in r["prompt"][0]["content"]
+    assert student_system_prompt("The [mask] Tower") in r["prompt"][0]["content"]
+    assert student_system_prompt("capital of france") in rows[1]["prompt"][0]["content"]
+    assert "[mask]" not in student_system_prompt("capital of france")
     assert "The [mask] Tower is in Paris." in r["prompt"][0]["content"]
     assert rows[1]["data_source"] == "nq" and rows[1]["extra_info"]["k"] == 0
     two = to_verl({"question": "q", "answers": ["a"]}, 5, system_in_user=False)
@@ -196,12 +200,15 @@ def test_verl_row_through_the_shipped_compute_score(tmp_path):
 
     right = "<think>found it</think>\n<answer>Eiffel ; 1889</answer>"
     assert run(ramp, right) == 1.0
-    assert run(ramp, "<think>x</think><answer>Eiffel</answer>") == 0.5  # recall of the spans
+    # one span of two, valid format: 0.8 * 1/2 + 0.2 (the project's hybrid reward)
+    assert run(ramp, "<think>x</think><answer>Eiffel</answer>") == pytest.approx(0.6)
     assert run(ramp, "<think>no answer</think>") == 0.0
     planted = "<search>q</search><information><answer>Eiffel ; 1889</answer></information>"
     assert run(ramp, planted) == 0.0  # retrieved text never supplies the answer
     assert qa["data_source"] == "hotpotqa"
-    assert run(qa, "<answer>Eiffel</answer>") == 1.0 and run(qa, "<answer>Paris</answer>") == 0.0
+    assert run(qa, "<think>t</think><answer>Eiffel</answer>") == 1.0
+    assert run(qa, "<answer>Eiffel</answer>") == pytest.approx(0.8)  # no <think>: format 0
+    assert run(qa, "<think>t</think><answer>Paris</answer>") == pytest.approx(0.2)
     # Search-R1's own reward manager decodes prompt + response: the prompt's one example is
     # never taken for the answer, and the response's answer is read
     prompt = ramp["prompt"][0]["content"]
@@ -255,3 +262,95 @@ def test_records_without_a_trainable_view_are_skipped(tmp_path, caplog):
     write_jsonl(p, [cut])
     with pytest.raises(InputError, match="last turn must be the assistant"):
         load_training_records(p)
+
+
+# LLaMA-Factory's rules for a ShareGPT row, as its code applies them (0.9.5: `SharegptDatasetConverter`
+# and `FunctionFormatter`, default thought words): a row breaking one is dropped or fails to load.
+LF_THOUGHT = ("<think>\n", "\n</think>\n\n")
+
+
+def _lf_function_call(content: str) -> list[dict]:
+    """`FunctionFormatter.apply`: the thought (between the thought words) is cut off, the rest
+    must be JSON: one call or a list of calls, each with `name` and `arguments`."""
+    import re
+
+    m = re.search(rf"{re.escape(LF_THOUGHT[0])}(.*?){re.escape(LF_THOUGHT[1])}", content, re.S)
+    json_part = content.replace(m.group(0), "") if m else content
+    calls = json.loads(json_part)  # LLaMA-Factory: "Invalid JSON format in function message"
+    calls = calls if isinstance(calls, list) else [calls]
+    assert all(set(c) >= {"name", "arguments"} for c in calls)
+    return calls
+
+
+def _lf_accepts(row: dict) -> None:
+    conv = row["conversations"]
+    odd, even = ("human", "observation"), ("gpt", "function_call")
+    for i, turn in enumerate(conv):  # human/observation, then gpt/function_call, alternating
+        assert turn["from"] in (odd, even)[i % 2], (i, turn["from"])
+    assert len(conv) % 2 == 0  # "Invalid message count"
+    for turn in conv:
+        if turn["from"] == "function_call":
+            _lf_function_call(turn["value"])
+    if "tools" in row:
+        assert all({"name", "parameters"} <= set(t) for t in json.loads(row["tools"]))
+
+
+@pytest.mark.parametrize("style", ["tags", "tool_calls"])
+def test_sharegpt_rows_follow_llamafactorys_format_rules(style):
+    from masksearch.training.export import THOUGHT_WORDS, function_call_value
+
+    assert THOUGHT_WORDS == LF_THOUGHT
+    for i in range(3):
+        _lf_accepts(to_sharegpt(example_record(i), style=style))
+    # the layout LLaMA-Factory needs before a call, and a call without a thought
+    call = '{"name": "search", "arguments": {"queries": ["q"]}}'
+    assert function_call_value("<think>why</think>", call) == f"<think>\nwhy\n</think>\n\n{call}"
+    assert function_call_value("", call) == call
+    assert (
+        _lf_function_call(function_call_value("<think>a\nb</think>", call))[0]["name"] == "search"
+    )
+    with pytest.raises(json.JSONDecodeError):  # the old layout, which LLaMA-Factory refused
+        _lf_function_call("<think>why</think>" + call)
+
+
+def _llamafactory_python() -> str | None:
+    import importlib.util
+    import os
+    import sys
+
+    env = os.environ.get("LLAMAFACTORY_PYTHON")
+    if env:
+        return env
+    return sys.executable if importlib.util.find_spec("llamafactory") else None
+
+
+@pytest.mark.slow
+def test_sharegpt_exports_load_and_tokenize_in_llamafactory(tmp_path):
+    """Both styles through LLaMA-Factory's own loader (`tests/llamafactory_check.py`) under its
+    qwen and llama3 templates. Needs a Python with `llamafactory` (this one, or the
+    LLAMAFACTORY_PYTHON environment variable: it pins its own torch, so keep it in a venv)."""
+    import subprocess
+    from pathlib import Path
+
+    from masksearch.training.export import write_sharegpt
+    from masksearch.training.smoke import offline_tokenizer
+
+    python = _llamafactory_python()
+    if python is None:
+        pytest.skip("llamafactory not installed (set LLAMAFACTORY_PYTHON to a venv's python)")
+    records = [example_record(i) for i in range(3)]
+    data = tmp_path / "data"
+    write_sharegpt(records, data / "tags.json", style="tags", dataset_name="ms_tags")
+    write_sharegpt(records, data / "calls.json", style="tool_calls", dataset_name="ms_calls")
+    offline_tokenizer().save_pretrained(tmp_path / "tok")
+    script = Path(__file__).with_name("llamafactory_check.py")
+    args = ["--dataset-dir", str(data), "--tokenizer", str(tmp_path / "tok")]
+    args += ["--dataset", "ms_tags", "--dataset", "ms_calls", "--template", "qwen"]
+    args += ["--template", "llama3"]
+    r = subprocess.run(
+        [python, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("llamafactory")]
+    assert r.returncode == 0 and len(lines) == 4 and all(ln.endswith(": ok") for ln in lines), (
+        r.stdout[-2000:] + r.stderr[-2000:]
+    )

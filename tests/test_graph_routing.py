@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 import pytest
 from langgraph.types import RetryPolicy
+from pydantic import Field
 
 from masksearch import prompts
 from masksearch.errors import ConfigError
@@ -117,7 +119,7 @@ async def test_search_then_research_then_answer(_registry):
     assert info.startswith(
         "<information>Doc 1(Title: Eiffel Tower) The Eiffel Tower"
     ) and info.endswith("</information>")
-    assert rec["messages"][0]["content"] == prompts.agent_system_prompt()
+    assert rec["messages"][0]["content"] == prompts.student_system_prompt(rec["question"])
     # the second observer prompt carries the first round's summary (all previous observations)
     observer_prompts = [
         c[-1].content for c in model.calls if "observer of a search team" in c[-1].content
@@ -376,6 +378,53 @@ async def test_teacher_prompts_give_qa_the_short_span_rule_and_ramp_the_span_lis
     role_prompts = [str(c[-1].content) for c in model.calls if "of a search team" in c[-1].content]
     assert len(role_prompts) == 2
     for text in role_prompts:
-        assert prompts.QA_ANSWER_RULES in text and prompts.ANSWER_RULES not in text
+        assert prompts.QA_ANSWER_RULES in text and "Paris ; 1889" not in text
     masked = "The tower stands in [mask].\n\n" + prompts.RAMP_INSTRUCTION
     assert prompts.answer_rules(masked) == prompts.RAMP_ANSWER_RULES
+
+
+class GrammarModel(ScriptedChatModel):
+    """A scripted model that, like the llama.cpp one, decodes under grammars: records the
+    `output_format` and stop strings of every call."""
+
+    supports_output_format: ClassVar[bool] = True
+    formats: list = Field(default_factory=list)
+
+    def _record(self, kwargs, stop):
+        self.formats.append((kwargs.get("output_format"), tuple(stop or ())))
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self._record(kwargs, stop)
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        self._record(kwargs, stop)
+        yield from super()._stream(messages, stop, run_manager, **kwargs)
+
+    async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+        self._record(kwargs, stop)
+        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+            yield chunk
+
+
+async def test_student_step_fits_the_task_and_decodes_under_the_action_grammar(_registry):
+    """eval's `masksearch` method (the graph's single agent): a QA question gets the QA prompt
+    (no RAMP instruction, no example answer), a grammar-capable model gets the teacher's action
+    grammar on every turn (a masked passage must search first) and the decoding's stops."""
+    search = "<think>t</think>\n<search>Eiffel Tower</search>"
+    qa = MaskedExample(id="qa", question="Where is the Eiffel Tower?", answers=["Paris"], task="qa")
+    model = GrammarModel(responses=[search, "<think>t</think>\n<answer>Paris</answer>"])
+    rec = await run(model, example=qa, agent_mode="single_agent")
+    system = model.calls[0][0].content
+    assert system == prompts.student_system_prompt(qa.question) == rec["messages"][0]["content"]
+    assert "[mask]" not in system and " ; " not in system and "Paris" not in system
+    stops = ("</search>", "</answer>")
+    assert model.formats == [("action", stops), ("action", stops)]
+    # RAMP: first turn must search; the forced answer is think + answer
+    forced = "<think>t</think><answer>Paris ; 1889</answer>"
+    model = GrammarModel(responses=[search, search, forced])
+    rec = await run(model, agent_mode="single_agent", max_turns=1)
+    assert rec["meta"]["forced_answer"] is True
+    assert [f for f, _ in model.formats] == ["search", "action", "answer"]
+    assert model.formats[2][1] == ("</answer>",)
+    assert "[mask]" in model.calls[0][0].content  # the RAMP prompt for a masked passage

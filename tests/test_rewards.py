@@ -188,3 +188,86 @@ def test_judge_reward_and_registry():
         build_reward_funcs(["nope"])
     with pytest.raises(ValueError, match="judge"):
         build_reward_funcs(["judge"])
+
+
+def test_verl_compute_score_is_the_project_reward_reversed_and_padded_score_below_exact():
+    from masksearch.training.rewards import hybrid_score
+    from masksearch.training.verl_reward import compute_score
+
+    gt = {"target": ["Eiffel ; 1889"], "spans": ["Eiffel", "1889"]}
+    info = {"task": "ramp", "question": "The [mask] Tower was finished in [mask]."}
+
+    def score(answer):
+        return compute_score("nq", f"<think>t</think>\n<answer>{answer}</answer>", gt, info)
+
+    exact = score("Eiffel ; 1889")
+    reversed_ = score("1889 ; Eiffel")
+    padded = score("Paris ; Eiffel ; France ; 1889 ; tower ; Gustave ; iron ; 1887")
+    short_pad = score("Eiffel ; 1889 ; Paris")
+    assert exact == pytest.approx(1.0)
+    assert reversed_ < exact and reversed_ == pytest.approx(0.2)  # format term only
+    assert padded < 0.5 and short_pad < exact
+    # one implementation: TRL's hybrid reward gives the same numbers on the same text
+    hybrid = make_hybrid_reward()
+    cols = {"answers": [gt["spans"]] * 3, "task": ["ramp"] * 3, "k": [2] * 3}
+    texts = [
+        f"<think>t</think>\n<answer>{a}</answer>"
+        for a in ("Eiffel ; 1889", "1889 ; Eiffel", "Eiffel ; 1889 ; Paris")
+    ]
+    assert hybrid(None, texts, **cols) == pytest.approx([exact, reversed_, short_pad])
+    assert hybrid_score(texts[0], gt["spans"], True) == pytest.approx(exact)
+    # a chat-template-decoded response (Qwen markers between turns) is still a valid format
+    qwen = (
+        "<think>t</think>\n<search>q</search><|im_end|>\n<|im_start|>user\n<information>Doc 1"
+        "</information><|im_end|>\n<|im_start|>assistant\n<think>t</think>\n"
+        "<answer>Eiffel ; 1889</answer><|im_end|>"
+    )
+    assert compute_score("nq", qwen, gt, info) == pytest.approx(1.0)
+    # QA: a padded list of candidates loses reward through the length factor
+    qa_gt = {"target": ["Gustave Eiffel"], "spans": []}
+    qa_info = {"task": "qa", "question": "Who?"}
+    right = compute_score(
+        "hotpotqa", "<think>t</think><answer>Gustave Eiffel</answer>", qa_gt, qa_info
+    )
+    pad = " ".join(["Gustave Eiffel"] + [f"name{i}" for i in range(20)])
+    padded_qa = compute_score("hotpotqa", f"<think>t</think><answer>{pad}</answer>", qa_gt, qa_info)
+    assert right == pytest.approx(1.0) and padded_qa < 0.5
+
+
+def test_an_answer_copying_the_student_prompt_example_is_never_right():
+    """The student prompt shows no copyable example answer; the one complete `<answer>` tag it
+    holds ("<answer> and </answer>") scores 0 when copied, on every scoring path."""
+    import re
+
+    from masksearch import prompts, scoring
+    from masksearch.training.verl_reward import compute_score
+
+    shown = set()
+    for question, task in (("Who built it?", "qa"), ("The [mask] Tower.", "ramp")):
+        msgs = prompts.render_student_prompt(question, task)
+        text = "\n".join(m["content"] for m in msgs) + prompts.AGENT_FORCE_ANSWER
+        shown |= {" ".join(a.split()) for a in re.findall(r"<answer>(.*?)</answer>", text, re.S)}
+    assert shown and shown <= set(prompts.STUDENT_PROMPT_EXAMPLES)
+    assert "Paris ; 1889" not in prompts.student_system_prompt("The [mask] Tower.")
+    assert "[mask]" not in prompts.student_system_prompt("Who built it?")
+    for example in shown:
+        for gold, task in (([example], "qa"), ([example, example], "ramp"), (["Paris"], "qa")):
+            assert not any(scoring.score_answer(example, gold, task).values())
+            assert not scoring.answer_correct(example, gold, task)
+            text = f"<think>t</think><answer>{example}</answer>"
+            cols = {"answers": [gold], "task": [task], "k": [len(gold)]}
+            for name in ("recall", "em", "f1", "correct"):
+                assert build_reward_funcs([name])[0](None, [text], **cols) == [0.0]
+            gt = {"target": gold, "spans": gold if task == "ramp" else []}
+            assert compute_score("nq", text, gt, {"task": task}) == pytest.approx(
+                0.2
+            )  # format only
+
+
+def test_eval_scores_a_copied_prompt_example_zero():
+    from masksearch.eval.items import EvalItem
+    from masksearch.eval.scoring import score_prediction
+
+    item = EvalItem(dataset="d", id="1", question="q", golden_answers=["Romeo and Juliet"])
+    assert score_prediction("Romeo and Juliet", item)["em"] == 1.0
+    assert not any(score_prediction("and", item).values())  # "and" would recall 1/3 otherwise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from masksearch.student import Decoding
 from masksearch.training.rollout import SearchRollout
 from masksearch.training.smoke import offline_tokenizer, tiny_model
 from masksearch.types import Passage
@@ -435,14 +436,19 @@ def test_vllm_generation_goes_through_trls_engine(tok):
 
     engine = FakeEngine()
     trainer = SimpleNamespace(use_vllm=True, vllm_generation=engine, model=None, accelerator=None)
-    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=48)
+    decoding = Decoding(temperature=0.7, top_p=0.9)
+    ro = SearchRollout(FakeRetriever(), tok, max_turns=2, max_turn_tokens=48, decoding=decoding)
     out = ro([PROMPT, PROMPT], trainer)
     assert [c[0] for c in engine.calls] == [2, 2] and engine.calls[0][1] == 48
-    assert engine.calls[0][2] == {
+    assert engine.calls[0][2] == {  # the one decoding config: sampling values and stop strings
         "seed": 1,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "repetition_penalty": 1.0,
         "stop": ["</search>", "</answer>"],
         "include_stop_str_in_output": True,
     }
+    assert out["model_tokens"] == [sum(m) for m in out["env_mask"]]  # what the penalty counts
     assert engine.max_completion_length == 2048 and engine.generation_kwargs == {"seed": 1}
     assert out["rollout_status"] == ["answered", "answered"]
     lps, mask = out["logprobs"][0], out["env_mask"][0]
@@ -507,3 +513,91 @@ def test_lora_base_is_fp32_under_zero3(tmp_path, monkeypatch):
     )
     base = load_model(settings, lora=settings.lora)
     assert all(p.dtype == torch.float32 for p in base.parameters())
+
+
+class LongRetriever(FakeRetriever):
+    def search(self, queries, k):
+        self.calls.append(list(queries))
+        text = " ".join(f"word{j}" for j in range(200))
+        return [[Passage(id=f"{q}-{j}", title="T", text=text) for j in range(k)] for q in queries]
+
+
+def test_overlong_penalty_counts_only_the_models_tokens(tok):
+    """Long `<information>` blocks and short model turns: no DAPO overlong penalty (TRL's own
+    punishment, which counts every completion token, would punish the retrieved text)."""
+    from trl.rewards import get_soft_overlong_punishment
+
+    from masksearch.training.config import build_settings
+    from masksearch.training.rlsetup import build_rewards, make_score_fn
+
+    ro = SearchRollout(
+        LongRetriever(),
+        tok,
+        topk=3,
+        max_turns=3,
+        max_turn_tokens=64,
+        max_obs_tokens=400,
+        max_completion_length=1024,
+    )
+    (t,) = ro.run([PROMPT], scripted(tok, [SEARCH, SEARCH, ANSWER], eos=True))
+    assert t.status == "answered" and t.searches == 2
+    assert t.model_tokens < 100 < 600 < len(t.completion_ids)  # mostly retrieved text
+    settings = build_settings(
+        "rl",
+        {
+            **TINY_RL,
+            "max_completion_length": 1024,
+            "dapo": {"overlong_buffer": 256, "overlong_penalty": 1.0},
+        },
+    )
+    funcs, weights = build_rewards(settings)
+    penalty = funcs[-1]
+    assert penalty.__name__ == "overlong_penalty"
+    row = {"prompt": PROMPT, "answers": ["1889"], "task": "qa", "k": 0, "question": "q"}
+    assert penalty(completion_ids=[t.completion_ids], env_mask=[t.env_mask]) == [0.0]
+    assert penalty(model_tokens=[t.model_tokens]) == [0.0]
+    trl_pen = get_soft_overlong_punishment(1024, 256)
+    assert trl_pen(completion_ids=[t.completion_ids])[0] < -0.1  # what this replaces
+    # the weighted score the trainer (and dynamic sampling) sees: correct, valid, no penalty
+    assert make_score_fn(funcs, weights)([row], [t]) == [pytest.approx(1.0)]
+    # the model's own tokens past the threshold are penalised, linearly up to -penalty
+    assert penalty(model_tokens=[768, 896, 1024, 2000]) == pytest.approx([0.0, -0.5, -1.0, -1.0])
+
+
+def test_hf_rollout_generates_in_bounded_batches(tok):
+    """`rollout_batch_size` caps the contexts of one HF `generate` call (its KV cache and, on
+    CPU, the attention scores grow with it: benchmarks/rl_memory.py); every context still gets
+    its turn, in order. On CPU the default is `CPU_ROLLOUT_BATCH`."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from masksearch.training.rollout import CPU_ROLLOUT_BATCH
+
+    model = tiny_model(tok)
+    sizes = []
+    real = model.generate
+
+    def counting(**kw):
+        sizes.append(kw["input_ids"].shape[0])
+        return real(**kw)
+
+    model.generate = counting
+    trainer = SimpleNamespace(
+        accelerator=Accelerator(cpu=True),
+        model_wrapped=model,
+        args=SimpleNamespace(ds3_gather_for_generation=True),
+        use_vllm=False,
+    )
+    contexts = [
+        tok(f"question {i} " * (i + 1), add_special_tokens=False)["input_ids"] for i in range(5)
+    ]
+    ro = SearchRollout(None, tok, rollout_batch_size=2, decoding=Decoding(temperature=0.0))
+    out, _ = ro.trainer_generate(trainer)(contexts, 3, ("</search>",))
+    assert sizes == [2, 2, 1] and len(out) == 5 and all(1 <= len(o) <= 3 for o in out)
+    sizes.clear()
+    default = SearchRollout(None, tok, decoding=Decoding(temperature=0.0))
+    default.trainer_generate(trainer)(contexts, 2, ("</search>",))
+    assert (
+        max(sizes) == CPU_ROLLOUT_BATCH == default.generate_batch_size(trainer.accelerator.device)
+    )

@@ -73,7 +73,9 @@ def test_non_prefix_preserving_template_is_rejected(tok):
         ChatRenderer(t).tokenize_conversation(record_messages(example_record()))
 
 
-def test_sft_smoke_run_changes_weights(tok, tmp_path):
+def test_sft_smoke_run_changes_weights(tok, tmp_path, caplog):
+    import logging
+
     from masksearch.training.config import build_settings
     from masksearch.training.sft import train_sft
 
@@ -97,10 +99,15 @@ def test_sft_smoke_run_changes_weights(tok, tmp_path):
             "curriculum": {"enabled": True},
         },
     )
-    stats = train_sft(
-        settings, records=[example_record(i) for i in range(4)], model=model, tokenizer=tok
-    )
-    assert stats["global_step"] == 2 and stats["examples"] == 4
+    with caplog.at_level(logging.INFO, logger="masksearch.training.plan"):
+        stats = train_sft(
+            settings, records=[example_record(i) for i in range(4)], model=model, tokenizer=tok
+        )
+    assert stats["global_step"] == 2 == stats["planned_steps"] and stats["examples"] == 4
+    # said before training: the steps, tokens per step, warm-up, and the < 10 steps warning
+    said = [r.getMessage() for r in caplog.records if r.name == "masksearch.training.plan"]
+    assert said[0].startswith("sft plan: 2 optimizer steps") and "tokens per step" in said[0]
+    assert any("only 2 optimizer step(s)" in m for m in said)
     assert stats["train_loss"] > 0
     assert not w.detach().equal(before)
     assert (tmp_path / "sft" / "config.json").exists()

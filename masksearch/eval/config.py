@@ -56,9 +56,12 @@ class Variant:
 
 
 def context_settings(context: Context, *, judge_model: str | None = None) -> dict[str, Any]:
-    """The settings of a method's `Context` that change its rows (+ the eval judge)."""
+    """The settings of a method's `Context` that change its rows (+ the eval judge), with the
+    decoding of every model call (`Context.decoding()`: temperature, top-p, repetition penalty,
+    stop strings — the RL rollouts' `Decoding`)."""
     data = {k: v for k, v in context.to_dict().items() if k not in NOT_FINGERPRINTED}
     data = {k: v for k, v in data.items() if not k.endswith("_model")}
+    data["decoding"] = context.decoding().to_dict()
     data["models"] = dict(context.models())
     data["judge_model"] = judge_model
     return data

@@ -39,13 +39,25 @@ def load_chat_model(
     max_tokens: int | None = None,
     timeout: float | None = None,
     seed: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Build a LangChain chat model for `spec`. Needs the provider's key env var (not at import)."""
+    """Build a LangChain chat model for `spec`. Needs the provider's key env var (not at import).
+
+    Sampling settings (`masksearch.student.Decoding`'s values: `temperature`, `top_p`,
+    `repetition_penalty`) reach every runtime the same way; a repetition penalty other than 1
+    goes to OpenAI-compatible servers and DashScope as `extra_body` (vLLM's sampling parameter)
+    and is refused for OpenAI, which has none."""
     provider, name = parse_spec(spec)
     common: dict[str, Any] = {
         k: v
-        for k, v in (("temperature", temperature), ("max_tokens", max_tokens), ("seed", seed))
+        for k, v in (
+            ("temperature", temperature),
+            ("max_tokens", max_tokens),
+            ("seed", seed),
+            ("top_p", top_p),
+        )
         if v is not None
     }
     if provider == "fake":
@@ -55,12 +67,21 @@ def load_chat_model(
     if provider == "local":
         from masksearch.models.local import chat_model
 
+        if repetition_penalty is not None:
+            common["repetition_penalty"] = repetition_penalty
         return chat_model(name, **common, **kwargs)
 
     from langchain.chat_models import init_chat_model
 
     if timeout is not None:
         common["timeout"] = timeout
+    if repetition_penalty is not None and repetition_penalty != 1.0:
+        if provider == "openai":
+            raise ConfigError(
+                f"model {spec!r}: OpenAI has no repetition_penalty (set it to 1, or serve the "
+                "model with vLLM: openai-compatible:<model>@<url>)"
+            )
+        common["extra_body"] = {"repetition_penalty": repetition_penalty}
     if provider == "openai":
         _require_env("OPENAI_API_KEY", spec)
         return init_chat_model(name, model_provider="openai", **common, **kwargs)

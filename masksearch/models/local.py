@@ -53,6 +53,8 @@ def chat_model(name: str, **settings: Any) -> BaseChatModel:
 
         if embedded.lookup(name) is None and not Path(name).expanduser().is_file():
             raise ConfigError(f"local model {name!r}: no such .gguf file")
+        if "repetition_penalty" in settings:  # llama.cpp's name for it
+            settings["repeat_penalty"] = settings.pop("repetition_penalty")
         return LlamaCppChatModel(model_path=name, **settings)
     resolve_model_path(name)  # a clear ConfigError now rather than at the first call
     return TransformersChatModel(model_path=name, **settings)
@@ -77,13 +79,15 @@ def _load_weights(name: str) -> tuple[Any, Any]:
 
 
 class TransformersChatModel(BaseChatModel):
-    """A transformers causal LM (chat template, greedy by default, stop strings, usage metadata)."""
+    """A transformers causal LM (chat template, greedy by default, stop strings, usage metadata).
+    Sampling follows `masksearch.student.Decoding` (no repetition penalty unless configured)."""
 
     model_path: str
     temperature: float = 0.0
     max_tokens: int = 256
     seed: int | None = 0
-    repetition_penalty: float = 1.1
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
 
     @property
     def _llm_type(self) -> str:
@@ -115,17 +119,19 @@ class TransformersChatModel(BaseChatModel):
         inputs = tok.apply_chat_template(
             chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
+        from masksearch.student import Decoding
+
         max_new = int(kwargs.get("max_tokens") or self.max_tokens)
+        decoding = Decoding(
+            temperature=float(kwargs.get("temperature", self.temperature)),
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+        )
         gen: dict[str, Any] = {
             "max_new_tokens": max_new,
-            "repetition_penalty": self.repetition_penalty,
             "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+            **decoding.hf_generate_kwargs(),
         }
-        temperature = float(kwargs.get("temperature", self.temperature))
-        if temperature > 0:
-            gen.update(do_sample=True, temperature=temperature, top_p=0.95)
-        else:
-            gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop:
             gen.update(stop_strings=list(stop), tokenizer=tok)
         with _generate_lock, torch.no_grad():

@@ -1,6 +1,10 @@
 """Single-agent (student) nodes: one model emits `<think>` + `<search>`/`<answer>` directly.
 
-The rules of a turn are `masksearch.student.student_step`, shared with the RL rollout and eval.
+The rules of a turn are `masksearch.student.student_step`, shared with the RL rollout and eval;
+its decoding is the Context's `decoding()` (`masksearch.student.Decoding`: sampling values and stop
+strings, as in RL). A model that decodes under grammars (local llama.cpp) writes each turn under
+the teacher's action grammar (`masksearch.grammars.for_student`), so it cannot emit a malformed
+action.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
+from masksearch import grammars
 from masksearch.context import Context
 from masksearch.nodes.common import (
     ai_message,
@@ -22,13 +27,7 @@ from masksearch.nodes.common import (
 )
 from masksearch.resources import Resources
 from masksearch.state import GraphState, Pending, Round
-from masksearch.student import (
-    FORCE_STOP,
-    STOP_STRINGS,
-    force_answer_messages,
-    student_messages,
-    student_step,
-)
+from masksearch.student import force_answer_messages, student_messages, student_step
 
 
 async def agent(
@@ -39,12 +38,14 @@ async def agent(
     ctx = context_of(runtime)
     rounds = state.get("rounds", [])
     turn = state.get("turn", 0)
+    question = question_of(state)
     raw, meta = await call_model(
         ctx,
         "agent",
-        student_messages(question_of(state), rounds),
-        stop=list(STOP_STRINGS),
+        student_messages(question, rounds),
+        stop=list(ctx.decoding().stop),
         resources=resources,
+        output_format=grammars.for_student(question, turn),
     )
     result = student_step(raw, turn, ctx.max_turns)
     text, action = result.text, result.action
@@ -93,7 +94,15 @@ async def agent_force_answer(
 ) -> dict[str, Any]:
     """Turn budget used: one last generation that must answer (Search-R1's final no-search step)."""
     ctx = context_of(runtime)
-    msgs = force_answer_messages(question_of(state), state.get("rounds", []))
-    raw, meta = await call_model(ctx, "agent", msgs, stop=list(FORCE_STOP), resources=resources)
+    question = question_of(state)
+    msgs = force_answer_messages(question, state.get("rounds", []))
+    raw, meta = await call_model(
+        ctx,
+        "agent",
+        msgs,
+        stop=list(ctx.decoding().force_stop),
+        resources=resources,
+        output_format=grammars.for_student(question, state.get("turn", 0), forced=True),
+    )
     result = student_step(raw, state.get("turn", 0), ctx.max_turns, forced=True)
     return forced_answer_update(result.text, meta, state.get("turn", 0))

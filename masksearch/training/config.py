@@ -123,10 +123,13 @@ class RLSettings(ModelSettings):
     max_turns: int = 4
     max_turn_tokens: int = 500  # per assistant turn (Search-R1 max_response_length)
     max_obs_tokens: int = 500  # per <information> block (Search-R1 max_obs_length)
+    # contexts per HF `generate` call in rollouts (None: 4 on CPU, all on a GPU); bounds the KV
+    # cache and CPU attention memory (benchmarks/rl_memory.py); vLLM rollouts ignore it
+    rollout_batch_size: int | None = None
     rewards: list[str] = field(default_factory=lambda: ["hybrid"])
     hybrid: dict[str, Any] = field(
         default_factory=lambda: {
-            "answer_metric": "recall",
+            "answer_metric": "span",
             "format_weight": 0.2,
             "length_penalty": True,
             "max_ratio": 2.0,

@@ -7,7 +7,9 @@
   the system prompt) or OpenAI-style `tool_calls` (with the `tools` schema).
 - LLaMA-Factory ShareGPT JSON (`conversations`, `system`; `tools` only for `tool_calls`) plus its
   `dataset_info.json` entry. LLaMA-Factory trains only `gpt`/`function_call` turns; a
-  `function_call` keeps the turn's `<think>` in front of the call (LLaMA-Factory's thought words).
+  `function_call` is `<think>\n…\n</think>\n\n` then the JSON call — LLaMA-Factory's thought
+  words (`THOUGHT_WORDS`), which its `FunctionFormatter` cuts off before parsing the JSON (any
+  other layout fails to load: "Invalid JSON format in function message").
 - Search-R1 / veRL parquet (`data_source`, `prompt`, `ability`, `reward_model`, `extra_info`), for
   a stock Search-R1 checkout (its `data_source` names and EM reward) and for upstream veRL with
   our `masksearch/training/verl_reward.py` (`custom_reward_function.path`).
@@ -15,8 +17,8 @@
 In the tags style, `<information>` turns go out as user turns: the graph sends retrieved text back
 to the model as a user turn, so the exported tokens are the ones the model sees at inference.
 
-All use the prompts the graph used: records already carry the rendered system prompt, and RL rows
-are rendered with `masksearch.prompts.render_student_prompt`.
+All use the student prompt the graph, RL and eval render (`masksearch.prompts.render_student_prompt`,
+one per task): a record's stored system prompt is replaced by the current one for its task.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from masksearch.tagformat import extract_tag, split_queries
 from masksearch.training.data import SEARCH_TOOL, record_k, record_messages
 
 Style = Literal["tags", "tool_calls"]
+# LLaMA-Factory's default `thought_words` (template.py): the reasoning in front of a function call
+THOUGHT_WORDS = ("<think>\n", "\n</think>\n\n")
 _ROLE_TO_SHAREGPT = {"user": "human", "assistant": "gpt", "tool": "observation"}
 
 
@@ -47,13 +51,17 @@ def _split_search_turn(content: str) -> tuple[str, list[str]] | None:
 
 
 def _student_view(record: TrajectoryRecord, style: Style) -> list[dict[str, Any]]:
-    """The record's messages with the tag-format system prompt first; tags style sends tool
-    turns as user turns (what the graph sends)."""
-    from masksearch.prompts import agent_system_prompt
+    """The record's messages behind the student system prompt of its task as it is rendered now
+    (`prompts.student_system_prompt`: the RAMP prompt for a masked passage, the QA prompt
+    otherwise) — a record stored with an older prompt trains on the prompt eval and RL use; tags
+    style sends tool turns as user turns (what the graph sends)."""
+    from masksearch.prompts import student_system_prompt
 
     messages = record_messages(record)
-    if not messages or messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": agent_system_prompt()}, *messages]
+    if messages and messages[0]["role"] == "system":
+        messages = messages[1:]
+    system = student_system_prompt(record["question"], record.get("task") or None)
+    messages = [{"role": "system", "content": system}, *messages]
     if style == "tags":
         messages = [
             {"role": "user", "content": m["content"]} if m["role"] == "tool" else m
@@ -144,13 +152,26 @@ def to_sharegpt(record: TrajectoryRecord, *, style: Style = "tags") -> dict[str,
                 {"name": SEARCH_TOOL_NAME, "arguments": {"queries": parsed[1]}},
                 ensure_ascii=False,
             )
-            conversations.append({"from": "function_call", "value": parsed[0] + call})
+            conversations.append(
+                {"from": "function_call", "value": function_call_value(*parsed[:1], call)}
+            )
         else:
             conversations.append({"from": _ROLE_TO_SHAREGPT[m["role"]], "value": m["content"]})
     row = {"conversations": conversations, "system": system}
     if style == "tool_calls":
         row["tools"] = json.dumps([SEARCH_TOOL["function"]], ensure_ascii=False)
     return row
+
+
+def function_call_value(head: str, call: str) -> str:
+    """A `function_call` turn as LLaMA-Factory parses it: the thought between its thought words,
+    then the JSON call (no thought: the call alone)."""
+    think = extract_tag(head, "think")
+    if think is None:  # text without <think> tags before the call
+        think = head.strip()
+    if not think:
+        return call
+    return f"{THOUGHT_WORDS[0]}{think}{THOUGHT_WORDS[1]}{call}"
 
 
 def sharegpt_dataset_info(name: str, file_name: str, *, style: Style = "tags") -> dict[str, Any]:
@@ -176,14 +197,16 @@ def sharegpt_dataset_info(name: str, file_name: str, *, style: Style = "tags") -
     }
 
 
-def verl_prompt(question: str, *, system_in_user: bool = True) -> list[dict[str, str]]:
+def verl_prompt(
+    question: str, *, system_in_user: bool = True, task: str | None = None
+) -> list[dict[str, str]]:
     """The student prompt as veRL rows carry it. Search-R1's rollout reads one user message, so by
     default the system prompt leads the user turn, ending like Search-R1's prefix with
-    `Question: <question>` (its answer extractor needs exactly one `<answer>` example in the
-    prompt, which `prompts.AGENT_SYSTEM` has); `system_in_user=False` keeps both messages."""
+    `Question: <question>` (its answer extractor needs exactly one complete `<answer>` tag in the
+    prompt, which each student prompt has); `system_in_user=False` keeps both messages."""
     from masksearch.prompts import render_student_prompt
 
-    msgs = render_student_prompt(question)
+    msgs = render_student_prompt(question, task)
     if not system_in_user:
         return msgs
     system = "\n\n".join(m["content"] for m in msgs if m["role"] == "system")
@@ -221,7 +244,7 @@ def to_verl(
     ramp = task == "ramp"
     return {
         "data_source": data_source or verl_data_source(row),
-        "prompt": verl_prompt(row["question"], system_in_user=system_in_user),
+        "prompt": verl_prompt(row["question"], system_in_user=system_in_user, task=task),
         "ability": "fact-reasoning",
         "reward_model": {
             "style": "rule",

@@ -5,8 +5,10 @@ DAPO, each piece behind a setting:
 - token-level loss: `loss_type: dapo` — a `GRPOConfig` key;
 - overlong filtering: `mask_truncated_completions` — a `GRPOConfig` key (only episodes cut by the
   token budget end without EOS, see `rollout.py`);
-- soft overlong penalty: `dapo.overlong_buffer` > 0 adds TRL's `get_soft_overlong_punishment`
-  reward over the last `overlong_buffer` tokens before `max_completion_length`;
+- soft overlong penalty: `dapo.overlong_buffer` > 0 adds `rewards.make_overlong_penalty`, a ramp to
+  `-dapo.overlong_penalty` over the last `overlong_buffer` tokens before `max_completion_length`,
+  counted over the model's own tokens only (retrieved `<information>` text excluded: TRL's
+  `get_soft_overlong_punishment` counts every completion token, tool turns included);
 - dynamic sampling: `dapo.dynamic_sampling` — groups whose rewards are all equal are dropped and
   refilled with fresh questions inside the rollout (`SearchRollout.run_dynamic`).
 
@@ -29,6 +31,7 @@ from masksearch.training.rlsetup import (
     build_rl_rows,
     load_judge_model,
     make_rollout,
+    make_score_fn,
     resolve_retriever,
 )
 
@@ -49,29 +52,6 @@ def grpo_args(settings: RLSettings) -> Any:
                 f"num_generations ({args.num_generations}), or set dapo.dynamic_sampling: false"
             )
     return args
-
-
-def make_score_fn(reward_funcs: list[Any], weights: list[float]) -> Any:
-    """score(rows, trajectories) → weighted reward sums, as the trainer will compute them."""
-
-    def score(rows: list[dict[str, Any]], trajs: list[Any]) -> list[float]:
-        if not trajs:
-            return []
-        cols = {k: [r.get(k) for r in rows] for k in ("answers", "task", "k", "question")}
-        kwargs = dict(
-            prompts=[r["prompt"] for r in rows],
-            completions=[[{"role": "assistant", "content": ""}] for _ in trajs],
-            completion_ids=[t.completion_ids for t in trajs],
-            trajectory=[t.turns for t in trajs],
-            **cols,
-        )
-        per_func = [f(**kwargs) for f in reward_funcs]
-        return [
-            sum(w * float(fr[i] or 0.0) for w, fr in zip(weights, per_func, strict=True))
-            for i in range(len(trajs))
-        ]
-
-    return score
 
 
 def load_eval_sets(settings: RLSettings) -> dict[str, list[dict[str, Any]]]:
@@ -174,10 +154,22 @@ def train_grpo(
     """Run GRPO/DAPO with search rollouts; returns run stats. `parts` are `build_grpo_trainer`'s
     keyword arguments (questions, model, tokenizer, retriever, rollout, …)."""
     from masksearch.training.modeling import check_trainable_fp32, resolve_resume
+    from masksearch.training.plan import announce, rl_plan
 
     trainer = build_grpo_trainer(settings, **parts)
     args, tokenizer = trainer.args, trainer.processing_class
     check_trainable_fp32(trainer.model)
+    rollout = getattr(trainer, "rollout_func", None)
+    decoding = getattr(rollout, "decoding", None)
+    plan = announce(
+        rl_plan(
+            args,
+            len(trainer.train_dataset),
+            prompt_tokens=_prompt_lengths(tokenizer, trainer.train_dataset),
+            world_size=getattr(args, "world_size", 1),
+            decoding=decoding.to_dict() if decoding is not None else None,
+        )
+    )
     result = trainer.train(
         resume_from_checkpoint=resolve_resume(settings.resume_from_checkpoint, args.output_dir)
     )
@@ -189,6 +181,21 @@ def train_grpo(
         "prompts": len(trainer.train_dataset),
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
+        "planned_steps": plan.optimizer_steps,
     }
     log.info("GRPO done: %s", stats)
     return stats
+
+
+def _prompt_lengths(tokenizer: Any, dataset: Any, sample: int = 64) -> list[int]:
+    """Token counts of (up to `sample`) rendered prompts, for the run plan's token estimate."""
+    from masksearch.training.chat import ChatRenderer
+
+    renderer = ChatRenderer(tokenizer)
+    out = []
+    for i in range(min(sample, len(dataset))):
+        try:
+            out.append(len(renderer.prompt_ids(list(dataset[i]["prompt"]))))
+        except Exception:  # noqa: BLE001 - an estimate only; never stops training
+            return out
+    return out

@@ -110,7 +110,7 @@ class PPOAdapter:
         from transformers import get_scheduler
 
         from masksearch.training.modeling import check_trainable_fp32, lora_config
-        from masksearch.training.rlsetup import make_rollout
+        from masksearch.training.rlsetup import make_rollout, make_score_fn
 
         self.s, self.h, self.args = settings, settings.ppo, settings.args
         args = self.args
@@ -145,6 +145,7 @@ class PPOAdapter:
         self.rollout = rollout or make_rollout(settings, retriever, tokenizer)
         self.reward_funcs = reward_funcs
         self.weights = reward_weights or [1.0] * len(reward_funcs)
+        self._score = make_score_fn(self.reward_funcs, self.weights)
         vm = _value_model(model)
         opt = torch.optim.AdamW(
             [
@@ -198,6 +199,16 @@ class PPOAdapter:
     def _generate(
         self, contexts: list[list[int]], max_new: int, stop: Sequence[str]
     ) -> tuple[list[list[int]], None]:
+        """The policy's turns, at most the rollout's `generate_batch_size` contexts per call."""
+        n = self.rollout.generate_batch_size(self.acc.device)
+        out: list[list[int]] = []
+        for start in range(0, len(contexts), n):
+            out += self._generate_chunk(contexts[start : start + n], max_new, stop)[0]
+        return out, None
+
+    def _generate_chunk(
+        self, contexts: list[list[int]], max_new: int, stop: Sequence[str]
+    ) -> tuple[list[list[int]], None]:
         import contextlib
 
         from transformers.integrations import is_deepspeed_zero3_enabled
@@ -218,9 +229,7 @@ class PPOAdapter:
                 input_ids=ids,
                 attention_mask=attn,
                 max_new_tokens=max_new,
-                do_sample=True,
-                temperature=self.args.temperature,
-                top_p=self.args.top_p,
+                **self.rollout.decoding.hf_generate_kwargs(),
                 stop_strings=list(stop),
                 tokenizer=self.tok,
                 pad_token_id=pad,
@@ -245,22 +254,8 @@ class PPOAdapter:
     # -- one PPO iteration -----------------------------------------------------------------------------
     def step(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         trajs = self.rollout.run([r["prompt"] for r in rows], self._generate, sync=self._sync())
-        cols = {k: [r[k] for r in rows] for k in ("answers", "task", "k", "question")}
-        comps = [[{"role": "assistant", "content": ""}] for _ in trajs]
-        per_func = [
-            f(
-                prompts=[r["prompt"] for r in rows],
-                completions=comps,
-                completion_ids=[t.completion_ids for t in trajs],
-                trajectory=[t.turns for t in trajs],
-                **cols,
-            )
-            for f in self.reward_funcs
-        ]
-        scores = [
-            sum(w * float(fr[i] or 0.0) for w, fr in zip(self.weights, per_func, strict=True))
-            for i in range(len(rows))
-        ]
+        # the reward columns GRPO's dynamic sampling builds (env_mask/model_tokens included)
+        scores = self._score(rows, trajs)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         seqs = [t.prompt_ids + t.completion_ids for t in trajs]
         width = max(len(s) for s in seqs)
@@ -368,6 +363,17 @@ class PPOAdapter:
         if not self.s.curriculum.enabled:
             rows = random.Random(args.seed).sample(rows, len(rows))
         rank, world = self.acc.process_index, self.acc.num_processes
+        from masksearch.training.plan import announce, rl_plan
+
+        announce(
+            rl_plan(
+                args,
+                len(rows),
+                world_size=world,
+                kind="ppo",
+                decoding=self.rollout.decoding.to_dict(),
+            )
+        )
         start = self.resume(resume)
         if self.acc.log_with:
             self.acc.init_trackers("masksearch-ppo", config={"learning_rate": args.learning_rate})

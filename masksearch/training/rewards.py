@@ -3,9 +3,19 @@
 Columns read from the dataset: `answers` (gold spans for RAMP, aliases for QA), `task` ("ramp" |
 "qa") and `k`. When the rollout passes `trajectory` (the completion as messages, tool turns
 included) it is used instead of the decoded completion text. The answer is
-`masksearch.tagformat.final_answer` (last complete `<answer>` the model wrote; none scores 0) and
-every metric, the notion of "correct" and the judge verdict come from `masksearch.scoring`;
-nothing is re-implemented here.
+`answer_of`: `masksearch.tagformat.final_answer` (last complete `<answer>` the model wrote; none
+scores 0), and a copy of an answer the student prompt shows is no answer
+(`masksearch.scoring.is_prompt_example`). Every metric, the notion of "correct" and the judge
+verdict come from `masksearch.scoring`; nothing is re-implemented here.
+
+`hybrid_score` is THE project reward of one response (answer score × length factor, plus a
+format term); the TRL `hybrid` reward and veRL's `masksearch.training.verl_reward.compute_score`
+both call it, so a run on either trainer optimises the same thing. Its default answer score is
+`span`: for RAMP the strict span rule with partial credit (`scoring.span_score`: spans filled in
+order, extra parts cost credit), for QA token recall.
+
+`make_overlong_penalty` is DAPO's soft overlong penalty counted over the model's own tokens only
+(the rollout's `env_mask` 1 tokens): retrieved `<information>` text and template glue never count.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ from masksearch.scoring import (
     exact_match,
     f1,
     gold_text,
+    is_prompt_example,
     mask_recall,
     normalize_answer,
+    span_score,
     token_recall,
 )
 from masksearch.tagformat import check_format, final_answer
@@ -56,11 +68,26 @@ def _rows(
 # -- single-sample scores (pure) ------------------------------------------------------------
 
 
+def answer_of(completion: Any) -> str | None:
+    """The answer a response gives: its final `<answer>`, None when it has none or only copies a
+    prompt example (`scoring.is_prompt_example`)."""
+    answer = final_answer(completion)
+    return None if answer is None or is_prompt_example(answer) else answer
+
+
 def answer_recall(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
     """RAMP: token recall of all masked spans jointly; QA: token recall, max over aliases."""
     if not answer:
         return 0.0
     return mask_recall(answer, gold) if ramp else token_recall(answer, gold)
+
+
+def answer_span(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
+    """RAMP: the strict span rule with partial credit (`scoring.span_score`: order matters, extra
+    parts cost credit); QA: token recall, max over aliases."""
+    if not answer:
+        return 0.0
+    return span_score(answer, gold) if ramp else token_recall(answer, gold)
 
 
 def answer_em(answer: str | None, gold: Sequence[str], ramp: bool) -> float:
@@ -96,6 +123,7 @@ def length_factor(
 
 
 SCORERS: dict[str, Callable[[str | None, Sequence[str], bool], float]] = {
+    "span": answer_span,
     "recall": answer_recall,
     "em": answer_em,
     "f1": answer_f1,
@@ -114,7 +142,7 @@ def _answer_reward(
     def reward(
         prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
     ) -> list[float]:
-        return [score(final_answer(c), g, r) for c, g, r in _rows(completions, kwargs)]
+        return [score(answer_of(c), g, r) for c, g, r in _rows(completions, kwargs)]
 
     reward.__name__ = reward.__qualname__ = name  # TRL logs each reward under its name
     reward.__doc__ = doc
@@ -161,7 +189,7 @@ def length_penalty_reward(
 ) -> list[float]:
     """0 for answers within budget, down to -1 for answers far longer than the gold spans."""
     return [
-        length_factor(final_answer(c), g, r, max_ratio=max_ratio, slack=slack) - 1.0
+        length_factor(answer_of(c), g, r, max_ratio=max_ratio, slack=slack) - 1.0
         for c, g, r in _rows(completions, kwargs)
     ]
 
@@ -209,7 +237,7 @@ def make_judge_reward(
         out = [0.0] * len(completions)
         todo: list[tuple[int, tuple[str, str, str], str]] = []
         for i, (comp, gold, ramp) in enumerate(_rows(completions, kwargs)):
-            answer = final_answer(comp)
+            answer = answer_of(comp)
             if not answer:
                 continue
             gold_str = gold_text(gold, "ramp" if ramp else "qa")
@@ -239,47 +267,104 @@ def make_judge_reward(
     return judge_reward
 
 
-def make_hybrid_reward(
+DEFAULT_ANSWER_METRIC = "span"
+
+
+def hybrid_score(
+    completion: Any,
+    gold: Sequence[str],
+    ramp: bool,
     *,
-    answer_metric: str = "recall",
+    answer_metric: str = DEFAULT_ANSWER_METRIC,
     format_weight: float = 0.2,
     length_penalty: bool = True,
     max_ratio: float = 2.0,
     slack: int = 2,
-    judge: RewardFn | None = None,
-) -> RewardFn:
-    """`(1 - w) * score * length_factor + w * format`, the answer score from `answer_metric`
-    (recall | em | f1 | correct | judge). With w = 0.2 this gives Search-R1 v0.3's table: correct+valid 1,
-    correct+invalid 0.8, wrong+valid 0.2, wrong+invalid 0."""
+    score: float | None = None,
+) -> float:
+    """THE reward of one response: `(1 - w) * score * length_factor + w * format`. `score` is the
+    answer score by `answer_metric` unless given (a judge's verdict); `format` is 1 for a valid
+    think→(search→information→think)*→answer trajectory (`tagformat.check_format`)."""
+    answer = answer_of(completion)
+    if score is None:
+        score = SCORERS[answer_metric](answer, gold, ramp)
+    lf = (
+        length_factor(answer, gold, ramp, max_ratio=max_ratio, slack=slack)
+        if length_penalty
+        else 1.0
+    )
+    fmt = 1.0 if check_format(completion)[0] else 0.0
+    return (1.0 - format_weight) * score * lf + format_weight * fmt
+
+
+def check_hybrid_settings(answer_metric: str, format_weight: float, *, judge: bool = False) -> None:
     if not 0.0 <= format_weight <= 1.0:
         raise ValueError("format_weight must be in [0, 1]")
-    if answer_metric == "judge" and judge is None:
+    if answer_metric == "judge" and not judge:
         raise ValueError("answer_metric='judge' needs a judge reward (make_judge_reward)")
     if answer_metric not in SCORERS and answer_metric != "judge":
         raise ValueError(
             f"unknown answer_metric {answer_metric!r}; choose {sorted(SCORERS)} or judge"
         )
 
+
+def make_hybrid_reward(
+    *,
+    answer_metric: str = DEFAULT_ANSWER_METRIC,
+    format_weight: float = 0.2,
+    length_penalty: bool = True,
+    max_ratio: float = 2.0,
+    slack: int = 2,
+    judge: RewardFn | None = None,
+) -> RewardFn:
+    """`hybrid_score` as a TRL reward, the answer score from `answer_metric` (span | recall | em |
+    f1 | correct | judge). With w = 0.2 this gives Search-R1 v0.3's table: correct+valid 1,
+    correct+invalid 0.8, wrong+valid 0.2, wrong+invalid 0."""
+    check_hybrid_settings(answer_metric, format_weight, judge=judge is not None)
+    settings = dict(
+        answer_metric=answer_metric if answer_metric != "judge" else DEFAULT_ANSWER_METRIC,
+        format_weight=format_weight,
+        length_penalty=length_penalty,
+        max_ratio=max_ratio,
+        slack=slack,
+    )
+
     def hybrid_reward(
         prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
     ) -> list[float]:
         rows = list(_rows(completions, kwargs))
+        scores: list[float | None] = [None] * len(rows)
         if judge is not None and answer_metric == "judge":
-            scores = judge(prompts=prompts, completions=completions, **kwargs)
-        else:
-            scores = [SCORERS[answer_metric](final_answer(c), g, r) for c, g, r in rows]
-        out = []
-        for (comp, gold, ramp), score in zip(rows, scores, strict=True):
-            lf = (
-                length_factor(final_answer(comp), gold, ramp, max_ratio=max_ratio, slack=slack)
-                if length_penalty
-                else 1.0
-            )
-            fmt = 1.0 if check_format(comp)[0] else 0.0
-            out.append((1.0 - format_weight) * score * lf + format_weight * fmt)
-        return out
+            scores = list(judge(prompts=prompts, completions=completions, **kwargs))
+        return [
+            hybrid_score(comp, gold, ramp, score=score, **settings)  # type: ignore[arg-type]
+            for (comp, gold, ramp), score in zip(rows, scores, strict=True)
+        ]
 
     return hybrid_reward
+
+
+def make_overlong_penalty(max_tokens: int, buffer: int, penalty: float = 1.0) -> RewardFn:
+    """DAPO's soft overlong penalty over the MODEL's tokens: 0 up to `max_tokens - buffer`, then
+    linear down to `-penalty` at `max_tokens`, `-penalty` beyond. The count is the rollout's
+    `model_tokens` column (or the `env_mask` 1 tokens): retrieved `<information>` text and the
+    template glue around it never count, so searching more is not punished as if the model had
+    written the passages. Without either column every completion token counts (no tool turns)."""
+    if buffer <= 0 or buffer > max_tokens:
+        raise ValueError("overlong buffer must be in [1, max_tokens]")
+    start = max_tokens - buffer
+
+    def overlong_penalty(
+        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any
+    ) -> list[float]:
+        counts = kwargs.get("model_tokens")
+        if counts is None and kwargs.get("env_mask") is not None:
+            counts = [sum(int(x) for x in m) for m in kwargs["env_mask"]]
+        if counts is None:
+            counts = [len(ids) for ids in kwargs.get("completion_ids") or []]
+        return [0.0 if n <= start else -penalty * min(1.0, (n - start) / buffer) for n in counts]
+
+    return overlong_penalty
 
 
 REWARDS: dict[str, RewardFn] = {

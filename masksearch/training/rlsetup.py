@@ -13,6 +13,7 @@ __all__ = [
     "build_rl_rows",
     "load_judge_model",
     "make_rollout",
+    "make_score_fn",
     "resolve_retriever",
 ]
 
@@ -24,7 +25,7 @@ def build_rl_rows(questions: list[dict[str, Any]], settings: RLSettings) -> list
 
     rows = [
         {
-            "prompt": render_student_prompt(q["question"]),
+            "prompt": render_student_prompt(q["question"], q.get("task")),
             "question": q["question"],
             "answers": list(q["answers"]),
             "task": q.get("task", "ramp"),
@@ -45,6 +46,7 @@ def make_rollout(
     rows: list[dict[str, Any]] | None = None,
     cls: type | None = None,
 ) -> Any:
+    from masksearch.student import Decoding
     from masksearch.training.rollout import SearchRollout
 
     args = settings.args
@@ -56,8 +58,8 @@ def make_rollout(
         max_turn_tokens=settings.max_turn_tokens,
         max_obs_tokens=settings.max_obs_tokens,
         max_completion_length=args.max_completion_length,
-        temperature=args.temperature,
-        top_p=args.top_p,
+        decoding=Decoding.from_trl_args(args),
+        rollout_batch_size=settings.rollout_batch_size,
         tool_role=settings.tool_role,
         max_passages=settings.max_passages,
         num_generations=args.num_generations,
@@ -70,8 +72,9 @@ def make_rollout(
 
 def build_rewards(settings: RLSettings, judge_model: Any = None) -> tuple[list[Any], list[float]]:
     """Reward functions and their weights: the configured rewards, plus DAPO's soft overlong
-    penalty (TRL's `get_soft_overlong_punishment`) when `dapo.overlong_buffer` > 0."""
-    from masksearch.training.rewards import build_reward_funcs
+    penalty over the model's own tokens (`rewards.make_overlong_penalty`) when
+    `dapo.overlong_buffer` > 0."""
+    from masksearch.training.rewards import build_reward_funcs, make_overlong_penalty
 
     funcs = build_reward_funcs(
         settings.rewards,
@@ -81,11 +84,11 @@ def build_rewards(settings: RLSettings, judge_model: Any = None) -> tuple[list[A
         judge_batch_size=settings.judge_batch_size,
     )
     if settings.dapo.overlong_buffer > 0:
-        from trl.rewards import get_soft_overlong_punishment
-
         funcs.append(
-            get_soft_overlong_punishment(
-                settings.args.max_completion_length, settings.dapo.overlong_buffer
+            make_overlong_penalty(
+                settings.args.max_completion_length,
+                settings.dapo.overlong_buffer,
+                settings.dapo.overlong_penalty,
             )
         )
     weights = list(settings.args.reward_weights or [1.0] * len(funcs))
@@ -116,3 +119,28 @@ def load_judge_model(settings: RLSettings, judge_model: Any = None) -> Any:
 
         judge_model = load_chat_model(settings.judge_model)
     return judge_model
+
+
+def make_score_fn(reward_funcs: list[Any], weights: list[float]) -> Any:
+    """score(rows, trajectories) → weighted reward sums, as the trainer will compute them."""
+
+    def score(rows: list[dict[str, Any]], trajs: list[Any]) -> list[float]:
+        if not trajs:
+            return []
+        cols = {k: [r.get(k) for r in rows] for k in ("answers", "task", "k", "question")}
+        kwargs = dict(
+            prompts=[r["prompt"] for r in rows],
+            completions=[[{"role": "assistant", "content": ""}] for _ in trajs],
+            completion_ids=[t.completion_ids for t in trajs],
+            env_mask=[t.env_mask for t in trajs],
+            model_tokens=[t.model_tokens for t in trajs],
+            trajectory=[t.turns for t in trajs],
+            **cols,
+        )
+        per_func = [f(**kwargs) for f in reward_funcs]
+        return [
+            sum(w * float(fr[i] or 0.0) for w, fr in zip(weights, per_func, strict=True))
+            for i in range(len(trajs))
+        ]
+
+    return score

@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from masksearch.prompts import format_docs, information_block
-from masksearch.student import FORCE_STOP, STOP_STRINGS, student_step
+from masksearch.student import Decoding, student_step
 from masksearch.training.chat import ChatRenderer
 
 log = logging.getLogger(__name__)
 
 # generate(contexts, max_new_tokens, stop_strings) -> (new token ids, their logprobs or None)
 GenerateFn = Callable[[list[list[int]], int, Sequence[str]], tuple[list[list[int]], Any]]
+# HF `generate` calls on CPU take at most this many contexts unless `rollout_batch_size` says
+CPU_ROLLOUT_BATCH = 4
 # score(rows, trajectories) -> one reward per trajectory (the trainer's reward functions, weighted)
 ScoreFn = Callable[[list[dict[str, Any]], list["Trajectory"]], list[float]]
 
@@ -48,6 +50,11 @@ class Trajectory:
     turn: int = 0
     status: str = "running"  # answered | max_turns | truncated
     forced: bool = False  # the next generation is the forced answer
+
+    @property
+    def model_tokens(self) -> int:
+        """Tokens the policy generated (`env_mask` 1): what DAPO's overlong penalty counts."""
+        return sum(self.env_mask)
 
     @property
     def context(self) -> list[int]:
@@ -74,8 +81,8 @@ class SearchRollout:
         max_turn_tokens: int = 500,
         max_obs_tokens: int = 500,
         max_completion_length: int = 2048,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
+        decoding: Decoding | None = None,
+        rollout_batch_size: int | None = None,
         tool_role: str = "user",
         max_passages: int | None = None,
         generate_fn: GenerateFn | None = None,
@@ -91,7 +98,9 @@ class SearchRollout:
         self.max_passages = max_passages or 2 * topk  # the graph's default cap after merging
         self.max_turn_tokens, self.max_obs_tokens = max_turn_tokens, max_obs_tokens
         self.max_completion_length = max_completion_length
-        self.temperature, self.top_p = temperature, top_p
+        self.decoding = decoding or Decoding()  # sampling values + stop strings (student.Decoding)
+        # contexts per HF `generate` call: its KV cache and (on CPU) attention scores grow with it
+        self.rollout_batch_size = rollout_batch_size
         self.generate_fn = generate_fn
         self.eos_id = tokenizer.eos_token_id
         # DAPO dynamic sampling (on when a score function is given)
@@ -127,6 +136,7 @@ class SearchRollout:
             "num_searches": [t.searches for t in trajs],
             "rollout_status": [t.status for t in trajs],
             "completion_tokens": [len(t.completion_ids) for t in trajs],
+            "model_tokens": [t.model_tokens for t in trajs],
         }
         if rows is not None:  # refilled groups carry their own gold columns to the rewards
             for key in ("question", "answers", "task", "k", "id"):
@@ -173,7 +183,7 @@ class SearchRollout:
                 ]
                 if not group and sync is None:
                     continue
-                stop = FORCE_STOP if forced else STOP_STRINGS
+                stop = self.decoding.force_stop if forced else self.decoding.stop
                 contexts = [t.context for t, _ in group] or [self._dummy_ids]  # lockstep filler
                 room = min(self.max_turn_tokens, max((b for _, b in group), default=1))
                 new, logprobs = generate(contexts, max(1, room), stop)
@@ -199,7 +209,7 @@ class SearchRollout:
         text = step.text.strip()
         if (
             not ended
-            and not raw.rstrip().endswith(STOP_STRINGS)
+            and not raw.rstrip().endswith((*self.decoding.stop, *self.decoding.force_stop))
             and step.kind in ("answer", "search")
         ):
             # cut by a token limit inside an open tag: `student_step` would re-close it as if a
@@ -391,6 +401,7 @@ class SearchRollout:
             engine.max_completion_length = max_new_tokens
             engine.generation_kwargs = {
                 **(saved[1] or {}),
+                **self.decoding.vllm_sampling_kwargs(),
                 "stop": list(stop),
                 "include_stop_str_in_output": True,
             }
@@ -405,13 +416,21 @@ class SearchRollout:
 
         return generate
 
+    def generate_batch_size(self, device: Any) -> int:
+        """Contexts per HF `generate` call: `rollout_batch_size`, else all of them on a GPU and
+        `CPU_ROLLOUT_BATCH` on CPU, where attention over a padded batch materialises every
+        layer's (batch × heads × length²) fp32 scores (benchmarks/rl_memory.py)."""
+        if self.rollout_batch_size:
+            return int(self.rollout_batch_size)
+        return CPU_ROLLOUT_BATCH if getattr(device, "type", "cpu") == "cpu" else 1 << 30
+
     def _hf_generate(self, trainer: Any) -> GenerateFn:
         import torch
         from trl.models import unwrap_model_for_generation
 
-        def generate(
+        def generate_chunk(
             contexts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
-        ) -> tuple[list[list[int]], None]:
+        ) -> list[list[int]]:
             device = trainer.accelerator.device
             width = max(len(c) for c in contexts)
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_id
@@ -431,15 +450,22 @@ class SearchRollout:
                     input_ids=ids,
                     attention_mask=mask,
                     max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    temperature=self.temperature,
-                    top_p=self.top_p,
+                    **self.decoding.hf_generate_kwargs(),
                     stop_strings=list(stop),
                     tokenizer=self.tok,
                     pad_token_id=pad,
                     eos_token_id=self.eos_id,
                 )
-            return [row.tolist() for row in out[:, width:]], None
+            return [row.tolist() for row in out[:, width:]]
+
+        def generate(
+            contexts: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+        ) -> tuple[list[list[int]], None]:
+            n = self.generate_batch_size(trainer.accelerator.device)
+            out: list[list[int]] = []
+            for start in range(0, len(contexts), n):
+                out += generate_chunk(contexts[start : start + n], max_new_tokens, stop)
+            return out, None
 
         return generate
 

@@ -72,6 +72,7 @@ def train_sft(
         lora_config,
         resolve_resume,
     )
+    from masksearch.training.plan import announce, sft_plan
 
     log.info("%s", device_summary())
     if records is None:
@@ -106,6 +107,14 @@ def train_sft(
         callbacks=callbacks,
     )
     check_trainable_fp32(trainer.model)
+    plan = announce(
+        sft_plan(
+            args,
+            [len(r["input_ids"]) for r in rows],
+            label_counts=[sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows],
+            world_size=getattr(args, "world_size", 1),
+        )
+    )
     result = trainer.train(
         resume_from_checkpoint=resolve_resume(settings.resume_from_checkpoint, args.output_dir)
     )
@@ -117,6 +126,7 @@ def train_sft(
         "examples": len(rows),
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
+        "planned_steps": plan.optimizer_steps,
         "label_tokens": sum(sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows),
     }
     log.info("SFT done: %s", stats)
