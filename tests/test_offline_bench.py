@@ -236,7 +236,9 @@ def test_build_offline_bench_writes_everything_and_resumes(tmp_path):
     assert nq_rows["nq_open-0"]["metadata"]["answerable"] is True  # "Charles Darwin"
     assert nq_rows["nq_open-1"]["metadata"]["answerable"] is True  # "1945"
     assert nq_rows["nq_open-3"]["metadata"]["answerable"] is False
-    assert m["datasets"]["nq_open"] == {"n": 4, "answerable": 2}
+    assert m["datasets"]["nq_open"] == {"n": 4, "answerable": 2, "retrievable_top5": 2}
+    assert nq_rows["nq_open-0"]["metadata"]["retrievable_top5"] is True
+    assert nq_rows["nq_open-3"]["metadata"]["retrievable_top5"] is False
     assert (out / "index" / "manifest.json").is_file()
     assert set(m["articles"]["train"]) | set(m["articles"]["test"]) == {
         "Harvard_University",

