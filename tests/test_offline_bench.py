@@ -332,3 +332,15 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
     assert bootstrap_ci(vals) == (lo, hi)
     assert bootstrap_ci([]) is None
     assert bootstrap_ci([1.0, 1.0]) == (100.0, 100.0)
+
+
+def test_run_json_counts_answerable_questions_only_when_all_say():
+    from masksearch.eval.cli_run import answerable_count
+
+    def item(flag):
+        meta = {} if flag is None else {"answerable": flag}
+        return EvalItem("i", "q", ["a"], "d", meta)
+
+    assert answerable_count([item(True), item(False), item(True)]) == {"answerable": 2}
+    assert answerable_count([item(True), item(None)]) == {}
+    assert answerable_count([]) == {}
