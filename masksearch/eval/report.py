@@ -198,6 +198,58 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary:
     return Summary(infos_sorted, column_order(datasets), cells)
 
 
+def answerable_subset(rows: Iterable[Mapping[str, Any]]) -> Summary | None:
+    """The summary over the questions whose gold answer occurs in the corpus (rows with
+    `answerable: true`); None when no row says (benchmarks without that flag)."""
+    rows = list(rows)
+    if not any(isinstance(r.get("answerable"), bool) for r in rows):
+        return None
+    kept = [r for r in rows if r.get("answerable") is True]
+    return summarize(kept) if kept else None
+
+
+def render_subset(s: Summary) -> str:
+    """summary.md's answerable-subset section (the same tables over the answerable questions)."""
+    parts = [
+        "# Answerable subset",
+        "",
+        "The same scores over the questions whose gold answer occurs in the retrieval corpus "
+        "(`metadata.answerable`); datasets without that flag are left out.",
+        "",
+    ]
+    for metric in s.metrics():
+        title = METRIC_TITLES.get(metric, metric)
+        parts += [f"## {title}, answerable subset", "", markdown_table(s, metric), ""]
+    parts += ["## Answerable questions per cell", ""]
+    head = [*s.head(), *(display_name(d) for d in s.datasets)]
+    parts += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r, first in _grouped_rows(s):
+        cells = [
+            str(c["n"]) if (c := s.cells.get(((r.label, r.method), d))) else "–" for d in s.datasets
+        ]
+        parts.append("| " + " | ".join([*s.row_cells(r, first_of_group=first), *cells]) + " |")
+    parts.append("")
+    return "\n".join(parts)
+
+
+def bootstrap_ci(
+    values: Iterable[float], *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean ×100 (None for no values). Seeded: the same
+    values always give the same interval."""
+    import random
+
+    vals = [float(v) for v in values]
+    if not vals:
+        return None
+    rng = random.Random(seed)
+    n = len(vals)
+    means = sorted(sum(rng.choices(vals, k=n)) / n for _ in range(resamples))
+    lo = means[int((1 - level) / 2 * resamples)]
+    hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    return 100.0 * lo, 100.0 * hi
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
@@ -342,9 +394,12 @@ def write_report(out_dir: str | Path, *, chart_metric: str = "recall") -> dict[s
             field="--chart-metric",
         )
     expected = _expected_sizes(out_dir)
+    subset = answerable_subset(rows.values())
     written = {"markdown": out_dir / "summary.md"}
     with atomic_write(written["markdown"]) as fh:
         fh.write(render_markdown(s, expected))
+        if subset is not None:
+            fh.write(render_subset(subset))
     for metric in s.metrics():
         p = out_dir / f"table_{metric}.csv"
         with atomic_write(p) as fh:
@@ -366,6 +421,27 @@ def write_report(out_dir: str | Path, *, chart_metric: str = "recall") -> dict[s
                                 r.label,
                                 r.method,
                                 d,
+                                metric,
+                                f"{cell[metric]:.4f}",
+                                cell["n"],
+                                cell["failed"],
+                            ]
+                        )
+        sub_rows = subset.rows if subset is not None else []
+        for r in sub_rows:  # dataset "NAME:answerable"
+            assert subset is not None
+            for d in subset.datasets:
+                sub_cell = subset.cells.get(((r.label, r.method), d))
+                if sub_cell is None:
+                    continue
+                cell = sub_cell
+                for metric in subset.metrics():
+                    if metric in cell:
+                        w.writerow(
+                            [
+                                r.label,
+                                r.method,
+                                f"{d}:answerable",
                                 metric,
                                 f"{cell[metric]:.4f}",
                                 cell["n"],

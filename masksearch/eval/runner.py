@@ -123,6 +123,8 @@ def result_row(
         "config": variant.fingerprint,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if isinstance(item.metadata.get("answerable"), bool):  # the answerable-subset tables
+        row["answerable"] = item.metadata["answerable"]
     if save_messages and out.messages is not None:
         row["messages"] = out.messages
     if save_messages and getattr(out, "calls", None) is not None:

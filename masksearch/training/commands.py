@@ -58,7 +58,13 @@ def train_sft_cmd(
         str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Base model: hub id or local directory.")
+        str | None,
+        typer.Option(
+            "--model",
+            help="Base model: hub id, local directory, or an embedded model "
+            "(local:smollm2-135m, local:qwen2.5-coder-0.5b, local:default), converted once to a "
+            "cached HF checkpoint.",
+        ),
     ] = None,
     all_records: Annotated[
         bool, typer.Option("--all", help="Also train on records the judge rejected.")
@@ -108,7 +114,11 @@ def train_rl_cmd(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Policy: hub id or local directory (e.g. an SFT run)."),
+        typer.Option(
+            "--model",
+            help="Policy: hub id, local directory (e.g. an SFT run) or an embedded model "
+            "(local:smollm2-135m).",
+        ),
     ] = None,
     retriever: Annotated[
         str | None, typer.Option("--retriever", help="Retriever spec, e.g. bm25:indexes/wiki.")
@@ -156,6 +166,27 @@ def train_rl_cmd(
     else:
         raise typer.BadParameter(f"unknown algorithm {settings.algorithm!r} (grpo or ppo)")
     typer.echo(f"done: {stats}")
+
+
+@train_app.command("export-gguf")
+def export_gguf_cmd(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A trained output dir (full checkpoint or LoRA adapter).")
+    ],
+    base: Annotated[
+        str,
+        typer.Option(
+            "--base", help="The base GGUF whose metadata/tokenizer is kept: local:<name> or a file."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The student .gguf to write.")],
+    qtype: Annotated[str, typer.Option("--type", help="q8_0 (default), f16 or f32.")] = "q8_0",
+) -> None:
+    """Write a trained student as GGUF (served by `local:<file.gguf>` on llama.cpp)."""
+    from masksearch.models.students import write_student_gguf
+
+    path = write_student_gguf(checkpoint, base, out, qtype=qtype)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); serve it as local:{path}")
 
 
 def export_cmd(

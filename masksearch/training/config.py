@@ -64,7 +64,7 @@ class CurriculumSettings:
 
 @dataclass
 class ModelSettings:
-    model: str = ""  # hub id or local directory
+    model: str = ""  # hub id, local directory, or an embedded model (local:smollm2-135m)
     tokenizer: str | None = None  # defaults to `model`
     gguf_file: str | None = None  # load weights/tokenizer from a GGUF file inside `model`
     chat_template: str | None = None  # override the tokenizer's template (Jinja string or file)

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 def load_tokenizer(settings: ModelSettings) -> Any:
     from transformers import AutoTokenizer
 
-    name = settings.tokenizer or settings.model
+    from masksearch.models.students import resolve_base
+
+    name = resolve_base(settings.tokenizer or settings.model)
     kwargs = {"gguf_file": settings.gguf_file} if settings.gguf_file else {}
     try:
         tok = AutoTokenizer.from_pretrained(name, **kwargs)
@@ -54,12 +56,14 @@ def load_model(settings: ModelSettings, *, lora: LoraSettings | None = None) -> 
         kwargs["gguf_file"] = settings.gguf_file
     if settings.attn_implementation:
         kwargs["attn_implementation"] = settings.attn_implementation
-    try:
-        model: Any = AutoModelForCausalLM.from_pretrained(settings.model, **kwargs)
+    from masksearch.models.students import clear_quantizer, resolve_base
+
+    try:  # an embedded model name (local:smollm2-135m) trains from its cached HF checkpoint
+        model: Any = AutoModelForCausalLM.from_pretrained(resolve_base(settings.model), **kwargs)
     except OSError as e:
         raise ConfigError(f"cannot load model {settings.model!r}: {e}") from None
     if settings.gguf_file:
-        model.hf_quantizer = None  # dequantized GGUF weights are plain tensors; allow saving
+        clear_quantizer(model)  # dequantized GGUF weights are plain tensors; allow saving
     return model
 
 

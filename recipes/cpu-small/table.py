@@ -1,0 +1,217 @@
+"""docs/results.md for the cpu-small recipe: the paper-layout table with sample sizes and
+bootstrap 95 % intervals, the held-out RAMP accuracy per k, the diagnostics that explain a row
+(format failures, searches per question), the commit and the exact commands that ran.
+
+    python recipes/cpu-small/table.py --work runs/cpu-small --out docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from masksearch.eval.report import bootstrap_ci  # noqa: E402
+
+# table columns: (title, datasets whose rows count, answerable only)
+COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("SQuAD test", ("squad_test",), False),
+    ("SQuAD test, answerable", ("squad_test",), True),
+    ("NQ-open", ("nq_open",), False),
+    ("NQ-open, answerable", ("nq_open", "nq_open_answerable"), True),
+)
+ROWS = (  # (title, method, pre-train, post-train) in the paper's order
+    ("RAG-PE", "rag-pe", None, None),
+    ("Agent-PE", "agent-pe", None, None),
+    ("Untrained agent (base, MaskSearch format)", "masksearch", None, None),
+    ("Distilled Search-R1 (QA-SFT)", "masksearch", None, "SFT"),
+    ("MaskSearch SFT/SFT", "masksearch", "SFT", "SFT"),
+    ("MaskSearch RL/RL", "masksearch", "RL", "RL"),
+)
+
+
+def _stage(v: Any) -> str | None:
+    return str(v) if v not in (None, "", "-", "–") else None
+
+
+def cell(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[int, float | None, Any]:
+    vals = [float((r.get("scores") or {}).get(metric) or 0.0) for r in rows]
+    if not vals:
+        return 0, None, None
+    return len(vals), 100.0 * sum(vals) / len(vals), bootstrap_ci(vals)
+
+
+def select(rows: Iterable[Mapping[str, Any]], method: str, pre: Any, post: Any) -> list[dict]:
+    return [
+        dict(r)
+        for r in rows
+        if r.get("method") == method
+        and _stage(r.get("pre_train")) == pre
+        and _stage(r.get("post_train")) == post
+    ]
+
+
+def column_rows(rows: list[dict], datasets: tuple[str, ...], answerable: bool) -> list[dict]:
+    out = [r for r in rows if r.get("dataset") in datasets]
+    if answerable:
+        out = [r for r in out if r.get("answerable") is True]
+    else:  # the full-distribution column: the random sample only
+        out = [r for r in out if r.get("dataset") == datasets[0]]
+    return out
+
+
+def fmt(n: int, mean: float | None, ci: Any) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.1f} [{ci[0]:.1f}, {ci[1]:.1f}] (n={n})"
+
+
+def results_table(rows: list[dict], metric: str) -> str:
+    head = ["Method", "Pre-train", "Post-train", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(COLUMNS)]
+    for title, method, pre, post in ROWS:
+        mine = select(rows, method, pre, post)
+        if not mine:
+            continue
+        cells = [fmt(*cell(column_rows(mine, ds, ans), metric)) for _, ds, ans in COLUMNS]
+        lines.append(f"| {title} | {pre or '–'} | {post or '–'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def diagnostics(rows: list[dict]) -> str:
+    lines = [
+        "| Method | Pre-train | Post-train | questions | no answer (%) | failed | searches / question "
+        "| turns / question | mean latency (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for title, method, pre, post in ROWS:
+        mine = select(rows, method, pre, post)
+        if not mine:
+            continue
+        n = len(mine)
+        no_answer = sum(1 for r in mine if not (r.get("prediction") or "").strip())
+        failed = sum(1 for r in mine if r.get("status") == "failed")
+        searches = sum(int(r.get("search_calls") or 0) for r in mine) / n
+        turns = sum(int(r.get("turns") or 0) for r in mine) / n
+        latency = sum(float(r.get("latency_s") or 0) for r in mine) / n
+        lines.append(
+            f"| {title} | {pre or '–'} | {post or '–'} | {n} | {100 * no_answer / n:.1f} | "
+            f"{failed} | {searches:.2f} | {turns:.2f} | {latency:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def ramp_table(work: Path) -> str:
+    from masksearch.training.data import iter_training_records, record_k
+
+    lines = [
+        "| Student | examples | accepted [95 % CI] | k=1 | k=2 | k=3 | k=4 | no answer |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("base", "qa-sft", "ramp-qa-sft", "ramp-qa-rl"):
+        store = work / "ramp-heldout" / f"{name}.sqlite"
+        if not store.is_file():
+            continue
+        recs = list(iter_training_records(store, accepted_only=False))
+        if not recs:
+            continue
+        acc = [1.0 if r["accepted"] else 0.0 for r in recs]
+        ci = bootstrap_ci(acc)
+        per_k = []
+        for k in (1, 2, 3, 4):
+            ks = [a for a, r in zip(acc, recs, strict=True) if record_k(r) == k]
+            per_k.append(f"{100 * sum(ks) / len(ks):.0f} ({len(ks)})" if ks else "–")
+        no_answer = sum(1 for r in recs if not r["final_answer"].strip())
+        lines.append(
+            f"| {name} | {len(recs)} | {100 * sum(acc) / len(acc):.1f} "
+            f"[{ci[0]:.1f}, {ci[1]:.1f}] | " + " | ".join(per_k) + f" | {no_answer} |"
+        )
+    return "\n".join(lines)
+
+
+def commands(work: Path) -> str:
+    lines = []
+    for mark in sorted((work / "stages").glob("*.done"), key=lambda p: p.stat().st_mtime):
+        done = json.loads(mark.read_text(encoding="utf-8"))
+        lines.append(f"{done['command']}    # {done.get('seconds', '?')} s")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render(work: Path) -> str:
+    from masksearch.eval.runner import read_results
+
+    rows = [dict(r) for r in read_results(work / "eval").values()]
+    bench = json.loads((work / "bench" / "manifest.json").read_text(encoding="utf-8"))
+    parts = [
+        "# Results: MaskSearch at small scale on a CPU box",
+        "",
+        "Produced by `bash recipes/cpu-small/run.sh` (see `recipes/cpu-small/README.md`); every row "
+        f"on the same base model, SmolLM2-135M-Instruct. Commit `{commit()}`.",
+        "",
+        "Cells: mean ×100 [bootstrap 95 % interval] (n = questions). Retriever: BM25 over the "
+        f"offline eval corpus ({bench['corpus']['passages']} passages: the embedded Wikipedia "
+        "summaries and the SQuAD paragraphs). SQuAD test = the test side of the split by article; "
+        "NQ-open = a seeded random sample of the dev set; the answerable columns keep the "
+        "questions whose gold answer occurs in the corpus.",
+        "",
+        "## Token-level recall (the paper's metric)",
+        "",
+        results_table(rows, "recall"),
+        "",
+        "## Token F1",
+        "",
+        results_table(rows, "f1"),
+        "",
+        "## Exact match",
+        "",
+        results_table(rows, "em"),
+        "",
+        "## Held-out RAMP (masked passages no student trained on): accepted share, per k",
+        "",
+        ramp_table(work),
+        "",
+        "## Diagnostics (all evaluated questions)",
+        "",
+        diagnostics(rows),
+        "",
+        "## Commands that produced this table",
+        "",
+        "```",
+        commands(work),
+        "```",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", default="runs/cpu-small")
+    p.add_argument("--out", default="docs/results.md")
+    args = p.parse_args(argv)
+    from masksearch.fileio import atomic_write_text
+
+    atomic_write_text(Path(args.out), render(Path(args.work)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

