@@ -26,6 +26,7 @@ LAYERS = [
     "records",
     "prompts",
     "tagformat",
+    "quality",  # data-quality rules of thoughts and rewrites (pure text checks)
     "scoring",
     "grammars",
     "student",
