@@ -13,7 +13,11 @@ CORE_METRICS = ("recall", "em", "f1", "precision", "cover_em", "acc")
 
 
 def score_prediction(prediction: str, item: EvalItem) -> dict[str, float]:
-    """All rule metrics of one prediction against the item's gold aliases (max over aliases)."""
+    """All rule metrics of one prediction against the item's gold aliases (max over aliases).
+    No answer (an empty prediction: the response had no complete `<answer>`) scores 0 on every
+    metric, whatever the gold aliases are."""
+    if not (prediction or "").strip():
+        return zero_scores(item)
     golds = item.golden_answers
     scores = {
         "recall": scoring.token_recall(prediction, golds),
