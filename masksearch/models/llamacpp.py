@@ -3,9 +3,13 @@
 - token streaming (`stream`/`astream`), usage and timing metadata on every message;
 - grammar-constrained decoding: `invoke(..., output_format="action")` (a name from
   `masksearch.grammars` or a GBNF string) decodes under that grammar, so the output always parses;
-- real cancellation: a cancelled or timed-out async call (e.g. `asyncio.wait_for`) stops generating
-  between two tokens (prompt evaluation is chunked for the same reason) and frees the model for the
-  next call at once; sync callers can pass a `threading.Event` as `cancel=`;
+- real cancellation (the contract, `tests/test_llamacpp_cancel.py`): a cancelled or timed-out async
+  call stops generating between two tokens (prompt evaluation is chunked for the same reason),
+  and the call returns only once its worker thread has left llama.cpp, so the cores are free and
+  the model can be used or freed; the call's task ending in any way (a LangGraph node task
+  cancelled while the model's stream is suspended) stops it too. Sync callers can pass a
+  `threading.Event` as `cancel=`. `cancel_all()` + `wait_idle()` stop every generation of the
+  process; at exit they run before the contexts are freed (never under a running decode);
 - `n_threads` = physical cores (those this process may run on);
 - KV prefix reuse: each llama.cpp context keeps the tokens it last evaluated; a call whose prompt
   starts the same way (the system prompt, a role's instructions, a passage already read) evaluates
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import ctypes
 import os
 import threading
@@ -203,11 +208,55 @@ def _common_prefix(llm: Any, tokens: Sequence[int]) -> int:
 _runtimes: dict[tuple[str, int, int], Runtime] = {}
 _runtimes_lock = threading.Lock()
 
+# generations running now (id -> their cancel event), from the call's start (model load, waiting
+# for a context) to its end; guarded by _LIVE
+_live: dict[int, threading.Event] = {}
+_LIVE = threading.Condition()
+
+
+@contextmanager
+def _generation(cancel: threading.Event | None) -> Iterator[threading.Event]:
+    """Register one generation (with `cancel`, or a new event) for `cancel_all`/`wait_idle`."""
+    event = cancel if cancel is not None else threading.Event()
+    key = id(event)
+    with _LIVE:
+        _live[key] = event
+    try:
+        yield event
+    finally:
+        with _LIVE:
+            _live.pop(key, None)
+            _LIVE.notify_all()
+
+
+def live_generations() -> int:
+    """Generations running now in this process (any thread)."""
+    with _LIVE:
+        return len(_live)
+
+
+def cancel_all() -> None:
+    """Ask every running generation to stop (each stops at its next token or prompt chunk)."""
+    with _LIVE:
+        for event in _live.values():
+            event.set()
+
+
+def wait_idle(timeout: float | None = None) -> bool:
+    """Wait until no generation runs (True), or `timeout` seconds passed (False)."""
+    with _LIVE:
+        return _LIVE.wait_for(lambda: not _live, timeout)
+
 
 @atexit.register
 def _close_all() -> None:
-    """Free the contexts before interpreter teardown (llama-cpp-python's own finalizers then run
-    with half-destroyed modules and print a TypeError traceback at exit)."""
+    """Stop every generation, then free the contexts before interpreter teardown
+    (llama-cpp-python's own finalizers then run with half-destroyed modules and print a TypeError
+    traceback at exit). A context is never freed under a running decode: if a generation does not
+    stop in time, the contexts are left to the OS."""
+    cancel_all()
+    if not wait_idle(timeout=60):
+        return
     for rt in list(_runtimes.values()):
         for slot in rt.slots:
             try:
@@ -599,7 +648,18 @@ class LlamaCppChatModel(BaseChatModel):
         cancel: threading.Event | None,
         **kwargs: Any,
     ) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """Yield text deltas, then ("", metadata) once finished."""
+        """Yield text deltas, then ("", metadata) once finished; `cancel` (set by another thread)
+        stops it with `GenerationCancelled` at the next token or prompt chunk."""
+        with _generation(cancel) as event:
+            yield from self._generate_tokens(messages, stop, event, **kwargs)
+
+    def _generate_tokens(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        cancel: threading.Event,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
         from masksearch.grammars import grammar_for, token_budget
 
         rt = self.load()
@@ -642,7 +702,7 @@ class LlamaCppChatModel(BaseChatModel):
                 cores=cores,
             )
             for token in gen:
-                if cancel is not None and cancel.is_set():
+                if cancel.is_set():
                     raise GenerationCancelled()
                 if token < 0:  # end of generation (EOS, or the grammar is complete)
                     finish = "stop"
@@ -734,10 +794,13 @@ class LlamaCppChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        """Tokens from a worker thread; cancelling the consumer stops the worker between tokens."""
+        """Tokens from a worker thread. Closing or cancelling the stream, or the end of the task
+        that opened it, stops the worker between tokens; the stream's close returns once the
+        worker has stopped (a cancellation meanwhile is raised after it)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
+        stopped = asyncio.Event()
 
         def work() -> None:
             try:
@@ -746,8 +809,21 @@ class LlamaCppChatModel(BaseChatModel):
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
             except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
                 if not cancel.is_set():
-                    loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+                    with contextlib.suppress(RuntimeError):  # the loop is closed
+                        loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(stopped.set)
 
+        # a consumer cancelled while this stream is suspended at a `yield` (LangChain's stream
+        # loop, a LangGraph node task) may never close it: the end of its task stops the worker
+        task = asyncio.current_task()
+
+        def on_task_done(_: Any) -> None:
+            cancel.set()
+
+        if task is not None:
+            task.add_done_callback(on_task_done)
         worker = threading.Thread(target=work, name="llamacpp-generate", daemon=True)
         worker.start()
         try:
@@ -764,6 +840,9 @@ class LlamaCppChatModel(BaseChatModel):
                 yield chunk
         finally:
             cancel.set()  # normal end: no-op; cancellation/timeout: the worker stops at once
+            if task is not None:
+                task.remove_done_callback(on_task_done)
+            await _stopped(worker, stopped)
 
     async def _agenerate(
         self,
@@ -793,7 +872,8 @@ def _eval_prompt(
     cores: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> int:
     """Bring the context to `prompt[:-1]` evaluated, reusing the longest cached prefix and checking
-    `cancel` between chunks; return how many prompt tokens were reused. `generate` then finds the
+    `cancel` between chunks (a cancelled call leaves the chunks it read cached, so its retry
+    resumes there); return how many prompt tokens were reused. `generate` then finds the
     prompt cached and evaluates only its last token."""
     keep = min(_common_prefix(llm, prompt), len(prompt) - 1)
     if keep < llm.n_tokens:
@@ -805,11 +885,26 @@ def _eval_prompt(
     todo = list(prompt[keep:-1])
     for i in range(0, len(todo), EVAL_CHUNK):
         if cancel is not None and cancel.is_set():
-            llm.reset()  # a half-read prompt is not a reusable prefix of anything we know
+            # the chunks read so far are a prefix of `prompt`: a retry of this call (after a
+            # timeout) finds them cached and evaluates only the rest
             raise GenerationCancelled()
         with cores():
             llm.eval(todo[i : i + EVAL_CHUNK])
     return keep
+
+
+async def _stopped(worker: threading.Thread, stopped: asyncio.Event) -> None:
+    """Wait, without blocking the event loop, until `worker` has left llama.cpp (one token or
+    prompt chunk after its cancel event was set). A cancellation meanwhile does not cut the wait
+    short (the caller would free or reuse the model under a running decode): it is raised after."""
+    cancelled = False
+    while worker.is_alive() and not stopped.is_set():
+        try:
+            await asyncio.shield(stopped.wait())
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _text(m: BaseMessage) -> str:
