@@ -118,7 +118,7 @@ def test_cancel_all_stops_sync_generations_in_other_threads():
 
 def test_a_cancelled_call_leaves_its_prompt_cached_for_the_retry():
     model = load_chat_model(SMALL, max_tokens=3000)
-    messages = [SystemMessage("You read passages and answer questions. " * 40), *LONG]
+    messages = [SystemMessage("You read passages and answer questions. " * 20), *LONG]
     cancel = threading.Event()
     with pytest.raises(llamacpp.GenerationCancelled):
         for i, _ in enumerate(model.stream(messages, cancel=cancel)):
@@ -126,4 +126,4 @@ def test_a_cancelled_call_leaves_its_prompt_cached_for_the_retry():
                 cancel.set()
     retry = model.invoke(messages, max_tokens=2)
     prompt = retry.usage_metadata["input_tokens"]
-    assert retry.response_metadata["prompt_cached_tokens"] >= prompt - 1 > 200
+    assert retry.response_metadata["prompt_cached_tokens"] >= prompt - 1 > 100

@@ -16,6 +16,7 @@ from masksearch.context import Context
 from masksearch.context_options import context_options
 
 CHAT_APP = "masksearch chat"  # checkpoint metadata `app` marking chat threads (for --resume)
+QUICK_S = 0.5  # a second Ctrl-C this soon after the one that stopped an answer quits
 
 
 def register(app: typer.Typer) -> None:
@@ -124,7 +125,7 @@ class ChatSession:
             typer.echo("\n[interrupted]")
         finally:
             self._await(self.stack.aclose(), interruptible=False)
-            self.loop.close()
+            self._close_loop()
         if self.checkpoint != "memory":
             typer.echo(f"thread {self.thread} (continue: masksearch chat --thread {self.thread})")
 
@@ -147,16 +148,20 @@ class ChatSession:
             self._await(self._ask({"question": question}))
         except asyncio.CancelledError:
             typer.echo(
-                f"\n[interrupted] stopped; ask another question, or finish this one later with "
-                f"--thread {self.thread} --resume"
+                "\n[interrupted]"
+                if self.quit
+                else f"\n[interrupted] stopped; ask another question, or finish this one later "
+                f"with --thread {self.thread} --resume"
             )
-        return True
+        return not self.quit
 
     # -- plumbing ------------------------------------------------------------------------
     def _await(self, coro: Any, *, interruptible: bool = True) -> Any:
         """Run `coro` on the session's loop. Ctrl-C cancels it (raised here as
-        `asyncio.CancelledError` once it has stopped); a second Ctrl-C also sets `quit`."""
+        `asyncio.CancelledError` once it has stopped); a second Ctrl-C before that, or within
+        `QUICK_S` after, sets `quit`."""
         task = self.loop.create_task(coro)
+        current = [task]  # what a Ctrl-C cancels: the task, then the wait for a second press
         presses = 0
 
         def on_sigint() -> None:
@@ -164,7 +169,10 @@ class ChatSession:
             presses += 1
             if presses > 1:
                 self.quit = True
-            task.cancel()
+            # a second cancel of a task that is still stopping would abandon its node tasks
+            # (and their model calls) half-cancelled: it only asks to quit
+            if presses == 1 or current[0] is not task:
+                current[0].cancel()
 
         handled = False
         if interruptible:
@@ -175,6 +183,12 @@ class ChatSession:
                 pass
         try:
             return self.loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if presses == 1 and handled:  # a second press soon after also quits
+                current[0] = self.loop.create_task(asyncio.sleep(QUICK_S))
+                with contextlib.suppress(asyncio.CancelledError):
+                    self.loop.run_until_complete(current[0])
+            raise
         except KeyboardInterrupt:  # no handler could be installed: stop the task, then leave
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -183,6 +197,17 @@ class ChatSession:
         finally:
             if handled:
                 self.loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt
+
+    def _close_loop(self) -> None:
+        """Let every task left on the loop finish cancelling (a model call returns once its
+        decode has stopped), then close it."""
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
 
     def _prompt(self, text: str) -> str | None:
         if self.interactive:
