@@ -25,12 +25,13 @@ def register(app: typer.Typer) -> None:
 
 
 @context_options(
+    interactive=True,
     aliases={
         "model": ["-m"],
         "retriever": ["-r"],
         "agent_mode": ["--mode"],
         "llm_timeout_s": ["--llm-timeout"],
-    }
+    },
 )
 def chat(
     context: Context,
