@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,25 @@ from masksearch.errors import MaskSearchError
 
 if TYPE_CHECKING:
     from masksearch.resources import Resources
+
+
+def _flags_without_type() -> None:
+    """typer (0.2x) prints a type beside every option in `--help`, `<bool>` beside on/off flags
+    such as `--resume` or `--help`, which take no value: show no type for a flag."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "masksearch_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.masksearch_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
 
 app = typer.Typer(
     name="masksearch",

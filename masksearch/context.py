@@ -24,8 +24,11 @@ MODEL_SPECS = (
     "openai:<model>, dashscope:<model>, openai-compatible:<model>@<url>, local:default|<path>, "
     "fake:<script.json> (fake:example = the shipped demo script, no key, no wait)"
 )
-# settings that never change a trajectory's content (left out of the thread fingerprint)
-NOT_FINGERPRINTED = frozenset({"review_queries"})
+# settings that never change a trajectory's content (left out of the thread fingerprint): a
+# re-run with a longer time limit resumes the same threads
+NOT_FINGERPRINTED = frozenset({"review_queries", "llm_timeout_s", "save"})
+API_TIMEOUT_S = 120.0  # the default time limit of one call to a hosted or served model
+LOCAL_PROVIDERS = ("local:",)  # in-process models: no default time limit
 
 
 def _describe(default: Any, description: str) -> Any:
@@ -83,12 +86,25 @@ class Context:
         "just read). Local models and OpenAI-compatible servers (vLLM) apply it.",
     )
     max_tokens: int = _describe(512, "Generation limit (tokens) of every model call.")
-    llm_timeout_s: float = _describe(120.0, "Time limit (seconds) of one model call.")
+    llm_timeout_s: float | None = _describe(
+        None,
+        "Time limit (seconds) of one model call; empty = by model: 120 s for hosted or served "
+        "models, none for local (in-process) models, whose calls on a loaded CPU can take "
+        "minutes and would only be retried from the start.",
+    )
     seed: int | None = _describe(0, "Sampling seed (empty = none).")
     review_queries: bool = _describe(
         False,
         "Human in the loop: pause before every search (interrupt) so the queries can be "
-        "approved or edited; resume with Command(resume=[queries]).",
+        "approved or edited; resume with Command(resume=<list of queries>), an empty list "
+        "keeps them.",
+    )
+    save: str | None = _describe(
+        None,
+        "Trajectory store (a SQLite file, or postgresql://…) that each finished question of a "
+        "Studio or chat run is saved into (a re-run of the same question on its thread, e.g. "
+        "after a hand edit or a fork, replaces its record), for `masksearch export` and "
+        "training. Empty = not saved. Batch `generate` has its own --store.",
     )
 
     def __post_init__(self) -> None:
@@ -116,7 +132,12 @@ class Context:
         _check_float("temperature", self.temperature, 0.0, 2.0)
         _check_float("top_p", self.top_p, 1e-6, 1.0)
         _check_float("repetition_penalty", self.repetition_penalty, 1e-3, 10.0)
-        _check_float("llm_timeout_s", self.llm_timeout_s, 1e-3, 86_400.0)
+        if self.llm_timeout_s is not None:
+            _check_float("llm_timeout_s", self.llm_timeout_s, 1e-3, 86_400.0)
+        if self.save == "":  # an emptied form field means "do not save"
+            object.__setattr__(self, "save", None)
+        if self.save is not None and not isinstance(self.save, str):
+            raise ConfigError(f"save must be a trajectory store path or URL, got {self.save!r}")
         if not isinstance(self.review_queries, bool):
             raise ConfigError(f"review_queries must be true or false, got {self.review_queries!r}")
 
@@ -134,15 +155,23 @@ class Context:
 
     def model_settings(self) -> dict[str, Any]:
         """The settings every model of this run is built with (`Resources.amodel(spec, **…)`):
-        `decoding()`'s sampling values, the token limit, timeout and seed."""
+        `decoding()`'s sampling values, the token limit, timeout and seed; `timeout` is the HTTP
+        client's (local models ignore it, see `timeout_for`)."""
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "repetition_penalty": self.repetition_penalty,
             "max_tokens": self.max_tokens,
-            "timeout": self.llm_timeout_s,
+            "timeout": self.llm_timeout_s if self.llm_timeout_s is not None else API_TIMEOUT_S,
             "seed": self.seed,
         }
+
+    def timeout_for(self, spec: str) -> float | None:
+        """Time limit of one call to the model `spec`: `llm_timeout_s` when set, else
+        `API_TIMEOUT_S` for a hosted or served model and none (None) for a local one."""
+        if self.llm_timeout_s is not None:
+            return self.llm_timeout_s
+        return None if spec.startswith(LOCAL_PROVIDERS) else API_TIMEOUT_S
 
     def model_for(self, role: str) -> str:
         """Model spec serving a role (`agent`/`answer` map to the planner/observer model)."""

@@ -38,6 +38,8 @@ _ROLE_HELP = {
     "rewriter_model": "Rewriter model (default: the planner's).",
     "observer_model": "Observer model (default: the planner's).",
 }
+# fields only an interactive command (chat) takes: a batch has its own store (`generate --store`)
+INTERACTIVE_ONLY = frozenset({"save"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -122,11 +124,15 @@ def context_options(
     aliases: Mapping[str, Sequence[str]] | None = None,
     fixed: Mapping[str, Any] | None = None,
     param: str = "context",
+    interactive: bool = False,
 ) -> Callable[[F], F]:
     """Decorator for a typer command: adds the `Context` options (see the module docstring) and
     calls the command with the built `Context` as `param`. `defaults` changes an option's default
     for this command, `exclude` leaves fields out (the command sets them itself, e.g. through
-    `fixed`), `aliases` adds short or legacy names (`{"retriever": ["-r"]}`)."""
+    `fixed`), `aliases` adds short or legacy names (`{"retriever": ["-r"]}`). `INTERACTIVE_ONLY`
+    fields (`save`) are options of `interactive` commands only."""
+    if not interactive:
+        exclude = {*exclude, *INTERACTIVE_ONLY}
 
     def decorate(fn: F) -> F:
         sig = inspect.signature(fn, eval_str=True)

@@ -49,6 +49,7 @@ class Resources:
         self._model_cache: dict[ModelKey, Any] = {}
         self._retriever_cache: dict[str, Any] = {}
         self._fakes: dict[tuple[ModelKey, int], Any] = {}
+        self._stores: dict[str, Any] = {}
         for spec, model in (models or {}).items():
             self.add_model(spec, model)
         for spec, retriever in (retrievers or {}).items():
@@ -131,6 +132,25 @@ class Resources:
         if found is not None:
             return found
         return await asyncio.to_thread(self.get_retriever, spec)
+
+    # -- trajectory stores (`Context.save`) ---------------------------------------------
+    def get_store(self, spec: str) -> Any:
+        """The trajectory store for `spec` (`masksearch.pipeline.store.open_store`, opened once;
+        the store module depends only on the record schema, below this one)."""
+        with self._lock:
+            store = self._stores.get(spec)
+            if store is None:
+                from masksearch.pipeline.store import open_store
+
+                store = self._stores[spec] = open_store(spec)
+            return store
+
+    async def astore(self, spec: str) -> Any:
+        """`get_store` without blocking the event loop."""
+        found = self._stores.get(spec)
+        if found is not None:
+            return found
+        return await asyncio.to_thread(self.get_store, spec)
 
     async def warm_up(self, context: Context) -> list[Any]:
         """Load the run's retriever and every model once, one at a time, before workers start:

@@ -62,9 +62,11 @@ def _golds(gold: str | Sequence[str]) -> list[str]:
 
 
 def exact_match(pred: str, gold: str | Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals any normalised gold alias."""
-    p = normalize_answer(pred)
-    return float(any(p == normalize_answer(g) for g in _golds(gold)))
+    """1.0 if the normalised prediction equals any normalised gold alias. A prediction that
+    normalises to nothing (no answer, or only punctuation/articles) never matches, not even a
+    gold alias that normalises to nothing too (`A+`, `---`): no answer scores 0 on every metric."""
+    p = normalize_answer(pred or "")
+    return float(bool(p) and any(p == normalize_answer(g) for g in _golds(gold)))
 
 
 def cover_exact_match(pred: str, gold: str | Sequence[str]) -> float:

@@ -98,10 +98,25 @@ class RunFields(TypedDict, total=False):
     agent_mode: AgentMode  # this question's mode (copied from the Context; the routers read it)
     review_queries: bool  # pause before each search for a human review (copied from the Context)
     run_input: dict[str, Any]  # the question and gold fields this question's run started with
+    trajectory_id: str  # the record id this question was saved under (`Context.save`), else ""
 
 
 class GraphState(InputState, RunFields, total=False):
     """The whole state: input, run fields and the `messages` chat view (Studio, chat)."""
+
+
+class OutputState(TypedDict, total=False):
+    """What a Studio / API / MCP run returns (`build_graph(output="summary")`): the question,
+    its answer and verdict, and the id of its saved trajectory (`Context.save`), not the whole
+    state (which `threads.get_state` still gives)."""
+
+    question: str
+    final_answer: str
+    status: RunStatus
+    accepted: bool
+    scores: dict[str, float]
+    example_id: str
+    trajectory_id: str
 
 
 class BatchState(QuestionInput, RunFields, total=False):

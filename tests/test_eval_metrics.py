@@ -63,7 +63,10 @@ def oracle_f1_score(prediction, ground_truth):
 
 
 def oracle_exact_match_score(prediction, ground_truth):
-    return oracle_normalize_answer(prediction) == oracle_normalize_answer(ground_truth)
+    """The official rule, with our one deviation: a prediction that normalises to nothing never
+    matches (the official script gives "" vs a gold like "A+" or "---" an exact match)."""
+    normalized = oracle_normalize_answer(prediction)
+    return bool(normalized) and normalized == oracle_normalize_answer(ground_truth)
 
 
 TRICKY = [
@@ -118,7 +121,19 @@ def test_yes_no_rule_examples():
     assert scoring.f1("yes it is", "yes") == 0.0
     assert scoring.token_recall("yes it is", "yes") == 0.0  # the special-token rule, not 1/1
     assert scoring.token_recall("Yes.", "yes") == 1.0
-    assert scoring.exact_match("", "") == 1.0 and scoring.f1("", "") == 0.0
+    assert scoring.exact_match("", "") == 0.0 and scoring.f1("", "") == 0.0
+
+
+@pytest.mark.parametrize("gold", ["A+", "---", ")", "the", "a an"])
+def test_no_answer_scores_zero_even_when_a_gold_alias_normalises_to_nothing(gold):
+    """NQ-open has aliases such as `A+` and `---`: they normalise to "", like a missing answer."""
+    assert scoring.normalize_answer(gold) == ""
+    assert scoring.exact_match("", [gold, "Paris"]) == 0.0
+    assert scoring.exact_match("?!", [gold]) == 0.0  # an answer of only punctuation is no answer
+    item = EvalItem(id="q", question="Which grade?", golden_answers=[gold, "Paris"], dataset="nq")
+    scores = score_prediction("", item)
+    assert scores and set(scores.values()) == {0.0}, scores
+    assert score_prediction("Paris", item)["em"] == 1.0
 
 
 def test_random_strings_match_oracle():

@@ -555,3 +555,70 @@ def test_limit_must_be_positive(fakes, tmp_path):
         with pytest.raises(ConfigError, match="--limit must be at least 1"):
             fakes.run(tmp_path / "x", limit=bad)
     assert not (tmp_path / "x").exists()
+
+
+def _result(method: str, dataset: str, i: int, recall: float) -> dict:
+    return {
+        "label": "m",
+        "method": method,
+        "dataset": dataset,
+        "id": f"{dataset}-{i}",
+        "status": "answered",
+        "scores": {"recall": recall, "em": recall, "f1": recall},
+    }
+
+
+def test_rows_that_ran_different_questions_are_compared_on_the_common_ones(tmp_path):
+    """A resumed run with a smaller --limit: rag-pe ran 4 questions per dataset, agent-pe 2.
+    Every cell (and so every Avg and bar) is over the 2 questions both ran."""
+    import matplotlib.pyplot as plt
+
+    from masksearch.eval.report import chart_figure, summarize, table_rows
+
+    rows = [
+        _result("rag-pe", d, i, 1.0 if i < 2 else 0.0)
+        for d in ("hotpotqa", "bamboogle")
+        for i in range(4)
+    ]
+    rows += [_result("agent-pe", d, i, 0.5) for d in ("hotpotqa", "bamboogle") for i in range(2)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = summarize(rows)
+    assert s.compared == {"hotpotqa": 2, "bamboogle": 2} and not s.mixed
+    assert s.value("rag-pe", "hotpotqa", "recall") == 100.0  # not 50.0 over all 4
+    assert s.avg("rag-pe", "recall") == (100.0, True) and s.comparable("rag-pe", "recall")
+    md = write_report(tmp_path)["markdown"].read_text(encoding="utf-8")
+    assert "the questions all rows ran (HotpotQA 2, Bamboogle 2" in md
+    assert "| rag-pe | 2 of 4 run | 2 of 4 run |" in md and "| agent-pe | 2 | 2 |" in md
+    assert "| rag-pe | 100.00 | 100.00 | 100.00 |" in md
+    fig = chart_figure(s, "recall")
+    heights = {b.get_label(): [p.get_height() for p in b.patches] for b in fig.axes[0].containers}
+    assert heights == {"agent-pe": [50.0, 50.0, 50.0], "rag-pe": [100.0, 100.0, 100.0]}
+    plt.close(fig)
+    assert table_rows(s, "recall")[1:] == [
+        ["rag-pe", "100.00", "100.00", "100.00"],
+        ["agent-pe", "50.00", "50.00", "50.00"],
+    ]
+
+
+def test_rows_that_share_no_question_are_marked_not_comparable(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from masksearch.eval.report import chart_figure, render_markdown, summarize, table_rows
+
+    rows = [_result("rag-pe", "bamboogle", i, 1.0) for i in range(2)]
+    rows += [_result("agent-pe", "bamboogle", i, 0.0) for i in range(2, 4)]
+    rows += [_result(m, "hotpotqa", 0, 1.0) for m in ("rag-pe", "agent-pe")]
+    s = summarize(rows)
+    assert s.mixed == {"bamboogle"} and not s.compared
+    assert not s.comparable("rag-pe", "recall")
+    md = render_markdown(s)
+    assert "| Method | HotpotQA | Bamboogle† | Avg |" in md
+    assert "| rag-pe | 100.00 | 100.00 | 100.00† |" in md
+    assert "†: the rows share no question of Bamboogle" in md
+    assert [r[-1] for r in table_rows(s, "recall")[1:]] == ["", ""]  # no Avg in the CSV
+    fig = chart_figure(s, "recall")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["HotpotQA", "Bamboogle†", "Avg"]
+    heights = {b.get_label(): len(b.patches) for b in ax.containers}
+    assert heights == {"rag-pe": 2, "agent-pe": 2}  # no Avg bars
+    plt.close(fig)

@@ -131,3 +131,61 @@ def test_chat_help_keeps_mask_token():
     assert out.exit_code == 0 and "[mask] tokens" in out.output
     for flag in ("--thread", "--resume", "--llm-timeout", "--judge-model", "--review-queries"):
         assert flag in out.output
+
+
+def test_chat_review_prompt_comes_before_any_answer_line(tmp_path, index_dir):
+    """`==>` is printed once per question, after its answer, never before a review prompt."""
+    db = tmp_path / "chat.db"
+    out = CliRunner().invoke(
+        app,
+        [*_demo_args(index_dir, db), "--review-queries"],
+        input="Who designed the Eiffel Tower?\n\n\n\n\n",
+    )
+    assert out.exit_code == 0, out.output
+    assert "(no answer)" not in out.output
+    assert out.output.count("==> ") == 1
+    assert out.output.index("[review] proposed queries") < out.output.index("==> Gustave Eiffel")
+    assert out.output.rstrip().splitlines()[-2].startswith("==> Gustave Eiffel")
+
+
+def test_chat_help_at_the_prompt_is_not_a_question(tmp_path, index_dir):
+    out = CliRunner().invoke(
+        app, [*_demo_args(index_dir, tmp_path / "c.db")], input="help\n?\nexit\n"
+    )
+    assert out.exit_code == 0, out.output
+    assert out.output.count("commands at the prompt:") == 2
+    assert "[planner]" not in out.output and "==>" not in out.output  # nothing was asked
+
+
+def test_chat_help_shows_no_type_placeholders_beside_flags():
+    out = CliRunner().invoke(app, ["chat", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert out.exit_code == 0
+    assert "<bool>" not in out.output and "BOOLEAN" not in out.output
+    assert "--review-queries" in out.output
+
+
+def test_chat_saves_each_question_into_the_store(tmp_path, index_dir):
+    """`--save STORE`: the chat's trajectories land in a trajectory store that `export` reads;
+    asking the same question again on the thread replaces its record."""
+    from masksearch.pipeline.store import open_store
+
+    store = tmp_path / "chat.sqlite"
+    args = [*_demo_args(index_dir, tmp_path / "c.db"), "--thread", "t-save", "--save", str(store)]
+    out = CliRunner().invoke(
+        app, args, input="Who designed the Eiffel Tower?\nWho built it?\nWho built it?\n"
+    )
+    assert out.exit_code == 0, out.output
+    records = list(open_store(store).records())
+    assert len(records) == 2, [r["question"] for r in records]
+    by_q = {r["question"]: r for r in records}
+    rec = by_q["Who designed the Eiffel Tower?"]
+    assert rec["final_answer"] == "Gustave Eiffel" and rec["status"] == "answered"
+    assert rec["thread_id"] == "t-save" and rec["id"].startswith("chat-")
+    assert [m["role"] for m in rec["messages"]][:2] == ["system", "user"]
+    exported = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(
+        app, ["export", "--records", str(store), "-f", "trl", "--out", str(exported), "--all"]
+    )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert {row["id"].split(":")[0] for row in rows} == {r["id"] for r in records}

@@ -208,3 +208,16 @@ async def test_bad_retriever_fails_before_any_model_call():
 def test_unknown_context_key_is_named():
     with pytest.raises(ConfigError, match="did you mean 'planner_model'"):
         Context.from_dict({"planner-model": "fake:x"})
+
+
+@pytest.mark.parametrize("keep", [[], "", True, {"queries": []}])
+async def test_review_resume_values_that_keep_the_proposed_queries(keep):
+    """The documented ways to approve the proposed queries as they are (`None` is not one:
+    LangGraph reads `Command(resume=None)` as no resume value)."""
+    model = scripted_team(planner=[PLAN], rewriter=[REWRITE], observer=[PARIS])
+    graph, retriever = make(model)
+    ctx = Context(**{**CTX.to_dict(), "review_queries": True})
+    await graph.ainvoke({"question": "Where is the Eiffel Tower?"}, cfg(), context=ctx)
+    final = await graph.ainvoke(Command(resume=keep), cfg(), context=ctx)
+    assert retriever.calls == [["Eiffel Tower"]]
+    assert final["final_answer"] == "Paris" and "__interrupt__" not in final

@@ -3,7 +3,8 @@
 Rows are methods; when several model configurations share the directory (or `--base-model` was
 given), rows are grouped by base model with Pre-train / Post-train columns, as in the MaskSearch
 table. Columns are datasets + Avg. Cells are means ×100 over the questions of a (row, dataset);
-Avg is the unweighted mean over datasets. Everything is re-rendered from `results.jsonl`, in an
+Avg is the unweighted mean over datasets. Rows compare like with like: where rows ran different
+questions of a dataset, each cell is over the questions all of them ran (`summarize`). Everything is re-rendered from `results.jsonl`, in an
 order that depends only on the rows (paper datasets first, methods in the paper's order).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,11 @@ class Summary:
     rows: list[RowInfo]
     datasets: list[str]
     cells: dict[tuple[RowKey, str], dict[str, Any]]  # ((label, method), dataset) -> {metric: mean…}
+    compared: dict[str, int] = field(default_factory=dict)
+    """Datasets whose rows ran different questions → the number of questions all of them ran
+    (every row's cell is the mean over those)."""
+    mixed: set[str] = field(default_factory=set)
+    """Datasets whose rows share no question: cells over different questions, not comparable."""
 
     @property
     def methods(self) -> list[str]:
@@ -123,6 +129,16 @@ class Summary:
         have = [v for v in vals if v is not None]
         return (sum(have) / len(have) if have else None), len(have) == len(vals)
 
+    def comparable(self, row: RowInfo | str, metric: str) -> bool:
+        """Whether the row's Avg compares like with like (none of its cells is over questions the
+        other rows did not run; see `mixed`)."""
+        return not any(
+            d in self.mixed and self.value(row, d, metric) is not None for d in self.columns(metric)
+        )
+
+    def column_title(self, dataset: str) -> str:
+        return display_name(dataset) + ("†" if dataset in self.mixed else "")
+
     def metrics(self) -> list[str]:
         present = {m for cell in self.cells.values() for m in cell if m in EXTRA_METRICS}
         return [*TABLE_METRICS, *(m for m in EXTRA_METRICS if m in present)]
@@ -148,16 +164,19 @@ class Summary:
 
 
 def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary:
-    """Means per (row, dataset); the order of `rows` (finishing order) does not matter."""
+    """Means per (row, dataset); the order of `rows` (finishing order) does not matter.
+
+    Rows compare like with like: when the rows that ran a dataset ran different questions of it
+    (a resumed run with another `--limit`, a method still running), every row's cell is the mean
+    over the questions all of them ran (`Summary.compared`); when they share none, each cell
+    keeps its own questions and the dataset is marked not comparable (`Summary.mixed`)."""
     from masksearch.eval.config import row_label
 
     ordered = sorted(
         rows, key=lambda r: (row_label(r), str(r["method"]), str(r["dataset"]), str(r["id"]))
     )
-    sums: dict[tuple[RowKey, str], dict[str, list[float]]] = {}
-    counts: dict[tuple[RowKey, str], dict[str, Any]] = {}
     infos: dict[RowKey, RowInfo] = {}
-    datasets: list[str] = []
+    grouped: dict[tuple[RowKey, str], list[Mapping[str, Any]]] = {}
     for row in ordered:
         rk = (row_label(row), str(row["method"]))
         infos.setdefault(
@@ -170,32 +189,43 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary:
                 row.get("post_train") or None,
             ),
         )
-        key = (rk, str(row["dataset"]))
-        datasets.append(key[1])
-        acc = sums.setdefault(key, {})
-        cnt = counts.setdefault(key, {"n": 0, "failed": 0, "latency_s": 0.0, "turns": 0})
-        cnt["n"] += 1
-        cnt["failed"] += row.get("status") == "failed"
-        cnt["latency_s"] += float(row.get("latency_s") or 0.0)
-        cnt["turns"] += int(row.get("turns") or 0)
-        for metric, value in (row.get("scores") or {}).items():
-            if value is not None:
-                acc.setdefault(metric, []).append(float(value))
+        grouped.setdefault((rk, str(row["dataset"])), []).append(row)
+    datasets = column_order([d for _, d in grouped])
+    ran = {k: len(rs) for k, rs in grouped.items()}  # before keeping only the common questions
+    compared: dict[str, int] = {}
+    mixed: set[str] = set()
+    for d in datasets:
+        id_sets = [{str(r["id"]) for r in rs} for (_, cd), rs in grouped.items() if cd == d]
+        common = set.intersection(*id_sets)
+        if all(ids == common for ids in id_sets):
+            continue
+        if not common:
+            mixed.add(d)
+            continue
+        compared[d] = len(common)
+        for key in [k for k in grouped if k[1] == d]:
+            grouped[key] = [r for r in grouped[key] if str(r["id"]) in common]
     cells: dict[tuple[RowKey, str], dict[str, Any]] = {}
-    for key, cnt in counts.items():
-        metric_values = sums[key]
+    for key, rs in grouped.items():
+        metric_values: dict[str, list[float]] = {}
+        for row in rs:
+            for metric, value in (row.get("scores") or {}).items():
+                if value is not None:
+                    metric_values.setdefault(metric, []).append(float(value))
+        n = len(rs)
         cell: dict[str, Any] = {m: 100.0 * sum(v) / len(v) for m, v in metric_values.items() if v}
         cell.update(
-            n=cnt["n"],
-            failed=cnt["failed"],
-            mean_latency_s=cnt["latency_s"] / cnt["n"],
-            mean_turns=cnt["turns"] / cnt["n"],
+            n=n,
+            ran=ran[key],
+            failed=sum(r.get("status") == "failed" for r in rs),
+            mean_latency_s=sum(float(r.get("latency_s") or 0.0) for r in rs) / n,
+            mean_turns=sum(int(r.get("turns") or 0) for r in rs) / n,
         )
         if "judge" in metric_values:
             cell["judged"] = len(metric_values["judge"])
         cells[key] = cell
     infos_sorted = sorted(infos.values(), key=RowInfo.sort_key)
-    return Summary(infos_sorted, column_order(datasets), cells)
+    return Summary(infos_sorted, datasets, cells, compared, mixed)
 
 
 def answerable_subset(rows: Iterable[Mapping[str, Any]]) -> Summary | None:
@@ -264,7 +294,7 @@ def _grouped_rows(s: Summary) -> list[tuple[RowInfo, bool]]:
 
 def markdown_table(s: Summary, metric: str) -> str:
     cols = s.columns(metric)
-    head = [*s.head(), *(display_name(d) for d in cols), "Avg"]
+    head = [*s.head(), *(s.column_title(d) for d in cols), "Avg"]
     n_label = len(s.head())
     lines = [
         "| " + " | ".join(head) + " |",
@@ -273,7 +303,9 @@ def markdown_table(s: Summary, metric: str) -> str:
     for r, first in _grouped_rows(s):
         avg, complete = s.avg(r, metric)
         cells = [_fmt(s.value(r, d, metric)) for d in cols]
-        avg_cell = _fmt(avg) + ("" if complete or avg is None else "*")
+        avg_cell = _fmt(avg)
+        if avg is not None:
+            avg_cell += ("" if complete else "*") + ("" if s.comparable(r, metric) else "†")
         lines.append(
             "| " + " | ".join([*s.row_cells(r, first_of_group=first), *cells, avg_cell]) + " |"
         )
@@ -296,7 +328,7 @@ def table_rows(s: Summary, metric: str) -> list[list[str]]:
                 *label,
                 *s.row_cells(r),
                 *("" if v is None else f"{v:.2f}" for v in vals),
-                "" if avg is None or not complete else f"{avg:.2f}",
+                "" if avg is None or not complete or not s.comparable(r, metric) else f"{avg:.2f}",
             ]
         )
     return rows
@@ -310,10 +342,24 @@ def render_markdown(s: Summary, expected: Mapping[str, int] | None = None) -> st
         "(`*`: over the datasets this row has; – : not run). Failed questions count as 0.",
         "",
     ]
+    if s.compared:
+        common = ", ".join(f"{display_name(d)} {n}" for d, n in s.compared.items())
+        parts += [
+            "Rows ran different questions of some datasets; every cell of those is the mean over "
+            f"the questions all rows ran ({common}; the last table gives each row's count).",
+            "",
+        ]
+    if s.mixed:
+        names = ", ".join(display_name(d) for d in sorted(s.mixed))
+        parts += [
+            f"†: the rows share no question of {names}: those cells, and the Avg of a row with "
+            "one, are over different questions and do not compare.",
+            "",
+        ]
     for metric in s.metrics():
         parts += [f"## {METRIC_TITLES.get(metric, metric)}", "", markdown_table(s, metric), ""]
     parts += ["## Questions per cell (failed)", ""]
-    head = [*s.head(), *(display_name(d) for d in s.datasets)]
+    head = [*s.head(), *(s.column_title(d) for d in s.datasets)]
     parts += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for r, first in _grouped_rows(s):
         cells = []
@@ -324,7 +370,8 @@ def render_markdown(s: Summary, expected: Mapping[str, int] | None = None) -> st
                 "–"
                 if c is None
                 else f"{c['n']}"
-                + (f"/{want}" if want and want != c["n"] else "")
+                + (f" of {c['ran']} run" if c["ran"] != c["n"] else "")
+                + (f"/{want}" if want and want != c["ran"] else "")
                 + (f" ({c['failed']})" if c["failed"] else "")
             )
         parts.append("| " + " | ".join([*s.row_cells(r, first_of_group=first), *cells]) + " |")
@@ -341,12 +388,13 @@ def chart_figure(s: Summary, metric: str) -> Any:
     import matplotlib.pyplot as plt
 
     cols = s.columns(metric)
-    groups = [*(display_name(d) for d in cols), "Avg"]
+    groups = [*(s.column_title(d) for d in cols), "Avg"]
     width = 0.8 / max(1, len(s.rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups)), 4.0))
     for i, r in enumerate(s.rows):
         avg, complete = s.avg(r, metric)
-        vals = [s.value(r, d, metric) for d in cols] + [avg if complete else None]
+        whole = complete and s.comparable(r, metric)
+        vals = [s.value(r, d, metric) for d in cols] + [avg if whole else None]
         xs = [g + (i - (len(s.rows) - 1) / 2) * width for g in range(len(groups))]
         drawn = [(x, v) for x, v in zip(xs, vals, strict=True) if v is not None]
         bars = ax.bar(
@@ -359,7 +407,12 @@ def chart_figure(s: Summary, metric: str) -> Any:
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(f"{metric} ×100")
     ax.set_ylim(0, 100)
-    ax.set_title(METRIC_TITLES.get(metric, metric))
+    title = METRIC_TITLES.get(metric, metric)
+    if s.compared:
+        title += "\n(each dataset: the questions every row ran)"
+    if s.mixed:
+        title += "\n(†: rows ran different questions; no Avg bar over them)"
+    ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

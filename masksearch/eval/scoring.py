@@ -14,8 +14,10 @@ CORE_METRICS = ("recall", "em", "f1", "precision", "cover_em", "acc")
 
 def score_prediction(prediction: str, item: EvalItem) -> dict[str, float]:
     """All rule metrics of one prediction against the item's gold aliases (max over aliases).
-    A copy of an answer the student prompt shows (`scoring.is_prompt_example`) scores 0."""
-    if scoring.is_prompt_example(prediction):
+    No answer (an empty prediction: the response had no complete `<answer>`) scores 0 on every
+    metric, whatever the gold aliases are; so does a copy of an answer the student prompt shows
+    (`scoring.is_prompt_example`)."""
+    if not (prediction or "").strip() or scoring.is_prompt_example(prediction):
         return zero_scores(item)
     golds = item.golden_answers
     scores = {

@@ -30,6 +30,7 @@ from langgraph.types import RetryPolicy
 
 from masksearch.context import AgentMode, Context
 from masksearch.errors import ConfigError
+from masksearch.graph.save import save
 from masksearch.nodes.common import default_retry_policy
 from masksearch.nodes.judge import judge
 from masksearch.nodes.multi_agent import force_answer, observer, planner, rewriter
@@ -38,7 +39,7 @@ from masksearch.nodes.review import review as review_node
 from masksearch.nodes.search import search
 from masksearch.nodes.single_agent import agent, agent_force_answer
 from masksearch.resources import Resources
-from masksearch.state import BatchState, GraphState, InputState, RouteView
+from masksearch.state import BatchState, GraphState, InputState, OutputState, RouteView
 
 
 def after_prepare(state: RouteView) -> Literal["planner", "agent"]:
@@ -103,6 +104,7 @@ def build_graph(
     agent_mode: AgentMode | None = None,
     review: bool = True,
     chat: bool = True,
+    output: Literal["state", "summary"] = "state",
 ) -> Any:
     """Compile the graph (context_schema=`Context`).
 
@@ -116,6 +118,10 @@ def build_graph(
     `chat=False`: state without the `messages` chat view (`state.BatchState`; batch runs, whose
     records come from the rounds and steps), and no `prepare` node: the input is the question's
     start state (`nodes.prepare.start_state`; `graph.runner.run_example` builds it).
+    A chat graph ends with the `save` node (`graph.save`: the trajectory into `Context.save`).
+    `output="summary"`: a run returns `state.OutputState` (question, answer, status, verdict,
+    scores, trajectory id) instead of the whole state — what Studio's server, its API and its
+    `/mcp` tool return; the checkpointed state is the same either way.
     """
     if agent_mode not in (None, "multi_agent", "single_agent"):
         raise ConfigError(
@@ -124,7 +130,12 @@ def build_graph(
     res = resources if resources is not None else Resources()
     retry = retry_policy or default_retry_policy()
     state: type[Any] = GraphState if chat else BatchState
-    builder = StateGraph(state, context_schema=Context, input_schema=InputState if chat else state)
+    builder = StateGraph(
+        state,
+        context_schema=Context,
+        input_schema=InputState if chat else state,
+        output_schema=OutputState if output == "summary" else state,
+    )
     opts: dict[str, Any] = {"retry_policy": retry}
     if node_timeout_s is not None:
         opts["timeout"] = node_timeout_s
@@ -139,6 +150,8 @@ def build_graph(
     if single:
         nodes += [("agent", agent), ("agent_force_answer", agent_force_answer)]
     nodes.append(("judge", judge))
+    if chat:
+        nodes.append(("save", save))
     for name, fn in nodes:
         builder.add_node(name, partial(fn, resources=res), **opts)
     if review:
@@ -167,5 +180,9 @@ def build_graph(
         ends = None if review else ["search", "agent", "agent_force_answer", "judge"]
         builder.add_conditional_edges("agent", _router(after_agent), ends)
         builder.add_edge("agent_force_answer", "judge")
-    builder.add_edge("judge", END)
+    if chat:
+        builder.add_edge("judge", "save")
+        builder.add_edge("save", END)
+    else:
+        builder.add_edge("judge", END)
     return builder.compile(checkpointer=checkpointer, name="masksearch")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from masksearch.context import Context
 from masksearch.context_options import context_options
 
 CHAT_APP = "masksearch chat"  # checkpoint metadata `app` marking chat threads (for --resume)
+QUICK_S = 0.5  # a second Ctrl-C this soon after the one that stopped an answer quits
 
 
 def register(app: typer.Typer) -> None:
@@ -23,12 +25,13 @@ def register(app: typer.Typer) -> None:
 
 
 @context_options(
+    interactive=True,
     aliases={
         "model": ["-m"],
         "retriever": ["-r"],
         "agent_mode": ["--mode"],
         "llm_timeout_s": ["--llm-timeout"],
-    }
+    },
 )
 def chat(
     context: Context,
@@ -60,8 +63,10 @@ def chat(
     The conversation is kept on a thread (a checkpoint): `--thread ID` or `--resume` continue it
     later. Works with piped input too, e.g. `echo "Who designed the Eiffel Tower?" | masksearch
     chat -m fake:example`. A question may contain \\[mask] tokens (RAMP mask filling). At the
-    prompt: `history` shows the thread's questions and answers; an empty line, `exit`, EOF or
-    Ctrl-C quits. Every Context setting is an option (--judge-model, --llm-timeout, --top-k, ...).
+    prompt: `help` lists the commands, `history` shows the thread's questions and answers; an
+    empty line, `exit`, EOF or Ctrl-C quits. Ctrl-C during an answer stops it (the model too) and
+    returns to the prompt; pressed twice, it quits. Every Context setting is an option
+    (--judge-model, --llm-timeout, --top-k, ...).
     """
     ctx = context
     ChatSession(ctx, checkpoint or default_chat_checkpoint(), thread, resume).run()
@@ -73,8 +78,22 @@ def default_chat_checkpoint() -> str:
     return f"sqlite:///{cache_dir() / 'chat.db'}"
 
 
+HELP = """commands at the prompt:
+  <question>   ask it (a question may contain [mask] tokens: RAMP mask filling)
+  history      this thread's questions and answers
+  help         this list
+  exit, quit, an empty line, EOF or Ctrl-C: quit
+Ctrl-C during an answer stops it and returns here (twice: quits); --resume finishes it later."""
+
+
 class ChatSession:
-    """One event loop for the session; the prompt is read synchronously (Ctrl-C quits at once)."""
+    """One event loop for the session; the prompt is read synchronously (Ctrl-C quits at once).
+
+    During an answer, Ctrl-C does not raise `KeyboardInterrupt` into whatever code runs (a
+    LangGraph node, a model's stream): a SIGINT handler on the loop cancels the answer's task,
+    which cancels the graph's node tasks and their model calls; a local llama.cpp call returns
+    only once its decode has stopped (`masksearch.models.llamacpp`), and the session returns to
+    the prompt. A second Ctrl-C before that quits once the answer has stopped."""
 
     def __init__(self, ctx: Context, checkpoint: str, thread: str | None, resume: bool) -> None:
         from masksearch.resources import Resources
@@ -88,6 +107,7 @@ class ChatSession:
         self.stack = contextlib.AsyncExitStack()
         self.saver: Any = None
         self.interactive = sys.stdin.isatty()
+        self.quit = False  # Ctrl-C pressed twice during an answer
 
     def run(self) -> None:
         try:
@@ -95,40 +115,100 @@ class ChatSession:
             if self.interactive:
                 with contextlib.suppress(ImportError):
                     import readline  # noqa: F401  (line editing and ↑ history at the prompt)
-            while True:
+            while not self.quit:
                 try:
-                    question = self._prompt("question> ")
-                except (KeyboardInterrupt, EOFError):
+                    if not self._turn():
+                        break
+                except KeyboardInterrupt:  # at the prompt, or between an answer and the prompt
                     typer.echo("")
                     break
-                if question is None or question.lower() in {"", "exit", "quit"}:
-                    break
-                if question.lower() == "history":
-                    self._await(self._show_history())
-                    continue
-                try:
-                    self._await(self._ask({"question": question}))
-                except KeyboardInterrupt:
-                    typer.echo(
-                        f"\n[interrupted] resume this question with --thread {self.thread} --resume"
-                    )
-                    break
+        except asyncio.CancelledError:  # Ctrl-C while opening or finishing a resumed question
+            typer.echo("\n[interrupted]")
         finally:
-            self._await(self.stack.aclose())
-            self.loop.close()
+            self._await(self.stack.aclose(), interruptible=False)
+            self._close_loop()
         if self.checkpoint != "memory":
             typer.echo(f"thread {self.thread} (continue: masksearch chat --thread {self.thread})")
 
+    def _turn(self) -> bool:
+        """Read one line and act on it; False: quit."""
+        try:
+            question = self._prompt("question> ")
+        except EOFError:
+            typer.echo("")
+            return False
+        if question is None or question.lower() in {"", "exit", "quit"}:
+            return False
+        if question.lower() in {"help", "?"}:
+            typer.echo(HELP)
+            return True
+        if question.lower() == "history":
+            self._await(self._show_history())
+            return True
+        try:
+            self._await(self._ask({"question": question}))
+        except asyncio.CancelledError:
+            typer.echo(
+                "\n[interrupted]"
+                if self.quit
+                else f"\n[interrupted] stopped; ask another question, or finish this one later "
+                f"with --thread {self.thread} --resume"
+            )
+        return not self.quit
+
     # -- plumbing ------------------------------------------------------------------------
-    def _await(self, coro: Any) -> Any:
+    def _await(self, coro: Any, *, interruptible: bool = True) -> Any:
+        """Run `coro` on the session's loop. Ctrl-C cancels it (raised here as
+        `asyncio.CancelledError` once it has stopped); a second Ctrl-C before that, or within
+        `QUICK_S` after, sets `quit`."""
         task = self.loop.create_task(coro)
+        current = [task]  # what a Ctrl-C cancels: the task, then the wait for a second press
+        presses = 0
+
+        def on_sigint() -> None:
+            nonlocal presses
+            presses += 1
+            if presses > 1:
+                self.quit = True
+            # a second cancel of a task that is still stopping would abandon its node tasks
+            # (and their model calls) half-cancelled: it only asks to quit
+            if presses == 1 or current[0] is not task:
+                current[0].cancel()
+
+        handled = False
+        if interruptible:
+            try:
+                self.loop.add_signal_handler(signal.SIGINT, on_sigint)
+                handled = True
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                pass
         try:
             return self.loop.run_until_complete(task)
-        except KeyboardInterrupt:
+        except asyncio.CancelledError:
+            if presses == 1 and handled:  # a second press soon after also quits
+                current[0] = self.loop.create_task(asyncio.sleep(QUICK_S))
+                with contextlib.suppress(asyncio.CancelledError):
+                    self.loop.run_until_complete(current[0])
+            raise
+        except KeyboardInterrupt:  # no handler could be installed: stop the task, then leave
             task.cancel()
             with contextlib.suppress(BaseException):
                 self.loop.run_until_complete(task)
             raise
+        finally:
+            if handled:
+                self.loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt
+
+    def _close_loop(self) -> None:
+        """Let every task left on the loop finish cancelling (a model call returns once its
+        decode has stopped), then close it."""
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
 
     def _prompt(self, text: str) -> str | None:
         if self.interactive:
@@ -192,8 +272,20 @@ class ChatSession:
             payload = Command(resume=self._review(pending[0].value))
 
     def _review(self, request: dict[str, Any]) -> list[str]:
+        """Ask for the queries to search (read synchronously inside the answer's task: Ctrl-C
+        here stops the question like Ctrl-C during the answer)."""
         typer.echo(f"[review] proposed queries: {' | '.join(request.get('queries', []))}")
-        answer = self._prompt("queries (Enter keeps them; separate with ';')> ") or ""
+        try:
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            answer = self._prompt("queries (Enter keeps them; separate with ';')> ") or ""
+        except (KeyboardInterrupt, EOFError):
+            raise asyncio.CancelledError from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return [q.strip() for q in answer.split(";") if q.strip()]
 
 
@@ -264,19 +356,26 @@ async def stream_question(
 
     answer = ""
     final: dict[str, Any] = {}
+    ended = False  # the judge ran: the question is over (not paused for a review, not failed)
+    streamed: set[str] = set()  # nodes whose model tokens were shown since their last update
     modes = ["updates", "messages"] if tokens is not None else ["updates"]
     try:
         async for mode, data in graph.astream(payload, config, context=ctx, stream_mode=modes):
             if mode == "messages":
                 chunk, meta = data
                 if tokens is not None and chunk.type == "AIMessageChunk" and chunk.text:
-                    tokens(str(meta.get("langgraph_node", "")), chunk.text)
+                    node = str(meta.get("langgraph_node", ""))
+                    tokens(node, chunk.text)
+                    streamed.add(node)
                 continue
             for node, delta in data.items():
                 if node == "__interrupt__" or not isinstance(delta, dict):
                     continue
-                for line in describe_update(node, delta):
+                # a thought the terminal has just shown token by token is not repeated
+                for line in describe_update(node, delta, think=node not in streamed):
                     echo(line)
+                streamed.discard(node)
+                ended = ended or node == "judge"
                 final.update(
                     {k: delta[k] for k in ("final_answer", "scores", "accepted") if k in delta}
                 )
@@ -285,7 +384,8 @@ async def stream_question(
         return ""
     except Exception as e:  # noqa: BLE001 - keep the chat session alive
         echo(f"[error] {type(e).__name__}: {e}")
-    if "final_answer" in final or "scores" in final:
+        return ""
+    if ended:
         answer = final.get("final_answer", "")
         echo(f"==> {answer or '(no answer)'}{verdict(final)}")
     return answer
@@ -300,18 +400,19 @@ def verdict(final: dict[str, Any]) -> str:
     return f"  ({label}, " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()) + ")"
 
 
-def describe_update(node: str, delta: dict[str, Any]) -> list[str]:
-    """Human-readable lines for one node update."""
+def describe_update(node: str, delta: dict[str, Any], *, think: bool = True) -> list[str]:
+    """Human-readable lines for one node update (`think=False`: without the model's thought,
+    already shown as it streamed)."""
     lines: list[str] = []
     steps = delta.get("steps") or []
     last = steps[-1] if isinstance(steps, list) and steps else {}
     pending = delta.get("pending") or {}
-    think = pending.get("think") or delta.get("final_think") or ""
+    thought = pending.get("think") or delta.get("final_think") or ""
     if node in ("planner", "observer", "agent", "force_answer", "agent_force_answer"):
         if node == "observer" and delta.get("summaries"):
-            think = delta["summaries"][-1]
-        if think:
-            lines.append(f"[{node}] think: {_short(think)}")
+            thought = delta["summaries"][-1]
+        if thought and think:
+            lines.append(f"[{node}] think: {_short(thought)}")
         if delta.get("final_answer"):
             lines.append(f"[{node}] answer: {delta['final_answer']}")
         elif pending.get("subquery"):

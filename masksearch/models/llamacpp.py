@@ -6,9 +6,9 @@
 - batched generation (`masksearch.models.llamacpp_engine`): the calls running at once share one
   llama.cpp context, one KV sequence each, and advance together in one decode step per round
   (`exact=True`: a call's tokens do not depend on what is batched with it);
-- real cancellation: a cancelled or timed-out async call (e.g. `asyncio.wait_for`) leaves the
-  batch between two tokens (or two prompt chunks) and frees its sequence for the next call at
-  once; sync callers can pass a `threading.Event` as `cancel=`;
+- real cancellation (`masksearch.models.llamacpp_live`, `tests/test_llamacpp_cancel.py`): a
+  cancelled or timed-out call, or one whose task ended, leaves the batch at the next step and
+  returns only once the engine dropped it; sync callers can pass a `threading.Event` as `cancel=`;
 - KV prefix reuse: each sequence keeps the tokens it last held; a call whose prompt starts the
   same way evaluates only the new suffix (`prompt_cached_tokens` in `response_metadata`);
 - prompt-lookup drafting for greedy decoding (`masksearch.models.llamacpp_sampling`);
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -36,6 +37,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from masksearch.errors import ConfigError
 from masksearch.models.llamacpp_capi import Context, GrammarCheck, Model
 from masksearch.models.llamacpp_engine import Engine, Request, Slot
+from masksearch.models.llamacpp_live import (
+    cancel_all,
+    generation,
+    wait_idle,
+    worker_stopped,
+)
+from masksearch.models.llamacpp_live import live_generations as live_generations
 from masksearch.models.llamacpp_sampling import Decoder
 
 _ROLE = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
@@ -124,7 +132,12 @@ _runtimes_lock = threading.Lock()
 
 @atexit.register
 def _close_all() -> None:
-    """Stop the engines and free the contexts and weights before interpreter teardown."""
+    """Stop every generation, then the engines, then free the contexts and weights before
+    interpreter teardown. A context is never freed under a running decode: if a generation does
+    not stop in time, everything is left to the OS."""
+    cancel_all()
+    if not wait_idle(timeout=60):
+        return
     for rt in list(_runtimes.values()):
         try:
             rt.engine.close()
@@ -138,6 +151,11 @@ def _close_all() -> None:
             pass
     _runtimes.clear()
     _models.clear()
+
+
+def engines_busy() -> int:
+    """Calls running or waiting in this process's llama.cpp engines (0: no core works for them)."""
+    return sum(rt.engine.busy for rt in list(_runtimes.values()))
 
 
 def load_runtime(
@@ -245,7 +263,18 @@ class LlamaCppChatModel(BaseChatModel):
         cancel: threading.Event | None,
         **kwargs: Any,
     ) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """Yield text deltas, then ("", metadata) once finished."""
+        """Yield text deltas, then ("", metadata) once finished; `cancel` (set by another thread)
+        stops it with `GenerationCancelled` once the engine has dropped the call."""
+        with generation(cancel) as event:
+            yield from self._generate_tokens(messages, stop, event, **kwargs)
+
+    def _generate_tokens(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        cancel: threading.Event,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
         from masksearch.grammars import grammar_for, token_budget
 
         rt = self.load()
@@ -371,10 +400,13 @@ class LlamaCppChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        """Tokens from a worker thread; cancelling the consumer stops the worker between tokens."""
+        """Tokens from a worker thread. Closing or cancelling the stream, or the end of the task
+        that opened it, stops the worker between tokens; the stream's close returns once the
+        worker has stopped (a cancellation meanwhile is raised after it)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
+        stopped = asyncio.Event()
 
         def work() -> None:
             try:
@@ -383,8 +415,21 @@ class LlamaCppChatModel(BaseChatModel):
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
             except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
                 if not cancel.is_set():
-                    loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+                    with contextlib.suppress(RuntimeError):  # the loop is closed
+                        loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(stopped.set)
 
+        # a consumer cancelled while this stream is suspended at a `yield` (LangChain's stream
+        # loop, a LangGraph node task) may never close it: the end of its task stops the worker
+        task = asyncio.current_task()
+
+        def on_task_done(_: Any) -> None:
+            cancel.set()
+
+        if task is not None:
+            task.add_done_callback(on_task_done)
         worker = threading.Thread(target=work, name="llamacpp-generate", daemon=True)
         worker.start()
         try:
@@ -401,6 +446,9 @@ class LlamaCppChatModel(BaseChatModel):
                 yield chunk
         finally:
             cancel.set()  # normal end: no-op; cancellation/timeout: the worker stops at once
+            if task is not None:
+                task.remove_done_callback(on_task_done)
+            await worker_stopped(worker, stopped)
 
     async def _agenerate(
         self,

@@ -138,6 +138,12 @@ class Engine:
             self._cond.notify_all()
         return req
 
+    @property
+    def busy(self) -> int:
+        """Calls running or waiting (0: the scheduler thread sleeps)."""
+        with self._cond:
+            return len(self._running) + len(self._waiting)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -90,7 +90,9 @@ async def call_model(
 
     `output_format` (a `masksearch.grammars` name or GBNF grammar) is decoded under its grammar by
     models that support it (local llama.cpp), sent as JSON mode to APIs for the JSON formats, and
-    otherwise only guides the caller's parser. A timeout cancels a local generation between tokens.
+    otherwise only guides the caller's parser. The time limit is `ctx.timeout_for(spec)` (by
+    default none for a local model); a timeout cancels a local generation between tokens, and its
+    retry reuses the prompt tokens already evaluated (llama.cpp's cached prefix).
     `max_tokens` caps this call (default: the Context's limit, raised to what the format needs).
     A conversation ending with an assistant turn is continued from it by models that can
     (llama.cpp): the reply is the continuation.
@@ -105,13 +107,12 @@ async def call_model(
     if max_tokens is not None:
         kwargs["max_tokens"] = max_tokens
     kwargs.update(output_format_kwargs(model, output_format))
+    limit = ctx.timeout_for(spec)
     try:
-        async with asyncio.timeout(ctx.llm_timeout_s):  # no extra task, unlike wait_for
+        async with asyncio.timeout(limit):  # no extra task, unlike wait_for
             msg = await ainvoke_chat(model, to_lc_messages(messages), **kwargs)
     except TimeoutError:  # a local generation is cancelled between tokens; retried (transient)
-        raise TimeoutError(
-            f"{role} model call exceeded llm_timeout_s={ctx.llm_timeout_s:g}s"
-        ) from None
+        raise TimeoutError(f"{role} model call exceeded llm_timeout_s={limit:g}s") from None
     except Exception as e:  # an upstream error may echo the API key: scrub it before it is stored
         redact_exception(e)
         raise

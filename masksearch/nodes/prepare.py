@@ -105,7 +105,10 @@ async def prepare(
     )  # a bad retriever spec fails here, before any model call
     for spec in dict.fromkeys(ctx.models().values()):
         await resources.amodel(spec, **ctx.model_settings())
+    if ctx.save:  # a store that cannot be opened fails here, before any model call
+        await resources.astore(ctx.save)
     update = start_state({"question": question, **given}, ctx)
+    update["trajectory_id"] = ""
     if not from_chat:
         update["messages"] = [HumanMessage(question)]
     return update

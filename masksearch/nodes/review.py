@@ -2,7 +2,9 @@
 
 The run pauses with `interrupt({"question", "subquery", "queries"})`; resume it with
 `Command(resume=...)`: a list of query strings (searched instead), `{"queries": [...]}`, a string
-(one query per line or `a ; b`), or `None`/`true`/`[]` to search the proposed queries as they are.
+(one query per line or `a ; b`), or `[]`, `""` or `true` to search the proposed queries as they
+are. Not `None`: LangGraph reads `Command(resume=None)` as "no resume value", so the run stays
+paused (over the API) or fails inside LangGraph (in process).
 """
 
 from __future__ import annotations
