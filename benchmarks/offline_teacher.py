@@ -83,7 +83,7 @@ def inspect_records(store_path: Path) -> dict[str, Any]:
     """Malformed actions (model steps with a parse error) and span accuracy from the store."""
     if not store_path.is_file():
         return {}
-    from masksearch.pipeline.store import TrajectoryStore
+    from masksearch.store.trajectories import TrajectoryStore
 
     malformed: Counter[str] = Counter()
     steps = spans = spans_right = 0

@@ -135,12 +135,12 @@ class Resources:
 
     # -- trajectory stores (`Context.save`) ---------------------------------------------
     def get_store(self, spec: str) -> Any:
-        """The trajectory store for `spec` (`masksearch.pipeline.store.open_store`, opened once;
+        """The trajectory store for `spec` (`masksearch.store.trajectories.open_store`, opened once;
         the store module depends only on the record schema, below this one)."""
         with self._lock:
             store = self._stores.get(spec)
             if store is None:
-                from masksearch.pipeline.store import open_store
+                from masksearch.store.trajectories import open_store
 
                 store = self._stores[spec] = open_store(spec)
             return store

@@ -14,7 +14,7 @@ import sys
 import time
 
 from masksearch.graph import Context, thread_id_for
-from masksearch.pipeline.store import is_postgres, iter_records
+from masksearch.store.trajectories import is_postgres, iter_records
 from masksearch.types import MaskedExample, Span
 
 N = 40

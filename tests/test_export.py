@@ -240,7 +240,7 @@ def test_bad_inputs_are_located(tmp_path):
 
 
 def test_export_reads_the_sqlite_store(tmp_path):
-    from masksearch.pipeline.store import TrajectoryStore
+    from masksearch.store.trajectories import TrajectoryStore
 
     db = tmp_path / "traj.sqlite"
     with TrajectoryStore(db) as st:

@@ -14,10 +14,10 @@ from masksearch.graph.testing import KeywordRetriever
 from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.inputs import MAX_FIELD_CHARS, iter_examples
 from masksearch.pipeline.runner import run_generate
-from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.pipeline.testing import masked_row as row
 from masksearch.resources import Resources
+from masksearch.store.trajectories import TrajectoryStore
 from masksearch.types import Passage
 
 

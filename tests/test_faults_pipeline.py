@@ -15,9 +15,9 @@ from masksearch.graph.testing import KeywordRetriever
 from masksearch.models.fake import http_error
 from masksearch.nodes.common import is_transient
 from masksearch.pipeline.generate import GenerateSettings, generate
-from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.resources import Resources
+from masksearch.store.trajectories import TrajectoryStore
 from masksearch.types import MaskedExample, Passage, Span
 
 FAST = {

@@ -167,7 +167,7 @@ def test_chat_help_shows_no_type_placeholders_beside_flags():
 def test_chat_saves_each_question_into_the_store(tmp_path, index_dir):
     """`--save STORE`: the chat's trajectories land in a trajectory store that `export` reads;
     asking the same question again on the thread replaces its record."""
-    from masksearch.pipeline.store import open_store
+    from masksearch.store.trajectories import open_store
 
     store = tmp_path / "chat.sqlite"
     args = [*_demo_args(index_dir, tmp_path / "c.db"), "--thread", "t-save", "--save", str(store)]

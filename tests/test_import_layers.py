@@ -24,6 +24,7 @@ LAYERS = [
     "fileio",
     "jsonl",
     "records",
+    "store",  # the trajectory store: below resources (the graph's save node) and pipeline
     "prompts",
     "tagformat",
     "quality",  # data-quality rules of thoughts and rewrites (pure text checks)

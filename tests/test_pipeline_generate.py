@@ -11,9 +11,9 @@ from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.nodes.common import is_transient
 from masksearch.pipeline.generate import GenerateSettings, generate
-from masksearch.pipeline.store import TrajectoryStore, iter_records
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.resources import Resources
+from masksearch.store.trajectories import TrajectoryStore, iter_records
 from masksearch.types import MaskedExample, Passage, Span
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False, retry_on=is_transient)

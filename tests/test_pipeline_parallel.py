@@ -21,8 +21,8 @@ import pytest
 
 from masksearch.graph import Context
 from masksearch.pipeline.runner import run_generate
-from masksearch.pipeline.store import TrajectoryStore, iter_records, store_count
 from masksearch.pipeline.testing import TeamSetup
+from masksearch.store.trajectories import TrajectoryStore, iter_records, store_count
 from masksearch.types import MaskedExample, Span
 from masksearch.workers import cluster as parallel
 from masksearch.workers.cluster import ClusterSettings, shard_of, throttled

@@ -11,7 +11,7 @@ from masksearch.context import Context
 from masksearch.errors import InputError
 from masksearch.graph.records import failed_record
 from masksearch.pipeline.generate import GenerateSettings, generate
-from masksearch.pipeline.store import TrajectoryStore
+from masksearch.store.trajectories import TrajectoryStore
 from masksearch.types import MaskedExample, Span
 
 

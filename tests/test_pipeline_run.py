@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from masksearch.graph.testing import OBSERVER_KEY, PLANNER_KEY, REWRITER_KEY
 from masksearch.offline import commands as offline_commands
 from masksearch.pipeline import commands
-from masksearch.pipeline.store import TrajectoryStore, iter_records
+from masksearch.store.trajectories import TrajectoryStore, iter_records
 
 app = typer.Typer()  # only this area's commands: other areas' CLI changes can't break these tests
 commands.register(app)

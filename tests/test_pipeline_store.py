@@ -11,7 +11,7 @@ import pytest
 from masksearch.context import Context
 from masksearch.errors import InputError
 from masksearch.graph.records import failed_record
-from masksearch.pipeline.store import TrajectoryStore, iter_records, open_store
+from masksearch.store.trajectories import TrajectoryStore, iter_records, open_store
 from masksearch.types import MaskedExample, Span
 
 

@@ -14,8 +14,8 @@ from test_pipeline_store import make_record
 
 from masksearch.errors import ConfigError
 from masksearch.pipeline.generate import GenerateSettings, generate
-from masksearch.pipeline.store import PostgresTrajectoryStore, iter_records, open_store
 from masksearch.pipeline.testing import TeamSetup, masked_row
+from masksearch.store.trajectories import PostgresTrajectoryStore, iter_records, open_store
 from masksearch.types import MaskedExample
 
 pytest.importorskip("psycopg")

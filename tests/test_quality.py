@@ -22,9 +22,9 @@ from masksearch.models.fake import ScriptedChatModel
 from masksearch.nodes.common import is_transient
 from masksearch.nodes.evidence import answer_thought, holds_every_blank, search_thought
 from masksearch.pipeline.generate import generate
-from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.summary import Summary
 from masksearch.scoring import answer_correct
+from masksearch.store.trajectories import TrajectoryStore
 from masksearch.types import MaskedExample, Passage
 
 FAST = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False, retry_on=is_transient)

@@ -19,9 +19,9 @@ from masksearch.errors import InputError, OutputError
 from masksearch.fileio import atomic_write, atomic_write_text
 from masksearch.jsonl import JsonlAppender, SkipCounter, iter_jsonl, repair_tail, write_jsonl
 from masksearch.pipeline.generate import GenerateSettings, generate
-from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import masked_row, team_script
 from masksearch.resources import Resources
+from masksearch.store.trajectories import TrajectoryStore
 from masksearch.types import MaskedExample
 
 DATA = Path(__file__).parent / "data"

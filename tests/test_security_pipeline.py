@@ -17,9 +17,9 @@ from masksearch.graph.testing import KeywordRetriever
 from masksearch.nodes.common import is_transient
 from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.runner import _redact, run_generate
-from masksearch.pipeline.store import TrajectoryStore
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.resources import Resources
+from masksearch.store.trajectories import TrajectoryStore
 from masksearch.types import MaskedExample, Passage, Span
 
 OPENAI_SENTINEL = "sk-SENTINEL-openai-7f3a9c"

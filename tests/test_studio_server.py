@@ -288,7 +288,7 @@ async def test_run_output_is_the_summary_not_the_whole_state(server):
 async def test_save_puts_the_run_and_a_fixed_fork_into_the_store(server, tmp_path):
     """`save` in the run context: the trajectory lands in a store; an answer fixed by hand
     (a fork before the judge) replaces the record, so the fix reaches `masksearch export`."""
-    from masksearch.pipeline.store import open_store
+    from masksearch.store.trajectories import open_store
 
     url, context, _ = server
     client = _client(url)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from masksearch.errors import InputError
-from masksearch.pipeline.store import TrajectoryStore
+from masksearch.store.trajectories import TrajectoryStore
 from masksearch.training.evolve import EvolveSettings, evolve, fresh_batches, teacher_spec
 from masksearch.training.smoke import example_record
 from masksearch.types import MaskedExample, Span

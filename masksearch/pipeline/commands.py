@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         from masksearch.graph.checkpoint import default_checkpoint_url
         from masksearch.pipeline.ratelimit import RateLimits
         from masksearch.pipeline.runner import run_generate
-        from masksearch.pipeline.store import is_postgres
+        from masksearch.store.trajectories import is_postgres
 
         if durability not in ("sync", "async", "exit"):
             raise ConfigError(f"--durability must be sync, async or exit, not {durability!r}")

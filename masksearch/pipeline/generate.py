@@ -24,10 +24,10 @@ from masksearch.graph.records import failed_record
 from masksearch.jsonl import utf8_safe
 from masksearch.pipeline.failfast import DEFAULT_THRESHOLD, FailureStreak
 from masksearch.pipeline.ratelimit import Limiter
-from masksearch.pipeline.store import RecordStore, open_store
 from masksearch.pipeline.summary import Summary
 from masksearch.records import TrajectoryRecord
 from masksearch.resources import Resources
+from masksearch.store.trajectories import RecordStore, open_store
 from masksearch.types import MaskedExample
 from masksearch.workers.pool import PoolSettings, run_pool
 

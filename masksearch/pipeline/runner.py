@@ -26,16 +26,16 @@ from masksearch.pipeline.ratelimit import (
     RayLimiter,
     start_shared_limiter,
 )
-from masksearch.pipeline.store import (
+from masksearch.pipeline.summary import Summary, merge
+from masksearch.redact import redact
+from masksearch.resources import Resources
+from masksearch.store.trajectories import (
     RecordStore,
     check_is_trajectory_store,
     is_postgres,
     open_store,
     store_label,
 )
-from masksearch.pipeline.summary import Summary, merge
-from masksearch.redact import redact
-from masksearch.resources import Resources
 from masksearch.types import MaskedExample
 from masksearch.workers.cluster import (
     EXIT_INTERRUPTED,

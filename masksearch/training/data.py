@@ -49,7 +49,7 @@ def iter_training_records(
     path: str | os.PathLike[str], *, accepted_only: bool = True
 ) -> Iterator[TrajectoryRecord]:
     """Validated records from a store or JSONL export (accepted ones only by default)."""
-    from masksearch.pipeline.store import iter_records
+    from masksearch.store.trajectories import iter_records
 
     yield from iter_records(path, accepted_only=accepted_only)
 

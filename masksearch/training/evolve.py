@@ -78,7 +78,7 @@ def _done_rounds(path: Path) -> dict[int, dict[str, Any]]:
 
 
 def _ids_in_stores(rows: Iterable[dict[str, Any]]) -> set[str]:
-    from masksearch.pipeline.store import TrajectoryStore
+    from masksearch.store.trajectories import TrajectoryStore
 
     out: set[str] = set()
     for row in rows:

@@ -35,9 +35,9 @@ from typing import Any, Protocol
 
 from masksearch.errors import ConfigError, InputError, OutputError
 from masksearch.jsonl import iter_jsonl, write_jsonl
-from masksearch.pipeline.store_sql import statements
 from masksearch.records import TrajectoryRecord, validate_record
 from masksearch.redact import redact
+from masksearch.store.sql import statements
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
