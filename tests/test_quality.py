@@ -21,7 +21,7 @@ from masksearch.masking.io import load_masked
 from masksearch.models.fake import ScriptedChatModel
 from masksearch.nodes.common import is_transient
 from masksearch.nodes.evidence import answer_thought, holds_every_blank, search_thought
-from masksearch.pipeline.generate import generate
+from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.summary import Summary
 from masksearch.scoring import answer_correct
 from masksearch.store.trajectories import TrajectoryStore
@@ -343,9 +343,9 @@ async def test_a_high_temperature_sampler_never_yields_a_cut_or_foreign_thought(
 def test_the_thinking_grammars_compile_in_llama_cpp():
     pytest.importorskip("llama_cpp")
     from masksearch.models import load_chat_model
-    from masksearch.models.llamacpp import _GrammarCheck
+    from masksearch.models.llamacpp_capi import GrammarCheck
 
-    llm = load_chat_model("local:smollm2-135m").load().llm
+    model = load_chat_model("local:smollm2-135m").load().model
     context = QUESTION + " Zürich Москва 東京 ქართული"
     for fmt in (
         grammars.for_role("planner", QUESTION, context=context),
@@ -354,7 +354,7 @@ def test_the_thinking_grammars_compile_in_llama_cpp():
         grammars.for_role("observer", "Who built it?", may_search=False, context=context),
     ):
         for gbnf in (fmt, grammars.after_thought(fmt), grammars.thought_tail(fmt, context)):
-            _GrammarCheck(llm, gbnf).close()
+            GrammarCheck(model, gbnf).close()
 
 
 # -- QA trajectories ----------------------------------------------------------------------------
@@ -402,10 +402,8 @@ async def test_qa_trajectories_are_accepted_by_the_same_rule_as_eval(tmp_path):
         max_turns=2,
     )
     store = tmp_path / "t.sqlite"
-    summary = await generate(
-        examples, ctx, store, concurrency=1, progress=False, resources=res,
-        graph_options={"retry_policy": FAST},
-    )  # fmt: skip
+    settings = GenerateSettings(concurrency=1, progress=False, graph_options={"retry_policy": FAST})
+    summary = await generate(examples, ctx, store, settings, resources=res)
     with TrajectoryStore(store) as st:
         records = {r["id"]: r for r in st.records()}
         assert st.export_jsonl(tmp_path / "out.jsonl") == 1
