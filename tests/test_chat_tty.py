@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from proc_cpu import PPID, cpu_s_where
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -114,19 +115,7 @@ def _local_model_ready() -> bool:
 
 def _children_cpu_s(pid: int) -> float:
     """CPU seconds used so far by the processes whose parent is `pid` (the pane's shell)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:  # field 4 of stat: ppid
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return cpu_s_where(PPID, pid)
 
 
 def _local_chat(tmp_path: Path, tiny_corpus_path: Path) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from proc_cpu import PGRP, cpu_s_where
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "langgraph"
@@ -319,20 +320,8 @@ IDLE_CORES = 0.05  # an idle `langgraph dev` server uses less; a decoding model,
 
 
 def _group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the processes of a process group."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # field 5 of stat: pgrp
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
+    """CPU seconds used so far by the processes of a process group."""
+    return cpu_s_where(PGRP, pgid)
 
 
 async def _cpu_rate(pgid: int, window: float = 0.5) -> float:
