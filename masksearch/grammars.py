@@ -35,7 +35,9 @@ from typing import Any
 
 MAX_THINK_CHARS = 400
 MAX_QUERY_CHARS = 160
-MAX_KEYWORD_CHARS = 80  # a keyword query (rewriter, RAMP search): a few distinctive words
+MAX_KEYWORD_WORDS = 10  # a keyword query (rewriter, RAMP search): a few distinctive words ...
+MAX_WORD_CHARS = 24  # ... of at most this many characters each
+MAX_KEYWORD_CHARS = MAX_KEYWORD_WORDS * (MAX_WORD_CHARS + 1) - 1  # the longest keyword query
 MAX_ANSWER_CHARS = 240
 MAX_SPAN_CHARS = 80
 MAX_REWRITES = 5
@@ -96,33 +98,63 @@ def think_charset(context: str | None = None) -> str:
     return "".join(ranges)
 
 
-def _think_rule(chars: int | None = None, context: str | None = None) -> str:
+def _inner(body: str) -> str:
+    """`body` (a GBNF class body from `think_charset`) without the sentence-ending `.!?` and the
+    newline."""
+    if body.startswith("^"):
+        return body + ".!?\\n"
+    return body.replace(
+        "\\x20-\\x3B\\x3D\\x3F-\\x7E\\n", "\\x20\\x22-\\x2D\\x2F-\\x3B\\x3D\\x40-\\x7E"
+    )
+
+
+def _think_rule(
+    chars: int | None = None, context: str | None = None, sentences: int | None = None
+) -> str:
     """`<think>` free text `</think>` ending at a sentence end: at most `chars` + 2 characters
-    (None: unbounded — the caller's token budget and `thought_tail` bound it)."""
+    (None: unbounded — the caller's token budget and `thought_tail` bound it); with `sentences`,
+    at most that many sentences on one line (`!`, `?` and a `.` that is not followed by a digit
+    or a small letter, as in `7.7` or `e.g.`, end one), so the model closes the thought instead
+    of running into its token budget."""
     body = think_charset(context)
     first = body if body.startswith("^") else body.replace("\\x20-", "\\x21-").replace("\\n", "")
     first = first + " \\n" if first.startswith("^") else first
+    if sentences is not None and chars is None:
+        return "\n".join(
+            [
+                f'think ::= "<think>" [ \\n]? sent (" " sent){{0,{sentences - 1}}} "</think>"',
+                f'sent ::= [{first}] ([{_inner(body)}] | "." [0-9a-z])* [.!?] ["\')\\]]?',
+            ]
+        )
     rep = "*" if chars is None else f"{{0,{chars}}}"
     return f'think ::= "<think>" [ \\n]? [{first}] [{body}]{rep} {SENTENCE_END} "</think>"'
 
 
-def _rewrites_rules(n: int, query: int) -> list[str]:
-    """`{"queries": [...]}` with 1..n keyword queries of at most `query` + 1 characters, none
+def _rewrites_rules(n: int) -> list[str]:
+    """`{"queries": [...]}` with 1..n keyword queries of whole words (`MAX_KEYWORD_WORDS`), none
     holding a `;` (two queries glued into one: each query is its own string)."""
     return [
         f'root ::= "{{\\"queries\\": [" q (", " q){{0,{n - 1}}} "]}}"',
-        f'q ::= "\\"" [^"\\\\<>\\n; ] [^"\\\\<>\\n;]{{0,{query}}} "\\""',
+        f'q ::= "\\"" qw (" " qw){{0,{MAX_KEYWORD_WORDS - 1}}} "\\""',
+        f'qw ::= [^"\\\\<>\\n;\\[\\]\\x20]{{1,{MAX_WORD_CHARS}}}',
     ]
 
 
 def _rewrites_tokens(n: int) -> int:
-    return n * (MAX_KEYWORD_CHARS + 6) + 20
+    return n * (MAX_KEYWORD_CHARS + 4) + 20
 
 
-def _keyword_search_rule(chars: int = MAX_KEYWORD_CHARS) -> str:
-    """One keyword query in `<search>`: one line, no `;`, `(`, `)` or `:` (a small model copies a
-    result's `Doc 2(Title: …)` line into its query otherwise), at most `chars` + 1 characters."""
-    return f'search ::= "<search>" " "? [^<>\\n;():\\x20] [^<>\\n;():]{{0,{chars}}} "</search>"'
+def _keyword_search_rule() -> str:
+    """One keyword query in `<search>`: up to `MAX_KEYWORD_WORDS` words on one line, with no `;`,
+    `(`, `)` or `:` (a small model copies a result's `Doc 2(Title: …)` line into its query
+    otherwise) and no `[` or `]` (a masked passage's `[mask]`). A query is whole words: a length
+    bound in characters cut queries mid-word."""
+    return "\n".join(
+        [
+            f'search ::= "<search>" " "? kw (" " kw){{0,{MAX_KEYWORD_WORDS - 1}}} "</search>"',
+            f"kw ::= [^<>\\n;():\\[\\]\\x20]{{1,{MAX_WORD_CHARS}}}",
+        ]
+    )
 
 
 def build_grammars(
@@ -140,7 +172,7 @@ def build_grammars(
         "search": "\n".join(['root ::= think "\\n" search', t, s]),
         "answer": "\n".join(['root ::= think "\\n" answer', t, a]),
         "answer_only": "\n".join(["root ::= answer", a]),
-        "rewrites": "\n".join(_rewrites_rules(MAX_REWRITES, MAX_KEYWORD_CHARS)),
+        "rewrites": "\n".join(_rewrites_rules(MAX_REWRITES)),
         "verdict": 'root ::= "<verdict>" ("correct" | "incorrect") "</verdict>"',
         "span": f"root ::= [^<>;\\n ] [^<>;\\n]{{0,{span}}}",
     }
@@ -197,7 +229,7 @@ def grammar_for(output_format: str) -> str:
         return output_format
     n = _rewrites_count(output_format)
     if n is not None:
-        return "\n".join(_rewrites_rules(n, MAX_KEYWORD_CHARS))
+        return "\n".join(_rewrites_rules(n))
     try:
         return GRAMMARS[output_format]
     except KeyError:
@@ -237,18 +269,36 @@ def gbnf_literal(text: str) -> str:
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
-def passage_span_rules(passages: Iterable[str]) -> list[str]:
+def _starts_after(text: str, matches: list[re.Match[str]], after: str | None) -> set[int] | None:
+    """The indices of the words of `text` that directly follow an occurrence of the last words
+    of `after` (case and spacing aside), or None when `after` is not found there."""
+    words = _WORD.findall(after or "")[-6:]
+    if not words:
+        return None
+    pattern = re.compile(r"\s*".join(re.escape(w) for w in words), re.IGNORECASE)
+    ends = [m.end() for m in pattern.finditer(text)]
+    found = {next((i for i, w in enumerate(matches) if w.start() >= e), -1) for e in ends}
+    found.discard(-1)
+    return found or None
+
+
+def passage_span_rules(passages: Iterable[str], after: str | None = None) -> list[str]:
     """GBNF rules whose rule `span` is one contiguous run of words copied verbatim from one of
     `passages` (empty list when the passages hold no word).
 
     Passages are cut into words and punctuation marks keeping the separator between them, so
     `Gustave Eiffel` or `1889` can be taken out of `by Gustave Eiffel in 1889,`. The rules are
     linear in the passages' length: `wI` is "token I, then optionally its separator and wI+1"; a
-    span starts at any word (not at punctuation). Its length is bounded by the token budget."""
+    span starts at any word (not at punctuation), or, with `after` (the words before a blank),
+    only right after those words where a passage holds them. Its length is bounded by the token
+    budget."""
     rules: list[str] = []
     starts: list[str] = []
+    texts = list(passages)
+    at = [_starts_after(t, list(_WORD.finditer(t)), after) for t in texts]
+    only = any(a is not None for a in at)
     n = 0
-    for text in passages:
+    for text, allowed in zip(texts, at, strict=True):
         matches = list(_WORD.finditer(text))
         for i, m in enumerate(matches):
             token, name = m.group(0), f"w{n + i}"
@@ -259,7 +309,7 @@ def passage_span_rules(passages: Iterable[str]) -> list[str]:
                 rules.append(f"{name} ::= {gbnf_literal(token)} {nxt}")
             else:
                 rules.append(f"{name} ::= {gbnf_literal(token)}")
-            if token[0].isalnum():
+            if (allowed is not None and i in allowed) or (not only and token[0].isalnum()):
                 starts.append(name)
         n += len(matches)
     if not starts:
@@ -297,32 +347,57 @@ MAX_FILL_TOKENS = 16  # one masked span: names, dates, numbers, short phrases
 # Token budgets of a thought (the whole call gets this plus what its action needs). A thought that
 # runs past it is cut back to its last complete sentence and the action is asked for after it
 # (`masksearch.nodes.thought`), so a stored thought always ends at a sentence end.
-THINK_TOKENS = {"planner": 64, "observer": 48, "qa": 128}
+THINK_TOKENS = 128
 ACTION_TOKENS = 48  # `<search>` with one keyword query, or the bare `<answer>` opening
 # a continuation's budget: enough for any action the formats allow (a token is at least one
 # character), so it always completes
 REST_TOKENS = MAX_ANSWER_CHARS + 40
 
 
-def ramp_decision(*, may_search: bool, context: str | None = None, think: int | None = None) -> str:
-    """`<think>…</think>` then one `<search>` (if `may_search`) or the bare `<answer>` opening:
-    the spans are filled afterwards, one blank at a time (`fill_grammar`)."""
-    t = _think_rule(think, context)
+THINK_SENTENCES = 3  # a thought a model writes under a grammar (the QA planner and observer)
+
+
+def ramp_action(*, may_search: bool) -> str:
+    """A masked example's observer step on a model that decodes under grammars: one `<search>`
+    (if `may_search`) or the bare `<answer>` opening, no thought — the node composes the thought
+    from this choice and the results (`masksearch.nodes.evidence`), and the spans are filled
+    afterwards, one blank at a time (`fill_grammar`)."""
     if not may_search:
-        return "\n".join(['root ::= think "\\n" "<answer>"', t])
-    return "\n".join(['root ::= think "\\n" (search | "<answer>")', t, _KEYWORD_SEARCH])
+        return 'root ::= "<answer>"'
+    return "\n".join(['root ::= search | "<answer>"', _KEYWORD_SEARCH])
 
 
-def ramp_search(context: str | None = None, think: int | None = None) -> str:
-    """A masked example's first step: `<think>…</think>`, then one `<search>`."""
-    return "\n".join(['root ::= think "\\n" search', _think_rule(think, context), _KEYWORD_SEARCH])
+def whole_words(query: str) -> str:
+    """A keyword query decoded under `_KEYWORD_SEARCH`: one that used all `MAX_KEYWORD_WORDS`
+    words may end in a word glued to the one the model wanted next (no space is allowed after
+    the last word), so that last word is dropped."""
+    words = query.split(" ")
+    return " ".join(words[:-1]) if len(words) >= MAX_KEYWORD_WORDS else query
 
 
-def thinking(grammar: str, context: str | None = None) -> str:
+def keyword_search() -> str:
+    """One `<search>` with a keyword query, no thought: a masked example's first step on a model
+    that decodes under grammars (the node composes the planner's thought)."""
+    return "\n".join(["root ::= search", _KEYWORD_SEARCH])
+
+
+def ramp_search(context: str | None = None, sentences: int | None = None) -> str:
+    """A masked example's first step: `<think>…</think>` (at most `sentences` sentences), then
+    one `<search>`."""
+    think = _think_rule(None, context, sentences)
+    return "\n".join(['root ::= think "\\n" search', think, _KEYWORD_SEARCH])
+
+
+def _thought_rule(line: str) -> bool:
+    return line.startswith(("think ::=", "sent ::="))
+
+
+def thinking(grammar: str, context: str | None = None, sentences: int | None = None) -> str:
     """A format that starts with `<think>` (`root ::= think "\\n" …`) with its thought limited to
-    the scripts of `context` (unbounded in length: the caller's token budget bounds it)."""
-    lines = [ln for ln in grammar.splitlines() if not ln.startswith("think ::=")]
-    return "\n".join([*lines, _think_rule(None, context)])
+    the scripts of `context` and to `sentences` sentences (unbounded in length: the caller's
+    token budget bounds it)."""
+    lines = [ln for ln in grammar.splitlines() if not _thought_rule(ln)]
+    return "\n".join([*lines, _think_rule(None, context, sentences)])
 
 
 def after_thought(grammar: str) -> str:
@@ -331,9 +406,7 @@ def after_thought(grammar: str) -> str:
     head = 'root ::= think "\\n" '
     if not root.startswith(head):
         raise ValueError("not a thinking format: " + root)
-    return "\n".join(
-        ["root ::= " + root[len(head) :], *[r for r in rules if not r.startswith("think ::=")]]
-    )
+    return "\n".join(["root ::= " + root[len(head) :], *[r for r in rules if not _thought_rule(r)]])
 
 
 def thought_tail(grammar: str, context: str | None = None) -> str:
@@ -352,9 +425,10 @@ def choice(n: int) -> str:
     return "root ::= " + " | ".join(f'"{i}"' for i in range(n, 0, -1))
 
 
-def fill_grammar(passages: Iterable[str]) -> str:
-    """One verbatim span of `passages` (a leading space allowed: it continues a phrase)."""
-    rules = passage_span_rules(passages)
+def fill_grammar(passages: Iterable[str], after: str | None = None) -> str:
+    """One verbatim span of `passages` (a leading space allowed: it continues a phrase); with
+    `after`, one that starts where a passage continues those words (`passage_span_rules`)."""
+    rules = passage_span_rules(passages, after)
     if not rules:
         return GRAMMARS["span"]
     return "\n".join(['root ::= " "? span', *rules])
@@ -379,11 +453,12 @@ def for_role(
     grammars.
 
     RAMP questions (with `[mask]`): the planner must search (the hidden words cannot be known
-    without retrieval); the observer decides between a search and the bare `<answer>` opening,
-    whose spans are then filled one blank at a time (`masksearch.nodes.ramp`). QA: the generic
-    action / answer formats. (`ramp_grammar` is the one-call alternative: all `k` spans at once.)
-    `context`: the text the role has read (question, passages); its thought keeps to their
-    scripts (`think_charset`). Thinking formats bound the thought by tokens, not characters."""
+    without retrieval) and the observer decides between a search and the bare `<answer>`
+    opening, both without a thought of their own (the node composes it: `nodes.evidence`); the
+    answer's spans are then filled one blank at a time (`masksearch.nodes.ramp`). QA: the generic action / answer formats. (`ramp_grammar` is the
+    one-call alternative: all `k` spans at once.) `context`: the text the role has read
+    (question, passages); its thought keeps to their scripts (`think_charset`). Thinking formats
+    bound the thought by sentences (`THINK_SENTENCES`) and tokens, not characters."""
     from masksearch.prompts import count_masks
 
     k = count_masks(question)
@@ -392,11 +467,14 @@ def for_role(
     if role == "judge":
         return "verdict"
     if role == "planner":
-        return ramp_search(context) if k else thinking(GRAMMARS["action"], context)
+        if k:
+            return keyword_search()
+        return thinking(GRAMMARS["action"], context, THINK_SENTENCES)
     if role == "observer":
         if k:
-            return ramp_decision(may_search=may_search, context=context)
-        return thinking(GRAMMARS["action" if may_search else "answer"], context)
+            return ramp_action(may_search=may_search)
+        grammar = GRAMMARS["action" if may_search else "answer"]
+        return thinking(grammar, context, THINK_SENTENCES)
     if role == "answer":
         return "answer_only"
     raise ValueError(f"no output format for role {role!r}")

@@ -53,8 +53,9 @@ PLANNER = Template(
     "Question:\n$question\n\n"
     "You are the planner of a search team. Break the question into the first thing to look up.\n"
     "$rules\n\n"
-    "Write your reasoning inside <think></think> in two or three short, complete sentences: what "
-    "is asked, which facts are missing, and the plan of searches. Then either give the first sub-query as one natural-language sentence inside "
+    "Write your reasoning inside <think></think> in one or two short, complete sentences: what "
+    "is missing and what to look up first. Then either give the first sub-query as one "
+    "natural-language sentence inside "
     "<search></search>, or, only if you are certain without searching, the final answer inside "
     "<answer></answer>.\n"
     "Format:\n<think>...</think>\n<search>...</search>"
@@ -69,14 +70,17 @@ REWRITER = Template(
     '{"queries": ["first query", "second query", "third query"]}'
 )
 
-OBSERVER = Template(
+_OBSERVER_HEAD = (
     "Question:\n$question\n\n"
     "You are the observer of a search team. Read the new search results, keep what is relevant, "
     "and decide the next step.\n$rules\n\n"
     "Progress so far:\n$history\n\n"
     "Latest sub-query: $subquery\nSearch queries: $queries\n"
     "Search results:\n$observation\n\n"
-    "Inside <think></think>, in a few short, complete sentences: say which result establishes "
+)
+OBSERVER = Template(
+    _OBSERVER_HEAD
+    + "Inside <think></think>, in a few short, complete sentences: say which result establishes "
     "what (ignore irrelevant hits; quote its words for the answer), whether the sub-query is "
     "resolved, and, if you search again, what is still missing and why the new sub-query should "
     "find it. Then do ONE of:\n"
@@ -84,6 +88,28 @@ OBSERVER = Template(
     "- search the next sub-query (or, if this one failed, a reformulated one after reflecting on "
     "why): <search>...</search>\n"
     "$budget"
+)
+
+# The observer of a masked passage on a model that decodes under grammars: it only chooses (answer
+# or one more search); the node writes its thought from that choice and the results
+# (`masksearch.nodes.evidence`), and the spans are then copied blank by blank (`RAMP_FILL`).
+OBSERVER_RAMP_CHOICE = Template(
+    _OBSERVER_HEAD
+    + "The question is a passage with $k hidden span(s), [mask 1] … [mask $k]. If one of the "
+    "search results is the same passage (the same wording around the masks), reply <answer>: its "
+    "hidden words are then copied from it. Otherwise search again with one short keyword query of "
+    "distinctive words from the passage that the results did not match: "
+    "<search>...</search>\n$budget"
+)
+
+# The planner of a masked passage on a model that decodes under grammars: it chooses the first
+# query; the node writes its thought from that query (`masksearch.nodes.evidence.plan_thought`).
+PLANNER_RAMP_QUERY = Template(
+    "Question:\n$question\n\n"
+    "You are the planner of a search team. The [mask] words were removed from an encyclopedia "
+    "passage: they cannot be known or guessed without finding the passage. Reply with one short "
+    "keyword query built from the most distinctive words of the text (names, titles, places) "
+    "inside <search></search>."
 )
 
 # RAMP (masked passage) additions for the teacher roles. The hidden words cannot be known without
@@ -108,6 +134,10 @@ RAMP_WHICH_DOC = (
     "Which search result is the same passage as the question's text (the same wording around the "
     "[mask]s)? Reply with its number."
 )
+# The source passage alone, for copying the blanks once a result is known to hold the wording
+# around every one of them (`masksearch.nodes.multi_agent.ramp_choice`): the other results and
+# the observer's instructions need not be read again.
+RAMP_SOURCE = Template("Question:\n$question\n\nSearch result:\n$doc")
 RAMP_FILL = Template(
     "Doc $doc is the same passage. Copy from Doc $doc the words hidden by [mask $i], between "
     '"$left" and "$right": continue the phrase exactly as Doc $doc writes it.'
@@ -297,10 +327,11 @@ def neutralize_tags(text: str) -> str:
     return "".join(out)
 
 
-def format_docs(passages: Sequence[Any]) -> str:
-    """Search-R1 observation body: `Doc i(Title: T) text`, one passage per line."""
+def format_docs(passages: Sequence[Any], start: int = 1) -> str:
+    """Search-R1 observation body: `Doc i(Title: T) text`, one passage per line, numbered from
+    `start`."""
     lines = []
-    for i, p in enumerate(passages, 1):
+    for i, p in enumerate(passages, start):
         title, text = _field(p, "title"), _field(p, "text")
         lines.append(neutralize_tags(f"Doc {i}(Title: {title}) {' '.join(text.split())}"))
     return "\n".join(lines)

@@ -194,9 +194,10 @@ def test_every_grammar_compiles_in_llama_cpp():
     passage = "The Eiffel Tower was finished in 1889; it is in Paris."
     built = [grammars.grammar_for(name) for name in grammars.GRAMMARS] + [
         grammars.ramp_grammar(2, [passage], may_search=True),
-        grammars.ramp_decision(may_search=True),
-        grammars.ramp_decision(may_search=False),
+        grammars.ramp_action(may_search=True),
+        grammars.ramp_action(may_search=False),
         grammars.ramp_search(),
+        grammars.ramp_search(sentences=2),
         grammars.choice(12),
         grammars.fill_grammar([passage]),
     ]
@@ -295,5 +296,6 @@ def test_the_rewriter_grammar_stops_after_the_queries_that_are_used():
         queries = json.loads(out)["queries"]
         assert 1 <= len(queries) <= 2
         # keyword queries: short, and never two glued with `;`
-        assert all(";" not in q and len(q) <= grammars.MAX_KEYWORD_CHARS + 1 for q in queries)
+        assert all(";" not in q and len(q) <= grammars.MAX_KEYWORD_CHARS for q in queries)
+        assert all(len(q.split(" ")) <= grammars.MAX_KEYWORD_WORDS for q in queries)
     assert grammars.json_schema_for(grammars.rewrites(2))["properties"]["queries"]["maxItems"] == 2

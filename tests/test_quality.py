@@ -4,9 +4,10 @@ trajectories accepted by the scoring rule, and the run summary's quality report.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
@@ -116,6 +117,7 @@ def test_a_quoted_evidence_string_always_occurs_in_the_cited_passage():
 QUESTION = prompts.RAMP_QUESTION.substitute(
     masked_text="The Eiffel Tower is a lattice tower in [mask], completed in [mask] for the fair."
 )
+QA_QUESTION = "In which city is the lattice tower completed for the 1889 fair?"
 P_TOWER = {
     "id": "p2",
     "title": "Eiffel Tower",
@@ -183,7 +185,7 @@ def _team(planner_replies: list[str]) -> tuple[GrammarScripted, list[list[BaseMe
         if isinstance(last, AIMessage):
             left = str(last.content)
             return " 1889 for the" if left.endswith("completed in") else " Paris, completed"
-        return "<think>Doc 1 is it.</think>\n" + next(decisions)
+        return next(decisions)
 
     return GrammarScripted(responses=[reply] * 20), seen
 
@@ -202,29 +204,59 @@ async def _run(model: GrammarScripted):
     return await run_example(build_graph(resources=res, retry_policy=FAST), ex, ctx)
 
 
+async def _think(replies: list[str]) -> tuple[str, list[list[BaseMessage]]]:
+    """`think_then_act` for the QA planner on a grammar-capable model scripted with `replies`."""
+    from masksearch.nodes.thought import think_then_act
+
+    seen: list[list[BaseMessage]] = []
+
+    def reply(messages: list[BaseMessage]) -> str:
+        seen.append(messages)
+        return replies.pop(0)
+
+    res = Resources(models={"fake:g": GrammarScripted(responses=[reply] * 2)})
+    text, _ = await think_then_act(
+        Context(planner_model="fake:g"),
+        "planner",
+        [{"role": "user", "content": prompts.planner_prompt(QA_QUESTION)}],
+        grammars.for_role("planner", QA_QUESTION, context=QA_QUESTION),
+        resources=res,
+        context=QA_QUESTION,
+        think_tokens=grammars.THINK_TOKENS,
+    )
+    return text, seen
+
+
 async def test_a_thought_cut_by_its_budget_ends_at_its_last_sentence_and_then_acts():
-    model, seen = _team(
+    text, seen = await _think(
         [
             "<think>The passage is about the Eiffel Tower. The plan is to look for the tow",
             "<search>Gustave Eiffel engineer</search>",
         ]
     )
-    rec = await _run(model)
-    first = rec["messages"][2]["content"]
-    assert first.startswith("<think>The passage is about the Eiffel Tower.</think>\n<search>")
-    continued = [m for m in seen if isinstance(m[-1], AIMessage) and "<think>" in m[-1].content]
-    assert continued[0][-1].content == "<think>The passage is about the Eiffel Tower.</think>\n"
-    assert rec["accepted"] is True
+    assert text.startswith("<think>The passage is about the Eiffel Tower.</think>\n<search>")
+    assert seen[1][-1].content == "<think>The passage is about the Eiffel Tower.</think>\n"
 
 
 async def test_a_thought_cut_in_its_first_sentence_finishes_that_sentence():
-    model, seen = _team(
+    text, _ = await _think(
         ["<think>The passage is about the Eiffel Tow", "er.</think>\n<search>Eiffel</search>"]
     )
+    assert text.startswith("<think>The passage is about the Eiffel Tower.</think>")
+
+
+async def test_a_ramp_planner_chooses_the_query_and_its_thought_places_the_blanks():
+    model, seen = _team(["<search>Gustave Eiffel engineer</search>"])
     rec = await _run(model)
-    assert rec["messages"][2]["content"].startswith(
-        "<think>The passage is about the Eiffel Tower.</think>"
+    first = rec["messages"][2]["content"]
+    assert first.startswith(
+        '<think>The passage hides 2 spans: [mask 1] after "lattice tower in"; [mask 2] after '
+        '"completed in". They cannot be known without the passage itself. So I first search for '
+        "Gustave Eiffel engineer: it has the passage's own words Eiffel,"
     )
+    assert "You are the planner" in str(seen[0][0].content)
+    assert "<think>" not in str(seen[0][0].content)  # the model is asked for the query only
+    assert quality.record_quality(rec).cut == 0
 
 
 async def test_observer_thoughts_are_grounded_and_rewrites_distinct():
@@ -291,7 +323,7 @@ async def test_a_random_writer_past_its_budget_never_leaves_a_cut_thought():
             Context(planner_model="fake:r"),
             "planner",
             [{"role": "user", "content": "plan"}],
-            grammars.for_role("planner", QUESTION, context=QUESTION),
+            grammars.for_role("planner", QA_QUESTION, context=QA_QUESTION),
             resources=res,
             context=QUESTION,
             think_tokens=8,
@@ -323,7 +355,7 @@ async def test_a_high_temperature_sampler_never_yields_a_cut_or_foreign_thought(
     model = wild.model_copy(update={"seed": seed})
     res = Resources(models={"local:wild": model})
     ctx = Context(planner_model="local:wild", llm_timeout_s=3600)
-    fmt = grammars.for_role("planner", QUESTION, context=QUESTION)
+    fmt = grammars.for_role("planner", QA_QUESTION, context=QA_QUESTION)
     text, _ = await think_then_act(
         ctx,
         "planner",
@@ -347,9 +379,13 @@ def test_the_thinking_grammars_compile_in_llama_cpp():
 
     model = load_chat_model("local:smollm2-135m").load().model
     context = QUESTION + " Zürich Москва 東京 ქართული"
-    for fmt in (
+    for gbnf in (
+        grammars.ramp_action(may_search=True),
+        grammars.ramp_action(may_search=False),
         grammars.for_role("planner", QUESTION, context=context),
-        grammars.for_role("observer", QUESTION, context=context),
+    ):
+        GrammarCheck(model, gbnf).close()
+    for fmt in (
         grammars.for_role("planner", "Who built it?", context=context),
         grammars.for_role("observer", "Who built it?", may_search=False, context=context),
     ):
@@ -449,3 +485,87 @@ def test_the_summary_reports_quality_by_task_and_k():
     assert (g["thoughts"], g["cut"], g["foreign"], g["answering"], g["evidence"]) == (2, 1, 1, 1, 0)
     assert (g["near_duplicates"], g["rewrite_pairs"], g["accepted"]) == (1, 1, 1)
     assert "ramp k=2: thoughts 2, cut mid-sentence 1, foreign script 1" in s.format()
+
+
+def _accepts(model: Any, gbnf: str, text: str) -> bool:
+    """Whether the grammar accepts `text` whole (token by token, then end of generation)."""
+    import numpy as np
+
+    from masksearch.models.llamacpp_capi import GrammarCheck
+
+    check = GrammarCheck(model, gbnf)
+    try:
+        for t in model.tokenize(text, special=False):
+            if not np.isfinite(check.allowed(np.array([t]), np.zeros(1, np.float32)))[0]:
+                return False
+            check.accept(t)
+        return bool(np.isfinite(check.allowed(np.array([model.eos]), np.zeros(1, np.float32)))[0])
+    finally:
+        check.close()
+
+
+def test_thoughts_are_bounded_by_sentences_and_queries_by_whole_words():
+    """A thought written under a grammar: at most `THINK_SENTENCES` sentences on one line, each
+    ending at `!`, `?` or a `.` not followed by a digit or small letter (7.7 and e.g. continue
+    it); a keyword query (a RAMP planner's or observer's, a rewrite): whole words, no `[` (a
+    masked passage's `[mask]`)."""
+    pytest.importorskip("llama_cpp")
+    from masksearch.models import load_chat_model
+
+    model = load_chat_model("local:smollm2-135m").load().model
+    qa = grammars.for_role("planner", QA_QUESTION, context=QA_QUESTION)
+    assert grammars.THINK_SENTENCES == 3
+    ok = "<think>It was finished near 7.7 on the scale, e.g. late. Search the tower!</think>\n"
+    assert _accepts(model, qa, ok + "<search>Eiffel Tower completion</search>")
+    assert not _accepts(model, qa, "<think>One. Two. Three. Four.</think>\n<search>x</search>")
+    assert not _accepts(model, qa, "<think>One?Two.</think>\n<search>x</search>")
+    assert not _accepts(model, qa, "<think>No end</think>\n<search>x</search>")
+    assert not _accepts(model, qa, "<think>Line one.\nLine two.</think>\n<search>x</search>")
+    ramp = grammars.for_role("planner", QUESTION, context=QUESTION)
+    assert _accepts(model, ramp, "<search>Eiffel Tower completion</search>")
+    assert not _accepts(model, ramp, "<search>Eiffel [mask</search>")
+    eleven = " ".join(["word"] * (grammars.MAX_KEYWORD_WORDS + 1))
+    assert not _accepts(model, ramp, f"<search>{eleven}</search>")
+    ten = " ".join(["word"] * (grammars.MAX_KEYWORD_WORDS - 1) + ["thefirst"])
+    assert _accepts(model, ramp, f"<search>{ten}</search>")  # a glued last word ...
+    assert grammars.whole_words(ten) == " ".join(["word"] * 9)  # ... is dropped
+    assert grammars.whole_words("Eiffel Tower") == "Eiffel Tower"
+    observer = grammars.ramp_action(may_search=True)
+    assert _accepts(model, observer, "<answer>") and not _accepts(model, observer, "<think>")
+    rewrites = grammars.grammar_for(grammars.rewrites(2))
+    assert _accepts(model, rewrites, '{"queries": ["Eiffel Tower", "Paris 1889"]}')
+    assert not _accepts(model, rewrites, '{"queries": ["Eiffel [mask]"]}')
+
+
+def test_a_repeated_query_becomes_the_passages_own_words():
+    from masksearch.nodes.evidence import fresh_query
+    from masksearch.nodes.multi_agent import ramp_choice
+
+    longest = "The Eiffel Tower is a lattice tower in"
+    assert fresh_query(QUESTION, []) == longest
+    assert fresh_query(QUESTION, [longest.upper()]) == "for the fair"
+    res = Resources(
+        models={"fake:g": GrammarScripted(responses=["<search>Gustave Eiffel</search>"])}
+    )
+    text, _ = asyncio.run(
+        ramp_choice(
+            Context(observer_model="fake:g"),
+            "PROMPT",
+            QUESTION,
+            [PASSAGES[0].to_dict()],
+            may_search=True,
+            resources=res,
+            searched=["gustave  eiffel"],
+        )
+    )
+    assert text.endswith(f"<search>{longest}</search>")
+    assert f"So I search for {longest}: it has the passage's own words Eiffel, Tower and" in text
+
+
+def test_a_blank_is_copied_from_where_the_passage_continues_its_left_words():
+    text = P_TOWER["text"]
+    fmt = grammars.fill_grammar([text], after="a lattice tower in")
+    start = fmt.splitlines()[1].removeprefix("span ::= ")
+    assert " | " not in start and f'{start} ::= "Paris"' in fmt  # right after "tower in"
+    anywhere = grammars.fill_grammar([text], after="words the passage does not hold")
+    assert anywhere == grammars.fill_grammar([text])  # not found: any span of the passage

@@ -52,9 +52,10 @@ def test_mask_context_fills_earlier_blanks_and_stops_at_the_next_words():
 
 def test_ramp_grammars():
     assert grammars.choice(3) == 'root ::= "3" | "2" | "1"'
-    decide = grammars.ramp_decision(may_search=True)
-    assert '(search | "<answer>")' in decide and "search ::=" in decide
-    assert "search" not in grammars.ramp_decision(may_search=False).split("\n")[0]
+    decide = grammars.ramp_action(may_search=True)
+    assert decide.startswith('root ::= search | "<answer>"') and "search ::=" in decide
+    assert "think" not in decide  # the node writes the observer's thought
+    assert grammars.ramp_action(may_search=False) == 'root ::= "<answer>"'
     fill = grammars.fill_grammar(["Paris, 1889."])
     assert fill.startswith('root ::= " "? span') and '"Paris"' in fill
 
@@ -71,11 +72,11 @@ async def test_observer_answers_blank_by_blank_from_the_named_passage():
         if "keyword-style" in text:
             return '{"queries": ["Eiffel Tower"]}'
         if isinstance(last, AIMessage) and last.content == "Doc ":
-            return "2"  # the second result is the masked passage
+            raise AssertionError("no which-result question: Doc 1 holds every blank's wording")
         if isinstance(last, AIMessage):  # a blank: continue the phrase, past the next words
             left = str(last.content)
             return " 1889." if left.endswith("Paris, completed in") else " Paris, completed"
-        return "<think>Doc 2 is the same passage.</think>\n<answer>"
+        raise AssertionError("no decision asked: Doc 2 holds the wording around both blanks")
 
     model = GrammarScripted(responses=[reply] * 10)
     res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(PASSAGES)})
@@ -90,13 +91,40 @@ async def test_observer_answers_blank_by_blank_from_the_named_passage():
     assert rec["final_answer"] == "Paris ; 1889" and rec["accepted"] is True
     observer = [s for s in rec["steps"] if s["agent"] == "observer"]
     assert observer[-1]["output"].endswith("<answer>Paris ; 1889</answer>")
-    assert observer[-1]["calls"] == 4  # the decision, which result, two blanks
+    assert observer[-1]["calls"] == 2  # two blanks: no decision, no "which result" (see above)
+    thought = rec["final_think"] if "final_think" in rec else observer[-1]["output"]
+    assert "Doc 1 (Title: Eiffel Tower) has the passage's wording around every blank" in thought
+    assert 'For [mask 1] it reads "a lattice tower in Paris, completed in"' in thought
     fills = [m for m in seen if isinstance(m[-1], AIMessage) and m[-1].content != "Doc "]
     assert [str(m[-1].content) for m in fills] == [
         "The Eiffel Tower is a lattice tower in",
         "is a lattice tower in Paris, completed in",
     ]
-    assert all("Doc 2 is the same passage" in str(m[0].content) for m in fills)
+    assert all("Doc 1 is the same passage" in str(m[0].content) for m in fills)
+
+
+async def test_observer_without_the_passage_chooses_and_the_thought_says_what_is_missing():
+    """No result has the passage's wording around the blanks: the model chooses (no thought of
+    its own, under `ramp_action`), and the node's thought says what is missing and why the new
+    query should find it."""
+    from masksearch.nodes.multi_agent import ramp_choice
+
+    asked: list[str] = []
+
+    def reply(messages: list[BaseMessage]) -> str:
+        asked.append(str(messages[0].content))
+        return "<search>Eiffel Tower lattice</search>"
+
+    res = Resources(models={"fake:g": GrammarScripted(responses=[reply])})
+    ctx = Context(observer_model="fake:g")
+    text, meta = await ramp_choice(
+        ctx, "PROMPT", EX.question, [PASSAGES[0].to_dict()], may_search=True, resources=res
+    )
+    assert asked == ["PROMPT"] and meta["calls"] == 1
+    assert text.startswith("<think>The result lacks the passage's wording around the blanks.")
+    assert "Still missing: the words hidden by [mask 1] and [mask 2]." in text
+    assert "Eiffel, Tower and lattice" in text
+    assert text.endswith("</think>\n<search>Eiffel Tower lattice</search>")
 
 
 async def test_api_models_keep_the_one_call_answer():

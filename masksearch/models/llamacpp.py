@@ -210,7 +210,9 @@ class LlamaCppChatModel(BaseChatModel):
     repeat_penalty: float = 1.0
     n_ctx: int = 4096
     n_threads: int | None = None
-    pool_size: int = 3
+    pool_size: int = 6
+    """KV sequences kept: more than the calls in flight, so a conversation's next call finds
+    its prompt still cached after other conversations' calls."""
     parallel: int | None = None
     """Generations that may run at once (default: `pool_size`), batched into shared llama.cpp
     steps; the other sequences keep their prompts cached. 1: one after another."""

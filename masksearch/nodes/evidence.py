@@ -53,10 +53,18 @@ def wording_matches(question: str, text: str, *, both: bool = False) -> list[boo
     return found
 
 
+def passage_with_every_blank(question: str, passages: Sequence[Mapping[str, Any]]) -> int | None:
+    """The index of the first of `passages` holding the words on both sides of every blank (the
+    masked passage itself, by its wording), or None."""
+    for j, p in enumerate(passages):
+        if all(wording_matches(question, str(p.get("text", "")), both=True)):
+            return j
+    return None
+
+
 def holds_every_blank(question: str, passages: Sequence[Mapping[str, Any]]) -> bool:
-    """Does one of `passages` hold the words on both sides of every blank (the masked passage
-    itself, by its wording)?"""
-    return any(all(wording_matches(question, str(p.get("text", "")), both=True)) for p in passages)
+    """Does one of `passages` hold the words on both sides of every blank?"""
+    return passage_with_every_blank(question, passages) is not None
 
 
 def _blanks(indices: Iterable[int]) -> str:
@@ -122,6 +130,13 @@ def search_thought(question: str, passages: Sequence[Mapping[str, Any]], query: 
             lead = f"{cite} has the passage's wording around {m} of the {k} blanks only."
             missing = [i for i, ok in enumerate(per_doc[best]) if not ok]
     still = f"Still missing: the words hidden by {_blanks(missing)}." if missing else ""
+    return " ".join(
+        x for x in (lead, still, _query_reason(question, query, "So I search for")) if x
+    )
+
+
+def _query_reason(question: str, query: str, so: str) -> str:
+    """Why `query` should find the masked passage: the passage's own words it carries."""
     passage_words = word_set(prompts.masked_text(question))
     carried_by_key: dict[str, str] = {}
     for w in query.split():
@@ -131,13 +146,49 @@ def search_thought(question: str, passages: Sequence[Mapping[str, Any]], query: 
     carried = list(carried_by_key.values())
     if carried:
         words = ", ".join(carried[:-1]) + (" and " if len(carried) > 1 else "") + carried[-1]
-        why = (
-            f"So I search for {query}: it has the passage's own words {words}, "
+        return (
+            f"{so} {query}: it has the passage's own words {words}, "
             "which should retrieve the passage that holds them."
         )
+    return f"{so} {query}, other words for the subject of the passage."
+
+
+def plan_thought(question: str, query: str) -> str:
+    """The thought of a RAMP planner whose first search is `query`: where each blank is (the
+    words just before it, or after it) and why the query should find the passage."""
+    where = []
+    for i, (left, right) in enumerate(blank_contexts(question)):
+        left = left.lstrip(" ,.;:")
+        if any(ch.isalnum() for ch in left):
+            where.append(f'[mask {i + 1}] after "{left}"')
+        elif any(ch.isalnum() for ch in right):
+            where.append(f'[mask {i + 1}] before "{right}"')
+        else:
+            where.append(f"[mask {i + 1}]")
+    if len(where) == 1:
+        lead = f"The passage hides one span, {where[0]}; it cannot be known without the passage."
     else:
-        why = f"So I search for {query}, other words for the subject of the passage."
-    return " ".join(x for x in (lead, still, why) if x)
+        lead = (
+            f"The passage hides {len(where)} spans: {'; '.join(where)}. They cannot be known "
+            "without the passage itself."
+        )
+    return f"{lead} {_query_reason(question, query, 'So I first search for')}"
+
+
+def fresh_query(question: str, searched: Iterable[str], words: int = 8) -> str:
+    """A keyword query of the passage's own words not searched yet: the first `words` words of
+    its longest stretch without a blank (in words; then the next longest), or "" when every one
+    was."""
+    seen = {" ".join(q.casefold().split()) for q in searched}
+    stretches = [
+        [w for w in (w.strip(".,;:()[]\"'") for w in part.split()) if w]
+        for part in prompts.masked_text(question).split(prompts.MASK_TOKEN)
+    ]
+    for kept in sorted(stretches, key=lambda ws: -len(ws)):  # stable: earlier first
+        query = " ".join(kept[:words])
+        if query and query.casefold() not in seen:
+            return query
+    return ""
 
 
 def quoted(answer: str, passage: Mapping[str, Any], cite: str) -> str:

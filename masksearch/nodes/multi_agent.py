@@ -7,6 +7,7 @@ routes the same way a produced one does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -26,12 +27,14 @@ from masksearch.nodes.common import (
 )
 from masksearch.nodes.evidence import (
     answer_thought,
-    holds_every_blank,
+    fresh_query,
+    passage_with_every_blank,
+    plan_thought,
     qa_evidence,
     quoted,
     search_thought,
 )
-from masksearch.nodes.ramp import fill_masks, fills_one_blank_at_a_time, merge_meta
+from masksearch.nodes.ramp import decodes_under_grammars, fill_masks, merge_meta
 from masksearch.nodes.search import NO_RESULTS
 from masksearch.nodes.thought import complete_thought, think_then_act
 from masksearch.prompts import format_docs
@@ -47,16 +50,30 @@ async def planner(
     """First decision: a sub-query to search, or (rarely) a direct answer."""
     ctx = context_of(runtime)
     question = question_of(state)
-    text, meta = await think_then_act(
-        ctx,
-        "planner",
-        user(prompts.planner_prompt(question)),
-        grammars.for_role("planner", question, context=question),
-        resources=resources,
-        context=question,
-        think_tokens=grammars.THINK_TOKENS["planner" if prompts.count_masks(question) else "qa"],
-        action_tokens=grammars.ACTION_TOKENS if prompts.count_masks(question) else QA_ACTION_TOKENS,
-    )
+    if prompts.count_masks(question) and await decodes_under_grammars(ctx, "planner", resources):
+        # the model chooses the first query; the thought is composed from it (`plan_thought`)
+        text, meta = await call_model(
+            ctx,
+            "planner",
+            user(prompts.PLANNER_RAMP_QUERY.substitute(question=question)),
+            resources=resources,
+            output_format=grammars.keyword_search(),
+            max_tokens=grammars.MAX_KEYWORD_CHARS + 20,  # the longest query the grammar allows
+        )
+        query = grammars.whole_words("; ".join(parse_action(text).queries))
+        query = query or prompts.masked_text(question)
+        text = f"<think>{plan_thought(question, query)}</think>\n<search>{query}</search>"
+    else:
+        text, meta = await think_then_act(
+            ctx,
+            "planner",
+            user(prompts.planner_prompt(question)),
+            grammars.for_role("planner", question, context=question),
+            resources=resources,
+            context=question,
+            think_tokens=grammars.THINK_TOKENS,
+            action_tokens=QA_ACTION_TOKENS,
+        )
     action = parse_action(text)
     if action.kind == "answer":
         return answered(
@@ -131,65 +148,51 @@ async def observer(
     budget = prompts.OBSERVER_LAST if left <= 0 else prompts.OBSERVER_BUDGET.substitute(left=left)
     history = prompts.render_history(with_summaries(rounds[:-1], state.get("summaries", [])))
     question = question_of(state)
-    prompt = prompts.OBSERVER.substitute(
-        question=question,
-        rules=prompts.answer_rules(question),
-        history=history,
-        subquery=latest.get("subquery", ""),
-        queries="; ".join(latest.get("queries", [])),
-        observation=latest["observation"],
-        budget=budget,
-    )
-    by_blank = False
-    ramp = bool(prompts.count_masks(question))
-    if ramp:
-        prompt += "\n" + prompts.ramp_observer_note(question)
-        by_blank = await fills_one_blank_at_a_time(ctx, "observer", resources)
-    read = question + "\n" + "\n".join(str(r.get("observation", "")) for r in rounds)
-    # without grammar support the RAMP answer comes in one call: the generic format names then
-    # only guide the tag parser
-    fmt = grammars.for_role(
-        "observer", question if by_blank else "", may_search=left > 0, context=read
-    )
-    text, meta = await think_then_act(
-        ctx,
-        "observer",
-        user(prompt),
-        fmt,
-        resources=resources,
-        context=read,
-        think_tokens=grammars.THINK_TOKENS["observer" if by_blank else "qa"],
-        action_tokens=grammars.ACTION_TOKENS if by_blank else QA_ACTION_TOKENS,
-    )
+    fields = {
+        "question": question,
+        "rules": prompts.answer_rules(question),
+        "history": history,
+        "subquery": latest.get("subquery", ""),
+        "queries": "; ".join(latest.get("queries", [])),
+        "observation": latest["observation"],
+        "budget": budget,
+    }
     passages = list(latest.get("passages", []))
-    thought = ""
-    if (
-        by_blank
-        and not text.rstrip().endswith("<answer>")
-        and holds_every_blank(question, passages)
-    ):
-        # a result has the passage's wording on both sides of every blank: copy from it now
-        # (a small model often searches on anyway, and then answers from worse results)
-        text = text.partition("</think>")[0] + "</think>\n<answer>"
-        meta = {**meta, "answered_on_evidence": True}
-    if by_blank and text.rstrip().endswith("<answer>"):
-        spans, doc, fill_meta = await fill_masks(
-            ctx, "observer", prompt, question, passages, resources=resources
+    k = prompts.count_masks(question)
+    if k and await decodes_under_grammars(ctx, "observer", resources):
+        prompt = prompts.OBSERVER_RAMP_CHOICE.substitute(k=k, **fields)
+        searched = [q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q]
+        text, meta = await ramp_choice(
+            ctx,
+            prompt,
+            question,
+            passages,
+            may_search=left > 0,
+            resources=resources,
+            searched=searched,
         )
-        text = text.rstrip() + " ; ".join(spans) + "</answer>"
-        meta = merge_meta([meta, fill_meta])
-        if passages:
-            cite = citation(doc + 1, str(passages[doc].get("title", "")))
-            thought = answer_thought(question, spans, passages[doc], cite)
-    action = parse_action(text)
-    if by_blank and action.kind == "search" and action.queries:
-        thought = search_thought(question, passages, "; ".join(action.queries))
-    elif not thought:
+        action = parse_action(text)
+    else:
+        prompt = prompts.OBSERVER.substitute(**fields)
+        if k:  # without grammar support the RAMP answer comes in one call
+            prompt += "\n" + prompts.ramp_observer_note(question)
+        read = question + "\n" + "\n".join(str(r.get("observation", "")) for r in rounds)
+        text, meta = await think_then_act(
+            ctx,
+            "observer",
+            user(prompt),
+            grammars.for_role("observer", "", may_search=left > 0, context=read),
+            resources=resources,
+            context=read,
+            think_tokens=grammars.THINK_TOKENS,
+            action_tokens=QA_ACTION_TOKENS,
+        )
+        action = parse_action(text)
         thought = complete_thought(action.think)
-        if action.kind == "answer" and not ramp:
+        if action.kind == "answer" and not k:
             quote = qa_evidence(action.answer, passages, None)
             thought = f"{thought} {quote}".strip() if quote else thought
-    action = with_think(action, thought)
+        action = with_think(action, thought)
     summary = action.think or strip_tags(text)
     if action.kind == "answer":  # kept even on the last turn
         return {**answered(action, "observer", turn, text, meta), "summaries": [summary]}
@@ -216,6 +219,62 @@ async def observer(
     }
 
 
+async def ramp_choice(
+    ctx: Context,
+    prompt: str,
+    question: str,
+    passages: list[dict[str, Any]],
+    *,
+    may_search: bool,
+    resources: Resources,
+    searched: Sequence[str] = (),
+) -> tuple[str, dict[str, Any]]:
+    """The observer's step on a masked passage, on a model that decodes under grammars: the text
+    `<think>…</think>\\n<search>…</search>` or `…<answer>spans</answer>` and the call metadata.
+
+    The model chooses (`grammars.ramp_action`); a search result with the passage's wording on
+    both sides of every blank is answered from without asking (a small model often searches on
+    anyway, and then answers from worse results), and so is the last turn. The thought is
+    composed from that choice and the results: the cited result and the words quoted around
+    each blank (`answer_thought`), or what is still missing and why the new query should find it
+    (`search_thought`), so nothing in it is false about what was retrieved."""
+    metas: list[dict[str, Any]] = []
+    choice = "<answer>"
+    found = passage_with_every_blank(question, passages)
+    if may_search and found is None:
+        choice, meta = await call_model(
+            ctx,
+            "observer",
+            user(prompt),
+            resources=resources,
+            output_format=grammars.ramp_action(may_search=True),
+            max_tokens=grammars.MAX_KEYWORD_CHARS + 20,  # the longest query the grammar allows
+        )
+        metas.append(meta)
+    action = parse_action(choice)
+    if action.kind == "search" and action.queries:
+        query = grammars.whole_words("; ".join(action.queries))
+        if " ".join(query.casefold().split()) in {" ".join(q.casefold().split()) for q in searched}:
+            # the same query again finds the same results: the passage's own words instead
+            query = fresh_query(question, searched) or query
+        thought = search_thought(question, passages, query)
+        return f"<think>{thought}</think>\n<search>{query}</search>", merge_meta(metas)
+    if found is not None:  # copy from that result alone
+        doc_line = format_docs([passages[found]], start=found + 1)
+        prompt = prompts.RAMP_SOURCE.substitute(question=question, doc=doc_line)
+    spans, doc, fill_meta = await fill_masks(
+        ctx, "observer", prompt, question, passages, resources=resources, doc=found
+    )
+    metas.append(fill_meta)
+    if passages:
+        cite = citation(doc + 1, str(passages[doc].get("title", "")))
+        thought = answer_thought(question, spans, passages[doc], cite)
+    else:
+        thought = NO_RESULTS_THOUGHT
+    answer = " ; ".join(spans)
+    return f"<think>{thought}</think>\n<answer>{answer}</answer>", merge_meta(metas)
+
+
 def with_think(action: Action, think: str) -> Action:
     """The action with its thought replaced (the stored thought; the step keeps the raw text)."""
     return replace(action, think=think)
@@ -234,7 +293,7 @@ async def force_answer(
     )
     if prompts.count_masks(question):
         prompt += "\n" + prompts.ramp_observer_note(question, may_search=False)
-        if await fills_one_blank_at_a_time(ctx, "answer", resources):
+        if await decodes_under_grammars(ctx, "answer", resources):
             passages = unique_passages(rounds)
             prompt += "\n\nSearch results:\n" + (format_docs(passages) or NO_RESULTS)
             spans, doc, meta = await fill_masks(
@@ -269,6 +328,7 @@ async def force_answer(
     return forced_answer_update(text, meta, state.get("turn", 0))
 
 
+NO_RESULTS_THOUGHT = "The search returned no results, so the blanks are my best guess."
 FORCED_NO_EVIDENCE = (
     "The searches are used up and no result states the answer word for word, so I answer from "
     "what they found and what I know."

@@ -23,8 +23,10 @@ from masksearch.nodes.common import call_model, user
 from masksearch.resources import Resources
 
 
-async def fills_one_blank_at_a_time(ctx: Context, role: str, resources: Resources) -> bool:
-    """Whether the role's model decodes under grammars (then RAMP answers go blank by blank)."""
+async def decodes_under_grammars(ctx: Context, role: str, resources: Resources) -> bool:
+    """Whether the role's model decodes under grammars (then a RAMP example's planner and observer
+    only choose their actions, their thoughts are composed from those choices and the results,
+    and the answers go blank by blank)."""
     model = await resources.amodel(ctx.model_for(role), **ctx.model_settings())
     return bool(getattr(model, "supports_output_format", False))
 
@@ -37,15 +39,15 @@ async def fill_masks(
     passages: Sequence[dict[str, Any]],
     *,
     resources: Resources,
+    doc: int | None = None,
 ) -> tuple[list[str], int, dict[str, Any]]:
     """The `k` spans of a RAMP question, copied from the passage among `passages` (numbered
-    Doc 1.. in `prompt`) that the model names; returns (spans, the index of that passage in
-    `passages`, merged call metadata)."""
+    Doc 1.. in `prompt`) at index `doc`, or else the one the model names; returns (spans, the
+    index of that passage in `passages`, merged call metadata)."""
     k = prompts.count_masks(question)
     metas: list[dict[str, Any]] = []
     base = prompt + "\n\n"
-    doc = 0
-    if len(passages) > 1:
+    if doc is None and len(passages) > 1:
         text, meta = await call_model(
             ctx,
             role,
@@ -55,13 +57,13 @@ async def fill_masks(
         )
         metas.append(meta)
         doc = min(max(int(text.strip() or 1), 1), len(passages)) - 1
+    doc = doc or 0
     source = passages[doc] if passages else {}
-    fmt = grammars.fill_grammar(
-        [str(source.get(f, "")) for f in ("title", "text") if source.get(f)]
-    )
+    texts = [str(source.get(f, "")) for f in ("title", "text") if source.get(f)]
     spans: list[str] = []
     for i in range(k):
         left, right = prompts.mask_context(question, spans, i)
+        fmt = grammars.fill_grammar(texts, after=left)  # where the passage continues `left`
         ask = prompts.RAMP_FILL.substitute(doc=doc + 1, i=i + 1, left=left[-60:], right=right)
         text, meta = await call_model(
             ctx,

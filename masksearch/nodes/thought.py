@@ -1,9 +1,9 @@
 """A teacher call that thinks, then acts, with its thought bounded by tokens and complete.
 
-A model that decodes under grammars (local llama.cpp) gets the role's thinking format (the
-thought must end at a sentence end and keep to the scripts of what the role read:
-`masksearch.grammars.thinking`) and a token budget: the thought's (`grammars.THINK_TOKENS`) plus
-the action's. A reply cut by that budget is completed by continuing the same assistant turn
+A model that decodes under grammars (local llama.cpp) gets the role's thinking format (at most
+`grammars.THINK_SENTENCES` sentences, each ending at a sentence end, in the scripts of what the
+role read: `masksearch.grammars.thinking`) and a token budget: the thought's
+(`grammars.THINK_TOKENS`) plus the action's. A reply cut by that budget is completed by continuing the same assistant turn
 (its prompt is a reused prefix):
 
 - the thought closed, the action cut: the action is asked for again after `</think>`;
