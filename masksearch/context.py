@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, Literal
 
 from masksearch.errors import ConfigError
+from masksearch.models import ChatSettings
 from masksearch.student import Decoding
 
 AgentMode = Literal["multi_agent", "single_agent"]
@@ -153,7 +154,7 @@ class Context:
             repetition_penalty=self.repetition_penalty,
         )
 
-    def model_settings(self) -> dict[str, Any]:
+    def model_settings(self) -> ChatSettings:
         """The settings every model of this run is built with (`Resources.amodel(spec, **…)`):
         `decoding()`'s sampling values, the token limit, timeout and seed; `timeout` is the HTTP
         client's (local models ignore it, see `timeout_for`)."""

@@ -23,16 +23,15 @@ import asyncio
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from masksearch.errors import ConfigError
+from masksearch.models import CHAT_SETTINGS, ChatSettings
 
 if TYPE_CHECKING:
     from masksearch.context import Context
 
-ModelKey = tuple[
-    str, float | None, int | None, float | None, int | None, float | None, float | None
-]
+ModelKey = tuple[str, tuple[object, ...]]  # the spec, then the values of `CHAT_SETTINGS`
 
 
 class Resources:
@@ -77,7 +76,7 @@ class Resources:
         return view
 
     # -- models --------------------------------------------------------------------------
-    def loaded_model(self, spec: str, **settings: Any) -> Any | None:
+    def loaded_model(self, spec: str, **settings: Unpack[ChatSettings]) -> Any | None:
         """The model if injected or already loaded, else None (never loads: safe on the loop).
         `settings`: `Context.model_settings()` (part of the cache key)."""
         key = model_key(spec, **settings)
@@ -87,7 +86,7 @@ class Resources:
             return self._fakes.get((key, _mtime_ns(spec)))
         return self._model_cache.get(key)
 
-    def get_model(self, spec: str, **settings: Any) -> Any:
+    def get_model(self, spec: str, **settings: Unpack[ChatSettings]) -> Any:
         """The chat model for `spec`: injected, else cached, else `load_chat_model` (blocking)."""
         key = model_key(spec, **settings)
         with self._lock:
@@ -103,7 +102,7 @@ class Resources:
                 self._model_cache[key] = model
             return model
 
-    async def amodel(self, spec: str, **settings: Any) -> Any:
+    async def amodel(self, spec: str, **settings: Unpack[ChatSettings]) -> Any:
         """`get_model` without blocking the event loop (a first load runs in a worker thread)."""
         found = self.loaded_model(spec, **settings)
         if found is not None:
@@ -169,18 +168,10 @@ class Resources:
         return models
 
 
-def model_key(
-    spec: str,
-    *,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    timeout: float | None = None,
-    seed: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
-) -> ModelKey:
-    """Cache key of a loaded model: the spec and the sampling settings it was built with."""
-    return (spec, temperature, max_tokens, timeout, seed, top_p, repetition_penalty)
+def model_key(spec: str, **settings: Unpack[ChatSettings]) -> ModelKey:
+    """Cache key of a loaded model: the spec and the settings it was built with (a setting left
+    out keys like None: both build the same model)."""
+    return (spec, tuple(settings.get(name) for name in CHAT_SETTINGS))
 
 
 def _mtime_ns(spec: str) -> int:

@@ -9,8 +9,9 @@ import os
 import pytest
 
 from masksearch.errors import ConfigError
+from masksearch.models import load_chat_model
 from masksearch.models.fake import EXAMPLE_SCRIPT, ScriptedChatModel
-from masksearch.resources import Resources
+from masksearch.resources import Resources, model_key
 
 
 def test_injected_and_cached_models(tmp_path):
@@ -21,9 +22,25 @@ def test_injected_and_cached_models(tmp_path):
     a = res.get_model(f"fake:{script}", temperature=0.0)
     assert res.get_model(f"fake:{script}", temperature=0.0) is a  # same run, same settings
     assert res.get_model(f"fake:{script}", temperature=0.5) is not a
+    # a setting left out keys like None (both build the same model); every setting counts
+    assert res.get_model(f"fake:{script}", temperature=0.0, seed=None) is a
+    assert res.get_model(f"fake:{script}", temperature=0.0, repetition_penalty=1.1) is not a
     with pytest.raises(ConfigError):
         res.add_retriever("r", object())
     assert Resources().loaded_model("fake:team") is None  # nothing is global
+
+
+def test_model_settings_are_declared_once():
+    """`ChatSettings` names what a model is built with: the context's settings, the cache key
+    and `load_chat_model` all take exactly those; a misspelt one is refused, not dropped."""
+    from masksearch.context import Context
+    from masksearch.models import CHAT_SETTINGS
+
+    settings = Context(temperature=0.3, seed=5).model_settings()
+    assert set(settings) == set(CHAT_SETTINGS)
+    assert model_key("fake:x", **settings) == ("fake:x", tuple(settings[n] for n in CHAT_SETTINGS))
+    with pytest.raises(TypeError, match="temprature"):
+        load_chat_model("fake:x", temprature=0.1)  # type: ignore[call-arg]
 
 
 def test_fake_scripts_reload_on_edit_and_restart_per_run(tmp_path):

@@ -601,3 +601,32 @@ def test_hf_rollout_generates_in_bounded_batches(tok):
     assert (
         max(sizes) == CPU_ROLLOUT_BATCH == default.generate_batch_size(trainer.accelerator.device)
     )
+
+
+def test_trainers_start_up_from_one_place(tok):
+    """`start_rl` (GRPO and PPO) and `resolve_policy` (SFT and GRPO): a given part is used as is,
+    a missing input is one clear error, and a full (non-LoRA) run refuses half-precision weights."""
+    import torch
+
+    from masksearch.errors import ConfigError, InputError
+    from masksearch.training.config import build_settings
+    from masksearch.training.modeling import resolve_policy
+    from masksearch.training.rlsetup import start_rl
+
+    settings = build_settings("rl", TINY_RL)
+    retriever = FakeRetriever()
+    with pytest.raises(InputError, match="no questions"):
+        start_rl(settings, retriever=retriever, tokenizer=tok)
+    questions = [{"id": "q1", "question": "When was the Eiffel Tower built?", "answers": ["1889"]}]
+    start = start_rl(settings, questions=questions, retriever=retriever, tokenizer=tok)
+    assert start.questions is questions and start.retriever is retriever and start.tokenizer is tok
+    assert [r["id"] for r in start.rows] == ["q1"]
+    assert start.rows[0]["prompt"][-1] == {"role": "user", "content": questions[0]["question"]}
+    assert start.reward_funcs and len(start.reward_weights) == len(start.reward_funcs)
+
+    from masksearch.training.smoke import tiny_model
+
+    model = tiny_model(tok)
+    assert resolve_policy(settings, model) is model  # fp32: trainable as is
+    with pytest.raises(ConfigError, match="float32"):
+        resolve_policy(settings, model.to(torch.bfloat16))

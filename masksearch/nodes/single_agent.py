@@ -20,9 +20,8 @@ from masksearch.nodes.common import (
     ai_message,
     answered,
     call_model,
-    context_of,
+    context_and_question,
     forced_answer_update,
-    question_of,
     step,
 )
 from masksearch.resources import Resources
@@ -35,10 +34,9 @@ async def agent(
 ) -> dict[str, Any]:
     """One student turn: answer, search, an invalid action (corrective tool turn), or — at the
     turn limit — hand over to the forced answer."""
-    ctx = context_of(runtime)
+    ctx, question = context_and_question(state, runtime)
     rounds = state.get("rounds", [])
     turn = state.get("turn", 0)
-    question = question_of(state)
     raw, meta = await call_model(
         ctx,
         "agent",
@@ -93,8 +91,7 @@ async def agent_force_answer(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
     """Turn budget used: one last generation that must answer (Search-R1's final no-search step)."""
-    ctx = context_of(runtime)
-    question = question_of(state)
+    ctx, question = context_and_question(state, runtime)
     msgs = force_answer_messages(question, state.get("rounds", []))
     raw, meta = await call_model(
         ctx,

@@ -23,6 +23,13 @@ CONFIG_HELP = (
 )
 SET_HELP = "Override a setting: --set key=value (repeatable; dotted keys, e.g. lora.enabled=true)."
 
+# the options `train sft` and `train rl` share
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)]
+OutputDirOption = Annotated[
+    str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")
+]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)]
+
 
 @overload
 def _settings(
@@ -50,13 +57,11 @@ def _announce() -> None:
 
 @train_app.command("sft")
 def train_sft_cmd(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+    config: ConfigOption = None,
     records: Annotated[
         str | None, typer.Option("--records", help="Trajectory store (.sqlite) or JSONL export.")
     ] = None,
-    output_dir: Annotated[
-        str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")
-    ] = None,
+    output_dir: OutputDirOption = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -72,7 +77,7 @@ def train_sft_cmd(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")
     ] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    sets: SetOption = None,
 ) -> None:
     """Supervised fine-tuning: loss only on the agent's own turns (retrieved text masked)."""
     settings = _settings(
@@ -101,7 +106,7 @@ def train_sft_cmd(
 
 @train_app.command("rl")
 def train_rl_cmd(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+    config: ConfigOption = None,
     records: Annotated[
         str | None,
         typer.Option(
@@ -109,9 +114,7 @@ def train_rl_cmd(
             help="Questions: RAMP masked JSONL, FlashRAG QA JSONL, or trajectory records.",
         ),
     ] = None,
-    output_dir: Annotated[
-        str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")
-    ] = None,
+    output_dir: OutputDirOption = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -129,7 +132,7 @@ def train_rl_cmd(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after this many steps.")
     ] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    sets: SetOption = None,
 ) -> None:
     """RL with multi-turn search rollouts against a retriever (GRPO with the DAPO loss, or PPO)."""
     settings = _settings(

@@ -24,16 +24,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from masksearch.errors import ConfigError, InputError
+from masksearch.errors import ConfigError
 from masksearch.training.config import RLSettings
-from masksearch.training.rlsetup import (
-    build_rewards,
-    build_rl_rows,
-    load_judge_model,
-    make_rollout,
-    make_score_fn,
-    resolve_retriever,
-)
+from masksearch.training.rlsetup import build_rl_rows, make_rollout, make_score_fn, start_rl
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +73,21 @@ def build_grpo_trainer(
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from masksearch.training.data import load_questions
-    from masksearch.training.devices import device_summary
-    from masksearch.training.modeling import (
-        check_trainable_fp32,
-        load_model,
-        load_tokenizer,
-        lora_config,
-    )
+    from masksearch.training.modeling import lora_config, resolve_policy
 
-    log.info("%s", device_summary())
-    if questions is None:
-        if not settings.questions:
-            raise InputError("no questions given (set `questions:` or pass --records)")
-        questions = load_questions(
-            settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
-        )
+    args = grpo_args(settings)
+    start = start_rl(
+        settings,
+        questions=questions,
+        retriever=retriever,
+        tokenizer=tokenizer,
+        judge_model=judge_model,
+    )
     if eval_questions is None:
         eval_questions = load_eval_sets(settings)
-    args = grpo_args(settings)
-    retriever = resolve_retriever(settings, retriever)
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
+    tokenizer, rows = start.tokenizer, start.rows
     tokenizer.padding_side = "left"
-    reward_funcs, weights = build_rewards(settings, load_judge_model(settings, judge_model))
-    rows = build_rl_rows(questions, settings)
+    reward_funcs, weights = start.reward_funcs, start.reward_weights
     dataset = Dataset.from_list(rows)
     eval_dataset = (
         {
@@ -116,16 +100,14 @@ def build_grpo_trainer(
     if rollout is None:
         rollout = make_rollout(
             settings,
-            retriever,
+            start.retriever,
             tokenizer,
             score_fn=make_score_fn(reward_funcs, weights)
             if settings.dapo.dynamic_sampling
             else None,
             rows=rows,
         )
-    model = model if model is not None else load_model(settings, lora=settings.lora)
-    if not settings.lora.enabled:
-        check_trainable_fp32(model)
+    model = resolve_policy(settings, model)
     if args.beta and not settings.lora.enabled and not getattr(model.config, "_name_or_path", ""):
         raise ConfigError(
             "beta > 0 needs a reference model, which TRL reloads from the policy's path; "

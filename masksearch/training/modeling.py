@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from masksearch.errors import ConfigError
-from masksearch.training.config import LoraSettings, ModelSettings, check_lora_base_dtype
+from masksearch.training.config import (
+    LoraSettings,
+    ModelSettings,
+    RLSettings,
+    SFTSettings,
+    check_lora_base_dtype,
+)
 from masksearch.training.devices import use_bf16
 
 log = logging.getLogger(__name__)
@@ -96,6 +102,20 @@ def check_trainable_fp32(model: Any) -> None:
             f"trainable parameters are {', '.join(bad)}: load the model in float32 and train with "
             "mixed_precision: bf16 (fp32 master weights, bf16 autocast)"
         )
+
+
+def resolve_tokenizer(settings: ModelSettings, tokenizer: Any = None) -> Any:
+    """The given tokenizer, else the run's (`load_tokenizer`)."""
+    return tokenizer if tokenizer is not None else load_tokenizer(settings)
+
+
+def resolve_policy(settings: SFTSettings | RLSettings, model: Any = None) -> Any:
+    """The model a trainer starts from: the given one, else `settings.model` loaded (wrapped in
+    LoRA when `settings.lora` is enabled); without LoRA every trainable weight must be fp32."""
+    model = model if model is not None else load_model(settings, lora=settings.lora)
+    if not settings.lora.enabled:
+        check_trainable_fp32(model)
+    return model
 
 
 def lora_config(lora: LoraSettings) -> Any:

@@ -429,45 +429,31 @@ def train_ppo(
     save: bool = True,
 ) -> dict[str, Any]:
     """PPO counterpart of `train_grpo` (same inputs, same rewards, same rollout)."""
-    from masksearch.training.data import load_questions
-    from masksearch.training.devices import device_summary
-    from masksearch.training.modeling import (
-        load_model,
-        load_tokenizer,
-        resolve_resume,
-    )
-    from masksearch.training.rlsetup import (
-        build_rewards,
-        build_rl_rows,
-        load_judge_model,
-        resolve_retriever,
-    )
+    from masksearch.training.modeling import load_model, resolve_resume
+    from masksearch.training.rlsetup import start_rl
 
-    log.info("%s", device_summary())
-    if questions is None:
-        questions = load_questions(
-            settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
-        )
-    retriever = resolve_retriever(settings, retriever)
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
+    start = start_rl(
+        settings,
+        questions=questions,
+        retriever=retriever,
+        tokenizer=tokenizer,
+        judge_model=judge_model,
+    )
+    tokenizer = start.tokenizer
     model = model if model is not None else load_model(settings, lora=settings.lora)
     torch.manual_seed(settings.args.seed)
     random.seed(settings.args.seed)
-    funcs, weights = build_rewards(settings, load_judge_model(settings, judge_model))
     adapter = PPOAdapter(
         settings,
         model=model,
         tokenizer=tokenizer,
-        retriever=retriever,
-        reward_funcs=funcs,
-        reward_weights=weights,
+        retriever=start.retriever,
+        reward_funcs=start.reward_funcs,
+        reward_weights=start.reward_weights,
         rollout=rollout,
     )
     out = settings.args.output_dir
-    stats = adapter.train(
-        build_rl_rows(questions, settings),
-        resume=resolve_resume(settings.resume_from_checkpoint),
-    )
+    stats = adapter.train(start.rows, resume=resolve_resume(settings.resume_from_checkpoint))
     if save:
         Path(out).mkdir(parents=True, exist_ok=True)
         adapter.save_model(out)

@@ -3,19 +3,26 @@ the judge model, the rewards and the multi-turn search rollout, built the same w
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
-from masksearch.errors import ConfigError
+from masksearch.errors import ConfigError, InputError
 from masksearch.training.config import RLSettings
 
 __all__ = [
+    "RLStart",
     "build_rewards",
     "build_rl_rows",
     "load_judge_model",
     "make_rollout",
     "make_score_fn",
+    "resolve_questions",
     "resolve_retriever",
+    "start_rl",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def build_rl_rows(questions: list[dict[str, Any]], settings: RLSettings) -> list[dict[str, Any]]:
@@ -99,6 +106,22 @@ def build_rewards(settings: RLSettings, judge_model: Any = None) -> tuple[list[A
     return funcs, weights
 
 
+def resolve_questions(
+    settings: RLSettings, questions: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The training questions: the given ones, else `settings.questions` loaded (with its
+    `accepted_only` and `limit`)."""
+    if questions is not None:
+        return questions
+    if not settings.questions:
+        raise InputError("no questions given (set `questions:` or pass --records)")
+    from masksearch.training.data import load_questions
+
+    return load_questions(
+        settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
+    )
+
+
 def resolve_retriever(settings: RLSettings, retriever: Any = None) -> Any:
     if retriever is not None:
         return retriever
@@ -144,3 +167,43 @@ def make_score_fn(reward_funcs: list[Any], weights: list[float]) -> Any:
         ]
 
     return score
+
+
+@dataclass
+class RLStart:
+    """What GRPO and PPO both start from."""
+
+    questions: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # `build_rl_rows(questions)`
+    retriever: Any
+    tokenizer: Any
+    reward_funcs: list[Any]
+    reward_weights: list[float]
+
+
+def start_rl(
+    settings: RLSettings,
+    *,
+    questions: list[dict[str, Any]] | None = None,
+    retriever: Any = None,
+    tokenizer: Any = None,
+    judge_model: Any = None,
+) -> RLStart:
+    """An RL run's start-up: log the devices, then resolve the questions (and their rows), the
+    retriever, the tokenizer and the rewards (with the judge); each given part is used as is."""
+    from masksearch.training.devices import device_summary
+    from masksearch.training.modeling import resolve_tokenizer
+
+    log.info("%s", device_summary())
+    questions = resolve_questions(settings, questions)
+    retriever = resolve_retriever(settings, retriever)
+    tokenizer = resolve_tokenizer(settings, tokenizer)
+    reward_funcs, weights = build_rewards(settings, load_judge_model(settings, judge_model))
+    return RLStart(
+        questions=questions,
+        rows=build_rl_rows(questions, settings),
+        retriever=retriever,
+        tokenizer=tokenizer,
+        reward_funcs=reward_funcs,
+        reward_weights=weights,
+    )

@@ -67,10 +67,10 @@ def train_sft(
     from masksearch.training.devices import device_summary
     from masksearch.training.modeling import (
         check_trainable_fp32,
-        load_model,
-        load_tokenizer,
         lora_config,
+        resolve_policy,
         resolve_resume,
+        resolve_tokenizer,
     )
     from masksearch.training.plan import announce, sft_plan
 
@@ -80,7 +80,7 @@ def train_sft(
             raise InputError("no training records given (set `records:` or pass --records)")
         records = load_training_records(settings.records, accepted_only=settings.accepted_only)
     args = sft_args(settings)
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(settings)
+    tokenizer = resolve_tokenizer(settings, tokenizer)
     renderer = ChatRenderer(tokenizer, tool_role=settings.tool_role)
     rows = build_sft_rows(records, renderer, max_length=args.max_length)
     rows = curriculum_rows(rows, settings.curriculum, seed=args.seed)
@@ -94,9 +94,7 @@ def train_sft(
         eval_dataset = Dataset.from_list(
             [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in eval_rows]
         )
-    model = model if model is not None else load_model(settings, lora=settings.lora)
-    if not settings.lora.enabled:
-        check_trainable_fp32(model)
+    model = resolve_policy(settings, model)
     trainer = SFTTrainer(
         model=model,
         args=args,
