@@ -21,7 +21,13 @@ from masksearch.graph.testing import KeywordRetriever
 from masksearch.masking.io import load_masked
 from masksearch.models.fake import ScriptedChatModel
 from masksearch.nodes.common import is_transient
-from masksearch.nodes.evidence import answer_thought, holds_every_blank, search_thought
+from masksearch.nodes.evidence import (
+    answer_thought,
+    holds_every_blank,
+    plan_thought,
+    search_thought,
+    wording_matches,
+)
 from masksearch.pipeline.generate import GenerateSettings, generate
 from masksearch.pipeline.summary import Summary
 from masksearch.scoring import answer_correct
@@ -252,7 +258,7 @@ async def test_a_ramp_planner_chooses_the_query_and_its_thought_places_the_blank
     assert first.startswith(
         '<think>The passage hides 2 spans: [mask 1] after "lattice tower in"; [mask 2] after '
         '"completed in". They cannot be known without the passage itself. So I first search for '
-        "Gustave Eiffel engineer: it has the passage's own words Eiffel,"
+        "Gustave Eiffel engineer: it has the passage's own word Eiffel,"
     )
     assert "You are the planner" in str(seen[0][0].content)
     assert "<think>" not in str(seen[0][0].content)  # the model is asked for the query only
@@ -569,3 +575,17 @@ def test_a_blank_is_copied_from_where_the_passage_continues_its_left_words():
     assert " | " not in start and f'{start} ::= "Paris"' in fmt  # right after "tower in"
     anywhere = grammars.fill_grammar([text], after="words the passage does not hold")
     assert anywhere == grammars.fill_grammar([text])  # not found: any span of the passage
+
+
+def test_a_blank_between_two_blanks_goes_with_its_neighbours():
+    q = prompts.RAMP_QUESTION.substitute(
+        masked_text="It is led from the Central Tibetan Administration in [mask], [mask]."
+    )
+    text = "It is led from the Central Tibetan Administration in Dharamshala, India."
+    assert wording_matches(q, text, both=True) == [True, True] and holds_every_blank(
+        q, [{"text": text}]
+    )
+    assert wording_matches(q, "Nothing alike.") == [False, False]
+    thought = plan_thought(q, "Tibetan exile")
+    assert '[mask 1] after "Tibetan Administration in"; [mask 2] right after [mask 1].' in thought
+    assert "the passage's own word Tibetan," in thought

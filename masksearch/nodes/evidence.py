@@ -46,11 +46,19 @@ def wording_matches(question: str, text: str, *, both: bool = False) -> list[boo
     `both`: every one of them)? A context cut short by a neighbouring blank or the passage's
     edge counts when it is at least two words long."""
     hay = normalize_space(text).casefold()
-    found = []
+    found: list[bool | None] = []
     for left, right in blank_contexts(question):
         hits = [c.casefold() in hay for c in (left, right) if len(c.split()) >= 2]
-        found.append(bool(hits) and (all(hits) if both else any(hits)))
-    return found
+        found.append((all(hits) if both else any(hits)) if hits else None)
+    # a blank with no context of its own (between two blanks: "[mask], [mask].") goes with its
+    # nearest neighbour that has one: it is where they are
+    out = []
+    for i, f in enumerate(found):
+        if f is None:
+            nearest = sorted(range(len(found)), key=lambda j: abs(j - i))
+            f = next((found[j] for j in nearest if found[j] is not None), False)
+        out.append(bool(f))
+    return out
 
 
 def passage_with_every_blank(question: str, passages: Sequence[Mapping[str, Any]]) -> int | None:
@@ -146,8 +154,9 @@ def _query_reason(question: str, query: str, so: str) -> str:
     carried = list(carried_by_key.values())
     if carried:
         words = ", ".join(carried[:-1]) + (" and " if len(carried) > 1 else "") + carried[-1]
+        noun = "words" if len(carried) > 1 else "word"
         return (
-            f"{so} {query}: it has the passage's own words {words}, "
+            f"{so} {query}: it has the passage's own {noun} {words}, "
             "which should retrieve the passage that holds them."
         )
     return f"{so} {query}, other words for the subject of the passage."
@@ -163,6 +172,8 @@ def plan_thought(question: str, query: str) -> str:
             where.append(f'[mask {i + 1}] after "{left}"')
         elif any(ch.isalnum() for ch in right):
             where.append(f'[mask {i + 1}] before "{right}"')
+        elif i:
+            where.append(f"[mask {i + 1}] right after [mask {i}]")
         else:
             where.append(f"[mask {i + 1}]")
     if len(where) == 1:
