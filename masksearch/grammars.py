@@ -15,10 +15,13 @@ parser as the fallback; API models get JSON mode for the JSON formats (`json_sch
 | `verdict` | `<verdict>correct</verdict>` or `<verdict>incorrect</verdict>` |
 | `span` | a short span on one line (one masked blank) |
 
-RAMP with a grammar-capable (local) model answers one blank at a time (`masksearch.nodes.ramp`):
-`ramp_decision` (think, then a search or the bare `<answer>` opening), `choice` (which search result
-is the masked passage), `fill_grammar` (one verbatim span of that result, at most
-`MAX_FILL_TOKENS` tokens).
+RAMP with a grammar-capable (local) model: the planner decodes only its first query
+(`keyword_search`), the observer only its choice (`ramp_action`: one more query or the bare
+`<answer>` opening) — the node composes their thoughts (`masksearch.nodes.evidence`) — and the
+answer goes one blank at a time (`masksearch.nodes.ramp`): `choice` (which search result is the
+masked passage), `fill_grammar` (one verbatim span of that result, at most `MAX_FILL_TOKENS`
+tokens, starting where it continues the words before the blank). Keyword queries are whole words
+(`MAX_KEYWORD_WORDS`); thoughts a model writes are bounded by sentences (`THINK_SENTENCES`).
 
 `passage_span_grammar(passages)` builds the grammar of "a contiguous run of words copied from one
 of these passages" (RAMP answers are verbatim spans of the source passage). A grammar string
