@@ -139,7 +139,7 @@ def prepare_index(
 ) -> str:
     """Build the index, or reuse it when it was built from the same corpus step and kind;
     return the retriever spec for it."""
-    from masksearch.retrievers.build import build_index
+    from masksearch.retrievers.build import IndexSettings, build_index
 
     stages = stages or Stages(workdir)
     out = workdir / ("index_hybrid" if dense else "index")
@@ -150,7 +150,9 @@ def prepare_index(
             echo(f"[2/4] index: reusing {out}")
             return spec
         echo(f"[2/4] index: rebuilding {out} ({changes(stages.get('index'), fp)})")
-    summary = build_index(corpus, out, kind="both" if dense else "bm25", show_progress=progress)
+    summary = build_index(
+        corpus, out, IndexSettings(kind="both" if dense else "bm25"), show_progress=progress
+    )
     stages.set("index", fp)
     echo(f"[2/4] index: {summary.get('passages', '?')} passages -> {out}")
     return spec
