@@ -33,7 +33,7 @@ from typing import Any
 
 from masksearch.context import Context
 from masksearch.jsonl import write_jsonl
-from masksearch.pipeline.runner import echo, run_generate
+from masksearch.pipeline.runner import RunSettings, echo, run_generate
 from masksearch.redact import redact
 
 STAGES = "stages.json"
@@ -163,7 +163,7 @@ def prepare_masked(
 ) -> Path:
     """Mask passages (rule strategy) until `masked.jsonl` holds at least `n` examples; masked
     data made from another corpus step or other masking settings is replaced."""
-    from masksearch.masking.runner import mask_corpus
+    from masksearch.masking.runner import MaskSettings, mask_corpus
     from masksearch.pipeline.inputs import count_lines
 
     stages = stages or Stages(workdir)
@@ -179,7 +179,9 @@ def prepare_masked(
     if have >= n:
         echo(f"[3/4] mask: reusing {out} ({have} examples)")
         return out
-    summary = mask_corpus(corpus, out, strategy="rule", max_examples=n, progress=progress)
+    summary = mask_corpus(
+        corpus, out, MaskSettings(strategy="rule", max_examples=n), progress=progress
+    )
     total = count_lines(out) or 0
     echo(
         f"[3/4] mask: {getattr(summary, 'written', total - have)} new examples -> {out} ({total} in all)"
@@ -270,12 +272,14 @@ def run_offline(
         store,
         context,
         default_checkpoint_url(store),
-        concurrency=concurrency,
-        limit=n,
-        retry_failed=True,
-        export=export,
-        summary_json=workdir / "summary.json",
-        progress=progress,
+        RunSettings(
+            concurrency=concurrency,
+            limit=n,
+            retry_failed=True,
+            export=export,
+            summary_json=workdir / "summary.json",
+            progress=progress,
+        ),
     )
     echo("outputs:")
     listing: tuple[tuple[str, str | Path], ...] = (

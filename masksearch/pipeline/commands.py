@@ -111,7 +111,8 @@ def register(app: typer.Typer) -> None:
         from masksearch.errors import ConfigError
         from masksearch.graph.checkpoint import default_checkpoint_url
         from masksearch.pipeline.ratelimit import RateLimits
-        from masksearch.pipeline.runner import run_generate
+        from masksearch.pipeline.runner import RunSettings, run_generate
+        from masksearch.settings import settings_from
         from masksearch.store.trajectories import is_postgres
 
         if durability not in ("sync", "async", "exit"):
@@ -120,22 +121,14 @@ def register(app: typer.Typer) -> None:
 
         if checkpoint is None and is_postgres(store):
             checkpoint = store  # the checkpoint tables live next to the trajectories
+        limits = RateLimits(max_rps, max_tpm) if (max_rps or max_tpm) else None
         code = run_generate(
             input,
             store if is_postgres(store) else Path(store),
             context,
             checkpoint or default_checkpoint_url(Path(store)),
-            concurrency=concurrency,
-            limit=limit,
-            skip_bad=skip_bad,
-            retry_failed=retry_failed,
-            export=export,
-            export_all=export_all,
-            summary_json=summary_json,
-            progress=progress,
+            settings_from(RunSettings, ctx.params, limits=limits),  # durability: checked above
             cluster=cluster,
-            durability=durability,  # type: ignore[arg-type]
-            limits=RateLimits(max_rps, max_tpm) if (max_rps or max_tpm) else None,
             resources=command_resources(ctx),
         )
         raise typer.Exit(code)
