@@ -8,11 +8,15 @@ from typing import Annotated, Any, cast
 
 import typer
 
+from masksearch.corpus import FORMAT_HELP
 from masksearch.workers.options import (
     EXIT_INTERRUPTED,
     ProcessesOption,
+    ProgressOption,
     RayAddressOption,
     RayOption,
+    SkipBadOption,
+    SummaryJsonOption,
     cluster_settings,
 )
 
@@ -47,13 +51,7 @@ def mask_command(
         Path,
         typer.Option("--out", help="Output JSONL (appended to; existing source ids are skipped)."),
     ],
-    corpus_format: Annotated[
-        str,
-        typer.Option(
-            "--corpus-format",
-            help="auto | flashrag | wikiextractor | textdir (see `masksearch index --help`).",
-        ),
-    ] = "auto",
+    corpus_format: Annotated[str, typer.Option("--corpus-format", help=FORMAT_HELP)] = "auto",
     strategy: Annotated[str, typer.Option("--strategy", help="rule | spacy | llm | ppl.")] = "rule",
     k_dist: Annotated[
         str,
@@ -129,16 +127,9 @@ def mask_command(
     processes: ProcessesOption = None,
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
-    summary_json: Annotated[
-        Path | None, typer.Option("--summary-json", help="Also write the run summary as JSON here.")
-    ] = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
-    ] = True,
-    skip_bad: Annotated[
-        bool,
-        typer.Option("--skip-bad", help="Skip (and count) bad corpus records instead of stopping."),
-    ] = False,
+    summary_json: SummaryJsonOption = None,
+    progress: ProgressOption = True,
+    skip_bad: SkipBadOption = False,
 ) -> None:
     from masksearch.errors import ConfigError, MaskSearchError
     from masksearch.fileio import atomic_write_text, check_output_file

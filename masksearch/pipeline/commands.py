@@ -11,8 +11,12 @@ from masksearch.context import Context
 from masksearch.context_options import command_resources, context_options
 from masksearch.workers.options import (
     ProcessesOption,
+    ProgressOption,
     RayAddressOption,
     RayOption,
+    RetryFailedOption,
+    SkipBadOption,
+    SummaryJsonOption,
     cluster_settings,
 )
 
@@ -59,15 +63,8 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[
             int | None, typer.Option("--limit", "-n", help="Use only the first N input examples.")
         ] = None,
-        skip_bad: Annotated[
-            bool,
-            typer.Option(
-                "--skip-bad", help="Skip (and count) bad input lines instead of stopping."
-            ),
-        ] = False,
-        retry_failed: Annotated[
-            bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")
-        ] = False,
+        skip_bad: SkipBadOption = False,
+        retry_failed: RetryFailedOption = False,
         processes: ProcessesOption = None,
         ray: RayOption = False,
         ray_address: RayAddressOption = None,
@@ -94,12 +91,8 @@ def register(app: typer.Typer) -> None:
                 help="When each example's checkpoints are written: exit (default: once, when it ends; cheapest in CPU; an example killed mid-run restarts from its first step), sync (after every step, before the next: a killed example resumes at its last step; for long multi-turn runs with expensive calls), async (every step, overlapped with the next). Finished examples are never rerun either way. See docs/pipeline.md.",
             ),
         ] = "exit",
-        summary_json: Annotated[
-            Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")
-        ] = None,
-        progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help="tqdm progress bar.")
-        ] = True,
+        summary_json: SummaryJsonOption = None,
+        progress: ProgressOption = True,
         context: Context = None,  # type: ignore[assignment]  # built from the options
     ) -> None:
         """Generate search-agent trajectories for masked examples, with resume.

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from masksearch.corpus import FORMAT_HELP
 from masksearch.errors import ConfigError
 
 SPEC_HELP = (
@@ -32,9 +33,7 @@ def index(
             help="bm25 | dense | both (both: OUT/bm25, OUT/dense sharing OUT/passages.jsonl).",
         ),
     ] = "bm25",
-    fmt: Annotated[
-        str, typer.Option("--format", help="auto | wikiextractor | flashrag | textdir.")
-    ] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
     words: Annotated[int, typer.Option("--words", min=10, help="Target words per passage.")] = 100,
     embedding_model: Annotated[
         str,
