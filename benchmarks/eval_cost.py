@@ -48,7 +48,7 @@ def main() -> None:
     from masksearch.retrievers.build import build_index
 
     work = Path(tempfile.mkdtemp(prefix="eval-cost-"))
-    build_index(args.corpus, work / "idx", kind="bm25", show_progress=False)
+    build_index(args.corpus, work / "idx", show_progress=False)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     print(f"model {args.model}, dataset {args.dataset.split('=')[0]}, limit {args.limit}")
     print(f"before: {uptime()}")

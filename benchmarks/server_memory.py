@@ -33,7 +33,7 @@ def measure(bounded: bool, requests: int, every: int) -> list[tuple[int, float]]
     from masksearch.retrievers.server import create_app
 
     out = Path(tempfile.mkdtemp()) / "index"
-    build_index(TINY, out, kind="bm25", show_progress=False)
+    build_index(TINY, out, show_progress=False)
     inner = BM25Retriever(out)
     cache = (
         CachedRetriever(inner)

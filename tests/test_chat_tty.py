@@ -65,7 +65,7 @@ def term():
 def test_chat_two_questions_ctrl_c_and_resume(term, tmp_path, tiny_corpus_path):
     from masksearch.retrievers.build import build_index
 
-    build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
+    build_index(tiny_corpus_path, tmp_path / "idx", show_progress=False)
     env = f"PYTHONPATH={shlex.quote(str(REPO))} NO_COLOR=1"
     chat = (
         f"cd {shlex.quote(str(tmp_path))} && {env} {shlex.quote(sys.executable)} -m masksearch.cli "
@@ -121,7 +121,7 @@ def _children_cpu_s(pid: int) -> float:
 def _local_chat(tmp_path: Path, tiny_corpus_path: Path) -> str:
     from masksearch.retrievers.build import build_index
 
-    build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
+    build_index(tiny_corpus_path, tmp_path / "idx", show_progress=False)
     env = f"PYTHONPATH={shlex.quote(str(REPO))} NO_COLOR=1"
     return (
         f"cd {shlex.quote(str(tmp_path))} && {env} {shlex.quote(sys.executable)} -m masksearch.cli "

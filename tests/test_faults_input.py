@@ -13,7 +13,7 @@ from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.jsonl import SkipCounter
 from masksearch.pipeline.inputs import MAX_FIELD_CHARS, iter_examples
-from masksearch.pipeline.runner import run_generate
+from masksearch.pipeline.runner import RunSettings, run_generate
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.pipeline.testing import masked_row as row
 from masksearch.resources import Resources
@@ -99,10 +99,14 @@ def ctx() -> Context:
 def test_generate_stops_on_bad_line_keeping_the_store(tmp_path, team, capsys):
     store = tmp_path / "t.sqlite"
     good = write(tmp_path / "good.jsonl", [row(i) for i in range(3)])
-    assert run_generate(good, store, ctx(), "memory", progress=False, resources=team) == 0
+    assert (
+        run_generate(good, store, ctx(), "memory", RunSettings(progress=False), resources=team) == 0
+    )
     bad = write(tmp_path / "bad.jsonl", [row(3), row(4), "{oops", row(5)])
     with pytest.raises(InputError) as ei:
-        run_generate(bad, store, ctx(), "memory", concurrency=2, progress=False, resources=team)
+        run_generate(
+            bad, store, ctx(), "memory", RunSettings(concurrency=2, progress=False), resources=team
+        )
     assert ei.value.line == 3 and ei.value.path == bad
     with TrajectoryStore(store) as st:
         assert st.ids() == {
@@ -115,7 +119,9 @@ def test_generate_stops_on_bad_line_keeping_the_store(tmp_path, team, capsys):
     assert "done 2" in capsys.readouterr().err  # the summary is still printed
 
     assert (
-        run_generate(bad, store, ctx(), "memory", skip_bad=True, progress=False, resources=team)
+        run_generate(
+            bad, store, ctx(), "memory", RunSettings(skip_bad=True, progress=False), resources=team
+        )
         == 0
     )
     err = capsys.readouterr().err

@@ -14,7 +14,7 @@ from masksearch.cli import app
 def index_dir(tmp_path, tiny_corpus_path):
     from masksearch.retrievers.build import build_index
 
-    build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
+    build_index(tiny_corpus_path, tmp_path / "idx", show_progress=False)
     return tmp_path / "idx"
 
 

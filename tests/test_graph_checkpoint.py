@@ -126,7 +126,7 @@ async def test_local_default_model_end_to_end(tmp_path, tiny_corpus_path):
     it writes, the run ends within its turn budget with a valid record."""
     from masksearch.retrievers.build import build_index
 
-    build_index(tiny_corpus_path, tmp_path / "idx", kind="bm25", show_progress=False)
+    build_index(tiny_corpus_path, tmp_path / "idx", show_progress=False)
     context = Context(
         agent_mode="single_agent",
         planner_model="local:smollm2-135m",

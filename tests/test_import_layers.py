@@ -20,6 +20,7 @@ LAYERS = [
     "__init__",  # the package itself (its version)
     "types",
     "errors",
+    "settings",  # settings dataclasses from a command's options (no masksearch imports)
     "redact",
     "fileio",
     "jsonl",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from masksearch.graph import Context
-from masksearch.pipeline.runner import run_generate
+from masksearch.pipeline.runner import RunSettings, run_generate
 from masksearch.pipeline.testing import TeamSetup
 from masksearch.store.trajectories import TrajectoryStore, iter_records, store_count
 from masksearch.types import MaskedExample, Span
@@ -158,10 +158,7 @@ def test_ray_workers_write_each_id_once_and_resume(tmp_path, ray_address):
         store,
         ctx(),
         ckpt,
-        concurrency=8,
-        limit=24,
-        summary_json=summary_json,
-        progress=False,
+        RunSettings(concurrency=8, limit=24, summary_json=summary_json, progress=False),
         cluster=cluster,
         worker_resources=team,
     )
@@ -177,9 +174,7 @@ def test_ray_workers_write_each_id_once_and_resume(tmp_path, ray_address):
         store,
         ctx(),
         ckpt,
-        concurrency=4,
-        summary_json=summary_json,
-        progress=False,
+        RunSettings(concurrency=4, summary_json=summary_json, progress=False),
         cluster=cluster3,
         worker_resources=team,
     )
@@ -195,7 +190,7 @@ import sys
 from pathlib import Path
 from masksearch.graph import Context
 from masksearch.workers.cluster import ClusterSettings
-from masksearch.pipeline.runner import run_generate
+from masksearch.pipeline.runner import RunSettings, run_generate
 from masksearch.pipeline.testing import TeamSetup
 
 data, store, export, calls, address = sys.argv[1:6]
@@ -203,8 +198,8 @@ ctx = Context(planner_model="fake:team", rewriter_model="fake:team", observer_mo
               retriever="mem:team", max_turns=2)
 team = TeamSetup(latency_s=0.03, jitter=0.5, calls_log=calls)
 cluster = ClusterSettings(workers=2, address=address, stop_grace_s=5)
-sys.exit(run_generate(Path(data), Path(store), ctx, "sqlite:///" + store + ".ckpt",
-                      concurrency=16, export=Path(export), export_all=True, progress=False,
+settings = RunSettings(concurrency=16, export=Path(export), export_all=True, progress=False)
+sys.exit(run_generate(Path(data), Path(store), ctx, "sqlite:///" + store + ".ckpt", settings,
                       cluster=cluster, worker_resources=team))
 """
 
@@ -343,11 +338,8 @@ def test_ray_workers_share_a_postgres_store(tmp_path, ray_address):
             dsn,
             ctx(),
             dsn,
-            concurrency=8,
-            limit=40,
-            progress=False,
+            RunSettings(concurrency=8, limit=40, progress=False, summary_json=summary_json),
             cluster=cluster,
-            summary_json=summary_json,
             worker_resources=TeamSetup(),
         )
         assert code == 0 and json.loads(summary_json.read_text())["run"]["done"] == 40
@@ -356,12 +348,14 @@ def test_ray_workers_share_a_postgres_store(tmp_path, ray_address):
             dsn,
             ctx(),
             dsn,
-            concurrency=8,
-            progress=False,
+            RunSettings(
+                concurrency=8,
+                progress=False,
+                summary_json=summary_json,
+                export=tmp_path / "all.jsonl",
+            ),
             cluster=cluster,
-            summary_json=summary_json,
             worker_resources=TeamSetup(),
-            export=tmp_path / "all.jsonl",
         )
         s = json.loads(summary_json.read_text())
         assert code == 0 and s["run"]["done"] == 20 and s["run"]["skipped"]["existing"] == 40
@@ -381,11 +375,13 @@ def test_rate_limit_is_shared_by_all_workers(tmp_path, ray_address):
         tmp_path / "t.sqlite",
         ctx(),
         "memory",
-        concurrency=16,
-        progress=False,
+        RunSettings(
+            concurrency=16,
+            progress=False,
+            summary_json=summary_json,
+            limits=RateLimits(requests_per_s=15, burst_s=0.5),
+        ),
         cluster=cluster,
-        summary_json=summary_json,
-        limits=RateLimits(requests_per_s=15, burst_s=0.5),
         worker_resources=TeamSetup(),
     )
     run = json.loads(summary_json.read_text())["run"]
@@ -424,14 +420,15 @@ def _kill_driver_midway(cmd: list[str], out: Path, rows: int) -> list[dict]:
 
 MASK_DRIVER = """
 import sys
-from masksearch.masking.runner import mask_corpus
+from masksearch.masking.runner import MaskSettings, mask_corpus
 from masksearch.workers.cluster import ClusterSettings
 from masksearch.pipeline.testing import span_model
 
 corpus, out, calls, address = sys.argv[1:5]
 cluster = ClusterSettings(workers=2, address=address, stop_grace_s=5)
-s = mask_corpus(corpus, out, strategy="llm", model=span_model(0.03, calls), progress=False,
-                cluster=cluster, max_concurrency=2)
+settings = MaskSettings(strategy="llm", model=span_model(0.03, calls),
+                        strategy_options={"max_concurrency": 2})
+s = mask_corpus(corpus, out, settings, progress=False, cluster=cluster)
 print(f"written {s.written} existing {s.existing}", flush=True)
 sys.exit(130 if s.interrupted else 0)
 """
@@ -440,7 +437,7 @@ sys.exit(130 if s.interrupted else 0)
 def test_mask_llm_on_ray_kill_driver_then_resume(tmp_path, ray_address):
     """`mask --strategy llm` on 2 workers: kill -9 the driver, rerun: every passage once, the
     same examples as one process makes, no model call again for a finished passage."""
-    from masksearch.masking.runner import mask_corpus
+    from masksearch.masking.runner import MaskSettings, mask_corpus
     from masksearch.pipeline.testing import corpus_row, span_model
 
     n = 240
@@ -462,7 +459,7 @@ def test_mask_llm_on_ray_kill_driver_then_resume(tmp_path, ray_address):
     assert {titles[f"Topic {i[1:]}"] for i in finished} == {1}  # never asked again
     # the examples one process makes (each passage's RNG is seeded by its id)
     alone = tmp_path / "alone.jsonl"
-    mask_corpus(corpus, alone, strategy="llm", model=span_model(), progress=False)
+    mask_corpus(corpus, alone, MaskSettings(strategy="llm", model=span_model()), progress=False)
     key = lambda r: r["source_id"]  # noqa: E731
     assert sorted(rows, key=key) == sorted(map(json.loads, alone.read_text().splitlines()), key=key)
 

@@ -29,7 +29,7 @@ KNOWN = {
 @pytest.fixture(scope="module")
 def bm25_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("bm25")
-    build_index(TINY, out, kind="bm25", show_progress=False)
+    build_index(TINY, out, show_progress=False)
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from masksearch.errors import ConfigError
 from masksearch.retrievers import load_retriever
-from masksearch.retrievers.build import build_index
+from masksearch.retrievers.build import IndexSettings, build_index
 from masksearch.retrievers.dense import DenseRetriever
 from masksearch.retrievers.embeddings import HFEncoder, default_model_path, load_encoder
 from masksearch.retrievers.hybrid import HybridRetriever, rrf_fuse
@@ -35,7 +35,7 @@ def encoder():
 def both_dir(tmp_path_factory, encoder):
     out = tmp_path_factory.mktemp("both")
     summary = build_index(
-        TINY, out, kind="both", encoder=encoder, batch_size=16, show_progress=False
+        TINY, out, IndexSettings(kind="both", batch_size=16), encoder=encoder, show_progress=False
     )
     assert summary["passages"] == 24
     return out
@@ -79,7 +79,11 @@ def test_save_load_round_trip_mmap_and_encoder_from_manifest(both_dir, encoder):
 @pytest.mark.parametrize("faiss_type", ["hnsw", "ivf"])
 def test_ann_index_types(tmp_path, encoder, faiss_type):
     build_index(
-        TINY, tmp_path, kind="dense", encoder=encoder, faiss_type=faiss_type, show_progress=False
+        TINY,
+        tmp_path,
+        IndexSettings(kind="dense", faiss_type=faiss_type),
+        encoder=encoder,
+        show_progress=False,
     )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["faiss"]["type"] == faiss_type
@@ -135,8 +139,7 @@ def test_unreachable_models_fail_clearly(monkeypatch, tmp_path):
         build_index(
             TINY,
             tmp_path / "idx",
-            kind="dense",
-            faiss_type="lsh",
+            IndexSettings(kind="dense", faiss_type="lsh"),
             encoder=object(),
             show_progress=False,
         )

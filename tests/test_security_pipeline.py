@@ -16,7 +16,7 @@ from masksearch.graph import Context
 from masksearch.graph.testing import KeywordRetriever
 from masksearch.nodes.common import is_transient
 from masksearch.pipeline.generate import GenerateSettings, generate
-from masksearch.pipeline.runner import _redact, run_generate
+from masksearch.pipeline.runner import RunSettings, _redact, run_generate
 from masksearch.pipeline.testing import LatencyChatModel, team_respond
 from masksearch.resources import Resources
 from masksearch.store.trajectories import TrajectoryStore
@@ -111,10 +111,12 @@ def test_keys_never_written(tmp_path, keys, caplog, capfd):
         out / "t2.sqlite",
         ctx_ok,
         f"sqlite:///{out / 'ckpt2.sqlite'}",
-        export=out / "t2.jsonl",
-        export_all=True,
-        summary_json=out / "summary.json",
-        progress=False,
+        RunSettings(
+            export=out / "t2.jsonl",
+            export_all=True,
+            summary_json=out / "summary.json",
+            progress=False,
+        ),
         resources=keys,
     )
     assert code == 0

@@ -28,7 +28,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
     out = tmp_path_factory.mktemp("srv")
-    build_index(TINY, out, kind="bm25", show_progress=False)
+    build_index(TINY, out, show_progress=False)
     return BM25Retriever(out)
 
 

@@ -51,9 +51,7 @@ def server(tmp_path_factory):
     from masksearch.retrievers.build import build_index
 
     tmp = tmp_path_factory.mktemp("studio")
-    build_index(
-        REPO / "tests" / "data" / "tiny_corpus.jsonl", tmp / "idx", kind="bm25", show_progress=False
-    )
+    build_index(REPO / "tests" / "data" / "tiny_corpus.jsonl", tmp / "idx", show_progress=False)
     script = tmp / "script.json"
     script.write_text(json.dumps(SCRIPT))
     config = tmp / "langgraph.json"

@@ -205,7 +205,7 @@ def test_rl_cli_end_to_end_with_a_bm25_index(tmp_path, tiny_corpus_path):
     from masksearch.retrievers.build import build_index
     from masksearch.training.smoke import offline_tokenizer, tiny_model
 
-    build_index(tiny_corpus_path, tmp_path / "bm25", kind="bm25", show_progress=False)
+    build_index(tiny_corpus_path, tmp_path / "bm25", show_progress=False)
     tok = offline_tokenizer()
     model_dir = tmp_path / "tiny"
     tiny_model(tok).save_pretrained(model_dir)

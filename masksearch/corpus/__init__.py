@@ -16,8 +16,12 @@ from masksearch.errors import InputError
 from masksearch.jsonl import SkipCounter
 from masksearch.types import Passage
 
+# the help of the commands' corpus format option (`index --format`, `mask --corpus-format`)
+FORMAT_HELP = "auto (detected) | " + " | ".join(FORMATS) + "."
+
 __all__ = [
     "FORMATS",
+    "FORMAT_HELP",
     "Document",
     "SkipCounter",
     "detect_format",

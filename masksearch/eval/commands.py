@@ -14,6 +14,7 @@ from masksearch.workers.options import (
     ProcessesOption,
     RayAddressOption,
     RayOption,
+    RetryFailedOption,
     cluster_settings,
 )
 
@@ -78,9 +79,7 @@ def run_cmd(
             "--judge-model", help="Also grade with an LLM judge (FreshQA-style relaxed accuracy)."
         ),
     ] = None,
-    retry_failed: Annotated[
-        bool, typer.Option("--retry-failed", help="Re-run questions that failed.")
-    ] = False,
+    retry_failed: RetryFailedOption = False,
     no_messages: Annotated[
         bool, typer.Option("--no-messages", help="Do not store trajectories.")
     ] = False,

@@ -354,14 +354,13 @@ def build_offline_bench(
     index_summary = None
     retrievable: dict[str, int] = {}
     if index:
-        from masksearch.retrievers.build import build_index
+        from masksearch.retrievers.build import IndexSettings, build_index
         from masksearch.retrievers.factory import load_retriever
 
         index_summary = build_index(
             out / "corpus.jsonl",
             out / "index",
-            kind="bm25",
-            fmt="flashrag",
+            IndexSettings(fmt="flashrag"),
             show_progress=show_progress,
         )
         retriever = load_retriever(f"bm25:{out / 'index'}")

@@ -8,6 +8,7 @@ from masksearch.masking.io import load_masked, parse_example
 from masksearch.masking.rule import extract_rule_spans
 from masksearch.masking.runner import (
     STRATEGIES,
+    MaskSettings,
     MaskSummary,
     RuleSpanProposer,
     make_strategy,
@@ -28,6 +29,7 @@ __all__ = [
     "STRATEGIES",
     "KDist",
     "MaskConfig",
+    "MaskSettings",
     "MaskSummary",
     "RuleSpanProposer",
     "apply_masks",

@@ -8,11 +8,15 @@ from typing import Annotated, Any, cast
 
 import typer
 
+from masksearch.corpus import FORMAT_HELP
 from masksearch.workers.options import (
     EXIT_INTERRUPTED,
     ProcessesOption,
+    ProgressOption,
     RayAddressOption,
     RayOption,
+    SkipBadOption,
+    SummaryJsonOption,
     cluster_settings,
 )
 
@@ -36,6 +40,7 @@ MASK_HELP = (
 
 
 def mask_command(
+    ctx: typer.Context,
     corpus: Annotated[
         Path,
         typer.Option(
@@ -46,13 +51,7 @@ def mask_command(
         Path,
         typer.Option("--out", help="Output JSONL (appended to; existing source ids are skipped)."),
     ],
-    corpus_format: Annotated[
-        str,
-        typer.Option(
-            "--corpus-format",
-            help="auto | flashrag | wikiextractor | textdir (see `masksearch index --help`).",
-        ),
-    ] = "auto",
+    corpus_format: Annotated[str, typer.Option("--corpus-format", help=FORMAT_HELP)] = "auto",
     strategy: Annotated[str, typer.Option("--strategy", help="rule | spacy | llm | ppl.")] = "rule",
     k_dist: Annotated[
         str,
@@ -69,7 +68,7 @@ def mask_command(
             "(use as many as possible) or skip.",
         ),
     ] = "resample",
-    calibrate: Annotated[
+    calibrate_on: Annotated[
         int,
         typer.Option(
             "--calibrate",
@@ -128,23 +127,17 @@ def mask_command(
     processes: ProcessesOption = None,
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
-    summary_json: Annotated[
-        Path | None, typer.Option("--summary-json", help="Also write the run summary as JSON here.")
-    ] = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
-    ] = True,
-    skip_bad: Annotated[
-        bool,
-        typer.Option("--skip-bad", help="Skip (and count) bad corpus records instead of stopping."),
-    ] = False,
+    summary_json: SummaryJsonOption = None,
+    progress: ProgressOption = True,
+    skip_bad: SkipBadOption = False,
 ) -> None:
     from masksearch.errors import ConfigError, MaskSearchError
     from masksearch.fileio import atomic_write_text, check_output_file
     from masksearch.jsonl import SkipCounter
     from masksearch.masking.kdist import KDist, OnFew
-    from masksearch.masking.runner import STRATEGIES, MaskSummary, mask_corpus
+    from masksearch.masking.runner import STRATEGIES, MaskSettings, MaskSummary, mask_corpus
     from masksearch.masking.select import MaskConfig, TitleMode
+    from masksearch.settings import settings_from
 
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown --strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -161,11 +154,10 @@ def mask_command(
             inputs={"--corpus": corpus, "--out": out},
             kind="json",
         )
-    config = MaskConfig(
+    config = settings_from(
+        MaskConfig,
+        ctx.params,
         k_dist=KDist.parse(k_dist),
-        seed=seed,
-        min_words=min_words,
-        max_span_chars=max_span_chars,
         on_few=cast(OnFew, on_few),  # checked above
         title_in_question=cast(TitleMode, title_in_question),
     )
@@ -182,24 +174,17 @@ def mask_command(
             cluster = replace(cluster, gpus_per_worker=1.0)
         if strategy == "llm":
             extra["max_concurrency"] = -(-concurrency // cluster.workers)
+    settings = settings_from(MaskSettings, ctx.params, config=config, strategy_options=extra)
     summary, counter = MaskSummary(), SkipCounter()
     try:
         mask_corpus(
             corpus,
             out,
-            strategy=strategy,
-            config=config,
-            model=model,
-            limit=limit,
-            max_examples=max_examples,
+            settings,
             progress=progress,
-            corpus_format=corpus_format,
-            calibrate_on=calibrate,
             summary=summary,
-            skip_bad=skip_bad,
             counter=counter,
             cluster=cluster,
-            **extra,
         )
     except MaskSearchError:
         if summary.written:  # say what was kept before the error line

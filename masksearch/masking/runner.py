@@ -6,7 +6,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -173,8 +173,6 @@ def calibrated_config(
 ) -> tuple[MaskConfig, Counter[int]]:
     """`config` with k sampling weights calibrated so the OUTPUT k distribution matches the
     target on passages like these (a sample of the corpus); see docs/masking.md."""
-    from dataclasses import replace
-
     hist = feasible_histogram(passages, proposer, config)
     if not any(f > 0 for f in hist):
         return config, hist
@@ -253,23 +251,31 @@ def iter_flashrag_jsonl(path: str | os.PathLike[str]) -> Iterator[Passage]:
             )
 
 
+@dataclass(frozen=True)
+class MaskSettings:
+    """What a `mask_corpus` run does: the strategy and its model, the selection rules, which
+    passages it reads and how many examples it writes."""
+
+    strategy: str = "rule"  # one of STRATEGIES
+    config: MaskConfig = field(default_factory=MaskConfig)
+    model: Any = None  # a spec (llm: chat model, ppl: causal LM, spacy: pipeline) or a model
+    limit: int | None = None  # read at most the first N corpus passages
+    max_examples: int | None = None  # stop when `out` holds N examples in all (resumes count)
+    corpus_format: str = "auto"
+    calibrate_on: int = 2000  # corpus passages scanned to calibrate k sampling (0: off)
+    skip_bad: bool = False  # skip (and count) bad corpus records instead of stopping
+    strategy_options: dict[str, Any] = field(default_factory=dict)  # `make_strategy`'s
+
+
 def mask_corpus(
     corpus: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    settings: MaskSettings | None = None,
     *,
-    strategy: str = "rule",
-    config: MaskConfig | None = None,
-    model: Any = None,
-    limit: int | None = None,
-    max_examples: int | None = None,
     progress: bool = True,
-    corpus_format: str = "auto",
-    calibrate_on: int = 2000,
     summary: MaskSummary | None = None,
-    skip_bad: bool = False,
     counter: SkipCounter | None = None,
     cluster: ClusterSettings | None = None,
-    **strategy_kwargs: Any,
 ) -> MaskSummary:
     """Mask a corpus file into RAMP JSONL, appending to `out` and skipping source ids it holds.
 
@@ -288,11 +294,15 @@ def mask_corpus(
     from masksearch.jsonl import JsonlAppender
     from masksearch.masking.io import existing_source_ids
 
+    settings = settings or MaskSettings()
+    strategy, config, model = settings.strategy, settings.config, settings.model
+    limit, max_examples = settings.limit, settings.max_examples
+    corpus_format, skip_bad = settings.corpus_format, settings.skip_bad
     for name, value in (("--limit", limit), ("--max-examples", max_examples)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1 (got {value}); leave it out for no limit")
-    if calibrate_on < 0:
-        raise ConfigError(f"--calibrate must be 0 (off) or more (got {calibrate_on})")
+    if settings.calibrate_on < 0:
+        raise ConfigError(f"--calibrate must be 0 (off) or more (got {settings.calibrate_on})")
     if cluster is not None:
         if max_examples is not None:
             raise ConfigError(
@@ -301,7 +311,6 @@ def mask_corpus(
             )
         if strategy in ("llm", "ppl") and model is None:
             raise ConfigError(f"--strategy {strategy} needs --model")
-    config = config or MaskConfig()
     # before reading anything: /dev/full, a FIFO, a folder, the corpus itself, a foreign file
     check_output_file(out, what="--out", inputs={"--corpus": corpus}, kind="jsonl")
     if cluster is not None:
@@ -321,28 +330,18 @@ def mask_corpus(
             else make_strategy(strategy, model=model)
         )
     else:
-        proposer, scorer = make_strategy(strategy, model=model, **strategy_kwargs)
-    if calibrate_on > 0 and strategy != "llm":
+        proposer, scorer = make_strategy(strategy, model=model, **settings.strategy_options)
+    if settings.calibrate_on > 0 and strategy != "llm":
         # the first N corpus passages, whatever --limit says: weights stay the same on resume
         config, _ = calibrated_config(
-            islice(iter_corpus(corpus, corpus_format, skip_bad=skip_bad), calibrate_on),
+            islice(iter_corpus(corpus, corpus_format, skip_bad=skip_bad), settings.calibrate_on),
             proposer,
             config,
         )
         summary.sampling = config.k_dist.probabilities()
     if cluster is not None:
         return _mask_on_cluster(
-            MaskShard(
-                corpus=str(corpus),
-                out=str(out),
-                strategy=strategy,
-                config=config,
-                model=model,
-                limit=limit,
-                corpus_format=corpus_format,
-                skip_bad=skip_bad,
-                strategy_kwargs=strategy_kwargs,
-            ),
+            MaskShard(str(corpus), str(out), replace(settings, config=config)),
             cluster,
             summary,
             counter,
@@ -430,13 +429,7 @@ class MaskShard:
 
     corpus: str
     out: str
-    strategy: str
-    config: MaskConfig
-    model: Any = None  # a spec (the worker loads it) or a picklable model object
-    limit: int | None = None  # the first N corpus passages (before sharding)
-    corpus_format: str = "auto"
-    skip_bad: bool = False
-    strategy_kwargs: dict[str, Any] = field(default_factory=dict)
+    settings: MaskSettings  # calibrated; `limit` is the first N passages before sharding
 
     async def __call__(self, shard: int, shards: int, stop: Any) -> MaskSummary:
         import asyncio
@@ -452,20 +445,20 @@ class MaskShard:
 
         part = part_path(self.out, shard)
         done = existing_source_ids(self.out) | existing_source_ids(part)  # a restarted worker
-        proposer, scorer = make_strategy(self.strategy, model=self.model, **self.strategy_kwargs)
+        s = self.settings
+        proposer, scorer = make_strategy(s.strategy, model=s.model, **s.strategy_options)
         summary, counter = MaskSummary(), SkipCounter()
         passages = islice(
-            iter_corpus(self.corpus, self.corpus_format, skip_bad=self.skip_bad, counter=counter),
-            self.limit,
+            iter_corpus(self.corpus, s.corpus_format, skip_bad=s.skip_bad, counter=counter), s.limit
         )
         with JsonlAppender(part) as sink:
             mask_stream(
                 passages,
                 sink,
                 proposer,
-                self.config,
+                s.config,
                 scorer=scorer,
-                strategy=self.strategy,
+                strategy=s.strategy,
                 summary=summary,
                 done=done,
                 keep=lambda p: shard_of(p.id, shards) == shard,

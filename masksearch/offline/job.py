@@ -33,7 +33,7 @@ from typing import Any
 
 from masksearch.context import Context
 from masksearch.jsonl import write_jsonl
-from masksearch.pipeline.runner import echo, run_generate
+from masksearch.pipeline.runner import RunSettings, echo, run_generate
 from masksearch.redact import redact
 
 STAGES = "stages.json"
@@ -139,7 +139,7 @@ def prepare_index(
 ) -> str:
     """Build the index, or reuse it when it was built from the same corpus step and kind;
     return the retriever spec for it."""
-    from masksearch.retrievers.build import build_index
+    from masksearch.retrievers.build import IndexSettings, build_index
 
     stages = stages or Stages(workdir)
     out = workdir / ("index_hybrid" if dense else "index")
@@ -150,7 +150,9 @@ def prepare_index(
             echo(f"[2/4] index: reusing {out}")
             return spec
         echo(f"[2/4] index: rebuilding {out} ({changes(stages.get('index'), fp)})")
-    summary = build_index(corpus, out, kind="both" if dense else "bm25", show_progress=progress)
+    summary = build_index(
+        corpus, out, IndexSettings(kind="both" if dense else "bm25"), show_progress=progress
+    )
     stages.set("index", fp)
     echo(f"[2/4] index: {summary.get('passages', '?')} passages -> {out}")
     return spec
@@ -161,7 +163,7 @@ def prepare_masked(
 ) -> Path:
     """Mask passages (rule strategy) until `masked.jsonl` holds at least `n` examples; masked
     data made from another corpus step or other masking settings is replaced."""
-    from masksearch.masking.runner import mask_corpus
+    from masksearch.masking.runner import MaskSettings, mask_corpus
     from masksearch.pipeline.inputs import count_lines
 
     stages = stages or Stages(workdir)
@@ -177,7 +179,9 @@ def prepare_masked(
     if have >= n:
         echo(f"[3/4] mask: reusing {out} ({have} examples)")
         return out
-    summary = mask_corpus(corpus, out, strategy="rule", max_examples=n, progress=progress)
+    summary = mask_corpus(
+        corpus, out, MaskSettings(strategy="rule", max_examples=n), progress=progress
+    )
     total = count_lines(out) or 0
     echo(
         f"[3/4] mask: {getattr(summary, 'written', total - have)} new examples -> {out} ({total} in all)"
@@ -268,12 +272,14 @@ def run_offline(
         store,
         context,
         default_checkpoint_url(store),
-        concurrency=concurrency,
-        limit=n,
-        retry_failed=True,
-        export=export,
-        summary_json=workdir / "summary.json",
-        progress=progress,
+        RunSettings(
+            concurrency=concurrency,
+            limit=n,
+            retry_failed=True,
+            export=export,
+            summary_json=workdir / "summary.json",
+            progress=progress,
+        ),
     )
     echo("outputs:")
     listing: tuple[tuple[str, str | Path], ...] = (

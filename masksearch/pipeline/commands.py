@@ -11,8 +11,12 @@ from masksearch.context import Context
 from masksearch.context_options import command_resources, context_options
 from masksearch.workers.options import (
     ProcessesOption,
+    ProgressOption,
     RayAddressOption,
     RayOption,
+    RetryFailedOption,
+    SkipBadOption,
+    SummaryJsonOption,
     cluster_settings,
 )
 
@@ -59,15 +63,8 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[
             int | None, typer.Option("--limit", "-n", help="Use only the first N input examples.")
         ] = None,
-        skip_bad: Annotated[
-            bool,
-            typer.Option(
-                "--skip-bad", help="Skip (and count) bad input lines instead of stopping."
-            ),
-        ] = False,
-        retry_failed: Annotated[
-            bool, typer.Option("--retry-failed", help="Redo examples whose stored record failed.")
-        ] = False,
+        skip_bad: SkipBadOption = False,
+        retry_failed: RetryFailedOption = False,
         processes: ProcessesOption = None,
         ray: RayOption = False,
         ray_address: RayAddressOption = None,
@@ -94,12 +91,8 @@ def register(app: typer.Typer) -> None:
                 help="When each example's checkpoints are written: exit (default: once, when it ends; cheapest in CPU; an example killed mid-run restarts from its first step), sync (after every step, before the next: a killed example resumes at its last step; for long multi-turn runs with expensive calls), async (every step, overlapped with the next). Finished examples are never rerun either way. See docs/pipeline.md.",
             ),
         ] = "exit",
-        summary_json: Annotated[
-            Path | None, typer.Option("--summary-json", help="Write the run summary as JSON here.")
-        ] = None,
-        progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help="tqdm progress bar.")
-        ] = True,
+        summary_json: SummaryJsonOption = None,
+        progress: ProgressOption = True,
         context: Context = None,  # type: ignore[assignment]  # built from the options
     ) -> None:
         """Generate search-agent trajectories for masked examples, with resume.
@@ -111,7 +104,8 @@ def register(app: typer.Typer) -> None:
         from masksearch.errors import ConfigError
         from masksearch.graph.checkpoint import default_checkpoint_url
         from masksearch.pipeline.ratelimit import RateLimits
-        from masksearch.pipeline.runner import run_generate
+        from masksearch.pipeline.runner import RunSettings, run_generate
+        from masksearch.settings import settings_from
         from masksearch.store.trajectories import is_postgres
 
         if durability not in ("sync", "async", "exit"):
@@ -120,22 +114,14 @@ def register(app: typer.Typer) -> None:
 
         if checkpoint is None and is_postgres(store):
             checkpoint = store  # the checkpoint tables live next to the trajectories
+        limits = RateLimits(max_rps, max_tpm) if (max_rps or max_tpm) else None
         code = run_generate(
             input,
             store if is_postgres(store) else Path(store),
             context,
             checkpoint or default_checkpoint_url(Path(store)),
-            concurrency=concurrency,
-            limit=limit,
-            skip_bad=skip_bad,
-            retry_failed=retry_failed,
-            export=export,
-            export_all=export_all,
-            summary_json=summary_json,
-            progress=progress,
+            settings_from(RunSettings, ctx.params, limits=limits),  # durability: checked above
             cluster=cluster,
-            durability=durability,  # type: ignore[arg-type]
-            limits=RateLimits(max_rps, max_tpm) if (max_rps or max_tpm) else None,
             resources=command_resources(ctx),
         )
         raise typer.Exit(code)

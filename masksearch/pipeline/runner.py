@@ -179,23 +179,31 @@ class GenerateShard:
         return summary
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How `run_generate` runs (the options of `masksearch generate` that are neither data nor
+    collaborators)."""
+
+    concurrency: int = 8  # examples in flight (shared among the Ray workers)
+    limit: int | None = None  # use only the first N input examples
+    skip_bad: bool = False  # skip (and count) bad input lines instead of stopping
+    retry_failed: bool = False  # redo examples whose stored record failed
+    export: Path | None = None  # also write accepted records to this JSONL (atomic)
+    export_all: bool = False  # export rejected and failed records too
+    summary_json: Path | None = None  # write the run summary as JSON here
+    progress: bool = True  # tqdm bar
+    durability: Durability = "exit"  # when checkpoints are written (`GenerateSettings`)
+    limits: RateLimits | None = None  # requests/s and tokens/min for the whole run
+
+
 def run_generate(
     input: Path,
     store_path: Path | str,
     context: Context,
     checkpointer_url: str,
+    settings: RunSettings | None = None,
     *,
-    concurrency: int = 8,
-    limit: int | None = None,
-    skip_bad: bool = False,
-    retry_failed: bool = False,
-    export: Path | None = None,
-    export_all: bool = False,
-    summary_json: Path | None = None,
-    progress: bool = True,
     cluster: ClusterSettings | None = None,
-    durability: Durability = "exit",
-    limits: RateLimits | None = None,
     resources: Resources | None = None,
     worker_resources: Callable[[], Resources] = Resources,
 ) -> int:
@@ -203,12 +211,15 @@ def run_generate(
 
     `store_path`: a SQLite file or a `postgresql://` DSN. `cluster`: run on Ray workers (the
     examples split by id hash, each worker running `ceil(concurrency / workers)` at a time;
-    see `parallel`); None runs in this process. `limits`: requests/s and tokens/min for the
-    whole run (with `cluster`, one limiter actor shared by every worker). `resources` serves the
+    see `parallel`); None runs in this process. `settings.limits`: requests/s and tokens/min for
+    the whole run (with `cluster`, one limiter actor shared by every worker). `resources` serves the
     models and retriever of a run in this process (default a fresh `Resources`);
     `worker_resources` (picklable) makes each Ray worker's own.
     """
-    check_generate_args(input, store_path, checkpointer_url, export, summary_json, limit)
+    settings = settings or RunSettings()
+    check_generate_args(
+        input, store_path, checkpointer_url, settings.export, settings.summary_json, settings.limit
+    )
     counter = SkipCounter()
     summary = Summary()
     error: Exception | None = None
@@ -219,7 +230,7 @@ def run_generate(
             f" at {cluster.address}" if cluster.address else ""
         )
     echo(
-        f"generate: {input} -> {store_label(store_spec)} (concurrency {concurrency}{where}, "
+        f"generate: {input} -> {store_label(store_spec)} (concurrency {settings.concurrency}{where}, "
         f"checkpoint {_redact(checkpointer_url)})"
     )
     if cluster is not None and cluster.address is not None and not is_postgres(store_spec):
@@ -236,21 +247,21 @@ def run_generate(
                         store=store_spec,
                         context=context,
                         checkpointer_url=checkpointer_url,
-                        concurrency=-(-concurrency // cluster.workers),
-                        limit=limit,
-                        skip_bad=skip_bad,
-                        retry_failed=retry_failed,
-                        durability=durability,
-                        limits=limits,
+                        concurrency=-(-settings.concurrency // cluster.workers),
+                        limit=settings.limit,
+                        skip_bad=settings.skip_bad,
+                        retry_failed=settings.retry_failed,
+                        durability=settings.durability,
+                        limits=settings.limits,
                         resources=worker_resources,
                     ),
                     cluster,
-                    progress,
+                    settings.progress,
                 )
             else:
                 with open_store(store_spec) as store, store.worker_lock():
-                    examples = iter_examples(input, skip_bad=skip_bad, counter=counter)
-                    total = count_lines(input) if progress else None
+                    examples = iter_examples(input, skip_bad=settings.skip_bad, counter=counter)
+                    total = count_lines(input) if settings.progress else None
                     run_async(
                         generate_with_signals(
                             examples,
@@ -258,15 +269,15 @@ def run_generate(
                             store,
                             GenerateSettings(
                                 checkpointer_url=checkpointer_url,
-                                concurrency=concurrency,
-                                limit=limit,
-                                retry_failed=retry_failed,
+                                concurrency=settings.concurrency,
+                                limit=settings.limit,
+                                retry_failed=settings.retry_failed,
                                 total=total,
-                                progress=progress,
-                                durability=durability,
+                                progress=settings.progress,
+                                durability=settings.durability,
                             ),
                             summary,
-                            limiter=LocalLimiter(limits) if limits else None,
+                            limiter=LocalLimiter(settings.limits) if settings.limits else None,
                             resources=resources,
                         )
                     )
@@ -279,8 +290,10 @@ def run_generate(
     try:
         with open_store(store_spec) as store:
             stats = store.stats()
-            if export is not None:
-                exported = store.export_jsonl(export, accepted_only=not export_all)
+            if settings.export is not None:
+                exported = store.export_jsonl(
+                    settings.export, accepted_only=not settings.export_all
+                )
     except MaskSearchError as e:  # the store keeps what it holds; report the first error
         error = error or e
     for line in counter.examples:
@@ -292,11 +305,13 @@ def run_generate(
             f"{stats['accepted']} accepted, {', '.join(f'{s} {n}' for s, n in stats['by_status'].items()) or 'empty'})"
         )
     if exported is not None:
-        echo(f"export: {export}  ({exported} {'records' if export_all else 'accepted records'})")
-    if summary_json is not None:
+        echo(
+            f"export: {settings.export}  ({exported} {'records' if settings.export_all else 'accepted records'})"
+        )
+    if settings.summary_json is not None:
         try:
             atomic_write_text(
-                summary_json,
+                settings.summary_json,
                 redact(json.dumps({"run": summary.to_dict(), "store": stats}, indent=2)) + "\n",
             )
         except MaskSearchError as e:

@@ -53,22 +53,33 @@ def write_passages(
         return len(writer)
 
 
+@dataclass(frozen=True)
+class IndexSettings:
+    """What `build_index` builds: the index kind(s), how the corpus is cut into passages, and the
+    dense encoder and FAISS index (kind dense or both)."""
+
+    kind: str = "bm25"  # bm25 | dense | both (see KINDS)
+    fmt: str = "auto"  # corpus format (masksearch.corpus)
+    words: int = 100  # target words per passage
+    embedding_model: str = "default"  # dense: encoder spec (retrievers.embeddings)
+    faiss_type: str = "flat"  # dense: flat | hnsw | ivf
+    batch_size: int = 64  # dense: encoding batch size
+    skip_bad: bool = False  # skip (and count) malformed corpus records instead of stopping
+
+
 def build_index(
     corpus: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    settings: IndexSettings | None = None,
     *,
-    kind: str = "bm25",
-    fmt: str = "auto",
-    words: int = 100,
-    embedding_model: str = "default",
-    faiss_type: str = "flat",
-    batch_size: int = 64,
-    skip_bad: bool = False,
     counter: SkipCounter | None = None,
     show_progress: bool = True,
     encoder: Any = None,
 ) -> dict[str, Any]:
-    """Build the requested index kind(s) under `out`; returns a summary dict."""
+    """Build the index kind(s) `settings` asks for (default: BM25) under `out`; returns a
+    summary dict. `encoder`: a loaded dense encoder (else `settings.embedding_model` is loaded)."""
+    settings = settings or IndexSettings()
+    kind, faiss_type = settings.kind, settings.faiss_type
     from masksearch.errors import ConfigError
 
     if kind not in KINDS:
@@ -101,12 +112,10 @@ def build_index(
         from masksearch.retrievers.embeddings import load_encoder
 
         encoder = load_encoder(
-            embedding_model, batch_size=batch_size
+            settings.embedding_model, batch_size=settings.batch_size
         )  # fail early, before ingesting
     try:
-        job = _Build(
-            corpus, kind, fmt, words, faiss_type, batch_size, skip_bad, counter, show_progress
-        )
+        job = _Build(corpus, settings, counter, show_progress)
         summary = _build_into(out_dir, final_dir, job, encoder, corpus_str)
     except BaseException as e:
         shutil.rmtree(out_dir, ignore_errors=True)  # the previous index (if any) is untouched
@@ -196,12 +205,7 @@ class _Build:
     """What `build_index` was asked to build (its options, passed on whole)."""
 
     corpus: str | os.PathLike[str]
-    kind: str
-    fmt: str
-    words: int
-    faiss_type: str
-    batch_size: int
-    skip_bad: bool
+    settings: IndexSettings
     counter: SkipCounter
     show_progress: bool
 
@@ -209,12 +213,13 @@ class _Build:
 def _build_into(
     out_dir: Path, final_dir: Path, job: _Build, encoder: Any, corpus_str: str
 ) -> dict[str, Any]:
+    settings = job.settings
     count = write_passages(
         job.corpus,
         out_dir,
-        fmt=job.fmt,
-        words=job.words,
-        skip_bad=job.skip_bad,
+        fmt=settings.fmt,
+        words=settings.words,
+        skip_bad=settings.skip_bad,
         counter=job.counter,
         show_progress=job.show_progress,
     )
@@ -225,11 +230,11 @@ def _build_into(
         "out": str(final_dir),
     }
     try:
-        if job.kind in ("bm25", "both"):
+        if settings.kind in ("bm25", "both"):
             from masksearch.retrievers.bm25 import build_bm25
 
-            target = out_dir / "bm25" if job.kind == "both" else out_dir
-            rel = "../" + PASSAGES if job.kind == "both" else PASSAGES
+            target = out_dir / "bm25" if settings.kind == "both" else out_dir
+            rel = "../" + PASSAGES if settings.kind == "both" else PASSAGES
             with _progress(job.show_progress, "bm25 tokenize", count) as bar:
                 build_bm25(
                     _tracked(iter(store), bar),
@@ -238,13 +243,13 @@ def _build_into(
                     passages_file=rel,
                     show_progress=job.show_progress,
                 )
-            update_manifest(target, format=job.fmt, words_per_passage=job.words)
-            summary["bm25"] = str(final_dir / "bm25" if job.kind == "both" else final_dir)
-        if job.kind in ("dense", "both"):
+            update_manifest(target, format=settings.fmt, words_per_passage=settings.words)
+            summary["bm25"] = str(final_dir / "bm25" if settings.kind == "both" else final_dir)
+        if settings.kind in ("dense", "both"):
             from masksearch.retrievers.dense import build_dense
 
-            target = out_dir / "dense" if job.kind == "both" else out_dir
-            rel = "../" + PASSAGES if job.kind == "both" else PASSAGES
+            target = out_dir / "dense" if settings.kind == "both" else out_dir
+            rel = "../" + PASSAGES if settings.kind == "both" else PASSAGES
             with _progress(job.show_progress, "dense encode", count) as bar:
                 build_dense(
                     iter(store),
@@ -252,15 +257,15 @@ def _build_into(
                     encoder,
                     corpus=corpus_str,
                     passages_file=rel,
-                    faiss_type=job.faiss_type,
-                    batch_size=job.batch_size,
+                    faiss_type=settings.faiss_type,
+                    batch_size=settings.batch_size,
                     progress=bar,
                 )
-            update_manifest(target, format=job.fmt, words_per_passage=job.words)
-            summary["dense"] = str(final_dir / "dense" if job.kind == "both" else final_dir)
+            update_manifest(target, format=settings.fmt, words_per_passage=settings.words)
+            summary["dense"] = str(final_dir / "dense" if settings.kind == "both" else final_dir)
     finally:
         store.close()
-    if job.kind == "both":
+    if settings.kind == "both":
         write_manifest(
             out_dir,
             kind="both",
@@ -268,7 +273,7 @@ def _build_into(
             count=count,
             passages=PASSAGES,
             parts={"bm25": "bm25", "dense": "dense"},
-            format=job.fmt,
-            words_per_passage=job.words,
+            format=settings.fmt,
+            words_per_passage=settings.words,
         )
     return summary

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from masksearch.corpus import FORMAT_HELP
 from masksearch.errors import ConfigError
 
 SPEC_HELP = (
@@ -17,6 +18,7 @@ SPEC_HELP = (
 
 
 def index(
+    ctx: typer.Context,
     corpus: Annotated[
         str,
         typer.Option(
@@ -31,9 +33,7 @@ def index(
             help="bm25 | dense | both (both: OUT/bm25, OUT/dense sharing OUT/passages.jsonl).",
         ),
     ] = "bm25",
-    fmt: Annotated[
-        str, typer.Option("--format", help="auto | wikiextractor | flashrag | textdir.")
-    ] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
     words: Annotated[int, typer.Option("--words", min=10, help="Target words per passage.")] = 100,
     embedding_model: Annotated[
         str,
@@ -58,26 +58,16 @@ def index(
 ) -> None:
     """Build a BM25 and/or dense (FAISS) index from a corpus, streaming it."""
     from masksearch.jsonl import SkipCounter
-    from masksearch.retrievers.build import build_index
+    from masksearch.retrievers.build import IndexSettings, build_index
+    from masksearch.settings import settings_from
 
     if corpus == "default":
         from masksearch.corpus.default import default_corpus
 
         corpus = str(default_corpus())
     counter = SkipCounter()
-    summary = build_index(
-        corpus,
-        out,
-        kind=kind,
-        fmt=fmt,
-        words=words,
-        embedding_model=embedding_model,
-        faiss_type=faiss_type,
-        batch_size=batch_size,
-        skip_bad=skip_bad,
-        counter=counter,
-        show_progress=not quiet,
-    )
+    settings = settings_from(IndexSettings, ctx.params)
+    summary = build_index(corpus, out, settings, counter=counter, show_progress=not quiet)
     typer.echo(f"indexed {summary['passages']} passages into {summary['out']} ({kind})")
     if counter.skipped:
         typer.secho(

@@ -25,14 +25,16 @@ SPEC_HELP = (
 def default_index_dir(kind: str, cache: str | Path | None = None) -> Path:
     """Index of the embedded default corpus (`kind` bm25 or both), built on first use."""
     from masksearch.corpus.default import cache_dir, default_corpus
-    from masksearch.retrievers.build import build_index
+    from masksearch.retrievers.build import IndexSettings, build_index
     from masksearch.retrievers.manifest import MANIFEST
 
     corpus = default_corpus(cache)
     out = cache_dir(cache) / "index" / f"{corpus.stem}-{kind}"
     if not (out / MANIFEST).is_file():
         log.info("building the default %s index of %s into %s (first use only)", kind, corpus, out)
-        build_index(corpus, out, kind=kind, show_progress=True)  # atomic: built aside, then moved
+        build_index(
+            corpus, out, IndexSettings(kind=kind), show_progress=True
+        )  # atomic: built aside, then moved
     return out
 
 

@@ -29,23 +29,28 @@ OutputDirOption = Annotated[
     str | None, typer.Option("--output-dir", "-o", help="Where checkpoints and the model go.")
 ]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)]
+MaxStepsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-steps", help="Stop after this many training steps (the setting max_steps)."
+    ),
+]
 
 
 @overload
-def _settings(
-    kind: Literal["sft"], config: Path | None, sets: list[str] | None, **direct: Any
-) -> SFTSettings: ...
+def _settings(kind: Literal["sft"], options: dict[str, Any]) -> SFTSettings: ...
 @overload
-def _settings(
-    kind: Literal["rl"], config: Path | None, sets: list[str] | None, **direct: Any
-) -> RLSettings: ...
-def _settings(
-    kind: str, config: Path | None, sets: list[str] | None, **direct: Any
-) -> SFTSettings | RLSettings:
+def _settings(kind: Literal["rl"], options: dict[str, Any]) -> RLSettings: ...
+def _settings(kind: str, options: dict[str, Any]) -> SFTSettings | RLSettings:
+    """A `train` command's settings from its parsed options: the --config file, then the --set
+    pairs, then every other option given (each named after the setting it sets; None: not given,
+    the config's value stays)."""
     from masksearch.training.config import load_settings, parse_overrides
 
+    given = dict(options)
+    config, sets = given.pop("config"), given.pop("sets")
     overrides = parse_overrides(sets or [])
-    overrides.update({k: v for k, v in direct.items() if v is not None})
+    overrides.update({k: v for k, v in given.items() if v is not None})
     return load_settings(kind, config, overrides)
 
 
@@ -57,6 +62,7 @@ def _announce() -> None:
 
 @train_app.command("sft")
 def train_sft_cmd(
+    ctx: typer.Context,
     config: ConfigOption = None,
     records: Annotated[
         str | None, typer.Option("--records", help="Trajectory store (.sqlite) or JSONL export.")
@@ -74,22 +80,13 @@ def train_sft_cmd(
     all_records: Annotated[
         bool, typer.Option("--all", help="Also train on records the judge rejected.")
     ] = False,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")
-    ] = None,
+    max_steps: MaxStepsOption = None,
     sets: SetOption = None,
 ) -> None:
     """Supervised fine-tuning: loss only on the agent's own turns (retrieved text masked)."""
-    settings = _settings(
-        "sft",
-        config,
-        sets,
-        records=records,
-        output_dir=output_dir,
-        model=model,
-        max_steps=max_steps,
-        accepted_only=False if all_records else None,
-    )
+    options = dict(ctx.params)
+    options["accepted_only"] = False if options.pop("all_records") else None
+    settings = _settings("sft", options)
     from masksearch.training.data import load_training_records
     from masksearch.training.sft import train_sft
 
@@ -106,8 +103,9 @@ def train_sft_cmd(
 
 @train_app.command("rl")
 def train_rl_cmd(
+    ctx: typer.Context,
     config: ConfigOption = None,
-    records: Annotated[
+    questions: Annotated[
         str | None,
         typer.Option(
             "--records",
@@ -129,43 +127,31 @@ def train_rl_cmd(
     algorithm: Annotated[
         str | None, typer.Option("--algorithm", help="grpo (DAPO loss, default) or ppo.")
     ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Stop after this many steps.")
-    ] = None,
+    max_steps: MaxStepsOption = None,
     sets: SetOption = None,
 ) -> None:
     """RL with multi-turn search rollouts against a retriever (GRPO with the DAPO loss, or PPO)."""
-    settings = _settings(
-        "rl",
-        config,
-        sets,
-        questions=records,
-        output_dir=output_dir,
-        model=model,
-        retriever=retriever,
-        algorithm=algorithm,
-        max_steps=max_steps,
-    )
+    settings = _settings("rl", ctx.params)
     from masksearch.training.data import load_questions
 
     if not settings.questions:
         raise typer.BadParameter("no questions: pass --records or set `questions:` in the config")
-    questions = load_questions(
+    rows = load_questions(
         settings.questions, accepted_only=settings.accepted_only, limit=settings.limit
     )
     typer.echo(
-        f"{settings.algorithm.upper()} on {len(questions)} questions from {settings.questions} "
+        f"{settings.algorithm.upper()} on {len(rows)} questions from {settings.questions} "
         f"→ {settings.args.output_dir}"
     )
     _announce()
     if settings.algorithm == "grpo":
         from masksearch.training.grpo import train_grpo
 
-        stats = train_grpo(settings, questions=questions)
+        stats = train_grpo(settings, questions=rows)
     elif settings.algorithm == "ppo":
         from masksearch.training.ppo import train_ppo
 
-        stats = train_ppo(settings, questions=questions)
+        stats = train_ppo(settings, questions=rows)
     else:
         raise typer.BadParameter(f"unknown algorithm {settings.algorithm!r} (grpo or ppo)")
     typer.echo(f"done: {stats}")
@@ -283,7 +269,7 @@ def evolve_cmd(
     from masksearch.training.data import load_training_records
     from masksearch.training.evolve import EvolveSettings, evolve, graph_generate_fn, sft_train_fn
 
-    sft = _settings("sft", sft_config, sets, model=model)
+    sft = _settings("sft", {"config": sft_config, "sets": sets, "model": model})
     settings = EvolveSettings(
         out_dir=str(out),
         rounds=rounds,

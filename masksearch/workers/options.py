@@ -1,9 +1,10 @@
-"""The Ray options shared by every command that runs on `workers.cluster` (generate, mask,
-eval run), and the settings they ask for."""
+"""The options shared by the commands that run on `workers.cluster` (generate, mask, eval run):
+Ray, and the same option wherever two of them have it; and the Ray settings they ask for."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,8 +14,12 @@ from masksearch.workers.cluster import EXIT_INTERRUPTED, ClusterSettings
 __all__ = [
     "EXIT_INTERRUPTED",
     "ProcessesOption",
+    "ProgressOption",
     "RayAddressOption",
     "RayOption",
+    "RetryFailedOption",
+    "SkipBadOption",
+    "SummaryJsonOption",
     "cluster_settings",
 ]
 
@@ -46,6 +51,26 @@ RayAddressOption = Annotated[
     typer.Option(
         "--ray-address",
         help="Join this Ray cluster (auto, or ray://host:10001); implies --ray. Every node needs the input files (same paths) and masksearch installed; see docs/scale.md.",
+    ),
+]
+
+# generate and mask
+ProgressOption = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+]
+SkipBadOption = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="Skip (and count) bad input records instead of stopping."),
+]
+SummaryJsonOption = Annotated[
+    Path | None, typer.Option("--summary-json", help="Also write the run summary as JSON here.")
+]
+# generate and eval run
+RetryFailedOption = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Redo the items whose stored result failed (the others already done are skipped).",
     ),
 ]
 
