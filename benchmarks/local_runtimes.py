@@ -36,14 +36,16 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
+
+from masksearch.models.llamacpp import LlamaCppChatModel
 
 _ROLE = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 
@@ -78,8 +80,7 @@ class BindingChatModel(BaseChatModel):
     top_p: float = 1.0
     seed: int | None = 0
     call_log: str | None = None
-    """Append one JSON line per call (its messages, stop strings, format, limit, tokens, seconds):
-    `replay` runs the same calls on the other runtimes."""
+    """Append each call's inputs here when it starts (`log_call`; `--replay` reruns them)."""
     supports_output_format: ClassVar[bool] = True
     _pool: list[Any] = PrivateAttr(default_factory=list)
     _last: list[list[int]] = PrivateAttr(default_factory=list)
@@ -185,6 +186,7 @@ class BindingChatModel(BaseChatModel):
             if output_format
             else None
         )
+        log_call(self.call_log, messages, stop, kwargs)
         i = self._take(prompt)
         start = time.perf_counter()
         try:
@@ -205,21 +207,6 @@ class BindingChatModel(BaseChatModel):
         seconds = time.perf_counter() - start
         choice = out["choices"][0]
         usage = out["usage"]
-        if self.call_log:
-            record = {
-                "messages": [
-                    {"role": _ROLE.get(m.type, "user"), "content": str(m.content)} for m in messages
-                ],
-                "stop": stop,
-                "output_format": output_format,
-                "max_tokens": kwargs.get("max_tokens"),
-                "prompt_tokens": usage["prompt_tokens"],
-                "completion_tokens": usage["completion_tokens"],
-                "seconds": round(seconds, 3),
-                "text": choice["text"],
-            }
-            with self._cond or threading.Lock(), open(self.call_log, "a") as f:
-                f.write(json.dumps(record) + "\n")
         message = AIMessage(
             content=choice["text"],
             usage_metadata={
@@ -234,6 +221,49 @@ class BindingChatModel(BaseChatModel):
             },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def log_call(
+    path: str | None, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+) -> None:
+    """Append a call's inputs (messages, stop strings, format, per-call limit) as one JSON line."""
+    if not path:
+        return
+    record = {
+        "messages": [
+            {"role": _ROLE.get(m.type, "user"), "content": str(m.content)} for m in messages
+        ],
+        "stop": stop,
+        "output_format": kwargs.get("output_format"),
+        "max_tokens": kwargs.get("max_tokens"),
+    }
+    with _log_lock, open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+_log_lock = threading.Lock()
+
+
+class RecordingEngineModel(LlamaCppChatModel):
+    """Today's engine, recording every call's inputs (`log_call`) for `--replay` (its
+    `_agenerate` and LangChain's streaming path both go through `_astream`)."""
+
+    call_log: str | None = None
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        log_call(self.call_log, messages, stop, kwargs)
+        stream = super()._astream(messages, stop, run_manager, **kwargs)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
 
 
 # --- the job --------------------------------------------------------------------------------------
@@ -349,7 +379,6 @@ def replay(model: Any, calls: list[dict[str, Any]]) -> dict[str, Any]:
                 "seconds": round(time.perf_counter() - start, 2),
                 "prompt_tokens": usage.get("input_tokens"),
                 "completion_tokens": usage.get("output_tokens"),
-                "same_text": msg.content == call.get("text"),
             }
         )
     return {
@@ -357,7 +386,6 @@ def replay(model: Any, calls: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": round(sum(r["seconds"] for r in rows), 1),
         "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in rows),
         "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows),
-        "same_text_as_recorded": sum(r["same_text"] for r in rows),
         "per_call": rows,
     }
 
@@ -377,7 +405,9 @@ def main() -> None:
     ap.add_argument("--binding-threads", type=int, default=2)
     ap.add_argument("--binding-no-cache", action="store_true")
     ap.add_argument("--binding-draft", type=int, default=3, help="0: no prompt-lookup drafts")
-    ap.add_argument("--call-log", help="binding: record every call here (JSON lines)")
+    ap.add_argument(
+        "--call-log", help="engine (then run in process), binding: record every call's inputs here"
+    )
     ap.add_argument(
         "--replay",
         type=Path,
@@ -412,6 +442,21 @@ def main() -> None:
             model = load_chat_model("local:default", **Context().model_settings())
             model.load()
             result.update(replay(model, calls))
+        elif args.call_log:  # in process, recording the calls
+            from masksearch.cli import run
+            from masksearch.context import Context
+            from masksearch.resources import Resources
+
+            settings = Context().model_settings()  # what `local:default` gets in the job
+            settings.pop("timeout")
+            settings["repeat_penalty"] = settings.pop("repetition_penalty")
+            model = RecordingEngineModel(model_path="default", call_log=args.call_log, **settings)
+            code = run(
+                job_args(workdir, args.n, "local:default"), Resources({"local:default": model})
+            )
+            if code not in (0, 1):
+                raise SystemExit(f"job failed ({code})")
+            result.update(read_summary(workdir))
         else:
             result.update(run_subprocess(workdir, args.n, "local:default"))
     elif args.runtime == "server":
