@@ -10,8 +10,7 @@
   with `LlamaGrammar.from_string(gbnf)`, `draft_model=LlamaPromptLookupDecoding(num_pred_tokens=3)`,
   optionally `LlamaRAMCache`, the prompt formatted with the GGUF's chat template as in process;
   `--binding-instances` Llama objects (each its own context) serve the job's calls, one call each
-  at a time. The job runs in this process (`masksearch.cli.run` with the model injected as
-  `local:default`).
+  at a time. The job runs in this process with that model serving `local:default`.
 
 Each run is one `masksearch run --workdir <fresh dir> --n N --no-progress` with warm caches (the
 model and corpus caches of `~/.cache/masksearch` or `MASKSEARCH_CACHE`); it prints one JSON line:
@@ -288,6 +287,27 @@ def read_summary(workdir: Path) -> dict[str, Any]:
     }
 
 
+def run_in_process(workdir: Path, n: int, model: BaseChatModel) -> dict[str, Any]:
+    """The job in this process with `model` serving `local:default` (`masksearch run` builds its
+    own `Resources`, so the model is put where they load `local:` models from)."""
+    from masksearch.cli import run
+    from masksearch.models import local
+
+    real = local.chat_model
+
+    def chat_model(name: str, **settings: Any) -> BaseChatModel:
+        return model if name == "default" else real(name, **settings)
+
+    local.chat_model = chat_model  # type: ignore[assignment]
+    try:
+        code = run(job_args(workdir, n, "local:default"))
+    finally:
+        local.chat_model = real  # type: ignore[assignment]
+    if code not in (0, 1):
+        raise SystemExit(f"job failed ({code})")
+    return read_summary(workdir)
+
+
 def run_subprocess(workdir: Path, n: int, model: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "masksearch.cli", *job_args(workdir, n, model)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -443,20 +463,13 @@ def main() -> None:
             model.load()
             result.update(replay(model, calls))
         elif args.call_log:  # in process, recording the calls
-            from masksearch.cli import run
             from masksearch.context import Context
-            from masksearch.resources import Resources
 
             settings = Context().model_settings()  # what `local:default` gets in the job
             settings.pop("timeout")
             settings["repeat_penalty"] = settings.pop("repetition_penalty")
             model = RecordingEngineModel(model_path="default", call_log=args.call_log, **settings)
-            code = run(
-                job_args(workdir, args.n, "local:default"), Resources({"local:default": model})
-            )
-            if code not in (0, 1):
-                raise SystemExit(f"job failed ({code})")
-            result.update(read_summary(workdir))
+            result.update(run_in_process(workdir, args.n, model))
         else:
             result.update(run_subprocess(workdir, args.n, "local:default"))
     elif args.runtime == "server":
@@ -485,15 +498,7 @@ def main() -> None:
             model.load()
             result.update(replay(model, calls))
         else:
-            from masksearch.cli import run
-            from masksearch.resources import Resources
-
-            model = binding_model(args, args.call_log)
-            argv = job_args(workdir, args.n, "local:default")
-            code = run(argv, Resources({"local:default": model}))
-            if code not in (0, 1):
-                raise SystemExit(f"job failed ({code})")
-            result.update(read_summary(workdir))
+            result.update(run_in_process(workdir, args.n, binding_model(args, args.call_log)))
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["loadavg_after"] = loadavg()
     line = json.dumps(result)
