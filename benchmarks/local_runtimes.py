@@ -111,6 +111,10 @@ class BindingChatModel(BaseChatModel):
                 n_threads_batch=self.n_threads,
                 n_batch=512,
                 draft_model=draft,
+                # a draft model needs every position's logits; 0.3.36 turns that on internally
+                # but sizes its logits buffer from this argument (n_batch rows), so a prompt
+                # longer than n_batch fails in `Llama.eval` unless it is passed here
+                logits_all=draft is not None,
                 verbose=False,
                 seed=self.seed if self.seed is not None else 0,
             )
@@ -394,6 +398,12 @@ def replay(model: Any, calls: list[dict[str, Any]]) -> dict[str, Any]:
         start = time.perf_counter()
         msg = model.invoke(to_lc_messages(call["messages"]), stop=call.get("stop"), **kwargs)
         usage = msg.usage_metadata or {}
+        print(
+            f"call {len(rows) + 1}: {time.perf_counter() - start:.1f} s, "
+            f"{usage.get('input_tokens')} + {usage.get('output_tokens')} tokens",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append(
             {
                 "seconds": round(time.perf_counter() - start, 2),
