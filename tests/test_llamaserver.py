@@ -18,7 +18,7 @@ from masksearch import grammars
 from masksearch.context import Context
 from masksearch.errors import ConfigError
 from masksearch.models import load_chat_model, output_format_kwargs
-from masksearch.models.llamaserver import LlamaServerChatModel
+from masksearch.models.llamaserver import LlamaServerChatModel, _StreamCut
 from masksearch.nodes.common import call_model
 from masksearch.resources import Resources
 
@@ -49,6 +49,8 @@ class FakeLlamaServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def response(self, body: dict[str, Any]) -> dict[str, Any]:
+        last = body["messages"][-1]  # like llama-server: a continued turn's text comes first
+        prefill = last["content"] if last["role"] == "assistant" else ""
         return {
             "id": "chatcmpl-1",
             "object": "chat.completion",
@@ -58,7 +60,7 @@ class FakeLlamaServer:
                 {
                     "index": 0,
                     "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": self.reply},
+                    "message": {"role": "assistant", "content": prefill + self.reply},
                 }
             ],
             "usage": {"prompt_tokens": 57, "completion_tokens": 4, "total_tokens": 61},
@@ -144,7 +146,7 @@ async def test_a_node_call_sends_the_roles_grammar_and_continues_assistant_turns
         ctx, "observer", messages, resources=resources, output_format="verdict", stop=["."]
     )
     body = server.bodies[-1]
-    assert text == "<verdict>correct</verdict>"
+    assert text == "<verdict>correct</verdict>"  # the continuation only, as in process
     assert body["grammar"] == grammars.grammar_for("verdict")
     assert body["messages"][-1] == {
         "role": "assistant",
@@ -152,3 +154,20 @@ async def test_a_node_call_sends_the_roles_grammar_and_continues_assistant_turns
     }
     assert body["stop"] == ["."] and body["temperature"] == 0.0
     assert meta["prompt_tokens"] == 57 and meta["completion_tokens"] == 4
+
+
+def test_a_streamed_continuation_drops_the_repeated_turn():
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
+
+    def run(prefill: str, pieces: list[str]) -> str:
+        cut = _StreamCut(prefill)
+        out = []
+        for p in pieces:
+            out += [c.text for c in cut(ChatGenerationChunk(message=AIMessageChunk(content=p)))]
+        return "".join(out)
+
+    assert run("The tower was", ["The ", "tower", " was", " built", " in 1889"]) == " built in 1889"
+    assert run("The tower was", ["The tower was built"]) == " built"
+    assert run("", ["Hello", " there"]) == "Hello there"
+    assert run("Doc ", ["Doc ", "2"]) == "2"
