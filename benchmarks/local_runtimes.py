@@ -20,7 +20,13 @@ under the shared benchmark lock, one runtime at a time:
 
     flock /tmp/bench.lock python benchmarks/local_runtimes.py engine
     flock /tmp/bench.lock python benchmarks/local_runtimes.py server --server-bin /tmp/llama-server-build/bin/llama-server
+    flock /tmp/bench.lock python benchmarks/local_runtimes.py server --server-args \
+        "-t 2 -tb 2 --parallel 2 -c 8192 --cont-batching --spec-type ngram-simple \
+         --spec-ngram-simple-size-n 3 --spec-ngram-simple-size-m 3"   # llama.cpp's n-gram drafts
     flock /tmp/bench.lock python benchmarks/local_runtimes.py binding
+    # the same recorded calls, one after another, on each runtime:
+    flock /tmp/bench.lock python benchmarks/local_runtimes.py engine --call-log calls.jsonl
+    flock /tmp/bench.lock python benchmarks/local_runtimes.py binding --replay calls.jsonl
 """
 
 from __future__ import annotations
