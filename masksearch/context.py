@@ -22,7 +22,8 @@ DEFAULT_MODEL = "local:default"
 DEFAULT_RETRIEVER = "bm25:default"  # BM25 over the embedded default corpus (built on first use)
 LLM = {"__template_metadata__": {"kind": "llm"}}  # Studio's model picker
 MODEL_SPECS = (
-    "openai:<model>, dashscope:<model>, openai-compatible:<model>@<url>, local:default|<path>, "
+    "openai:<model>, dashscope:<model>, openai-compatible:<model>@<url>, "
+    "llama-server:<model>@<url>, local:default|<path>, "
     "fake:<script.json> (fake:example = the shipped demo script, no key, no wait)"
 )
 # settings that never change a trajectory's content (left out of the thread fingerprint): a

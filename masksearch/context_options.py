@@ -31,7 +31,7 @@ from masksearch.resources import Resources
 ROLE_MODELS = ("planner_model", "rewriter_model", "observer_model")
 MODEL_HELP = (
     "Model spec for every role: openai:<m>, dashscope:<m>, openai-compatible:<m>@<url>, "
-    "local:default|<path>, fake:<script.json>."
+    "llama-server:<m>@<url>, local:default|<path>, fake:<script.json>."
 )
 _ROLE_HELP = {
     "planner_model": "Planner model, THE model in single_agent mode (default: --model).",

@@ -5,6 +5,7 @@
 | `openai:<model>` | OpenAI (key `OPENAI_API_KEY`) |
 | `dashscope:<model>[@<base_url>]` | DashScope's OpenAI-compatible endpoint (key `DASHSCOPE_API_KEY`; default the China region, pass e.g. `@https://dashscope-intl.aliyuncs.com/compatible-mode/v1` for Singapore) |
 | `openai-compatible:<model>@<base_url>` | vLLM / Ollama / any OpenAI-compatible server (key `OPENAI_API_KEY` or "EMPTY") |
+| `llama-server:<model>@<base_url>` | llama.cpp's `llama-server` (`masksearch.models.llamaserver`): an OpenAI-compatible server that also decodes under the project's grammars |
 | `local:default` / `local:<embedded name>` / `local:<file>.gguf` | in-process llama.cpp (`masksearch.models.llamacpp`; embedded models in `masksearch.models.embedded`) |
 | `local:<dir>` | an HF checkpoint directory (e.g. a trained student) on transformers, CPU or GPU |
 | `fake:<script.json>` | `ScriptedChatModel` replaying a script (tests, demos) |
@@ -18,7 +19,7 @@ from typing import Any, TypedDict, Unpack
 from masksearch.errors import ConfigError
 
 DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
-PROVIDERS = ("openai", "dashscope", "openai-compatible", "local", "fake")
+PROVIDERS = ("openai", "dashscope", "openai-compatible", "llama-server", "local", "fake")
 
 
 class ChatSettings(TypedDict, total=False):
@@ -82,12 +83,15 @@ def load_chat_model(spec: str, **settings: Unpack[ChatSettings]) -> Any:
     if timeout is not None:
         common["timeout"] = timeout
     if repetition_penalty is not None and repetition_penalty != 1.0:
-        if provider == "openai":
+        if provider == "llama-server":
+            common["extra_body"] = {"repeat_penalty": repetition_penalty}
+        elif provider == "openai":
             raise ConfigError(
                 f"model {spec!r}: OpenAI has no repetition_penalty (set it to 1, or serve the "
                 "model with vLLM: openai-compatible:<model>@<url>)"
             )
-        common["extra_body"] = {"repetition_penalty": repetition_penalty}
+        else:
+            common["extra_body"] = {"repetition_penalty": repetition_penalty}
     if provider == "openai":
         _require_env("OPENAI_API_KEY", spec)
         return init_chat_model(name, model_provider="openai", **common)
@@ -105,13 +109,21 @@ def load_chat_model(spec: str, **settings: Unpack[ChatSettings]) -> Any:
     if "://" in model:  # user:password@host in the URL (the error line redacts the password)
         raise ConfigError(
             f"bad model spec {spec!r}: no credentials in the URL; the key comes from "
-            "OPENAI_API_KEY (openai-compatible:<model>@http(s)://host:port/v1)"
+            f"OPENAI_API_KEY ({provider}:<model>@http(s)://host:port/v1)"
         )
     if not at or not model or not base_url.startswith(("http://", "https://")):
         raise ConfigError(
-            f"bad model spec {spec!r}: expected openai-compatible:<model>@http(s)://host:port/v1"
+            f"bad model spec {spec!r}: expected {provider}:<model>@http(s)://host:port/v1"
         )
     key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    if provider == "llama-server":
+        from pydantic import SecretStr
+
+        from masksearch.models.llamaserver import LlamaServerChatModel
+
+        return LlamaServerChatModel(
+            model=model, base_url=base_url, api_key=SecretStr(key), **common
+        )
     return init_chat_model(model, model_provider="openai", base_url=base_url, api_key=key, **common)
 
 
