@@ -490,7 +490,8 @@ def test_report_is_byte_identical_whatever_the_finishing_order(fakes, tmp_path):
 
 
 def test_missing_cell_is_not_a_zero_bar(fakes, tmp_path):
-    from masksearch.eval.report import chart_figure, summarize
+    from masksearch.eval.aggregate import summarize
+    from masksearch.eval.report import chart_figure
 
     out = tmp_path / "ev"
     fakes.run(out, datasets=(BAMBOO, HOTPOT), methods=("rag-pe",))
@@ -573,7 +574,8 @@ def test_rows_that_ran_different_questions_are_compared_on_the_common_ones(tmp_p
     Every cell (and so every Avg and bar) is over the 2 questions both ran."""
     import matplotlib.pyplot as plt
 
-    from masksearch.eval.report import chart_figure, summarize, table_rows
+    from masksearch.eval.aggregate import summarize
+    from masksearch.eval.report import chart_figure, table_rows
 
     rows = [
         _result("rag-pe", d, i, 1.0 if i < 2 else 0.0)
@@ -603,7 +605,8 @@ def test_rows_that_ran_different_questions_are_compared_on_the_common_ones(tmp_p
 def test_rows_that_share_no_question_are_marked_not_comparable(tmp_path):
     import matplotlib.pyplot as plt
 
-    from masksearch.eval.report import chart_figure, render_markdown, summarize, table_rows
+    from masksearch.eval.aggregate import summarize
+    from masksearch.eval.report import chart_figure, render_markdown, table_rows
 
     rows = [_result("rag-pe", "bamboogle", i, 1.0) for i in range(2)]
     rows += [_result("agent-pe", "bamboogle", i, 0.0) for i in range(2, 4)]

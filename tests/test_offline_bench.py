@@ -324,7 +324,7 @@ def test_report_gives_every_score_on_the_answerable_subset(tmp_path):
 
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
-    from masksearch.eval.report import bootstrap_ci
+    from masksearch.eval.aggregate import bootstrap_ci
 
     vals = [1.0] * 30 + [0.0] * 70
     lo, hi = bootstrap_ci(vals)

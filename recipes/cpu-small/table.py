@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from masksearch.eval.report import bootstrap_ci  # noqa: E402
+from masksearch.eval.aggregate import bootstrap_ci  # noqa: E402
 
 # table columns: (title, datasets whose rows count, answerable only)
 COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
