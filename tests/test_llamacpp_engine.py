@@ -186,3 +186,27 @@ def test_batched_decoding_gives_the_unbatched_greedy_tokens_exactly(small, looku
     assert all(len(e) > 20 for e in expected)
     # shared steps: far fewer than the four calls' steps one after another
     assert rt.engine.steps - steps < 2 * 32
+
+
+def test_a_reply_near_the_end_of_the_context_leaves_room_for_its_drafts():
+    """A prompt that nearly fills `n_ctx`: the reply is capped so that the prompt, the reply and
+    a prompt-lookup draft fit the sequence (a draft past the end failed `llama_decode` with a
+    full KV cache); a prompt with no room left is refused with a ConfigError."""
+    pytest.importorskip("llama_cpp")
+    from langchain_core.messages import HumanMessage
+
+    from masksearch.errors import ConfigError
+    from masksearch.models import load_chat_model
+
+    model = load_chat_model("local:smollm2-135m", max_tokens=64)
+    model = model.model_copy(update={"n_ctx": 256})
+    rt = model.load()
+    words = "the tower stands in the city and the tower is tall " * 40
+    base = len(rt.format([{"role": "user", "content": ""}]))
+    text = " ".join(words.split()[: 256 - base - 20])
+    while len(rt.format([{"role": "user", "content": text}])) > 256 - 8:
+        text = text.rsplit(" ", 1)[0]
+    out = model.invoke([HumanMessage(text)])  # repetitive: prompt lookup drafts all the way
+    assert out.usage_metadata["input_tokens"] + out.usage_metadata["output_tokens"] <= 256 - 3
+    with pytest.raises(ConfigError, match="does not fit"):
+        model.invoke([HumanMessage(words)])

@@ -44,7 +44,7 @@ from masksearch.models.llamacpp_live import (
     worker_stopped,
 )
 from masksearch.models.llamacpp_live import live_generations as live_generations
-from masksearch.models.llamacpp_sampling import Decoder
+from masksearch.models.llamacpp_sampling import LOOKUP_DRAFT, Decoder
 
 _ROLE = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 N_BATCH = 512  # tokens per llama.cpp step (prompt chunks of every call plus the decoding tokens)
@@ -286,9 +286,10 @@ class LlamaCppChatModel(BaseChatModel):
         max_new = int(kwargs.get("max_tokens") or self.max_tokens)
         if output_format and not kwargs.get("max_tokens"):  # a per-call limit is kept as given
             max_new = token_budget(output_format, max_new)
-        if len(prompt) + 1 >= rt.n_ctx:
+        room = rt.n_ctx - len(prompt) - 1 - LOOKUP_DRAFT  # a draft's tokens need cells too
+        if room < 1:
             raise ConfigError(f"prompt of {len(prompt)} tokens does not fit n_ctx={rt.n_ctx}")
-        max_new = min(max_new, rt.n_ctx - len(prompt) - 1)
+        max_new = min(max_new, room)
         temperature = float(kwargs.get("temperature", self.temperature))
         seed = kwargs.get("seed", self.seed)
         stops = [s for s in (stop or []) if s]
