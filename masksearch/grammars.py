@@ -53,9 +53,10 @@ _LINE = r"[^<>\n]"
 # Free text of a thought in the question's script(s) (`think_charset`): ASCII, common punctuation
 # and symbols, and the letters of the scripts the writer has read. Letters of any other script —
 # a Cyrillic word fragment in an English thought — cannot be sampled.
+_ASCII = "\\x20-\\x3B\\x3D\\x3F-\\x7E\\n"  # ASCII without < and >
+_ASCII_IN_SENTENCE = "\\x20\\x22-\\x2D\\x2F-\\x3B\\x3D\\x40-\\x7E"  # ... without .!? and newline
 _COMMON = (
-    "\\x20-\\x3B\\x3D\\x3F-\\x7E\\n"  # ASCII without < and >
-    "\\u00A0-\\u00BF\\u00D7\\u00F7"  # Latin-1 punctuation and symbols
+    _ASCII + "\\u00A0-\\u00BF\\u00D7\\u00F7"  # Latin-1 punctuation and symbols
     "\\u2010-\\u2027\\u2030-\\u205E\\u2070-\\u20CF\\u2100-\\u214F\\u2190-\\u22FF"
 )
 SCRIPT_RANGES: dict[str, str] = {
@@ -106,9 +107,7 @@ def _inner(body: str) -> str:
     newline."""
     if body.startswith("^"):
         return body + ".!?\\n"
-    return body.replace(
-        "\\x20-\\x3B\\x3D\\x3F-\\x7E\\n", "\\x20\\x22-\\x2D\\x2F-\\x3B\\x3D\\x40-\\x7E"
-    )
+    return body.replace(_ASCII, _ASCII_IN_SENTENCE, 1)  # `body` starts with `_COMMON`
 
 
 def _think_rule(
@@ -382,13 +381,6 @@ def keyword_search() -> str:
     """One `<search>` with a keyword query, no thought: a masked example's first step on a model
     that decodes under grammars (the node composes the planner's thought)."""
     return "\n".join(["root ::= search", _KEYWORD_SEARCH])
-
-
-def ramp_search(context: str | None = None, sentences: int | None = None) -> str:
-    """A masked example's first step: `<think>…</think>` (at most `sentences` sentences), then
-    one `<search>`."""
-    think = _think_rule(None, context, sentences)
-    return "\n".join(['root ::= think "\\n" search', think, _KEYWORD_SEARCH])
 
 
 def _thought_rule(line: str) -> bool:

@@ -196,8 +196,7 @@ def test_every_grammar_compiles_in_llama_cpp():
         grammars.ramp_grammar(2, [passage], may_search=True),
         grammars.ramp_action(may_search=True),
         grammars.ramp_action(may_search=False),
-        grammars.ramp_search(),
-        grammars.ramp_search(sentences=2),
+        grammars.keyword_search(),
         grammars.choice(12),
         grammars.fill_grammar([passage]),
     ]

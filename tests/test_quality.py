@@ -23,7 +23,7 @@ from masksearch.models.fake import ScriptedChatModel
 from masksearch.nodes.common import is_transient
 from masksearch.nodes.evidence import (
     answer_thought,
-    holds_every_blank,
+    passage_with_every_blank,
     plan_thought,
     search_thought,
     wording_matches,
@@ -153,10 +153,10 @@ def test_the_search_again_thought_says_what_is_missing_and_why_the_query_should_
 
 
 def test_a_result_holds_every_blank_only_with_the_words_on_both_sides():
-    assert holds_every_blank(QUESTION, [P_OTHER, P_TOWER])
-    assert not holds_every_blank(QUESTION, [P_OTHER])
+    assert passage_with_every_blank(QUESTION, [P_OTHER, P_TOWER]) == 1
+    assert passage_with_every_blank(QUESTION, [P_OTHER]) is None
     half = {"text": "The Eiffel Tower is a lattice tower in Paris, finished in 1889 for the fair."}
-    assert not holds_every_blank(QUESTION, [half])  # "completed in" is not there
+    assert passage_with_every_blank(QUESTION, [half]) is None  # "completed in" is not there
 
 
 # -- the graph with a grammar-capable scripted model ---------------------------------------------
@@ -582,9 +582,8 @@ def test_a_blank_between_two_blanks_goes_with_its_neighbours():
         masked_text="It is led from the Central Tibetan Administration in [mask], [mask]."
     )
     text = "It is led from the Central Tibetan Administration in Dharamshala, India."
-    assert wording_matches(q, text, both=True) == [True, True] and holds_every_blank(
-        q, [{"text": text}]
-    )
+    assert wording_matches(q, text, both=True) == [True, True]
+    assert passage_with_every_blank(q, [{"text": text}]) == 0
     assert wording_matches(q, "Nothing alike.") == [False, False]
     thought = plan_thought(q, "Tibetan exile")
     assert '[mask 1] after "Tibetan Administration in"; [mask 2] right after [mask 1].' in thought

@@ -70,11 +70,6 @@ def passage_with_every_blank(question: str, passages: Sequence[Mapping[str, Any]
     return None
 
 
-def holds_every_blank(question: str, passages: Sequence[Mapping[str, Any]]) -> bool:
-    """Does one of `passages` hold the words on both sides of every blank?"""
-    return passage_with_every_blank(question, passages) is not None
-
-
 def _blanks(indices: Iterable[int]) -> str:
     names = [f"[mask {i + 1}]" for i in indices]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -186,18 +181,31 @@ def plan_thought(question: str, query: str) -> str:
     return f"{lead} {_query_reason(question, query, 'So I first search for')}"
 
 
+def unsearched(question: str, query: str, searched: Iterable[str]) -> str:
+    """`query`, or, when it was searched already (it would find the same results), the
+    passage's own words not searched yet (`fresh_query`; `query` when there are none)."""
+    seen = {_query_key(q) for q in searched}
+    if _query_key(query) not in seen:
+        return query
+    return fresh_query(question, seen) or query
+
+
+def _query_key(query: str) -> str:
+    return normalize_space(query).casefold()
+
+
 def fresh_query(question: str, searched: Iterable[str], words: int = 8) -> str:
     """A keyword query of the passage's own words not searched yet: the first `words` words of
     its longest stretch without a blank (in words; then the next longest), or "" when every one
     was."""
-    seen = {" ".join(q.casefold().split()) for q in searched}
+    seen = {_query_key(q) for q in searched}
     stretches = [
         [w for w in (w.strip(".,;:()[]\"'") for w in part.split()) if w]
         for part in prompts.masked_text(question).split(prompts.MASK_TOKEN)
     ]
     for kept in sorted(stretches, key=lambda ws: -len(ws)):  # stable: earlier first
         query = " ".join(kept[:words])
-        if query and query.casefold() not in seen:
+        if query and _query_key(query) not in seen:
             return query
     return ""
 

@@ -26,12 +26,12 @@ from masksearch.nodes.common import (
 )
 from masksearch.nodes.evidence import (
     answer_thought,
-    fresh_query,
     passage_with_every_blank,
     plan_thought,
     qa_evidence,
     quoted,
     search_thought,
+    unsearched,
 )
 from masksearch.nodes.ramp import decodes_under_grammars, fill_masks, merge_meta
 from masksearch.nodes.search import NO_RESULTS
@@ -249,10 +249,7 @@ async def ramp_choice(
         metas.append(meta)
     action = parse_action(choice)
     if action.kind == "search" and action.queries:
-        query = grammars.whole_words("; ".join(action.queries))
-        if " ".join(query.casefold().split()) in {" ".join(q.casefold().split()) for q in searched}:
-            # the same query again finds the same results: the passage's own words instead
-            query = fresh_query(question, searched) or query
+        query = unsearched(question, grammars.whole_words("; ".join(action.queries)), searched)
         thought = search_thought(question, passages, query)
         return f"<think>{thought}</think>\n<search>{query}</search>", merge_meta(metas)
     if found is not None:  # copy from that result alone
