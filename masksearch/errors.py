@@ -29,6 +29,11 @@ class ConfigError(MaskSearchError, ValueError):
     """Invalid configuration or missing optional dependency."""
 
 
+class ContextOverflow(ConfigError):
+    """A prompt longer than the model's context window (`n_ctx`). The student agent then answers
+    from what fits instead of failing the example (`masksearch.nodes.single_agent`)."""
+
+
 class OutputError(InputError):
     """An output that cannot be written (read-only, not a regular file, disk full), located by path."""
 

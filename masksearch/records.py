@@ -39,6 +39,7 @@ class Step(TypedDict):
     prompt_tokens: NotRequired[int]
     completion_tokens: NotRequired[int]
     parse_error: NotRequired[str]  # why the output was not used as written (fallback taken)
+    rounds_dropped: NotRequired[int]  # oldest rounds left out of a prompt too long for n_ctx
 
 
 class TrajectoryRecord(TypedDict):

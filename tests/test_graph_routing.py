@@ -301,6 +301,62 @@ async def test_single_agent_turn_limit_forces_answer():
     assert prompts.AGENT_FORCE_ANSWER in model.calls[-1][-1].content
 
 
+def _windowed(replies: list[str], limit: int, seen: list[int]):
+    """A scripted student with a context window of `limit` words: a longer prompt is refused
+    as llama.cpp (or a server's 400) refuses it; `seen` gets each accepted prompt's length."""
+    from masksearch.errors import ContextOverflow
+    from masksearch.models.fake import messages_text
+
+    queue = list(replies)
+
+    def respond(messages):
+        words = len(messages_text(messages).split())
+        if words > limit:
+            raise ContextOverflow(f"prompt of {words} words does not fit n_ctx={limit}")
+        seen.append(words)
+        return queue.pop(0)
+
+    return ScriptedChatModel(respond=respond)
+
+
+async def test_single_agent_full_context_answers_from_what_fits():
+    """Passages that fill the window end the search with the forced answer (no failed example);
+    when even that prompt is too long, the oldest rounds are left out of it."""
+    search = "<think>t</think><search>Eiffel</search>"
+    answer = "<think>done</think><answer>Paris ; 1889</answer>"
+    seen: list[int] = []
+    # measure the prompt after one search round; the window holds the question, not that round
+    probe = await run(ScriptedChatModel(responses=[search, answer]), agent_mode="single_agent")
+    one_round = len(" ".join(m["content"] for m in probe["messages"][:-1]).split())
+    model = _windowed([search, answer], one_round - 1, seen)
+    rec = await run(model, agent_mode="single_agent", max_turns=4)
+    assert rec["status"] == "answered" and rec["final_answer"] == "Paris ; 1889"
+    assert rec["meta"]["forced_answer"] is True and rec["usage"]["search_calls"] == 1
+    overflow = [s for s in rec["steps"] if "does not fit" in s.get("parse_error", "")]
+    assert len(overflow) == 1 and overflow[0]["agent"] == "agent"
+    # the forced prompt (one round + the must-answer turn) did not fit either: round 1 left out
+    assert rec["steps"][-1]["rounds_dropped"] == 1 and rec["steps"][-1]["agent"] == "answer"
+    assert len(seen) == 2 and seen[1] < one_round  # the forced prompt fitted without the round
+
+
+async def test_single_agent_context_overflow_from_a_server_is_the_same():
+    """A provider's 400 "maximum context length" becomes the same forced answer."""
+    import httpx
+    from openai import BadRequestError
+
+    request = httpx.Request("POST", "http://fake-llm.invalid/v1/chat/completions")
+    too_long = BadRequestError(
+        "This model's maximum context length is 4096 tokens",
+        response=httpx.Response(400, request=request),
+        body={"code": "context_length_exceeded"},
+    )
+    answer = "<think>done</think><answer>Paris ; 1889</answer>"
+    model = ScriptedChatModel(responses=[too_long, answer])
+    rec = await run(model, agent_mode="single_agent")
+    assert rec["status"] == "answered" and rec["meta"]["forced_answer"] is True
+    assert "context window" in rec["steps"][0]["parse_error"]
+
+
 async def test_empty_question_fails_cleanly():
     model = scripted_team()
     rec = await run(model, example=MaskedExample(id="e", question="  ", answers=["x"], task="qa"))

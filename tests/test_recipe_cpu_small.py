@@ -35,17 +35,18 @@ EXPECTED = [
     "ramp-split",
     "teacher-ramp",
     "teacher-qa",
-    "sft-qa",
-    "sft-ramp",
-    "sft-ramp-qa",
-    "gguf-qa-sft",
-    "gguf-ramp-qa-sft",
+    "gguf-base",
     "eval-pe",
     "eval-base-agent",
-    "eval-qa-sft",
-    "eval-ramp-qa-sft",
     "ramp-heldout-base",
+    "sft-qa",
+    "gguf-qa-sft",
+    "eval-qa-sft",
     "ramp-heldout-qa-sft",
+    "sft-ramp",
+    "sft-ramp-qa",
+    "gguf-ramp-qa-sft",
+    "eval-ramp-qa-sft",
     "ramp-heldout-ramp-qa-sft",
     "table",
 ]
@@ -72,6 +73,9 @@ def test_dry_run_prints_every_stage_command(tmp_path):
     assert "--pre-train SFT --post-train SFT" in by_name["eval-ramp-qa-sft"]
     assert f"local:{tmp_path}/w/students/qa-sft.gguf" in by_name["eval-qa-sft"]
     assert "-m rag-pe -m agent-pe" in by_name["eval-pe"]
+    # every evaluated model is the Q8_0 GGUF, the base written back from its checkpoint too
+    assert f"--model local:{tmp_path}/w/students/base.gguf" in by_name["eval-base-agent"]
+    assert "export-gguf local:smollm2-135m --base local:smollm2-135m" in by_name["gguf-base"]
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
     # RL rows only when asked for
     env["RL_STEPS"] = "5"
@@ -186,3 +190,63 @@ def test_table_renders_sizes_intervals_and_commands(tmp_path):
     assert "80.0 [" in text
     assert "masksearch eval offline-bench --out w/bench    # 12.0 s" in text
     assert "RAG-PE" not in text  # rows that did not run are left out
+
+
+def test_kept_stages_restore_into_a_fresh_work_dir_and_gone_models_rerun(tmp_path):
+    """A kept stage's outputs and mark come back in a fresh work dir (a new machine); a done
+    stage whose model is gone runs again only when a stage still to run needs it."""
+    import sqlite3
+
+    quiet = open(os.devnull, "w")
+    work, keep = tmp_path / "w", tmp_path / "keep"
+
+    def make_store() -> None:
+        (work / "t").mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(work / "t" / "s.sqlite") as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE r (x TEXT)")
+            db.executemany("INSERT INTO r VALUES (?)", [("x" * 200,)] * 8000)  # > 1 MB
+
+    def make_model() -> None:
+        (work / "m").mkdir(parents=True, exist_ok=True)
+        (work / "m" / "config.json").write_text("{}")
+
+    ran: list[str] = []
+    plan = [
+        recipe.Stage(
+            "teach",
+            [],
+            run=lambda: (ran.append("teach"), make_store())[1],
+            outputs=["t/s.sqlite"],
+            keep=True,
+        ),
+        recipe.Stage(
+            "train",
+            [],
+            run=lambda: (ran.append("train"), make_model())[1],
+            needs=["teach"],
+            outputs=["m/config.json"],
+        ),
+        recipe.Stage("eval", [], run=lambda: ran.append("eval"), needs=["train"]),
+    ]
+    for st in plan[:2]:  # a first machine: teach and train, then it goes away
+        assert recipe.run_stage(work, st, log=quiet)
+        if st.keep:
+            recipe.save(work, keep, st)
+    assert (keep / "t" / "s.sqlite.gz").is_file() and not (keep / "t" / "s.sqlite").exists()
+    assert (keep / "stages" / "teach.done").is_file() and not (keep / "m").exists()
+    import shutil
+
+    shutil.rmtree(work)
+    recipe.restore(work, keep, plan, log=quiet)  # a second machine
+    with sqlite3.connect(work / "t" / "s.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM r").fetchone() == (8000,)
+    assert [st.name for st in recipe.to_run(work, plan)] == ["train", "eval"]
+    ran.clear()
+    for st in recipe.to_run(work, plan):
+        recipe.run_stage(work, st, log=quiet, redo=True)
+    assert ran == ["train", "eval"]  # teach is not redone: its store came back
+    # with the model present, nothing left to do but what has no mark
+    assert recipe.to_run(work, plan) == []
+    (work / "m" / "config.json").unlink()  # the model gone, nothing needing it: not rerun
+    assert recipe.to_run(work, plan) == []

@@ -12,6 +12,7 @@ from masksearch.context_options import command_resources, context_options
 from masksearch.workers.options import (
     EXIT_INTERRUPTED,
     ProcessesOption,
+    ProgressOption,
     RayAddressOption,
     RayOption,
     RetryFailedOption,
@@ -83,7 +84,7 @@ def run_cmd(
     no_messages: Annotated[
         bool, typer.Option("--no-messages", help="Do not store trajectories.")
     ] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    progress: ProgressOption = True,
     label: Annotated[
         str | None,
         typer.Option(
@@ -136,7 +137,7 @@ def run_cmd(
             judge_model=judge_model,
             retry_failed=retry_failed,
             save_messages=not no_messages,
-            progress=not no_progress,
+            progress=progress,
             label=label,
             base_model=base_model,
             pre_train=pre_train,

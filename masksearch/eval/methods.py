@@ -58,6 +58,7 @@ _CALL_FIELDS = (
     "output",
     "queries",
     "parse_error",
+    "rounds_dropped",
     "model",
     "latency_s",
     "prompt_tokens",

@@ -66,3 +66,28 @@ async def ainvoke_chat(
         metadata = {**result.llm_output, **metadata}
     generation.message.response_metadata = metadata
     return generation.message
+
+
+# how servers say a prompt is longer than the context window (OpenAI `context_length_exceeded`,
+# llama-server `exceed_context_size_error`, vLLM "maximum context length", Ollama/others)
+_OVERFLOW_MARKS = (
+    "context_length_exceeded",
+    "exceed_context_size",
+    "maximum context length",
+    "exceeds the available context size",
+    "context window",
+    "too many tokens",
+)
+
+
+def is_context_overflow(error: BaseException) -> bool:
+    """Whether a provider refused a call because the prompt does not fit the context window."""
+    from masksearch.errors import ContextOverflow
+
+    if isinstance(error, ContextOverflow):
+        return True
+    status = getattr(error, "status_code", None)
+    if status not in (400, 413, None):
+        return False
+    text = f"{getattr(error, 'code', '') or ''} {error}".lower()
+    return any(mark in text for mark in _OVERFLOW_MARKS)

@@ -34,7 +34,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from masksearch.errors import ConfigError
+from masksearch.errors import ConfigError, ContextOverflow
 from masksearch.models.llamacpp_capi import Context, GrammarCheck, Model
 from masksearch.models.llamacpp_engine import Engine, Request, Slot
 from masksearch.models.llamacpp_live import (
@@ -288,7 +288,7 @@ class LlamaCppChatModel(BaseChatModel):
             max_new = token_budget(output_format, max_new)
         room = rt.n_ctx - len(prompt) - 1 - LOOKUP_DRAFT  # a draft's tokens need cells too
         if room < 1:
-            raise ConfigError(f"prompt of {len(prompt)} tokens does not fit n_ctx={rt.n_ctx}")
+            raise ContextOverflow(f"prompt of {len(prompt)} tokens does not fit n_ctx={rt.n_ctx}")
         max_new = min(max_new, room)
         temperature = float(kwargs.get("temperature", self.temperature))
         seed = kwargs.get("seed", self.seed)

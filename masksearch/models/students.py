@@ -243,11 +243,14 @@ def resolve_base(spec: str) -> str:
 
 
 def load_trained(checkpoint: str | Path) -> Any:
-    """The trained model in fp32: a full checkpoint, or a LoRA output merged into its base."""
+    """The trained model in fp32: a full checkpoint, a LoRA output merged into its base, or an
+    embedded model's name (`local:smollm2-135m`: its checked HF conversion, `hf_checkpoint`), so
+    the untrained base can be written back at the students' precision."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    ckpt = Path(checkpoint)
+    spec = str(checkpoint)
+    ckpt = hf_checkpoint(spec) if spec.startswith("local:") else Path(checkpoint)
     if (ckpt / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 

@@ -12,8 +12,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.types import RetryPolicy
 
 from masksearch.context import Context
+from masksearch.errors import ContextOverflow
 from masksearch.models import output_format_kwargs
-from masksearch.models.invoke import ainvoke_chat
+from masksearch.models.invoke import ainvoke_chat, is_context_overflow
 from masksearch.redact import redact_exception
 from masksearch.resources import Resources
 from masksearch.state import GraphState
@@ -113,8 +114,12 @@ async def call_model(
             msg = await ainvoke_chat(model, to_lc_messages(messages), **kwargs)
     except TimeoutError:  # a local generation is cancelled between tokens; retried (transient)
         raise TimeoutError(f"{role} model call exceeded llm_timeout_s={limit:g}s") from None
+    except ContextOverflow:
+        raise
     except Exception as e:  # an upstream error may echo the API key: scrub it before it is stored
         redact_exception(e)
+        if is_context_overflow(e):  # one type for every provider's "prompt too long"
+            raise ContextOverflow(f"{role} prompt does not fit {spec}'s context window") from e
         raise
     meta: dict[str, Any] = {"model": spec, "latency_s": round(time.perf_counter() - start, 4)}
     usage = getattr(msg, "usage_metadata", None) or {}

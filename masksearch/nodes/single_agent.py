@@ -16,6 +16,7 @@ from langgraph.runtime import Runtime
 
 from masksearch import grammars
 from masksearch.context import Context
+from masksearch.errors import ContextOverflow
 from masksearch.nodes.common import (
     ai_message,
     answered,
@@ -37,14 +38,23 @@ async def agent(
     ctx, question = context_and_question(state, runtime)
     rounds = state.get("rounds", [])
     turn = state.get("turn", 0)
-    raw, meta = await call_model(
-        ctx,
-        "agent",
-        student_messages(question, rounds),
-        stop=list(ctx.decoding().stop),
-        resources=resources,
-        output_format=grammars.for_student(question, turn),
-    )
+    try:
+        raw, meta = await call_model(
+            ctx,
+            "agent",
+            student_messages(question, rounds),
+            stop=list(ctx.decoding().stop),
+            resources=resources,
+            output_format=grammars.for_student(question, turn),
+        )
+    except ContextOverflow as e:  # the passages read so far fill the window: answer from them
+        return {
+            "decision": "force",
+            "pending": None,
+            "steps": [
+                step("agent", turn, "", {"model": ctx.model_for("agent")}, parse_error=str(e))
+            ],
+        }
     result = student_step(raw, turn, ctx.max_turns)
     text, action = result.text, result.action
     if result.kind == "answer":
@@ -90,16 +100,27 @@ async def agent(
 async def agent_force_answer(
     state: GraphState, runtime: Runtime[Context], *, resources: Resources
 ) -> dict[str, Any]:
-    """Turn budget used: one last generation that must answer (Search-R1's final no-search step)."""
+    """Turn budget used, or the context window full: one last generation that must answer
+    (Search-R1's final no-search step). When even that prompt does not fit, the oldest rounds are
+    left out of it (the step's `rounds_dropped` says how many)."""
     ctx, question = context_and_question(state, runtime)
-    msgs = force_answer_messages(question, state.get("rounds", []))
-    raw, meta = await call_model(
-        ctx,
-        "agent",
-        msgs,
-        stop=list(ctx.decoding().force_stop),
-        resources=resources,
-        output_format=grammars.for_student(question, state.get("turn", 0), forced=True),
-    )
+    rounds = state.get("rounds", [])
+    for dropped in range(len(rounds) + 1):  # a window too small for every round: oldest out
+        try:
+            raw, meta = await call_model(
+                ctx,
+                "agent",
+                force_answer_messages(question, rounds[dropped:]),
+                stop=list(ctx.decoding().force_stop),
+                resources=resources,
+                output_format=grammars.for_student(question, state.get("turn", 0), forced=True),
+            )
+        except ContextOverflow:
+            if dropped == len(rounds):
+                raise
+            continue
+        if dropped:
+            meta = {**meta, "rounds_dropped": dropped}
+        break
     result = student_step(raw, state.get("turn", 0), ctx.max_turns, forced=True)
     return forced_answer_update(result.text, meta, state.get("turn", 0))

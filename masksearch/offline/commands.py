@@ -9,6 +9,7 @@ import typer
 
 from masksearch.context import Context
 from masksearch.context_options import context_options
+from masksearch.workers.options import ProgressOption
 
 __all__ = ["RUN_DEFAULTS", "register"]
 
@@ -46,9 +47,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--dense", help="Also build a dense (FAISS) index and search hybrid."),
         ] = False,
-        progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help="tqdm progress bars.")
-        ] = True,
+        progress: ProgressOption = True,
         context: Context = None,  # type: ignore[assignment]  # built from the options
     ) -> None:
         """The whole offline pipeline on the embedded default: ingest → index → mask → generate.

@@ -160,7 +160,11 @@ def train_rl_cmd(
 @train_app.command("export-gguf")
 def export_gguf_cmd(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A trained output dir (full checkpoint or LoRA adapter).")
+        str,
+        typer.Argument(
+            help="A trained output dir (full checkpoint or LoRA adapter), or an embedded base "
+            "(local:<name>) to write the untrained base at the students' precision."
+        ),
     ],
     base: Annotated[
         str,
