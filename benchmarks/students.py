@@ -144,8 +144,10 @@ def bench_sft(work: Path, steps: int, records: str | None, accum: int) -> dict[s
     return out
 
 
-def bench_eval(work: Path, data: str, retriever: str, questions: int, model: str) -> dict:
-    out_dir = work / "eval"
+def bench_eval(
+    work: Path, data: str, retriever: str, questions: int, model: str, concurrency: int = 1
+) -> dict:
+    out_dir = work / f"eval-c{concurrency}"
     cmd = [
         sys.executable,
         "-m",
@@ -167,7 +169,7 @@ def bench_eval(work: Path, data: str, retriever: str, questions: int, model: str
         "--out",
         str(out_dir),
         "--concurrency",
-        "1",
+        str(concurrency),
         "--no-progress",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -180,7 +182,15 @@ def bench_eval(work: Path, data: str, retriever: str, questions: int, model: str
         "questions": len(rows),
         "wall_s": round(wall, 1),
         "mean_latency_s": round(per_q, 2),
-        "estimate_400_min": round(400 * per_q / 60, 1),
+        "concurrency": concurrency,
+        # questions in flight share one llama.cpp engine: the wall clock (model load included)
+        # is what 400 questions cost
+        "estimate_400_min": round(400 * wall / len(rows) / 60, 1),
+        "recall": round(
+            100 * sum(float((r.get("scores") or {}).get("recall") or 0) for r in rows) / len(rows),
+            1,
+        ),
+        "failed": sum(1 for r in rows if r.get("error")),
         "searches_per_q": round(sum(int(r.get("search_calls") or 0) for r in rows) / len(rows), 2),
         "model": model,
     }
@@ -201,6 +211,7 @@ def main() -> int:
     p.add_argument("--retriever", default=None)
     p.add_argument("--questions", type=int, default=10)
     p.add_argument("--model", default=None, help="eval: model spec (default: the Q8_0 student)")
+    p.add_argument("--concurrency", type=int, default=1, help="eval: questions in flight")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="students-bench-"))
@@ -216,7 +227,9 @@ def main() -> int:
         if not (args.data and args.retriever):
             p.error("eval needs --data and --retriever")
         model = args.model or f"local:{work / 'student-q8_0.gguf'}"
-        report["eval"] = bench_eval(work, args.data, args.retriever, args.questions, model)
+        report["eval"] = bench_eval(
+            work, args.data, args.retriever, args.questions, model, args.concurrency
+        )
     report["load_end"] = os.getloadavg()[0]
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

