@@ -357,6 +357,22 @@ async def test_single_agent_context_overflow_from_a_server_is_the_same():
     assert "context window" in rec["steps"][0]["parse_error"]
 
 
+async def test_observer_context_overflow_goes_to_the_forced_answer():
+    """A multi-agent observer whose prompt does not fit answers through force_answer."""
+    from masksearch.errors import ContextOverflow
+
+    model = scripted_team(
+        planner=[PLAN],
+        rewriter=[REWRITE],
+        observer=[ContextOverflow("prompt of 5000 tokens does not fit n_ctx=4096")],
+        answer=["<answer>Paris ; 1889</answer>"],
+    )
+    rec = await run(model)
+    assert rec["status"] == "answered" and rec["meta"]["forced_answer"] is True
+    observer = [s for s in rec["steps"] if s["agent"] == "observer"]
+    assert len(observer) == 1 and "does not fit" in observer[0]["parse_error"]
+
+
 async def test_empty_question_fails_cleanly():
     model = scripted_team()
     rec = await run(model, example=MaskedExample(id="e", question="  ", answers=["x"], task="qa"))

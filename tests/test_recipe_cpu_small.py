@@ -250,3 +250,19 @@ def test_kept_stages_restore_into_a_fresh_work_dir_and_gone_models_rerun(tmp_pat
     assert recipe.to_run(work, plan) == []
     (work / "m" / "config.json").unlink()  # the model gone, nothing needing it: not rerun
     assert recipe.to_run(work, plan) == []
+
+
+def test_an_interrupted_kept_stage_resumes_from_its_partial_outputs(tmp_path):
+    """A kept stage stopped before it finished (no mark) leaves its partial output in the keep
+    dir; a fresh work dir gets it back without a mark, so the stage runs again and resumes."""
+    work, keep = tmp_path / "w", tmp_path / "keep"
+    st = recipe.Stage("teach", [], outputs=["t/rows.jsonl"], keep=True)
+    (work / "t").mkdir(parents=True)
+    (work / "t" / "rows.jsonl").write_text('{"id": 1}\n')
+    recipe.save(work, keep, st)
+    assert (keep / "t" / "rows.jsonl").read_text() == '{"id": 1}\n'
+    assert not (keep / "stages").exists()
+    fresh = tmp_path / "fresh"
+    recipe.restore(fresh, keep, [st], log=open(os.devnull, "w"))
+    assert (fresh / "t" / "rows.jsonl").read_text() == '{"id": 1}\n'
+    assert [x.name for x in recipe.to_run(fresh, [st])] == ["teach"]

@@ -15,6 +15,7 @@ from langgraph.runtime import Runtime
 
 from masksearch import grammars, prompts
 from masksearch.context import Context
+from masksearch.errors import ContextOverflow
 from masksearch.nodes.common import (
     ai_message,
     answered,
@@ -155,40 +156,51 @@ async def observer(
     }
     passages = list(latest.get("passages", []))
     k = prompts.count_masks(question)
-    if k and await decodes_under_grammars(ctx, "observer", resources):
-        prompt = prompts.OBSERVER_RAMP_CHOICE.substitute(k=k, **fields)
-        searched = [q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q]
-        text, meta = await ramp_choice(
-            ctx,
-            prompt,
-            question,
-            passages,
-            may_search=left > 0,
-            resources=resources,
-            searched=searched,
-        )
-        action = parse_action(text)
-    else:
-        prompt = prompts.OBSERVER.substitute(**fields)
-        if k:  # without grammar support the RAMP answer comes in one call
-            prompt += "\n" + prompts.ramp_observer_note(question)
-        read = question + "\n" + "\n".join(str(r.get("observation", "")) for r in rounds)
-        text, meta = await think_then_act(
-            ctx,
-            "observer",
-            user(prompt),
-            grammars.for_role("observer", "", may_search=left > 0, context=read),
-            resources=resources,
-            context=read,
-            think_tokens=grammars.THINK_TOKENS,
-            action_tokens=QA_ACTION_TOKENS,
-        )
-        action = parse_action(text)
-        thought = complete_thought(action.think)
-        if action.kind == "answer" and not k:
-            quote = qa_evidence(action.answer, passages, None)
-            thought = f"{thought} {quote}".strip() if quote else thought
-        action = with_think(action, thought)
+    try:
+        if k and await decodes_under_grammars(ctx, "observer", resources):
+            prompt = prompts.OBSERVER_RAMP_CHOICE.substitute(k=k, **fields)
+            searched = [
+                q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q
+            ]
+            text, meta = await ramp_choice(
+                ctx,
+                prompt,
+                question,
+                passages,
+                may_search=left > 0,
+                resources=resources,
+                searched=searched,
+            )
+            action = parse_action(text)
+        else:
+            prompt = prompts.OBSERVER.substitute(**fields)
+            if k:  # without grammar support the RAMP answer comes in one call
+                prompt += "\n" + prompts.ramp_observer_note(question)
+            read = question + "\n" + "\n".join(str(r.get("observation", "")) for r in rounds)
+            text, meta = await think_then_act(
+                ctx,
+                "observer",
+                user(prompt),
+                grammars.for_role("observer", "", may_search=left > 0, context=read),
+                resources=resources,
+                context=read,
+                think_tokens=grammars.THINK_TOKENS,
+                action_tokens=QA_ACTION_TOKENS,
+            )
+            action = parse_action(text)
+            thought = complete_thought(action.think)
+            if action.kind == "answer" and not k:
+                quote = qa_evidence(action.answer, passages, None)
+                thought = f"{thought} {quote}".strip() if quote else thought
+            action = with_think(action, thought)
+    except ContextOverflow as e:  # the results fill the window: answer from what was gathered
+        return {
+            "decision": "force",
+            "pending": None,
+            "steps": [
+                step("observer", turn, "", {"model": ctx.model_for("observer")}, parse_error=str(e))
+            ],
+        }
     summary = action.think or strip_tags(text)
     if action.kind == "answer":  # kept even on the last turn
         return {**answered(action, "observer", turn, text, meta), "summaries": [summary]}

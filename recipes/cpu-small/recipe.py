@@ -505,25 +505,33 @@ def _copy_in(src: Path, dst: Path) -> None:
 
 
 def restore(work: Path, keep: Path, plan: list[Stage], *, log: Any = sys.stdout) -> None:
-    """Bring the kept stages (outputs and done-marks) into a work dir that lacks them."""
+    """Bring the kept stages into a work dir that lacks them: a finished stage's outputs and
+    done-mark, an unfinished one's partial outputs (its command resumes from them)."""
     for st in plan:
         kept = keep / "stages" / f"{st.name}.done"
         mark = _done_mark(work, st)
-        if not st.keep or not kept.is_file() or mark.is_file():
+        if not st.keep or mark.is_file():
             continue
         for o in st.outputs:
-            _copy_in(keep / o, work / o)
-        mark.parent.mkdir(parents=True, exist_ok=True)
-        mark.write_bytes(kept.read_bytes())
-        print(f"[kept] {st.name}: restored from {keep}", file=log)
+            src = keep / o
+            if src.exists() or src.with_name(src.name + ".gz").exists():
+                _copy_in(src, work / o)
+        if kept.is_file():
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.write_bytes(kept.read_bytes())
+            print(f"[kept] {st.name}: restored from {keep}", file=log)
 
 
 def save(work: Path, keep: Path, stage: Stage) -> None:
-    """A finished kept stage's outputs and done-mark into the keep dir (to be committed)."""
+    """A kept stage's outputs into the keep dir (to be committed), with its done-mark once it
+    finished; an interrupted stage's partial outputs go there too, so it resumes elsewhere."""
     for o in stage.outputs:
-        _copy_out(work / o, keep / o)
-    (keep / "stages").mkdir(parents=True, exist_ok=True)
-    (keep / "stages" / f"{stage.name}.done").write_bytes(_done_mark(work, stage).read_bytes())
+        if (work / o).exists():
+            _copy_out(work / o, keep / o)
+    mark = _done_mark(work, stage)
+    if mark.is_file():
+        (keep / "stages").mkdir(parents=True, exist_ok=True)
+        (keep / "stages" / f"{stage.name}.done").write_bytes(mark.read_bytes())
 
 
 def run_stage(work: Path, stage: Stage, *, log: Any = sys.stdout, redo: bool = False) -> bool:
@@ -555,7 +563,13 @@ def run_stage(work: Path, stage: Stage, *, log: Any = sys.stdout, redo: bool = F
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         }
-        rc = subprocess.call(argv, cwd=ROOT, env=env)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except KeyboardInterrupt:  # the command got the same Ctrl-C: it stops cleanly
+                continue
         if rc != 0:
             raise SystemExit(f"stage {stage.name} failed (exit {rc}); rerun the recipe to resume")
     if stage.always:
@@ -600,9 +614,12 @@ def main(argv: list[str] | None = None) -> int:
     for st in plan:
         if args.only and st.name not in args.only:
             continue
-        ran = run_stage(work, st, redo=st.name in pending)
-        if ran and keep is not None and st.keep:
-            save(work, keep, st)
+        runs = st.name in pending
+        try:
+            run_stage(work, st, redo=runs)
+        finally:  # finished, failed or interrupted (Ctrl-C): what it wrote is kept
+            if runs and keep is not None and st.keep:
+                save(work, keep, st)
         if st.name == args.until:
             break
     return 0
