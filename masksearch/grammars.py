@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 MAX_THINK_CHARS = 400
@@ -429,6 +429,23 @@ def fill_grammar(passages: Iterable[str], after: str | None = None) -> str:
     return "\n".join(['root ::= " "? span', *rules])
 
 
+def qa_answer(passages: Iterable[str], *, think: bool = True, may_search: bool = False) -> str:
+    """A QA decision whose answer is copied verbatim from `passages` (the results read): with
+    `think`, `<think>…</think>` then the answer, or one search when `may_search`; without, the
+    answer alone. A small teacher otherwise writes its thought again as the answer (measured:
+    `<answer>Doc 1 establishes that …</answer>`). Falls back to the free formats when the
+    passages hold no word."""
+    rules = passage_span_rules(passages)
+    if not rules:
+        return ("action" if may_search else "answer") if think else "answer_only"
+    answer = 'answer ::= "<answer>" " "? span "</answer>"'
+    if not think:
+        return "\n".join(["root ::= answer", answer, *rules])
+    head = GRAMMARS["search"].splitlines()  # root, think, search
+    root = 'root ::= think "\\n" ' + ("(search | answer)" if may_search else "answer")
+    return "\n".join([root, head[1], *([head[2]] if may_search else []), answer, *rules])
+
+
 def for_student(question: str, turn: int, *, forced: bool = False) -> str:
     """The student's (single agent's) format on a model that decodes under grammars — the
     teacher's action grammar: `action` (think, then one search or the answer); a masked passage's
@@ -442,7 +459,12 @@ def for_student(question: str, turn: int, *, forced: bool = False) -> str:
 
 
 def for_role(
-    role: str, question: str, *, may_search: bool = True, context: str | None = None
+    role: str,
+    question: str,
+    *,
+    may_search: bool = True,
+    context: str | None = None,
+    passages: Sequence[str] | None = None,
 ) -> str:
     """The output format of a teacher role for this question, on a model that decodes under
     grammars.
@@ -450,8 +472,10 @@ def for_role(
     RAMP questions (with `[mask]`): the planner must search (the hidden words cannot be known
     without retrieval) and the observer decides between a search and the bare `<answer>`
     opening, both without a thought of their own (the node composes it: `nodes.evidence`); the
-    answer's spans are then filled one blank at a time (`masksearch.nodes.ramp`). QA: the generic action / answer formats. (`ramp_grammar` is the
-    one-call alternative: all `k` spans at once.) `context`: the text the role has read
+    answer's spans are then filled one blank at a time (`masksearch.nodes.ramp`); `ramp_grammar`
+    is the one-call alternative (all `k` spans at once). QA: the planner searches first (a search
+    agent's answer rests on what it found); the observer and the forced answer copy their answer
+    from the results read (`passages`, `qa_answer`). `context`: the text the role has read
     (question, passages); its thought keeps to their scripts (`think_charset`). Thinking formats
     bound the thought by sentences (`THINK_SENTENCES`) and tokens, not characters."""
     from masksearch.prompts import count_masks
@@ -464,12 +488,12 @@ def for_role(
     if role == "planner":
         if k:
             return keyword_search()
-        return thinking(GRAMMARS["action"], context, THINK_SENTENCES)
+        return thinking(GRAMMARS["search"], context, THINK_SENTENCES)
     if role == "observer":
         if k:
             return ramp_action(may_search=may_search)
-        grammar = GRAMMARS["action" if may_search else "answer"]
+        grammar = grammar_for(qa_answer(passages or [], may_search=may_search))
         return thinking(grammar, context, THINK_SENTENCES)
     if role == "answer":
-        return "answer_only"
+        return qa_answer(passages or [], think=False) if passages else "answer_only"
     raise ValueError(f"no output format for role {role!r}")

@@ -588,3 +588,63 @@ def test_a_blank_between_two_blanks_goes_with_its_neighbours():
     thought = plan_thought(q, "Tibetan exile")
     assert '[mask 1] after "Tibetan Administration in"; [mask 2] right after [mask 1].' in thought
     assert "the passage's own word Tibetan," in thought
+
+
+def test_a_qa_teacher_searches_first_and_copies_its_answer_from_the_results():
+    """QA on a grammar model: the planner must search; the observer's and the forced answer's
+    `<answer>` is a span copied verbatim from the results read, so a small teacher cannot write
+    its thought again as the answer (`<answer>Doc 1 establishes that …</answer>`)."""
+    pytest.importorskip("llama_cpp")
+    from masksearch.models import load_chat_model
+
+    model = load_chat_model("local:smollm2-135m").load().model
+    planner = grammars.for_role("planner", QA_QUESTION, context=QA_QUESTION)
+    assert not _accepts(model, planner, "<think>I know it.</think>\n<answer>Paris</answer>")
+    assert _accepts(
+        model, planner, "<think>Look it up.</think>\n<search>Eiffel Tower city</search>"
+    )
+    passages = [
+        "Older than The Game by 23 years, the Harvard-Yale Regatta was the original source."
+    ]
+    observer = grammars.for_role("observer", "", may_search=True, passages=passages)
+    think = "<think>Doc 1 says it.</think>\n"
+    assert _accepts(model, observer, think + "<answer>23 years</answer>")
+    assert _accepts(model, observer, think + "<answer> the Harvard-Yale Regatta</answer>")
+    assert not _accepts(model, observer, think + "<answer>Doc 1 establishes that</answer>")
+    assert _accepts(model, observer, think + "<search>Harvard Yale Regatta</search>")
+    last = grammars.for_role("observer", "", may_search=False, passages=passages)
+    assert not _accepts(model, last, think + "<search>Harvard Yale Regatta</search>")
+    forced = grammars.for_role("answer", "", passages=passages)
+    assert _accepts(model, forced, "<answer>23 years</answer>")
+    assert not _accepts(model, forced, "<answer>twenty-three years</answer>")
+    # no passages read: the free formats
+    assert grammars.for_role("answer", "", passages=[]) == "answer_only"
+
+
+async def test_a_qa_observer_repeating_a_searched_query_searches_the_question():
+    """The same query finds the same results: a QA observer that repeats one searches the
+    question itself instead (measured: `teachers outside` searched four times)."""
+
+    def reply(messages: list[BaseMessage]) -> str:
+        text = str(messages[0].content)
+        if "You are the planner" in text:
+            return "<think>Look it up.</think>\n<search>Louvre museum</search>"
+        if "keyword-style" in text:
+            return '{"queries": ["Louvre museum"]}'
+        return "<think>Not there yet.</think>\n<search>Louvre museum</search>"
+
+    model = GrammarScripted(responses=[reply] * 20)
+    res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(QA_PASSAGES)})
+    ctx = Context(
+        planner_model="fake:g",
+        rewriter_model="fake:g",
+        observer_model="fake:g",
+        retriever="kw",
+        max_turns=2,
+    )
+    question = "In which city is the Louvre?"
+    ex = MaskedExample(id="m", question=question, answers=["Paris"], task="qa")
+    rec = await run_example(build_graph(resources=res, retry_policy=FAST), ex, ctx)
+    searches = [m["content"] for m in rec["messages"] if m["role"] == "assistant"]
+    assert "<search>Louvre museum</search>" in searches[0]
+    assert "<search>In which city is the Louvre</search>" in searches[1]

@@ -190,6 +190,16 @@ def unsearched(question: str, query: str, searched: Iterable[str]) -> str:
     return fresh_query(question, seen) or query
 
 
+def not_searched(
+    question: str, queries: Sequence[str], subquery: str, searched: Iterable[str]
+) -> list[str]:
+    """A round's queries without those searched in earlier rounds (the same query finds the same
+    results); when none is left, one query that was not: the sub-query, else `fresh_query`."""
+    seen = {_query_key(q) for q in searched}
+    kept = [q for q in queries if _query_key(q) not in seen]
+    return kept or [unsearched(question, subquery, seen)]
+
+
 def _query_key(query: str) -> str:
     return normalize_space(query).casefold()
 
@@ -197,12 +207,14 @@ def _query_key(query: str) -> str:
 def fresh_query(question: str, searched: Iterable[str], words: int = 8) -> str:
     """A keyword query of the passage's own words not searched yet: the first `words` words of
     its longest stretch without a blank (in words; then the next longest), or "" when every one
-    was."""
+    was. A plain question (no blank) is searched whole."""
     seen = {_query_key(q) for q in searched}
     stretches = [
-        [w for w in (w.strip(".,;:()[]\"'") for w in part.split()) if w]
+        [w for w in (w.strip(".,;:()[]\"'?") for w in part.split()) if w]
         for part in prompts.masked_text(question).split(prompts.MASK_TOKEN)
     ]
+    if len(stretches) == 1:  # a plain question: all of it
+        words = max(words, len(stretches[0]))
     for kept in sorted(stretches, key=lambda ws: -len(ws)):  # stable: earlier first
         query = " ".join(kept[:words])
         if query and _query_key(query) not in seen:

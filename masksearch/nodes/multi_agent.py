@@ -27,6 +27,7 @@ from masksearch.nodes.common import (
 )
 from masksearch.nodes.evidence import (
     answer_thought,
+    not_searched,
     passage_with_every_blank,
     plan_thought,
     qa_evidence,
@@ -117,6 +118,8 @@ async def rewriter(
         queries = distinct_queries(queries)  # near-duplicates add nothing to a round
     except ParseError as e:
         queries, error = [subquery], f"fallback to sub-query: {e}"
+    searched = [q for r in state.get("rounds", []) for q in r.get("queries", [])]
+    queries = not_searched(question, queries, subquery, searched)
     turn = state.get("turn", 0) + 1
     new_pending: Pending = {
         "think": str(pending.get("think", "")),
@@ -177,11 +180,14 @@ async def observer(
             if k:  # without grammar support the RAMP answer comes in one call
                 prompt += "\n" + prompts.ramp_observer_note(question)
             read = question + "\n" + "\n".join(str(r.get("observation", "")) for r in rounds)
+            texts = [str(p.get("text", "")) for p in unique_passages(rounds)]
             text, meta = await think_then_act(
                 ctx,
                 "observer",
                 user(prompt),
-                grammars.for_role("observer", "", may_search=left > 0, context=read),
+                grammars.for_role(
+                    "observer", "", may_search=left > 0, context=read, passages=texts
+                ),
                 resources=resources,
                 context=read,
                 think_tokens=grammars.THINK_TOKENS,
@@ -193,6 +199,14 @@ async def observer(
                 quote = qa_evidence(action.answer, passages, None)
                 thought = f"{thought} {quote}".strip() if quote else thought
             action = with_think(action, thought)
+            if action.kind == "search" and action.queries:  # the same query finds the same results
+                searched = [
+                    q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", []))
+                ]
+                fresh = unsearched(question, action.queries[0], [q for q in searched if q])
+                if fresh != action.queries[0]:
+                    action = Action("search", think=action.think, queries=[fresh])
+                    text = f"<think>{action.think}</think>\n<search>{fresh}</search>"
     except ContextOverflow as e:  # the results fill the window: answer from what was gathered
         return {
             "decision": "force",
@@ -315,12 +329,16 @@ async def force_answer(
                 else (f"<answer>{answer}</answer>")
             )
             return forced_answer_update(text, meta, state.get("turn", 0))
+    passages = unique_passages(rounds)
+    answer_format = "answer_only"
+    if await decodes_under_grammars(ctx, "answer", resources):  # copied from the results
+        texts = [str(p.get("text", "")) for p in passages]
+        answer_format = grammars.for_role("answer", question, passages=texts)
     text, meta = await call_model(
-        ctx, "answer", user(prompt), resources=resources, output_format="answer_only"
+        ctx, "answer", user(prompt), resources=resources, output_format=answer_format
     )
     action = parse_action(text)
     if action.kind == "answer" and not action.think:  # the forced answer writes no thought
-        passages = unique_passages(rounds)
         quote = ""
         for p in passages:
             search, number = where_retrieved(rounds, p)

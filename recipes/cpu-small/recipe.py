@@ -51,9 +51,10 @@ SIZES: dict[str, int] = {
     "N_SQUAD_TEST": 400,  # SQuAD test-article questions evaluated (of the 424 on the test side)
     "N_NQ": 100,  # NQ-open dev questions (seeded random sample of the 3,610)
     "N_NQ_ANSWERABLE": 100,  # NQ-open answerable questions (seeded sample, not in N_NQ)
-    "SFT_EPOCHS": 2,
+    "SFT_EPOCHS": 3,
     "RL_STEPS": 0,  # 0: no RL rows (they do not fit the 6 hours; set e.g. 20 to add them)
     "EVAL_CONCURRENCY": 4,  # questions in flight per eval stage (one llama.cpp engine, batched)
+    "TOP_K": 3,  # passages per search for teacher and students (Search-R1's top-k)
 }
 TEACHER = os.environ.get("TEACHER", "local:default")
 SEED = 0
@@ -150,10 +151,20 @@ def stages(work: Path) -> list[Stage]:
     teacher = f"{w}/teacher"
     students = f"{w}/students"
     ev = f"{w}/eval"
-    sft = ["--set", f"num_train_epochs={s['SFT_EPOCHS']}", "--set", "resume_from_checkpoint=latest"]
+    # ~60 trajectories per SFT: small batches and a learning rate for a 135M model (the trainer's
+    # defaults, accumulation 16 at 1e-5, are for large sets: 8 updates here). Chosen up front, not
+    # tuned on any eval data.
+    sft = [
+        *("--set", f"num_train_epochs={s['SFT_EPOCHS']}"),
+        *("--set", "learning_rate=5e-5", "--set", "gradient_accumulation_steps=4"),
+        *("--set", "save_strategy=epoch", "--set", "resume_from_checkpoint=latest"),
+    ]
+    top_k = ["--top-k", str(s["TOP_K"])]
+    run_settings = {"TOP_K": s["TOP_K"]}
     # a generous call limit: on a shared box a 135M call can pass the default 120 s (measured)
     slow = ["--llm-timeout-s", "600"]
-    gen = ["--retriever", index, "--max-turns", "4", "--concurrency", "2", "--no-progress", *slow]
+    gen = ["--retriever", index, *top_k, "--max-turns", "4", "--concurrency", "2", "--no-progress"]
+    gen += slow
     data = [
         "-d",
         f"squad_test={bench}/squad_test_eval.jsonl",
@@ -165,6 +176,7 @@ def stages(work: Path) -> list[Stage]:
     ev_common = [
         "--retriever",
         index,
+        *top_k,
         "--max-turns",
         "4",
         "--concurrency",
@@ -191,6 +203,7 @@ def stages(work: Path) -> list[Stage]:
             + ["--model", model, "--agent-mode", "single_agent", *gen],
             needs=["bench", "ramp-split", gguf],
             outputs=[f"ramp-heldout/{name}.sqlite"],
+            settings=run_settings,
             keep=True,
         )
 
@@ -259,7 +272,11 @@ def stages(work: Path) -> list[Stage]:
                 "multi_agent",
                 *gen,
             ],
-            settings={"N_RAMP_TEACHER": s["N_RAMP_TEACHER"], "TEACHER": TEACHER},
+            settings={
+                "N_RAMP_TEACHER": s["N_RAMP_TEACHER"],
+                "TEACHER": TEACHER,
+                "TOP_K": s["TOP_K"],
+            },
             needs=["bench", "ramp-split"],
             outputs=["teacher/ramp.sqlite"],
             keep=True,
@@ -280,7 +297,7 @@ def stages(work: Path) -> list[Stage]:
                 "multi_agent",
                 *gen,
             ],
-            settings={"N_QA_TEACHER": s["N_QA_TEACHER"], "TEACHER": TEACHER},
+            settings={"N_QA_TEACHER": s["N_QA_TEACHER"], "TEACHER": TEACHER, "TOP_K": s["TOP_K"]},
             needs=["bench"],
             outputs=["teacher/qa.sqlite"],
             keep=True,
@@ -296,6 +313,7 @@ def stages(work: Path) -> list[Stage]:
             + ev_common,
             needs=[*evals, "gguf-base"],
             outputs=["eval"],
+            settings=run_settings,
             keep=True,
         ),
         Stage(
@@ -303,6 +321,7 @@ def stages(work: Path) -> list[Stage]:
             ["eval", "run", *data, "-m", "masksearch", "--model", base_gguf, *ev_common],
             needs=[*evals, "gguf-base"],
             outputs=["eval"],
+            settings=run_settings,
             keep=True,
         ),
         heldout("base", base_gguf, "gguf-base"),
@@ -334,6 +353,7 @@ def stages(work: Path) -> list[Stage]:
                 ["eval", "run", *data, "-m", "masksearch", "--model", model, *ev_common, *labels],
                 needs=[*evals, f"gguf-{name}"],
                 outputs=["eval"],
+                settings=run_settings,
                 keep=True,
             ),
             heldout(name, model, f"gguf-{name}"),
@@ -410,6 +430,7 @@ def stages(work: Path) -> list[Stage]:
                 + ["--pre-train", "RL", "--post-train", "RL"],
                 needs=[*evals, "gguf-ramp-qa-rl"],
                 outputs=["eval"],
+                settings=run_settings,
                 keep=True,
             ),
         ]
