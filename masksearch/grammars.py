@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 MAX_THINK_CHARS = 400
@@ -284,7 +284,9 @@ def _starts_after(text: str, matches: list[re.Match[str]], after: str | None) ->
     return found or None
 
 
-def passage_span_rules(passages: Iterable[str], after: str | None = None) -> list[str]:
+def passage_span_rules(
+    passages: Iterable[str], after: str | None = None, *, limit: int | None = None
+) -> list[str]:
     """GBNF rules whose rule `span` is one contiguous run of words copied verbatim from one of
     `passages` (empty list when the passages hold no word).
 
@@ -293,26 +295,34 @@ def passage_span_rules(passages: Iterable[str], after: str | None = None) -> lis
     linear in the passages' length: `wI` is "token I, then optionally its separator and wI+1"; a
     span starts at any word (not at punctuation), or, with `after` (the words before a blank),
     only right after those words where a passage holds them. Its length is bounded by the token
-    budget."""
+    budget, or, with `limit`, to that many words and punctuation marks (`wIdD`: token I as the
+    span's D-th)."""
     rules: list[str] = []
     starts: list[str] = []
     texts = list(passages)
     at = [_starts_after(t, list(_WORD.finditer(t)), after) for t in texts]
     only = any(a is not None for a in at)
+    depths: list[int | None] = list(range(1, limit + 1)) if limit else [None]
+
+    def name(i: int, d: int | None) -> str:
+        return f"w{i}" if d is None else f"w{i}d{d}"
+
     n = 0
     for text, allowed in zip(texts, at, strict=True):
         matches = list(_WORD.finditer(text))
         for i, m in enumerate(matches):
-            token, name = m.group(0), f"w{n + i}"
-            if i + 1 < len(matches) and ";" not in (token, matches[i + 1].group(0)):
-                sep = text[m.end() : matches[i + 1].start()]  # never across a `;` (the separator)
-                sep = " " if sep and not sep.strip() else sep  # newlines/tabs read as one space
-                nxt = f"({gbnf_literal(sep)} w{n + i + 1})?"
-                rules.append(f"{name} ::= {gbnf_literal(token)} {nxt}")
-            else:
-                rules.append(f"{name} ::= {gbnf_literal(token)}")
+            token = m.group(0)
+            more = i + 1 < len(matches) and ";" not in (token, matches[i + 1].group(0))
+            sep = text[m.end() : matches[i + 1].start()] if more else ""  # never across a `;`
+            sep = " " if sep and not sep.strip() else sep  # newlines/tabs read as one space
+            for d in depths:
+                if more and (d is None or d < len(depths)):
+                    nxt = f"({gbnf_literal(sep)} {name(n + i + 1, None if d is None else d + 1)})?"
+                    rules.append(f"{name(n + i, d)} ::= {gbnf_literal(token)} {nxt}")
+                else:
+                    rules.append(f"{name(n + i, d)} ::= {gbnf_literal(token)}")
             if (allowed is not None and i in allowed) or (not only and token[0].isalnum()):
-                starts.append(name)
+                starts.append(name(n + i, depths[0]))
         n += len(matches)
     if not starts:
         return []
@@ -429,21 +439,15 @@ def fill_grammar(passages: Iterable[str], after: str | None = None) -> str:
     return "\n".join(['root ::= " "? span', *rules])
 
 
-def qa_answer(passages: Iterable[str], *, think: bool = True, may_search: bool = False) -> str:
-    """A QA decision whose answer is copied verbatim from `passages` (the results read): with
-    `think`, `<think>…</think>` then the answer, or one search when `may_search`; without, the
-    answer alone. A small teacher otherwise writes its thought again as the answer (measured:
-    `<answer>Doc 1 establishes that …</answer>`). Falls back to the free formats when the
-    passages hold no word."""
-    rules = passage_span_rules(passages)
-    if not rules:
-        return ("action" if may_search else "answer") if think else "answer_only"
-    answer = 'answer ::= "<answer>" " "? span "</answer>"'
-    if not think:
-        return "\n".join(["root ::= answer", answer, *rules])
-    head = GRAMMARS["search"].splitlines()  # root, think, search
-    root = 'root ::= think "\\n" ' + ("(search | answer)" if may_search else "answer")
-    return "\n".join([root, head[1], *([head[2]] if may_search else []), answer, *rules])
+# a QA answer copied from the results: at most this many words and punctuation marks
+MAX_QA_SPAN_TOKENS = 12
+
+
+def qa_span(passages: Iterable[str]) -> str:
+    """A short answer copied verbatim from `passages` (at most `MAX_QA_SPAN_TOKENS` words and
+    punctuation marks, starting at a word), or free short text when they hold no word."""
+    rules = passage_span_rules(passages, limit=MAX_QA_SPAN_TOKENS)
+    return "\n".join(["root ::= span", *rules]) if rules else GRAMMARS["span"]
 
 
 def for_student(question: str, turn: int, *, forced: bool = False) -> str:
@@ -459,12 +463,7 @@ def for_student(question: str, turn: int, *, forced: bool = False) -> str:
 
 
 def for_role(
-    role: str,
-    question: str,
-    *,
-    may_search: bool = True,
-    context: str | None = None,
-    passages: Sequence[str] | None = None,
+    role: str, question: str, *, may_search: bool = True, context: str | None = None
 ) -> str:
     """The output format of a teacher role for this question, on a model that decodes under
     grammars.
@@ -473,9 +472,9 @@ def for_role(
     without retrieval) and the observer decides between a search and the bare `<answer>`
     opening, both without a thought of their own (the node composes it: `nodes.evidence`); the
     answer's spans are then filled one blank at a time (`masksearch.nodes.ramp`); `ramp_grammar`
-    is the one-call alternative (all `k` spans at once). QA: the planner searches first (a search
-    agent's answer rests on what it found); the observer and the forced answer copy their answer
-    from the results read (`passages`, `qa_answer`). `context`: the text the role has read
+    is the one-call alternative (all `k` spans at once). QA: the generic action / answer formats
+    (where a QA role decodes under grammars the node asks for choices instead, as for a masked
+    passage: `keyword_search`, `ramp_action`, `qa_span`). `context`: the text the role has read
     (question, passages); its thought keeps to their scripts (`think_charset`). Thinking formats
     bound the thought by sentences (`THINK_SENTENCES`) and tokens, not characters."""
     from masksearch.prompts import count_masks
@@ -488,12 +487,12 @@ def for_role(
     if role == "planner":
         if k:
             return keyword_search()
-        return thinking(GRAMMARS["search"], context, THINK_SENTENCES)
+        return thinking(GRAMMARS["action"], context, THINK_SENTENCES)
     if role == "observer":
         if k:
             return ramp_action(may_search=may_search)
-        grammar = grammar_for(qa_answer(passages or [], may_search=may_search))
+        grammar = GRAMMARS["action" if may_search else "answer"]
         return thinking(grammar, context, THINK_SENTENCES)
     if role == "answer":
-        return qa_answer(passages or [], think=False) if passages else "answer_only"
+        return "answer_only"
     raise ValueError(f"no output format for role {role!r}")

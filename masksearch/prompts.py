@@ -102,6 +102,27 @@ OBSERVER_RAMP_CHOICE = Template(
     "<search>...</search>\n$budget"
 )
 
+# A plain question on a model that decodes under grammars, as for a masked passage: the planner and
+# the observer only choose (a keyword query, or to answer), the node composes their thoughts
+# (`masksearch.nodes.evidence`), and the answer is copied from a result (`QA_EXTRACT`).
+PLANNER_QA_QUERY = Template(
+    "Question:\n$question\n\n"
+    "You are the planner of a search team. Reply with one short keyword query (the names, "
+    "titles, places and dates of the question) that should find a search result stating the "
+    "answer: <search>...</search>"
+)
+OBSERVER_QA_CHOICE = Template(
+    _OBSERVER_HEAD
+    + "If one of the search results states the answer to the question, reply <answer>: it is then "
+    "copied from that result. Otherwise search again with one short keyword query for what is "
+    "still missing: <search>...</search>\n$budget"
+)
+QA_EXTRACT = Template(
+    "Question:\n$question\n\nSearch results:\n$docs\n\n"
+    "Copy from the search results the few words that answer the question (a name, a date, a "
+    "number or a short phrase), nothing else."
+)
+
 # The planner of a masked passage on a model that decodes under grammars: it chooses the first
 # query; the node writes its thought from that query (`masksearch.nodes.evidence.plan_thought`).
 PLANNER_RAMP_QUERY = Template(

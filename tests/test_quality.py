@@ -590,48 +590,44 @@ def test_a_blank_between_two_blanks_goes_with_its_neighbours():
     assert "the passage's own word Tibetan," in thought
 
 
-def test_a_qa_teacher_searches_first_and_copies_its_answer_from_the_results():
-    """QA on a grammar model: the planner must search; the observer's and the forced answer's
-    `<answer>` is a span copied verbatim from the results read, so a small teacher cannot write
-    its thought again as the answer (`<answer>Doc 1 establishes that …</answer>`)."""
+def test_a_qa_answer_is_a_short_span_copied_from_the_results():
+    """A plain question's answer on a grammar model is copied from a result: at most
+    `MAX_QA_SPAN_TOKENS` words and punctuation marks, so a small teacher can neither write its
+    thought again as the answer nor copy a whole sentence."""
     pytest.importorskip("llama_cpp")
     from masksearch.models import load_chat_model
 
     model = load_chat_model("local:smollm2-135m").load().model
-    planner = grammars.for_role("planner", QA_QUESTION, context=QA_QUESTION)
-    assert not _accepts(model, planner, "<think>I know it.</think>\n<answer>Paris</answer>")
-    assert _accepts(
-        model, planner, "<think>Look it up.</think>\n<search>Eiffel Tower city</search>"
+    passage = (
+        "Older than The Game by 23 years, the Harvard-Yale Regatta was the original source of "
+        "the athletic rivalry between the two schools."
     )
-    passages = [
-        "Older than The Game by 23 years, the Harvard-Yale Regatta was the original source."
-    ]
-    observer = grammars.for_role("observer", "", may_search=True, passages=passages)
-    think = "<think>Doc 1 says it.</think>\n"
-    assert _accepts(model, observer, think + "<answer>23 years</answer>")
-    assert _accepts(model, observer, think + "<answer> the Harvard-Yale Regatta</answer>")
-    assert not _accepts(model, observer, think + "<answer>Doc 1 establishes that</answer>")
-    assert _accepts(model, observer, think + "<search>Harvard Yale Regatta</search>")
-    last = grammars.for_role("observer", "", may_search=False, passages=passages)
-    assert not _accepts(model, last, think + "<search>Harvard Yale Regatta</search>")
-    forced = grammars.for_role("answer", "", passages=passages)
-    assert _accepts(model, forced, "<answer>23 years</answer>")
-    assert not _accepts(model, forced, "<answer>twenty-three years</answer>")
-    # no passages read: the free formats
-    assert grammars.for_role("answer", "", passages=[]) == "answer_only"
+    span = grammars.qa_span([passage])
+    assert grammars.MAX_QA_SPAN_TOKENS == 12
+    assert _accepts(model, span, "23 years")
+    assert _accepts(model, span, "the Harvard-Yale Regatta")  # 5: the, Harvard, -, Yale, Regatta
+    assert not _accepts(model, span, "Doc 1 establishes that")
+    assert not _accepts(model, span, "twenty-three years")
+    twelve = "Older than The Game by 23 years, the Harvard-Yale"  # 12 words and marks
+    assert _accepts(model, span, twelve) and not _accepts(model, span, twelve + " Regatta")
 
 
-async def test_a_qa_observer_repeating_a_searched_query_searches_the_question():
-    """The same query finds the same results: a QA observer that repeats one searches the
-    question itself instead (measured: `teachers outside` searched four times)."""
+async def test_a_qa_teacher_chooses_and_its_thoughts_are_composed():
+    """QA on a grammar model, as RAMP: the planner decodes a keyword query only, the observer
+    only chooses (a repeated query becomes the question itself; measured: `teachers outside`
+    searched four times), and the answer is copied from a result, its thought quoting it."""
+    asked: list[str] = []
 
     def reply(messages: list[BaseMessage]) -> str:
         text = str(messages[0].content)
+        asked.append(text)
         if "You are the planner" in text:
-            return "<think>Look it up.</think>\n<search>Louvre museum</search>"
+            return "<search>Louvre museum</search>"
         if "keyword-style" in text:
             return '{"queries": ["Louvre museum"]}'
-        return "<think>Not there yet.</think>\n<search>Louvre museum</search>"
+        if text.startswith("Question:") and "Copy from the search results" in text:
+            return "Paris"
+        return "<search>Louvre museum</search>" if len(asked) < 6 else "<answer>"
 
     model = GrammarScripted(responses=[reply] * 20)
     res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(QA_PASSAGES)})
@@ -640,11 +636,22 @@ async def test_a_qa_observer_repeating_a_searched_query_searches_the_question():
         rewriter_model="fake:g",
         observer_model="fake:g",
         retriever="kw",
-        max_turns=2,
+        max_turns=3,
     )
     question = "In which city is the Louvre?"
     ex = MaskedExample(id="m", question=question, answers=["Paris"], task="qa")
     rec = await run_example(build_graph(resources=res, retry_policy=FAST), ex, ctx)
-    searches = [m["content"] for m in rec["messages"] if m["role"] == "assistant"]
-    assert "<search>Louvre museum</search>" in searches[0]
-    assert "<search>In which city is the Louvre</search>" in searches[1]
+    turns = [m["content"] for m in rec["messages"] if m["role"] == "assistant"]
+    assert turns[0] == (
+        "<think>I need a source that states the answer, so I search for Louvre museum.</think>\n"
+        "<search>Louvre museum</search>"
+    )
+    assert turns[1].endswith(
+        "So I search for In which city is the Louvre.</think>\n"
+        "<search>In which city is the Louvre</search>"
+    )
+    assert turns[-1] == (
+        "<think>Doc 1 (Title: Louvre) of search 1 reads \"world's most-visited museum, in "
+        "Paris\". So the answer is Paris.</think>\n<answer>Paris</answer>"
+    )
+    assert rec["final_answer"] == "Paris" and rec["accepted"]

@@ -181,6 +181,30 @@ def plan_thought(question: str, query: str) -> str:
     return f"{lead} {_query_reason(question, query, 'So I first search for')}"
 
 
+def qa_plan_thought(query: str) -> str:
+    """The thought of a QA planner whose first query is `query` (composed: nothing in it is
+    claimed before a result says it)."""
+    return f"I need a source that states the answer, so I search for {query}."
+
+
+def qa_search_thought(passages: Sequence[Mapping[str, Any]], query: str) -> str:
+    """The thought of a QA observer that searches again with `query` after reading `passages`."""
+    lead = (
+        f"None of the {len(passages)} results states the answer."
+        if len(passages) > 1
+        else "The result does not state the answer."
+        if passages
+        else "The search returned no results."
+    )
+    return f"{lead} So I search for {query}."
+
+
+def qa_answer_thought(answer: str, quote: str) -> str:
+    """The thought of a QA observer answering `answer`, with the sentence quoting the result that
+    states it (`quoted`)."""
+    return f"{quote} So the answer is {answer}." if quote else f"So the answer is {answer}."
+
+
 def unsearched(question: str, query: str, searched: Iterable[str]) -> str:
     """`query`, or, when it was searched already (it would find the same results), the
     passage's own words not searched yet (`fresh_query`; `query` when there are none)."""

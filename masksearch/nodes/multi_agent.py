@@ -30,7 +30,10 @@ from masksearch.nodes.evidence import (
     not_searched,
     passage_with_every_blank,
     plan_thought,
+    qa_answer_thought,
     qa_evidence,
+    qa_plan_thought,
+    qa_search_thought,
     quoted,
     search_thought,
     unsearched,
@@ -52,19 +55,26 @@ async def planner(
 ) -> dict[str, Any]:
     """First decision: a sub-query to search, or (rarely) a direct answer."""
     ctx, question = context_and_question(state, runtime)
-    if prompts.count_masks(question) and await decodes_under_grammars(ctx, "planner", resources):
+    if await decodes_under_grammars(ctx, "planner", resources):
         # the model chooses the first query; the thought is composed from it (`plan_thought`)
+        ramp = bool(prompts.count_masks(question))
+        prompt = prompts.PLANNER_RAMP_QUERY if ramp else prompts.PLANNER_QA_QUERY
         text, meta = await call_model(
             ctx,
             "planner",
-            user(prompts.PLANNER_RAMP_QUERY.substitute(question=question)),
+            user(prompt.substitute(question=question)),
             resources=resources,
             output_format=grammars.keyword_search(),
             max_tokens=grammars.MAX_KEYWORD_CHARS + 20,  # the longest query the grammar allows
         )
         query = grammars.whole_words("; ".join(parse_action(text).queries))
-        query = query or prompts.masked_text(question)
-        text = f"<think>{plan_thought(question, query)}</think>\n<search>{query}</search>"
+        if ramp:
+            query = query or prompts.masked_text(question)
+            thought = plan_thought(question, query)
+        else:
+            query = query or question
+            thought = qa_plan_thought(query)
+        text = f"<think>{thought}</think>\n<search>{query}</search>"
     else:
         text, meta = await think_then_act(
             ctx,
@@ -175,19 +185,26 @@ async def observer(
                 searched=searched,
             )
             action = parse_action(text)
+        elif not k and await decodes_under_grammars(ctx, "observer", resources):
+            text, meta = await qa_choice(
+                ctx,
+                prompts.OBSERVER_QA_CHOICE.substitute(**fields),
+                question,
+                rounds,
+                may_search=left > 0,
+                resources=resources,
+            )
+            action = parse_action(text)
         else:
             prompt = prompts.OBSERVER.substitute(**fields)
             if k:  # without grammar support the RAMP answer comes in one call
                 prompt += "\n" + prompts.ramp_observer_note(question)
             read = question + "\n" + "\n".join(str(r.get("observation", "")) for r in rounds)
-            texts = [str(p.get("text", "")) for p in unique_passages(rounds)]
             text, meta = await think_then_act(
                 ctx,
                 "observer",
                 user(prompt),
-                grammars.for_role(
-                    "observer", "", may_search=left > 0, context=read, passages=texts
-                ),
+                grammars.for_role("observer", "", may_search=left > 0, context=read),
                 resources=resources,
                 context=read,
                 think_tokens=grammars.THINK_TOKENS,
@@ -199,14 +216,6 @@ async def observer(
                 quote = qa_evidence(action.answer, passages, None)
                 thought = f"{thought} {quote}".strip() if quote else thought
             action = with_think(action, thought)
-            if action.kind == "search" and action.queries:  # the same query finds the same results
-                searched = [
-                    q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", []))
-                ]
-                fresh = unsearched(question, action.queries[0], [q for q in searched if q])
-                if fresh != action.queries[0]:
-                    action = Action("search", think=action.think, queries=[fresh])
-                    text = f"<think>{action.think}</think>\n<search>{fresh}</search>"
     except ContextOverflow as e:  # the results fill the window: answer from what was gathered
         return {
             "decision": "force",
@@ -329,25 +338,88 @@ async def force_answer(
                 else (f"<answer>{answer}</answer>")
             )
             return forced_answer_update(text, meta, state.get("turn", 0))
-    passages = unique_passages(rounds)
-    answer_format = "answer_only"
-    if await decodes_under_grammars(ctx, "answer", resources):  # copied from the results
-        texts = [str(p.get("text", "")) for p in passages]
-        answer_format = grammars.for_role("answer", question, passages=texts)
+    elif rounds and await decodes_under_grammars(ctx, "answer", resources):
+        answer, meta = await qa_extract(ctx, "answer", question, rounds, resources=resources)
+        quote = quote_found(answer, rounds)
+        think = qa_answer_thought(answer, quote) if quote else FORCED_NO_EVIDENCE
+        text = f"<think>{think}</think>\n<answer>{answer}</answer>"
+        return forced_answer_update(text, meta, state.get("turn", 0))
     text, meta = await call_model(
-        ctx, "answer", user(prompt), resources=resources, output_format=answer_format
+        ctx, "answer", user(prompt), resources=resources, output_format="answer_only"
     )
     action = parse_action(text)
     if action.kind == "answer" and not action.think:  # the forced answer writes no thought
-        quote = ""
-        for p in passages:
-            search, number = where_retrieved(rounds, p)
-            quote = quoted(action.answer, p, citation(number, str(p.get("title", "")), search))
-            if quote:
-                break
-        think = quote or FORCED_NO_EVIDENCE
+        think = quote_found(action.answer, rounds) or FORCED_NO_EVIDENCE
         text = f"<think>{think}</think>\n<answer>{action.answer}</answer>"
     return forced_answer_update(text, meta, state.get("turn", 0))
+
+
+def quote_found(answer: str, rounds: list[Round]) -> str:
+    """The sentence quoting the first result retrieved so far that holds `answer` verbatim, named
+    as the student's `<information>` blocks number it, or "" when none does."""
+    for p in unique_passages(rounds):
+        search, number = where_retrieved(rounds, p)
+        quote = quoted(answer, p, citation(number, str(p.get("title", "")), search))
+        if quote:
+            return quote
+    return ""
+
+
+async def qa_extract(
+    ctx: Context, role: str, question: str, rounds: list[Round], *, resources: Resources
+) -> tuple[str, dict[str, Any]]:
+    """A plain question's answer on a model that decodes under grammars: a short span copied from
+    the results retrieved so far (`grammars.qa_span`; a 1.5B teacher asked to answer freely
+    wrote its thought again as the answer)."""
+    passages = unique_passages(rounds)
+    prompt = prompts.QA_EXTRACT.substitute(question=question, docs=format_docs(passages))
+    text, meta = await call_model(
+        ctx,
+        role,
+        user(prompt),
+        resources=resources,
+        output_format=grammars.qa_span([str(p.get("text", "")) for p in passages]),
+        max_tokens=4 * grammars.MAX_QA_SPAN_TOKENS,  # a word can take several tokens
+    )
+    return text.strip(), meta
+
+
+async def qa_choice(
+    ctx: Context,
+    prompt: str,
+    question: str,
+    rounds: list[Round],
+    *,
+    may_search: bool,
+    resources: Resources,
+) -> tuple[str, dict[str, Any]]:
+    """The observer's step on a plain question, on a model that decodes under grammars, as
+    `ramp_choice` for a masked passage: the model chooses (`grammars.ramp_action`: one keyword
+    query, or the bare `<answer>`; the last turn answers), the answer is copied from a result
+    (`qa_extract`), and the thought is composed from the choice and the results (the result that
+    states the answer, quoted; or that none does and what is searched next)."""
+    metas: list[dict[str, Any]] = []
+    choice = "<answer>"
+    if may_search:
+        choice, meta = await call_model(
+            ctx,
+            "observer",
+            user(prompt),
+            resources=resources,
+            output_format=grammars.ramp_action(may_search=True),
+            max_tokens=grammars.MAX_KEYWORD_CHARS + 20,  # the longest query the grammar allows
+        )
+        metas.append(meta)
+    action = parse_action(choice)
+    if action.kind == "search" and action.queries:
+        searched = [q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q]
+        query = unsearched(question, grammars.whole_words("; ".join(action.queries)), searched)
+        thought = qa_search_thought(list(rounds[-1].get("passages", [])), query)
+        return f"<think>{thought}</think>\n<search>{query}</search>", merge_meta(metas)
+    answer, meta = await qa_extract(ctx, "observer", question, rounds, resources=resources)
+    metas.append(meta)
+    thought = qa_answer_thought(answer, quote_found(answer, rounds))
+    return f"<think>{thought}</think>\n<answer>{answer}</answer>", merge_meta(metas)
 
 
 NO_RESULTS_THOUGHT = "The search returned no results, so the blanks are my best guess."
