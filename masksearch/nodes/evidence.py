@@ -188,15 +188,17 @@ def qa_plan_thought(query: str) -> str:
 
 
 def qa_search_thought(passages: Sequence[Mapping[str, Any]], query: str) -> str:
-    """The thought of a QA observer that searches again with `query` after reading `passages`."""
+    """The thought of a QA observer that searches again with `query` after reading `passages`
+    (the model chose to: the node cannot know whether a result states the answer, so the thought
+    says only that the observer is not sure)."""
     lead = (
-        f"None of the {len(passages)} results states the answer."
+        f"I am not yet sure of the answer from these {len(passages)} results,"
         if len(passages) > 1
-        else "The result does not state the answer."
+        else "I am not yet sure of the answer from this result,"
         if passages
-        else "The search returned no results."
+        else "The search returned no results,"
     )
-    return f"{lead} So I search for {query}."
+    return f"{lead} so I search for {query}."
 
 
 def qa_answer_thought(answer: str, quote: str) -> str:

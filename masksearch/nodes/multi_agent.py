@@ -368,8 +368,8 @@ def quote_found(answer: str, rounds: list[Round]) -> str:
 async def qa_extract(
     ctx: Context, role: str, question: str, rounds: list[Round], *, resources: Resources
 ) -> tuple[str, dict[str, Any]]:
-    """A plain question's answer on a model that decodes under grammars: a short span copied from
-    the results retrieved so far (`grammars.qa_span`; a 1.5B teacher asked to answer freely
+    """A plain question's forced answer on a model that decodes under grammars: a short span copied
+    from the results retrieved so far (`grammars.qa_span`; a 1.5B teacher asked to answer freely
     wrote its thought again as the answer)."""
     passages = unique_passages(rounds)
     prompt = prompts.QA_EXTRACT.substitute(question=question, docs=format_docs(passages))
@@ -396,8 +396,9 @@ async def qa_choice(
     """The observer's step on a plain question, on a model that decodes under grammars, as
     `ramp_choice` for a masked passage: the model chooses (`grammars.ramp_action`: one keyword
     query, or the bare `<answer>`; the last turn answers), the answer is copied from a result
-    (`qa_extract`), and the thought is composed from the choice and the results (the result that
-    states the answer, quoted; or that none does and what is searched next)."""
+    in the same call's continuation (`grammars.qa_span` over the latest results, which its prompt
+    shows), and the thought is composed from the choice and the results (the result that states
+    the answer, quoted; or what is searched next)."""
     metas: list[dict[str, Any]] = []
     choice = "<answer>"
     if may_search:
@@ -416,7 +417,16 @@ async def qa_choice(
         query = unsearched(question, grammars.whole_words("; ".join(action.queries)), searched)
         thought = qa_search_thought(list(rounds[-1].get("passages", [])), query)
         return f"<think>{thought}</think>\n<search>{query}</search>", merge_meta(metas)
-    answer, meta = await qa_extract(ctx, "observer", question, rounds, resources=resources)
+    latest = [str(p.get("text", "")) for p in rounds[-1].get("passages", [])] if rounds else []
+    answer, meta = await call_model(  # the choice's prompt continued: its results are cached
+        ctx,
+        "observer",
+        [*user(prompt), {"role": "assistant", "content": "<answer>"}],
+        resources=resources,
+        output_format=grammars.qa_span(latest),
+        max_tokens=4 * grammars.MAX_QA_SPAN_TOKENS,  # a word can take several tokens
+    )
+    answer = answer.strip()
     metas.append(meta)
     thought = qa_answer_thought(answer, quote_found(answer, rounds))
     return f"<think>{thought}</think>\n<answer>{answer}</answer>", merge_meta(metas)
