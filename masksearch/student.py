@@ -34,6 +34,7 @@ from masksearch.tagformat import (
     Action,
     parse_action,
     restore_stop,
+    split_queries,
     truncate_after_action,
 )
 
@@ -127,11 +128,16 @@ class Decoding:
 def student_messages(question: str, rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """The student's conversation so far, exactly as records render it. A round is a
     `masksearch.state.Round`: `kind` "search" (think, queries, observation = formatted docs) or
-    "invalid" (raw = the malformed turn, observation = the corrective message)."""
+    "invalid" (raw = the malformed turn, observation = the corrective message). A multi-agent
+    round's `<search>` holds its sub-query (what the thought says it searches for), not the
+    rewriter's queries."""
     msgs = prompts.render_student_prompt(question)
     for r in rounds:
         if r["kind"] == "search":
-            content = prompts.assistant_search_turn(r["think"], r["queries"])
+            # a teacher's round shows its sub-query, the query its thought names (the rewriter's
+            # fan-out is how the results were found, as in the reference's `function_call`)
+            queries = split_queries(r["subquery"]) if r.get("subquery") else r["queries"]
+            content = prompts.assistant_search_turn(r["think"], queries)
             observation = prompts.information_block(r["observation"])
         else:
             content, observation = r.get("raw", ""), r["observation"]

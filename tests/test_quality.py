@@ -270,8 +270,15 @@ async def test_observer_thoughts_are_grounded_and_rewrites_distinct():
     rec = await _run(model)
     assert rec["final_answer"] == "Paris ; 1889" and rec["accepted"] is True
     assistant = [m["content"] for m in rec["messages"] if m["role"] == "assistant"]
-    # the rewriter's near-duplicate was dropped: two distinct queries searched
-    assert assistant[0].endswith("<search>French engineer\nGustave</search>")
+    # the student sees the query its thought names; the rewriter's near-duplicate was dropped:
+    # two distinct queries searched
+    assert assistant[0].endswith(
+        "So I first search for Gustave Eiffel: it has the passage's own "
+        "word Eiffel, which should retrieve the passage that holds them."
+        "</think>\n<search>Gustave Eiffel</search>"
+    )
+    rewrites = [st["queries"] for st in rec["steps"] if st["agent"] == "rewriter"]
+    assert rewrites[0] == ["French engineer", "Gustave"]
     # the observer searched again: what is missing and why the query should find it
     assert "The result lacks the passage's wording around the blanks." in assistant[1]
     assert "Still missing: the words hidden by [mask 1] and [mask 2]." in assistant[1]
