@@ -440,14 +440,19 @@ def fill_grammar(passages: Iterable[str], after: str | None = None) -> str:
 
 
 # a QA answer copied from the results: at most this many words and punctuation marks
-MAX_QA_SPAN_TOKENS = 12
+MAX_QA_SPAN_TOKENS = 10
 
 
-def qa_span(passages: Iterable[str]) -> str:
+def qa_span(passages: Iterable[str], *, close: bool = False) -> str:
     """A short answer copied verbatim from `passages` (at most `MAX_QA_SPAN_TOKENS` words and
-    punctuation marks, starting at a word), or free short text when they hold no word."""
+    punctuation marks, starting at a word), or free short text when they hold no word; `close`:
+    then `</answer>` (a turn continued after `<answer>`: the model ends the span by closing the
+    tag, as its prompt shows, instead of copying on)."""
     rules = passage_span_rules(passages, limit=MAX_QA_SPAN_TOKENS)
-    return "\n".join(["root ::= span", *rules]) if rules else GRAMMARS["span"]
+    end = ' "</answer>"' if close else ""
+    if not rules:
+        rules = GRAMMARS["span"].replace("root ::= ", "span ::= ").splitlines()
+    return "\n".join([f"root ::= span{end}", *rules])
 
 
 def for_student(question: str, turn: int, *, forced: bool = False) -> str:

@@ -113,9 +113,9 @@ PLANNER_QA_QUERY = Template(
 )
 OBSERVER_QA_CHOICE = Template(
     _OBSERVER_HEAD
-    + "If one of the search results states the answer to the question, reply <answer>: it is then "
-    "copied from that result. Otherwise search again with one short keyword query for what is "
-    "still missing: <search>...</search>\n$budget"
+    + "If one of the search results states the answer to the question, reply with the few words "
+    "of that result that answer it: <answer>...</answer>. Otherwise search again with one short "
+    "keyword query for what is still missing: <search>...</search>\n$budget"
 )
 QA_EXTRACT = Template(
     "Question:\n$question\n\nSearch results:\n$docs\n\n"

@@ -610,40 +610,61 @@ def test_a_qa_answer_is_a_short_span_copied_from_the_results():
         "the athletic rivalry between the two schools."
     )
     span = grammars.qa_span([passage])
-    assert grammars.MAX_QA_SPAN_TOKENS == 12
+    assert grammars.MAX_QA_SPAN_TOKENS == 10
     assert _accepts(model, span, "23 years")
     assert _accepts(model, span, "the Harvard-Yale Regatta")  # 5: the, Harvard, -, Yale, Regatta
     assert not _accepts(model, span, "Doc 1 establishes that")
     assert not _accepts(model, span, "twenty-three years")
-    twelve = "Older than The Game by 23 years, the Harvard-Yale"  # 12 words and marks
-    assert _accepts(model, span, twelve) and not _accepts(model, span, twelve + " Regatta")
+    ten = "Older than The Game by 23 years, the Harvard"  # 10 words and marks
+    assert _accepts(model, span, ten) and not _accepts(model, span, ten + "-Yale")
+    closed = grammars.qa_span([passage], close=True)  # a turn continued after <answer>
+    assert _accepts(model, closed, "23 years</answer>")
+    assert not _accepts(model, closed, "23 years")
+
+
+def test_a_result_supports_an_answer_when_its_sentence_holds_the_questions_words():
+    from masksearch.nodes.evidence import supports
+
+    regatta = {
+        "text": "Older than The Game by 23 years, the Harvard-Yale Regatta was the original "
+        "source of the athletic rivalry between the two schools. It is held annually in June."
+    }
+    question = 'Harvard - Yale Regatta predates "The Game" by how many years?'
+    assert supports(question, "23 years", regatta)
+    assert not supports(question, "June", regatta)  # its sentence shares none of the words
+    assert not supports(question, "1875", regatta)  # not in the passage
+    assert not supports(question, "", regatta)
+    louvre = {"text": "The Louvre is the world's most-visited museum, in Paris."}
+    assert supports("In which city is the Louvre?", "Paris", louvre)
+    assert not supports("In which city is the Eiffel Tower?", "Paris", louvre)
 
 
 async def test_a_qa_teacher_chooses_and_its_thoughts_are_composed():
-    """QA on a grammar model, as RAMP: the planner decodes a keyword query only, the observer
-    only chooses (a repeated query becomes the question itself; measured: `teachers outside`
-    searched four times), and the answer is copied from a result, its thought quoting it."""
-    asked: list[str] = []
+    """QA on a grammar model, as RAMP: the planner decodes a keyword query only; the observer
+    copies an answer from the results and answers when a result's sentence supports it; the
+    thoughts are composed, the answer's quoting its result."""
 
     def reply(messages: list[BaseMessage]) -> str:
         text = str(messages[0].content)
-        asked.append(text)
         if "You are the planner" in text:
             return "<search>Louvre museum</search>"
         if "keyword-style" in text:
             return '{"queries": ["Louvre museum"]}'
         if isinstance(messages[-1], AIMessage) and messages[-1].content == "<answer>":
-            return "Paris"  # the choice's prompt continued after its <answer>
-        return "<search>Louvre museum</search>" if len(asked) < 6 else "<answer>"
+            # the observer's prompt continued after <answer>: a span of the latest results
+            return "Paris</answer>" if "Doc 1(Title: Louvre)" in text else "Gustave Eiffel</answer>"
+        return "<search>Louvre museum</search>"
 
     model = GrammarScripted(responses=[reply] * 20)
-    res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(QA_PASSAGES)})
+    passages = [QA_PASSAGES[0], QA_PASSAGES[1]]
+    res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(passages)})
     ctx = Context(
         planner_model="fake:g",
         rewriter_model="fake:g",
         observer_model="fake:g",
         retriever="kw",
         max_turns=3,
+        top_k=1,
     )
     question = "In which city is the Louvre?"
     ex = MaskedExample(id="m", question=question, answers=["Paris"], task="qa")
@@ -653,12 +674,6 @@ async def test_a_qa_teacher_chooses_and_its_thoughts_are_composed():
         "<think>I need a source that states the answer, so I search for Louvre museum.</think>\n"
         "<search>Louvre museum</search>"
     )
-    assert turns[1].endswith(
-        "so I search for In which city is the Louvre.</think>\n"
-        "<search>In which city is the Louvre</search>"
-    )
-    assert turns[-1] == (
-        "<think>Doc 1 (Title: Louvre) of search 1 reads \"world's most-visited museum, in "
-        'Paris". So the answer is Paris.</think>\n<answer>Paris</answer>'
-    )
+    assert turns[-1].startswith("<think>Doc 1 (Title: Louvre)")
+    assert turns[-1].endswith("So the answer is Paris.</think>\n<answer>Paris</answer>")
     assert rec["final_answer"] == "Paris" and rec["accepted"]

@@ -17,6 +17,8 @@ Nothing here reads the gold spans.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -179,6 +181,32 @@ def plan_thought(question: str, query: str) -> str:
             "without the passage itself."
         )
     return f"{lead} {_query_reason(question, query, 'So I first search for')}"
+
+
+_QUESTION_WORDS = set("what which who whom whose when where why how many much does did do".split())
+SUPPORT_SHARE = 0.4  # of the question's content words, in the sentence holding the answer
+
+
+def content_words(text: str) -> set[str]:
+    """The words of `text` that carry its content (no stopwords, question words or letters)."""
+    return {w for w in word_set(text) if len(w) > 1 and w not in _STOPWORDS | _QUESTION_WORDS}
+
+
+def supports(question: str, answer: str, passage: Mapping[str, Any]) -> bool:
+    """Whether `passage` states `answer` as the answer to `question`: a sentence of it holds the
+    answer verbatim and at least `SUPPORT_SHARE` (at least one) of the question's content words
+    other than the answer's. How a QA observer on a small model knows it may answer (asked to
+    choose, a 1.5B teacher searched on until its turns ran out)."""
+    needle = normalize_space(answer).casefold()
+    if not needle:
+        return False
+    asked = content_words(question) - content_words(answer)
+    need = max(1, math.ceil(SUPPORT_SHARE * len(asked)))
+    for sentence in re.split(r"(?<=[.!?])\s+", str(passage.get("text", ""))):
+        if needle in normalize_space(sentence).casefold():
+            if not asked or len(asked & content_words(sentence)) >= need:
+                return True
+    return False
 
 
 def qa_plan_thought(query: str) -> str:

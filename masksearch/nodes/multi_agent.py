@@ -36,6 +36,7 @@ from masksearch.nodes.evidence import (
     qa_search_thought,
     quoted,
     search_thought,
+    supports,
     unsearched,
 )
 from masksearch.nodes.ramp import decodes_under_grammars, fill_masks, merge_meta
@@ -394,40 +395,39 @@ async def qa_choice(
     resources: Resources,
 ) -> tuple[str, dict[str, Any]]:
     """The observer's step on a plain question, on a model that decodes under grammars, as
-    `ramp_choice` for a masked passage: the model chooses (`grammars.ramp_action`: one keyword
-    query, or the bare `<answer>`; the last turn answers), the answer is copied from a result
-    in the same call's continuation (`grammars.qa_span` over the latest results, which its prompt
-    shows), and the thought is composed from the choice and the results (the result that states
-    the answer, quoted; or what is searched next)."""
-    metas: list[dict[str, Any]] = []
-    choice = "<answer>"
-    if may_search:
+    `ramp_choice` for a masked passage. The model copies its answer from the latest results
+    (its prompt continued after `<answer>`, `grammars.qa_span`); a result with a sentence holding
+    that answer and the question's words (`evidence.supports`) is answered from, as is the last
+    turn; otherwise the model chooses one keyword query (`grammars.keyword_search`; a 1.5B
+    teacher asked to choose searched on until its turns ran out). The thought is composed: the
+    result that states the answer, quoted, or that the observer is not sure and what it
+    searches next."""
+    latest = list(rounds[-1].get("passages", [])) if rounds else []
+    answer, meta = await call_model(  # the prompt's results are cached for the second call
+        ctx,
+        "observer",
+        [*user(prompt), {"role": "assistant", "content": "<answer>"}],
+        resources=resources,
+        output_format=grammars.qa_span([str(p.get("text", "")) for p in latest], close=True),
+        max_tokens=4 * grammars.MAX_QA_SPAN_TOKENS + 8,  # a word can take several tokens
+    )
+    metas = [meta]
+    answer = answer.removesuffix("</answer>").strip()
+    if may_search and not any(supports(question, answer, p) for p in latest):
         choice, meta = await call_model(
             ctx,
             "observer",
             user(prompt),
             resources=resources,
-            output_format=grammars.ramp_action(may_search=True),
+            output_format=grammars.keyword_search(),
             max_tokens=grammars.MAX_KEYWORD_CHARS + 20,  # the longest query the grammar allows
         )
         metas.append(meta)
-    action = parse_action(choice)
-    if action.kind == "search" and action.queries:
         searched = [q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q]
-        query = unsearched(question, grammars.whole_words("; ".join(action.queries)), searched)
-        thought = qa_search_thought(list(rounds[-1].get("passages", [])), query)
+        query = grammars.whole_words("; ".join(parse_action(choice).queries)) or question
+        query = unsearched(question, query, searched)
+        thought = qa_search_thought(latest, query)
         return f"<think>{thought}</think>\n<search>{query}</search>", merge_meta(metas)
-    latest = [str(p.get("text", "")) for p in rounds[-1].get("passages", [])] if rounds else []
-    answer, meta = await call_model(  # the choice's prompt continued: its results are cached
-        ctx,
-        "observer",
-        [*user(prompt), {"role": "assistant", "content": "<answer>"}],
-        resources=resources,
-        output_format=grammars.qa_span(latest),
-        max_tokens=4 * grammars.MAX_QA_SPAN_TOKENS,  # a word can take several tokens
-    )
-    answer = answer.strip()
-    metas.append(meta)
     thought = qa_answer_thought(answer, quote_found(answer, rounds))
     return f"<think>{thought}</think>\n<answer>{answer}</answer>", merge_meta(metas)
 
