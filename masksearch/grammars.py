@@ -23,8 +23,9 @@ masked passage), `fill_grammar` (one verbatim span of that result, at most `MAX_
 tokens, starting where it continues the words before the blank). Keyword queries are whole words
 (`MAX_KEYWORD_WORDS`); thoughts a model writes are bounded by sentences (`THINK_SENTENCES`).
 
-`passage_span_grammar(passages)` builds the grammar of "a contiguous run of words copied from one
-of these passages" (RAMP answers are verbatim spans of the source passage). A grammar string
+`passage_span_rules(passages)` builds the rules of "a contiguous run of words copied from one of
+these passages" (RAMP answers are verbatim spans of the source passage; `qa_span`, a QA answer,
+is one of at most `MAX_QA_SPAN_TOKENS`). A grammar string
 (containing `::=`) is accepted wherever a format name is.
 """
 
@@ -327,12 +328,6 @@ def passage_span_rules(
     if not starts:
         return []
     return [f"span ::= {' | '.join(starts)}", *rules]
-
-
-def passage_span_grammar(passages: Iterable[str]) -> str:
-    """One verbatim span of the passages (falls back to `span` when they hold no word)."""
-    rules = passage_span_rules(passages)
-    return "\n".join(["root ::= span", *rules]) if rules else GRAMMARS["span"]
 
 
 def ramp_grammar(

@@ -59,9 +59,9 @@ def test_unconstrained_wild_sampler_is_indeed_malformed(wild):
 
 
 @pytest.mark.slow
-def test_passage_span_grammar_copies_a_verbatim_span(wild):
+def test_a_span_grammar_copies_a_verbatim_span(wild):
     passage = "The Eiffel Tower was designed by Gustave Eiffel's company and finished in 1889."
-    g = grammars.passage_span_grammar([passage])
+    g = grammars.qa_span([passage])
     for seed in range(2):
         out = wild.model_copy(update={"seed": seed, "max_tokens": 8}).invoke(
             [HumanMessage(f"{passage}\nWho designed it?")], output_format=g
