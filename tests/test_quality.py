@@ -677,3 +677,29 @@ async def test_a_qa_teacher_chooses_and_its_thoughts_are_composed():
     assert turns[-1].startswith("<think>Doc 1 (Title: Louvre)")
     assert turns[-1].endswith("So the answer is Paris.</think>\n<answer>Paris</answer>")
     assert rec["final_answer"] == "Paris" and rec["accepted"]
+
+
+async def test_a_qa_observer_with_nothing_new_to_search_answers():
+    """A QA observer whose next query and the question itself were both searched already
+    answers from what it has (measured: one query searched three times)."""
+    from masksearch.nodes.evidence import was_searched
+    from masksearch.nodes.multi_agent import qa_choice
+
+    assert was_searched("Louvre  MUSEUM", ["louvre museum"]) and not was_searched("Paris", [])
+    replies = ["Louvre</answer>", "<search>Louvre museum</search>"]  # unsupported span, repeat
+    res = Resources(models={"fake:g": GrammarScripted(responses=replies)})
+    question = "In which city is the Louvre?"
+    louvre = {"id": "q2", "title": "Louvre", "text": QA_PASSAGES[1].text}
+    rounds = [
+        {"subquery": "Louvre museum", "queries": ["Louvre museum"], "passages": [louvre]},
+        {"subquery": "In which city is the Louvre", "queries": [], "passages": [louvre]},
+    ]
+    text, _ = await qa_choice(
+        Context(observer_model="fake:g"),
+        "PROMPT",
+        question,
+        rounds,  # type: ignore[arg-type]
+        may_search=True,
+        resources=res,
+    )
+    assert text.endswith("<answer>Louvre</answer>")

@@ -212,7 +212,7 @@ def supports(question: str, answer: str, passage: Mapping[str, Any]) -> bool:
 def qa_plan_thought(query: str) -> str:
     """The thought of a QA planner whose first query is `query` (composed: nothing in it is
     claimed before a result says it)."""
-    return f"I need a source that states the answer, so I search for {query}."
+    return f"I need a source that states the answer, so I search for {query.rstrip('?.!')}."
 
 
 def qa_search_thought(passages: Sequence[Mapping[str, Any]], query: str) -> str:
@@ -226,7 +226,7 @@ def qa_search_thought(passages: Sequence[Mapping[str, Any]], query: str) -> str:
         if passages
         else "The search returned no results,"
     )
-    return f"{lead} so I search for {query}."
+    return f"{lead} so I search for {query.rstrip('?.!')}."
 
 
 def qa_answer_thought(answer: str, quote: str) -> str:
@@ -242,6 +242,11 @@ def unsearched(question: str, query: str, searched: Iterable[str]) -> str:
     if _query_key(query) not in seen:
         return query
     return fresh_query(question, seen) or query
+
+
+def was_searched(query: str, searched: Iterable[str]) -> bool:
+    """Whether `query` was searched already (case and spacing aside)."""
+    return _query_key(query) in {_query_key(q) for q in searched}
 
 
 def not_searched(

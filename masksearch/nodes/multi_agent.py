@@ -38,6 +38,7 @@ from masksearch.nodes.evidence import (
     search_thought,
     supports,
     unsearched,
+    was_searched,
 )
 from masksearch.nodes.ramp import decodes_under_grammars, fill_masks, merge_meta
 from masksearch.nodes.search import NO_RESULTS
@@ -399,7 +400,8 @@ async def qa_choice(
     (its prompt continued after `<answer>`, `grammars.qa_span`); a result with a sentence holding
     that answer and the question's words (`evidence.supports`) is answered from, as is the last
     turn; otherwise the model chooses one keyword query (`grammars.keyword_search`; a 1.5B
-    teacher asked to choose searched on until its turns ran out). The thought is composed: the
+    teacher asked to choose searched on until its turns ran out), and when that query and the
+    question itself were both searched already it answers (the same query finds the same results). The thought is composed: the
     result that states the answer, quoted, or that the observer is not sure and what it
     searches next."""
     latest = list(rounds[-1].get("passages", [])) if rounds else []
@@ -426,8 +428,9 @@ async def qa_choice(
         searched = [q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q]
         query = grammars.whole_words("; ".join(parse_action(choice).queries)) or question
         query = unsearched(question, query, searched)
-        thought = qa_search_thought(latest, query)
-        return f"<think>{thought}</think>\n<search>{query}</search>", merge_meta(metas)
+        if not was_searched(query, searched):  # else nothing new to find: answer now
+            thought = qa_search_thought(latest, query)
+            return f"<think>{thought}</think>\n<search>{query}</search>", merge_meta(metas)
     thought = qa_answer_thought(answer, quote_found(answer, rounds))
     return f"<think>{thought}</think>\n<answer>{answer}</answer>", merge_meta(metas)
 
