@@ -37,6 +37,9 @@ SCRIPT = {
     },
 }
 QUESTION = {"question": "Where is the Eiffel Tower?", "answers": ["Paris"], "task": "qa"}
+# a masked passage: a local planner decodes a query of several tokens, so a run cancelled at its
+# first streamed token is still decoding (a plain question's keyword query can be done by then)
+RAMP_QUESTION = {"question": "The Eiffel Tower is in [mask], a city.", "answers": ["Paris"]}
 SERVER_GROUP: list[int] = []
 
 
@@ -353,7 +356,7 @@ async def test_cancelled_local_model_run_frees_the_cores_within_2s(server):
     thread = (await client.threads.create())["thread_id"]
     run_id = None
     async for part in client.runs.stream(
-        thread, "masksearch", input=QUESTION, context=ctx, stream_mode="messages-tuple"
+        thread, "masksearch", input=RAMP_QUESTION, context=ctx, stream_mode="messages-tuple"
     ):
         if part.event == "metadata":
             run_id = part.data["run_id"]
