@@ -266,3 +266,10 @@ def test_an_interrupted_kept_stage_resumes_from_its_partial_outputs(tmp_path):
     recipe.restore(fresh, keep, [st], log=open(os.devnull, "w"))
     assert (fresh / "t" / "rows.jsonl").read_text() == '{"id": 1}\n'
     assert [x.name for x in recipe.to_run(fresh, [st])] == ["teach"]
+
+
+def test_the_kept_results_are_not_ignored_by_git():
+    """run.sh's keep dir is committed: no ignore rule (e.g. `*.sqlite`) may drop a kept store."""
+    kept = ["recipes/cpu-small/results/teacher/ramp.sqlite", "recipes/cpu-small/results/eval/x.gz"]
+    out = subprocess.run(["git", "check-ignore", *kept], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 1 and not out.stdout, out.stdout  # 1: none of them is ignored
