@@ -187,6 +187,17 @@ def answered(action: Any, agent: str, turn: int, text: str, meta: dict[str, Any]
     }
 
 
+def overflow_update(ctx: Context, role: str, turn: int, error: ContextOverflow) -> dict[str, Any]:
+    """The update of a node whose prompt did not fit the context window: on to the forced answer,
+    which answers from what was gathered."""
+    meta = {"model": ctx.model_for(role)}
+    return {
+        "decision": "force",
+        "pending": None,
+        "steps": [step(role, turn, "", meta, parse_error=str(error))],
+    }
+
+
 def forced_answer_update(text: str, meta: dict[str, Any], turn: int) -> dict[str, Any]:
     """The last, must-answer generation; no usable answer ends the run as `max_turns`."""
     action = parse_action(text)

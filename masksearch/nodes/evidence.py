@@ -18,11 +18,11 @@ Nothing here reads the gold spans.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from masksearch import prompts
+from masksearch.corpus.split import split_sentences
 from masksearch.quality import citation, normalize_space, quote_around, word_set
 
 _STOPWORDS = set(
@@ -202,7 +202,7 @@ def supports(question: str, answer: str, passage: Mapping[str, Any]) -> bool:
         return False
     asked = content_words(question) - content_words(answer)
     need = max(1, math.ceil(SUPPORT_SHARE * len(asked)))
-    for sentence in re.split(r"(?<=[.!?])\s+", str(passage.get("text", ""))):
+    for sentence in split_sentences(str(passage.get("text", ""))):
         if needle in normalize_space(sentence).casefold():
             if not asked or len(asked & content_words(sentence)) >= need:
                 return True

@@ -22,6 +22,7 @@ from masksearch.nodes.common import (
     call_model,
     context_and_question,
     forced_answer_update,
+    overflow_update,
     step,
     user,
 )
@@ -171,23 +172,20 @@ async def observer(
     }
     passages = list(latest.get("passages", []))
     k = prompts.count_masks(question)
+    grammar = await decodes_under_grammars(ctx, "observer", resources)
     try:
-        if k and await decodes_under_grammars(ctx, "observer", resources):
-            prompt = prompts.OBSERVER_RAMP_CHOICE.substitute(k=k, **fields)
-            searched = [
-                q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q
-            ]
+        if grammar and k:
             text, meta = await ramp_choice(
                 ctx,
-                prompt,
+                prompts.OBSERVER_RAMP_CHOICE.substitute(k=k, **fields),
                 question,
                 passages,
                 may_search=left > 0,
                 resources=resources,
-                searched=searched,
+                searched=searched_queries(rounds),
             )
             action = parse_action(text)
-        elif not k and await decodes_under_grammars(ctx, "observer", resources):
+        elif grammar:
             text, meta = await qa_choice(
                 ctx,
                 prompts.OBSERVER_QA_CHOICE.substitute(**fields),
@@ -219,13 +217,7 @@ async def observer(
                 thought = f"{thought} {quote}".strip() if quote else thought
             action = with_think(action, thought)
     except ContextOverflow as e:  # the results fill the window: answer from what was gathered
-        return {
-            "decision": "force",
-            "pending": None,
-            "steps": [
-                step("observer", turn, "", {"model": ctx.model_for("observer")}, parse_error=str(e))
-            ],
-        }
+        return overflow_update(ctx, "observer", turn, e)
     summary = action.think or strip_tags(text)
     if action.kind == "answer":  # kept even on the last turn
         return {**answered(action, "observer", turn, text, meta), "summaries": [summary]}
@@ -356,6 +348,11 @@ async def force_answer(
     return forced_answer_update(text, meta, state.get("turn", 0))
 
 
+def searched_queries(rounds: list[Round]) -> list[str]:
+    """Every sub-query and query of the rounds so far (what a new query should not repeat)."""
+    return [q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q]
+
+
 def quote_found(answer: str, rounds: list[Round]) -> str:
     """The sentence quoting the first result retrieved so far that holds `answer` verbatim, named
     as the student's `<information>` blocks number it, or "" when none does."""
@@ -401,9 +398,9 @@ async def qa_choice(
     that answer and the question's words (`evidence.supports`) is answered from, as is the last
     turn; otherwise the model chooses one keyword query (`grammars.keyword_search`; a 1.5B
     teacher asked to choose searched on until its turns ran out), and when that query and the
-    question itself were both searched already it answers (the same query finds the same results). The thought is composed: the
-    result that states the answer, quoted, or that the observer is not sure and what it
-    searches next."""
+    question itself were both searched already it answers (the same query finds the same
+    results). The thought is composed: the result that states the answer, quoted, or that the
+    observer is not sure and what it searches next."""
     latest = list(rounds[-1].get("passages", [])) if rounds else []
     answer, meta = await call_model(  # the prompt's results are cached for the second call
         ctx,
@@ -425,7 +422,7 @@ async def qa_choice(
             max_tokens=grammars.MAX_KEYWORD_CHARS + 20,  # the longest query the grammar allows
         )
         metas.append(meta)
-        searched = [q for r in rounds for q in (r.get("subquery", ""), *r.get("queries", [])) if q]
+        searched = searched_queries(rounds)
         query = grammars.whole_words("; ".join(parse_action(choice).queries)) or question
         query = unsearched(question, query, searched)
         if not was_searched(query, searched):  # else nothing new to find: answer now

@@ -23,6 +23,7 @@ from masksearch.nodes.common import (
     call_model,
     context_and_question,
     forced_answer_update,
+    overflow_update,
     step,
 )
 from masksearch.resources import Resources
@@ -48,13 +49,7 @@ async def agent(
             output_format=grammars.for_student(question, turn),
         )
     except ContextOverflow as e:  # the passages read so far fill the window: answer from them
-        return {
-            "decision": "force",
-            "pending": None,
-            "steps": [
-                step("agent", turn, "", {"model": ctx.model_for("agent")}, parse_error=str(e))
-            ],
-        }
+        return overflow_update(ctx, "agent", turn, e)
     result = student_step(raw, turn, ctx.max_turns)
     text, action = result.text, result.action
     if result.kind == "answer":
