@@ -196,18 +196,20 @@ def _team(planner_replies: list[str]) -> tuple[GrammarScripted, list[list[BaseMe
     return GrammarScripted(responses=[reply] * 20), seen
 
 
-async def _run(model: GrammarScripted):
-    res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(PASSAGES)})
-    ctx = Context(
-        planner_model="fake:g",
-        rewriter_model="fake:g",
-        observer_model="fake:g",
-        retriever="kw",
-        max_turns=3,
-        num_rewrites=3,
-    )
-    ex = MaskedExample(id="ex1", question=QUESTION, answers=["Paris", "1889"], task="ramp")
-    return await run_example(build_graph(resources=res, retry_policy=FAST), ex, ctx)
+RAMP_EXAMPLE = MaskedExample(id="ex1", question=QUESTION, answers=["Paris", "1889"], task="ramp")
+
+
+async def _run(
+    model: GrammarScripted,
+    example: MaskedExample = RAMP_EXAMPLE,
+    passages: list[Passage] = PASSAGES,
+    **context: Any,
+):
+    """`example` through the graph, every role on `model`, retrieving from `passages`."""
+    res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(passages)})
+    roles = {f"{r}_model": "fake:g" for r in ("planner", "rewriter", "observer")}
+    ctx = Context(**{**roles, "retriever": "kw", "max_turns": 3, "num_rewrites": 3, **context})
+    return await run_example(build_graph(resources=res, retry_policy=FAST), example, ctx)
 
 
 async def _think(replies: list[str]) -> tuple[str, list[list[BaseMessage]]]:
@@ -655,20 +657,10 @@ async def test_a_qa_teacher_chooses_and_its_thoughts_are_composed():
             return "Paris</answer>" if "Doc 1(Title: Louvre)" in text else "Gustave Eiffel</answer>"
         return "<search>Louvre museum</search>"
 
-    model = GrammarScripted(responses=[reply] * 20)
-    passages = [QA_PASSAGES[0], QA_PASSAGES[1]]
-    res = Resources(models={"fake:g": model}, retrievers={"kw": KeywordRetriever(passages)})
-    ctx = Context(
-        planner_model="fake:g",
-        rewriter_model="fake:g",
-        observer_model="fake:g",
-        retriever="kw",
-        max_turns=3,
-        top_k=1,
-    )
     question = "In which city is the Louvre?"
     ex = MaskedExample(id="m", question=question, answers=["Paris"], task="qa")
-    rec = await run_example(build_graph(resources=res, retry_policy=FAST), ex, ctx)
+    model = GrammarScripted(responses=[reply] * 20)
+    rec = await _run(model, ex, QA_PASSAGES, top_k=1)
     turns = [m["content"] for m in rec["messages"] if m["role"] == "assistant"]
     assert turns[0] == (
         "<think>I need a source that states the answer, so I search for Louvre museum.</think>\n"
