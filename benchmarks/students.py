@@ -3,8 +3,9 @@ speed.
 
 - `convert`: seconds to turn the embedded GGUF into the checked HF checkpoint (first run; then
   cached) and to write it back as a student GGUF (Q8_0, F16).
-- `sft`: seconds per optimizer step of `train sft` on SmolLM2-135M (full fine-tuning, fp32, batch 1
-  × grad-accum `--accum`, sequences of the given records), measured between steps 2..N.
+- `sft`: seconds per optimizer step of `train sft` on SmolLM2-135M (full fine-tuning, fp32 or
+  `--bf16` autocast over fp32 weights, batch 1 × grad-accum `--accum`, sequences of the given
+  records), measured between steps 2..N.
 - `decode`: llama.cpp decode tokens/s of the base GGUF (Q4_1) and of the student GGUFs, the same
   prompt and 2 threads, best of `--reps`.
 - `eval`: wall time of `masksearch eval run -m masksearch` with the student GGUF on the first
@@ -94,7 +95,9 @@ def bench_decode(work: Path, tokens: int, reps: int) -> dict[str, Any]:
     return out
 
 
-def bench_sft(work: Path, steps: int, records: str | None, accum: int) -> dict[str, Any]:
+def bench_sft(
+    work: Path, steps: int, records: str | None, accum: int, bf16: bool = False
+) -> dict[str, Any]:
     from transformers import TrainerCallback
 
     from masksearch.training.config import load_settings
@@ -128,6 +131,8 @@ def bench_sft(work: Path, steps: int, records: str | None, accum: int) -> dict[s
             "report_to": "none",
             "logging_steps": 1,
             "max_length": 2048,
+            # bf16 autocast over fp32 master weights; on a CPU it has to be asked for
+            **({"bf16": True, "use_cpu": True} if bf16 else {}),
         },
     )
     stats = train_sft(settings, callbacks=[Clock()], save=False)
@@ -137,6 +142,7 @@ def bench_sft(work: Path, steps: int, records: str | None, accum: int) -> dict[s
         "s_per_step": round(sum(per_step) / len(per_step), 2) if per_step else None,
         "first_step_s": None,
         "accum": accum,
+        "bf16": bf16,
         "examples": stats["examples"],
         "label_tokens": stats["label_tokens"],
     }
@@ -204,6 +210,7 @@ def main() -> int:
     p.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--accum", type=int, default=1)
+    p.add_argument("--bf16", action="store_true", help="sft: bf16 autocast on the CPU")
     p.add_argument("--records", default=None)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
@@ -222,7 +229,7 @@ def main() -> int:
     if "decode" in args.what:
         report["decode"] = bench_decode(work, args.tokens, args.reps)
     if "sft" in args.what:
-        report["sft"] = bench_sft(work, args.steps, args.records, args.accum)
+        report["sft"] = bench_sft(work, args.steps, args.records, args.accum, args.bf16)
     if "eval" in args.what:
         if not (args.data and args.retriever):
             p.error("eval needs --data and --retriever")

@@ -190,6 +190,16 @@ def test_table_renders_sizes_intervals_and_commands(tmp_path):
     assert "80.0 [" in text
     assert "masksearch eval offline-bench --out w/bench    # 12.0 s" in text
     assert "RAG-PE" not in text  # rows that did not run are left out
+    # paired on the same questions: SFT/SFT − Agent-PE recall on SQuAD test is 0.4 on the odd
+    # ids, 0 on the even ones: +20.0 over the 10, and the interval excludes 0
+    line = next(
+        x for x in text.splitlines() if x.startswith("| MaskSearch SFT/SFT − Agent-PE | recall")
+    )
+    cells = [c.strip() for c in line.split("|")[3:-1]]
+    assert cells[0].startswith("+20.0 [+") and cells[0].endswith("(n=10)")
+    # F1: 0.6 − 0.2 on every question, so the interval is a point
+    assert "| MaskSearch SFT/SFT − Agent-PE | f1 | +40.0 [+40.0, +40.0] (n=10) |" in text
+    assert "− Distilled Search-R1 (QA-SFT) | recall | +5.0 [" in text  # 0.1 on odd ids
 
 
 def test_kept_stages_restore_into_a_fresh_work_dir_and_gone_models_rerun(tmp_path):

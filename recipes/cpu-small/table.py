@@ -42,8 +42,12 @@ def _stage(v: Any) -> str | None:
     return str(v) if v not in (None, "", "-", "–") else None
 
 
+def _score(row: Mapping[str, Any], metric: str) -> float:
+    return float((row.get("scores") or {}).get(metric) or 0.0)
+
+
 def cell(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[int, float | None, Any]:
-    vals = [float((r.get("scores") or {}).get(metric) or 0.0) for r in rows]
+    vals = [_score(r, metric) for r in rows]
     if not vals:
         return 0, None, None
     return len(vals), 100.0 * sum(vals) / len(vals), bootstrap_ci(vals)
@@ -68,10 +72,11 @@ def column_rows(rows: list[dict], datasets: tuple[str, ...], answerable: bool) -
     return out
 
 
-def fmt(n: int, mean: float | None, ci: Any) -> str:
+def fmt(n: int, mean: float | None, ci: Any, *, signed: bool = False) -> str:
     if mean is None:
         return "–"
-    return f"{mean:.1f} [{ci[0]:.1f}, {ci[1]:.1f}] (n={n})"
+    f = "+.1f" if signed else ".1f"
+    return f"{mean:{f}} [{ci[0]:{f}}, {ci[1]:{f}}] (n={n})"
 
 
 def results_table(rows: list[dict], metric: str) -> str:
@@ -83,6 +88,41 @@ def results_table(rows: list[dict], metric: str) -> str:
             continue
         cells = [fmt(*cell(column_rows(mine, ds, ans), metric)) for _, ds, ans in COLUMNS]
         lines.append(f"| {title} | {pre or '–'} | {post or '–'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# the comparisons the experiment is about: (row, against), by their titles in ROWS
+PAIRS = (
+    ("MaskSearch SFT/SFT", "Agent-PE"),
+    ("MaskSearch SFT/SFT", "Distilled Search-R1 (QA-SFT)"),
+    ("Distilled Search-R1 (QA-SFT)", "Agent-PE"),
+    ("MaskSearch SFT/SFT", "Untrained agent (base, MaskSearch format)"),
+    ("MaskSearch RL/RL", "MaskSearch SFT/SFT"),
+)
+
+
+def paired_table(rows: list[dict], metrics: tuple[str, ...] = ("recall", "f1")) -> str:
+    """Row minus row on the questions both answered (paired by dataset and id): the mean
+    difference ×100 with its bootstrap 95 % interval, per column. Pairing removes the spread
+    between questions, so these intervals are narrower than the two rows' own."""
+    by_title = {t: select(rows, m, pre, post) for t, m, pre, post in ROWS}
+    head = ["Difference", "metric", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(COLUMNS)]
+    for a, b in PAIRS:
+        if not by_title.get(a) or not by_title.get(b):
+            continue
+        for metric in metrics:
+            cells = []
+            for _, ds, ans in COLUMNS:
+                theirs = {(r["dataset"], r["id"]): r for r in column_rows(by_title[b], ds, ans)}
+                diffs = [
+                    _score(r, metric) - _score(theirs[(r["dataset"], r["id"])], metric)
+                    for r in column_rows(by_title[a], ds, ans)
+                    if (r["dataset"], r["id"]) in theirs
+                ]
+                mean = 100.0 * sum(diffs) / len(diffs) if diffs else None
+                cells.append(fmt(len(diffs), mean, bootstrap_ci(diffs), signed=True))
+            lines.append(f"| {a} − {b} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -182,6 +222,10 @@ def render(work: Path) -> str:
         "## Exact match",
         "",
         results_table(rows, "em"),
+        "",
+        "## Paired differences (same questions; an interval above 0 means the first row is better)",
+        "",
+        paired_table(rows),
         "",
         "## Held-out RAMP (masked passages no student trained on): accepted share, per k",
         "",
