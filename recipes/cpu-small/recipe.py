@@ -47,10 +47,10 @@ SIZES: dict[str, int] = {
     "N_RAMP_MASK": 500,  # RAMP examples masked (rule strategy) from the eval corpus
     "N_RAMP_HELDOUT": 50,  # of those, held out (whole source passages) for the RAMP eval
     "N_RAMP_TEACHER": 60,  # RAMP examples the teacher generates trajectories for
-    "N_QA_TEACHER": 60,  # SQuAD train questions the teacher generates trajectories for
-    "N_SQUAD_TEST": 400,  # SQuAD test-article questions evaluated (of the 424 on the test side)
-    "N_NQ": 100,  # NQ-open dev questions (seeded random sample of the 3,610)
-    "N_NQ_ANSWERABLE": 100,  # NQ-open answerable questions (seeded sample, not in N_NQ)
+    "N_QA_TEACHER": 120,  # SQuAD train questions the teacher generates trajectories for
+    "N_SQUAD_TEST": 300,  # SQuAD test-article questions evaluated (of the 424 on the test side)
+    "N_NQ": 50,  # NQ-open dev questions (seeded random sample of the 3,610)
+    "N_NQ_ANSWERABLE": 50,  # NQ-open answerable questions (seeded sample, not in N_NQ)
     "SFT_EPOCHS": 3,
     "RL_STEPS": 0,  # 0: no RL rows (they do not fit the 6 hours; set e.g. 20 to add them)
     "EVAL_CONCURRENCY": 4,  # questions in flight per eval stage (one llama.cpp engine, batched)
@@ -153,11 +153,13 @@ def stages(work: Path) -> list[Stage]:
     ev = f"{w}/eval"
     # ~60 trajectories per SFT: small batches and a learning rate for a 135M model (the trainer's
     # defaults, accumulation 16 at 1e-5, are for large sets: 8 updates here). Chosen up front, not
-    # tuned on any eval data.
+    # tuned on any eval data. bf16 autocast over fp32 weights, asked for on the CPU (1.27x faster
+    # a step here than fp32, benchmarks/RESULTS.md).
     sft = [
         *("--set", f"num_train_epochs={s['SFT_EPOCHS']}"),
         *("--set", "learning_rate=5e-5", "--set", "gradient_accumulation_steps=4"),
         *("--set", "save_strategy=epoch", "--set", "resume_from_checkpoint=latest"),
+        *("--set", "bf16=true", "--set", "use_cpu=true"),
     ]
     top_k = ["--top-k", str(s["TOP_K"])]
     run_settings = {"TOP_K": s["TOP_K"]}
