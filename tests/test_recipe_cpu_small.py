@@ -283,3 +283,13 @@ def test_the_kept_results_are_not_ignored_by_git():
     kept = ["recipes/cpu-small/results/teacher/ramp.sqlite", "recipes/cpu-small/results/eval/x.gz"]
     out = subprocess.run(["git", "check-ignore", *kept], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and not out.stdout, out.stdout  # 1: none of them is ignored
+
+
+def test_table_rewrite_keeps_the_hand_written_reading(tmp_path):
+    out = tmp_path / "results.md"
+    first = table.with_reading("# tables v1\n", out)
+    assert first.startswith("# tables v1\n") and table.READING in first
+    out.write_text(first.replace("(to be written from the tables above)", "SFT/SFT wins by 3."))
+    second = table.with_reading("# tables v2\n", out)
+    assert second.startswith("# tables v2\n") and "tables v1" not in second
+    assert second.count(table.READING) == 1 and second.endswith("SFT/SFT wins by 3.\n")

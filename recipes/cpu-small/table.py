@@ -245,6 +245,21 @@ def render(work: Path) -> str:
     return "\n".join(parts)
 
 
+# the hand-written reading of the table starts at this line; a rerun keeps it
+READING = (
+    "<!-- the reading below is written by hand; table.py keeps it when it rewrites the tables -->"
+)
+
+
+def with_reading(text: str, out: Path) -> str:
+    """The rendered tables, followed by the reading already in `out` (from `READING` on)."""
+    old = out.read_text(encoding="utf-8") if out.is_file() else ""
+    at = old.find(READING)
+    if at < 0:
+        return text + "\n" + READING + "\n\n## Reading\n\n(to be written from the tables above)\n"
+    return text + "\n" + old[at:]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--work", default="runs/cpu-small")
@@ -252,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from masksearch.fileio import atomic_write_text
 
-    atomic_write_text(Path(args.out), render(Path(args.work)))
+    out = Path(args.out)
+    atomic_write_text(out, with_reading(render(Path(args.work)), out))
     print(f"wrote {args.out}")
     return 0
 
