@@ -96,7 +96,12 @@ def bench_decode(work: Path, tokens: int, reps: int) -> dict[str, Any]:
 
 
 def bench_sft(
-    work: Path, steps: int, records: str | None, accum: int, bf16: bool = False
+    work: Path,
+    steps: int,
+    records: str | None,
+    accum: int,
+    bf16: bool = False,
+    checkpointing: bool = True,
 ) -> dict[str, Any]:
     from transformers import TrainerCallback
 
@@ -133,6 +138,7 @@ def bench_sft(
             "max_length": 2048,
             # bf16 autocast over fp32 master weights; on a CPU it has to be asked for
             **({"bf16": True, "use_cpu": True} if bf16 else {}),
+            "activation_checkpointing": checkpointing,  # TRL's default: on
         },
     )
     stats = train_sft(settings, callbacks=[Clock()], save=False)
@@ -143,6 +149,7 @@ def bench_sft(
         "first_step_s": None,
         "accum": accum,
         "bf16": bf16,
+        "activation_checkpointing": checkpointing,
         "examples": stats["examples"],
         "label_tokens": stats["label_tokens"],
     }
@@ -211,6 +218,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--accum", type=int, default=1)
     p.add_argument("--bf16", action="store_true", help="sft: bf16 autocast on the CPU")
+    p.add_argument(
+        "--no-checkpointing", action="store_true", help="sft: no activation checkpointing"
+    )
     p.add_argument("--records", default=None)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
@@ -229,7 +239,9 @@ def main() -> int:
     if "decode" in args.what:
         report["decode"] = bench_decode(work, args.tokens, args.reps)
     if "sft" in args.what:
-        report["sft"] = bench_sft(work, args.steps, args.records, args.accum, args.bf16)
+        report["sft"] = bench_sft(
+            work, args.steps, args.records, args.accum, args.bf16, not args.no_checkpointing
+        )
     if "eval" in args.what:
         if not (args.data and args.retriever):
             p.error("eval needs --data and --retriever")
