@@ -293,3 +293,19 @@ def test_table_rewrite_keeps_the_hand_written_reading(tmp_path):
     second = table.with_reading("# tables v2\n", out)
     assert second.startswith("# tables v2\n") and "tables v1" not in second
     assert second.count(table.READING) == 1 and second.endswith("SFT/SFT wins by 3.\n")
+
+
+def test_gold_in_results_reads_the_tool_messages_only():
+    row = {
+        "golden_answers": ["New York City", "NYC"],
+        "messages": [
+            {"role": "user", "content": "Where did Tesla live? New York City?"},
+            {
+                "role": "tool",
+                "content": "<information>Doc 1 He lived in New York city.</information>",
+            },
+        ],
+    }
+    assert table.gold_in_results(row)
+    row["messages"][1]["content"] = "<information>Doc 1 He lived in New Yorkshire.</information>"
+    assert not table.gold_in_results(row)  # the question's own words do not count, nor a prefix

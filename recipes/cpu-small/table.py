@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -126,11 +127,28 @@ def paired_table(rows: list[dict], metrics: tuple[str, ...] = ("recall", "f1")) 
     return "\n".join(lines)
 
 
+def gold_in_results(row: Mapping[str, Any]) -> bool:
+    """Did a search of this question bring back a gold answer (normalized, as a substring of a
+    result the model read)? Separates "the search failed" from "the answer copied the wrong
+    span"."""
+    from masksearch.scoring import normalize_answer
+
+    seen = " ".join(
+        normalize_answer(re.sub(r"</?information>", " ", str(m.get("content") or "")))
+        for m in row.get("messages") or []
+        if isinstance(m, Mapping) and m.get("role") == "tool"
+    )
+    golds = row.get("golden_answers") or []
+    golds = [golds] if isinstance(golds, str) else golds
+    return any((g := normalize_answer(str(a))) and f" {g} " in f" {seen} " for a in golds)
+
+
 def diagnostics(rows: list[dict]) -> str:
     lines = [
         "| Method | Pre-train | Post-train | questions | no answer (%) | failed | searches / question "
-        "| turns / question | mean latency (s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| turns / question | gold in results (%) | recall there | recall elsewhere "
+        "| mean latency (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for title, method, pre, post in ROWS:
         mine = select(rows, method, pre, post)
@@ -142,19 +160,28 @@ def diagnostics(rows: list[dict]) -> str:
         searches = sum(int(r.get("search_calls") or 0) for r in mine) / n
         turns = sum(int(r.get("turns") or 0) for r in mine) / n
         latency = sum(float(r.get("latency_s") or 0) for r in mine) / n
+        found = [r for r in mine if gold_in_results(r)]
+        missed = [r for r in mine if not gold_in_results(r)]
+
+        def recall(rs: list[dict]) -> str:
+            return f"{100 * sum(_score(r, 'recall') for r in rs) / len(rs):.1f}" if rs else "–"
+
         lines.append(
             f"| {title} | {pre or '–'} | {post or '–'} | {n} | {100 * no_answer / n:.1f} | "
-            f"{failed} | {searches:.2f} | {turns:.2f} | {latency:.1f} |"
+            f"{failed} | {searches:.2f} | {turns:.2f} | {100 * len(found) / n:.1f} | "
+            f"{recall(found)} | {recall(missed)} | {latency:.1f} |"
         )
     return "\n".join(lines)
 
 
 def ramp_table(work: Path) -> str:
+    from masksearch.scoring import span_recall
     from masksearch.training.data import iter_training_records, record_k
 
     lines = [
-        "| Student | examples | accepted [95 % CI] | k=1 | k=2 | k=3 | k=4 | no answer |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Student | examples | accepted [95 % CI] | k=1 | k=2 | k=3 | k=4 | masks recovered "
+        "[95 % CI] | no answer |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("base", "qa-sft", "ramp-qa-sft", "ramp-qa-rl"):
         store = work / "ramp-heldout" / f"{name}.sqlite"
@@ -170,9 +197,13 @@ def ramp_table(work: Path) -> str:
             ks = [a for a, r in zip(acc, recs, strict=True) if record_k(r) == k]
             per_k.append(f"{100 * sum(ks) / len(ks):.0f} ({len(ks)})" if ks else "–")
         no_answer = sum(1 for r in recs if not r["final_answer"].strip())
+        # partial credit: the share of an example's masks its answer recovered, in order
+        spans = [span_recall(r["final_answer"], r["answers"]) for r in recs]
+        sci = bootstrap_ci(spans)
         lines.append(
             f"| {name} | {len(recs)} | {100 * sum(acc) / len(acc):.1f} "
-            f"[{ci[0]:.1f}, {ci[1]:.1f}] | " + " | ".join(per_k) + f" | {no_answer} |"
+            f"[{ci[0]:.1f}, {ci[1]:.1f}] | " + " | ".join(per_k) + f" | "
+            f"{100 * sum(spans) / len(spans):.1f} [{sci[0]:.1f}, {sci[1]:.1f}] | {no_answer} |"
         )
     return "\n".join(lines)
 
