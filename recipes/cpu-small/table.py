@@ -127,17 +127,28 @@ def paired_table(rows: list[dict], metrics: tuple[str, ...] = ("recall", "f1")) 
     return "\n".join(lines)
 
 
+def _retrieved(m: Any) -> str:
+    """What a message holds of retrieved text: a search's results (a tool message), or the
+    documents RAG-PE puts in its one user prompt."""
+    if not isinstance(m, Mapping):
+        return ""
+    text = str(m.get("content") or "")
+    if m.get("role") == "tool":
+        return re.sub(r"</?information>", " ", text)
+    from masksearch.prompts import RAG_PE_USER
+
+    head, rest = RAG_PE_USER.template.split("$docs", 1)  # "Retrieved documents:\n", "\n\nQuestion…"
+    if m.get("role") == "user" and text.startswith(head):
+        return text[len(head) :].split(rest.split("$question", 1)[0], 1)[0]
+    return ""
+
+
 def gold_in_results(row: Mapping[str, Any]) -> bool:
-    """Did a search of this question bring back a gold answer (normalized, as a substring of a
-    result the model read)? Separates "the search failed" from "the answer copied the wrong
-    span"."""
+    """Did the retrieved text this question's model read hold a gold answer (normalized, as a
+    substring)? Separates "the search failed" from "the answer copied the wrong span"."""
     from masksearch.scoring import normalize_answer
 
-    seen = " ".join(
-        normalize_answer(re.sub(r"</?information>", " ", str(m.get("content") or "")))
-        for m in row.get("messages") or []
-        if isinstance(m, Mapping) and m.get("role") == "tool"
-    )
+    seen = " ".join(normalize_answer(_retrieved(m)) for m in row.get("messages") or [])
     golds = row.get("golden_answers") or []
     golds = [golds] if isinstance(golds, str) else golds
     return any((g := normalize_answer(str(a))) and f" {g} " in f" {seen} " for a in golds)
@@ -160,8 +171,9 @@ def diagnostics(rows: list[dict]) -> str:
         searches = sum(int(r.get("search_calls") or 0) for r in mine) / n
         turns = sum(int(r.get("turns") or 0) for r in mine) / n
         latency = sum(float(r.get("latency_s") or 0) for r in mine) / n
-        found = [r for r in mine if gold_in_results(r)]
-        missed = [r for r in mine if not gold_in_results(r)]
+        hit = [gold_in_results(r) for r in mine]
+        found = [r for r, h in zip(mine, hit, strict=True) if h]
+        missed = [r for r, h in zip(mine, hit, strict=True) if not h]
 
         def recall(rs: list[dict]) -> str:
             return f"{100 * sum(_score(r, 'recall') for r in rs) / len(rs):.1f}" if rs else "–"
