@@ -322,3 +322,13 @@ def test_gold_in_results_reads_the_tool_messages_only():
     assert table.gold_in_results(rag)
     rag["messages"][0]["content"] = "Retrieved documents:\nDoc 1 A tower.\n\nQuestion: 1901?"
     assert not table.gold_in_results(rag)
+    team = {  # Agent-PE (multi-agent): the search calls' results
+        "golden_answers": ["1901"],
+        "calls": [
+            {"agent": "planner", "output": "<search>1901</search>"},
+            {"agent": "search", "output": "Doc 1(Title: Tower) Built in 1901."},
+        ],
+    }
+    assert table.gold_in_results(team)
+    team["calls"].pop()
+    assert not table.gold_in_results(team)  # the planner's own words are not a result

@@ -128,10 +128,12 @@ def paired_table(rows: list[dict], metrics: tuple[str, ...] = ("recall", "f1")) 
 
 
 def _retrieved(m: Any) -> str:
-    """What a message holds of retrieved text: a search's results (a tool message), or the
-    documents RAG-PE puts in its one user prompt."""
+    """What a message or call holds of retrieved text: a search's results (a tool message, or a
+    multi-agent run's `search` call), or the documents RAG-PE puts in its one user prompt."""
     if not isinstance(m, Mapping):
         return ""
+    if m.get("agent") == "search":
+        return str(m.get("output") or "")
     text = str(m.get("content") or "")
     if m.get("role") == "tool":
         return re.sub(r"</?information>", " ", text)
@@ -148,7 +150,8 @@ def gold_in_results(row: Mapping[str, Any]) -> bool:
     substring)? Separates "the search failed" from "the answer copied the wrong span"."""
     from masksearch.scoring import normalize_answer
 
-    seen = " ".join(normalize_answer(_retrieved(m)) for m in row.get("messages") or [])
+    read = [*(row.get("messages") or []), *(row.get("calls") or [])]
+    seen = " ".join(normalize_answer(_retrieved(m)) for m in read)
     golds = row.get("golden_answers") or []
     golds = [golds] if isinstance(golds, str) else golds
     return any((g := normalize_answer(str(a))) and f" {g} " in f" {seen} " for a in golds)
