@@ -95,6 +95,7 @@ def results_table(rows: list[dict], metric: str) -> str:
 # the comparisons the experiment is about: (row, against), by their titles in ROWS
 PAIRS = (
     ("MaskSearch SFT/SFT", "Agent-PE"),
+    ("MaskSearch SFT/SFT", "RAG-PE"),
     ("MaskSearch SFT/SFT", "Distilled Search-R1 (QA-SFT)"),
     ("Distilled Search-R1 (QA-SFT)", "Agent-PE"),
     ("MaskSearch SFT/SFT", "Untrained agent (base, MaskSearch format)"),
