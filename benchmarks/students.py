@@ -256,4 +256,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from masksearch.cli import error_line
+    from masksearch.errors import MaskSearchError
+
+    try:
+        raise SystemExit(main())
+    except (MaskSearchError, OSError) as e:  # bad input (e.g. --records): one line, exit 2
+        print(error_line(e), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -332,3 +332,11 @@ def test_gold_in_results_reads_the_tool_messages_only():
     assert table.gold_in_results(team)
     team["calls"].pop()
     assert not table.gold_in_results(team)  # the planner's own words are not a result
+
+
+def test_table_on_an_unfilled_work_dir_is_one_line_and_exit_2(tmp_path, capsys):
+    out = tmp_path / "results.md"
+    assert table.main(["--work", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "manifest.json" in err and "\n" not in err
+    assert not out.exists()  # nothing half-written

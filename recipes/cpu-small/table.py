@@ -20,7 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from masksearch.errors import MaskSearchError  # noqa: E402
 from masksearch.eval.aggregate import bootstrap_ci  # noqa: E402
+from masksearch.prompts import RAG_PE_USER  # noqa: E402
+from masksearch.scoring import normalize_answer  # noqa: E402
+
+# RAG-PE's user prompt around its documents: "Retrieved documents:\n", then "\n\nQuestion: …"
+_RAG_HEAD, _RAG_TAIL = RAG_PE_USER.template.split("$docs", 1)
+_RAG_AFTER_DOCS = _RAG_TAIL.split("$question", 1)[0]
 
 # table columns: (title, datasets whose rows count, answerable only)
 COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
@@ -47,11 +54,17 @@ def _score(row: Mapping[str, Any], metric: str) -> float:
     return float((row.get("scores") or {}).get(metric) or 0.0)
 
 
-def cell(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[int, float | None, Any]:
+def _mean(rows: Iterable[Mapping[str, Any]], metric: str) -> float | None:
+    """The metric's mean ×100 over the rows (None for none)."""
     vals = [_score(r, metric) for r in rows]
-    if not vals:
+    return 100.0 * sum(vals) / len(vals) if vals else None
+
+
+def cell(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[int, float | None, Any]:
+    rows = list(rows)
+    if not rows:
         return 0, None, None
-    return len(vals), 100.0 * sum(vals) / len(vals), bootstrap_ci(vals)
+    return len(rows), _mean(rows, metric), bootstrap_ci(_score(r, metric) for r in rows)
 
 
 def select(rows: Iterable[Mapping[str, Any]], method: str, pre: Any, post: Any) -> list[dict]:
@@ -138,19 +151,14 @@ def _retrieved(m: Any) -> str:
     text = str(m.get("content") or "")
     if m.get("role") == "tool":
         return re.sub(r"</?information>", " ", text)
-    from masksearch.prompts import RAG_PE_USER
-
-    head, rest = RAG_PE_USER.template.split("$docs", 1)  # "Retrieved documents:\n", "\n\nQuestion…"
-    if m.get("role") == "user" and text.startswith(head):
-        return text[len(head) :].split(rest.split("$question", 1)[0], 1)[0]
+    if m.get("role") == "user" and text.startswith(_RAG_HEAD):
+        return text[len(_RAG_HEAD) :].split(_RAG_AFTER_DOCS, 1)[0]
     return ""
 
 
 def gold_in_results(row: Mapping[str, Any]) -> bool:
     """Did the retrieved text this question's model read hold a gold answer (normalized, as a
     substring)? Separates "the search failed" from "the answer copied the wrong span"."""
-    from masksearch.scoring import normalize_answer
-
     read = [*(row.get("messages") or []), *(row.get("calls") or [])]
     seen = " ".join(normalize_answer(_retrieved(m)) for m in read)
     golds = row.get("golden_answers") or []
@@ -178,14 +186,12 @@ def diagnostics(rows: list[dict]) -> str:
         hit = [gold_in_results(r) for r in mine]
         found = [r for r, h in zip(mine, hit, strict=True) if h]
         missed = [r for r, h in zip(mine, hit, strict=True) if not h]
-
-        def recall(rs: list[dict]) -> str:
-            return f"{100 * sum(_score(r, 'recall') for r in rs) / len(rs):.1f}" if rs else "–"
-
+        there, elsewhere = (_mean(rs, "recall") for rs in (found, missed))
         lines.append(
             f"| {title} | {pre or '–'} | {post or '–'} | {n} | {100 * no_answer / n:.1f} | "
             f"{failed} | {searches:.2f} | {turns:.2f} | {100 * len(found) / n:.1f} | "
-            f"{recall(found)} | {recall(missed)} | {latency:.1f} |"
+            + " | ".join("–" if v is None else f"{v:.1f}" for v in (there, elsewhere))
+            + f" | {latency:.1f} |"
         )
     return "\n".join(lines)
 
@@ -312,10 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="runs/cpu-small")
     p.add_argument("--out", default="docs/results.md")
     args = p.parse_args(argv)
+    from masksearch.cli import error_line
     from masksearch.fileio import atomic_write_text
 
     out = Path(args.out)
-    atomic_write_text(out, with_reading(render(Path(args.work)), out))
+    try:
+        atomic_write_text(out, with_reading(render(Path(args.work)), out))
+    except (MaskSearchError, OSError) as e:  # e.g. a work dir the recipe has not filled
+        print(error_line(e), file=sys.stderr)  # never None for these two
+        return 2
     print(f"wrote {args.out}")
     return 0
 
