@@ -102,6 +102,7 @@ def bench_sft(
     accum: int,
     bf16: bool = False,
     checkpointing: bool = True,
+    lora: bool = False,
 ) -> dict[str, Any]:
     from transformers import TrainerCallback
 
@@ -139,6 +140,8 @@ def bench_sft(
             # bf16 autocast over fp32 master weights; on a CPU it has to be asked for
             **({"bf16": True, "use_cpu": True} if bf16 else {}),
             "activation_checkpointing": checkpointing,  # TRL's default: on
+            # LoRA adapters (r 16, all linear layers) over a frozen base: the project's defaults
+            **({"lora": {"enabled": True}} if lora else {}),
         },
     )
     stats = train_sft(settings, callbacks=[Clock()], save=False)
@@ -150,6 +153,7 @@ def bench_sft(
         "accum": accum,
         "bf16": bf16,
         "activation_checkpointing": checkpointing,
+        "lora": lora,
         "examples": stats["examples"],
         "label_tokens": stats["label_tokens"],
     }
@@ -221,6 +225,7 @@ def main() -> int:
     p.add_argument(
         "--no-checkpointing", action="store_true", help="sft: no activation checkpointing"
     )
+    p.add_argument("--lora", action="store_true", help="sft: LoRA adapters, not full weights")
     p.add_argument("--records", default=None)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
@@ -240,7 +245,13 @@ def main() -> int:
         report["decode"] = bench_decode(work, args.tokens, args.reps)
     if "sft" in args.what:
         report["sft"] = bench_sft(
-            work, args.steps, args.records, args.accum, args.bf16, not args.no_checkpointing
+            work,
+            args.steps,
+            args.records,
+            args.accum,
+            args.bf16,
+            not args.no_checkpointing,
+            args.lora,
         )
     if "eval" in args.what:
         if not (args.data and args.retriever):

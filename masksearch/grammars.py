@@ -49,6 +49,10 @@ MAX_REWRITES = 5
 # character classes: no tag can be opened inside free text, so the closing tag is unambiguous
 _TEXT = r"[^<>]"
 _LINE = r"[^<>\n]"
+# the first character of an answer or a span: no space and no sentence punctuation, so the
+# placeholder of a prompt's format line (`<answer>...</answer>`), which a small model copies,
+# cannot stand as an answer
+_FIRST = r"[^<>\n .,;:!?\u2026]"
 
 
 # Free text of a thought in the question's script(s) (`think_charset`): ASCII, common punctuation
@@ -169,7 +173,7 @@ def build_grammars(
     """The named grammars with these length bounds (characters of free text)."""
     t = _think_rule(think)
     s = f'search ::= "<search>" " "? [^<>\\n ] {_LINE}{{0,{query}}} "</search>"'
-    a = f'answer ::= "<answer>" " "? [^<>\\n ] {_LINE}{{0,{answer}}} "</answer>"'
+    a = f'answer ::= "<answer>" " "? {_FIRST} {_LINE}{{0,{answer}}} "</answer>"'
     return {
         "action": "\n".join(['root ::= think "\\n" (search | answer)', t, s, a]),
         "search": "\n".join(['root ::= think "\\n" search', t, s]),
@@ -177,7 +181,7 @@ def build_grammars(
         "answer_only": "\n".join(["root ::= answer", a]),
         "rewrites": "\n".join(_rewrites_rules(MAX_REWRITES)),
         "verdict": 'root ::= "<verdict>" ("correct" | "incorrect") "</verdict>"',
-        "span": f"root ::= [^<>;\\n ] [^<>;\\n]{{0,{span}}}",
+        "span": f"root ::= {_FIRST} [^<>;\\n]{{0,{span}}}",
     }
 
 
@@ -339,7 +343,7 @@ def ramp_grammar(
     k = max(1, k)
     rules = passage_span_rules(passages or [])
     if not rules:
-        rules = [f"span ::= [^<>;\\n ] [^<>;\\n]{{0,{MAX_SPAN_CHARS}}}"]
+        rules = [f"span ::= {_FIRST} [^<>;\\n]{{0,{MAX_SPAN_CHARS}}}"]
     answer = 'answer ::= "<answer>" span' + ' " ; " span' * (k - 1) + ' "</answer>"'
     if not think:
         return "\n".join(["root ::= answer", answer, *rules])

@@ -208,6 +208,36 @@ def test_every_grammar_compiles_in_llama_cpp():
         grammars.grammar_for("nope")
 
 
+def _grammar_accepts(model, gbnf: str, text: str) -> bool:
+    """Does the grammar let `text` be written, token by token (SmolLM2's own tokens)?"""
+    import numpy as np
+
+    from masksearch.models.llamacpp_capi import GrammarCheck
+
+    check = GrammarCheck(model, gbnf)
+    try:
+        for tok in model.tokenize(text, special=False):
+            ids = np.array([tok], dtype=np.int32)
+            if not np.isfinite(check.allowed(ids, np.zeros(1, dtype=np.float32))[0]):
+                return False
+            check.accept(tok)
+        return True
+    finally:
+        check.close()
+
+
+def test_an_answer_or_span_cannot_be_the_format_placeholder():
+    """A 135M base copies the `<answer>...</answer>` of a prompt's format line (RAG-PE answered
+    `...` to most questions): an answer, and a span, start with a word character."""
+    model = load_chat_model(SMALL).load().model
+    answer, span = grammars.GRAMMARS["answer_only"], grammars.GRAMMARS["span"]
+    for ok in ("<answer>1901</answer>", "<answer> Gustave Eiffel</answer>", '<answer>"Q"</answer>'):
+        assert _grammar_accepts(model, answer, ok), ok
+    for bad in ("<answer>...</answer>", "<answer> …</answer>", "<answer>, 1901</answer>"):
+        assert not _grammar_accepts(model, answer, bad), bad
+    assert _grammar_accepts(model, span, "Paris") and not _grammar_accepts(model, span, "...")
+
+
 class _OnlyAllowed:
     """A stand-in grammar check that allows a fixed set of tokens."""
 

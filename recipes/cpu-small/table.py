@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,17 +169,21 @@ def gold_in_results(row: Mapping[str, Any]) -> bool:
 
 def diagnostics(rows: list[dict]) -> str:
     lines = [
-        "| Method | Pre-train | Post-train | questions | no answer (%) | failed | searches / question "
-        "| turns / question | gold in results (%) | recall there | recall elsewhere "
-        "| mean latency (s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Method | Pre-train | Post-train | questions | no answer (%) | answer words (median) "
+        "| failed | searches / question | turns / question | gold in results (%) | recall there "
+        "| recall elsewhere | mean latency (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for title, method, pre, post in ROWS:
         mine = select(rows, method, pre, post)
         if not mine:
             continue
         n = len(mine)
-        no_answer = sum(1 for r in mine if not (r.get("prediction") or "").strip())
+        # an answer's length in normalized words: none is no answer (a placeholder such as `...`
+        # included); token recall credits every gold token an answer holds, so a long answer
+        # gains recall that F1 takes back
+        lengths = [len(normalize_answer(str(r.get("prediction") or "")).split()) for r in mine]
+        no_answer, words = lengths.count(0), median(lengths)
         failed = sum(1 for r in mine if r.get("status") == "failed")
         searches = sum(int(r.get("search_calls") or 0) for r in mine) / n
         turns = sum(int(r.get("turns") or 0) for r in mine) / n
@@ -189,7 +194,7 @@ def diagnostics(rows: list[dict]) -> str:
         there, elsewhere = (_mean(rs, "recall") for rs in (found, missed))
         lines.append(
             f"| {title} | {pre or '–'} | {post or '–'} | {n} | {100 * no_answer / n:.1f} | "
-            f"{failed} | {searches:.2f} | {turns:.2f} | {100 * len(found) / n:.1f} | "
+            f"{words:g} | {failed} | {searches:.2f} | {turns:.2f} | {100 * len(found) / n:.1f} | "
             + " | ".join("–" if v is None else f"{v:.1f}" for v in (there, elsewhere))
             + f" | {latency:.1f} |"
         )
