@@ -227,6 +227,7 @@ def ramp_table(work: Path) -> str:
         # partial credit: the share of an example's masks its answer recovered, in order
         spans = [span_recall(r["final_answer"], r["answers"]) for r in recs]
         sci = bootstrap_ci(spans)
+        assert ci is not None and sci is not None  # recs is not empty
         lines.append(
             f"| {name} | {len(recs)} | {100 * sum(acc) / len(acc):.1f} "
             f"[{ci[0]:.1f}, {ci[1]:.1f}] | " + " | ".join(per_k) + f" | "
