@@ -200,10 +200,10 @@ def test_table_renders_sizes_intervals_and_commands(tmp_path):
     # F1: 0.6 − 0.2 on every question, so the interval is a point
     assert "| MaskSearch SFT/SFT − Agent-PE | f1 | +40.0 [+40.0, +40.0] (n=10) |" in text
     assert "− Distilled Search-R1 (QA-SFT) | recall | +5.0 [" in text  # 0.1 on odd ids
-    # diagnostics: the answer's median length in normalized words ("The x" is one: "x"); `...`
-    # is no answer (2 of 20)
+    # diagnostics: the answer's length in normalized words ("The x" is one: "x"); `...` is no
+    # answer (2 of 20)
     diag = next(x for x in text.splitlines() if x.startswith("| Agent-PE | – | – | 20 |"))
-    assert [c.strip() for c in diag.split("|")[5:8]] == ["10.0", "1", "0"]
+    assert [c.strip() for c in diag.split("|")[5:8]] == ["10.0", "0.9 (1)", "0"]
 
 
 def test_kept_stages_restore_into_a_fresh_work_dir_and_gone_models_rerun(tmp_path):

@@ -169,7 +169,7 @@ def gold_in_results(row: Mapping[str, Any]) -> bool:
 
 def diagnostics(rows: list[dict]) -> str:
     lines = [
-        "| Method | Pre-train | Post-train | questions | no answer (%) | answer words (median) "
+        "| Method | Pre-train | Post-train | questions | no answer (%) | answer words: mean (median) "
         "| failed | searches / question | turns / question | gold in results (%) | recall there "
         "| recall elsewhere | mean latency (s) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -183,7 +183,7 @@ def diagnostics(rows: list[dict]) -> str:
         # included); token recall credits every gold token an answer holds, so a long answer
         # gains recall that F1 takes back
         lengths = [len(normalize_answer(str(r.get("prediction") or "")).split()) for r in mine]
-        no_answer, words = lengths.count(0), median(lengths)
+        no_answer, words = lengths.count(0), f"{sum(lengths) / n:.1f} ({median(lengths):g})"
         failed = sum(1 for r in mine if r.get("status") == "failed")
         searches = sum(int(r.get("search_calls") or 0) for r in mine) / n
         turns = sum(int(r.get("turns") or 0) for r in mine) / n
@@ -194,7 +194,7 @@ def diagnostics(rows: list[dict]) -> str:
         there, elsewhere = (_mean(rs, "recall") for rs in (found, missed))
         lines.append(
             f"| {title} | {pre or '–'} | {post or '–'} | {n} | {100 * no_answer / n:.1f} | "
-            f"{words:g} | {failed} | {searches:.2f} | {turns:.2f} | {100 * len(found) / n:.1f} | "
+            f"{words} | {failed} | {searches:.2f} | {turns:.2f} | {100 * len(found) / n:.1f} | "
             + " | ".join("–" if v is None else f"{v:.1f}" for v in (there, elsewhere))
             + f" | {latency:.1f} |"
         )
