@@ -296,6 +296,9 @@ def render(work: Path) -> str:
         "",
         "## Commands that produced this table",
         "",
+        "In the order they finished; the seconds are each stage's last run (a stage that resumed "
+        "after an interruption counts only its last piece).",
+        "",
         "```",
         commands(work),
         "```",
