@@ -14,6 +14,7 @@ The graph's judge node, the RL rewards and eval all score through here.
   >= `recall_threshold` (max over aliases), the graph's QA acceptance rule.
 - `task_of(state)`: the task an example is scored as (`ramp` or `qa`), from its `task` field
   or, when that is empty, from its question.
+- `is_no_answer`: an answer that normalises to nothing or copies a prompt example.
 - `is_prompt_example`: an answer that copies an example shown in the student's prompt
   (`prompts.STUDENT_PROMPT_EXAMPLES`) is no answer: `score_answer` gives it 0 on every metric and
   `answer_correct` rejects it, so a copied example can never be right.
@@ -54,6 +55,13 @@ def is_prompt_example(prediction: str | None) -> bool:
     Compared after normalisation, so `<answer> And. </answer>` is a copy too."""
     p = normalize_answer(prediction or "")
     return bool(p) and any(p == normalize_answer(e) for e in STUDENT_PROMPT_EXAMPLES)
+
+
+def is_no_answer(prediction: str | None) -> bool:
+    """Does the answer say nothing: empty after normalisation (only punctuation or articles, such
+    as a prompt format's `...` placeholder), or a copy of a prompt example? Every metric scores
+    such an answer 0."""
+    return not normalize_answer(prediction or "") or is_prompt_example(prediction)
 
 
 def _golds(gold: str | Sequence[str]) -> list[str]:

@@ -271,3 +271,13 @@ def test_eval_scores_a_copied_prompt_example_zero():
     item = EvalItem(dataset="d", id="1", question="q", golden_answers=["Romeo and Juliet"])
     assert score_prediction("Romeo and Juliet", item)["em"] == 1.0
     assert not any(score_prediction("and", item).values())  # "and" would recall 1/3 otherwise
+
+
+def test_no_answer_is_an_empty_normalized_answer_or_a_copied_prompt_example():
+    from masksearch import prompts, scoring
+
+    for nothing in (None, "", "  ", "...", "The", " , ."):
+        assert scoring.is_no_answer(nothing), nothing
+    assert all(scoring.is_no_answer(e) for e in prompts.STUDENT_PROMPT_EXAMPLES)
+    for answer in ("1901", "Gustave Eiffel", "Romeo and Juliet", "and 1901"):
+        assert not scoring.is_no_answer(answer), answer

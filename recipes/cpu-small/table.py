@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 from masksearch.errors import MaskSearchError  # noqa: E402
 from masksearch.eval.aggregate import bootstrap_ci  # noqa: E402
 from masksearch.prompts import RAG_PE_USER  # noqa: E402
-from masksearch.scoring import normalize_answer  # noqa: E402
+from masksearch.scoring import is_no_answer, normalize_answer  # noqa: E402
 
 # RAG-PE's user prompt around its documents: "Retrieved documents:\n", then "\n\nQuestion: …"
 _RAG_HEAD, _RAG_TAIL = RAG_PE_USER.template.split("$docs", 1)
@@ -179,11 +179,12 @@ def diagnostics(rows: list[dict]) -> str:
         if not mine:
             continue
         n = len(mine)
-        # an answer's length in normalized words: none is no answer (a placeholder such as `...`
-        # included); token recall credits every gold token an answer holds, so a long answer
-        # gains recall that F1 takes back
+        # no answer as the scores count it (a `...` placeholder or a copied prompt example
+        # included); an answer's length in normalized words beside it: token recall credits
+        # every gold token an answer holds, so a long answer gains recall that F1 takes back
+        no_answer = sum(1 for r in mine if is_no_answer(r.get("prediction")))
         lengths = [len(normalize_answer(str(r.get("prediction") or "")).split()) for r in mine]
-        no_answer, words = lengths.count(0), f"{sum(lengths) / n:.1f} ({median(lengths):g})"
+        words = f"{sum(lengths) / n:.1f} ({median(lengths):g})"
         failed = sum(1 for r in mine if r.get("status") == "failed")
         searches = sum(int(r.get("search_calls") or 0) for r in mine) / n
         turns = sum(int(r.get("turns") or 0) for r in mine) / n
@@ -223,7 +224,7 @@ def ramp_table(work: Path) -> str:
         for k in (1, 2, 3, 4):
             ks = [a for a, r in zip(acc, recs, strict=True) if record_k(r) == k]
             per_k.append(f"{100 * sum(ks) / len(ks):.0f} ({len(ks)})" if ks else "–")
-        no_answer = sum(1 for r in recs if not r["final_answer"].strip())
+        no_answer = sum(1 for r in recs if is_no_answer(r["final_answer"]))
         # partial credit: the share of an example's masks its answer recovered, in order
         spans = [span_recall(r["final_answer"], r["answers"]) for r in recs]
         sci = bootstrap_ci(spans)
