@@ -8,12 +8,18 @@ speed.
   records), measured between steps 2..N.
 - `decode`: llama.cpp decode tokens/s of the base GGUF (Q4_1) and of the student GGUFs, the same
   prompt and 2 threads, best of `--reps`.
+- `rollout`: one GRPO rollout batch (`--questions` questions × `--generations` episodes at
+  temperature 1, up to 4 turns, the recipe's retriever) with the SmolLM2-135M policy as training
+  holds it (fp32; `--policy` a trained checkpoint instead), decoded by HF `generate` and by llama.cpp (`training.llamacpp_rollout`, the
+  weights written to Q8_0 first: that sync is timed apart); seconds, turns and tokens/s of each.
 - `eval`: wall time of `masksearch eval run -m masksearch` with the student GGUF on the first
   `--questions` questions of a FlashRAG file (e.g. the offline bench's squad_test.jsonl), and the
   400-question estimate.
 
     python benchmarks/students.py convert decode
     python benchmarks/students.py sft --steps 6 --records runs/cpu-small/teacher/qa.sqlite
+    python benchmarks/students.py rollout --data runs/cpu-small/bench/squad_train.jsonl \
+        --retriever bm25:runs/cpu-small/bench/index --questions 2
     python benchmarks/students.py eval --data runs/cpu-small/bench/squad_test.jsonl \
         --retriever bm25:runs/cpu-small/bench/index --questions 20
 
@@ -215,6 +221,86 @@ def bench_eval(
     return out
 
 
+def bench_rollout(
+    work: Path,
+    data: str,
+    retriever: str,
+    questions: int,
+    generations: int,
+    engines: list[str],
+    policy: str = BASE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from masksearch.prompts import render_student_prompt
+    from masksearch.retrievers import load_retriever
+    from masksearch.student import Decoding
+    from masksearch.training.config import ModelSettings
+    from masksearch.training.data import load_questions
+    from masksearch.training.llamacpp_rollout import LlamaCppGenerator
+    from masksearch.training.modeling import load_model, load_tokenizer
+    from masksearch.training.rollout import SearchRollout
+
+    tok = load_tokenizer(ModelSettings(model=policy))
+    tok.padding_side = "left"
+    model = load_model(ModelSettings(model=policy)).eval()
+    qs = load_questions(data, limit=questions)
+    prompts = [render_student_prompt(q["question"], q.get("task")) for q in qs]
+    prompts = [p for p in prompts for _ in range(generations)]
+    decoding = Decoding(temperature=1.0)
+    rows: dict[str, Any] = {}
+    for engine in engines:
+        llama = (
+            LlamaCppGenerator(
+                BASE, decoding, eos_id=tok.eos_token_id, workdir=work, n_ctx=4096, seed=seed
+            )
+            if engine == "llama_cpp"
+            else None
+        )
+        ro = SearchRollout(
+            load_retriever(retriever),
+            tok,
+            max_turns=4,
+            max_completion_length=2048,
+            decoding=decoding,
+            policy_generator=llama,
+            seed=seed,
+        )
+        trainer = SimpleNamespace(
+            model=model,
+            model_wrapped=model,
+            accelerator=Accelerator(cpu=True),
+            args=SimpleNamespace(ds3_gather_for_generation=True),
+            state=SimpleNamespace(global_step=0),
+        )
+        t0 = time.perf_counter()
+        gen = ro.trainer_generate(trainer)
+        sync_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        trajs = ro.run(prompts, gen)
+        seconds = time.perf_counter() - t0
+        if llama is not None:
+            llama.close()
+        turns = sum(sum(1 for m in t.turns if m["role"] == "assistant") for t in trajs)
+        generated = sum(t.model_tokens for t in trajs)
+        rows[engine] = {
+            "episodes": len(trajs),
+            "sync_s": round(sync_s, 1),
+            "rollout_s": round(seconds, 1),
+            "turns": turns,
+            "generated_tokens": generated,
+            "generated_tokens_per_s": round(generated / seconds, 1),
+            "searches": sum(t.searches for t in trajs),
+            "statuses": sorted({t.status for t in trajs}),
+            "policy": policy,
+        }
+        print(f"rollout {engine}: {rows[engine]} ({load()})", flush=True)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("what", nargs="*", default=["convert", "decode"])
@@ -234,6 +320,11 @@ def main() -> int:
     p.add_argument("--questions", type=int, default=10)
     p.add_argument("--model", default=None, help="eval: model spec (default: the Q8_0 student)")
     p.add_argument("--concurrency", type=int, default=1, help="eval: questions in flight")
+    p.add_argument("--generations", type=int, default=4, help="rollout: episodes a question")
+    p.add_argument("--policy", default=None, help="rollout: checkpoint (default: the base)")
+    p.add_argument(
+        "--engines", default="llama_cpp,hf", help="rollout: engines to time (comma-separated)"
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="students-bench-"))
@@ -252,6 +343,18 @@ def main() -> int:
             args.bf16,
             not args.no_checkpointing,
             args.lora,
+        )
+    if "rollout" in args.what:
+        if not (args.data and args.retriever):
+            p.error("rollout needs --data and --retriever")
+        report["rollout"] = bench_rollout(
+            work,
+            args.data,
+            args.retriever,
+            args.questions,
+            args.generations,
+            args.engines.split(","),
+            args.policy or BASE,
         )
     if "eval" in args.what:
         if not (args.data and args.retriever):

@@ -48,6 +48,10 @@ EXPECTED = [
     "gguf-ramp-qa-sft",
     "eval-ramp-qa-sft",
     "ramp-heldout-ramp-qa-sft",
+    "rl-ramp-qa-sft",
+    "gguf-ramp-qa-sft-rl",
+    "eval-ramp-qa-sft-rl",
+    "ramp-heldout-ramp-qa-sft-rl",
     "table",
 ]
 
@@ -77,8 +81,12 @@ def test_dry_run_prints_every_stage_command(tmp_path):
     assert f"--model local:{tmp_path}/w/students/base.gguf" in by_name["eval-base-agent"]
     assert "export-gguf local:smollm2-135m --base local:smollm2-135m" in by_name["gguf-base"]
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
-    # RL rows only when asked for
-    env["RL_STEPS"] = "5"
+    # the RL row: GRPO from the SFT/SFT student, rollouts on llama.cpp from the base's GGUF
+    rl = by_name["rl-ramp-qa-sft"]
+    assert f"train rl --model {tmp_path}/w/students/ramp-qa-sft " in rl
+    assert "--max-steps 12" in rl and "gguf_base=local:smollm2-135m" in rl and "beta=0" in rl
+    assert "--pre-train SFT --post-train SFT+RL" in by_name["eval-ramp-qa-sft-rl"]
+    env["RL_STEPS"] = "0"  # no RL row
     out = subprocess.run(
         [sys.executable, str(RECIPE / "recipe.py"), "--work", str(tmp_path / "w"), "--dry-run"],
         capture_output=True,
@@ -86,7 +94,7 @@ def test_dry_run_prints_every_stage_command(tmp_path):
         env=env,
         check=True,
     ).stdout
-    assert "rl-ramp-qa:" in out and "--pre-train RL --post-train RL" in out
+    assert "rl-ramp-qa-sft" not in out and "table:" in out
 
 
 def test_done_stages_are_skipped_and_changed_sizes_refused(tmp_path, monkeypatch):

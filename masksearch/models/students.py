@@ -270,8 +270,30 @@ def _permute(w: Any, n_head: int) -> Any:
     )
 
 
+def plain_state_dict(model: Any) -> dict[str, Any]:
+    """The model's weights under the plain transformers names. A PEFT (LoRA) model is merged for
+    the copy and unmerged again, so training goes on from the same adapter (as TRL's vLLM weight
+    sync does); a model that is not PEFT is read as is."""
+    if not hasattr(model, "merge_adapter"):
+        return dict(model.state_dict())
+    prefix = getattr(model, "prefix", "lora_")
+    model.merge_adapter()
+    try:
+        out = {}
+        for key, tensor in model.state_dict().items():
+            if prefix in key or "original_module" in key:
+                continue
+            name = key.removeprefix("base_model.model.").replace(".base_layer", "")
+            name = name.replace("modules_to_save.default.", "")
+            out[name] = tensor.detach().clone()
+        return out
+    finally:
+        model.unmerge_adapter()
+
+
 def gguf_tensors(model: Any, arch: str, n_blocks: int) -> dict[str, Any]:
-    """The model's weights as float32 numpy arrays under their GGUF names."""
+    """The model's weights (merged, if it carries a LoRA adapter) as float32 numpy arrays under
+    their GGUF names."""
     import gguf
 
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
@@ -280,7 +302,7 @@ def gguf_tensors(model: Any, arch: str, n_blocks: int) -> dict[str, Any]:
     n_head = int(cfg.num_attention_heads)
     n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_head)
     out: dict[str, Any] = {}
-    for key, tensor in model.state_dict().items():
+    for key, tensor in plain_state_dict(model).items():
         target = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if target is None:
             raise ConfigError(f"no GGUF name for tensor {key!r} ({arch})")
@@ -293,25 +315,42 @@ def gguf_tensors(model: Any, arch: str, n_blocks: int) -> dict[str, Any]:
     return out
 
 
+def base_gguf_path(base: str | Path) -> Path:
+    """The GGUF file a base names: an embedded model's name (`local:smollm2-135m`) or a path."""
+    name = embedded_name(str(base))
+    return Path(embedded.gguf_path(name)) if name else Path(base)
+
+
 def write_student_gguf(
     checkpoint: str | Path, base: str | Path, out: str | Path, *, qtype: str = "q8_0"
 ) -> Path:
     """Write `checkpoint`'s weights into a copy of the `base` GGUF (metadata and tokenizer kept)
     at `out`, atomically; a `<out>.student.json` beside it records what went in."""
+    base_path = base_gguf_path(base)
+    out = write_model_gguf(load_trained(checkpoint), base_path, out, qtype=qtype)
+    info = {"checkpoint": str(checkpoint), "base": str(base_path), "qtype": qtype}
+    out.with_name(out.name + GGUF_MARKER_SUFFIX).write_text(
+        json.dumps(info, indent=2) + "\n", encoding="utf-8"
+    )
+    return out
+
+
+def write_model_gguf(model: Any, base: str | Path, out: str | Path, *, qtype: str = "q8_0") -> Path:
+    """Write an in-memory transformers model's weights (a LoRA adapter merged in) into a copy of
+    the `base` GGUF at `out`, atomically: what `write_student_gguf` does for a saved checkpoint,
+    and what CPU RL rollouts (`training.llamacpp_rollout`) do with the live policy."""
     import gguf
     import numpy as np
 
     if qtype not in QTYPES:
         raise ConfigError(f"unknown GGUF type {qtype!r}; choose one of {', '.join(QTYPES)}")
-    base_path = (
-        Path(embedded.gguf_path(embedded_name(str(base)) or ""))
-        if embedded_name(str(base))
-        else Path(base)
-    )
+    base_path = base_gguf_path(base)
+    if not base_path.is_file():
+        raise ConfigError(f"base GGUF {base_path} not found")
     reader = gguf.GGUFReader(str(base_path))
     arch = str(reader.fields["general.architecture"].contents())
     n_blocks = int(reader.fields[f"{arch}.block_count"].contents())
-    weights = gguf_tensors(load_trained(checkpoint), arch, n_blocks)
+    weights = gguf_tensors(model, arch, n_blocks)
     file_type = {
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
         "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -358,8 +397,4 @@ def write_student_gguf(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    info = {"checkpoint": str(checkpoint), "base": str(base_path), "qtype": qtype}
-    out.with_name(out.name + GGUF_MARKER_SUFFIX).write_text(
-        json.dumps(info, indent=2) + "\n", encoding="utf-8"
-    )
     return out

@@ -126,6 +126,13 @@ class RLSettings(ModelSettings):
     # contexts per HF `generate` call in rollouts (None: 4 on CPU, all on a GPU); bounds the KV
     # cache and CPU attention memory (benchmarks/rl_memory.py); vLLM rollouts ignore it
     rollout_batch_size: int | None = None
+    # what decodes rollouts when vLLM does not (`use_vllm`): `llama_cpp` writes the policy to GGUF
+    # after each optimizer step and decodes batched on llama.cpp (training.llamacpp_rollout), `hf`
+    # is transformers `generate`; `auto` takes llama_cpp on a CPU-only machine when a base GGUF is
+    # known (`gguf_base`, or an embedded model as `model`) and the binding is installed, else hf
+    rollout_engine: str = "auto"
+    gguf_base: str | None = None  # GGUF whose metadata/tokenizer llama.cpp rollouts copy
+    rollout_qtype: str = "q8_0"  # q8_0 | f16 | f32: the rollout policy's GGUF precision
     rewards: list[str] = field(default_factory=lambda: ["hybrid"])
     hybrid: dict[str, Any] = field(
         default_factory=lambda: {

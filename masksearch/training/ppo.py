@@ -177,6 +177,7 @@ class PPOAdapter:
             else:
                 self.ref = ref.to(self.acc.device)
         self.rows_seen = 0
+        self.iterations = 0  # PPO iterations run by this process (the rollout weights' version)
 
     def _total_steps(self) -> int:
         return self.args.max_steps if self.args.max_steps > 0 else 1
@@ -253,7 +254,13 @@ class PPOAdapter:
 
     # -- one PPO iteration -----------------------------------------------------------------------------
     def step(self, rows: list[dict[str, Any]]) -> dict[str, float]:
-        trajs = self.rollout.run([r["prompt"] for r in rows], self._generate, sync=self._sync())
+        self.iterations += 1
+        gen = getattr(self.rollout, "policy_generator", None)
+        if gen is not None:  # llama.cpp rollouts: the policy's weights as of this iteration
+            gen.sync(self._policy(), self.iterations)
+        else:
+            gen = self._generate
+        trajs = self.rollout.run([r["prompt"] for r in rows], gen, sync=self._sync())
         # the reward columns GRPO's dynamic sampling builds (env_mask/model_tokens included)
         scores = self._score(rows, trajs)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id

@@ -15,10 +15,12 @@ __all__ = [
     "build_rewards",
     "build_rl_rows",
     "load_judge_model",
+    "make_policy_generator",
     "make_rollout",
     "make_score_fn",
     "resolve_questions",
     "resolve_retriever",
+    "rollout_engine",
     "start_rl",
 ]
 
@@ -57,6 +59,7 @@ def make_rollout(
     from masksearch.training.rollout import SearchRollout
 
     args = settings.args
+    decoding = Decoding.from_trl_args(args)
     return (cls or SearchRollout)(
         retriever,
         tokenizer,
@@ -65,8 +68,9 @@ def make_rollout(
         max_turn_tokens=settings.max_turn_tokens,
         max_obs_tokens=settings.max_obs_tokens,
         max_completion_length=args.max_completion_length,
-        decoding=Decoding.from_trl_args(args),
+        decoding=decoding,
         rollout_batch_size=settings.rollout_batch_size,
+        policy_generator=make_policy_generator(settings, tokenizer, decoding, rows),
         tool_role=settings.tool_role,
         max_passages=settings.max_passages,
         num_generations=args.num_generations,
@@ -74,6 +78,67 @@ def make_rollout(
         refill_rows=rows,
         max_resample_rounds=settings.dapo.max_resample_rounds,
         seed=args.seed,
+    )
+
+
+def rollout_engine(settings: RLSettings) -> str:
+    """`hf`, `vllm` or `llama_cpp`: what decodes this run's rollouts (`rollout_engine`)."""
+    choice = settings.rollout_engine
+    if choice not in ("auto", "hf", "llama_cpp"):
+        raise ConfigError(f"rollout_engine must be auto, hf or llama_cpp, got {choice!r}")
+    if getattr(settings.args, "use_vllm", False):
+        if choice == "llama_cpp":
+            raise ConfigError("rollout_engine: llama_cpp and use_vllm: true exclude each other")
+        return "vllm"
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    import torch
+
+    from masksearch.training.llamacpp_rollout import policy_base_gguf
+
+    on_cpu = bool(getattr(settings.args, "use_cpu", False)) or not torch.cuda.is_available()
+    if not on_cpu or importlib.util.find_spec("llama_cpp") is None:
+        return "hf"
+    return "llama_cpp" if policy_base_gguf(settings.model, settings.gguf_base) else "hf"
+
+
+def make_policy_generator(
+    settings: RLSettings, tokenizer: Any, decoding: Any, rows: list[dict[str, Any]] | None
+) -> Any:
+    """The llama.cpp rollout generator when `rollout_engine` resolves to it, else None."""
+    if rollout_engine(settings) != "llama_cpp":
+        return None
+    from pathlib import Path
+
+    from masksearch.training.chat import ChatRenderer
+    from masksearch.training.llamacpp_rollout import LlamaCppGenerator, policy_base_gguf
+
+    base = policy_base_gguf(settings.model, settings.gguf_base)
+    if base is None:
+        raise ConfigError(
+            "rollout_engine: llama_cpp needs a base GGUF for the policy's metadata and tokenizer: "
+            "set gguf_base (e.g. local:smollm2-135m)"
+        )
+    args = settings.args
+    renderer = ChatRenderer(tokenizer, tool_role=settings.tool_role)
+    longest = max((len(renderer.prompt_ids(list(r["prompt"]))) for r in rows or []), default=512)
+    episodes = int(args.per_device_train_batch_size) * int(args.steps_per_generation or 1)
+    log.info(
+        "rollouts: llama.cpp on the policy written to GGUF (%s, base %s)",
+        settings.rollout_qtype,
+        base,
+    )
+    return LlamaCppGenerator(
+        base,
+        decoding,
+        eos_id=tokenizer.eos_token_id,
+        workdir=Path(args.output_dir) / "rollout-gguf",
+        n_ctx=longest + int(args.max_completion_length) + 8,
+        parallel=max(1, min(episodes, 16)),
+        qtype=settings.rollout_qtype,
+        seed=int(args.seed),
     )
 
 

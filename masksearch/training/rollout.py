@@ -10,7 +10,9 @@ ends (answered, or out of turns) ends on EOS, so TRL's overlong filtering
 
 `SearchRollout` is a TRL `rollout_func` (`rollout(prompts, trainer) -> {prompt_ids,
 completion_ids, logprobs, env_mask, trajectory, …}`). Generation: the trainer's vLLM engine when
-`use_vllm` (colocate or server mode, through TRL's `VLLMGeneration`), else HF `generate`.
+`use_vllm` (colocate or server mode, through TRL's `VLLMGeneration`), else the policy written to
+GGUF and decoded on llama.cpp when a `policy_generator` is given (CPU training,
+`training.llamacpp_rollout`), else HF `generate`.
 With `dynamic_sampling`, groups whose rewards are all equal are dropped and the batch is refilled
 with fresh questions (DAPO); the rollout then also returns the refilled rows' dataset columns.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +86,7 @@ class SearchRollout:
         max_completion_length: int = 2048,
         decoding: Decoding | None = None,
         rollout_batch_size: int | None = None,
+        policy_generator: Any = None,
         tool_role: str = "user",
         max_passages: int | None = None,
         generate_fn: GenerateFn | None = None,
@@ -102,6 +106,9 @@ class SearchRollout:
         # contexts per HF `generate` call: its KV cache and (on CPU) attention scores grow with it
         self.rollout_batch_size = rollout_batch_size
         self.generate_fn = generate_fn
+        # a `GenerateFn` that follows the policy's weights (`sync(model, version)`): llama.cpp on
+        # CPU (training.llamacpp_rollout)
+        self.policy_generator = policy_generator
         self.eos_id = tokenizer.eos_token_id
         # DAPO dynamic sampling (on when a score function is given)
         self.num_generations = num_generations
@@ -113,17 +120,24 @@ class SearchRollout:
 
     # -- TRL entry point ------------------------------------------------------------------------
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        started = time.perf_counter()
         gen = self.generate_fn or self.trainer_generate(trainer)
         sync = _lockstep(trainer)
         rows: list[dict[str, Any]] | None = None
         training = bool(getattr(getattr(trainer, "model", None), "training", True))
+        self.stats = {}
         if self.score_fn is not None and training:
             trajs, rows = self.run_dynamic(prompts, gen, sync=sync)
-            if hasattr(trainer, "_metrics"):
-                for name, value in self.stats.items():
-                    trainer._metrics["train"][name].append(value)
         else:
             trajs = self.run(prompts, gen, sync=sync)
+        self.stats["rollout/seconds"] = time.perf_counter() - started
+        engine = getattr(self.policy_generator, "stats", None)
+        if engine is not None and gen is self.policy_generator:
+            self.stats["rollout/weight_sync_s"] = engine.pop("last_sync_s", 0.0)
+        if hasattr(trainer, "_metrics"):
+            split = "train" if training else "eval"
+            for name, value in self.stats.items():
+                trainer._metrics[split][name].append(value)
         out: dict[str, Any] = {
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.completion_ids for t in trajs],
@@ -388,6 +402,10 @@ class SearchRollout:
     def trainer_generate(self, trainer: Any) -> GenerateFn:
         if getattr(trainer, "use_vllm", False):
             return self._vllm_generate(trainer)
+        if self.policy_generator is not None:
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            self.policy_generator.sync(model, trainer.state.global_step)
+            return self.policy_generator  # type: ignore[no-any-return]
         return self._hf_generate(trainer)
 
     def _vllm_generate(self, trainer: Any) -> GenerateFn:
