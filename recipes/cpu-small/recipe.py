@@ -52,7 +52,7 @@ SIZES: dict[str, int] = {
     "N_NQ": 50,  # NQ-open dev questions (seeded random sample of the 3,610)
     "N_NQ_ANSWERABLE": 50,  # NQ-open answerable questions (seeded sample, not in N_NQ)
     "SFT_EPOCHS": 3,
-    "RL_STEPS": 0,  # 0: no RL rows (they do not fit the 6 hours; set e.g. 20 to add them)
+    "RL_STEPS": 12,  # GRPO updates of the SFT/SFT + RL row (0: no RL row)
     "EVAL_CONCURRENCY": 4,  # questions in flight per eval stage (one llama.cpp engine, batched)
     "TOP_K": 3,  # passages per search for teacher and students (Search-R1's top-k)
 }
@@ -331,11 +331,13 @@ def stages(work: Path) -> list[Stage]:
         heldout("base", base_gguf, "gguf-base"),
     ]
 
-    def student(name: str, sft_stages: list[Stage], pre: str | None) -> list[Stage]:
-        """A student's chain: its SFT stage(s), its GGUF, its eval and held-out RAMP rows, in
+    def student(
+        name: str, sft_stages: list[Stage], pre: str | None, post: str = "SFT"
+    ) -> list[Stage]:
+        """A student's chain: its training stage(s), its GGUF, its eval and held-out RAMP rows, in
         that order, so one session can finish a student whose model files are not kept."""
         model = f"local:{students}/{name}.gguf"
-        labels = (["--pre-train", pre] if pre else []) + ["--post-train", "SFT"]
+        labels = (["--pre-train", pre] if pre else []) + ["--post-train", post]
         return [
             *sft_stages,
             Stage(
@@ -395,49 +397,37 @@ def stages(work: Path) -> list[Stage]:
         "SFT",
     )
     if s["RL_STEPS"] > 0:
+        # MaskSearch SFT/SFT + RL: GRPO with the DAPO loss on SQuAD-train questions, from the
+        # SFT/SFT student (the untrained 135M base answers none of its sampled episodes in the
+        # format, so RL from it has no reward to follow). Rollouts decode on llama.cpp from the
+        # policy written to GGUF after every update (`rollout_engine: auto` on a CPU box). Chosen
+        # up front: 2 questions × 4 episodes an update, one episode per micro-batch (no padding),
+        # beta 0 (DAPO: no KL term, no reference pass), learning rate 1e-5 (the SFT's 5e-5 / 5).
         rl = [
-            "--algorithm",
-            "grpo",
-            "--retriever",
-            index,
-            "--max-steps",
-            str(s["RL_STEPS"]),
-            "--set",
-            "resume_from_checkpoint=latest",
+            *("--set", f"gguf_base={BASE}", "--set", f"topk={s['TOP_K']}"),
+            *("--set", "num_generations=4", "--set", "per_device_train_batch_size=1"),
+            *("--set", "gradient_accumulation_steps=8", "--set", "learning_rate=1e-5"),
+            *("--set", "beta=0", "--set", "bf16=true", "--set", "use_cpu=true"),
+            *("--set", "activation_checkpointing=false", "--set", "save_steps=5"),
+            *("--set", "resume_from_checkpoint=latest"),
         ]
-        out += [
-            Stage(
-                "rl-ramp",
-                ["train", "rl", "--model", BASE, "--records", f"{ramp}/train.jsonl"]
-                + ["-o", f"{students}/ramp-rl", *rl],
-                needs=["bench", "ramp-split"],
-                outputs=["students/ramp-rl/config.json"],
-            ),
-            Stage(
-                "rl-ramp-qa",
-                ["train", "rl", "--model", f"{students}/ramp-rl"]
-                + ["--records", f"{bench}/squad_train.jsonl", "-o", f"{students}/ramp-qa-rl", *rl],
-                needs=["rl-ramp"],
-                outputs=["students/ramp-qa-rl/config.json"],
-            ),
-            Stage(
-                "gguf-ramp-qa-rl",
-                ["train", "export-gguf", f"{students}/ramp-qa-rl", "--base", BASE]
-                + ["--out", f"{students}/ramp-qa-rl.gguf"],
-                needs=["rl-ramp-qa"],
-                outputs=["students/ramp-qa-rl.gguf"],
-            ),
-            Stage(
-                "eval-ramp-qa-rl",
-                ["eval", "run", *data, "-m", "masksearch"]
-                + ["--model", f"local:{students}/ramp-qa-rl.gguf", *ev_common]
-                + ["--pre-train", "RL", "--post-train", "RL"],
-                needs=[*evals, "gguf-ramp-qa-rl"],
-                outputs=["eval"],
-                settings=run_settings,
-                keep=True,
-            ),
-        ]
+        out += student(
+            "ramp-qa-sft-rl",
+            [
+                Stage(
+                    "rl-ramp-qa-sft",
+                    ["train", "rl", "--model", f"{students}/ramp-qa-sft"]
+                    + ["--records", f"{bench}/squad_train.jsonl"]
+                    + ["-o", f"{students}/ramp-qa-sft-rl", "--retriever", index]
+                    + ["--max-steps", str(s["RL_STEPS"]), *rl],
+                    settings={"RL_STEPS": s["RL_STEPS"], "TOP_K": s["TOP_K"]},
+                    needs=["sft-ramp-qa", "bench"],
+                    outputs=["students/ramp-qa-sft-rl/config.json"],
+                )
+            ],
+            "SFT",
+            post="SFT+RL",
+        )
     out.append(
         Stage(
             "table",

@@ -43,7 +43,7 @@ ROWS = (  # (title, method, pre-train, post-train) in the paper's order
     ("Untrained agent (base, MaskSearch format)", "masksearch", None, None),
     ("Distilled Search-R1 (QA-SFT)", "masksearch", None, "SFT"),
     ("MaskSearch SFT/SFT", "masksearch", "SFT", "SFT"),
-    ("MaskSearch RL/RL", "masksearch", "RL", "RL"),
+    ("MaskSearch SFT/SFT + RL", "masksearch", "SFT", "SFT+RL"),
 )
 
 
@@ -113,7 +113,8 @@ PAIRS = (
     ("MaskSearch SFT/SFT", "Distilled Search-R1 (QA-SFT)"),
     ("Distilled Search-R1 (QA-SFT)", "Agent-PE"),
     ("MaskSearch SFT/SFT", "Untrained agent (base, MaskSearch format)"),
-    ("MaskSearch RL/RL", "MaskSearch SFT/SFT"),
+    ("MaskSearch SFT/SFT + RL", "MaskSearch SFT/SFT"),
+    ("MaskSearch SFT/SFT + RL", "Agent-PE"),
 )
 
 
@@ -211,7 +212,7 @@ def ramp_table(work: Path) -> str:
         "[95 % CI] | no answer |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ("base", "qa-sft", "ramp-qa-sft", "ramp-qa-rl"):
+    for name in ("base", "qa-sft", "ramp-qa-sft", "ramp-qa-sft-rl"):
         store = work / "ramp-heldout" / f"{name}.sqlite"
         if not store.is_file():
             continue
