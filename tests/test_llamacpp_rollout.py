@@ -243,3 +243,108 @@ def test_a_lora_policy_is_written_merged_and_keeps_training_unmerged():
     assert not any(getattr(m, "merged", False) for m in model.modules())
     for key, value in model.state_dict().items():
         assert torch.allclose(value, before[key], atol=1e-6), key
+
+
+TINY_RL = {
+    "model": "tiny",
+    "max_steps": 2,
+    "num_generations": 2,
+    "per_device_train_batch_size": 2,
+    "max_turns": 2,
+    "max_turn_tokens": 8,
+    "max_completion_length": 128,
+    "learning_rate": 1e-3,
+    "warmup_steps": 0,
+    "beta": 0.0,
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "report_to": "none",
+    "use_cpu": True,
+    "rollout_engine": "llama_cpp",
+    "rollout_qtype": "f32",
+}
+QUESTIONS = [
+    {"id": "q", "question": "When was the Eiffel Tower built?", "answers": ["1889"], "task": "qa"}
+]
+
+
+class _Retriever:
+    name = "fake"
+
+    def search(self, queries, k):
+        from masksearch.types import Passage
+
+        return [
+            [Passage(id=f"{q}-0", title="Eiffel Tower", text="Built in 1889.")] for q in queries
+        ]
+
+
+@needs_gguf
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_rl_trains_on_llama_cpp_rollouts_synced_every_update(algorithm, tmp_path):
+    """`train rl` on a CPU with `rollout_engine: llama_cpp`: every update's rollouts come from
+    the policy's weights as of that update (one GGUF write per update), and training moves them."""
+    from masksearch.training.config import build_settings
+    from masksearch.training.rewards import build_reward_funcs
+    from masksearch.training.rlsetup import build_rl_rows, make_rollout
+    from masksearch.training.smoke import offline_tokenizer
+
+    tok = offline_tokenizer()
+    model = _tiny_policy(tok, seed=0)
+    settings = build_settings(
+        "rl",
+        {
+            **TINY_RL,
+            "algorithm": algorithm,
+            "gguf_base": str(_tiny_base(tmp_path / "base.gguf", model)),
+            "output_dir": str(tmp_path / "out"),
+            "dapo": {"dynamic_sampling": False},  # a random policy's rewards are all 0
+            "ppo": {"ppo_epochs": 1, "mini_batch_size": 2},
+        },
+    )
+    rows = build_rl_rows(QUESTIONS * 2, settings)
+    rollout = make_rollout(settings, _Retriever(), tok, rows=rows)
+    gen = rollout.policy_generator
+    assert isinstance(gen, LlamaCppGenerator) and gen.qtype == "f32"
+    answer = tok("<think>found</think>\n<answer>1889</answer>", add_special_tokens=False)
+
+    class HalfScripted(LlamaCppGenerator):
+        """Every other episode answers correctly, so the rewards vary and the update moves."""
+
+        def __call__(self, contexts, max_new_tokens, stop):
+            out, lps = super().__call__(contexts, max_new_tokens, stop)
+            for i in range(0, len(out), 2):
+                out[i] = [*answer["input_ids"], tok.eos_token_id]
+            return out, lps
+
+    gen.__class__ = HalfScripted
+    w = model.model.layers[0].self_attn.q_proj.weight
+    before = w.detach().clone()
+    if algorithm == "grpo":
+        from masksearch.training.grpo import train_grpo
+
+        stats = train_grpo(
+            settings,
+            questions=QUESTIONS * 2,
+            model=model,
+            tokenizer=tok,
+            rollout=rollout,
+            retriever=_Retriever(),
+            save=False,
+        )
+    else:
+        from masksearch.training.ppo import PPOAdapter
+
+        adapter = PPOAdapter(
+            settings,
+            model=model,
+            tokenizer=tok,
+            retriever=_Retriever(),
+            reward_funcs=build_reward_funcs(["hybrid"]),
+            rollout=rollout,
+        )
+        stats = adapter.train(rows)
+    assert stats["global_step"] == 2
+    assert gen.stats["syncs"] == 2 and gen.stats["tokens"] > 0
+    assert not w.detach().equal(before)
+    gen.close()

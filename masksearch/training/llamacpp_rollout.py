@@ -115,7 +115,7 @@ class LlamaCppGenerator:
         """Each context's continuation: up to `max_new_tokens` tokens, ending with the token that
         completes a stop string, or with EOS."""
         from masksearch.models.llamacpp_engine import Request
-        from masksearch.models.llamacpp_sampling import Decoder
+        from masksearch.models.llamacpp_sampling import LOOKUP_DRAFT, Decoder
 
         if self._engine is None:
             raise RuntimeError("LlamaCppGenerator.sync(model, version) must run before generating")
@@ -124,7 +124,7 @@ class LlamaCppGenerator:
         stops = [s for s in stop if s]
         requests = []
         for ids in contexts:
-            room = self.n_ctx - len(ids) - 1
+            room = self.n_ctx - len(ids) - 1 - (LOOKUP_DRAFT if d.greedy else 0)  # drafts' cells
             if room < 1:
                 raise ValueError(
                     f"a rollout context of {len(ids)} tokens does not fit the engine's "

@@ -123,7 +123,8 @@ def make_policy_generator(
         )
     args = settings.args
     renderer = ChatRenderer(tokenizer, tool_role=settings.tool_role)
-    longest = max((len(renderer.prompt_ids(list(r["prompt"]))) for r in rows or []), default=512)
+    # the longest rendered prompt (PPO builds its rollout before it has rows: a generous bound)
+    longest = max((len(renderer.prompt_ids(list(r["prompt"]))) for r in rows or []), default=2048)
     episodes = int(args.per_device_train_batch_size) * int(args.steps_per_generation or 1)
     log.info(
         "rollouts: llama.cpp on the policy written to GGUF (%s, base %s)",
