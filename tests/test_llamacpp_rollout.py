@@ -214,6 +214,13 @@ def test_rollout_engine_choice(monkeypatch):
         rollout_engine(settings(engine="llama_cpp", vllm=True))
     with pytest.raises(ConfigError, match="rollout_engine"):
         rollout_engine(settings(engine="llamacpp"))
+    import transformers.integrations as integrations
+
+    monkeypatch.setattr(integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rollout_engine(settings("local:smollm2-135m")) == "hf"  # sharded weights
+    with pytest.raises(ConfigError, match="ZeRO-3"):
+        rollout_engine(settings(engine="llama_cpp"))
 
 
 def test_a_lora_policy_is_written_merged_and_keeps_training_unmerged():

@@ -4,6 +4,7 @@ the judge model, the rewards and the multi-turn search rollout, built the same w
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,12 @@ def rollout_engine(settings: RLSettings) -> str:
         if choice == "llama_cpp":
             raise ConfigError("rollout_engine: llama_cpp and use_vllm: true exclude each other")
         return "vllm"
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():  # each rank holds a shard: no whole policy to write to GGUF
+        if choice == "llama_cpp":
+            raise ConfigError("rollout_engine: llama_cpp needs whole weights; not under ZeRO-3")
+        return "hf"
     if choice != "auto":
         return choice
     import importlib.util
@@ -112,9 +119,14 @@ def make_policy_generator(
         return None
     from pathlib import Path
 
+    from masksearch.models.students import QTYPES
     from masksearch.training.chat import ChatRenderer
     from masksearch.training.llamacpp_rollout import LlamaCppGenerator, policy_base_gguf
 
+    if settings.rollout_qtype not in QTYPES:
+        raise ConfigError(
+            f"rollout_qtype must be one of {', '.join(QTYPES)}, got {settings.rollout_qtype!r}"
+        )
     base = policy_base_gguf(settings.model, settings.gguf_base)
     if base is None:
         raise ConfigError(
@@ -135,7 +147,8 @@ def make_policy_generator(
         base,
         decoding,
         eos_id=tokenizer.eos_token_id,
-        workdir=Path(args.output_dir) / "rollout-gguf",
+        # one file per process (ranks of a multi-process CPU run each write their own copy)
+        workdir=Path(args.output_dir) / "rollout-gguf" / f"rank{os.environ.get('RANK', '0')}",
         n_ctx=longest + int(args.max_completion_length) + 8,
         parallel=max(1, min(episodes, 16)),
         qtype=settings.rollout_qtype,
