@@ -4,8 +4,6 @@ what transformers decodes, follows the policy's weight updates, and stops as HF 
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -143,12 +141,14 @@ def test_llama_cpp_rollouts_decode_the_policy_and_follow_its_updates(tmp_path):
         gen.close()
 
 
-class _Req:
-    def __init__(self, items):
-        self.out: queue.SimpleQueue = queue.SimpleQueue()
-        for item in items:
-            self.out.put(item)
-        self.stop = threading.Event()
+def _Req(items):
+    """An engine call whose queue already holds what the engine sent."""
+    from masksearch.models.llamacpp_engine import Request
+
+    req = Request([0], decoder=None, max_new=8)
+    for item in items:
+        req.out.put(item)
+    return req
 
 
 class _Vocab:

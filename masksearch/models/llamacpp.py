@@ -311,15 +311,7 @@ class LlamaCppChatModel(BaseChatModel):
         text, emitted, finish = "", 0, "length"
         completion: list[int] = []
         try:
-            while True:
-                kind, value = req.out.get()
-                if kind == "error":
-                    raise value
-                if kind == "end":
-                    if value == "cancelled":
-                        raise GenerationCancelled()
-                    finish = value
-                    break
+            for value in req.tokens():
                 completion.append(value)
                 raw = rt.detokenize(completion)
                 try:
@@ -334,6 +326,10 @@ class LlamaCppChatModel(BaseChatModel):
                 if safe > emitted:
                     yield text[emitted:safe], None
                     emitted = safe
+            else:  # the engine ended the call
+                if req.finish == "cancelled":
+                    raise GenerationCancelled()
+                finish = req.finish or finish
         finally:
             req.stop.set()  # a stop string or a consumer that went away: leave the batch
         text = rt.detokenize(completion).decode("utf-8", errors="ignore")

@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,12 +97,26 @@ class Request:
         self.todo: list[int] = []
         self.completion: list[int] = []
         self.cached = 0
+        self.finish: str | None = None  # why the engine ended the call (`tokens`)
         self.t_admit = self.t_first = self.t_end = 0.0
 
     @property
     def done(self) -> bool:
         """Cancelled by the caller, or no more tokens wanted."""
         return self.cancel.is_set() or self.stop.is_set()
+
+    def tokens(self) -> Iterator[int]:
+        """The generated ids as the engine sends them, until it ends the call: then `finish`
+        holds why ("stop", "length" or "cancelled"); an engine error is raised. A consumer that
+        stops early sets `stop` so the call leaves the batch."""
+        while True:
+            kind, value = self.out.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                self.finish = str(value)
+                return
+            yield int(value)
 
 
 class Engine:

@@ -93,9 +93,7 @@ class LlamaCppGenerator:
         self.stats["syncs"] += 1
         self.stats["sync_s"] += seconds
         self.stats["last_sync_s"] = seconds
-        log.debug(
-            "rollout weights synced (version %s) in %.1f s", version, time.perf_counter() - start
-        )
+        log.debug("rollout weights synced (version %s) in %.1f s", version, seconds)
         return True
 
     def close(self) -> None:
@@ -151,19 +149,15 @@ class LlamaCppGenerator:
     def _collect(self, req: Any, stops: list[str]) -> list[int]:
         ids: list[int] = []
         try:
-            while True:
-                kind, value = req.out.get()
-                if kind == "error":
-                    raise value
-                if kind == "end":
-                    if value == "stop" and self.eos_id is not None:
-                        ids.append(int(self.eos_id))
-                    return ids
-                ids.append(int(value))
+            for token in req.tokens():
+                ids.append(token)
                 if stops:
                     text = self._model.detokenize(ids).decode("utf-8", errors="ignore")
                     if any(s in text for s in stops):
                         return ids
+            if req.finish == "stop" and self.eos_id is not None:
+                ids.append(int(self.eos_id))
+            return ids
         finally:
             req.stop.set()  # leave the batch at the next step
 
