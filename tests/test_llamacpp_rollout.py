@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_training_grpo import TINY_RL
 
 from masksearch.errors import ConfigError
 from masksearch.student import Decoding
@@ -252,20 +253,11 @@ def test_a_lora_policy_is_written_merged_and_keeps_training_unmerged():
         assert torch.allclose(value, before[key], atol=1e-6), key
 
 
-TINY_RL = {
-    "model": "tiny",
-    "max_steps": 2,
-    "num_generations": 2,
-    "per_device_train_batch_size": 2,
-    "max_turns": 2,
-    "max_turn_tokens": 8,
+# the GRPO tests' tiny run, on llama.cpp rollouts of an F32 copy (curriculum off: no `k` here)
+LLAMA_RL = {
+    **TINY_RL,
     "max_completion_length": 128,
-    "learning_rate": 1e-3,
-    "warmup_steps": 0,
-    "beta": 0.0,
-    "save_strategy": "no",
-    "disable_tqdm": True,
-    "report_to": "none",
+    "curriculum": {"enabled": False},
     "use_cpu": True,
     "rollout_engine": "llama_cpp",
     "rollout_qtype": "f32",
@@ -273,17 +265,6 @@ TINY_RL = {
 QUESTIONS = [
     {"id": "q", "question": "When was the Eiffel Tower built?", "answers": ["1889"], "task": "qa"}
 ]
-
-
-class _Retriever:
-    name = "fake"
-
-    def search(self, queries, k):
-        from masksearch.types import Passage
-
-        return [
-            [Passage(id=f"{q}-0", title="Eiffel Tower", text="Built in 1889.")] for q in queries
-        ]
 
 
 @needs_gguf
@@ -294,14 +275,14 @@ def test_rl_trains_on_llama_cpp_rollouts_synced_every_update(algorithm, tmp_path
     from masksearch.training.config import build_settings
     from masksearch.training.rewards import build_reward_funcs
     from masksearch.training.rlsetup import build_rl_rows, make_rollout
-    from masksearch.training.smoke import offline_tokenizer
+    from masksearch.training.smoke import FakeRetriever, offline_tokenizer
 
     tok = offline_tokenizer()
     model = _tiny_policy(tok, seed=0)
     settings = build_settings(
         "rl",
         {
-            **TINY_RL,
+            **LLAMA_RL,
             "algorithm": algorithm,
             "gguf_base": str(_tiny_base(tmp_path / "base.gguf", model)),
             "output_dir": str(tmp_path / "out"),
@@ -310,7 +291,7 @@ def test_rl_trains_on_llama_cpp_rollouts_synced_every_update(algorithm, tmp_path
         },
     )
     rows = build_rl_rows(QUESTIONS * 2, settings)
-    rollout = make_rollout(settings, _Retriever(), tok, rows=rows)
+    rollout = make_rollout(settings, FakeRetriever(), tok, rows=rows)
     gen = rollout.policy_generator
     assert isinstance(gen, LlamaCppGenerator) and gen.qtype == "f32"
     answer = tok("<think>found</think>\n<answer>1889</answer>", add_special_tokens=False)
@@ -336,7 +317,7 @@ def test_rl_trains_on_llama_cpp_rollouts_synced_every_update(algorithm, tmp_path
             model=model,
             tokenizer=tok,
             rollout=rollout,
-            retriever=_Retriever(),
+            retriever=FakeRetriever(),
             save=False,
         )
     else:
@@ -346,7 +327,7 @@ def test_rl_trains_on_llama_cpp_rollouts_synced_every_update(algorithm, tmp_path
             settings,
             model=model,
             tokenizer=tok,
-            retriever=_Retriever(),
+            retriever=FakeRetriever(),
             reward_funcs=build_reward_funcs(["hybrid"]),
             rollout=rollout,
         )
